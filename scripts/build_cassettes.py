@@ -1,0 +1,92 @@
+"""Build vcrpy cassettes of Torn traffic from the fixtures in tests/fixtures/torn/.
+
+The fixtures are realistic Torn bodies (see tests/fixtures/torn/README.md for their sources).
+A cassette pairs each with the request a sentinel-kit key would send, the key already replaced
+by its fingerprint, exactly as ``sentinel_kit.replay.record`` would have written it.
+
+    python scripts/build_cassettes.py          # rewrites the bundled demo cassette
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from vcr.request import Request
+from vcr.serialize import serialize
+from vcr.serializers import yamlserializer
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sentinel_kit.models import key_fingerprint  # noqa: E402 (after the path tweak)
+from sentinel_kit.torn import DEFAULT_TORN_URL, REQUEST_COMMENT, USER_AGENT  # noqa: E402
+
+FIXTURES = ROOT / "tests" / "fixtures" / "torn"
+
+
+def fixture_response(name: str) -> dict[str, Any]:
+    """Return the recorded response for a fixture file, with the status and headers Torn sends.
+
+    Torn errors are HTTP 200 JSON; Cloudflare pages carry their status in the file name, and
+    the challenge page the ``cf-mitigated: challenge`` header.
+    """
+    body = (FIXTURES / name).read_text(encoding="utf-8")
+    if name.endswith(".json"):
+        status, message = 200, "OK"
+        headers = {"Content-Type": ["application/json"]}
+    elif "403" in name:
+        status, message = 403, "Forbidden"
+        headers = {"Content-Type": ["text/html; charset=UTF-8"], "cf-mitigated": ["challenge"]}
+    else:
+        status, message = 502, "Bad Gateway"
+        headers = {"Content-Type": ["text/html; charset=UTF-8"]}
+    headers["Server"] = ["cloudflare"]
+    return {
+        "status": {"code": status, "message": message},
+        "headers": headers,
+        "body": {"string": body},
+    }
+
+
+def torn_request(plaintext_key: str, base_url: str = DEFAULT_TORN_URL) -> Request:
+    """Return the request sentinel-kit sends for a key, key replaced by its fingerprint."""
+    uri = f"{base_url.rstrip('/')}/user/basic?comment={REQUEST_COMMENT}"
+    headers = {
+        "Accept": "application/json",
+        "Authorization": f"ApiKey fp:{key_fingerprint(plaintext_key)}",
+        "User-Agent": USER_AGENT,
+    }
+    return Request("GET", uri, None, headers)
+
+
+def write_cassette(
+    path: Path, exchanges: Iterable[tuple[str, str]], base_url: str = DEFAULT_TORN_URL
+) -> int:
+    """Write a cassette of (plaintext key, fixture name) exchanges; return how many."""
+    requests, responses = [], []
+    for key, fixture in exchanges:
+        requests.append(torn_request(key, base_url))
+        responses.append(fixture_response(fixture))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        serialize({"requests": requests, "responses": responses}, yamlserializer),
+        encoding="utf-8",
+    )
+    return len(requests)
+
+
+def main() -> None:
+    """Rebuild the bundled demo cassette."""
+    from sentinel_kit.demo import DEMO_KEYS
+
+    exchanges = [(d.plaintext, answer) for d in DEMO_KEYS for answer in d.answers]
+    target = ROOT / "sentinel_kit" / "data" / "demo_cassette.yaml"
+    count = write_cassette(target, exchanges)
+    print(f"wrote {target.relative_to(ROOT)}: {count} interactions")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""sentinel-kit: keep a database of Torn City players in step with their API keys.
+
+Everything a notebook or script may use is importable from here::
+
+    from sentinel_kit import SyncJob, decrypt_api_key, replay
+
+The library logs through loguru under the ``sentinel_kit`` name, disabled by default; call
+``logger.enable("sentinel_kit")`` to see it (the CLI does).
+"""
+
+from __future__ import annotations
+
+from loguru import logger
+
+__version__ = "0.1.0"
+
+from .client import DEFAULT_MAX_RPM, DEFAULT_PER_KEY_RPM, TornClient
+from .crypto import KeyCipher, decrypt_api_key, encrypt_api_key
+from .errors import (
+    ConfigError,
+    DecryptError,
+    ErrorClass,
+    FetchError,
+    JobTimeout,
+    LockHeld,
+    RunAborted,
+    SchemaMissing,
+    SentinelError,
+    StoreError,
+    TornAPIError,
+    UpstreamUnavailable,
+)
+from .models import (
+    Change,
+    ChangeKind,
+    Failure,
+    Outcome,
+    Profile,
+    Reason,
+    RunStatus,
+    SyncReport,
+    TornKey,
+    UserDataRow,
+    UserKey,
+    key_fingerprint,
+)
+from .ratelimit import KeyedLimiter, SlidingWindowLimiter
+from .replay import record, replay
+from .retry import RetryPolicy
+from .stores import DEFAULT_DB_URL, SQLiteStore, Store, open_store
+from .sync import SYNC_JOB_NAME, SyncJob, build_report, build_upserts, diff_rows
+from .torn import (
+    DEFAULT_TORN_URL,
+    Classification,
+    classify_http_failure,
+    classify_torn_error,
+    interpret_response,
+    parse_user_basic,
+)
+
+# A library stays quiet unless its user asks (loguru's advice for libraries).
+logger.disable("sentinel_kit")
+
+__all__ = [
+    "DEFAULT_DB_URL",
+    "DEFAULT_MAX_RPM",
+    "DEFAULT_PER_KEY_RPM",
+    "DEFAULT_TORN_URL",
+    "SYNC_JOB_NAME",
+    "Change",
+    "ChangeKind",
+    "Classification",
+    "ConfigError",
+    "DecryptError",
+    "ErrorClass",
+    "Failure",
+    "FetchError",
+    "JobTimeout",
+    "KeyCipher",
+    "KeyedLimiter",
+    "LockHeld",
+    "Outcome",
+    "Profile",
+    "Reason",
+    "RetryPolicy",
+    "RunAborted",
+    "RunStatus",
+    "SQLiteStore",
+    "SchemaMissing",
+    "SentinelError",
+    "SlidingWindowLimiter",
+    "Store",
+    "StoreError",
+    "SyncJob",
+    "SyncReport",
+    "TornAPIError",
+    "TornClient",
+    "TornKey",
+    "UpstreamUnavailable",
+    "UserDataRow",
+    "UserKey",
+    "__version__",
+    "build_report",
+    "build_upserts",
+    "classify_http_failure",
+    "classify_torn_error",
+    "decrypt_api_key",
+    "diff_rows",
+    "encrypt_api_key",
+    "interpret_response",
+    "key_fingerprint",
+    "open_store",
+    "parse_user_basic",
+    "record",
+    "replay",
+]

@@ -1,0 +1,480 @@
+"""The ``sentinel-kit`` command line: a thin shell around :class:`~sentinel_kit.SyncJob`.
+
+Every :class:`~sentinel_kit.SentinelError` is caught once, at the top, and printed as one
+``error: ...`` line on stderr with the error's exit code. Machine-readable output (``--json``)
+goes to stdout; logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sys
+import uuid
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from loguru import logger
+
+from . import __version__
+from .client import DEFAULT_MAX_RPM, DEFAULT_PER_KEY_RPM
+from .config import load_env_files, require_secret, resolve_db_url
+from .crypto import KeyCipher
+from .demo import run_demo
+from .errors import ConfigError, DecryptError, SentinelError
+from .models import UserKey, key_fingerprint
+from .replay import record, replay
+from .retry import RetryPolicy
+from .stores import SQLiteStore, open_store, redact_url
+from .sync import SyncJob
+from .torn import DEFAULT_TORN_URL
+
+__all__ = ["cli", "main"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Anything shaped like a Torn key (16 letters and digits) is masked in log lines, as a second
+#: line of defence behind never logging keys at all.
+_KEY_LIKE = re.compile(r"\b[A-Za-z0-9]{16}\b")
+_TORN_KEY = re.compile(r"^[A-Za-z0-9]{16}$")
+_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
+
+
+def redact(text: str) -> str:
+    """Mask every 16-character alphanumeric word (the shape of a Torn key)."""
+    return _KEY_LIKE.sub("[redacted]", text)
+
+
+def _redacting_patcher(record: Any) -> None:
+    record["message"] = redact(record["message"])
+
+
+def configure_logging(level: str) -> None:
+    """Send sentinel-kit's logs to stderr at ``level``, with key-shaped words masked."""
+    logger.remove()
+    logger.configure(patcher=_redacting_patcher)
+    logger.enable("sentinel_kit")
+    # diagnose=False: loguru would otherwise print local variables (keys!) in tracebacks.
+    logger.add(
+        sys.stderr,
+        level=level.upper(),
+        format="{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <7} | {message}",
+        backtrace=False,
+        diagnose=False,
+        colorize=None,
+    )
+
+
+class SentinelGroup(click.Group):
+    """A click group that turns every :class:`SentinelError` into one line and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SentinelError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("error: interrupted", err=True)
+            ctx.exit(130)
+
+
+def _log_level_option(func: F) -> F:
+    return click.option(
+        "--log-level",
+        envvar="SENTINEL_LOG_LEVEL",
+        show_envvar=True,
+        default="INFO",
+        show_default=True,
+        type=click.Choice(_LEVELS, case_sensitive=False),
+        help="Log level on stderr. DEBUG logs every request, with keys shown as fingerprints.",
+    )(func)
+
+
+def _db_option(func: F) -> F:
+    return click.option(
+        "--db",
+        envvar="SENTINEL_DATABASE_URL",
+        show_envvar=True,
+        default=None,
+        metavar="URL",
+        help="Database URL: sqlite:///path.db, postgresql://... or https://<ref>.supabase.co. "
+        "Defaults to NEXT_PUBLIC_SUPABASE_URL when set, else sqlite:///sentinel.db.",
+    )(func)
+
+
+def _run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+@click.group(cls=SentinelGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sentinel-kit")
+def cli() -> None:
+    """Keep a database of Torn City players in step with the API keys they gave your app."""
+    load_env_files()
+
+
+# -- sync ------------------------------------------------------------------------------------
+
+
+@cli.command()
+@_db_option
+@click.option(
+    "--torn-url",
+    envvar="TORN_API_URL",
+    show_envvar=True,
+    default=DEFAULT_TORN_URL,
+    show_default=True,
+    metavar="URL",
+    help="Base URL of Torn's v2 API (or of a stand-in).",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 1024),
+    default=20,
+    show_default=True,
+    help="Users fetched at the same time.",
+)
+@click.option(
+    "--max-rpm",
+    type=click.IntRange(min=0),
+    default=DEFAULT_MAX_RPM,
+    show_default=True,
+    help="Requests allowed in any rolling minute, for the whole run. 0 means no limit "
+    "(for benchmarks and private stand-ins only: Torn allows 1000 per IP).",
+)
+@click.option(
+    "--per-key-rpm",
+    type=click.IntRange(min=0),
+    default=DEFAULT_PER_KEY_RPM,
+    show_default=True,
+    help="Requests allowed per key in any rolling minute. 0 means no limit.",
+)
+@click.option(
+    "--request-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Time allowed for one Torn request.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Time allowed for the whole run; keys fetched by then are written. No limit by default.",
+)
+@click.option(
+    "--max-attempts",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Attempts per key for transient failures (timeouts, 5xx, Torn codes 0/12/15/17).",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Fetch profiles but write nothing; list what would change."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@click.option(
+    "--replay",
+    "replay_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="CASSETTE",
+    help="Answer Torn requests from a recorded cassette instead of the network.",
+)
+@click.option(
+    "--record",
+    "record_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="CASSETTE",
+    help="Record Torn traffic into a new cassette (keys replaced by fingerprints).",
+)
+@click.option("--overwrite", is_flag=True, help="With --record, replace an existing cassette.")
+@_log_level_option
+def sync(
+    db: str | None,
+    torn_url: str,
+    concurrency: int,
+    max_rpm: int,
+    per_key_rpm: int,
+    request_timeout: float,
+    timeout: float | None,
+    max_attempts: int,
+    dry_run: bool,
+    as_json: bool,
+    replay_path: Path | None,
+    record_path: Path | None,
+    overwrite: bool,
+    log_level: str,
+) -> None:
+    """Run the user sync once: fetch every key's profile and update user_data.
+
+    Exit codes: 0 every key synced, 1 some keys failed, 2 usage or configuration error,
+    3 the run was aborted (global Torn error, store failure, timeout).
+    """
+    configure_logging(log_level)
+    if replay_path and record_path:
+        raise click.UsageError("--replay and --record cannot be used together")
+    job = SyncJob(
+        db=resolve_db_url(db),
+        secret=require_secret(),
+        torn_url=torn_url,
+        concurrency=concurrency,
+        max_rpm=max_rpm,
+        per_key_rpm=per_key_rpm,
+        request_timeout=request_timeout,
+        timeout=timeout,
+        policy=RetryPolicy(attempts=max_attempts),
+    )
+    cassette: AbstractContextManager[Any] = nullcontext()
+    if replay_path is not None:
+        cassette = replay(replay_path)
+    elif record_path is not None:
+        cassette = record(record_path, overwrite=overwrite)
+    with cassette:
+        report = job.run(dry_run=dry_run)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        click.echo(report.render_text())
+    click.get_current_context().exit(report.exit_code)
+
+
+# -- migrate ---------------------------------------------------------------------------------
+
+
+@cli.command()
+@_db_option
+@click.option(
+    "--print",
+    "print_sql",
+    is_flag=True,
+    help="Print the SQL instead of applying it (for the Supabase SQL editor or a "
+    "supabase/migrations/ file).",
+)
+@_log_level_option
+def migrate(db: str | None, print_sql: bool, log_level: str) -> None:
+    """Create the tables sentinel-kit needs; safe to run again (applies only what is missing)."""
+    configure_logging(log_level)
+    url = resolve_db_url(db)
+    store = open_store(url, create=True)
+    if print_sql:
+        dialect = "sqlite" if isinstance(store, SQLiteStore) else "postgres"
+        folder = resources.files("sentinel_kit.sql").joinpath(dialect)
+        for item in sorted(folder.iterdir(), key=lambda p: p.name):
+            if item.name.endswith(".sql"):
+                click.echo(f"-- {item.name}\n{item.read_text(encoding='utf-8')}")
+        return
+
+    async def apply() -> list[str]:
+        async with store:
+            return await store.migrate()
+
+    applied = _run(apply())
+    target = redact_url(store.label)
+    if applied:
+        click.echo(f"applied {len(applied)} migration(s) to {target}: {', '.join(applied)}")
+    else:
+        click.echo(f"{target} is up to date")
+
+
+# -- keys ------------------------------------------------------------------------------------
+
+
+@cli.group()
+def keys() -> None:
+    """Add and inspect the encrypted keys in user_keys."""
+
+
+def _read_api_key(value: str) -> str:
+    if value == "-":
+        value = sys.stdin.readline()
+    key = value.strip()
+    if not _TORN_KEY.match(key):
+        raise ConfigError(
+            "that does not look like a Torn API key (16 letters and digits): copy it again "
+            "from Torn's Settings > API Keys"
+        )
+    return key
+
+
+@keys.command("add")
+@_db_option
+@click.option("--user-id", required=True, help="The app's user id this key belongs to.")
+@click.option(
+    "--api-key",
+    prompt="Torn API key",
+    hide_input=True,
+    help="The Torn key; '-' reads it from stdin. Prompted for (hidden) when omitted.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the new row (without the key) as JSON."
+)
+@_log_level_option
+def keys_add(db: str | None, user_id: str, api_key: str, as_json: bool, log_level: str) -> None:
+    """Encrypt a key with ENCRYPTION_KEY and store it in user_keys, as the app would."""
+    configure_logging(log_level)
+    plaintext = _read_api_key(api_key)
+    if not user_id.strip():
+        raise ConfigError("--user-id is empty")
+    cipher = KeyCipher(require_secret())
+    row = UserKey(
+        id=str(uuid.uuid4()),
+        user_id=user_id.strip(),
+        api_key=cipher.encrypt(plaintext),
+        created_at=datetime.now(UTC).isoformat(),
+    )
+    store = open_store(resolve_db_url(db))
+
+    async def add() -> None:
+        async with store:
+            await store.add_key(row)
+
+    _run(add())
+    fingerprint = key_fingerprint(plaintext)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "key_id": row.id,
+                    "user_id": row.user_id,
+                    "created_at": row.created_at,
+                    "fingerprint": fingerprint,
+                }
+            )
+        )
+    else:
+        click.echo(f"added key {row.id} for user {row.user_id} (fingerprint {fingerprint})")
+
+
+@keys.command("list")
+@_db_option
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list on stdout.")
+@_log_level_option
+def keys_list(db: str | None, as_json: bool, log_level: str) -> None:
+    """List stored keys (never their plaintext); with ENCRYPTION_KEY set, check each decrypts."""
+    configure_logging(log_level)
+    store = open_store(resolve_db_url(db))
+    try:
+        cipher: KeyCipher | None = KeyCipher(require_secret())
+    except (ConfigError, DecryptError):
+        cipher = None
+
+    async def collect() -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        async with store:
+            async for page in store.iter_key_pages():
+                rows.extend(_key_row(k, cipher) for k in page)
+        return rows
+
+    rows = _run(collect())
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(
+        _table(
+            ["key_id", "user_id", "created_at", "decrypts"],
+            [[r["key_id"], r["user_id"], r["created_at"] or "", r["decrypts"]] for r in rows],
+        )
+    )
+
+
+def _key_row(key: UserKey, cipher: KeyCipher | None) -> dict[str, Any]:
+    status = "unchecked (no ENCRYPTION_KEY)"
+    if cipher is not None:
+        try:
+            cipher.decrypt(key.api_key)
+            status = "yes"
+        except DecryptError:
+            status = "no: decrypt_error"
+    return {
+        "key_id": key.id,
+        "user_id": key.user_id,
+        "created_at": key.created_at,
+        "decrypts": status,
+    }
+
+
+# -- demo ------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--db-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("sentinel-demo.db"),
+    show_default=True,
+    help="The SQLite file to create for the demo (replaced if it exists).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@_log_level_option
+def demo(db_file: Path, as_json: bool, log_level: str) -> None:
+    """Run a real sync offline: demo keys in a local SQLite file, Torn answers from a cassette.
+
+    The demo data includes a dead key, a corrupt ciphertext and a Cloudflare 502 on purpose,
+    so the report shows failures; the command still exits 0 when the demo ran.
+    """
+    configure_logging(log_level)
+    if db_file.exists() and not _is_demo_database(db_file):
+        raise ConfigError(f"{db_file} exists and is not a demo database: pass another --db-file")
+    report, rows = run_demo(db_file)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "report": report.to_dict(),
+                    "user_data": [
+                        dict(zip(("user_id", "name", "player_id", "updated_at"), r, strict=True))
+                        for r in rows
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return
+    click.echo(report.render_text())
+    click.echo("")
+    click.echo(f"user_data in {db_file}:")
+    click.echo(
+        _table(["user_id", "name", "player_id", "updated_at"], [[str(c) for c in r] for r in rows])
+    )
+    click.echo("")
+    click.echo(f"Explore it: sentinel-kit keys list --db sqlite:///{db_file}")
+
+
+def _is_demo_database(path: Path) -> bool:
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+            ids = [r[0] for r in conn.execute("SELECT DISTINCT user_id FROM user_keys")]
+    except sqlite3.Error:
+        return False
+    return bool(ids) and all(str(i).startswith("demo-") for i in ids)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    if not rows:
+        return "(none)"
+    widths = [max(len(h), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(out)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point."""
+    cli.main(args=list(argv) if argv is not None else None, prog_name="sentinel-kit")

@@ -1,0 +1,279 @@
+"""Frozen value objects that flow through a sync: keys, profiles, outcomes, rows and reports."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+__all__ = [
+    "Change",
+    "ChangeKind",
+    "Failure",
+    "Outcome",
+    "Profile",
+    "Reason",
+    "RunStatus",
+    "SyncReport",
+    "TornKey",
+    "UserDataRow",
+    "UserKey",
+    "key_fingerprint",
+]
+
+
+def key_fingerprint(plaintext: str) -> str:
+    """Return a short, stable, non-reversible label for a key (12 hex digits of SHA-256).
+
+    Args:
+        plaintext: the decrypted Torn key.
+
+    Returns:
+        The first 12 hex digits of ``sha256(plaintext)``; cassettes and logs use it in place
+        of the key.
+    """
+    return hashlib.sha256(plaintext.encode("utf-8")).hexdigest()[:12]
+
+
+class TornKey:
+    """A decrypted Torn API key whose ``repr`` and ``str`` never show it.
+
+    Call :meth:`reveal` at the one place the key must be sent (the request header).
+
+    >>> k = TornKey("abcdEFGH12345678")
+    >>> k
+    TornKey(fp=...)
+    """
+
+    __slots__ = ("_fingerprint", "_value")
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+        self._fingerprint = key_fingerprint(value)
+
+    @property
+    def fingerprint(self) -> str:
+        """The key's fingerprint (see :func:`key_fingerprint`)."""
+        return self._fingerprint
+
+    def reveal(self) -> str:
+        """Return the plaintext key; only the request builder should call this."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"TornKey(fp={self._fingerprint})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TornKey) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._fingerprint)
+
+    def __reduce__(self) -> Any:
+        # Refuse to be pickled: a pickle would carry the plaintext into caches or queues.
+        raise TypeError("TornKey cannot be pickled")
+
+
+class Reason(enum.StrEnum):
+    """Why one key was not synced (the ``reason`` of a report failure)."""
+
+    DECRYPT_ERROR = "decrypt_error"
+    KEY_INVALID = "key_invalid"
+    KEY_SUSPENDED = "key_suspended"
+    RATE_LIMITED = "rate_limited"
+    TORN_ERROR = "torn_error"
+    TIMEOUT = "timeout"
+    NETWORK = "network"
+    BAD_RESPONSE = "bad_response"
+    ABORTED = "aborted"
+
+
+class RunStatus(enum.StrEnum):
+    """How a run ended."""
+
+    OK = "ok"
+    PARTIAL = "partial"
+    ABORTED = "aborted"
+    TIMEOUT = "timeout"
+    SKIPPED = "skipped"
+
+    @property
+    def exit_code(self) -> int:
+        """The CLI exit code of DESIGN.md for this status."""
+        return {"ok": 0, "skipped": 0, "partial": 1}.get(self.value, 3)
+
+
+@dataclass(frozen=True, slots=True)
+class UserKey:
+    """One row of ``user_keys``: the ciphertext is never decrypted here."""
+
+    id: str
+    user_id: str
+    api_key: str = field(repr=False)
+    created_at: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """What sentinel-kit keeps of a Torn profile."""
+
+    player_id: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The result of one key in one run: a profile, or a failure reason."""
+
+    key_id: str
+    user_id: str
+    profile: Profile | None = None
+    reason: Reason | None = None
+    torn_code: int | None = None
+    detail: str | None = None
+    key_created_at: str | None = None
+    skipped: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """True when the key produced a profile."""
+        return self.profile is not None
+
+
+@dataclass(frozen=True, slots=True)
+class UserDataRow:
+    """One row to upsert into ``user_data``."""
+
+    user_id: str
+    name: str
+    player_id: int
+    updated_at: datetime
+
+
+class ChangeKind(enum.StrEnum):
+    """What an upsert does to a ``user_data`` row (shown by dry runs)."""
+
+    NEW = "new"
+    NAME_CHANGED = "name_changed"
+    PLAYER_ID_CHANGED = "player_id_changed"
+    UNCHANGED = "unchanged"
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """The difference between a would-be row and the current ``user_data`` row."""
+
+    user_id: str
+    kind: ChangeKind
+    name: str
+    player_id: int
+    old_name: str | None = None
+    old_player_id: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON form used in reports."""
+        return {
+            "user_id": self.user_id,
+            "change": self.kind.value,
+            "name": self.name,
+            "player_id": self.player_id,
+            "old_name": self.old_name,
+            "old_player_id": self.old_player_id,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One key that was not synced, as listed in a report."""
+
+    user_id: str
+    key_id: str
+    reason: Reason
+    torn_code: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON form of DESIGN.md's report contract."""
+        return {
+            "user_id": self.user_id,
+            "key_id": self.key_id,
+            "reason": self.reason.value,
+            "torn_code": self.torn_code,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SyncReport:
+    """What one run did; ``to_dict()`` is the JSON report contract of DESIGN.md."""
+
+    run_id: str
+    job: str
+    status: RunStatus
+    started_at: datetime
+    finished_at: datetime
+    keys_total: int
+    synced: int
+    failed: int
+    skipped: int
+    written: int
+    error: str | None = None
+    failures: tuple[Failure, ...] = ()
+    dry_run: bool = False
+    changes: tuple[Change, ...] = ()
+
+    @property
+    def duration_s(self) -> float:
+        """Wall-clock seconds between start and finish."""
+        return round((self.finished_at - self.started_at).total_seconds(), 3)
+
+    @property
+    def exit_code(self) -> int:
+        """The CLI exit code for this report."""
+        return self.status.exit_code
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON report (DESIGN.md, "Contracts")."""
+        data: dict[str, Any] = {
+            "run_id": self.run_id,
+            "job": self.job,
+            "status": self.status.value,
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat(),
+            "duration_s": self.duration_s,
+            "keys_total": self.keys_total,
+            "synced": self.synced,
+            "failed": self.failed,
+            "skipped": self.skipped,
+            "written": self.written,
+            "error": self.error,
+            "failures": [f.to_dict() for f in self.failures],
+            "dry_run": self.dry_run,
+        }
+        if self.dry_run:
+            data["changes"] = [c.to_dict() for c in self.changes]
+        return data
+
+    def render_text(self) -> str:
+        """Return a short human-readable summary, one failure per line."""
+        lines = [
+            f"run {self.run_id} ({self.job}): {self.status.value}"
+            f"{' (dry run)' if self.dry_run else ''} in {self.duration_s:.2f}s",
+            f"  keys: {self.keys_total} total, {self.synced} synced, {self.failed} failed, "
+            f"{self.skipped} skipped; rows written: {self.written}",
+        ]
+        if self.error:
+            lines.append(f"  error: {self.error}")
+        for f in self.failures:
+            code = f" (torn code {f.torn_code})" if f.torn_code is not None else ""
+            lines.append(f"  failed: user {f.user_id} key {f.key_id}: {f.reason.value}{code}")
+        for c in self.changes:
+            lines.append(
+                f"  would write: user {c.user_id}: {c.kind.value} -> {c.name} [{c.player_id}]"
+            )
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.render_text()

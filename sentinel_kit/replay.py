@@ -1,0 +1,145 @@
+"""Record and replay Torn traffic with vcrpy, without a key ever reaching a cassette.
+
+Before a request is recorded, and before a live request is matched during replay, its
+``Authorization: ApiKey <key>`` header (and any ``key=`` query parameter) is replaced by the
+key's fingerprint (:func:`sentinel_kit.key_fingerprint`). Replay matches on that fingerprint,
+so concurrent requests each get their own user's answer whatever their order, and a cassette
+recorded in production replays anywhere with the same keys' ciphertexts.
+
+>>> with record("cassettes/incident.yaml"):        # doctest: +SKIP
+...     job.run(dry_run=True)
+>>> with replay("cassettes/incident.yaml"):        # doctest: +SKIP
+...     report = job.run()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import vcr
+from vcr.cassette import Cassette
+
+from .errors import ConfigError
+from .models import key_fingerprint
+
+__all__ = [
+    "MATCH_ON",
+    "make_vcr",
+    "record",
+    "replay",
+    "scrub_request",
+    "scrub_response",
+    "torn_key_matcher",
+]
+
+#: How a live request finds its recorded answer.
+MATCH_ON = ("method", "scheme", "host", "port", "path", "query", "torn_key")
+#: Headers that identify the caller and never belong in a cassette.
+_DROP_REQUEST_HEADERS = ("apikey", "x-client-info", "cookie")
+_DROP_RESPONSE_HEADERS = ("set-cookie", "cf-ray", "report-to", "nel")
+
+
+def _label(secret: str) -> str:
+    return f"fp:{key_fingerprint(secret)}"
+
+
+def scrub_request(request: Any) -> Any:
+    """Replace key material in a vcrpy request by fingerprints (a ``before_record_request``).
+
+    ``Authorization: ApiKey <key>`` becomes ``ApiKey fp:<fingerprint>``; a bearer token (a
+    Supabase service key) is dropped entirely, as are ``apikey``, ``x-client-info`` and
+    cookies; a ``key=`` query parameter becomes its fingerprint.
+    """
+    auth = request.headers.get("Authorization")
+    if auth is not None:
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() == "apikey" and value and not value.startswith("fp:"):
+            request.headers["Authorization"] = f"ApiKey {_label(value)}"
+        elif scheme.lower() != "apikey":
+            del request.headers["Authorization"]
+    for name in _DROP_REQUEST_HEADERS:
+        if name in request.headers:
+            del request.headers[name]
+    parts = urlsplit(request.uri)
+    if parts.query:
+        query = [
+            (k, _label(v) if k == "key" and not v.startswith("fp:") else v)
+            for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        ]
+        request.uri = urlunsplit(parts._replace(query=urlencode(query)))
+    return request
+
+
+def scrub_response(response: dict[str, Any]) -> dict[str, Any]:
+    """Drop cookies and tracking headers from a recorded response (``before_record_response``)."""
+    headers = response.get("headers", {})
+    for name in list(headers):
+        if name.lower() in _DROP_RESPONSE_HEADERS:
+            del headers[name]
+    return response
+
+
+def torn_key_matcher(r1: Any, r2: Any) -> None:
+    """vcrpy matcher: both requests carry the same key fingerprint (or neither has a key)."""
+    a = r1.headers.get("Authorization")
+    b = r2.headers.get("Authorization")
+    if a != b:
+        raise AssertionError(f"key fingerprints differ: {a} != {b}")
+
+
+def make_vcr(*, record_mode: str = "none") -> vcr.VCR:
+    """Return a ``vcr.VCR`` configured with the scrubbers and the fingerprint matcher."""
+    recorder = vcr.VCR(
+        record_mode=record_mode,
+        match_on=MATCH_ON,
+        before_record_request=scrub_request,
+        before_record_response=scrub_response,
+        decode_compressed_response=True,
+    )
+    recorder.register_matcher("torn_key", torn_key_matcher)
+    return recorder
+
+
+@contextmanager
+def record(path: str | Path, *, overwrite: bool = False) -> Iterator[Cassette]:
+    """Record every HTTP request made inside the block into a new cassette.
+
+    Args:
+        path: the cassette file (YAML).
+        overwrite: replace an existing cassette; refused by default.
+
+    Raises:
+        ConfigError: the cassette exists and ``overwrite`` is False.
+    """
+    target = Path(path)
+    if target.exists():
+        if not overwrite:
+            raise ConfigError(
+                f"cassette {target} already exists: choose another path, or pass "
+                "overwrite=True (--overwrite on the CLI) to replace it"
+            )
+        target.unlink()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with make_vcr(record_mode="all").use_cassette(str(target)) as cassette:
+        yield cassette
+
+
+@contextmanager
+def replay(path: str | Path) -> Iterator[Cassette]:
+    """Answer every HTTP request made inside the block from a recorded cassette.
+
+    A request the cassette does not hold fails as a ``network`` error for that key; nothing
+    reaches the network.
+
+    Raises:
+        ConfigError: the cassette does not exist.
+    """
+    source = Path(path)
+    if not source.is_file():
+        raise ConfigError(f"cassette {source} not found: check the path given to --replay")
+    with make_vcr(record_mode="none").use_cassette(str(source)) as cassette:
+        yield cassette

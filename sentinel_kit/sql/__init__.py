@@ -1,0 +1,1 @@
+"""SQL migrations shipped with the package, one folder per dialect, applied in name order."""

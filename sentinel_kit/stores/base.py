@@ -1,0 +1,88 @@
+"""The :class:`Store` protocol: where keys are read and profiles are written."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol, Self, runtime_checkable
+
+from ..models import SyncReport, UserDataRow, UserKey
+
+__all__ = ["DEFAULT_CHUNK_SIZE", "DEFAULT_PAGE_SIZE", "Store", "StoredUser", "dedupe_rows"]
+
+#: Rows per upsert statement.
+DEFAULT_CHUNK_SIZE = 500
+#: Keys per read. Supabase caps a response at 1000 rows, so never ask for more.
+DEFAULT_PAGE_SIZE = 1000
+
+#: A ``user_data`` row as stored: (user_id, name, player_id, updated_at ISO string).
+StoredUser = tuple[str, str | None, int | None, str | None]
+
+
+@runtime_checkable
+class Store(Protocol):
+    """A database holding ``user_keys`` and ``user_data`` (and sentinel's own tables).
+
+    Connections are opened by ``async with store:`` inside the run's event loop, so a store
+    built in one thread (a notebook cell) works from the run's own thread.
+
+    >>> from sentinel_kit import open_store
+    >>> store = open_store("sqlite:///sentinel.db")      # doctest: +SKIP
+    >>> async with store:                                # doctest: +SKIP
+    ...     await store.upsert_user_data(rows)
+    """
+
+    #: A description safe to print: the backend and location, never a password or key.
+    label: str
+    #: Statements that wrote ``user_data`` since the store was opened (for benchmarks).
+    write_calls: int
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(self, *exc_info: object) -> None: ...
+
+    async def migrate(self) -> list[str]:
+        """Apply the packaged migrations that are missing; return the names applied."""
+        ...
+
+    async def count_keys(self) -> int:
+        """Return how many rows ``user_keys`` holds."""
+        ...
+
+    def iter_key_pages(self, *, page_size: int = DEFAULT_PAGE_SIZE) -> AsyncIterator[list[UserKey]]:
+        """Yield ``user_keys`` in pages of at most ``page_size``, ordered by (user_id, id)."""
+        ...
+
+    async def upsert_user_data(self, rows: Sequence[UserDataRow]) -> int:
+        """Insert or update rows by ``user_id`` (deduplicated, chunked); return rows written."""
+        ...
+
+    async def fetch_user_data(self, user_ids: Sequence[str]) -> dict[str, StoredUser]:
+        """Return the current ``user_data`` rows of these users (missing ones are absent)."""
+        ...
+
+    async def list_user_data(self, *, limit: int = 100) -> list[StoredUser]:
+        """Return up to ``limit`` ``user_data`` rows ordered by user_id."""
+        ...
+
+    async def add_key(self, key: UserKey) -> None:
+        """Insert one ``user_keys`` row (the ciphertext is stored as given)."""
+        ...
+
+    async def record_run(self, report: SyncReport) -> None:
+        """Append a finished run to ``sentinel_runs``."""
+        ...
+
+
+def dedupe_rows(rows: Sequence[UserDataRow]) -> list[UserDataRow]:
+    """Keep the last row of each ``user_id``: Postgres rejects a batch touching a row twice.
+
+    Args:
+        rows: rows in arrival order.
+
+    Returns:
+        One row per user, in first-seen order.
+    """
+    by_user: dict[str, UserDataRow] = {}
+    for row in rows:
+        by_user[row.user_id] = row
+    return list(by_user.values())

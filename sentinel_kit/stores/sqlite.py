@@ -1,0 +1,251 @@
+"""The embedded default backend, on the standard library's ``sqlite3``.
+
+SQLite calls are short and local, so they run on the event loop's thread directly; the
+connection is opened in ``__aenter__`` (inside the run), never at construction, because a
+``sqlite3`` connection refuses use from a thread other than its creator's.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Self
+
+from ..errors import SchemaMissing, StoreError
+from ..models import SyncReport, UserDataRow, UserKey
+from .base import DEFAULT_CHUNK_SIZE, DEFAULT_PAGE_SIZE, StoredUser, dedupe_rows
+
+__all__ = ["SQLiteStore"]
+
+_MIGRATIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS sentinel_migrations (
+    name TEXT PRIMARY KEY,
+    applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now'))
+)
+"""
+
+_UPSERT = """
+INSERT INTO user_data (user_id, name, player_id, updated_at) VALUES (?, ?, ?, ?)
+ON CONFLICT (user_id) DO UPDATE SET
+    name = excluded.name, player_id = excluded.player_id, updated_at = excluded.updated_at
+"""
+
+
+class SQLiteStore:
+    """A :class:`~sentinel_kit.stores.base.Store` on a SQLite file (or ``:memory:``).
+
+    Args:
+        path: the database file, or ``":memory:"``.
+        create: create the file when it does not exist (``migrate`` and ``demo`` do); other
+            commands refuse a missing file so a typo does not sync into an empty database.
+        chunk_size: rows per upsert statement.
+    """
+
+    def __init__(
+        self, path: str | Path, *, create: bool = False, chunk_size: int = DEFAULT_CHUNK_SIZE
+    ) -> None:
+        self.path = str(path)
+        self.create = create
+        self.chunk_size = chunk_size
+        self.label = f"sqlite:///{self.path}"
+        self.write_calls = 0
+        self._conn: sqlite3.Connection | None = None
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.path!r})"
+
+    @property
+    def _memory(self) -> bool:
+        return self.path in (":memory:", "")
+
+    async def __aenter__(self) -> Self:
+        if not self._memory and not self.create and not Path(self.path).exists():
+            raise SchemaMissing(
+                f"no SQLite database at {self.path}: create it with "
+                f"`sentinel-kit migrate --db {self.label}`"
+            )
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+            conn.execute("PRAGMA foreign_keys = ON")
+            if not self._memory:
+                conn.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.Error as exc:
+            raise StoreError(
+                f"cannot open SQLite database at {self.path}: {exc} "
+                "(check that the directory exists and is writable)"
+            ) from None
+        self._conn = conn
+        self.write_calls = 0
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """The open connection; raises when the store is not open."""
+        if self._conn is None:
+            raise StoreError("the SQLite store is not open: use `async with store:`")
+        return self._conn
+
+    @contextmanager
+    def _errors(self, doing: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            text = str(exc)
+            if "no such table" in text:
+                table = text.rsplit(":", 1)[-1].strip()
+                raise SchemaMissing(
+                    f"table {table} does not exist in {self.path}: run "
+                    f"`sentinel-kit migrate --db {self.label}`"
+                ) from None
+            raise StoreError(f"SQLite failed while {doing}: {text}") from None
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite failed while {doing}: {exc}") from None
+
+    @contextmanager
+    def _transaction(self, doing: str) -> Iterator[sqlite3.Connection]:
+        conn = self.conn
+        with self._errors(doing):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    async def migrate(self) -> list[str]:
+        """Apply the packaged SQLite migrations that are missing; return their names."""
+        applied: list[str] = []
+        folder = resources.files("sentinel_kit.sql").joinpath("sqlite")
+        with self._errors("applying migrations"):
+            self.conn.execute(_MIGRATIONS_TABLE)
+            done = {r[0] for r in self.conn.execute("SELECT name FROM sentinel_migrations")}
+        for item in sorted(folder.iterdir(), key=lambda p: p.name):
+            if not item.name.endswith(".sql") or item.name in done:
+                continue
+            with self._transaction(f"applying {item.name}") as conn:
+                for statement in _statements(item.read_text(encoding="utf-8")):
+                    conn.execute(statement)
+                conn.execute("INSERT INTO sentinel_migrations (name) VALUES (?)", (item.name,))
+            applied.append(item.name)
+        return applied
+
+    async def count_keys(self) -> int:
+        """Return how many rows ``user_keys`` holds."""
+        with self._errors("counting keys"):
+            row = self.conn.execute("SELECT count(*) FROM user_keys").fetchone()
+        return int(row[0])
+
+    async def iter_key_pages(
+        self, *, page_size: int = DEFAULT_PAGE_SIZE
+    ) -> AsyncIterator[list[UserKey]]:
+        """Yield keys in (user_id, id) order, one keyset page at a time."""
+        columns = "SELECT id, user_id, api_key, created_at FROM user_keys"
+        last: tuple[str, str] | None = None
+        while True:
+            with self._errors("reading user_keys"):
+                if last is None:
+                    cursor = self.conn.execute(
+                        f"{columns} ORDER BY user_id, id LIMIT ?", (page_size,)
+                    )
+                else:
+                    cursor = self.conn.execute(
+                        f"{columns} WHERE (user_id, id) > (?, ?) ORDER BY user_id, id LIMIT ?",
+                        (*last, page_size),
+                    )
+                rows = cursor.fetchall()
+            if not rows:
+                return
+            page = [
+                UserKey(id=str(r[0]), user_id=str(r[1]), api_key=r[2], created_at=r[3])
+                for r in rows
+            ]
+            last = (page[-1].user_id, page[-1].id)
+            yield page
+            if len(rows) < page_size:
+                return
+
+    async def upsert_user_data(self, rows: Sequence[UserDataRow]) -> int:
+        """Insert or update ``user_data`` by ``user_id`` in chunks; return rows written."""
+        unique = dedupe_rows(rows)
+        for start in range(0, len(unique), self.chunk_size):
+            chunk = unique[start : start + self.chunk_size]
+            with self._transaction("writing user_data") as conn:
+                conn.executemany(
+                    _UPSERT,
+                    [(r.user_id, r.name, r.player_id, r.updated_at.isoformat()) for r in chunk],
+                )
+            self.write_calls += 1
+        return len(unique)
+
+    async def fetch_user_data(self, user_ids: Sequence[str]) -> dict[str, StoredUser]:
+        """Return the current rows of these users."""
+        found: dict[str, StoredUser] = {}
+        ids = list(dict.fromkeys(user_ids))
+        # SQLite allows 999 host parameters in older builds: stay under it.
+        for start in range(0, len(ids), 900):
+            part = ids[start : start + 900]
+            marks = ",".join("?" * len(part))
+            with self._errors("reading user_data"):
+                cursor = self.conn.execute(
+                    "SELECT user_id, name, player_id, updated_at FROM user_data "  # noqa: S608 (only placeholders are interpolated)
+                    f"WHERE user_id IN ({marks})",
+                    part,
+                )
+                for row in cursor:
+                    found[row[0]] = (row[0], row[1], row[2], row[3])
+        return found
+
+    async def list_user_data(self, *, limit: int = 100) -> list[StoredUser]:
+        """Return up to ``limit`` rows of ``user_data`` ordered by user_id."""
+        with self._errors("reading user_data"):
+            rows = self.conn.execute(
+                "SELECT user_id, name, player_id, updated_at FROM user_data "
+                "ORDER BY user_id LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+    async def add_key(self, key: UserKey) -> None:
+        """Insert one ``user_keys`` row."""
+        with self._transaction("adding a key") as conn:
+            conn.execute(
+                "INSERT INTO user_keys (id, user_id, api_key, created_at) VALUES (?, ?, ?, ?)",
+                (key.id, key.user_id, key.api_key, key.created_at),
+            )
+
+    async def record_run(self, report: SyncReport) -> None:
+        """Append a finished run to ``sentinel_runs``."""
+        with self._transaction("recording the run") as conn:
+            conn.execute(
+                "INSERT INTO sentinel_runs (run_id, job, status, started_at, finished_at, "
+                "keys_total, synced, failed, skipped, written, error) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    report.run_id,
+                    report.job,
+                    report.status.value,
+                    report.started_at.isoformat(),
+                    report.finished_at.isoformat(),
+                    report.keys_total,
+                    report.synced,
+                    report.failed,
+                    report.skipped,
+                    report.written,
+                    report.error,
+                ),
+            )
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements (our files hold no ';' inside literals)."""
+    lines = [line for line in script.splitlines() if not line.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]

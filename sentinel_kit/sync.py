@@ -1,0 +1,532 @@
+"""The user sync: pure row building, and :class:`SyncJob`, which composes the I/O around it.
+
+Pipeline of one run (memory stays flat however many keys there are)::
+
+    store.iter_key_pages ─▶ group by user ─▶ queue ─▶ N workers (decrypt, fetch) ─▶ writer
+                                                                                   │ chunks
+                                                                    store.upsert ◀─┘
+
+A user's keys travel together, so one worker fetches them one after another (Torn's limit
+is per player across all keys) and ``build_upserts`` sees all of them at once and keeps one
+deterministic winner. The writer flushes every ``chunk_size`` rows or ``flush_interval``
+seconds, so a crash loses at most one chunk of work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import httpx
+from loguru import logger
+
+from .client import DEFAULT_MAX_RPM, DEFAULT_PER_KEY_RPM, TornClient
+from .crypto import KeyCipher
+from .errors import ConfigError, DecryptError, FetchError, StoreError
+from .models import (
+    Change,
+    ChangeKind,
+    Failure,
+    Outcome,
+    Reason,
+    RunStatus,
+    SyncReport,
+    TornKey,
+    UserDataRow,
+    UserKey,
+)
+from .retry import RetryPolicy
+from .stores import DEFAULT_CHUNK_SIZE, DEFAULT_PAGE_SIZE, Store, StoredUser, open_store
+from .torn import DEFAULT_TORN_URL
+
+__all__ = ["SYNC_JOB_NAME", "SyncJob", "build_report", "build_upserts", "diff_rows"]
+
+SYNC_JOB_NAME = "sync-users"
+
+
+def _winner_key(outcome: Outcome) -> tuple[str, str]:
+    return (outcome.key_created_at or "", outcome.key_id)
+
+
+def build_upserts(outcomes: Iterable[Outcome], *, now: datetime) -> list[UserDataRow]:
+    """Build one ``user_data`` row per user from a run's successful outcomes.
+
+    When a user has several working keys, the newest key wins (latest ``created_at``, then
+    the greatest key id), so the same outcomes always give the same rows.
+
+    Args:
+        outcomes: outcomes of any keys, in any order; failures are ignored.
+        now: the ``updated_at`` of every row.
+
+    Returns:
+        Rows ordered by ``user_id``.
+    """
+    best: dict[str, Outcome] = {}
+    for outcome in outcomes:
+        if outcome.profile is None:
+            continue
+        current = best.get(outcome.user_id)
+        if current is None or _winner_key(outcome) > _winner_key(current):
+            best[outcome.user_id] = outcome
+    rows = []
+    for user_id in sorted(best):
+        profile = best[user_id].profile
+        if profile is None:  # pragma: no cover - filtered above; narrows the type
+            continue
+        rows.append(
+            UserDataRow(
+                user_id=user_id, name=profile.name, player_id=profile.player_id, updated_at=now
+            )
+        )
+    return rows
+
+
+def diff_rows(rows: Sequence[UserDataRow], current: dict[str, StoredUser]) -> list[Change]:
+    """Say what upserting ``rows`` would change in ``user_data``.
+
+    Args:
+        rows: the would-be rows.
+        current: the stored rows of the same users (see ``Store.fetch_user_data``).
+
+    Returns:
+        One :class:`Change` per row, in row order.
+    """
+    changes = []
+    for row in rows:
+        stored = current.get(row.user_id)
+        if stored is None:
+            kind = ChangeKind.NEW
+            old_name, old_pid = None, None
+        else:
+            _, old_name, old_pid, _ = stored
+            if old_pid != row.player_id:
+                kind = ChangeKind.PLAYER_ID_CHANGED
+            elif old_name != row.name:
+                kind = ChangeKind.NAME_CHANGED
+            else:
+                kind = ChangeKind.UNCHANGED
+        changes.append(
+            Change(
+                row.user_id, kind, row.name, row.player_id, old_name=old_name, old_player_id=old_pid
+            )
+        )
+    return changes
+
+
+def build_report(
+    outcomes: Sequence[Outcome],
+    *,
+    run_id: str,
+    job: str,
+    started_at: datetime,
+    finished_at: datetime,
+    written: int,
+    error: str | None = None,
+    status: RunStatus | None = None,
+    dry_run: bool = False,
+    changes: Sequence[Change] = (),
+) -> SyncReport:
+    """Summarise a run's outcomes into a :class:`SyncReport`.
+
+    Args:
+        outcomes: one per key of the run.
+        run_id: the run's id.
+        job: the job name.
+        started_at: when the run started.
+        finished_at: when it ended.
+        written: ``user_data`` rows written.
+        error: the one-line cause of an aborted or timed-out run.
+        status: forced status (aborted, timeout); otherwise ok or partial by the failures.
+        dry_run: whether writes were suppressed.
+        changes: what a dry run would have changed.
+
+    Returns:
+        The report; failures sorted by (user_id, key_id).
+    """
+    failures = sorted(
+        (
+            Failure(o.user_id, o.key_id, o.reason, o.torn_code)
+            for o in outcomes
+            if o.reason is not None and not o.skipped
+        ),
+        key=lambda f: (f.user_id, f.key_id),
+    )
+    synced = sum(1 for o in outcomes if o.ok)
+    skipped = sum(1 for o in outcomes if o.skipped)
+    if status is None:
+        status = RunStatus.PARTIAL if failures else RunStatus.OK
+    return SyncReport(
+        run_id=run_id,
+        job=job,
+        status=status,
+        started_at=started_at,
+        finished_at=finished_at,
+        keys_total=len(outcomes),
+        synced=synced,
+        failed=len(failures),
+        skipped=skipped,
+        written=written,
+        error=error,
+        failures=tuple(failures),
+        dry_run=dry_run,
+        changes=tuple(changes),
+    )
+
+
+@dataclass(slots=True)
+class _Run:
+    """Mutable state of one run, owned by :meth:`SyncJob.arun`."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    written: int = 0
+    changes: list[Change] = field(default_factory=list)
+    in_flight: dict[int, list[UserKey]] = field(default_factory=dict)
+    done_in_flight: dict[int, list[Outcome]] = field(default_factory=dict)
+    store_error: StoreError | None = None
+
+
+_DONE = None
+
+
+class SyncJob:
+    """One user sync: read keys, decrypt, fetch profiles from Torn, write ``user_data``.
+
+    >>> job = SyncJob(db="sqlite:///sentinel.db", secret=os.environ["ENCRYPTION_KEY"])
+    >>> report = job.run()                      # blocking; works inside Jupyter too
+    >>> report = await job.arun()               # in async code or a notebook cell
+    >>> report.status, report.synced, report.failures
+
+    Args:
+        db: a database URL (see :func:`sentinel_kit.open_store`) or a :class:`Store`.
+        secret: the ``ENCRYPTION_KEY`` the ciphertexts were made with.
+        torn_url: Torn v2 base URL.
+        concurrency: users fetched at once.
+        max_rpm: global requests per rolling minute (0: no limit).
+        per_key_rpm: requests per key per rolling minute (0: no limit).
+        request_timeout: seconds for one request.
+        timeout: seconds for the whole run (None: no limit); keys fetched by then are written.
+        policy: retry policy for transient failures.
+        chunk_size: rows per write.
+        page_size: keys per read.
+        flush_interval: longest time, in seconds, a fetched row waits before it is written.
+        transport: an httpx transport for the Torn client (tests); None uses httpx's own.
+        job: the job name in reports and run history.
+    """
+
+    def __init__(
+        self,
+        *,
+        db: str | Store | None = None,
+        secret: str,
+        torn_url: str = DEFAULT_TORN_URL,
+        concurrency: int = 20,
+        max_rpm: int = DEFAULT_MAX_RPM,
+        per_key_rpm: int = DEFAULT_PER_KEY_RPM,
+        request_timeout: float = 10.0,
+        timeout: float | None = None,
+        policy: RetryPolicy | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        flush_interval: float = 2.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        job: str = SYNC_JOB_NAME,
+    ) -> None:
+        if not secret:
+            raise ConfigError("ENCRYPTION_KEY is not set: export it or put it in .env.local")
+        if concurrency < 1:
+            raise ConfigError("concurrency must be at least 1")
+        if timeout is not None and timeout <= 0:
+            raise ConfigError("timeout must be a positive number of seconds")
+        self.store = db if isinstance(db, Store) else open_store(db)
+        self._cipher = KeyCipher(secret)
+        self.torn_url = torn_url
+        self.concurrency = concurrency
+        self.max_rpm = max_rpm
+        self.per_key_rpm = per_key_rpm
+        self.request_timeout = request_timeout
+        self.timeout = timeout
+        self.policy = policy or RetryPolicy()
+        self.chunk_size = chunk_size
+        self.page_size = page_size
+        self.flush_interval = flush_interval
+        self.transport = transport
+        self.job = job
+
+    def __repr__(self) -> str:
+        return (
+            f"SyncJob(db={self.store.label!r}, torn_url={self.torn_url!r}, "
+            f"concurrency={self.concurrency}, secret=***)"
+        )
+
+    # -- entry points ---------------------------------------------------------------------
+
+    def run(self, *, dry_run: bool = False) -> SyncReport:
+        """Run the sync and block until it ends; safe inside a running loop (Jupyter).
+
+        Args:
+            dry_run: fetch, but write nothing; the report lists what would change.
+
+        Returns:
+            The :class:`SyncReport`.
+
+        Raises:
+            ConfigError: the configuration cannot work (e.g. the tables are missing).
+        """
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.arun(dry_run=dry_run))
+        # A loop already runs on this thread (Jupyter): asyncio.run would refuse, so the run
+        # gets a private thread with its own loop; .result() re-raises its exception here.
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sentinel-run") as pool:
+            return pool.submit(asyncio.run, self.arun(dry_run=dry_run)).result()
+
+    async def arun(self, *, dry_run: bool = False) -> SyncReport:
+        """Run the sync in the current event loop (``await job.arun()``).
+
+        Args:
+            dry_run: fetch, but write nothing; the report lists what would change.
+
+        Returns:
+            The :class:`SyncReport`. Runtime trouble (a global Torn error, the deadline, a
+            store failure mid-run) ends the run with status ``aborted`` or ``timeout``, not
+            an exception.
+
+        Raises:
+            SchemaMissing: the tables do not exist.
+            StoreError: the database cannot be opened.
+        """
+        run_id = str(uuid.uuid4())
+        log = logger.bind(job=self.job, run_id=run_id)
+        started_at = datetime.now(UTC)
+        state = _Run()
+        status: RunStatus | None = None
+        error: str | None = None
+        log.info(
+            "run {} of {} started (store {}, dry run: {})",
+            run_id,
+            self.job,
+            self.store.label,
+            dry_run,
+        )
+        async with self.store as store:
+            torn = TornClient(
+                base_url=self.torn_url,
+                request_timeout=self.request_timeout,
+                concurrency=self.concurrency,
+                max_rpm=self.max_rpm,
+                per_key_rpm=self.per_key_rpm,
+                policy=self.policy,
+                transport=self.transport,
+            )
+            async with torn:
+                timed_out = await self._pipeline(store, torn, state, dry_run)
+            if state.store_error is not None:
+                status, error = RunStatus.ABORTED, f"store failed: {state.store_error}"
+            elif timed_out:
+                status = RunStatus.TIMEOUT
+                error = f"the run exceeded its timeout of {self.timeout:g}s"
+            elif torn.halted is not None:
+                status = RunStatus.ABORTED
+                error = f"{torn.halted}: stopped sending requests"
+            report = build_report(
+                state.outcomes,
+                run_id=run_id,
+                job=self.job,
+                started_at=started_at,
+                finished_at=datetime.now(UTC),
+                written=state.written,
+                error=error,
+                status=status,
+                dry_run=dry_run,
+                changes=state.changes,
+            )
+            if not dry_run and state.store_error is None:
+                try:
+                    await store.record_run(report)
+                except StoreError as exc:
+                    log.warning("could not record the run in sentinel_runs: {}", exc)
+        log.info(
+            "run {} finished: {} ({} keys, {} synced, {} failed, {} skipped, {} written) "
+            "in {:.2f}s",
+            run_id,
+            report.status.value,
+            report.keys_total,
+            report.synced,
+            report.failed,
+            report.skipped,
+            report.written,
+            report.duration_s,
+        )
+        return report
+
+    # -- the pipeline -----------------------------------------------------------------------
+
+    async def _pipeline(self, store: Store, torn: TornClient, state: _Run, dry_run: bool) -> bool:
+        """Run producer, workers and writer; return True when the deadline cut the run."""
+        groups: asyncio.Queue[list[UserKey] | None] = asyncio.Queue(maxsize=self.concurrency * 2)
+        results: asyncio.Queue[list[Outcome] | None] = asyncio.Queue()
+        stop_feeding = asyncio.Event()
+        timed_out = False
+
+        async def produce() -> None:
+            try:
+                async for group in _group_by_user(store.iter_key_pages(page_size=self.page_size)):
+                    if stop_feeding.is_set():
+                        # Past the deadline or a store failure: list the key, fetch nothing.
+                        await results.put([_unattempted(k) for k in group])
+                    else:
+                        await groups.put(group)
+            except StoreError as exc:
+                state.store_error = state.store_error or exc
+            finally:
+                for _ in range(self.concurrency):
+                    await groups.put(_DONE)
+
+        async def work(worker_id: int) -> None:
+            while (group := await groups.get()) is not _DONE:
+                if stop_feeding.is_set() or torn.halted is not None:
+                    await results.put([_unattempted(k) for k in group])
+                    continue
+                state.in_flight[worker_id] = group
+                done: list[Outcome] = []
+                state.done_in_flight[worker_id] = done
+                for key in group:
+                    done.append(await self._sync_key(key, torn))
+                del state.in_flight[worker_id], state.done_in_flight[worker_id]
+                await results.put(done)
+
+        async def write() -> None:
+            pending: list[Outcome] = []
+            last_flush = time.monotonic()
+            while True:
+                try:
+                    item = await asyncio.wait_for(results.get(), timeout=self.flush_interval)
+                except TimeoutError:
+                    item = []
+                if item is _DONE:
+                    break
+                pending.extend(item)
+                state.outcomes.extend(item)
+                if state.store_error is not None:
+                    continue  # the store failed: keep collecting outcomes, write nothing
+                rows_due = sum(1 for o in pending if o.ok) >= self.chunk_size
+                if pending and (rows_due or time.monotonic() - last_flush >= self.flush_interval):
+                    await flush(pending)
+                    pending, last_flush = [], time.monotonic()
+            if pending and state.store_error is None:
+                await flush(pending)
+
+        async def flush(pending: list[Outcome]) -> None:
+            try:
+                await self._flush(store, pending, state, dry_run)
+            except StoreError as exc:
+                state.store_error = exc
+                stop_feeding.set()
+
+        producer = asyncio.create_task(produce(), name="sentinel-producer")
+        writer = asyncio.create_task(write(), name="sentinel-writer")
+        workers = [
+            asyncio.create_task(work(i), name=f"sentinel-worker-{i}")
+            for i in range(self.concurrency)
+        ]
+        try:
+            async with asyncio.timeout(self.timeout):
+                await asyncio.gather(*workers)
+        except TimeoutError:
+            timed_out = True
+            stop_feeding.set()
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            # Keys whose request was cut by the deadline; earlier keys of the same user keep
+            # their outcome.
+            for worker_id, group in state.in_flight.items():
+                done = state.done_in_flight.get(worker_id, [])
+                cut = [_cut_by_deadline(k) for k in group[len(done) :]]
+                await results.put(done + cut)
+            # Drain what the producer still queues, without fetching.
+            drain = asyncio.create_task(_drain(groups, results), name="sentinel-drain")
+            await producer
+            await drain
+        else:
+            await producer
+        await results.put(_DONE)
+        await writer
+        return timed_out
+
+    async def _sync_key(self, key: UserKey, torn: TornClient) -> Outcome:
+        try:
+            plaintext = TornKey(self._cipher.decrypt(key.api_key))
+        except DecryptError as exc:
+            logger.bind(job=self.job).info("key {} of user {}: {}", key.id, key.user_id, exc)
+            return Outcome(
+                key.id,
+                key.user_id,
+                reason=Reason.DECRYPT_ERROR,
+                detail=str(exc),
+                key_created_at=key.created_at,
+            )
+        try:
+            profile = await torn.fetch_user_basic(plaintext)
+        except FetchError as exc:
+            if exc.reason is not Reason.ABORTED:
+                logger.bind(job=self.job).info("key {} of user {}: {}", key.id, key.user_id, exc)
+            return Outcome(
+                key.id,
+                key.user_id,
+                reason=exc.reason,
+                torn_code=exc.torn_code,
+                detail=str(exc),
+                key_created_at=key.created_at,
+            )
+        return Outcome(key.id, key.user_id, profile=profile, key_created_at=key.created_at)
+
+    async def _flush(
+        self, store: Store, outcomes: list[Outcome], state: _Run, dry_run: bool
+    ) -> None:
+        rows = build_upserts(outcomes, now=datetime.now(UTC))
+        if not rows:
+            return
+        if dry_run:
+            current = await store.fetch_user_data([r.user_id for r in rows])
+            state.changes.extend(diff_rows(rows, current))
+            return
+        state.written += await store.upsert_user_data(rows)
+
+
+async def _group_by_user(pages: AsyncIterator[list[UserKey]]) -> AsyncIterator[list[UserKey]]:
+    """Regroup (user_id, id)-ordered pages into one list per user, across page boundaries."""
+    group: list[UserKey] = []
+    async for page in pages:
+        for key in page:
+            if group and key.user_id != group[0].user_id:
+                yield group
+                group = []
+            group.append(key)
+    if group:
+        yield group
+
+
+async def _drain(
+    groups: asyncio.Queue[list[UserKey] | None], results: asyncio.Queue[list[Outcome] | None]
+) -> None:
+    while True:
+        group = await groups.get()
+        if group is _DONE:
+            # The producer puts one marker per worker; the first one means it has finished.
+            return
+        await results.put([_unattempted(k) for k in group])
+
+
+def _unattempted(key: UserKey) -> Outcome:
+    return Outcome(key.id, key.user_id, reason=Reason.ABORTED, key_created_at=key.created_at)
+
+
+def _cut_by_deadline(key: UserKey) -> Outcome:
+    return Outcome(key.id, key.user_id, reason=Reason.TIMEOUT, key_created_at=key.created_at)

@@ -78,14 +78,28 @@ def write_cassette(
     return len(requests)
 
 
+def test_key(n: int) -> str:
+    """The keys the test suite seeds (tests/conftest.py ``make_key``)."""
+    return f"TestKey{n:09d}"
+
+
 def main() -> None:
-    """Rebuild the bundled demo cassette."""
+    """Rebuild the bundled demo cassette and the test cassettes."""
     from sentinel_kit.demo import DEMO_KEYS
 
-    exchanges = [(d.plaintext, answer) for d in DEMO_KEYS for answer in d.answers]
-    target = ROOT / "sentinel_kit" / "data" / "demo_cassette.yaml"
-    count = write_cassette(target, exchanges)
-    print(f"wrote {target.relative_to(ROOT)}: {count} interactions")
+    outputs = {
+        ROOT / "sentinel_kit" / "data" / "demo_cassette.yaml": [
+            (d.plaintext, answer) for d in DEMO_KEYS for answer in d.answers
+        ],
+        ROOT / "cassettes" / "test_sync" / "replay_three_users.yaml": [
+            (test_key(2), "error_2_incorrect_key.json"),
+            (test_key(1), "v2_user_basic_ok_2.json"),
+            (test_key(0), "v2_user_basic_ok_1.json"),
+        ],
+    }
+    for target, exchanges in outputs.items():
+        count = write_cassette(target, exchanges)
+        print(f"wrote {target.relative_to(ROOT)}: {count} interactions")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from .models import key_fingerprint
 
 __all__ = [
     "MATCH_ON",
+    "Scrubber",
     "make_vcr",
     "record",
     "replay",
@@ -47,40 +48,68 @@ def _label(secret: str) -> str:
     return f"fp:{key_fingerprint(secret)}"
 
 
-def scrub_request(request: Any) -> Any:
-    """Replace key material in a vcrpy request by fingerprints (a ``before_record_request``).
+class Scrubber:
+    """vcrpy hooks that replace key material by fingerprints, in requests and responses.
 
     ``Authorization: ApiKey <key>`` becomes ``ApiKey fp:<fingerprint>``; a bearer token (a
     Supabase service key) is dropped entirely, as are ``apikey``, ``x-client-info`` and
-    cookies; a ``key=`` query parameter becomes its fingerprint.
+    cookies; a ``key=`` query parameter becomes its fingerprint. Every key seen in a request
+    is remembered, so an answer that echoes it (an error page, say) is masked as well.
     """
-    auth = request.headers.get("Authorization")
-    if auth is not None:
-        scheme, _, value = auth.partition(" ")
-        if scheme.lower() == "apikey" and value and not value.startswith("fp:"):
-            request.headers["Authorization"] = f"ApiKey {_label(value)}"
-        elif scheme.lower() != "apikey":
-            del request.headers["Authorization"]
-    for name in _DROP_REQUEST_HEADERS:
-        if name in request.headers:
-            del request.headers[name]
-    parts = urlsplit(request.uri)
-    if parts.query:
-        query = [
-            (k, _label(v) if k == "key" and not v.startswith("fp:") else v)
-            for k, v in parse_qsl(parts.query, keep_blank_values=True)
-        ]
-        request.uri = urlunsplit(parts._replace(query=urlencode(query)))
-    return request
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+
+    def request(self, request: Any) -> Any:
+        """The ``before_record_request`` hook (also applied to live requests before matching)."""
+        auth = request.headers.get("Authorization")
+        if auth is not None:
+            scheme, _, value = auth.partition(" ")
+            if scheme.lower() == "apikey" and value and not value.startswith("fp:"):
+                self._seen.add(value)
+                request.headers["Authorization"] = f"ApiKey {_label(value)}"
+            elif scheme.lower() != "apikey":
+                del request.headers["Authorization"]
+        for name in _DROP_REQUEST_HEADERS:
+            if name in request.headers:
+                del request.headers[name]
+        parts = urlsplit(request.uri)
+        if parts.query:
+            query = []
+            for k, v in parse_qsl(parts.query, keep_blank_values=True):
+                if k == "key" and not v.startswith("fp:"):
+                    self._seen.add(v)
+                    v = _label(v)
+                query.append((k, v))
+            request.uri = urlunsplit(parts._replace(query=urlencode(query)))
+        return request
+
+    def response(self, response: dict[str, Any]) -> dict[str, Any]:
+        """The ``before_record_response`` hook: drop cookies, mask echoed keys."""
+        headers = response.get("headers", {})
+        for name in list(headers):
+            if name.lower() in _DROP_RESPONSE_HEADERS:
+                del headers[name]
+        body = response.get("body", {})
+        data = body.get("string")
+        for key in self._seen:
+            if isinstance(data, bytes) and key.encode() in data:
+                data = data.replace(key.encode(), _label(key).encode())
+            elif isinstance(data, str) and key in data:
+                data = data.replace(key, _label(key))
+        if data is not None:
+            body["string"] = data
+        return response
+
+
+def scrub_request(request: Any) -> Any:
+    """Stateless ``before_record_request`` for pytest-recording (see :class:`Scrubber`)."""
+    return Scrubber().request(request)
 
 
 def scrub_response(response: dict[str, Any]) -> dict[str, Any]:
-    """Drop cookies and tracking headers from a recorded response (``before_record_response``)."""
-    headers = response.get("headers", {})
-    for name in list(headers):
-        if name.lower() in _DROP_RESPONSE_HEADERS:
-            del headers[name]
-    return response
+    """Stateless ``before_record_response``: drops cookies and tracking headers."""
+    return Scrubber().response(response)
 
 
 def torn_key_matcher(r1: Any, r2: Any) -> None:
@@ -93,11 +122,12 @@ def torn_key_matcher(r1: Any, r2: Any) -> None:
 
 def make_vcr(*, record_mode: str = "none") -> vcr.VCR:
     """Return a ``vcr.VCR`` configured with the scrubbers and the fingerprint matcher."""
+    scrubber = Scrubber()
     recorder = vcr.VCR(
         record_mode=record_mode,
         match_on=MATCH_ON,
-        before_record_request=scrub_request,
-        before_record_response=scrub_response,
+        before_record_request=scrubber.request,
+        before_record_response=scrubber.response,
         decode_compressed_response=True,
     )
     recorder.register_matcher("torn_key", torn_key_matcher)

@@ -55,7 +55,7 @@ class RetryPolicy:
         return AsyncRetrying(
             stop=stop_after_attempt(self.attempts) | stop_after_delay(self.max_total),
             wait=wait_exponential_jitter(
-                initial=self.initial_wait, max=self.max_wait, jitter=self.jitter
+                multiplier=self.initial_wait, max=self.max_wait, jitter=self.jitter
             ),
             retry=retry_if_exception(_is_transient),
             reraise=True,

@@ -315,6 +315,7 @@ class SyncJob:
             dry_run,
         )
         async with self.store as store:
+            await store.check_schema()
             torn = TornClient(
                 base_url=self.torn_url,
                 request_timeout=self.request_timeout,
@@ -372,7 +373,6 @@ class SyncJob:
         groups: asyncio.Queue[list[UserKey] | None] = asyncio.Queue(maxsize=self.concurrency * 2)
         results: asyncio.Queue[list[Outcome] | None] = asyncio.Queue()
         stop_feeding = asyncio.Event()
-        timed_out = False
 
         async def produce() -> None:
             try:
@@ -435,6 +435,29 @@ class SyncJob:
             asyncio.create_task(work(i), name=f"sentinel-worker-{i}")
             for i in range(self.concurrency)
         ]
+        try:
+            return await self._supervise(
+                producer, writer, workers, groups, results, state, stop_feeding
+            )
+        finally:
+            # Only reached with tasks still running when something unexpected (a bug, or the
+            # caller's cancellation) interrupted the run: leave nothing dangling.
+            pending = [t for t in (producer, writer, *workers) if not t.done()]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _supervise(
+        self,
+        producer: asyncio.Task[None],
+        writer: asyncio.Task[None],
+        workers: list[asyncio.Task[None]],
+        groups: asyncio.Queue[list[UserKey] | None],
+        results: asyncio.Queue[list[Outcome] | None],
+        state: _Run,
+        stop_feeding: asyncio.Event,
+    ) -> bool:
+        timed_out = False
         try:
             async with asyncio.timeout(self.timeout):
                 await asyncio.gather(*workers)

@@ -40,6 +40,10 @@ class Store(Protocol):
 
     async def __aexit__(self, *exc_info: object) -> None: ...
 
+    async def check_schema(self) -> None:
+        """Raise :class:`~sentinel_kit.SchemaMissing` unless the tables a sync needs exist."""
+        ...
+
     async def migrate(self) -> list[str]:
         """Apply the packaged migrations that are missing; return the names applied."""
         ...

@@ -121,6 +121,12 @@ class SQLiteStore:
                 raise
             conn.execute("COMMIT")
 
+    async def check_schema(self) -> None:
+        """Raise SchemaMissing unless user_keys, user_data and sentinel_runs exist."""
+        for table in ("user_keys", "user_data", "sentinel_runs"):
+            with self._errors("checking the schema"):
+                self.conn.execute(f"SELECT 1 FROM {table} LIMIT 0")  # noqa: S608 (fixed names)
+
     async def migrate(self) -> list[str]:
         """Apply the packaged SQLite migrations that are missing; return their names."""
         applied: list[str] = []

@@ -14,7 +14,7 @@ import sys
 import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,6 +28,7 @@ from .config import load_env_files, require_secret, resolve_db_url
 from .crypto import KeyCipher
 from .demo import run_demo
 from .errors import ConfigError, DecryptError, SentinelError
+from .health import HealthPolicy, KeyHealth
 from .models import UserKey, key_fingerprint
 from .replay import record, replay
 from .retry import RetryPolicy
@@ -179,6 +180,34 @@ def cli() -> None:
     help="Attempts per key for transient failures (timeouts, 5xx, Torn codes 0/12/15/17).",
 )
 @click.option(
+    "--retry-budget",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Most time spent on one key, retries and rate-limit waits included.",
+)
+@click.option(
+    "--park-suspended",
+    envvar="SENTINEL_PARK_SUSPENDED",
+    show_envvar=True,
+    type=click.FloatRange(min=0),
+    default=6 * 3600,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long a suspended key (Torn codes 10, 13, 18) is left alone before it is tried again.",
+)
+@click.option(
+    "--cooldown",
+    envvar="SENTINEL_COOLDOWN",
+    show_envvar=True,
+    type=click.FloatRange(min=0),
+    default=300,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long an owner-throttled key (Torn codes 5, 14) rests before its next use.",
+)
+@click.option(
     "--dry-run", is_flag=True, help="Fetch profiles but write nothing; list what would change."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
@@ -209,6 +238,9 @@ def sync(
     request_timeout: float,
     timeout: float | None,
     max_attempts: int,
+    retry_budget: float,
+    park_suspended: float,
+    cooldown: float,
     dry_run: bool,
     as_json: bool,
     replay_path: Path | None,
@@ -233,7 +265,10 @@ def sync(
         per_key_rpm=per_key_rpm,
         request_timeout=request_timeout,
         timeout=timeout,
-        policy=RetryPolicy(attempts=max_attempts),
+        policy=RetryPolicy(attempts=max_attempts, max_total=retry_budget),
+        health_policy=HealthPolicy(
+            suspend_for=timedelta(seconds=park_suspended), cooldown_for=timedelta(seconds=cooldown)
+        ),
     )
     cassette: AbstractContextManager[Any] = nullcontext()
     if replay_path is not None:
@@ -402,6 +437,66 @@ def _key_row(key: UserKey, cipher: KeyCipher | None) -> dict[str, Any]:
         "created_at": key.created_at,
         "decrypts": status,
     }
+
+
+@keys.command("health")
+@_db_option
+@click.option(
+    "--reset",
+    "reset_key",
+    metavar="KEY_ID",
+    default=None,
+    help="Un-park this key so the next sync requests it again.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list on stdout.")
+@_log_level_option
+def keys_health(db: str | None, reset_key: str | None, as_json: bool, log_level: str) -> None:
+    """Show parked keys (dead, suspended, cooling down), or un-park one with --reset."""
+    configure_logging(log_level)
+    store = open_store(resolve_db_url(db))
+
+    if reset_key is not None:
+
+        async def reset() -> bool:
+            async with store:
+                await store.check_schema()
+                return await store.reset_key_health(reset_key)
+
+        if not _run(reset()):
+            raise ConfigError(
+                f"key {reset_key} is not parked: `sentinel-kit keys health` lists them"
+            )
+        click.echo(f"key {reset_key} un-parked: the next sync will request it")
+        return
+
+    async def load() -> list[KeyHealth]:
+        async with store:
+            await store.check_schema()
+            return list((await store.load_key_health()).values())
+
+    result = _run(load())
+    if as_json:
+        click.echo(json.dumps([h.to_dict() for h in result], indent=2))
+        return
+    if not result:
+        click.echo("no parked keys: every key will be requested by the next sync")
+        return
+    click.echo(
+        _table(
+            ["key_id", "user_id", "state", "last_code", "since", "retry_after"],
+            [
+                [
+                    h.key_id,
+                    h.user_id,
+                    h.state.value,
+                    "" if h.last_code is None else str(h.last_code),
+                    h.since.isoformat(timespec="seconds"),
+                    h.retry_after.isoformat(timespec="seconds") if h.retry_after else "on re-save",
+                ]
+                for h in result
+            ],
+        )
+    )
 
 
 # -- demo ------------------------------------------------------------------------------------

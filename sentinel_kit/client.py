@@ -132,17 +132,30 @@ class TornClient:
             FetchError: classified (see :mod:`sentinel_kit.torn`); reason ``aborted`` when the
                 client was halted by a global error before this request went out.
         """
-        async for attempt in self.policy.retrying():
-            with attempt:
-                return await self._fetch_once(key)
-        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+        try:
+            async for attempt in self.policy.retrying():
+                with attempt:
+                    return await self._fetch_once(key)
+            raise AssertionError(
+                "unreachable: tenacity re-raises the last error"
+            )  # pragma: no cover
+        finally:
+            self.key_limiter.forget(key.fingerprint)
 
     async def _fetch_once(self, key: TornKey) -> Profile:
         self._check_halted()
-        await self.key_limiter.acquire(key.fingerprint)
-        await self.global_limiter.acquire()
-        # A global error may have arrived while this task waited for the limiters.
-        self._check_halted()
+        async with self.key_limiter.get(key.fingerprint).slot(), self.global_limiter.slot():
+            # A global error may have arrived while this task waited for the limiters.
+            self._check_halted()
+            response = await self._send(key)
+        try:
+            return interpret_response(response.status_code, response.headers, response.content)
+        except FetchError as exc:
+            if exc.error_class is ErrorClass.GLOBAL:
+                self.halt(exc)
+            raise
+
+    async def _send(self, key: TornKey) -> httpx.Response:
         if self._next_client is None:
             raise RuntimeError("TornClient is not open: use `async with TornClient(...)`")
         client = next(self._next_client)
@@ -173,20 +186,14 @@ class TornClient:
                 error_class=ErrorClass.TRANSIENT,
                 reason=Reason.NETWORK,
             ) from None
-        elapsed_ms = (time.perf_counter() - started) * 1000
         logger.debug(
             "GET {} key={} -> {} in {:.0f} ms",
             self.url,
             key.fingerprint,
             response.status_code,
-            elapsed_ms,
+            (time.perf_counter() - started) * 1000,
         )
-        try:
-            return interpret_response(response.status_code, response.headers, response.content)
-        except FetchError as exc:
-            if exc.error_class is ErrorClass.GLOBAL:
-                self.halt(exc)
-            raise
+        return response
 
     def _check_halted(self) -> None:
         if self.halted is not None:

@@ -21,9 +21,7 @@ Each class carries the ``exit_code`` the CLI exits with when it reaches the top:
 
 from __future__ import annotations
 
-import enum
-
-from .models import Reason
+from .models import ErrorClass, Reason
 
 __all__ = [
     "ConfigError",
@@ -39,17 +37,6 @@ __all__ = [
     "TornAPIError",
     "UpstreamUnavailable",
 ]
-
-
-class ErrorClass(enum.StrEnum):
-    """How sentinel-kit reacts to a failed Torn request (DESIGN.md, "The Torn API")."""
-
-    KEY_DEAD = "key_dead"  # 1, 2, 16: never retry; park until the ciphertext changes
-    KEY_SUSPENDED = "key_suspended"  # 10, 13, 18: park for hours
-    OWNER_THROTTLED = "owner_throttled"  # 5, 14: fail this run, cool down
-    GLOBAL = "global"  # 8, 9, 24, HTTP 429, Cloudflare challenge: abort the run
-    TRANSIENT = "transient"  # 0, 12, 15, 17, timeouts, network, 5xx, non-JSON: retry
-    REQUEST_BUG = "request_bug"  # anything else: fail the item, no retry
 
 
 class SentinelError(Exception):

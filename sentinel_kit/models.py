@@ -11,6 +11,7 @@ from typing import Any
 __all__ = [
     "Change",
     "ChangeKind",
+    "ErrorClass",
     "Failure",
     "Outcome",
     "Profile",
@@ -78,6 +79,17 @@ class TornKey:
         raise TypeError("TornKey cannot be pickled")
 
 
+class ErrorClass(enum.StrEnum):
+    """How sentinel-kit reacts to a failed Torn request (DESIGN.md, "The Torn API")."""
+
+    KEY_DEAD = "key_dead"  # 1, 2, 16: never retry; park until the ciphertext changes
+    KEY_SUSPENDED = "key_suspended"  # 10, 13, 18: park for hours
+    OWNER_THROTTLED = "owner_throttled"  # 5, 14: fail this run, cool down
+    GLOBAL = "global"  # 8, 9, 24, HTTP 429, Cloudflare challenge: abort the run
+    TRANSIENT = "transient"  # 0, 12, 15, 17, timeouts, network, 5xx, non-JSON: retry
+    REQUEST_BUG = "request_bug"  # anything else: fail the item, no retry
+
+
 class Reason(enum.StrEnum):
     """Why one key was not synced (the ``reason`` of a report failure)."""
 
@@ -136,7 +148,12 @@ class Outcome:
     torn_code: int | None = None
     detail: str | None = None
     key_created_at: str | None = None
+    #: True when key health parked the key and no request was sent.
     skipped: bool = False
+    #: How the failure is handled (None on success and for decrypt errors).
+    error_class: ErrorClass | None = None
+    #: Fingerprint of the stored ciphertext, so key health notices a re-saved key.
+    ciphertext_fp: str | None = None
 
     @property
     def ok(self) -> bool:

@@ -4,6 +4,10 @@ Torn's limits are rolling windows (100 requests a minute per player, 1000 per IP
 limiter that resets on minute boundaries could send twice its limit across a boundary. This
 one remembers the time of each admitted request and admits a new one only while fewer than
 ``limit`` fall inside the last ``window`` seconds.
+
+A request is stamped when it is admitted and stamped again when it completes: the server
+counts it on arrival, which lies between the two, so counting from completion can only
+over-estimate what the server saw, never under-estimate it.
 """
 
 from __future__ import annotations
@@ -11,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 __all__ = ["KeyedLimiter", "SlidingWindowLimiter"]
 
@@ -22,7 +27,8 @@ class SlidingWindowLimiter:
     A ``limit`` of 0 (or less) disables the limiter.
 
     >>> limiter = SlidingWindowLimiter(600, window=60.0)
-    >>> # await limiter.acquire() before each request
+    >>> async with limiter.slot():     # doctest: +SKIP
+    ...     await client.get(url)
     """
 
     def __init__(
@@ -35,7 +41,8 @@ class SlidingWindowLimiter:
         self.limit = limit
         self.window = window
         self._clock = clock
-        self._admitted: deque[float] = deque()
+        # One mutable stamp per admitted event, oldest first: [time].
+        self._admitted: deque[list[float]] = deque()
         self._lock: asyncio.Lock | None = None
 
     @property
@@ -45,7 +52,7 @@ class SlidingWindowLimiter:
 
     def _purge(self, now: float) -> None:
         horizon = now - self.window
-        while self._admitted and self._admitted[0] <= horizon:
+        while self._admitted and self._admitted[0][0] <= horizon:
             self._admitted.popleft()
 
     def delay(self) -> float:
@@ -56,19 +63,32 @@ class SlidingWindowLimiter:
         self._purge(now)
         if len(self._admitted) < self.limit:
             return 0.0
-        return max(0.0, self._admitted[0] + self.window - now)
+        return max(0.0, self._admitted[0][0] + self.window - now)
 
-    async def acquire(self) -> None:
-        """Wait until the window has room, then record one event."""
+    async def acquire(self) -> list[float]:
+        """Wait until the window has room, then record one event; return its stamp."""
+        stamp = [self._clock()]
         if not self.enabled:
-            return
+            return stamp
         if self._lock is None:
             # Created lazily so the limiter binds to the loop that first uses it.
             self._lock = asyncio.Lock()
         async with self._lock:
             while (wait := self.delay()) > 0:
                 await asyncio.sleep(wait)
-            self._admitted.append(self._clock())
+            stamp[0] = self._clock()
+            self._admitted.append(stamp)
+        return stamp
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold one event for the duration of the block; it counts until ``window`` after
+        the block ends."""
+        stamp = await self.acquire()
+        try:
+            yield
+        finally:
+            stamp[0] = max(stamp[0], self._clock())
 
 
 class KeyedLimiter:
@@ -79,11 +99,13 @@ class KeyedLimiter:
         self.window = window
         self._limiters: dict[str, SlidingWindowLimiter] = {}
 
-    async def acquire(self, label: str) -> None:
-        """Wait for room in ``label``'s window, then record one event."""
-        if self.limit <= 0:
-            return
+    def forget(self, label: str) -> None:
+        """Drop ``label``'s window (its key is done for this run), keeping memory flat."""
+        self._limiters.pop(label, None)
+
+    def get(self, label: str) -> SlidingWindowLimiter:
+        """Return ``label``'s limiter, creating it on first use."""
         limiter = self._limiters.get(label)
         if limiter is None:
             limiter = self._limiters[label] = SlidingWindowLimiter(self.limit, window=self.window)
-        await limiter.acquire()
+        return limiter

@@ -28,6 +28,14 @@ from loguru import logger
 from .client import DEFAULT_MAX_RPM, DEFAULT_PER_KEY_RPM, TornClient
 from .crypto import KeyCipher
 from .errors import ConfigError, DecryptError, FetchError, StoreError
+from .health import (
+    HealthPolicy,
+    HealthState,
+    KeyHealth,
+    ciphertext_fingerprint,
+    health_changes,
+    parked_reason,
+)
 from .models import (
     Change,
     ChangeKind,
@@ -188,6 +196,14 @@ class _Run:
     in_flight: dict[int, list[UserKey]] = field(default_factory=dict)
     done_in_flight: dict[int, list[Outcome]] = field(default_factory=dict)
     store_error: StoreError | None = None
+    health: dict[str, KeyHealth] = field(default_factory=dict)
+
+
+_PARKED_REASON = {
+    HealthState.DEAD: Reason.KEY_INVALID,
+    HealthState.SUSPENDED: Reason.KEY_SUSPENDED,
+    HealthState.COOLDOWN: Reason.RATE_LIMITED,
+}
 
 
 _DONE = None
@@ -216,6 +232,7 @@ class SyncJob:
         flush_interval: longest time, in seconds, a fetched row waits before it is written.
         transport: an httpx transport for the Torn client (tests); None uses httpx's own.
         job: the job name in reports and run history.
+        health_policy: how long suspended and throttled keys stay parked.
     """
 
     def __init__(
@@ -235,6 +252,7 @@ class SyncJob:
         flush_interval: float = 2.0,
         transport: httpx.AsyncBaseTransport | None = None,
         job: str = SYNC_JOB_NAME,
+        health_policy: HealthPolicy | None = None,
     ) -> None:
         if not secret:
             raise ConfigError("ENCRYPTION_KEY is not set: export it or put it in .env.local")
@@ -256,6 +274,7 @@ class SyncJob:
         self.flush_interval = flush_interval
         self.transport = transport
         self.job = job
+        self.health_policy = health_policy or HealthPolicy()
 
     def __repr__(self) -> str:
         return (
@@ -316,6 +335,7 @@ class SyncJob:
         )
         async with self.store as store:
             await store.check_schema()
+            state.health = await store.load_key_health()
             torn = TornClient(
                 base_url=self.torn_url,
                 request_timeout=self.request_timeout,
@@ -397,7 +417,7 @@ class SyncJob:
                 done: list[Outcome] = []
                 state.done_in_flight[worker_id] = done
                 for key in group:
-                    done.append(await self._sync_key(key, torn))
+                    done.append(await self._sync_key(key, torn, state.health))
                 del state.in_flight[worker_id], state.done_in_flight[worker_id]
                 await results.put(done)
 
@@ -483,23 +503,42 @@ class SyncJob:
         await writer
         return timed_out
 
-    async def _sync_key(self, key: UserKey, torn: TornClient) -> Outcome:
+    async def _sync_key(
+        self, key: UserKey, torn: TornClient, health: dict[str, KeyHealth]
+    ) -> Outcome:
+        log = logger.bind(job=self.job)
+        cfp = ciphertext_fingerprint(key.api_key)
+        parked = parked_reason(
+            health.get(key.id), key, now=datetime.now(UTC), policy=self.health_policy
+        )
+        if parked is not None:
+            return Outcome(
+                key.id,
+                key.user_id,
+                reason=_PARKED_REASON[parked.state],
+                torn_code=parked.last_code,
+                detail=f"parked ({parked.state.value}) since {parked.since.isoformat()}",
+                key_created_at=key.created_at,
+                skipped=True,
+                ciphertext_fp=cfp,
+            )
         try:
             plaintext = TornKey(self._cipher.decrypt(key.api_key))
         except DecryptError as exc:
-            logger.bind(job=self.job).info("key {} of user {}: {}", key.id, key.user_id, exc)
+            log.info("key {} of user {}: {}", key.id, key.user_id, exc)
             return Outcome(
                 key.id,
                 key.user_id,
                 reason=Reason.DECRYPT_ERROR,
                 detail=str(exc),
                 key_created_at=key.created_at,
+                ciphertext_fp=cfp,
             )
         try:
             profile = await torn.fetch_user_basic(plaintext)
         except FetchError as exc:
             if exc.reason is not Reason.ABORTED:
-                logger.bind(job=self.job).info("key {} of user {}: {}", key.id, key.user_id, exc)
+                log.info("key {} of user {}: {}", key.id, key.user_id, exc)
             return Outcome(
                 key.id,
                 key.user_id,
@@ -507,20 +546,29 @@ class SyncJob:
                 torn_code=exc.torn_code,
                 detail=str(exc),
                 key_created_at=key.created_at,
+                error_class=exc.error_class,
+                ciphertext_fp=cfp,
             )
-        return Outcome(key.id, key.user_id, profile=profile, key_created_at=key.created_at)
+        return Outcome(
+            key.id, key.user_id, profile=profile, key_created_at=key.created_at, ciphertext_fp=cfp
+        )
 
     async def _flush(
         self, store: Store, outcomes: list[Outcome], state: _Run, dry_run: bool
     ) -> None:
-        rows = build_upserts(outcomes, now=datetime.now(UTC))
-        if not rows:
-            return
+        now = datetime.now(UTC)
+        rows = build_upserts(outcomes, now=now)
         if dry_run:
-            current = await store.fetch_user_data([r.user_id for r in rows])
-            state.changes.extend(diff_rows(rows, current))
+            if rows:
+                current = await store.fetch_user_data([r.user_id for r in rows])
+                state.changes.extend(diff_rows(rows, current))
             return
-        state.written += await store.upsert_user_data(rows)
+        if rows:
+            state.written += await store.upsert_user_data(rows)
+        park, clear = health_changes(outcomes, now=now, policy=self.health_policy)
+        clear = [key_id for key_id in clear if key_id in state.health]
+        if park or clear:
+            await store.save_key_health(park, clear)
 
 
 async def _group_by_user(pages: AsyncIterator[list[UserKey]]) -> AsyncIterator[list[UserKey]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol, Self, runtime_checkable
 
+from ..health import KeyHealth
 from ..models import SyncReport, UserDataRow, UserKey
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "DEFAULT_PAGE_SIZE", "Store", "StoredUser", "dedupe_rows"]
@@ -74,6 +75,18 @@ class Store(Protocol):
 
     async def record_run(self, report: SyncReport) -> None:
         """Append a finished run to ``sentinel_runs``."""
+        ...
+
+    async def load_key_health(self) -> dict[str, KeyHealth]:
+        """Return every parked key's health row, by key id."""
+        ...
+
+    async def save_key_health(self, park: Sequence[KeyHealth], clear: Sequence[str]) -> None:
+        """Upsert ``park`` rows and delete the rows of the ``clear`` key ids, atomically."""
+        ...
+
+    async def reset_key_health(self, key_id: str) -> bool:
+        """Un-park one key; return False when it was not parked."""
         ...
 
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Self
 
 from ..errors import SchemaMissing, StoreError
+from ..health import HealthState, KeyHealth
 from ..models import SyncReport, UserDataRow, UserKey
 from .base import DEFAULT_CHUNK_SIZE, DEFAULT_PAGE_SIZE, StoredUser, dedupe_rows
 
@@ -122,8 +124,8 @@ class SQLiteStore:
             conn.execute("COMMIT")
 
     async def check_schema(self) -> None:
-        """Raise SchemaMissing unless user_keys, user_data and sentinel_runs exist."""
-        for table in ("user_keys", "user_data", "sentinel_runs"):
+        """Raise SchemaMissing unless every table a sync touches exists."""
+        for table in ("user_keys", "user_data", "sentinel_runs", "sentinel_key_health"):
             with self._errors("checking the schema"):
                 self.conn.execute(f"SELECT 1 FROM {table} LIMIT 0")  # noqa: S608 (fixed names)
 
@@ -249,6 +251,63 @@ class SQLiteStore:
                     report.error,
                 ),
             )
+
+    async def load_key_health(self) -> dict[str, KeyHealth]:
+        """Return every parked key's health row, by key id."""
+        with self._errors("reading sentinel_key_health"):
+            rows = self.conn.execute(
+                "SELECT key_id, user_id, fingerprint, state, last_code, since, retry_after, "
+                "reason FROM sentinel_key_health ORDER BY user_id, key_id"
+            ).fetchall()
+        return {
+            r[0]: KeyHealth(
+                key_id=r[0],
+                user_id=r[1],
+                fingerprint=r[2],
+                state=HealthState(r[3]),
+                last_code=r[4],
+                since=datetime.fromisoformat(r[5]),
+                retry_after=datetime.fromisoformat(r[6]) if r[6] else None,
+                reason=r[7],
+            )
+            for r in rows
+        }
+
+    async def save_key_health(self, park: Sequence[KeyHealth], clear: Sequence[str]) -> None:
+        """Upsert ``park`` rows and delete the ``clear`` rows in one transaction."""
+        if not park and not clear:
+            return
+        with self._transaction("writing sentinel_key_health") as conn:
+            conn.executemany(
+                "DELETE FROM sentinel_key_health WHERE key_id = ?", [(k,) for k in clear]
+            )
+            conn.executemany(
+                "INSERT INTO sentinel_key_health (key_id, user_id, fingerprint, state, "
+                "last_code, reason, since, retry_after) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (key_id) DO UPDATE SET user_id = excluded.user_id, "
+                "fingerprint = excluded.fingerprint, state = excluded.state, "
+                "last_code = excluded.last_code, reason = excluded.reason, "
+                "since = excluded.since, retry_after = excluded.retry_after",
+                [
+                    (
+                        h.key_id,
+                        h.user_id,
+                        h.fingerprint,
+                        h.state.value,
+                        h.last_code,
+                        h.reason,
+                        h.since.isoformat(),
+                        h.retry_after.isoformat() if h.retry_after else None,
+                    )
+                    for h in park
+                ],
+            )
+
+    async def reset_key_health(self, key_id: str) -> bool:
+        """Un-park one key; return False when it was not parked."""
+        with self._transaction("resetting key health") as conn:
+            cursor = conn.execute("DELETE FROM sentinel_key_health WHERE key_id = ?", (key_id,))
+        return cursor.rowcount > 0
 
 
 def _statements(script: str) -> list[str]:

@@ -26,10 +26,12 @@ from .errors import (
     RunAborted,
     SchemaMissing,
     SentinelError,
+    StaleFence,
     StoreError,
     TornAPIError,
     UpstreamUnavailable,
 )
+from .health import HealthPolicy, HealthState, KeyHealth
 from .models import (
     Change,
     ChangeKind,
@@ -47,7 +49,7 @@ from .models import (
 from .ratelimit import KeyedLimiter, SlidingWindowLimiter
 from .replay import record, replay
 from .retry import RetryPolicy
-from .stores import DEFAULT_DB_URL, SQLiteStore, Store, open_store
+from .stores import DEFAULT_DB_URL, Fence, SQLiteStore, Store, open_store
 from .sync import SYNC_JOB_NAME, SyncJob, build_report, build_upserts, diff_rows
 from .torn import (
     DEFAULT_TORN_URL,
@@ -74,9 +76,13 @@ __all__ = [
     "DecryptError",
     "ErrorClass",
     "Failure",
+    "Fence",
     "FetchError",
+    "HealthPolicy",
+    "HealthState",
     "JobTimeout",
     "KeyCipher",
+    "KeyHealth",
     "KeyedLimiter",
     "LockHeld",
     "Outcome",
@@ -89,6 +95,7 @@ __all__ = [
     "SchemaMissing",
     "SentinelError",
     "SlidingWindowLimiter",
+    "StaleFence",
     "Store",
     "StoreError",
     "SyncJob",

@@ -15,7 +15,6 @@ import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime, timedelta
-from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,7 +31,8 @@ from .health import HealthPolicy, KeyHealth
 from .models import UserKey, key_fingerprint
 from .replay import record, replay
 from .retry import RetryPolicy
-from .stores import SQLiteStore, open_store, redact_url
+from .sql import render_script
+from .stores import open_store, redact_url
 from .sync import SyncJob
 from .torn import DEFAULT_TORN_URL
 
@@ -293,22 +293,19 @@ def sync(
     "--print",
     "print_sql",
     is_flag=True,
-    help="Print the SQL instead of applying it (for the Supabase SQL editor or a "
-    "supabase/migrations/ file).",
+    help="Print the SQL instead of applying it, for the Supabase SQL editor or a "
+    "supabase/migrations/ file (PostgreSQL unless --db names a SQLite database).",
 )
 @_log_level_option
 def migrate(db: str | None, print_sql: bool, log_level: str) -> None:
     """Create the tables sentinel-kit needs; safe to run again (applies only what is missing)."""
     configure_logging(log_level)
-    url = resolve_db_url(db)
-    store = open_store(url, create=True)
     if print_sql:
-        dialect = "sqlite" if isinstance(store, SQLiteStore) else "postgres"
-        folder = resources.files("sentinel_kit.sql").joinpath(dialect)
-        for item in sorted(folder.iterdir(), key=lambda p: p.name):
-            if item.name.endswith(".sql"):
-                click.echo(f"-- {item.name}\n{item.read_text(encoding='utf-8')}")
+        # Printing is for pasting into Supabase's SQL editor or a migrations folder, so it
+        # is PostgreSQL unless a SQLite database was named.
+        click.echo(render_script("sqlite" if db and db.startswith("sqlite:") else "postgres"))
         return
+    store = open_store(resolve_db_url(db), create=True)
 
     async def apply() -> list[str]:
         async with store:

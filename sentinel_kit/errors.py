@@ -13,7 +13,8 @@ Each class carries the ``exit_code`` the CLI exits with when it reaches the top:
     │   ├── TornAPIError           (1)  Torn answered {"error": {"code": N, ...}}
     │   └── UpstreamUnavailable    (1)  timeout, connection error, 5xx, non-JSON body
     ├── StoreError                 (3)  the database cannot be reached or refused a statement
-    │   └── SchemaMissing          (2)  the tables are not there: run `sentinel-kit migrate`
+    │   ├── SchemaMissing          (2)  the tables are not there: run `sentinel-kit migrate`
+    │   └── StaleFence             (3)  a write carried a fencing token that lost its lease
     ├── LockHeld                   (0)  another process holds the lease; the run was skipped
     ├── RunAborted                 (3)  a global Torn error stopped the run
     └── JobTimeout                 (3)  the run hit its deadline
@@ -33,6 +34,7 @@ __all__ = [
     "RunAborted",
     "SchemaMissing",
     "SentinelError",
+    "StaleFence",
     "StoreError",
     "TornAPIError",
     "UpstreamUnavailable",
@@ -106,6 +108,10 @@ class SchemaMissing(StoreError):
     """A table sentinel-kit needs does not exist; ``sentinel-kit migrate`` creates it."""
 
     exit_code = 2
+
+
+class StaleFence(StoreError):
+    """A fenced write was refused: another holder has claimed the lease since."""
 
 
 class LockHeld(SentinelError):

@@ -148,3 +148,52 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A throw-away database on the server at SENTINEL_TEST_POSTGRES_URL, dropped afterwards.
+
+    Skips without the variable, unless SENTINEL_TEST_REQUIRE_POSTGRES is set (CI), where a
+    missing server is a failure.
+    """
+    import psycopg
+
+    admin = os.environ.get("SENTINEL_TEST_POSTGRES_URL")
+    if not admin:
+        if os.environ.get("SENTINEL_TEST_REQUIRE_POSTGRES"):
+            pytest.fail(
+                "SENTINEL_TEST_REQUIRE_POSTGRES is set but SENTINEL_TEST_POSTGRES_URL is not"
+            )
+        pytest.skip("set SENTINEL_TEST_POSTGRES_URL to run the PostgreSQL tests")
+    name = f"sentinel_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL at SENTINEL_TEST_POSTGRES_URL is not reachable: {exc}")
+    url = _as_url(admin, name)
+    yield url
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _as_url(admin: str, dbname: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(admin)
+    return urlunsplit(parts._replace(path=f"/{dbname}"))
+
+
+@pytest.fixture
+def pg_url(pg_database: str) -> str:
+    """The throw-away database with an empty `public` schema, for one test."""
+    import psycopg
+
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA IF EXISTS public CASCADE")
+        conn.execute("CREATE SCHEMA public")
+    return pg_database

@@ -5,13 +5,14 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError
-from .base import DEFAULT_CHUNK_SIZE, DEFAULT_PAGE_SIZE, Store, StoredUser, dedupe_rows
+from .base import DEFAULT_CHUNK_SIZE, DEFAULT_PAGE_SIZE, Fence, Store, StoredUser, dedupe_rows
 from .sqlite import SQLiteStore
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_DB_URL",
     "DEFAULT_PAGE_SIZE",
+    "Fence",
     "SQLiteStore",
     "Store",
     "StoredUser",
@@ -67,7 +68,11 @@ def open_store(url: str | None = None, *, create: bool = False) -> Store:
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     if scheme == "sqlite":
         return SQLiteStore(sqlite_path(url), create=create)
-    if scheme in ("postgresql", "postgres", "http", "https"):
+    if scheme in ("postgresql", "postgres"):
+        from .postgres import PostgresStore
+
+        return PostgresStore(url)
+    if scheme in ("http", "https"):
         raise ConfigError(
             f"the {scheme} backend is not available in this build of sentinel-kit; "
             "use a sqlite:/// URL"

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Protocol, Self, runtime_checkable
 
 from ..health import KeyHealth
 from ..models import SyncReport, UserDataRow, UserKey
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "DEFAULT_PAGE_SIZE", "Store", "StoredUser", "dedupe_rows"]
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_PAGE_SIZE",
+    "Fence",
+    "Store",
+    "StoredUser",
+    "dedupe_rows",
+]
 
 #: Rows per upsert statement.
 DEFAULT_CHUNK_SIZE = 500
@@ -17,6 +25,14 @@ DEFAULT_PAGE_SIZE = 1000
 
 #: A ``user_data`` row as stored: (user_id, name, player_id, updated_at ISO string).
 StoredUser = tuple[str, str | None, int | None, str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """A lease tenure: writes carrying it are refused once another holder claimed the lease."""
+
+    lease: str
+    token: int
 
 
 @runtime_checkable
@@ -57,8 +73,14 @@ class Store(Protocol):
         """Yield ``user_keys`` in pages of at most ``page_size``, ordered by (user_id, id)."""
         ...
 
-    async def upsert_user_data(self, rows: Sequence[UserDataRow]) -> int:
-        """Insert or update rows by ``user_id`` (deduplicated, chunked); return rows written."""
+    async def upsert_user_data(
+        self, rows: Sequence[UserDataRow], *, fence: Fence | None = None
+    ) -> int:
+        """Insert or update rows by ``user_id`` (deduplicated, chunked); return rows written.
+
+        With ``fence``, each chunk is written only if the fence is still the lease's current
+        token, checked in the same transaction; otherwise :class:`~sentinel_kit.StaleFence`.
+        """
         ...
 
     async def fetch_user_data(self, user_ids: Sequence[str]) -> dict[str, StoredUser]:
@@ -87,6 +109,18 @@ class Store(Protocol):
 
     async def reset_key_health(self, key_id: str) -> bool:
         """Un-park one key; return False when it was not parked."""
+        ...
+
+    async def claim_lease(self, name: str, holder: str, ttl: float) -> Fence | None:
+        """Take lease ``name`` for ``ttl`` seconds; None while another holder's is unexpired."""
+        ...
+
+    async def renew_lease(self, fence: Fence, holder: str, ttl: float) -> bool:
+        """Extend a lease still held under ``fence``; False when it was lost."""
+        ...
+
+    async def release_lease(self, fence: Fence, holder: str) -> bool:
+        """Give a lease up; False when it was no longer ours."""
         ...
 
 

@@ -8,26 +8,23 @@ connection is opened in ``__aenter__`` (inside the run), never at construction, 
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from importlib import resources
 from pathlib import Path
 from typing import Self
 
-from ..errors import SchemaMissing, StoreError
+from ..errors import SchemaMissing, StaleFence, StoreError
 from ..health import HealthState, KeyHealth
 from ..models import SyncReport, UserDataRow, UserKey
-from .base import DEFAULT_CHUNK_SIZE, DEFAULT_PAGE_SIZE, StoredUser, dedupe_rows
+from ..sql import MIGRATIONS_TABLE, migrations
+from .base import DEFAULT_CHUNK_SIZE, DEFAULT_PAGE_SIZE, Fence, StoredUser, dedupe_rows
 
 __all__ = ["SQLiteStore"]
 
-_MIGRATIONS_TABLE = """
-CREATE TABLE IF NOT EXISTS sentinel_migrations (
-    name TEXT PRIMARY KEY,
-    applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now'))
-)
-"""
+#: Every table a sync touches; a missing one means `migrate` was not run.
+_TABLES = ("user_keys", "user_data", "sentinel_runs", "sentinel_key_health", "sentinel_leases")
 
 _UPSERT = """
 INSERT INTO user_data (user_id, name, player_id, updated_at) VALUES (?, ?, ?, ?)
@@ -125,25 +122,24 @@ class SQLiteStore:
 
     async def check_schema(self) -> None:
         """Raise SchemaMissing unless every table a sync touches exists."""
-        for table in ("user_keys", "user_data", "sentinel_runs", "sentinel_key_health"):
+        for table in _TABLES:
             with self._errors("checking the schema"):
                 self.conn.execute(f"SELECT 1 FROM {table} LIMIT 0")  # noqa: S608 (fixed names)
 
     async def migrate(self) -> list[str]:
         """Apply the packaged SQLite migrations that are missing; return their names."""
         applied: list[str] = []
-        folder = resources.files("sentinel_kit.sql").joinpath("sqlite")
         with self._errors("applying migrations"):
-            self.conn.execute(_MIGRATIONS_TABLE)
+            self.conn.execute(MIGRATIONS_TABLE["sqlite"])
             done = {r[0] for r in self.conn.execute("SELECT name FROM sentinel_migrations")}
-        for item in sorted(folder.iterdir(), key=lambda p: p.name):
-            if not item.name.endswith(".sql") or item.name in done:
+        for name, sql in migrations("sqlite"):
+            if name in done:
                 continue
-            with self._transaction(f"applying {item.name}") as conn:
-                for statement in _statements(item.read_text(encoding="utf-8")):
+            with self._transaction(f"applying {name}") as conn:
+                for statement in _statements(sql):
                     conn.execute(statement)
-                conn.execute("INSERT INTO sentinel_migrations (name) VALUES (?)", (item.name,))
-            applied.append(item.name)
+                conn.execute("INSERT INTO sentinel_migrations (name) VALUES (?)", (name,))
+            applied.append(name)
         return applied
 
     async def count_keys(self) -> int:
@@ -181,18 +177,66 @@ class SQLiteStore:
             if len(rows) < page_size:
                 return
 
-    async def upsert_user_data(self, rows: Sequence[UserDataRow]) -> int:
+    async def upsert_user_data(
+        self, rows: Sequence[UserDataRow], *, fence: Fence | None = None
+    ) -> int:
         """Insert or update ``user_data`` by ``user_id`` in chunks; return rows written."""
         unique = dedupe_rows(rows)
         for start in range(0, len(unique), self.chunk_size):
             chunk = unique[start : start + self.chunk_size]
             with self._transaction("writing user_data") as conn:
+                if fence is not None:
+                    self._check_fence(conn, fence)
                 conn.executemany(
                     _UPSERT,
                     [(r.user_id, r.name, r.player_id, r.updated_at.isoformat()) for r in chunk],
                 )
             self.write_calls += 1
         return len(unique)
+
+    @staticmethod
+    def _check_fence(conn: sqlite3.Connection, fence: Fence) -> None:
+        row = conn.execute(
+            "SELECT fence FROM sentinel_leases WHERE name = ?", (fence.lease,)
+        ).fetchone()
+        if row is None or row[0] != fence.token:
+            raise StaleFence(
+                f"write refused: fencing token {fence.token} of lease {fence.lease} is stale "
+                "(another holder claimed the lease)"
+            )
+
+    async def claim_lease(self, name: str, holder: str, ttl: float) -> Fence | None:
+        """Take lease ``name`` for ``ttl`` seconds; None while another holder's is unexpired."""
+        now = time.time()
+        with self._transaction("claiming a lease") as conn:
+            conn.execute("INSERT OR IGNORE INTO sentinel_leases (name) VALUES (?)", (name,))
+            row = conn.execute(
+                "UPDATE sentinel_leases SET holder = ?, fence = fence + 1, expires_at = ? "
+                "WHERE name = ? AND (holder IS NULL OR holder = ? OR expires_at <= ?) "
+                "RETURNING fence",
+                (holder, now + ttl, name, holder, now),
+            ).fetchone()
+        return Fence(name, int(row[0])) if row else None
+
+    async def renew_lease(self, fence: Fence, holder: str, ttl: float) -> bool:
+        """Extend a lease still held under ``fence``; False when it was lost."""
+        with self._transaction("renewing a lease") as conn:
+            cursor = conn.execute(
+                "UPDATE sentinel_leases SET expires_at = ? "
+                "WHERE name = ? AND holder = ? AND fence = ?",
+                (time.time() + ttl, fence.lease, holder, fence.token),
+            )
+        return cursor.rowcount > 0
+
+    async def release_lease(self, fence: Fence, holder: str) -> bool:
+        """Give a lease up; False when it was no longer ours."""
+        with self._transaction("releasing a lease") as conn:
+            cursor = conn.execute(
+                "UPDATE sentinel_leases SET holder = NULL, expires_at = NULL "
+                "WHERE name = ? AND holder = ? AND fence = ?",
+                (fence.lease, holder, fence.token),
+            )
+        return cursor.rowcount > 0
 
     async def fetch_user_data(self, user_ids: Sequence[str]) -> dict[str, StoredUser]:
         """Return the current rows of these users."""

@@ -1,0 +1,204 @@
+"""One contract, every backend: what SyncJob and the daemon rely on from a Store."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from sentinel_kit import (
+    SchemaMissing,
+    SQLiteStore,
+    StaleFence,
+    Store,
+    StoreError,
+    UserDataRow,
+    UserKey,
+    open_store,
+)
+from sentinel_kit.health import HealthState, KeyHealth
+
+T = TypeVar("T")
+T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+Factory = Callable[[], Store]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Factory:
+    """A factory of stores on a fresh, migrated database of each backend."""
+    if request.param == "sqlite":
+        path = tmp_path / "contract.db"
+        factory: Factory = lambda: SQLiteStore(path, create=True)  # noqa: E731
+    else:
+        url = request.getfixturevalue("pg_url")
+        factory = lambda: open_store(url)  # noqa: E731
+
+    async def migrate() -> None:
+        async with factory() as store:
+            await store.migrate()
+
+    asyncio.run(migrate())
+    return factory
+
+
+def run(factory: Factory, body: Callable[[Store], Awaitable[T]]) -> T:
+    """Open a store, run ``body`` with it, close it."""
+
+    async def go() -> T:
+        async with factory() as store:
+            return await body(store)
+
+    return asyncio.run(go())
+
+
+def row(user: str, name: str, pid: int, at: datetime = T0) -> UserDataRow:
+    return UserDataRow(user, name, pid, at)
+
+
+def test_migrate_is_idempotent(make_store: Factory) -> None:
+    """A second migrate applies nothing and the schema check passes."""
+
+    async def body(store: Store) -> list[str]:
+        applied = await store.migrate()
+        await store.check_schema()
+        return applied
+
+    assert run(make_store, body) == []
+
+
+def test_keys_are_read_in_pages_past_1000(make_store: Factory) -> None:
+    """2,500 keys come back in pages of at most 1000, each exactly once, in (user, id) order."""
+    keys = [UserKey(str(uuid.uuid4()), f"user-{n % 900:04d}", f"ct{n}", None) for n in range(2500)]
+
+    async def body(store: Store) -> list[list[UserKey]]:
+        for key in keys:
+            await store.add_key(key)
+        assert await store.count_keys() == 2500
+        return [page async for page in store.iter_key_pages(page_size=1000)]
+
+    pages = run(make_store, body)
+    assert [len(p) for p in pages] == [1000, 1000, 500]
+    flat = [k for page in pages for k in page]
+    assert sorted(k.id for k in flat) == sorted(k.id for k in keys)
+    assert [(k.user_id, k.id) for k in flat] == sorted((k.user_id, k.id) for k in flat)
+    assert {k.api_key for k in flat} == {k.api_key for k in keys}
+
+
+def test_upsert_is_idempotent_and_refreshes_updated_at(make_store: Factory) -> None:
+    """Upserting twice leaves one row per user, with the second write's values and time."""
+    later = T0 + timedelta(hours=1)
+
+    async def body(store: Store) -> Any:
+        await store.upsert_user_data([row("a", "Old", 1), row("b", "B", 2)])
+        written = await store.upsert_user_data([row("a", "New", 1, later)])
+        return written, await store.list_user_data()
+
+    written, stored = run(make_store, body)
+    assert written == 1
+    assert [(u, n, p) for u, n, p, _ in stored] == [("a", "New", 1), ("b", "B", 2)]
+    assert datetime.fromisoformat(stored[0][3]).replace(tzinfo=UTC) == later
+    assert datetime.fromisoformat(stored[1][3]).replace(tzinfo=UTC) == T0
+
+
+def test_duplicate_users_in_one_batch_do_not_fail(make_store: Factory) -> None:
+    """Two rows for one user in a batch are deduplicated (Postgres would reject the batch)."""
+
+    async def body(store: Store) -> Any:
+        written = await store.upsert_user_data([row("dup", "First", 1), row("dup", "Second", 1)])
+        return written, await store.fetch_user_data(["dup", "absent"])
+
+    written, found = run(make_store, body)
+    assert written == 1
+    assert list(found) == ["dup"]
+    assert found["dup"][1] == "Second"
+
+
+def test_lease_claim_renew_expiry_steal_and_fencing(make_store: Factory) -> None:
+    """Leases: exclusive while valid, stolen after expiry with a higher token; the old holder
+    can neither renew, release nor write with its stale token."""
+
+    async def body(store: Store) -> None:
+        a = await store.claim_lease("sync-users", "replica-a", 0.6)
+        assert a is not None
+        assert await store.claim_lease("sync-users", "replica-b", 10) is None
+        assert await store.renew_lease(a, "replica-a", 0.6)
+        assert await store.upsert_user_data([row("u", "A wrote", 1)], fence=a) == 1
+        await asyncio.sleep(0.8)  # a's lease expires
+        b = await store.claim_lease("sync-users", "replica-b", 10)
+        assert b is not None
+        assert b.token > a.token
+        assert not await store.renew_lease(a, "replica-a", 10)
+        with pytest.raises(StaleFence):
+            await store.upsert_user_data([row("u", "A stale", 1)], fence=a)
+        assert await store.upsert_user_data([row("u", "B wrote", 1)], fence=b) == 1
+        assert not await store.release_lease(a, "replica-a")
+        assert await store.release_lease(b, "replica-b")
+        c = await store.claim_lease("sync-users", "replica-a", 10)
+        assert c is not None
+        assert c.token > b.token  # tokens never repeat, even after a release
+        assert (await store.fetch_user_data(["u"]))["u"][1] == "B wrote"
+        # Leases are independent by name (shards).
+        assert await store.claim_lease("sync-users:1/2", "replica-b", 10) is not None
+
+    run(make_store, body)
+
+
+def test_key_health_round_trip_and_reset(make_store: Factory) -> None:
+    """Parked keys are stored without key material, read back, and reset one by one."""
+    dead = KeyHealth("k1", "u1", "fp1", HealthState.DEAD, 2, T0)
+    cool = KeyHealth("k2", "u2", "fp2", HealthState.COOLDOWN, 5, T0, T0 + timedelta(minutes=5))
+
+    async def body(store: Store) -> Any:
+        await store.save_key_health([dead, cool], [])
+        first = await store.load_key_health()
+        await store.save_key_health([], ["k2"])
+        reset = await store.reset_key_health("k1"), await store.reset_key_health("k1")
+        return first, reset, await store.load_key_health()
+
+    first, reset, last = run(make_store, body)
+    assert first["k1"].state is HealthState.DEAD
+    assert first["k2"].retry_after == T0 + timedelta(minutes=5)
+    assert reset == (True, False)
+    assert last == {}
+
+
+def test_missing_schema_is_reported(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """An unmigrated database raises SchemaMissing naming `sentinel-kit migrate`."""
+    sqlite_path = tmp_path / "bare.db"
+
+    async def check(store: Store) -> None:
+        async with store:
+            await store.check_schema()
+
+    with pytest.raises(SchemaMissing, match="migrate"):
+        asyncio.run(check(SQLiteStore(sqlite_path, create=True)))
+    pg_url = request.getfixturevalue("pg_url")
+    with pytest.raises(SchemaMissing, match="migrate"):
+        asyncio.run(check(open_store(pg_url)))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://nobody@127.0.0.1:1/none",
+        "sqlite:////nonexistent-dir/sub/x.db",
+    ],
+    ids=["postgres-port-closed", "sqlite-no-directory"],
+)
+def test_unreachable_database_is_a_store_error(url: str) -> None:
+    """A database that cannot be reached raises StoreError (CLI exit 3) naming where."""
+
+    async def check() -> None:
+        async with open_store(url, create=True):
+            pass
+
+    with pytest.raises(StoreError) as info:
+        asyncio.run(check())
+    assert "cannot" in str(info.value)
+    assert info.value.exit_code == 3

@@ -1,0 +1,212 @@
+"""PostgreSQL on the real server: migrations, Supabase-style security, a 2,500-key sync."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import psycopg
+import pytest
+
+from sentinel_kit import KeyCipher
+
+from ..conftest import SECRET, make_key, run_cli
+from ..faketorn import FakeTorn, profile_for
+
+API_ROLES = ("anon", "authenticated")
+
+
+@pytest.fixture
+def supabase_like(pg_url: str) -> str:
+    """A database with Supabase's API roles and default privileges, then migrated by the CLI.
+
+    On Supabase, `anon` and `authenticated` get USAGE on `public` and, by default, every
+    privilege on each new table and function there; `service_role` bypasses RLS.
+    """
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        for role, extra in (("anon", ""), ("authenticated", ""), ("service_role", " BYPASSRLS")):
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+            if not exists:
+                conn.execute(f"CREATE ROLE {role} NOLOGIN{extra}")
+        conn.execute("GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role")
+        for kind in ("TABLES", "FUNCTIONS", "SEQUENCES"):
+            conn.execute(
+                f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON {kind} "
+                "TO anon, authenticated, service_role"
+            )
+    for _ in range(2):  # twice in a row: the second run must succeed and change nothing
+        result = run_cli(["migrate", "--db", pg_url])
+        assert result.returncode == 0, result.stderr
+    assert "up to date" in result.stdout
+    return pg_url
+
+
+def sentinel_objects(conn: psycopg.Connection) -> tuple[list[str], list[str]]:
+    tables = [
+        r[0]
+        for r in conn.execute(
+            "SELECT relname FROM pg_class WHERE relkind = 'r' AND relname LIKE 'sentinel\\_%' "
+            "AND relnamespace = 'public'::regnamespace ORDER BY 1"
+        )
+    ]
+    functions = [
+        r[0]
+        for r in conn.execute(
+            "SELECT oid::regprocedure::text FROM pg_proc WHERE proname LIKE 'sentinel\\_%' "
+            "AND pronamespace = 'public'::regnamespace ORDER BY 1"
+        )
+    ]
+    return tables, functions
+
+
+def test_api_roles_reach_no_sentinel_table_or_function(supabase_like: str) -> None:
+    """anon and authenticated can neither read any sentinel_ table nor run any sentinel_
+    function; RLS is on with no policy; the service role keeps access."""
+    with psycopg.connect(supabase_like, autocommit=True) as conn:
+        tables, functions = sentinel_objects(conn)
+        assert set(tables) == {
+            "sentinel_migrations",
+            "sentinel_runs",
+            "sentinel_key_health",
+            "sentinel_leases",
+        }
+        assert len(functions) == 4
+        conn.execute("INSERT INTO sentinel_leases (name, holder, fence) VALUES ('x', 'h', 1)")
+        for table in tables:
+            rls = conn.execute(
+                "SELECT relrowsecurity FROM pg_class WHERE relname = %s", (table,)
+            ).fetchone()
+            assert rls == (True,), table
+        assert conn.execute(
+            "SELECT count(*) FROM pg_policies WHERE tablename LIKE 'sentinel\\_%'"
+        ).fetchone() == (0,)
+
+        for role in API_ROLES:
+            for table in tables:
+                for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE"):
+                    allowed = conn.execute(
+                        "SELECT has_table_privilege(%s, %s, %s)", (role, table, privilege)
+                    ).fetchone()
+                    assert allowed == (False,), (role, table, privilege)
+            for function in functions:
+                allowed = conn.execute(
+                    "SELECT has_function_privilege(%s, %s, 'EXECUTE')", (role, function)
+                ).fetchone()
+                assert allowed == (False,), (role, function)
+
+            # And for real, as that role.
+            conn.execute(f"SET ROLE {role}")
+            for table in tables:
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    conn.execute(f"SELECT * FROM {table}")  # noqa: S608 (names from pg_class)
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("SELECT sentinel_claim_lease('x', 'attacker', 60)")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("SELECT sentinel_upsert_user_data('x', 1, '[]'::jsonb)")
+            conn.execute("RESET ROLE")
+
+        conn.execute("SET ROLE service_role")
+        assert conn.execute("SELECT count(*) FROM sentinel_leases").fetchone() == (1,)
+        assert conn.execute("SELECT sentinel_claim_lease('y', 'svc', 60)").fetchone() == (1,)
+        conn.execute("RESET ROLE")
+
+
+def test_existing_seed_tables_are_left_alone(pg_url: str) -> None:
+    """A user's existing user_keys (different column order, extra column, no index) is not
+    altered by migrate, and sync reads it."""
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE user_keys (created_at timestamp DEFAULT now(), api_key text NOT NULL, "
+            "user_id varchar NOT NULL, id uuid PRIMARY KEY DEFAULT gen_random_uuid(), "
+            "label text)"
+        )
+        before = conn.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_name = 'user_keys' ORDER BY ordinal_position"
+        ).fetchall()
+    assert run_cli(["migrate", "--db", pg_url]).returncode == 0
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        after = conn.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_name = 'user_keys' ORDER BY ordinal_position"
+        ).fetchall()
+        indexes = conn.execute(
+            "SELECT count(*) FROM pg_indexes WHERE tablename = 'user_keys'"
+        ).fetchone()
+    assert after == before
+    assert indexes == (1,)  # only the primary key: nothing added
+
+
+def test_cli_sync_of_2500_keys_against_postgres(pg_url: str, torn: FakeTorn) -> None:
+    """`sentinel-kit sync` against PostgreSQL syncs 2,500 keys (past any 1000-row cap)."""
+    assert run_cli(["migrate", "--db", pg_url]).returncode == 0
+    cipher = KeyCipher(SECRET)
+    keys = [(str(uuid.uuid4()), f"pg-user-{n:05d}", make_key(n)) for n in range(2500)]
+    with (
+        psycopg.connect(pg_url, autocommit=True) as conn,
+        conn.cursor() as cur,
+        cur.copy("COPY user_keys (id, user_id, api_key) FROM STDIN") as copy,
+    ):
+        for key_id, user_id, plaintext in keys:
+            copy.write_row((key_id, user_id, cipher.encrypt(plaintext)))
+    result = run_cli(
+        [
+            "sync",
+            "--db",
+            pg_url,
+            "--torn-url",
+            torn.url,
+            "--json",
+            "--max-rpm",
+            "0",
+            "--concurrency",
+            "32",
+        ],
+        env={"ENCRYPTION_KEY": SECRET},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["keys_total"], report["synced"], report["written"]) == (2500, 2500, 2500)
+    with psycopg.connect(pg_url) as conn:
+        stored = dict(conn.execute("SELECT user_id, player_id FROM user_data").fetchall())
+        runs = conn.execute("SELECT status, synced FROM sentinel_runs").fetchall()
+    assert len(stored) == 2500
+    assert all(stored[user] == profile_for(plain)[0] for _, user, plain in keys)
+    assert runs == [("ok", 2500)]
+
+
+def test_unreachable_postgres_is_exit_3_without_traceback() -> None:
+    """sync against a closed port: exit 3, one error line naming the server."""
+    result = run_cli(
+        ["sync", "--db", "postgresql://u:hunter2@127.0.0.1:1/db"], env={"ENCRYPTION_KEY": SECRET}
+    )
+    assert result.returncode == 3
+    assert "cannot connect to PostgreSQL" in result.stderr
+    assert "hunter2" not in result.stderr  # the password is redacted
+    assert "Traceback" not in result.stderr
+
+
+def test_fenced_write_waits_for_and_loses_to_a_new_claim(pg_url: str) -> None:
+    """A fenced write and a concurrent steal serialise on the lease row: after the steal
+    commits, the old token's write is refused."""
+    from datetime import UTC, datetime
+
+    from sentinel_kit import StaleFence, UserDataRow, open_store
+
+    async def scenario() -> None:
+        async with open_store(pg_url) as store:
+            await store.migrate()
+            old = await store.claim_lease("job", "a", 0.2)
+            assert old is not None
+            await asyncio.sleep(0.3)
+            new = await store.claim_lease("job", "b", 30)
+            assert new is not None
+            with pytest.raises(StaleFence):
+                await store.upsert_user_data(
+                    [UserDataRow("u", "late", 1, datetime.now(UTC))], fence=old
+                )
+            assert await store.fetch_user_data(["u"]) == {}
+
+    asyncio.run(scenario())

@@ -53,8 +53,9 @@ class Scrubber:
 
     ``Authorization: ApiKey <key>`` becomes ``ApiKey fp:<fingerprint>``; a bearer token (a
     Supabase service key) is dropped entirely, as are ``apikey``, ``x-client-info`` and
-    cookies; a ``key=`` query parameter becomes its fingerprint. Every key seen in a request
-    is remembered, so an answer that echoes it (an error page, say) is masked as well.
+    cookies; a ``key=`` query parameter becomes its fingerprint; PostgREST's ``columns=``
+    list is sorted. Every key seen in a request is remembered, so an answer that echoes it
+    (an error page, say) is masked as well.
     """
 
     def __init__(self) -> None:
@@ -80,6 +81,10 @@ class Scrubber:
                 if k == "key" and not v.startswith("fp:"):
                     self._seen.add(v)
                     v = _label(v)
+                elif k == "columns":
+                    # supabase-py builds this list from a set: its order changes with
+                    # PYTHONHASHSEED, so sort it or replay would miss at random.
+                    v = ",".join(sorted(v.split(",")))
                 query.append((k, v))
             request.uri = urlunsplit(parts._replace(query=urlencode(query)))
         return request

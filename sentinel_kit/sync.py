@@ -423,6 +423,7 @@ class SyncJob:
 
         async def write() -> None:
             pending: list[Outcome] = []
+            pending_ok = 0
             last_flush = time.monotonic()
             while True:
                 try:
@@ -432,22 +433,27 @@ class SyncJob:
                 if item is _DONE:
                     break
                 pending.extend(item)
+                pending_ok += sum(1 for o in item if o.ok)
                 state.outcomes.extend(item)
                 if state.store_error is not None:
                     continue  # the store failed: keep collecting outcomes, write nothing
-                rows_due = sum(1 for o in pending if o.ok) >= self.chunk_size
-                if pending and (rows_due or time.monotonic() - last_flush >= self.flush_interval):
-                    await flush(pending)
-                    pending, last_flush = [], time.monotonic()
+                timed = time.monotonic() - last_flush >= self.flush_interval
+                if pending and (pending_ok >= self.chunk_size or timed):
+                    # Between timer ticks only whole chunks go out, so the database sees
+                    # about N / chunk_size writes; the timer flushes what is left.
+                    pending = await flush(pending, whole_chunks=not timed)
+                    pending_ok = sum(1 for o in pending if o.ok)
+                    last_flush = time.monotonic()
             if pending and state.store_error is None:
-                await flush(pending)
+                await flush(pending, whole_chunks=False)
 
-        async def flush(pending: list[Outcome]) -> None:
+        async def flush(pending: list[Outcome], *, whole_chunks: bool) -> list[Outcome]:
             try:
-                await self._flush(store, pending, state, dry_run)
+                return await self._flush(store, pending, state, dry_run, whole_chunks=whole_chunks)
             except StoreError as exc:
                 state.store_error = exc
                 stop_feeding.set()
+                return []
 
         producer = asyncio.create_task(produce(), name="sentinel-producer")
         writer = asyncio.create_task(write(), name="sentinel-writer")
@@ -554,21 +560,40 @@ class SyncJob:
         )
 
     async def _flush(
-        self, store: Store, outcomes: list[Outcome], state: _Run, dry_run: bool
-    ) -> None:
+        self,
+        store: Store,
+        outcomes: list[Outcome],
+        state: _Run,
+        dry_run: bool,
+        *,
+        whole_chunks: bool,
+    ) -> list[Outcome]:
+        """Write the rows (and key health) of ``outcomes``; return the outcomes held back.
+
+        With ``whole_chunks``, only a multiple of ``chunk_size`` rows is written and the
+        outcomes of the remaining users are returned for a later flush.
+        """
         now = datetime.now(UTC)
         rows = build_upserts(outcomes, now=now)
+        leftover: list[Outcome] = []
+        keep = len(rows) % self.chunk_size if whole_chunks else 0
+        if keep:
+            held = {r.user_id for r in rows[-keep:]}
+            rows = rows[:-keep]
+            leftover = [o for o in outcomes if o.user_id in held]
+            outcomes = [o for o in outcomes if o.user_id not in held]
         if dry_run:
             if rows:
                 current = await store.fetch_user_data([r.user_id for r in rows])
                 state.changes.extend(diff_rows(rows, current))
-            return
+            return leftover
         if rows:
             state.written += await store.upsert_user_data(rows)
         park, clear = health_changes(outcomes, now=now, policy=self.health_policy)
         clear = [key_id for key_id in clear if key_id in state.health]
         if park or clear:
             await store.save_key_health(park, clear)
+        return leftover
 
 
 async def _group_by_user(pages: AsyncIterator[list[UserKey]]) -> AsyncIterator[list[UserKey]]:

@@ -53,7 +53,6 @@ def vcr_config() -> dict[str, Any]:
         "before_record_request": scrub_request,
         "before_record_response": scrub_response,
         "allowed_hosts": LOOPBACK,
-        "record_mode": "none",
     }
 
 

@@ -12,6 +12,7 @@ from sentinel_kit import ConfigError, RetryPolicy, SyncJob, record, replay
 from sentinel_kit.demo import DEMO_KEYS
 
 from .conftest import ROOT, SECRET, make_key, seed_sqlite, simple_keys
+from .fakepostgrest import SERVICE_KEY
 from .faketorn import FakeTorn, profile_for
 
 #: Shapes of secrets that must never appear in a cassette.
@@ -22,7 +23,7 @@ LEAKS = [
     re.compile(r"eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}"),
     re.compile(r"TestKey\d{9}"),
 ]
-KNOWN_KEYS = [d.plaintext for d in DEMO_KEYS]
+KNOWN_KEYS = [*(d.plaintext for d in DEMO_KEYS), SERVICE_KEY]
 
 
 def cassette_files() -> list[Path]:
@@ -41,7 +42,11 @@ def leaks_in(text: str) -> list[str]:
 def test_there_are_cassettes_to_scan() -> None:
     """The scan below covers the bundled demo cassette and the test cassettes."""
     names = {p.name for p in cassette_files()}
-    assert {"demo_cassette.yaml", "replay_three_users.yaml"} <= names
+    assert {
+        "demo_cassette.yaml",
+        "replay_three_users.yaml",
+        "test_sync_reads_2500_keys_in_three_pages.yaml",
+    } <= names
 
 
 @pytest.mark.parametrize("path", cassette_files(), ids=lambda p: p.name)

@@ -73,10 +73,9 @@ def open_store(url: str | None = None, *, create: bool = False) -> Store:
 
         return PostgresStore(url)
     if scheme in ("http", "https"):
-        raise ConfigError(
-            f"the {scheme} backend is not available in this build of sentinel-kit; "
-            "use a sqlite:/// URL"
-        )
+        from .supabase import SupabaseStore
+
+        return SupabaseStore(url)
     raise ConfigError(
         f"unsupported database URL {redact_url(url)!r}: use sqlite:///path.db, "
         "postgresql://user@host/db or https://<ref>.supabase.co"

@@ -95,6 +95,10 @@ class Store(Protocol):
         """Insert one ``user_keys`` row (the ciphertext is stored as given)."""
         ...
 
+    async def add_keys(self, keys: Sequence[UserKey]) -> int:
+        """Insert many ``user_keys`` rows in chunks; return how many."""
+        ...
+
     async def record_run(self, report: SyncReport) -> None:
         """Append a finished run to ``sentinel_runs``."""
         ...

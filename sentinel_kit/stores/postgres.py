@@ -266,6 +266,28 @@ class PostgresStore:
                 (key.id, key.user_id, key.api_key, created),
             )
 
+    async def add_keys(self, keys: Sequence[UserKey]) -> int:
+        """Insert many ``user_keys`` rows with one statement per chunk."""
+        for start in range(0, len(keys), self.chunk_size):
+            chunk = keys[start : start + self.chunk_size]
+            with self._errors("adding keys"):
+                await self.conn.execute(
+                    "INSERT INTO user_keys (id, user_id, api_key, created_at) "
+                    "SELECT i::uuid, u, a, COALESCE(c AT TIME ZONE 'UTC', now()) "
+                    "FROM unnest(%s::text[], %s::varchar[], %s::text[], %s::timestamptz[]) "
+                    "AS t(i, u, a, c)",
+                    (
+                        [k.id for k in chunk],
+                        [k.user_id for k in chunk],
+                        [k.api_key for k in chunk],
+                        [
+                            datetime.fromisoformat(k.created_at) if k.created_at else None
+                            for k in chunk
+                        ],
+                    ),
+                )
+        return len(keys)
+
     async def record_run(self, report: SyncReport) -> None:
         """Append a finished run to ``sentinel_runs``."""
         with self._errors("recording the run"):

@@ -274,6 +274,19 @@ class SQLiteStore:
                 (key.id, key.user_id, key.api_key, key.created_at),
             )
 
+    async def add_keys(self, keys: Sequence[UserKey]) -> int:
+        """Insert many ``user_keys`` rows in one transaction per chunk."""
+        for start in range(0, len(keys), self.chunk_size):
+            with self._transaction("adding keys") as conn:
+                conn.executemany(
+                    "INSERT INTO user_keys (id, user_id, api_key, created_at) VALUES (?, ?, ?, ?)",
+                    [
+                        (k.id, k.user_id, k.api_key, k.created_at)
+                        for k in keys[start : start + self.chunk_size]
+                    ],
+                )
+        return len(keys)
+
     async def record_run(self, report: SyncReport) -> None:
         """Append a finished run to ``sentinel_runs``."""
         with self._transaction("recording the run") as conn:

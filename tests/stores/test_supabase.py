@@ -1,0 +1,158 @@
+"""The Supabase backend against recorded PostgREST traffic (see supabase_helpers)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from sentinel_kit import (
+    ConfigError,
+    KeyCipher,
+    RetryPolicy,
+    SchemaMissing,
+    StoreError,
+    SyncJob,
+    open_store,
+)
+from sentinel_kit.replay import MATCH_ON, scrub_request, scrub_response
+from sentinel_kit.stores.supabase import SupabaseStore
+
+from ..conftest import LOOPBACK, SECRET, make_key, run_cli
+from ..faketorn import FakeTorn, profile_for
+from .supabase_helpers import PROJECT_URL, SERVICE_KEY, recording, supabase_stand_in
+
+
+@pytest.fixture(scope="module")
+def vcr_config() -> dict[str, Any]:
+    """Record Supabase; let the fake Torn server on 127.0.0.1 answer live."""
+    return {
+        "match_on": MATCH_ON,
+        "before_record_request": scrub_request,
+        "before_record_response": scrub_response,
+        "allowed_hosts": LOOPBACK,
+        "ignore_hosts": ["127.0.0.1"],
+    }
+
+
+@pytest.mark.vcr
+def test_sync_reads_2500_keys_in_three_pages(
+    request: pytest.FixtureRequest, torn: FakeTorn, vcr: Any
+) -> None:
+    """A sync through the Data API reads all 2,500 keys (3 pages of <= 1000) and writes all."""
+    keys = [(str(uuid.UUID(int=n + 1)), f"sb-user-{n:05d}", make_key(n)) for n in range(2500)]
+    with supabase_stand_in(request) as transport:
+        if recording(request):
+            cipher = KeyCipher(SECRET)
+            with (
+                psycopg.connect(request.getfixturevalue("pg_url"), autocommit=True) as conn,
+                conn.cursor() as cur,
+                cur.copy("COPY user_keys (id, user_id, api_key) FROM STDIN") as copy,
+            ):
+                for key_id, user_id, plain in keys:
+                    copy.write_row((key_id, user_id, cipher.encrypt(plain)))
+        store = SupabaseStore(PROJECT_URL, service_key=SERVICE_KEY, transport=transport)
+        job = SyncJob(
+            db=store,
+            secret=SECRET,
+            torn_url=torn.url,
+            concurrency=32,
+            max_rpm=0,
+            policy=RetryPolicy.no_wait(),
+            flush_interval=60,  # only whole chunks, so the write count is exact
+        )
+        report = job.run()
+    assert (report.keys_total, report.synced, report.written) == (2500, 2500, 2500)
+    assert sum(torn.count(plain) for _, _, plain in keys) == 2500
+    # Recording, every request is new; replaying, each recorded one must be played once.
+    page_reads = [
+        1 if recording(request) else vcr.play_counts[i]
+        for i, r in enumerate(vcr.requests)
+        if r.method == "GET" and r.path.endswith("/user_keys") and "offset=" in r.uri
+    ]
+    assert sum(page_reads) == 3
+    upserts = [r for r in vcr.requests if r.method == "POST" and r.path.endswith("/user_data")]
+    assert len(upserts) == 5  # 2,500 rows in chunks of 500
+    assert all(b"merge-duplicates" in str(r.headers).encode() for r in upserts)
+    if recording(request):
+        with psycopg.connect(request.getfixturevalue("pg_url")) as conn:
+            stored = dict(conn.execute("SELECT user_id, player_id FROM user_data").fetchall())
+        assert all(stored[user] == profile_for(plain)[0] for _, user, plain in keys)
+
+
+@pytest.mark.vcr
+def test_missing_migration_names_migrate_print(request: pytest.FixtureRequest) -> None:
+    """An unmigrated project: SchemaMissing that says to paste `migrate --print`."""
+
+    async def check(transport: Any) -> None:
+        async with SupabaseStore(PROJECT_URL, service_key=SERVICE_KEY, transport=transport) as s:
+            await s.check_schema()
+
+    with (
+        supabase_stand_in(request, migrate=False) as transport,
+        pytest.raises(SchemaMissing) as info,
+    ):
+        asyncio.run(check(transport))
+    assert "migrate --print" in str(info.value)
+    assert "PGRST205" in str(info.value)
+
+
+@pytest.mark.vcr
+def test_refused_key_is_a_config_error(request: pytest.FixtureRequest) -> None:
+    """A key PostgREST refuses (401 PGRST301) says to use the service_role key; never shows it."""
+    wrong = "this-is-not-the-service-key"
+
+    async def check(transport: Any) -> None:
+        async with SupabaseStore(PROJECT_URL, service_key=wrong, transport=transport) as s:
+            await s.check_schema()
+
+    with supabase_stand_in(request) as transport, pytest.raises(ConfigError) as info:
+        asyncio.run(check(transport))
+    assert "SUPABASE_SERVICE_ROLE_KEY" in str(info.value)
+    assert wrong not in str(info.value)
+
+
+def test_unreachable_project_is_a_store_error() -> None:
+    """A project URL nobody answers on: StoreError naming the URL, exit code 3."""
+
+    async def check() -> None:
+        async with SupabaseStore("http://127.0.0.1:1", service_key="k", attempts=1, timeout=2) as s:
+            await s.check_schema()
+
+    with pytest.raises(StoreError) as info:
+        asyncio.run(check())
+    assert "cannot reach Supabase at http://127.0.0.1:1" in str(info.value)
+    assert info.value.exit_code == 3
+
+
+def test_missing_service_key_is_a_config_error() -> None:
+    """A Supabase URL without SUPABASE_SERVICE_ROLE_KEY says where to find the key."""
+    with pytest.raises(ConfigError, match="SUPABASE_SERVICE_ROLE_KEY"):
+        open_store("https://abcdefgh.supabase.co")
+
+
+def test_cli_migrate_against_supabase_explains_the_sql_editor(tmp_path: Path) -> None:
+    """`migrate --db https://...supabase.co` cannot run DDL and says what to do instead."""
+    result = run_cli(
+        ["migrate", "--db", "https://abcdefgh.supabase.co"],
+        env={"SUPABASE_SERVICE_ROLE_KEY": "x"},
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "migrate --print" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_uses_next_public_supabase_url_when_no_db_is_given(tmp_path: Path) -> None:
+    """Without --db the original worker's NEXT_PUBLIC_SUPABASE_URL picks the Supabase backend."""
+    result = run_cli(
+        ["keys", "list"],
+        cwd=tmp_path,
+        env={"NEXT_PUBLIC_SUPABASE_URL": "http://127.0.0.1:1", "SUPABASE_SERVICE_ROLE_KEY": "k"},
+    )
+    assert result.returncode == 3
+    assert "Supabase at http://127.0.0.1:1" in result.stderr

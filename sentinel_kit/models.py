@@ -13,9 +13,11 @@ __all__ = [
     "ChangeKind",
     "ErrorClass",
     "Failure",
+    "LeaseInfo",
     "Outcome",
     "Profile",
     "Reason",
+    "RunRecord",
     "RunStatus",
     "SyncReport",
     "TornKey",
@@ -294,3 +296,52 @@ class SyncReport:
 
     def __str__(self) -> str:
         return self.render_text()
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One row of ``sentinel_runs``: a run of a job, for a scheduled tick when the daemon ran it."""
+
+    run_id: str
+    job: str
+    status: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    scheduled_for: datetime | None = None
+    holder: str | None = None
+    fence: int | None = None
+    keys_total: int = 0
+    synced: int = 0
+    failed: int = 0
+    skipped: int = 0
+    written: int = 0
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON form of ``sentinel-kit runs --json`` (ISO-8601 times)."""
+        return {
+            "run_id": self.run_id,
+            "job": self.job,
+            "scheduled_for": self.scheduled_for.isoformat() if self.scheduled_for else None,
+            "holder": self.holder,
+            "fence": self.fence,
+            "status": self.status,
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "keys_total": self.keys_total,
+            "synced": self.synced,
+            "failed": self.failed,
+            "skipped": self.skipped,
+            "written": self.written,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseInfo:
+    """Who holds a lease, under which fencing token, until when."""
+
+    name: str
+    holder: str | None
+    fence: int
+    expires_at: datetime | None

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol, Self, runtime_checkable
 
 from ..health import KeyHealth
-from ..models import SyncReport, UserDataRow, UserKey
+from ..models import LeaseInfo, RunRecord, SyncReport, UserDataRow, UserKey
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -99,8 +100,28 @@ class Store(Protocol):
         """Insert many ``user_keys`` rows in chunks; return how many."""
         ...
 
-    async def record_run(self, report: SyncReport) -> None:
-        """Append a finished run to ``sentinel_runs``."""
+    async def begin_run(self, record: RunRecord) -> bool:
+        """Insert a ``running`` row for a scheduled tick; False when (job, scheduled_for) is
+        taken, i.e. another replica already ran or runs this tick."""
+        ...
+
+    async def record_run(
+        self,
+        report: SyncReport,
+        *,
+        scheduled_for: datetime | None = None,
+        holder: str | None = None,
+        fence: int | None = None,
+    ) -> None:
+        """Insert or complete (by run_id) a run's row in ``sentinel_runs``."""
+        ...
+
+    async def list_runs(self, *, job: str | None = None, limit: int = 20) -> list[RunRecord]:
+        """Return recent runs, newest first."""
+        ...
+
+    async def get_lease(self, name: str) -> LeaseInfo | None:
+        """Return a lease's current holder, token and expiry (None if never claimed)."""
         ...
 
     async def load_key_health(self) -> dict[str, KeyHealth]:

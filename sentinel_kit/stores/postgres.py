@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from ..errors import ConfigError, SchemaMissing, StaleFence, StoreError
 from ..health import HealthState, KeyHealth
-from ..models import SyncReport, UserDataRow, UserKey
+from ..models import LeaseInfo, RunRecord, SyncReport, UserDataRow, UserKey
 from ..sql import MIGRATIONS_TABLE, migrations
 from .base import DEFAULT_CHUNK_SIZE, DEFAULT_PAGE_SIZE, Fence, StoredUser, dedupe_rows
 
@@ -288,16 +288,49 @@ class PostgresStore:
                 )
         return len(keys)
 
-    async def record_run(self, report: SyncReport) -> None:
-        """Append a finished run to ``sentinel_runs``."""
+    async def begin_run(self, record: RunRecord) -> bool:
+        """Insert a ``running`` row for a tick; False when (job, scheduled_for) is taken."""
+        with self._errors("claiming a tick"):
+            cursor = await self.conn.execute(
+                "INSERT INTO sentinel_runs (run_id, job, scheduled_for, holder, fence, status, "
+                "started_at) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (job, scheduled_for) DO NOTHING",
+                (
+                    record.run_id,
+                    record.job,
+                    record.scheduled_for,
+                    record.holder,
+                    record.fence,
+                    record.status,
+                    record.started_at,
+                ),
+            )
+        return cursor.rowcount > 0
+
+    async def record_run(
+        self,
+        report: SyncReport,
+        *,
+        scheduled_for: datetime | None = None,
+        holder: str | None = None,
+        fence: int | None = None,
+    ) -> None:
+        """Insert or complete (by run_id) a run's row in ``sentinel_runs``."""
         with self._errors("recording the run"):
             await self.conn.execute(
-                "INSERT INTO sentinel_runs (run_id, job, status, started_at, finished_at, "
-                "keys_total, synced, failed, skipped, written, error) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                "INSERT INTO sentinel_runs (run_id, job, scheduled_for, holder, fence, status, "
+                "started_at, finished_at, keys_total, synced, failed, skipped, written, error) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (run_id) DO UPDATE SET status = EXCLUDED.status, "
+                "finished_at = EXCLUDED.finished_at, keys_total = EXCLUDED.keys_total, "
+                "synced = EXCLUDED.synced, failed = EXCLUDED.failed, "
+                "skipped = EXCLUDED.skipped, written = EXCLUDED.written, error = EXCLUDED.error",
                 (
                     report.run_id,
                     report.job,
+                    scheduled_for,
+                    holder,
+                    fence,
                     report.status.value,
                     report.started_at,
                     report.finished_at,
@@ -309,6 +342,29 @@ class PostgresStore:
                     report.error,
                 ),
             )
+
+    async def list_runs(self, *, job: str | None = None, limit: int = 20) -> list[RunRecord]:
+        """Return recent runs, newest first."""
+        with self._errors("reading sentinel_runs"):
+            cursor = await self.conn.execute(
+                "SELECT run_id::text, job, status, started_at, finished_at, scheduled_for, "
+                "holder, fence, keys_total, synced, failed, skipped, written, error "
+                "FROM sentinel_runs WHERE %s::text IS NULL OR job = %s "
+                "ORDER BY started_at DESC LIMIT %s",
+                (job, job, limit),
+            )
+            rows = await cursor.fetchall()
+        return [RunRecord(*r) for r in rows]
+
+    async def get_lease(self, name: str) -> LeaseInfo | None:
+        """Return a lease's holder, token and expiry."""
+        with self._errors("reading sentinel_leases"):
+            cursor = await self.conn.execute(
+                "SELECT name, holder, fence, expires_at FROM sentinel_leases WHERE name = %s",
+                (name,),
+            )
+            row = await cursor.fetchone()
+        return LeaseInfo(row[0], row[1], int(row[2]), row[3]) if row else None
 
     async def load_key_health(self) -> dict[str, KeyHealth]:
         """Return every parked key's health row, by key id."""

@@ -11,13 +11,13 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 from ..errors import SchemaMissing, StaleFence, StoreError
 from ..health import HealthState, KeyHealth
-from ..models import SyncReport, UserDataRow, UserKey
+from ..models import LeaseInfo, RunRecord, SyncReport, UserDataRow, UserKey
 from ..sql import MIGRATIONS_TABLE, migrations
 from .base import DEFAULT_CHUNK_SIZE, DEFAULT_PAGE_SIZE, Fence, StoredUser, dedupe_rows
 
@@ -287,19 +287,52 @@ class SQLiteStore:
                 )
         return len(keys)
 
-    async def record_run(self, report: SyncReport) -> None:
-        """Append a finished run to ``sentinel_runs``."""
+    async def begin_run(self, record: RunRecord) -> bool:
+        """Insert a ``running`` row for a tick; False when (job, scheduled_for) is taken."""
+        with self._transaction("claiming a tick") as conn:
+            cursor = conn.execute(
+                "INSERT INTO sentinel_runs (run_id, job, scheduled_for, holder, fence, status, "
+                "started_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (job, scheduled_for) DO NOTHING",
+                (
+                    record.run_id,
+                    record.job,
+                    _ts(record.scheduled_for),
+                    record.holder,
+                    record.fence,
+                    record.status,
+                    _ts(record.started_at),
+                ),
+            )
+        return cursor.rowcount > 0
+
+    async def record_run(
+        self,
+        report: SyncReport,
+        *,
+        scheduled_for: datetime | None = None,
+        holder: str | None = None,
+        fence: int | None = None,
+    ) -> None:
+        """Insert or complete (by run_id) a run's row in ``sentinel_runs``."""
         with self._transaction("recording the run") as conn:
             conn.execute(
-                "INSERT INTO sentinel_runs (run_id, job, status, started_at, finished_at, "
-                "keys_total, synced, failed, skipped, written, error) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO sentinel_runs (run_id, job, scheduled_for, holder, fence, status, "
+                "started_at, finished_at, keys_total, synced, failed, skipped, written, error) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (run_id) DO UPDATE SET status = excluded.status, "
+                "finished_at = excluded.finished_at, keys_total = excluded.keys_total, "
+                "synced = excluded.synced, failed = excluded.failed, "
+                "skipped = excluded.skipped, written = excluded.written, error = excluded.error",
                 (
                     report.run_id,
                     report.job,
+                    _ts(scheduled_for),
+                    holder,
+                    fence,
                     report.status.value,
-                    report.started_at.isoformat(),
-                    report.finished_at.isoformat(),
+                    _ts(report.started_at),
+                    _ts(report.finished_at),
                     report.keys_total,
                     report.synced,
                     report.failed,
@@ -308,6 +341,29 @@ class SQLiteStore:
                     report.error,
                 ),
             )
+
+    async def list_runs(self, *, job: str | None = None, limit: int = 20) -> list[RunRecord]:
+        """Return recent runs, newest first."""
+        where, args = ("WHERE job = ?", [job]) if job else ("", [])
+        with self._errors("reading sentinel_runs"):
+            rows = self.conn.execute(
+                f"SELECT {_RUN_COLUMNS} FROM sentinel_runs {where} "  # noqa: S608 (fixed text)
+                "ORDER BY started_at DESC LIMIT ?",
+                [*args, limit],
+            ).fetchall()
+        return [_run_record(r) for r in rows]
+
+    async def get_lease(self, name: str) -> LeaseInfo | None:
+        """Return a lease's holder, token and expiry."""
+        with self._errors("reading sentinel_leases"):
+            row = self.conn.execute(
+                "SELECT name, holder, fence, expires_at FROM sentinel_leases WHERE name = ?",
+                (name,),
+            ).fetchone()
+        if row is None:
+            return None
+        expires = datetime.fromtimestamp(row[3], UTC) if row[3] is not None else None
+        return LeaseInfo(row[0], row[1], int(row[2]), expires)
 
     async def load_key_health(self) -> dict[str, KeyHealth]:
         """Return every parked key's health row, by key id."""
@@ -365,6 +421,40 @@ class SQLiteStore:
         with self._transaction("resetting key health") as conn:
             cursor = conn.execute("DELETE FROM sentinel_key_health WHERE key_id = ?", (key_id,))
         return cursor.rowcount > 0
+
+
+_RUN_COLUMNS = (
+    "run_id, job, status, started_at, finished_at, scheduled_for, holder, fence, "
+    "keys_total, synced, failed, skipped, written, error"
+)
+
+
+def _ts(value: datetime | None) -> str | None:
+    """Store times as UTC ISO-8601 text, which sorts in time order."""
+    return value.astimezone(UTC).isoformat() if value is not None else None
+
+
+def _parse(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _run_record(r: Sequence[Any]) -> RunRecord:
+    return RunRecord(
+        run_id=str(r[0]),
+        job=str(r[1]),
+        status=str(r[2]),
+        started_at=_parse(r[3]) or datetime.fromtimestamp(0, UTC),
+        finished_at=_parse(r[4]),
+        scheduled_for=_parse(r[5]),
+        holder=r[6],
+        fence=r[7],
+        keys_total=int(r[8] or 0),
+        synced=int(r[9] or 0),
+        failed=int(r[10] or 0),
+        skipped=int(r[11] or 0),
+        written=int(r[12] or 0),
+        error=r[13],
+    )
 
 
 def _statements(script: str) -> list[str]:

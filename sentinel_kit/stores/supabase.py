@@ -32,7 +32,7 @@ from tenacity import (
 
 from ..errors import ConfigError, SchemaMissing, StaleFence, StoreError
 from ..health import HealthState, KeyHealth
-from ..models import SyncReport, UserDataRow, UserKey
+from ..models import LeaseInfo, RunRecord, SyncReport, UserDataRow, UserKey
 from .base import DEFAULT_CHUNK_SIZE, DEFAULT_PAGE_SIZE, Fence, StoredUser, dedupe_rows
 
 __all__ = ["SUPABASE_MAX_ROWS", "SupabaseStore"]
@@ -381,11 +381,42 @@ class SupabaseStore:
     def _insert(self, table: str, rows: list[dict[str, Any]]) -> Any:
         return self.client.table(table).insert(rows, returning=ReturnMethod.minimal).execute()
 
-    async def record_run(self, report: SyncReport) -> None:
-        """Append a finished run to ``sentinel_runs``."""
+    async def begin_run(self, record: RunRecord) -> bool:
+        """Insert a ``running`` row for a tick; False when (job, scheduled_for) is taken."""
+        row = {
+            "run_id": record.run_id,
+            "job": record.job,
+            "scheduled_for": record.scheduled_for.isoformat() if record.scheduled_for else None,
+            "holder": record.holder,
+            "fence": record.fence,
+            "status": record.status,
+            "started_at": record.started_at.isoformat(),
+        }
+        try:
+            await self._call(
+                "claiming a tick", partial(self._insert, "sentinel_runs", [row]), retry=False
+            )
+        except StoreError as exc:
+            if "23505" in str(exc):  # unique (job, scheduled_for): the tick is taken
+                return False
+            raise
+        return True
+
+    async def record_run(
+        self,
+        report: SyncReport,
+        *,
+        scheduled_for: datetime | None = None,
+        holder: str | None = None,
+        fence: int | None = None,
+    ) -> None:
+        """Insert or complete (by run_id) a run's row in ``sentinel_runs``."""
         row = {
             "run_id": report.run_id,
             "job": report.job,
+            "scheduled_for": scheduled_for.isoformat() if scheduled_for else None,
+            "holder": holder,
+            "fence": fence,
             "status": report.status.value,
             "started_at": report.started_at.isoformat(),
             "finished_at": report.finished_at.isoformat(),
@@ -405,6 +436,61 @@ class SupabaseStore:
             ),
             retry=True,
         )
+
+    async def list_runs(self, *, job: str | None = None, limit: int = 20) -> list[RunRecord]:
+        """Return recent runs, newest first."""
+
+        def query() -> Any:
+            builder = self.client.table("sentinel_runs").select(
+                "run_id,job,status,started_at,finished_at,scheduled_for,holder,fence,"
+                "keys_total,synced,failed,skipped,written,error"
+            )
+            if job:
+                builder = builder.eq("job", job)
+            return (
+                builder.order("started_at", desc=True)
+                .limit(min(limit, SUPABASE_MAX_ROWS))
+                .execute()
+            )
+
+        response = await self._call("reading sentinel_runs", query, retry=True)
+        return [
+            RunRecord(
+                run_id=r["run_id"],
+                job=r["job"],
+                status=r["status"],
+                started_at=_parse_time(r["started_at"]) or datetime.fromtimestamp(0, UTC),
+                finished_at=_parse_time(r["finished_at"]),
+                scheduled_for=_parse_time(r["scheduled_for"]),
+                holder=r["holder"],
+                fence=r["fence"],
+                keys_total=r["keys_total"],
+                synced=r["synced"],
+                failed=r["failed"],
+                skipped=r["skipped"],
+                written=r["written"],
+                error=r["error"],
+            )
+            for r in response.data or []
+        ]
+
+    async def get_lease(self, name: str) -> LeaseInfo | None:
+        """Return a lease's holder, token and expiry."""
+        response = await self._call(
+            "reading sentinel_leases",
+            lambda: (
+                self.client.table("sentinel_leases")
+                .select("name,holder,fence,expires_at")
+                .eq("name", name)
+                .execute()
+            ),
+            retry=True,
+        )
+        rows = response.data or []
+        if not rows:
+            return None
+        r = rows[0]
+        return LeaseInfo(r["name"], r["holder"], int(r["fence"]), _parse_time(r["expires_at"]))
 
     async def load_key_health(self) -> dict[str, KeyHealth]:
         """Return every parked key's health row, by key id (paged like the keys)."""

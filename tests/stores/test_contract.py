@@ -234,3 +234,72 @@ def test_unreachable_database_is_a_store_error(url: str) -> None:
         asyncio.run(check())
     assert "cannot" in str(info.value)
     assert info.value.exit_code == 3
+
+
+def test_run_history_one_row_per_tick(make_store: Factory) -> None:
+    """A tick can be claimed once; runs complete by run_id and list newest first; leases can
+    be inspected."""
+    from sentinel_kit import RunRecord, RunStatus, SyncReport
+
+    tick = T0.replace(minute=0)
+
+    async def body(store: Store) -> Any:
+        first = RunRecord(
+            "00000000-0000-0000-0000-0000000000a1",
+            "sync-users",
+            "running",
+            T0,
+            scheduled_for=tick,
+            holder="a",
+            fence=1,
+        )
+        again = RunRecord(
+            "00000000-0000-0000-0000-0000000000b2",
+            "sync-users",
+            "running",
+            T0,
+            scheduled_for=tick,
+            holder="b",
+            fence=2,
+        )
+        claimed = await store.begin_run(first), await store.begin_run(again)
+        report = SyncReport(
+            first.run_id, "sync-users", RunStatus.OK, T0, T0 + timedelta(seconds=5), 3, 3, 0, 0, 3
+        )
+        await store.record_run(report, scheduled_for=tick, holder="a", fence=1)
+        later = SyncReport(
+            "00000000-0000-0000-0000-0000000000c3",
+            "other-job",
+            RunStatus.PARTIAL,
+            T0 + timedelta(hours=1),
+            T0 + timedelta(hours=1, seconds=2),
+            2,
+            1,
+            1,
+            0,
+            1,
+            None,
+        )
+        await store.record_run(later)
+        fence = await store.claim_lease("sync-users", "a", 30)
+        return (
+            claimed,
+            await store.list_runs(),
+            await store.list_runs(job="sync-users"),
+            await store.get_lease("sync-users"),
+            fence,
+            await store.get_lease("never"),
+        )
+
+    claimed, runs, mine, lease, fence, missing = run(make_store, body)
+    assert claimed == (True, False)
+    assert [r.job for r in runs] == ["other-job", "sync-users"]
+    only = mine[0]
+    assert len(mine) == 1
+    assert (only.status, only.holder, only.fence, only.synced) == ("ok", "a", 1, 3)
+    assert only.scheduled_for == tick
+    assert only.finished_at == T0 + timedelta(seconds=5)
+    assert lease is not None and fence is not None  # noqa: PT018
+    assert (lease.holder, lease.fence) == ("a", fence.token)
+    assert lease.expires_at is not None and lease.expires_at > T0  # noqa: PT018
+    assert missing is None

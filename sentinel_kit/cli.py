@@ -22,18 +22,21 @@ import click
 from loguru import logger
 
 from . import __version__
+from .builtin_jobs import sync_job_from_settings
 from .client import DEFAULT_MAX_RPM, DEFAULT_PER_KEY_RPM
 from .config import load_env_files, require_secret, resolve_db_url
 from .crypto import KeyCipher
+from .daemon import Daemon, DaemonConfig, default_holder
 from .demo import run_demo
 from .errors import ConfigError, DecryptError, SentinelError
-from .health import HealthPolicy, KeyHealth
-from .models import UserKey, key_fingerprint
+from .health import KeyHealth
+from .jobs import JobSpec, load_jobs
+from .models import RunRecord, UserKey, key_fingerprint
 from .replay import record, replay
-from .retry import RetryPolicy
+from .schedule import Schedule, parse_schedule
 from .sql import render_script
 from .stores import open_store, redact_url
-from .sync import SyncJob
+from .sync import SYNC_JOB_NAME
 from .torn import DEFAULT_TORN_URL
 
 __all__ = ["cli", "main"]
@@ -56,8 +59,8 @@ def _redacting_patcher(record: Any) -> None:
     record["message"] = redact(record["message"])
 
 
-def configure_logging(level: str) -> None:
-    """Send sentinel-kit's logs to stderr at ``level``, with key-shaped words masked."""
+def configure_logging(level: str, fmt: str = "text") -> None:
+    """Send sentinel-kit's logs to stderr at ``level`` (text, or JSON lines), keys masked."""
     logger.remove()
     logger.configure(patcher=_redacting_patcher)
     logger.enable("sentinel_kit")
@@ -66,6 +69,7 @@ def configure_logging(level: str) -> None:
         sys.stderr,
         level=level.upper(),
         format="{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <7} | {message}",
+        serialize=fmt == "json",
         backtrace=False,
         diagnose=False,
         colorize=None,
@@ -87,6 +91,15 @@ class SentinelGroup(click.Group):
 
 
 def _log_level_option(func: F) -> F:
+    func = click.option(
+        "--log-format",
+        envvar="SENTINEL_LOG_FORMAT",
+        show_envvar=True,
+        default="text",
+        show_default=True,
+        type=click.Choice(["text", "json"]),
+        help="Human-readable lines, or one JSON object per line (for log collectors).",
+    )(func)
     return click.option(
         "--log-level",
         envvar="SENTINEL_LOG_LEVEL",
@@ -124,88 +137,116 @@ def cli() -> None:
 # -- sync ------------------------------------------------------------------------------------
 
 
+def _sync_options(func: F) -> F:
+    """The options of a user sync, shared by `sync` and `daemon`."""
+    for option in reversed(_SYNC_OPTIONS):
+        func = option(func)
+    return func
+
+
+_SYNC_OPTIONS = [
+    click.option(
+        "--torn-url",
+        envvar="TORN_API_URL",
+        show_envvar=True,
+        default=DEFAULT_TORN_URL,
+        show_default=True,
+        metavar="URL",
+        help="Base URL of Torn's v2 API (or of a stand-in).",
+    ),
+    click.option(
+        "--concurrency",
+        type=click.IntRange(1, 1024),
+        default=20,
+        show_default=True,
+        help="Users fetched at the same time.",
+    ),
+    click.option(
+        "--max-rpm",
+        type=click.IntRange(min=0),
+        default=DEFAULT_MAX_RPM,
+        show_default=True,
+        help="Requests allowed in any rolling minute, for the whole run. 0 means no limit "
+        "(for benchmarks and private stand-ins only: Torn allows 1000 per IP).",
+    ),
+    click.option(
+        "--per-key-rpm",
+        type=click.IntRange(min=0),
+        default=DEFAULT_PER_KEY_RPM,
+        show_default=True,
+        help="Requests allowed per key in any rolling minute. 0 means no limit.",
+    ),
+    click.option(
+        "--request-timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        default=10.0,
+        show_default=True,
+        metavar="SECONDS",
+        help="Time allowed for one Torn request.",
+    ),
+    click.option(
+        "--max-attempts",
+        type=click.IntRange(min=1),
+        default=3,
+        show_default=True,
+        help="Attempts per key for transient failures (timeouts, 5xx, Torn codes 0/12/15/17).",
+    ),
+    click.option(
+        "--retry-budget",
+        type=click.FloatRange(min=0, min_open=True),
+        default=30.0,
+        show_default=True,
+        metavar="SECONDS",
+        help="Most time spent on one key, retries and rate-limit waits included.",
+    ),
+    click.option(
+        "--park-suspended",
+        envvar="SENTINEL_PARK_SUSPENDED",
+        show_envvar=True,
+        type=click.FloatRange(min=0),
+        default=6 * 3600,
+        show_default=True,
+        metavar="SECONDS",
+        help="How long a suspended key (Torn codes 10, 13, 18) is left alone before a new try.",
+    ),
+    click.option(
+        "--cooldown",
+        envvar="SENTINEL_COOLDOWN",
+        show_envvar=True,
+        type=click.FloatRange(min=0),
+        default=300,
+        show_default=True,
+        metavar="SECONDS",
+        help="How long an owner-throttled key (Torn codes 5, 14) rests before its next use.",
+    ),
+]
+
+
+def _sync_settings(options: dict[str, Any]) -> dict[str, Any]:
+    """The sync options as keyword settings (validated), plus the ENCRYPTION_KEY."""
+    return {
+        "secret": require_secret(),
+        "torn_url": options["torn_url"],
+        "concurrency": options["concurrency"],
+        "max_rpm": options["max_rpm"],
+        "per_key_rpm": options["per_key_rpm"],
+        "request_timeout": options["request_timeout"],
+        "max_attempts": options["max_attempts"],
+        "retry_budget": options["retry_budget"],
+        "park_suspended": options["park_suspended"],
+        "cooldown": options["cooldown"],
+    }
+
+
 @cli.command()
 @_db_option
-@click.option(
-    "--torn-url",
-    envvar="TORN_API_URL",
-    show_envvar=True,
-    default=DEFAULT_TORN_URL,
-    show_default=True,
-    metavar="URL",
-    help="Base URL of Torn's v2 API (or of a stand-in).",
-)
-@click.option(
-    "--concurrency",
-    type=click.IntRange(1, 1024),
-    default=20,
-    show_default=True,
-    help="Users fetched at the same time.",
-)
-@click.option(
-    "--max-rpm",
-    type=click.IntRange(min=0),
-    default=DEFAULT_MAX_RPM,
-    show_default=True,
-    help="Requests allowed in any rolling minute, for the whole run. 0 means no limit "
-    "(for benchmarks and private stand-ins only: Torn allows 1000 per IP).",
-)
-@click.option(
-    "--per-key-rpm",
-    type=click.IntRange(min=0),
-    default=DEFAULT_PER_KEY_RPM,
-    show_default=True,
-    help="Requests allowed per key in any rolling minute. 0 means no limit.",
-)
-@click.option(
-    "--request-timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=10.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="Time allowed for one Torn request.",
-)
+@_sync_options
 @click.option(
     "--timeout",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
     metavar="SECONDS",
     help="Time allowed for the whole run; keys fetched by then are written. No limit by default.",
-)
-@click.option(
-    "--max-attempts",
-    type=click.IntRange(min=1),
-    default=3,
-    show_default=True,
-    help="Attempts per key for transient failures (timeouts, 5xx, Torn codes 0/12/15/17).",
-)
-@click.option(
-    "--retry-budget",
-    type=click.FloatRange(min=0, min_open=True),
-    default=30.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="Most time spent on one key, retries and rate-limit waits included.",
-)
-@click.option(
-    "--park-suspended",
-    envvar="SENTINEL_PARK_SUSPENDED",
-    show_envvar=True,
-    type=click.FloatRange(min=0),
-    default=6 * 3600,
-    show_default=True,
-    metavar="SECONDS",
-    help="How long a suspended key (Torn codes 10, 13, 18) is left alone before it is tried again.",
-)
-@click.option(
-    "--cooldown",
-    envvar="SENTINEL_COOLDOWN",
-    show_envvar=True,
-    type=click.FloatRange(min=0),
-    default=300,
-    show_default=True,
-    metavar="SECONDS",
-    help="How long an owner-throttled key (Torn codes 5, 14) rests before its next use.",
 )
 @click.option(
     "--dry-run", is_flag=True, help="Fetch profiles but write nothing; list what would change."
@@ -231,45 +272,25 @@ def cli() -> None:
 @_log_level_option
 def sync(
     db: str | None,
-    torn_url: str,
-    concurrency: int,
-    max_rpm: int,
-    per_key_rpm: int,
-    request_timeout: float,
     timeout: float | None,
-    max_attempts: int,
-    retry_budget: float,
-    park_suspended: float,
-    cooldown: float,
     dry_run: bool,
     as_json: bool,
     replay_path: Path | None,
     record_path: Path | None,
     overwrite: bool,
     log_level: str,
+    log_format: str,
+    **options: Any,
 ) -> None:
     """Run the user sync once: fetch every key's profile and update user_data.
 
     Exit codes: 0 every key synced, 1 some keys failed, 2 usage or configuration error,
     3 the run was aborted (global Torn error, store failure, timeout).
     """
-    configure_logging(log_level)
+    configure_logging(log_level, log_format)
     if replay_path and record_path:
         raise click.UsageError("--replay and --record cannot be used together")
-    job = SyncJob(
-        db=resolve_db_url(db),
-        secret=require_secret(),
-        torn_url=torn_url,
-        concurrency=concurrency,
-        max_rpm=max_rpm,
-        per_key_rpm=per_key_rpm,
-        request_timeout=request_timeout,
-        timeout=timeout,
-        policy=RetryPolicy(attempts=max_attempts, max_total=retry_budget),
-        health_policy=HealthPolicy(
-            suspend_for=timedelta(seconds=park_suspended), cooldown_for=timedelta(seconds=cooldown)
-        ),
-    )
+    job = sync_job_from_settings(_sync_settings(options), db=resolve_db_url(db), timeout=timeout)
     cassette: AbstractContextManager[Any] = nullcontext()
     if replay_path is not None:
         cassette = replay(replay_path)
@@ -282,6 +303,361 @@ def sync(
     else:
         click.echo(report.render_text())
     click.get_current_context().exit(report.exit_code)
+
+
+# -- daemon, runs, status ----------------------------------------------------------------------
+
+
+def _parse_shard(value: str | None) -> tuple[int, int] | None:
+    if not value:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", value)
+    if not match or not 0 <= int(match[1]) < int(match[2]):
+        raise ConfigError(f"--shard {value!r}: write I/N with 0 <= I < N, e.g. 0/3")
+    return int(match[1]), int(match[2])
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+
+
+def parse_duration(value: str) -> timedelta:
+    """Parse ``90``, ``90s``, ``30m``, ``1h`` or ``2d`` into a timedelta."""
+    match = _DURATION.match(value)
+    if not match:
+        raise ConfigError(f"{value!r} is not a duration: write e.g. 90s, 30m, 1h or 2d")
+    scale = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
+    return timedelta(seconds=float(match[1]) * scale)
+
+
+@cli.command()
+@_db_option
+@click.option(
+    "--job",
+    "job_names",
+    multiple=True,
+    envvar="SENTINEL_JOBS",
+    show_envvar=True,
+    metavar="NAME",
+    help="Run only these jobs (repeatable). Default: sync-users and every imported job.",
+)
+@click.option(
+    "--import",
+    "imports",
+    multiple=True,
+    envvar="SENTINEL_IMPORT",
+    show_envvar=True,
+    metavar="MODULE",
+    help="Import a module that defines jobs with @sentinel_kit.job (repeatable).",
+)
+@click.option(
+    "--schedule",
+    envvar="SENTINEL_SCHEDULE",
+    show_envvar=True,
+    default=None,
+    metavar="CRON",
+    help="Cron schedule of sync-users, 5 fields in UTC. Default: '0 * * * *' (hourly).",
+)
+@click.option(
+    "--interval",
+    envvar="SENTINEL_INTERVAL",
+    show_envvar=True,
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Or run sync-users every SECONDS, on multiples of it since the Unix epoch.",
+)
+@click.option(
+    "--timeout",
+    envvar="SENTINEL_TIMEOUT",
+    show_envvar=True,
+    type=click.FloatRange(min=0, min_open=True),
+    default=3000.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Hard deadline of one run; keys fetched by then are written.",
+)
+@click.option(
+    "--lease-ttl",
+    envvar="SENTINEL_LEASE_TTL",
+    show_envvar=True,
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="How long a lease outlives its last renewal; longer than --timeout. "
+    "Default: --timeout + 60.",
+)
+@click.option(
+    "--grace",
+    envvar="SENTINEL_GRACE",
+    show_envvar=True,
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Time a run gets to finish after SIGTERM/SIGINT before it is stopped.",
+)
+@click.option("--run-on-start", is_flag=True, help="Run the latest tick at once on start.")
+@click.option("--once", is_flag=True, help="Run one tick of each job, then exit.")
+@click.option(
+    "--shard",
+    envvar="SENTINEL_SHARD",
+    show_envvar=True,
+    default=None,
+    metavar="I/N",
+    help="Sync only the users in shard I of N (stable hash of user_id), with its own lease.",
+)
+@click.option(
+    "--holder",
+    envvar="SENTINEL_HOLDER",
+    show_envvar=True,
+    default=None,
+    help="This replica's name in leases and run history. Default: hostname:pid.",
+)
+@_sync_options
+@_log_level_option
+def daemon(
+    db: str | None,
+    job_names: tuple[str, ...],
+    imports: tuple[str, ...],
+    schedule: str | None,
+    interval: float | None,
+    timeout: float,
+    lease_ttl: float | None,
+    grace: float,
+    run_on_start: bool,
+    once: bool,
+    shard: str | None,
+    holder: str | None,
+    log_level: str,
+    log_format: str,
+    **options: Any,
+) -> None:
+    """Run jobs on their schedules with a lease, fencing, a hard timeout and run history.
+
+    Safe with one replica or many against the same database: each tick runs once.
+    SIGTERM/SIGINT stops scheduling, lets the current run finish within --grace, records
+    it, releases the lease and exits 0; a second signal exits at once.
+    """
+    configure_logging(log_level, log_format)
+    specs = load_jobs(imports)
+    imported = [n for n in specs if n != SYNC_JOB_NAME]
+    wanted = list(job_names) or [SYNC_JOB_NAME, *imported]
+    unknown = [n for n in wanted if n not in specs]
+    if unknown:
+        raise ConfigError(
+            f"unknown job(s) {', '.join(unknown)}: known jobs are {', '.join(sorted(specs))} "
+            "(add --import MODULE for your own)"
+        )
+    plans: list[tuple[JobSpec, Schedule]] = []
+    for name in wanted:
+        spec = specs[name]
+        plan = spec.schedule
+        if name == SYNC_JOB_NAME and (schedule or interval):
+            plan = parse_schedule(schedule, interval)
+        plans.append((spec, plan))
+    config = DaemonConfig(
+        db_url=resolve_db_url(db),
+        jobs=plans,
+        timeout=timeout,
+        lease_ttl=lease_ttl if lease_ttl is not None else timeout + 60,
+        grace=grace,
+        run_on_start=run_on_start,
+        once=once,
+        shard=_parse_shard(shard),
+        holder=holder or default_holder(),
+        settings=_sync_settings(options),
+    )
+    click.get_current_context().exit(_run(Daemon(config).run()))
+
+
+@cli.command()
+@_db_option
+@click.option("--job", default=None, metavar="NAME", help="Only this job's runs.")
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 1000),
+    default=20,
+    show_default=True,
+    help="How many runs, newest first.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list on stdout.")
+@_log_level_option
+def runs(
+    db: str | None, job: str | None, limit: int, as_json: bool, log_level: str, log_format: str
+) -> None:
+    """List recent runs from the run history, newest first."""
+    configure_logging(log_level, log_format)
+    store = open_store(resolve_db_url(db))
+
+    async def load() -> list[RunRecord]:
+        async with store:
+            return await store.list_runs(job=job, limit=limit)
+
+    records = _run(load())
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in records], indent=2))
+        return
+    click.echo(
+        _table(
+            [
+                "run_id",
+                "job",
+                "scheduled_for",
+                "holder",
+                "fence",
+                "status",
+                "started_at",
+                "duration",
+                "synced",
+                "failed",
+                "skipped",
+            ],
+            [
+                [
+                    r.run_id,
+                    r.job,
+                    r.scheduled_for.isoformat(timespec="seconds") if r.scheduled_for else "-",
+                    r.holder or "-",
+                    "-" if r.fence is None else str(r.fence),
+                    r.status,
+                    r.started_at.isoformat(timespec="seconds"),
+                    f"{(r.finished_at - r.started_at).total_seconds():.1f}s"
+                    if r.finished_at
+                    else "-",
+                    str(r.synced),
+                    str(r.failed),
+                    str(r.skipped),
+                ]
+                for r in records
+            ],
+        )
+    )
+
+
+@cli.command()
+@_db_option
+@click.option(
+    "--job",
+    "job_names",
+    multiple=True,
+    metavar="NAME",
+    help="Jobs to show (repeatable). Default: sync-users and every imported job.",
+)
+@click.option(
+    "--import",
+    "imports",
+    multiple=True,
+    envvar="SENTINEL_IMPORT",
+    metavar="MODULE",
+    help="Import a module that defines jobs.",
+)
+@click.option(
+    "--schedule",
+    envvar="SENTINEL_SCHEDULE",
+    default=None,
+    metavar="CRON",
+    help="sync-users' schedule, as given to the daemon.",
+)
+@click.option(
+    "--interval",
+    envvar="SENTINEL_INTERVAL",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Or its interval, as given to the daemon.",
+)
+@click.option(
+    "--fail-if-older-than",
+    "max_age",
+    default=None,
+    metavar="DURATION",
+    help="Exit 1 when a job's last successful run (ok or partial) finished longer ago than "
+    "this (e.g. 90m, 2h), or never: for health checks and monitors.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list on stdout.")
+@_log_level_option
+def status(
+    db: str | None,
+    job_names: tuple[str, ...],
+    imports: tuple[str, ...],
+    schedule: str | None,
+    interval: float | None,
+    max_age: str | None,
+    as_json: bool,
+    log_level: str,
+    log_format: str,
+) -> None:
+    """Show each job's lease holder, last run, last success and next tick."""
+    configure_logging(log_level, log_format)
+    limit = parse_duration(max_age) if max_age else None
+    specs = load_jobs(imports)
+    names = list(job_names) or [SYNC_JOB_NAME, *(n for n in specs if n != SYNC_JOB_NAME)]
+    store = open_store(resolve_db_url(db))
+    now = datetime.now(UTC)
+
+    async def gather() -> list[dict[str, Any]]:
+        rows = []
+        async with store:
+            for name in names:
+                spec = specs.get(name)
+                plan = spec.schedule if spec else None
+                if name == SYNC_JOB_NAME and (schedule or interval):
+                    plan = parse_schedule(schedule, interval)
+                lease = await store.get_lease(name)
+                recent = await store.list_runs(job=name, limit=50)
+                good = next((r for r in recent if r.status in ("ok", "partial")), None)
+                held = (
+                    lease is not None
+                    and lease.holder
+                    and lease.expires_at
+                    and lease.expires_at > now
+                )
+                rows.append(
+                    {
+                        "job": name,
+                        "lease_holder": lease.holder if held and lease else None,
+                        "lease_fence": lease.fence if lease else None,
+                        "last_run": recent[0].to_dict() if recent else None,
+                        "last_success_at": good.finished_at.isoformat()
+                        if good and good.finished_at
+                        else None,
+                        "next_tick": plan.next_after(now).isoformat() if plan else None,
+                    }
+                )
+        return rows
+
+    rows = _run(gather())
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        click.echo(
+            _table(
+                ["job", "lease holder", "last run", "last status", "last success", "next tick"],
+                [
+                    [
+                        r["job"],
+                        r["lease_holder"] or "-",
+                        (r["last_run"] or {}).get("started_at") or "never",
+                        (r["last_run"] or {}).get("status") or "-",
+                        r["last_success_at"] or "never",
+                        r["next_tick"] or "-",
+                    ]
+                    for r in rows
+                ],
+            )
+        )
+    if limit is not None:
+        stale = [
+            r["job"]
+            for r in rows
+            if r["last_success_at"] is None
+            or now - datetime.fromisoformat(r["last_success_at"]) > limit
+        ]
+        if stale:
+            click.echo(
+                f"error: no successful run within {max_age} for: {', '.join(stale)}", err=True
+            )
+            click.get_current_context().exit(1)
 
 
 # -- migrate ---------------------------------------------------------------------------------
@@ -297,9 +673,9 @@ def sync(
     "supabase/migrations/ file (PostgreSQL unless --db names a SQLite database).",
 )
 @_log_level_option
-def migrate(db: str | None, print_sql: bool, log_level: str) -> None:
+def migrate(db: str | None, print_sql: bool, log_level: str, log_format: str) -> None:
     """Create the tables sentinel-kit needs; safe to run again (applies only what is missing)."""
-    configure_logging(log_level)
+    configure_logging(log_level, log_format)
     if print_sql:
         # Printing is for pasting into Supabase's SQL editor or a migrations folder, so it
         # is PostgreSQL unless a SQLite database was named.
@@ -352,9 +728,11 @@ def _read_api_key(value: str) -> str:
     "--json", "as_json", is_flag=True, help="Print the new row (without the key) as JSON."
 )
 @_log_level_option
-def keys_add(db: str | None, user_id: str, api_key: str, as_json: bool, log_level: str) -> None:
+def keys_add(
+    db: str | None, user_id: str, api_key: str, as_json: bool, log_level: str, log_format: str
+) -> None:
     """Encrypt a key with ENCRYPTION_KEY and store it in user_keys, as the app would."""
-    configure_logging(log_level)
+    configure_logging(log_level, log_format)
     plaintext = _read_api_key(api_key)
     if not user_id.strip():
         raise ConfigError("--user-id is empty")
@@ -392,9 +770,9 @@ def keys_add(db: str | None, user_id: str, api_key: str, as_json: bool, log_leve
 @_db_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list on stdout.")
 @_log_level_option
-def keys_list(db: str | None, as_json: bool, log_level: str) -> None:
+def keys_list(db: str | None, as_json: bool, log_level: str, log_format: str) -> None:
     """List stored keys (never their plaintext); with ENCRYPTION_KEY set, check each decrypts."""
-    configure_logging(log_level)
+    configure_logging(log_level, log_format)
     store = open_store(resolve_db_url(db))
     try:
         cipher: KeyCipher | None = KeyCipher(require_secret())
@@ -447,9 +825,11 @@ def _key_row(key: UserKey, cipher: KeyCipher | None) -> dict[str, Any]:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list on stdout.")
 @_log_level_option
-def keys_health(db: str | None, reset_key: str | None, as_json: bool, log_level: str) -> None:
+def keys_health(
+    db: str | None, reset_key: str | None, as_json: bool, log_level: str, log_format: str
+) -> None:
     """Show parked keys (dead, suspended, cooling down), or un-park one with --reset."""
-    configure_logging(log_level)
+    configure_logging(log_level, log_format)
     store = open_store(resolve_db_url(db))
 
     if reset_key is not None:
@@ -509,13 +889,13 @@ def keys_health(db: str | None, reset_key: str | None, as_json: bool, log_level:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @_log_level_option
-def demo(db_file: Path, as_json: bool, log_level: str) -> None:
+def demo(db_file: Path, as_json: bool, log_level: str, log_format: str) -> None:
     """Run a real sync offline: demo keys in a local SQLite file, Torn answers from a cassette.
 
     The demo data includes a dead key, a corrupt ciphertext and a Cloudflare 502 on purpose,
     so the report shows failures; the command still exits 0 when the demo ran.
     """
-    configure_logging(log_level)
+    configure_logging(log_level, log_format)
     if db_file.exists() and not _is_demo_database(db_file):
         raise ConfigError(f"{db_file} exists and is not a demo database: pass another --db-file")
     report, rows = run_demo(db_file)

@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import hashlib
 import time
 import uuid
+from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 from loguru import logger
@@ -49,10 +52,18 @@ from .models import (
     UserKey,
 )
 from .retry import RetryPolicy
-from .stores import DEFAULT_CHUNK_SIZE, DEFAULT_PAGE_SIZE, Store, StoredUser, open_store
+from .stores import DEFAULT_CHUNK_SIZE, DEFAULT_PAGE_SIZE, Fence, Store, StoredUser, open_store
 from .torn import DEFAULT_TORN_URL
 
-__all__ = ["SYNC_JOB_NAME", "SyncJob", "build_report", "build_upserts", "diff_rows"]
+__all__ = [
+    "SYNC_JOB_NAME",
+    "Stop",
+    "SyncJob",
+    "build_report",
+    "build_upserts",
+    "diff_rows",
+    "shard_of",
+]
 
 SYNC_JOB_NAME = "sync-users"
 
@@ -186,6 +197,28 @@ def build_report(
     )
 
 
+class Stop(asyncio.Event):
+    """An event that ends a run early, like its deadline would, with a reason.
+
+    The daemon sets it on SIGTERM (after the grace period) or when the lease is lost; the
+    run then stops fetching, writes what it has, and ends ``aborted`` with the reason.
+    """
+
+    reason: str = "stopped"
+
+    def stop(self, reason: str) -> None:
+        """Set the event, keeping the first reason given."""
+        if not self.is_set():
+            self.reason = reason
+            self.set()
+
+
+def shard_of(user_id: str, shards: int) -> int:
+    """Return the shard (0..shards-1) of a user: a stable hash, the same on every replica."""
+    digest = hashlib.sha256(user_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % shards
+
+
 @dataclass(slots=True)
 class _Run:
     """Mutable state of one run, owned by :meth:`SyncJob.arun`."""
@@ -197,6 +230,7 @@ class _Run:
     done_in_flight: dict[int, list[Outcome]] = field(default_factory=dict)
     store_error: StoreError | None = None
     health: dict[str, KeyHealth] = field(default_factory=dict)
+    fence: Fence | None = None
 
 
 _PARKED_REASON = {
@@ -233,6 +267,7 @@ class SyncJob:
         transport: an httpx transport for the Torn client (tests); None uses httpx's own.
         job: the job name in reports and run history.
         health_policy: how long suspended and throttled keys stay parked.
+        shard: ``(i, n)`` to sync only the users whose :func:`shard_of` is ``i`` of ``n``.
     """
 
     def __init__(
@@ -253,6 +288,7 @@ class SyncJob:
         transport: httpx.AsyncBaseTransport | None = None,
         job: str = SYNC_JOB_NAME,
         health_policy: HealthPolicy | None = None,
+        shard: tuple[int, int] | None = None,
     ) -> None:
         if not secret:
             raise ConfigError("ENCRYPTION_KEY is not set: export it or put it in .env.local")
@@ -275,6 +311,11 @@ class SyncJob:
         self.transport = transport
         self.job = job
         self.health_policy = health_policy or HealthPolicy()
+        if shard is not None and not 0 <= shard[0] < shard[1]:
+            raise ConfigError(
+                f"shard {shard[0]}/{shard[1]} is out of range: use I/N with 0 <= I < N"
+            )
+        self.shard = shard
 
     def __repr__(self) -> str:
         return (
@@ -305,11 +346,24 @@ class SyncJob:
         with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sentinel-run") as pool:
             return pool.submit(asyncio.run, self.arun(dry_run=dry_run)).result()
 
-    async def arun(self, *, dry_run: bool = False) -> SyncReport:
+    async def arun(
+        self,
+        *,
+        dry_run: bool = False,
+        fence: Fence | None = None,
+        stop: Stop | None = None,
+        run_id: str | None = None,
+        record: bool = True,
+    ) -> SyncReport:
         """Run the sync in the current event loop (``await job.arun()``).
 
         Args:
             dry_run: fetch, but write nothing; the report lists what would change.
+            fence: write ``user_data`` only under this lease tenure (the daemon's); a stale
+                token ends the run ``aborted`` and nothing more is written.
+            stop: ends the run early, like the deadline, when set.
+            run_id: the run's id (the daemon allocates it); a new UUID by default.
+            record: append the run to ``sentinel_runs`` (the daemon records its own runs).
 
         Returns:
             The :class:`SyncReport`. Runtime trouble (a global Torn error, the deadline, a
@@ -320,10 +374,10 @@ class SyncJob:
             SchemaMissing: the tables do not exist.
             StoreError: the database cannot be opened.
         """
-        run_id = str(uuid.uuid4())
+        run_id = run_id or str(uuid.uuid4())
         log = logger.bind(job=self.job, run_id=run_id)
         started_at = datetime.now(UTC)
-        state = _Run()
+        state = _Run(fence=fence)
         status: RunStatus | None = None
         error: str | None = None
         log.info(
@@ -346,12 +400,15 @@ class SyncJob:
                 transport=self.transport,
             )
             async with torn:
-                timed_out = await self._pipeline(store, torn, state, dry_run)
+                cut = await self._pipeline(store, torn, state, dry_run, stop)
             if state.store_error is not None:
                 status, error = RunStatus.ABORTED, f"store failed: {state.store_error}"
-            elif timed_out:
+            elif cut == "timeout":
                 status = RunStatus.TIMEOUT
                 error = f"the run exceeded its timeout of {self.timeout:g}s"
+            elif cut == "stopped":
+                status = RunStatus.ABORTED
+                error = stop.reason if stop is not None else "stopped"
             elif torn.halted is not None:
                 status = RunStatus.ABORTED
                 error = f"{torn.halted}: stopped sending requests"
@@ -367,7 +424,7 @@ class SyncJob:
                 dry_run=dry_run,
                 changes=state.changes,
             )
-            if not dry_run and state.store_error is None:
+            if record and not dry_run and state.store_error is None:
                 try:
                     await store.record_run(report)
                 except StoreError as exc:
@@ -388,8 +445,10 @@ class SyncJob:
 
     # -- the pipeline -----------------------------------------------------------------------
 
-    async def _pipeline(self, store: Store, torn: TornClient, state: _Run, dry_run: bool) -> bool:
-        """Run producer, workers and writer; return True when the deadline cut the run."""
+    async def _pipeline(
+        self, store: Store, torn: TornClient, state: _Run, dry_run: bool, stop: Stop | None
+    ) -> str | None:
+        """Run producer, workers and writer; return "timeout" or "stopped" when cut short."""
         groups: asyncio.Queue[list[UserKey] | None] = asyncio.Queue(maxsize=self.concurrency * 2)
         results: asyncio.Queue[list[Outcome] | None] = asyncio.Queue()
         stop_feeding = asyncio.Event()
@@ -397,6 +456,8 @@ class SyncJob:
         async def produce() -> None:
             try:
                 async for group in _group_by_user(store.iter_key_pages(page_size=self.page_size)):
+                    if not self._in_shard(group[0].user_id):
+                        continue  # another replica's shard
                     if stop_feeding.is_set():
                         # Past the deadline or a store failure: list the key, fetch nothing.
                         await results.put([_unattempted(k) for k in group])
@@ -463,7 +524,7 @@ class SyncJob:
         ]
         try:
             return await self._supervise(
-                producer, writer, workers, groups, results, state, stop_feeding
+                producer, writer, workers, groups, results, state, stop_feeding, stop
             )
         finally:
             # Only reached with tasks still running when something unexpected (a bug, or the
@@ -482,32 +543,44 @@ class SyncJob:
         results: asyncio.Queue[list[Outcome] | None],
         state: _Run,
         stop_feeding: asyncio.Event,
-    ) -> bool:
-        timed_out = False
-        try:
-            async with asyncio.timeout(self.timeout):
-                await asyncio.gather(*workers)
-        except TimeoutError:
-            timed_out = True
+        stop: Stop | None,
+    ) -> str | None:
+        gathered = asyncio.gather(*workers)
+        waiters: set[asyncio.Future[Any]] = {gathered}
+        stopper = asyncio.ensure_future(stop.wait()) if stop is not None else None
+        if stopper is not None:
+            waiters.add(stopper)
+        done, _ = await asyncio.wait(waiters, timeout=self.timeout, return_when=FIRST_COMPLETED)
+        if stopper is not None:
+            stopper.cancel()
+        cut: str | None = None
+        if gathered in done:
+            gathered.result()  # re-raise a worker's unexpected error
+        else:
+            cut = "stopped" if stop is not None and stop.is_set() else "timeout"
             stop_feeding.set()
+            gathered.cancel()
             for task in workers:
                 task.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
             # Keys whose request was cut by the deadline; earlier keys of the same user keep
             # their outcome.
+            reason = Reason.TIMEOUT if cut == "timeout" else Reason.ABORTED
             for worker_id, group in state.in_flight.items():
-                done = state.done_in_flight.get(worker_id, [])
-                cut = [_cut_by_deadline(k) for k in group[len(done) :]]
-                await results.put(done + cut)
+                finished = state.done_in_flight.get(worker_id, [])
+                left = [_cut_short(k, reason) for k in group[len(finished) :]]
+                await results.put(finished + left)
             # Drain what the producer still queues, without fetching.
             drain = asyncio.create_task(_drain(groups, results), name="sentinel-drain")
             await producer
             await drain
-        else:
-            await producer
+        await producer
         await results.put(_DONE)
         await writer
-        return timed_out
+        return cut
+
+    def _in_shard(self, user_id: str) -> bool:
+        return self.shard is None or shard_of(user_id, self.shard[1]) == self.shard[0]
 
     async def _sync_key(
         self, key: UserKey, torn: TornClient, health: dict[str, KeyHealth]
@@ -588,7 +661,7 @@ class SyncJob:
                 state.changes.extend(diff_rows(rows, current))
             return leftover
         if rows:
-            state.written += await store.upsert_user_data(rows)
+            state.written += await store.upsert_user_data(rows, fence=state.fence)
         park, clear = health_changes(outcomes, now=now, policy=self.health_policy)
         clear = [key_id for key_id in clear if key_id in state.health]
         if park or clear:
@@ -624,5 +697,5 @@ def _unattempted(key: UserKey) -> Outcome:
     return Outcome(key.id, key.user_id, reason=Reason.ABORTED, key_created_at=key.created_at)
 
 
-def _cut_by_deadline(key: UserKey) -> Outcome:
-    return Outcome(key.id, key.user_id, reason=Reason.TIMEOUT, key_created_at=key.created_at)
+def _cut_short(key: UserKey, reason: Reason) -> Outcome:
+    return Outcome(key.id, key.user_id, reason=reason, key_created_at=key.created_at)

@@ -1,0 +1,56 @@
+"""The built-in ``sync-users`` job: the original worker's hourly sync, run by the daemon."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+from .health import HealthPolicy
+from .jobs import JobContext, job
+from .models import SyncReport
+from .retry import RetryPolicy
+from .sync import SYNC_JOB_NAME, SyncJob
+
+__all__ = ["sync_job_from_settings", "sync_users"]
+
+
+def sync_job_from_settings(
+    s: Mapping[str, Any],
+    *,
+    db: str,
+    timeout: float | None,
+    shard: tuple[int, int] | None = None,
+    job: str = SYNC_JOB_NAME,
+) -> SyncJob:
+    """Build a SyncJob from the CLI's sync settings (shared by `sync` and the daemon)."""
+    return SyncJob(
+        db=db,
+        secret=s["secret"],
+        torn_url=s["torn_url"],
+        concurrency=s["concurrency"],
+        max_rpm=s["max_rpm"],
+        per_key_rpm=s["per_key_rpm"],
+        request_timeout=s["request_timeout"],
+        timeout=timeout,
+        policy=RetryPolicy(attempts=s["max_attempts"], max_total=s["retry_budget"]),
+        health_policy=HealthPolicy(
+            suspend_for=timedelta(seconds=s["park_suspended"]),
+            cooldown_for=timedelta(seconds=s["cooldown"]),
+        ),
+        shard=shard,
+        job=job,
+    )
+
+
+@job(SYNC_JOB_NAME, schedule="0 * * * *")
+async def sync_users(ctx: JobContext) -> SyncReport:
+    """Sync every key (of this replica's shard) under the run's fence and deadline."""
+    sync = sync_job_from_settings(
+        ctx.settings,
+        db=ctx.store_url,
+        timeout=ctx.timeout,
+        shard=ctx.settings.get("shard"),
+        job=ctx.job,
+    )
+    return await sync.arun(fence=ctx.fence, stop=ctx.stop, run_id=ctx.run_id, record=False)

@@ -32,6 +32,7 @@ from .errors import (
     UpstreamUnavailable,
 )
 from .health import HealthPolicy, HealthState, KeyHealth
+from .jobs import JobContext, JobSpec, job, load_jobs
 from .models import (
     Change,
     ChangeKind,
@@ -82,6 +83,8 @@ __all__ = [
     "FetchError",
     "HealthPolicy",
     "HealthState",
+    "JobContext",
+    "JobSpec",
     "JobTimeout",
     "KeyCipher",
     "KeyHealth",
@@ -119,7 +122,9 @@ __all__ = [
     "diff_rows",
     "encrypt_api_key",
     "interpret_response",
+    "job",
     "key_fingerprint",
+    "load_jobs",
     "open_store",
     "parse_user_basic",
     "record",

@@ -1,0 +1,423 @@
+"""The daemon as real subprocesses against the real PostgreSQL: ticks, leases, signals."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from sentinel_kit import KeyCipher
+from sentinel_kit.schedule import CronSchedule, IntervalSchedule
+
+from .conftest import ROOT, SECRET, cli_path, make_key, run_cli
+from .faketorn import FakeTorn
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def db(pg_url: str) -> str:
+    """A migrated PostgreSQL database holding 20 keys."""
+    assert run_cli(["migrate", "--db", pg_url]).returncode == 0
+    cipher = KeyCipher(SECRET)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        for n in range(20):
+            conn.execute(
+                "INSERT INTO user_keys (id, user_id, api_key) VALUES (%s, %s, %s)",
+                (str(uuid.UUID(int=n + 1)), f"d-user-{n:03d}", cipher.encrypt(make_key(n))),
+            )
+    return pg_url
+
+
+class Daemons:
+    """Start `sentinel-kit daemon` subprocesses; stop them all at the end."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.procs: list[tuple[subprocess.Popen[bytes], Path]] = []
+
+    def start(self, db: str, torn: FakeTorn, holder: str, *args: str) -> subprocess.Popen[bytes]:
+        log = self.tmp / f"{holder}.log"
+        with log.open("wb") as sink:  # the child keeps its own descriptor
+            proc = self._popen(db, torn, holder, args, sink)
+        self.procs.append((proc, log))
+        return proc
+
+    @staticmethod
+    def _popen(
+        db: str, torn: FakeTorn, holder: str, args: tuple[str, ...], sink: Any
+    ) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [
+                cli_path(),
+                "daemon",
+                "--db",
+                db,
+                "--torn-url",
+                torn.url,
+                "--max-rpm",
+                "0",
+                "--holder",
+                holder,
+                "--log-level",
+                "DEBUG",
+                *args,
+            ],
+            env={
+                "ENCRYPTION_KEY": SECRET,
+                "PATH": os.environ.get("PATH", ""),
+                "PYTHONPATH": str(ROOT),
+                "HOME": os.environ.get("HOME", "/tmp"),
+            },
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+        )
+
+    def log(self, holder: str) -> str:
+        return (self.tmp / f"{holder}.log").read_text(errors="replace")
+
+    def stop_all(self) -> None:
+        for proc, _ in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def daemons(tmp_path: Path) -> Iterator[Daemons]:
+    """Daemon subprocesses, killed at the end of the test."""
+    group = Daemons(tmp_path)
+    yield group
+    group.stop_all()
+
+
+def runs(db: str, job: str = "sync-users") -> list[dict[str, Any]]:
+    with psycopg.connect(db) as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        cur.execute("SELECT * FROM sentinel_runs WHERE job = %s ORDER BY started_at", (job,))
+        return list(cur.fetchall())
+
+
+def lease(db: str, name: str = "sync-users") -> dict[str, Any] | None:
+    with psycopg.connect(db) as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        cur.execute("SELECT * FROM sentinel_leases WHERE name = %s", (name,))
+        return cur.fetchone()
+
+
+def wait_for(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_schedules_are_a_common_grid() -> None:
+    """Interval ticks are epoch multiples; cron ticks are UTC wall-clock times."""
+    moment = datetime(2026, 11, 28, 19, 59, 59, tzinfo=UTC)
+    assert IntervalSchedule(2).next_after(moment) == datetime(2026, 11, 28, 20, 0, 0, tzinfo=UTC)
+    assert IntervalSchedule(7).latest_at_or_before(moment).timestamp() % 7 == 0
+    hourly = CronSchedule("0 * * * *")
+    assert hourly.next_after(moment) == datetime(2026, 11, 28, 20, 0, tzinfo=UTC)
+    assert hourly.latest_at_or_before(moment) == datetime(2026, 11, 28, 19, 0, tzinfo=UTC)
+    assert hourly.latest_at_or_before(datetime(2026, 11, 28, 20, 0, tzinfo=UTC)).hour == 20
+
+
+def test_invalid_cron_is_a_clear_error(tmp_path: Path) -> None:
+    """A bad --schedule exits 2 naming the expected form."""
+    result = run_cli(
+        ["daemon", "--db", f"sqlite:///{tmp_path / 'x.db'}", "--schedule", "every hour"],
+        env={"ENCRYPTION_KEY": SECRET},
+    )
+    assert result.returncode == 2
+    assert "invalid cron expression" in result.stderr
+
+
+def test_lease_ttl_must_exceed_timeout(tmp_path: Path) -> None:
+    """--lease-ttl shorter than --timeout is refused (a lease must outlive a run)."""
+    result = run_cli(
+        [
+            "daemon",
+            "--db",
+            f"sqlite:///{tmp_path / 'x.db'}",
+            "--timeout",
+            "60",
+            "--lease-ttl",
+            "30",
+        ],
+        env={"ENCRYPTION_KEY": SECRET},
+    )
+    assert result.returncode == 2
+    assert "--lease-ttl" in result.stderr
+
+
+def test_two_replicas_run_each_tick_exactly_once(db: str, torn: FakeTorn, daemons: Daemons) -> None:
+    """Two daemons with --interval 2 for ~15 s: one run per tick, never overlapping."""
+    torn.latency = 0.02
+    started = datetime.now(UTC)
+    a = daemons.start(db, torn, "replica-a", "--interval", "2", "--timeout", "5")
+    b = daemons.start(db, torn, "replica-b", "--interval", "2", "--timeout", "5")
+    time.sleep(15)
+    for proc in (a, b):
+        proc.send_signal(signal.SIGTERM)
+    assert a.wait(timeout=20) == 0
+    assert b.wait(timeout=20) == 0
+    done = [r for r in runs(db) if r["status"] != "running"]
+    ticks = [r["scheduled_for"] for r in done]
+    assert len(ticks) == len(set(ticks))  # one run per tick
+    assert len(ticks) >= 6
+    assert all(t.timestamp() % 2 == 0 and t >= started - timedelta(seconds=2) for t in ticks)
+    # Consecutive ticks: none skipped between the first and the last.
+    span = (max(ticks) - min(ticks)).total_seconds() / 2 + 1
+    assert len(ticks) == span
+    for earlier, later in itertools.pairwise(done):
+        assert earlier["finished_at"] <= later["started_at"]  # never overlapping
+    assert all(r["status"] == "ok" and r["synced"] == 20 for r in done)
+    assert lease(db)["holder"] is None  # released on shutdown  # type: ignore[index]
+
+
+def test_killed_holder_is_replaced_after_the_ttl(db: str, torn: FakeTorn, daemons: Daemons) -> None:
+    """kill -9 of the lease holder mid-run: the other replica takes over once the TTL ran out."""
+    torn.latency = 0.5  # 20 keys at concurrency 1: a 10 s run
+    a = daemons.start(
+        db,
+        torn,
+        "holder-a",
+        "--interval",
+        "2",
+        "--timeout",
+        "3",
+        "--lease-ttl",
+        "4",
+        "--concurrency",
+        "1",
+    )
+    wait_for(lambda: any(r["holder"] == "holder-a" for r in runs(db)), 15, "holder-a's run")
+    b = daemons.start(
+        db,
+        torn,
+        "holder-b",
+        "--interval",
+        "2",
+        "--timeout",
+        "3",
+        "--lease-ttl",
+        "4",
+        "--concurrency",
+        "1",
+    )
+    time.sleep(1)
+    held = lease(db)
+    assert held is not None and held["holder"] == "holder-a"  # noqa: PT018
+    a.kill()
+    a.wait()
+    killed_at = datetime.now(UTC)
+    wait_for(lambda: any(r["holder"] == "holder-b" for r in runs(db)), 15, "holder-b's run")
+    taken = next(r for r in runs(db) if r["holder"] == "holder-b")
+    assert taken["fence"] > held["fence"]
+    # Not before the dead holder's lease expired (renewed at most ttl/3 before the kill).
+    assert taken["started_at"] >= held["expires_at"] - timedelta(seconds=0.5)
+    assert taken["started_at"] - killed_at < timedelta(seconds=8)
+    b.send_signal(signal.SIGTERM)
+    assert b.wait(timeout=30) == 0
+
+
+def test_paused_holder_cannot_write_after_losing_the_lease(
+    db: str, torn: FakeTorn, daemons: Daemons
+) -> None:
+    """SIGSTOP past the TTL, then SIGCONT: the old holder's fenced writes are refused and it
+    gives up its run, while the new holder's run completes."""
+    torn.latency = 0.3
+    a = daemons.start(
+        db,
+        torn,
+        "paused-a",
+        "--interval",
+        "2",
+        "--timeout",
+        "2",
+        "--lease-ttl",
+        "3",
+        "--concurrency",
+        "1",
+    )
+    wait_for(lambda: any(r["holder"] == "paused-a" for r in runs(db)), 15, "paused-a's run")
+    time.sleep(1.0)
+    a.send_signal(signal.SIGSTOP)
+    b = daemons.start(
+        db,
+        torn,
+        "fresh-b",
+        "--interval",
+        "2",
+        "--timeout",
+        "2.5",
+        "--lease-ttl",
+        "3",
+        "--concurrency",
+        "8",
+    )
+    wait_for(
+        lambda: any(r["holder"] == "fresh-b" and r["status"] == "ok" for r in runs(db)),
+        30,
+        "fresh-b's completed run",
+    )
+    a.send_signal(signal.SIGCONT)
+    wait_for(
+        lambda: any(r["holder"] == "paused-a" and r["status"] != "running" for r in runs(db)),
+        20,
+        "paused-a to give up its run",
+    )
+    mine = next(r for r in runs(db) if r["holder"] == "paused-a")
+    theirs = next(r for r in runs(db) if r["holder"] == "fresh-b")
+    assert mine["status"] == "aborted"
+    assert "lost" in mine["error"] or "stale" in mine["error"]
+    assert theirs["fence"] > mine["fence"]
+    log = daemons.log("paused-a")
+    assert "lease" in log
+    assert "lost" in log or "stale" in log
+    for proc in (a, b):
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+
+
+def test_sigterm_mid_run_records_the_run_and_releases_the_lease(
+    db: str, torn: FakeTorn, daemons: Daemons
+) -> None:
+    """SIGTERM during a run: within the grace period the run is stopped and recorded, the
+    lease released, and the daemon exits 0; what was fetched is written."""
+    torn.latency = 0.5
+    a = daemons.start(
+        db,
+        torn,
+        "term-a",
+        "--interval",
+        "2",
+        "--timeout",
+        "60",
+        "--grace",
+        "1",
+        "--concurrency",
+        "1",
+    )
+    wait_for(lambda: any(r["holder"] == "term-a" for r in runs(db)), 15, "a run to start")
+    time.sleep(1.5)
+    signalled = time.monotonic()
+    a.send_signal(signal.SIGTERM)
+    assert a.wait(timeout=15) == 0
+    assert time.monotonic() - signalled < 1 + 4  # grace plus the time to write and record
+    run = runs(db)[-1]
+    assert run["status"] in ("ok", "aborted")
+    if run["status"] == "aborted":
+        assert "SIGTERM" in run["error"]
+    assert run["finished_at"] is not None
+    assert run["written"] >= 1
+    with psycopg.connect(db) as conn:
+        rows = conn.execute("SELECT count(*) FROM user_data").fetchone()
+    assert rows == (run["written"],)
+    assert lease(db)["holder"] is None  # type: ignore[index]
+
+
+def test_run_longer_than_timeout_ends_as_timeout(db: str, torn: FakeTorn, daemons: Daemons) -> None:
+    """A run past --timeout ends `timeout`, with the keys fetched so far written."""
+    torn.latency = 0.4
+    a = daemons.start(
+        db,
+        torn,
+        "slow-a",
+        "--interval",
+        "60",
+        "--run-on-start",
+        "--once",
+        "--timeout",
+        "2",
+        "--concurrency",
+        "1",
+    )
+    assert a.wait(timeout=30) == 0
+    run = runs(db)[-1]
+    assert run["status"] == "timeout"
+    assert "timeout" in run["error"]
+    assert 1 <= run["written"] < 20
+    with psycopg.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM user_data").fetchone() == (run["written"],)
+
+
+def test_status_fails_when_the_last_success_is_too_old(
+    db: str, torn: FakeTorn, daemons: Daemons
+) -> None:
+    """`status --fail-if-older-than 1h` exits 0 after a fresh run, 1 once it is 2 h old."""
+    never = run_cli(["status", "--db", db, "--fail-if-older-than", "1h"])
+    assert never.returncode == 1
+    a = daemons.start(db, torn, "status-a", "--run-on-start", "--once")
+    assert a.wait(timeout=30) == 0
+    fresh = run_cli(["status", "--db", db, "--fail-if-older-than", "1h", "--json"])
+    assert fresh.returncode == 0, fresh.stderr
+    shown = json.loads(fresh.stdout)[0]
+    assert shown["job"] == "sync-users" and shown["last_run"]["status"] == "ok"  # noqa: PT018
+    assert shown["next_tick"].endswith(":00:00+00:00")  # hourly at minute 0 by default
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("UPDATE sentinel_runs SET finished_at = finished_at - interval '2 hours'")
+    stale = run_cli(["status", "--db", db, "--fail-if-older-than", "1h"])
+    assert stale.returncode == 1
+    assert "no successful run within 1h" in stale.stderr
+    listed = run_cli(["runs", "--db", db, "--json"])
+    entry = json.loads(listed.stdout)[0]
+    for field in (
+        "run_id",
+        "job",
+        "scheduled_for",
+        "holder",
+        "fence",
+        "status",
+        "started_at",
+        "finished_at",
+    ):
+        assert field in entry
+    assert entry["holder"] == "status-a"
+
+
+def test_imported_job_runs_on_its_own_schedule(db: str, torn: FakeTorn, daemons: Daemons) -> None:
+    """A job from --import runs every second beside sync-users every 3 s."""
+    a = daemons.start(db, torn, "plugins", "--import", "tests.daemon_jobs", "--interval", "3")
+    time.sleep(7)
+    a.send_signal(signal.SIGTERM)
+    assert a.wait(timeout=20) == 0
+    plugin = [r for r in runs(db, "heartbeat-check") if r["status"] == "ok"]
+    sync = [r for r in runs(db, "sync-users") if r["status"] == "ok"]
+    assert len(plugin) >= 5
+    assert 1 <= len(sync) <= 3
+    assert all(r["scheduled_for"].timestamp() % 3 == 0 for r in sync)
+    assert len({r["scheduled_for"] for r in plugin}) == len(plugin)
+
+
+def test_missed_ticks_are_coalesced_into_one_run(db: str, torn: FakeTorn, daemons: Daemons) -> None:
+    """A daemon paused over several ticks runs once for the latest, logged, never piled up."""
+    a = daemons.start(db, torn, "sleepy", "--interval", "1")
+    wait_for(lambda: len(runs(db)) >= 1, 10, "a first run")
+    a.send_signal(signal.SIGSTOP)
+    paused_at = datetime.now(UTC)
+    time.sleep(4.2)
+    a.send_signal(signal.SIGCONT)
+    resumed_at = datetime.now(UTC)
+    time.sleep(1.5)
+    a.send_signal(signal.SIGTERM)
+    assert a.wait(timeout=20) == 0
+    during = [r for r in runs(db) if paused_at < r["started_at"] < resumed_at]
+    assert during == []
+    after = [r for r in runs(db) if r["started_at"] >= resumed_at]
+    assert 1 <= len(after) <= 3  # the coalesced tick, then the regular ones
+    assert "missed" in daemons.log("sleepy")

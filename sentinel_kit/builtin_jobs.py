@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
+from .client import DEFAULT_POOL_SIZE
 from .health import HealthPolicy
 from .jobs import JobContext, job
 from .models import SyncReport
@@ -40,6 +41,7 @@ def sync_job_from_settings(
         ),
         shard=shard,
         job=job,
+        pool_size=s.get("pool_size", DEFAULT_POOL_SIZE),
     )
 
 

@@ -23,7 +23,7 @@ from loguru import logger
 
 from . import __version__
 from .builtin_jobs import sync_job_from_settings
-from .client import DEFAULT_MAX_RPM, DEFAULT_PER_KEY_RPM
+from .client import DEFAULT_MAX_RPM, DEFAULT_PER_KEY_RPM, DEFAULT_POOL_SIZE
 from .config import load_env_files, require_secret, resolve_db_url
 from .crypto import KeyCipher
 from .daemon import Daemon, DaemonConfig, default_holder
@@ -146,6 +146,14 @@ def _sync_options(func: F) -> F:
 
 _SYNC_OPTIONS = [
     click.option(
+        "--pool-size",
+        type=click.IntRange(min=1),
+        default=DEFAULT_POOL_SIZE,
+        show_default=True,
+        help="Connections per HTTP client; the run uses concurrency/pool-size clients. "
+        "Small pools keep httpx's per-request cost low at high concurrency.",
+    ),
+    click.option(
         "--torn-url",
         envvar="TORN_API_URL",
         show_envvar=True,
@@ -235,6 +243,7 @@ def _sync_settings(options: dict[str, Any]) -> dict[str, Any]:
         "retry_budget": options["retry_budget"],
         "park_suspended": options["park_suspended"],
         "cooldown": options["cooldown"],
+        "pool_size": options["pool_size"],
     }
 
 
@@ -950,3 +959,7 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point."""
     cli.main(args=list(argv) if argv is not None else None, prog_name="sentinel-kit")
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m sentinel_kit.cli`
+    main()

@@ -242,6 +242,8 @@ class SyncReport:
     failures: tuple[Failure, ...] = ()
     dry_run: bool = False
     changes: tuple[Change, ...] = ()
+    #: Statements that wrote ``user_data`` (about written / chunk size).
+    write_calls: int = 0
 
     @property
     def duration_s(self) -> float:
@@ -270,6 +272,7 @@ class SyncReport:
             "error": self.error,
             "failures": [f.to_dict() for f in self.failures],
             "dry_run": self.dry_run,
+            "write_calls": self.write_calls,
         }
         if self.dry_run:
             data["changes"] = [c.to_dict() for c in self.changes]

@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 from loguru import logger
 
-from .client import DEFAULT_MAX_RPM, DEFAULT_PER_KEY_RPM, TornClient
+from .client import DEFAULT_MAX_RPM, DEFAULT_PER_KEY_RPM, DEFAULT_POOL_SIZE, TornClient
 from .crypto import KeyCipher
 from .errors import ConfigError, DecryptError, FetchError, StoreError
 from .health import (
@@ -59,6 +59,7 @@ __all__ = [
     "SYNC_JOB_NAME",
     "Stop",
     "SyncJob",
+    "Tally",
     "build_report",
     "build_upserts",
     "diff_rows",
@@ -137,8 +138,29 @@ def diff_rows(rows: Sequence[UserDataRow], current: dict[str, StoredUser]) -> li
     return changes
 
 
+@dataclass(slots=True)
+class Tally:
+    """Counts of a run's outcomes, keeping only the failures, so memory stays flat."""
+
+    total: int = 0
+    synced: int = 0
+    skipped: int = 0
+    failures: list[Failure] = field(default_factory=list)
+
+    def add(self, outcomes: Iterable[Outcome]) -> None:
+        """Count a batch of outcomes."""
+        for o in outcomes:
+            self.total += 1
+            if o.ok:
+                self.synced += 1
+            elif o.skipped:
+                self.skipped += 1
+            elif o.reason is not None:
+                self.failures.append(Failure(o.user_id, o.key_id, o.reason, o.torn_code))
+
+
 def build_report(
-    outcomes: Sequence[Outcome],
+    outcomes: Iterable[Outcome] | Tally,
     *,
     run_id: str,
     job: str,
@@ -149,11 +171,12 @@ def build_report(
     status: RunStatus | None = None,
     dry_run: bool = False,
     changes: Sequence[Change] = (),
+    write_calls: int = 0,
 ) -> SyncReport:
     """Summarise a run's outcomes into a :class:`SyncReport`.
 
     Args:
-        outcomes: one per key of the run.
+        outcomes: one per key of the run, or their :class:`Tally`.
         run_id: the run's id.
         job: the job name.
         started_at: when the run started.
@@ -163,20 +186,17 @@ def build_report(
         status: forced status (aborted, timeout); otherwise ok or partial by the failures.
         dry_run: whether writes were suppressed.
         changes: what a dry run would have changed.
+        write_calls: statements that wrote ``user_data``.
 
     Returns:
         The report; failures sorted by (user_id, key_id).
     """
-    failures = sorted(
-        (
-            Failure(o.user_id, o.key_id, o.reason, o.torn_code)
-            for o in outcomes
-            if o.reason is not None and not o.skipped
-        ),
-        key=lambda f: (f.user_id, f.key_id),
-    )
-    synced = sum(1 for o in outcomes if o.ok)
-    skipped = sum(1 for o in outcomes if o.skipped)
+    if isinstance(outcomes, Tally):
+        tally = outcomes
+    else:
+        tally = Tally()
+        tally.add(outcomes)
+    failures = sorted(tally.failures, key=lambda f: (f.user_id, f.key_id))
     if status is None:
         status = RunStatus.PARTIAL if failures else RunStatus.OK
     return SyncReport(
@@ -185,15 +205,16 @@ def build_report(
         status=status,
         started_at=started_at,
         finished_at=finished_at,
-        keys_total=len(outcomes),
-        synced=synced,
+        keys_total=tally.total,
+        synced=tally.synced,
         failed=len(failures),
-        skipped=skipped,
+        skipped=tally.skipped,
         written=written,
         error=error,
         failures=tuple(failures),
         dry_run=dry_run,
         changes=tuple(changes),
+        write_calls=write_calls,
     )
 
 
@@ -223,7 +244,7 @@ def shard_of(user_id: str, shards: int) -> int:
 class _Run:
     """Mutable state of one run, owned by :meth:`SyncJob.arun`."""
 
-    outcomes: list[Outcome] = field(default_factory=list)
+    tally: Tally = field(default_factory=Tally)
     written: int = 0
     changes: list[Change] = field(default_factory=list)
     in_flight: dict[int, list[UserKey]] = field(default_factory=dict)
@@ -268,6 +289,7 @@ class SyncJob:
         job: the job name in reports and run history.
         health_policy: how long suspended and throttled keys stay parked.
         shard: ``(i, n)`` to sync only the users whose :func:`shard_of` is ``i`` of ``n``.
+        pool_size: connections per httpx client (see :class:`TornClient`).
     """
 
     def __init__(
@@ -289,6 +311,7 @@ class SyncJob:
         job: str = SYNC_JOB_NAME,
         health_policy: HealthPolicy | None = None,
         shard: tuple[int, int] | None = None,
+        pool_size: int = DEFAULT_POOL_SIZE,
     ) -> None:
         if not secret:
             raise ConfigError("ENCRYPTION_KEY is not set: export it or put it in .env.local")
@@ -316,6 +339,7 @@ class SyncJob:
                 f"shard {shard[0]}/{shard[1]} is out of range: use I/N with 0 <= I < N"
             )
         self.shard = shard
+        self.pool_size = pool_size
 
     def __repr__(self) -> str:
         return (
@@ -398,6 +422,7 @@ class SyncJob:
                 per_key_rpm=self.per_key_rpm,
                 policy=self.policy,
                 transport=self.transport,
+                pool_size=self.pool_size,
             )
             async with torn:
                 cut = await self._pipeline(store, torn, state, dry_run, stop)
@@ -413,7 +438,7 @@ class SyncJob:
                 status = RunStatus.ABORTED
                 error = f"{torn.halted}: stopped sending requests"
             report = build_report(
-                state.outcomes,
+                state.tally,
                 run_id=run_id,
                 job=self.job,
                 started_at=started_at,
@@ -423,6 +448,7 @@ class SyncJob:
                 status=status,
                 dry_run=dry_run,
                 changes=state.changes,
+                write_calls=store.write_calls,
             )
             if record and not dry_run and state.store_error is None:
                 try:
@@ -486,16 +512,27 @@ class SyncJob:
             pending: list[Outcome] = []
             pending_ok = 0
             last_flush = time.monotonic()
-            while True:
+            finished = False
+            while not finished:
+                batch: list[list[Outcome] | None] = []
                 try:
-                    item = await asyncio.wait_for(results.get(), timeout=self.flush_interval)
+                    async with asyncio.timeout(self.flush_interval):
+                        batch.append(await results.get())
                 except TimeoutError:
-                    item = []
-                if item is _DONE:
+                    pass
+                # Take everything already queued: many workers can finish in one turn of the
+                # loop, and a writer taking one item per turn would fall ever further behind.
+                while not results.empty():
+                    batch.append(results.get_nowait())
+                for item in batch:
+                    if item is _DONE:
+                        finished = True
+                        continue
+                    pending.extend(item)
+                    pending_ok += sum(1 for o in item if o.ok)
+                    state.tally.add(item)
+                if finished:
                     break
-                pending.extend(item)
-                pending_ok += sum(1 for o in item if o.ok)
-                state.outcomes.extend(item)
                 if state.store_error is not None:
                     continue  # the store failed: keep collecting outcomes, write nothing
                 timed = time.monotonic() - last_flush >= self.flush_interval

@@ -50,10 +50,20 @@ from .models import (
     key_fingerprint,
 )
 from .ratelimit import KeyedLimiter, SlidingWindowLimiter
-from .replay import record, replay
+from .replay import Interaction, interactions, record, replay
 from .retry import RetryPolicy
 from .stores import DEFAULT_DB_URL, Fence, SQLiteStore, Store, open_store
-from .sync import SYNC_JOB_NAME, SyncJob, build_report, build_upserts, diff_rows
+from .sync import (
+    SYNC_JOB_NAME,
+    Plan,
+    PlanEntry,
+    Stop,
+    SyncJob,
+    Tally,
+    build_report,
+    build_upserts,
+    diff_rows,
+)
 from .torn import (
     DEFAULT_TORN_URL,
     Classification,
@@ -83,6 +93,7 @@ __all__ = [
     "FetchError",
     "HealthPolicy",
     "HealthState",
+    "Interaction",
     "JobContext",
     "JobSpec",
     "JobTimeout",
@@ -92,6 +103,8 @@ __all__ = [
     "LeaseInfo",
     "LockHeld",
     "Outcome",
+    "Plan",
+    "PlanEntry",
     "Profile",
     "Reason",
     "RetryPolicy",
@@ -103,10 +116,12 @@ __all__ = [
     "SentinelError",
     "SlidingWindowLimiter",
     "StaleFence",
+    "Stop",
     "Store",
     "StoreError",
     "SyncJob",
     "SyncReport",
+    "Tally",
     "TornAPIError",
     "TornClient",
     "TornKey",
@@ -121,6 +136,7 @@ __all__ = [
     "decrypt_api_key",
     "diff_rows",
     "encrypt_api_key",
+    "interactions",
     "interpret_response",
     "job",
     "key_fingerprint",

@@ -305,8 +305,10 @@ def sync(
         cassette = replay(replay_path)
     elif record_path is not None:
         cassette = record(record_path, overwrite=overwrite)
+    # A progress bar only for a person watching: on a terminal, and never with --json.
+    progress = sys.stderr.isatty() and not as_json
     with cassette:
-        report = job.run(dry_run=dry_run)
+        report = job.run(dry_run=dry_run, progress=progress)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from importlib import resources
-from importlib.abc import Traversable
 from pathlib import Path
+from typing import Any
 
 from .crypto import KeyCipher
 from .models import SyncReport, UserKey
@@ -21,7 +21,15 @@ from .retry import RetryPolicy
 from .stores import SQLiteStore, StoredUser
 from .sync import SyncJob
 
-__all__ = ["DEMO_KEYS", "DEMO_SECRET", "DemoKey", "demo_cassette", "run_demo", "seed_demo"]
+__all__ = [
+    "DEMO_KEYS",
+    "DEMO_SECRET",
+    "DemoKey",
+    "create_demo_database",
+    "demo_cassette",
+    "run_demo",
+    "seed_demo",
+]
 
 #: The demo's own ENCRYPTION_KEY; never use it for real keys.
 DEMO_SECRET = "sentinel-kit demo secret - not for real keys"  # noqa: S105 (public on purpose)
@@ -90,9 +98,41 @@ DEMO_KEYS: tuple[DemoKey, ...] = (
 )
 
 
-def demo_cassette() -> Traversable:
-    """Return the bundled demo cassette (package data)."""
-    return resources.files("sentinel_kit").joinpath("data", "demo_cassette.yaml")
+def demo_cassette() -> Path:
+    """Return the path of the bundled demo cassette (package data)."""
+    return Path(str(resources.files("sentinel_kit").joinpath("data", "demo_cassette.yaml")))
+
+
+def create_demo_database(path: str | Path) -> str:
+    """Create a fresh SQLite database at ``path`` holding the demo keys; return its URL."""
+    target = Path(path)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{target}{suffix}").unlink(missing_ok=True)
+
+    async def seed() -> None:
+        async with SQLiteStore(target, create=True) as store:
+            await seed_demo(store, KeyCipher(DEMO_SECRET))
+
+    if _loop_running():
+        _in_thread(seed)  # a notebook cell: its loop already runs on this thread
+    else:
+        asyncio.run(seed())
+    return f"sqlite:///{target}"
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _in_thread(factory: Any) -> None:
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(lambda: asyncio.run(factory())).result()
 
 
 async def seed_demo(store: SQLiteStore, cipher: KeyCipher) -> None:
@@ -117,15 +157,7 @@ def run_demo(path: str | Path) -> tuple[SyncReport, list[StoredUser]]:
         The run's report and the resulting ``user_data`` rows.
     """
     target = Path(path)
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{target}{suffix}").unlink(missing_ok=True)
-    cipher = KeyCipher(DEMO_SECRET)
-
-    async def seed() -> None:
-        async with SQLiteStore(target, create=True) as store:
-            await seed_demo(store, cipher)
-
-    asyncio.run(seed())
+    create_demo_database(target)
     job = SyncJob(
         db=SQLiteStore(target),
         secret=DEMO_SECRET,
@@ -133,7 +165,7 @@ def run_demo(path: str | Path) -> tuple[SyncReport, list[StoredUser]]:
         # A short, real backoff: the demo shows a retry without making anyone wait.
         policy=RetryPolicy(attempts=3, initial_wait=0.2, max_wait=1.0, jitter=0.1),
     )
-    with resources.as_file(demo_cassette()) as cassette, replay(cassette):
+    with replay(demo_cassette()):
         report = job.run()
 
     async def rows() -> list[StoredUser]:

@@ -300,6 +300,78 @@ class SyncReport:
     def __str__(self) -> str:
         return self.render_text()
 
+    def _repr_html_(self) -> str:
+        from .display import html_table
+
+        summary = html_table(
+            [
+                "run",
+                "job",
+                "status",
+                "keys",
+                "synced",
+                "failed",
+                "skipped",
+                "written",
+                "seconds",
+                "error",
+            ],
+            [
+                [
+                    self.run_id[:8],
+                    self.job,
+                    self.status.value + (" (dry run)" if self.dry_run else ""),
+                    self.keys_total,
+                    self.synced,
+                    self.failed,
+                    self.skipped,
+                    self.written,
+                    f"{self.duration_s:.2f}",
+                    self.error or "",
+                ]
+            ],
+            caption="sync report",
+        )
+        parts = [summary]
+        if self.failures:
+            parts.append(
+                html_table(
+                    ["user_id", "key_id", "reason", "torn_code"],
+                    [[f.user_id, f.key_id, f.reason.value, f.torn_code] for f in self.failures],
+                    caption="failures",
+                )
+            )
+        if self.changes:
+            parts.append(
+                html_table(
+                    ["user_id", "change", "name", "player_id", "old_name", "old_player_id"],
+                    [
+                        [c.user_id, c.kind.value, c.name, c.player_id, c.old_name, c.old_player_id]
+                        for c in self.changes
+                    ],
+                    caption="would change",
+                )
+            )
+        return "".join(parts)
+
+    def to_pandas(self, what: str = "failures") -> Any:
+        """Return the failures (or, with ``what="changes"``, a dry run's changes) as a
+        pandas DataFrame.
+
+        Raises:
+            ConfigError: pandas is not installed (the message says how to install it).
+        """
+        from .display import to_dataframe
+
+        if what == "changes":
+            return to_dataframe(
+                [c.to_dict() for c in self.changes],
+                ["user_id", "change", "name", "player_id", "old_name", "old_player_id"],
+            )
+        return to_dataframe(
+            [f.to_dict() for f in self.failures], ["user_id", "key_id", "reason", "torn_code"]
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class RunRecord:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -28,7 +29,9 @@ from .models import key_fingerprint
 
 __all__ = [
     "MATCH_ON",
+    "Interaction",
     "Scrubber",
+    "interactions",
     "make_vcr",
     "record",
     "replay",
@@ -178,3 +181,60 @@ def replay(path: str | Path) -> Iterator[Cassette]:
         raise ConfigError(f"cassette {source} not found: check the path given to --replay")
     with make_vcr(record_mode="none").use_cassette(str(source)) as cassette:
         yield cassette
+
+
+@dataclass(frozen=True, slots=True)
+class Interaction:
+    """One recorded exchange, as a notebook wants to look at it (keys are fingerprints)."""
+
+    method: str
+    uri: str
+    fingerprint: str | None
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        """The response body as text."""
+        return self.body.decode("utf-8", "replace")
+
+    def __str__(self) -> str:
+        who = f" key fp:{self.fingerprint}" if self.fingerprint else ""
+        return f"{self.method} {self.uri}{who} -> {self.status}\n{self.text}"
+
+
+def interactions(path: str | Path) -> list[Interaction]:
+    """Read a cassette's exchanges, in recorded order.
+
+    Raises:
+        ConfigError: the cassette does not exist.
+    """
+    from vcr.serialize import deserialize
+    from vcr.serializers import yamlserializer
+
+    source = Path(path)
+    if not source.is_file():
+        raise ConfigError(f"cassette {source} not found")
+    loaded = deserialize(source.read_text(encoding="utf-8"), yamlserializer)
+    requests, responses = loaded[0], loaded[1]
+    found = []
+    for request, response in zip(requests, responses, strict=True):
+        auth = request.headers.get("Authorization") or ""
+        fingerprint = auth.split("fp:", 1)[1] if "fp:" in auth else None
+        headers = {
+            k: ", ".join(v) if isinstance(v, list) else str(v)
+            for k, v in response.get("headers", {}).items()
+        }
+        body = response.get("body", {}).get("string", b"")
+        found.append(
+            Interaction(
+                request.method,
+                request.uri,
+                fingerprint,
+                int(response["status"]["code"]),
+                headers,
+                body if isinstance(body, bytes) else str(body).encode(),
+            )
+        )
+    return found

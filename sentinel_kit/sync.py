@@ -20,10 +20,10 @@ import hashlib
 import time
 import uuid
 from asyncio import FIRST_COMPLETED
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Collection, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from loguru import logger
@@ -57,6 +57,8 @@ from .torn import DEFAULT_TORN_URL
 
 __all__ = [
     "SYNC_JOB_NAME",
+    "Plan",
+    "PlanEntry",
     "Stop",
     "SyncJob",
     "Tally",
@@ -67,6 +69,7 @@ __all__ = [
 ]
 
 SYNC_JOB_NAME = "sync-users"
+T = TypeVar("T")
 
 
 def _winner_key(outcome: Outcome) -> tuple[str, str]:
@@ -218,6 +221,65 @@ def build_report(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class PlanEntry:
+    """What a run would do with one key."""
+
+    user_id: str
+    key_id: str
+    action: str  # "request", "parked" or "decrypt_error"
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The keys a run would request, skip (parked by key health) or fail to decrypt.
+
+    Built by :meth:`SyncJob.plan` without any network call.
+    """
+
+    entries: tuple[PlanEntry, ...]
+
+    def count(self, action: str) -> int:
+        """How many entries have this action."""
+        return sum(1 for e in self.entries if e.action == action)
+
+    def render_text(self) -> str:
+        """One line per key, after a summary line."""
+        lines = [
+            f"plan: {len(self.entries)} keys: {self.count('request')} to request, "
+            f"{self.count('parked')} parked, {self.count('decrypt_error')} not decryptable"
+        ]
+        lines += [
+            f"  {e.action:<13} user {e.user_id} key {e.key_id} {e.detail}" for e in self.entries
+        ]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.render_text()
+
+    def _repr_html_(self) -> str:
+        from .display import html_table
+
+        return html_table(
+            ["user_id", "key_id", "action", "detail"],
+            [[e.user_id, e.key_id, e.action, e.detail] for e in self.entries],
+            caption=self.render_text().splitlines()[0],
+        )
+
+    def to_pandas(self) -> Any:
+        """The entries as a pandas DataFrame (needs pandas)."""
+        from .display import to_dataframe
+
+        return to_dataframe(
+            [
+                {"user_id": e.user_id, "key_id": e.key_id, "action": e.action, "detail": e.detail}
+                for e in self.entries
+            ],
+            ["user_id", "key_id", "action", "detail"],
+        )
+
+
 class Stop(asyncio.Event):
     """An event that ends a run early, like its deadline would, with a reason.
 
@@ -252,6 +314,8 @@ class _Run:
     store_error: StoreError | None = None
     health: dict[str, KeyHealth] = field(default_factory=dict)
     fence: Fence | None = None
+    users: frozenset[str] | None = None
+    bar: Any = None
 
 
 _PARKED_REASON = {
@@ -349,11 +413,19 @@ class SyncJob:
 
     # -- entry points ---------------------------------------------------------------------
 
-    def run(self, *, dry_run: bool = False) -> SyncReport:
+    def run(
+        self,
+        *,
+        dry_run: bool = False,
+        users: Collection[str] | None = None,
+        progress: bool = False,
+    ) -> SyncReport:
         """Run the sync and block until it ends; safe inside a running loop (Jupyter).
 
         Args:
             dry_run: fetch, but write nothing; the report lists what would change.
+            users: only these user ids (e.g. to re-run one user while debugging).
+            progress: show a progress bar (tqdm: the notebook widget or the terminal).
 
         Returns:
             The :class:`SyncReport`.
@@ -361,14 +433,49 @@ class SyncJob:
         Raises:
             ConfigError: the configuration cannot work (e.g. the tables are missing).
         """
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(self.arun(dry_run=dry_run))
-        # A loop already runs on this thread (Jupyter): asyncio.run would refuse, so the run
-        # gets a private thread with its own loop; .result() re-raises its exception here.
-        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sentinel-run") as pool:
-            return pool.submit(asyncio.run, self.arun(dry_run=dry_run)).result()
+        return _blocking(self.arun(dry_run=dry_run, users=users, progress=progress))
+
+    def plan(self) -> Plan:
+        """Say, without any network call, which keys a run would request, which are parked
+        by key health and which fail to decrypt. Safe inside a running loop."""
+        return _blocking(self.aplan())
+
+    async def aplan(self) -> Plan:
+        """The async twin of :meth:`plan`."""
+        entries: list[PlanEntry] = []
+        now = datetime.now(UTC)
+        async with self.store as store:
+            await store.check_schema()
+            health = await store.load_key_health()
+            async for page in store.iter_key_pages(page_size=self.page_size):
+                for key in page:
+                    if not self._in_shard(key.user_id):
+                        continue
+                    parked = parked_reason(
+                        health.get(key.id), key, now=now, policy=self.health_policy
+                    )
+                    if parked is not None:
+                        until = (
+                            parked.retry_after.isoformat(timespec="seconds")
+                            if parked.retry_after
+                            else "re-save"
+                        )
+                        entries.append(
+                            PlanEntry(
+                                key.user_id,
+                                key.id,
+                                "parked",
+                                f"{parked.state.value}, code {parked.last_code}, until {until}",
+                            )
+                        )
+                        continue
+                    try:
+                        self._cipher.decrypt(key.api_key)
+                    except DecryptError as exc:
+                        entries.append(PlanEntry(key.user_id, key.id, "decrypt_error", str(exc)))
+                        continue
+                    entries.append(PlanEntry(key.user_id, key.id, "request"))
+        return Plan(tuple(entries))
 
     async def arun(
         self,
@@ -378,6 +485,8 @@ class SyncJob:
         stop: Stop | None = None,
         run_id: str | None = None,
         record: bool = True,
+        users: Collection[str] | None = None,
+        progress: bool = False,
     ) -> SyncReport:
         """Run the sync in the current event loop (``await job.arun()``).
 
@@ -388,6 +497,8 @@ class SyncJob:
             stop: ends the run early, like the deadline, when set.
             run_id: the run's id (the daemon allocates it); a new UUID by default.
             record: append the run to ``sentinel_runs`` (the daemon records its own runs).
+            users: only these user ids.
+            progress: show a progress bar (tqdm's auto mode).
 
         Returns:
             The :class:`SyncReport`. Runtime trouble (a global Torn error, the deadline, a
@@ -401,7 +512,7 @@ class SyncJob:
         run_id = run_id or str(uuid.uuid4())
         log = logger.bind(job=self.job, run_id=run_id)
         started_at = datetime.now(UTC)
-        state = _Run(fence=fence)
+        state = _Run(fence=fence, users=frozenset(users) if users is not None else None)
         status: RunStatus | None = None
         error: str | None = None
         log.info(
@@ -414,6 +525,11 @@ class SyncJob:
         async with self.store as store:
             await store.check_schema()
             state.health = await store.load_key_health()
+            if progress:
+                from tqdm.auto import tqdm
+
+                total = len(state.users) if state.users is not None else await store.count_keys()
+                state.bar = tqdm(total=total, unit="key", desc=self.job, leave=False)
             torn = TornClient(
                 base_url=self.torn_url,
                 request_timeout=self.request_timeout,
@@ -424,8 +540,12 @@ class SyncJob:
                 transport=self.transport,
                 pool_size=self.pool_size,
             )
-            async with torn:
-                cut = await self._pipeline(store, torn, state, dry_run, stop)
+            try:
+                async with torn:
+                    cut = await self._pipeline(store, torn, state, dry_run, stop)
+            finally:
+                if state.bar is not None:
+                    state.bar.close()
             if state.store_error is not None:
                 status, error = RunStatus.ABORTED, f"store failed: {state.store_error}"
             elif cut == "timeout":
@@ -484,6 +604,8 @@ class SyncJob:
                 async for group in _group_by_user(store.iter_key_pages(page_size=self.page_size)):
                     if not self._in_shard(group[0].user_id):
                         continue  # another replica's shard
+                    if state.users is not None and group[0].user_id not in state.users:
+                        continue
                     if stop_feeding.is_set():
                         # Past the deadline or a store failure: list the key, fetch nothing.
                         await results.put([_unattempted(k) for k in group])
@@ -531,6 +653,8 @@ class SyncJob:
                     pending.extend(item)
                     pending_ok += sum(1 for o in item if o.ok)
                     state.tally.add(item)
+                    if state.bar is not None:
+                        state.bar.update(len(item))
                 if finished:
                     break
                 if state.store_error is not None:
@@ -704,6 +828,20 @@ class SyncJob:
         if park or clear:
             await store.save_key_health(park, clear)
         return leftover
+
+
+def _blocking(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion from synchronous code, even inside a running loop.
+
+    In a Jupyter kernel a loop already runs on this thread and asyncio.run refuses, so the
+    coroutine gets a private thread with its own loop; .result() re-raises its exception.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sentinel-run") as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 async def _group_by_user(pages: AsyncIterator[list[UserKey]]) -> AsyncIterator[list[UserKey]]:

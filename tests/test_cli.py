@@ -288,3 +288,34 @@ def test_cli_runner_reports_errors_the_same_way(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "migrate" in result.output
+
+
+def test_dry_run_writes_nothing_and_lists_changes(tmp_path: Path, torn: FakeTorn) -> None:
+    """`sync --dry-run --json` leaves every table row for row unchanged and lists changes."""
+    db = tmp_path / "dry.db"
+    keys = simple_keys(3)
+    seed_sqlite(db, keys)
+    with sqlite3.connect(db) as conn:
+        conn.execute("INSERT INTO user_data VALUES (?, 'Old', 1, 'then')", (keys[0].user_id,))
+
+    def snapshot() -> list[tuple[str, list[tuple[object, ...]]]]:
+        with sqlite3.connect(db) as conn:
+            tables = [
+                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            ]
+            return [(t, sorted(conn.execute(f"SELECT * FROM {t}").fetchall())) for t in tables]  # noqa: S608
+
+    before = snapshot()
+    result = run_cli(sync_args(db, torn, "--dry-run"), env=ENV)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["dry_run"] is True
+    assert report["written"] == 0
+    kinds = {c["user_id"]: c["change"] for c in report["changes"]}
+    assert kinds == {
+        keys[0].user_id: "player_id_changed",
+        keys[1].user_id: "new",
+        keys[2].user_id: "new",
+    }
+    assert snapshot() == before  # not even the run history changed
+    assert "\r" not in result.stderr  # no progress bar off a terminal

@@ -20,6 +20,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -106,8 +107,24 @@ def drop_db(url: str) -> None:
             conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
 
 
+def _hwm_mb(pid: int) -> float | None:
+    """The process's peak RSS so far (VmHWM, reset at exec), in MB; None once it exited."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
 def run_sync(url: str, torn: FakeTorn, *args: str) -> tuple[dict[str, Any], float, float, float]:
-    """Run the CLI; return (report, wall s, cpu s, peak RSS MB) of that process alone."""
+    """Run the CLI; return (report, wall s, cpu s, peak RSS MB) of that process alone.
+
+    CPU comes from wait4's rusage for that child. Peak RSS is polled from /proc (VmHWM):
+    ru_maxrss of a forked child would include the parent's pages from before exec.
+    """
     started = time.perf_counter()
     proc = subprocess.Popen(
         [
@@ -126,16 +143,26 @@ def run_sync(url: str, torn: FakeTorn, *args: str) -> tuple[dict[str, Any], floa
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    assert proc.stdout is not None
-    out = proc.stdout.read()
+    chunks: list[bytes] = []
+    reader = threading.Thread(target=lambda: chunks.append(proc.stdout.read()))  # type: ignore[union-attr]
+    reader.start()
+    peak = 0.0
+    while True:
+        hwm = _hwm_mb(proc.pid)
+        if hwm is None:
+            break
+        peak = max(peak, hwm)
+        if os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+            break
+        time.sleep(0.05)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - started
+    reader.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode not in (0, 1):
-        sys.exit(
-            f"sync failed ({proc.returncode}): {proc.stderr.read().decode() if proc.stderr else ''}"
-        )
-    return json.loads(out), wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+        detail = proc.stderr.read().decode() if proc.stderr else ""
+        sys.exit(f"sync failed ({proc.returncode}): {detail}")
+    return json.loads(b"".join(chunks)), wall, usage.ru_utime + usage.ru_stime, peak
 
 
 def measure(
@@ -164,7 +191,9 @@ def measure(
         )
     finally:
         drop_db(url)
-    rate_bound = keys / (max_rpm / 60) if max_rpm else 0.0
+    # A rolling window admits max_rpm at once, then max_rpm more 60 s later, and so on: the
+    # last request cannot start before floor((N - 1) / max_rpm) minutes.
+    rate_bound = ((keys - 1) // max_rpm) * 60.0 if max_rpm else 0.0
     ideal = max(rate_bound, keys * latency / concurrency)
     result = Result(
         label,

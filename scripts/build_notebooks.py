@@ -165,6 +165,9 @@ def main() -> None:
     out = ROOT / "notebooks"
     out.mkdir(exist_ok=True)
     for name, book in (("explore_sync.ipynb", explore()), ("debug_failures.ipynb", debug())):
+        # Stable cell ids, so rebuilding an unchanged notebook changes nothing in git.
+        for number, cell in enumerate(book.cells):
+            cell.id = f"{Path(name).stem}-{number}"
         nbformat.validate(book)
         nbformat.write(book, out / name)
         print(f"wrote notebooks/{name}")

@@ -218,19 +218,11 @@ class Daemon:
                     report, scheduled_for=tick, holder=cfg.holder, fence=fence.token
                 )
                 self.log.info(
-                    "{} tick {}: run {} finished: {} ({} keys, {} synced, {} failed, "
-                    "{} skipped, {} written) in {:.2f}s{}",
+                    "{} tick {}: run {} finished: {}",
                     spec.name,
                     tick.isoformat(),
                     run_id,
-                    report.status.value,
-                    report.keys_total,
-                    report.synced,
-                    report.failed,
-                    report.skipped,
-                    report.written,
-                    report.duration_s,
-                    f"; {report.error}" if report.error else "",
+                    report.summary(),
                 )
                 return record
             finally:

@@ -278,6 +278,15 @@ class SyncReport:
             data["changes"] = [c.to_dict() for c in self.changes]
         return data
 
+    def summary(self) -> str:
+        """One line: status, counts and duration (the log line of a finished run)."""
+        line = (
+            f"{self.status.value} ({self.keys_total} keys, {self.synced} synced, "
+            f"{self.failed} failed, {self.skipped} skipped, {self.written} written) "
+            f"in {self.duration_s:.2f}s"
+        )
+        return f"{line}; {self.error}" if self.error else line
+
     def render_text(self) -> str:
         """Return a short human-readable summary, one failure per line."""
         lines = [

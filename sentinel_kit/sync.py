@@ -575,18 +575,7 @@ class SyncJob:
                     await store.record_run(report)
                 except StoreError as exc:
                     log.warning("could not record the run in sentinel_runs: {}", exc)
-        log.info(
-            "run {} finished: {} ({} keys, {} synced, {} failed, {} skipped, {} written) "
-            "in {:.2f}s",
-            run_id,
-            report.status.value,
-            report.keys_total,
-            report.synced,
-            report.failed,
-            report.skipped,
-            report.written,
-            report.duration_s,
-        )
+        log.info("run {} finished: {}", run_id, report.summary())
         return report
 
     # -- the pipeline -----------------------------------------------------------------------

@@ -121,6 +121,12 @@ def cli_path() -> str:
     return found
 
 
+def sync_args(db: Path | str, torn: FakeTorn, *extra: str) -> list[str]:
+    """`sync --json` against a database (path or URL) and the fake Torn, no global limit."""
+    url = db if isinstance(db, str) else f"sqlite:///{db}"
+    return ["sync", "--db", url, "--torn-url", torn.url, "--json", "--max-rpm", "0", *extra]
+
+
 def run_cli(
     args: Sequence[str],
     *,

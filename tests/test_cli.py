@@ -15,7 +15,16 @@ from click.testing import CliRunner
 
 from sentinel_kit.cli import cli
 
-from .conftest import SECRET, SeedKey, cli_path, make_key, run_cli, seed_sqlite, simple_keys
+from .conftest import (
+    SECRET,
+    SeedKey,
+    cli_path,
+    make_key,
+    run_cli,
+    seed_sqlite,
+    simple_keys,
+    sync_args,
+)
 from .faketorn import Answer, FakeTorn, profile_for
 
 REPORT_KEYS = {
@@ -42,20 +51,6 @@ def rows(db: Path) -> dict[str, tuple[str, int, str]]:
             "SELECT user_id, name, player_id, updated_at FROM user_data"
         ).fetchall()
     return {r[0]: (r[1], r[2], r[3]) for r in found}
-
-
-def sync_args(db: Path, torn: FakeTorn, *extra: str) -> list[str]:
-    return [
-        "sync",
-        "--db",
-        f"sqlite:///{db}",
-        "--torn-url",
-        torn.url,
-        "--json",
-        "--max-rpm",
-        "0",
-        *extra,
-    ]
 
 
 def test_sync_json_report_and_rows(tmp_path: Path, torn: FakeTorn) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from sentinel_kit import encrypt_api_key
 
-from .conftest import SECRET, run_cli, seed_sqlite, simple_keys
+from .conftest import SECRET, run_cli, seed_sqlite, simple_keys, sync_args
 from .faketorn import Answer, FakeTorn
 
 ENV = {"ENCRYPTION_KEY": SECRET}
@@ -19,20 +19,7 @@ ENV = {"ENCRYPTION_KEY": SECRET}
 
 def sync(db: Path, torn: FakeTorn, *extra: str) -> tuple[int, dict[str, Any]]:
     """Run `sentinel-kit sync --json` with zero-wait-ish retries; return (exit code, report)."""
-    result = run_cli(
-        [
-            "sync",
-            "--db",
-            f"sqlite:///{db}",
-            "--torn-url",
-            torn.url,
-            "--json",
-            "--max-rpm",
-            "0",
-            *extra,
-        ],
-        env=ENV,
-    )
+    result = run_cli(sync_args(db, torn, *extra), env=ENV)
     assert result.stdout, result.stderr
     assert "Traceback" not in result.stderr
     return result.returncode, json.loads(result.stdout)

@@ -8,7 +8,7 @@ from pathlib import Path
 from sentinel_kit import FetchError, TornKey, UpstreamUnavailable
 from sentinel_kit.cli import redact
 
-from .conftest import SECRET, SeedKey, make_key, run_cli, seed_sqlite, simple_keys
+from .conftest import SECRET, SeedKey, make_key, run_cli, seed_sqlite, simple_keys, sync_args
 from .faketorn import Answer, FakeTorn
 
 
@@ -22,20 +22,7 @@ def test_debug_sync_leaks_nothing(tmp_path: Path, torn: FakeTorn) -> None:
     seed_sqlite(db, keys)
     cassette = tmp_path / "run.yaml"
     result = run_cli(
-        [
-            "sync",
-            "--db",
-            f"sqlite:///{db}",
-            "--torn-url",
-            torn.url,
-            "--json",
-            "--max-rpm",
-            "0",
-            "--log-level",
-            "DEBUG",
-            "--record",
-            str(cassette),
-        ],
+        sync_args(db, torn, "--log-level", "DEBUG", "--record", str(cassette)),
         env={"ENCRYPTION_KEY": SECRET},
     )
     assert result.returncode == 1, result.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -156,3 +157,57 @@ def test_cli_uses_next_public_supabase_url_when_no_db_is_given(tmp_path: Path) -
     )
     assert result.returncode == 3
     assert "Supabase at http://127.0.0.1:1" in result.stderr
+
+
+def test_transient_failures_are_retried_and_auth_failures_are_not() -> None:
+    """An idempotent upsert is retried after a 503 (connection class 08*); a refused key is not."""
+    import httpx
+
+    from sentinel_kit import UserDataRow
+    from sentinel_kit.stores.supabase import SupabaseStore as Store
+
+    seen: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.method)
+        if len(seen) == 1:
+            return httpx.Response(
+                503,
+                json={
+                    "code": "08006",
+                    "details": None,
+                    "hint": None,
+                    "message": "connection to the database failed",
+                },
+            )
+        return httpx.Response(201)
+
+    async def upsert() -> int:
+        async with Store(PROJECT_URL, service_key="k", transport=httpx.MockTransport(answer)) as s:
+            rows = [UserDataRow("u", "N", 1, datetime.now(UTC))]
+            return await s.upsert_user_data(rows)
+
+    assert asyncio.run(upsert()) == 1
+    assert seen == ["POST", "POST"]
+
+    refused: list[str] = []
+
+    def deny(request: httpx.Request) -> httpx.Response:
+        refused.append(request.method)
+        return httpx.Response(
+            401,
+            json={
+                "code": "PGRST301",
+                "details": None,
+                "hint": None,
+                "message": "JWSError JWSInvalidSignature",
+            },
+        )
+
+    async def denied() -> None:
+        async with Store(PROJECT_URL, service_key="k", transport=httpx.MockTransport(deny)) as s:
+            await s.upsert_user_data([UserDataRow("u", "N", 1, datetime.now(UTC))])
+
+    with pytest.raises(ConfigError):
+        asyncio.run(denied())
+    assert refused == ["POST"]

@@ -291,11 +291,7 @@ class SupabaseStore:
             if fence is None:
                 await self._call(
                     "writing user_data",
-                    lambda c=chunk: (
-                        self.client.table("user_data")  # type: ignore[misc]
-                        .upsert(c, on_conflict="user_id", returning=ReturnMethod.minimal)
-                        .execute()
-                    ),
+                    partial(self._upsert, "user_data", chunk, "user_id"),
                     retry=True,
                 )
             else:
@@ -381,6 +377,13 @@ class SupabaseStore:
     def _insert(self, table: str, rows: list[dict[str, Any]]) -> Any:
         return self.client.table(table).insert(rows, returning=ReturnMethod.minimal).execute()
 
+    def _upsert(self, table: str, rows: Any, on_conflict: str) -> Any:
+        return (
+            self.client.table(table)
+            .upsert(rows, on_conflict=on_conflict, returning=ReturnMethod.minimal)
+            .execute()
+        )
+
     async def begin_run(self, record: RunRecord) -> bool:
         """Insert a ``running`` row for a tick; False when (job, scheduled_for) is taken."""
         row = {
@@ -428,13 +431,7 @@ class SupabaseStore:
             "error": report.error,
         }
         await self._call(
-            "recording the run",
-            lambda: (
-                self.client.table("sentinel_runs")
-                .upsert(row, on_conflict="run_id", returning=ReturnMethod.minimal)
-                .execute()
-            ),
-            retry=True,
+            "recording the run", partial(self._upsert, "sentinel_runs", row, "run_id"), retry=True
         )
 
     async def list_runs(self, *, job: str | None = None, limit: int = 20) -> list[RunRecord]:
@@ -556,11 +553,7 @@ class SupabaseStore:
             ]
             await self._call(
                 "writing sentinel_key_health",
-                lambda: (
-                    self.client.table("sentinel_key_health")
-                    .upsert(rows, on_conflict="key_id", returning=ReturnMethod.minimal)
-                    .execute()
-                ),
+                partial(self._upsert, "sentinel_key_health", rows, "key_id"),
                 retry=True,
             )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -314,3 +315,57 @@ def test_dry_run_writes_nothing_and_lists_changes(tmp_path: Path, torn: FakeTorn
     }
     assert snapshot() == before  # not even the run history changed
     assert "\r" not in result.stderr  # no progress bar off a terminal
+
+
+def _stderr_on_a_terminal(args: list[str]) -> tuple[int, str]:
+    """Run the CLI with stderr on a pseudo-terminal; return (exit code, what the terminal got)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    # A new pty is 0x0; tqdm fits the bar to the width, so give it a real terminal's size.
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    proc = subprocess.Popen(
+        [cli_path(), *args],
+        env={"ENCRYPTION_KEY": SECRET, "PATH": "/usr/bin:/bin", "TERM": "xterm"},
+        stdout=subprocess.DEVNULL,
+        stderr=slave,
+    )
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    return proc.wait(), b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_bar_on_a_terminal_only_without_json(tmp_path: Path, torn: FakeTorn) -> None:
+    """On a terminal `sync` shows a progress bar; with --json it never does."""
+    db = tmp_path / "p.db"
+    seed_sqlite(db, simple_keys(5))
+    torn.latency = 0.25  # a run of about a second, so the bar redraws
+    args = [
+        "sync",
+        "--db",
+        f"sqlite:///{db}",
+        "--torn-url",
+        torn.url,
+        "--max-rpm",
+        "0",
+        "--concurrency",
+        "1",
+    ]
+    code, shown = _stderr_on_a_terminal(args)
+    assert code == 0
+    assert "/5 [" in shown  # tqdm's "n/5 [elapsed<remaining, rate]"
+    code, shown = _stderr_on_a_terminal([*args, "--json"])
+    assert code == 0
+    assert "/5 [" not in shown

@@ -140,7 +140,7 @@ class Daemon:
     # -- scheduling ----------------------------------------------------------------------------
 
     def lease_name(self, spec: JobSpec) -> str:
-        """The lease of a job: its name, or ``name:I/N`` for a shard."""
+        """The lease (and run-history job name) of a job: its name, or ``name:I/N``."""
         shard = self.config.shard
         return spec.name if shard is None else f"{spec.name}:{shard[0]}/{shard[1]}"
 
@@ -194,9 +194,11 @@ class Daemon:
             try:
                 run_id = str(uuid.uuid4())
                 started = datetime.now(UTC)
+                # A shard's runs are its own: keyed by the lease name (sync-users:0/2), so every
+                # shard runs every tick and the history tells the shards apart.
                 record = RunRecord(
                     run_id,
-                    spec.name,
+                    lease,
                     "running",
                     started,
                     scheduled_for=tick,
@@ -236,7 +238,7 @@ class Daemon:
         stop = Stop()
         self._runs.add(stop)
         ctx = JobContext(
-            job=spec.name,
+            job=record.job,
             run_id=record.run_id,
             scheduled_for=record.scheduled_for or record.started_at,
             store_url=cfg.db_url,

@@ -421,3 +421,23 @@ def test_missed_ticks_are_coalesced_into_one_run(db: str, torn: FakeTorn, daemon
     after = [r for r in runs(db) if r["started_at"] >= resumed_at]
     assert 1 <= len(after) <= 3  # the coalesced tick, then the regular ones
     assert "missed" in daemons.log("sleepy")
+
+
+def test_shards_split_the_users_and_each_runs_every_tick(
+    db: str, torn: FakeTorn, daemons: Daemons
+) -> None:
+    """--shard 0/2 and 1/2 both run the same tick, with their own leases and run history, and
+    sync disjoint halves that together cover every user."""
+    a = daemons.start(db, torn, "shard-0", "--shard", "0/2", "--run-on-start", "--once")
+    b = daemons.start(db, torn, "shard-1", "--shard", "1/2", "--run-on-start", "--once")
+    assert a.wait(timeout=30) == 0
+    assert b.wait(timeout=30) == 0
+    zero, one = runs(db, "sync-users:0/2"), runs(db, "sync-users:1/2")
+    assert len(zero) == 1 and len(one) == 1  # noqa: PT018
+    assert zero[0]["scheduled_for"] == one[0]["scheduled_for"]  # the same tick, both ran
+    assert zero[0]["synced"] > 0 and one[0]["synced"] > 0  # noqa: PT018
+    assert zero[0]["synced"] + one[0]["synced"] == 20
+    with psycopg.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM user_data").fetchone() == (20,)
+    assert lease(db, "sync-users:0/2") is not None
+    assert lease(db, "sync-users:1/2") is not None

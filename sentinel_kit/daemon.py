@@ -192,6 +192,11 @@ class Daemon:
                 )
                 return None
             try:
+                abandoned = await store.abandon_runs(lease, fence=fence.token, holder=cfg.holder)
+                if abandoned:
+                    self.log.warning(
+                        "{}: marked {} run(s) of a previous holder as abandoned", lease, abandoned
+                    )
                 run_id = str(uuid.uuid4())
                 started = datetime.now(UTC)
                 # A shard's runs are its own: keyed by the lease name (sync-users:0/2), so every

@@ -101,6 +101,8 @@ class FakePostgREST:
                     return self._insert(conn, path, params, prefer, json.loads(body))
                 if method == "DELETE":
                     return self._delete(conn, path, params, prefer)
+                if method == "PATCH":
+                    return self._update(conn, path, params, prefer, json.loads(body))
                 return self._error(405, "PGRST117", f"Unsupported HTTP method: {method}")
             except psycopg.Error as exc:
                 conn.rollback()
@@ -143,6 +145,9 @@ class FakePostgREST:
             op, _, value = expression.partition(".")
             if op == "eq":
                 clauses.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
+                values.append(value)
+            elif op == "lt":
+                clauses.append(sql.SQL("{} < %s").format(sql.Identifier(column)))
                 values.append(value)
             elif op == "in":
                 items = next(csv.reader([value.strip("()")], skipinitialspace=True), [])
@@ -243,6 +248,28 @@ class FakePostgREST:
             body = json.dumps(row[0] if row else []).encode()
             return 201, {"Content-Type": "application/json; charset=utf-8"}, body
         return 201, {}, b""
+
+    def _update(
+        self,
+        conn: psycopg.Connection,
+        table: str,
+        params: list[tuple[str, str]],
+        prefer: dict[str, str],
+        change: dict[str, Any],
+    ) -> tuple[int, dict[str, str], bytes]:
+        where, values = self._where(params)
+        cols = sql.SQL(", ").join(sql.Identifier(n) for n in change)
+        inner = sql.SQL(
+            "UPDATE {t} SET ({c}) = (SELECT {c} FROM json_populate_record(null::{t}, %s::json))"
+            "{w} RETURNING *"
+        ).format(t=sql.Identifier(table), c=cols, w=where)
+        wrapped = sql.SQL("WITH u AS ({}) SELECT coalesce(json_agg(u), '[]'::json) FROM u")
+        row = conn.execute(wrapped.format(inner), [json.dumps(change), *values]).fetchone()
+        conn.commit()
+        if prefer.get("return") == "representation":
+            body = json.dumps(row[0] if row else []).encode()
+            return 200, {"Content-Type": "application/json; charset=utf-8"}, body
+        return 204, {}, b""
 
     def _delete(
         self,

@@ -231,6 +231,10 @@ def test_killed_holder_is_replaced_after_the_ttl(db: str, torn: FakeTorn, daemon
     # Not before the dead holder's lease expired (renewed at most ttl/3 before the kill).
     assert taken["started_at"] >= held["expires_at"] - timedelta(seconds=0.5)
     assert taken["started_at"] - killed_at < timedelta(seconds=8)
+    # The run the dead holder left behind is marked abandoned by its heir, not left running.
+    orphan = [r for r in runs(db) if r["holder"] == "holder-a"][-1]
+    assert orphan["status"] == "abandoned"
+    assert "holder-b took the lease" in orphan["error"]
     b.send_signal(signal.SIGTERM)
     assert b.wait(timeout=30) == 0
 

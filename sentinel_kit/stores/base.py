@@ -16,6 +16,7 @@ __all__ = [
     "Fence",
     "Store",
     "StoredUser",
+    "abandon_note",
     "dedupe_rows",
 ]
 
@@ -120,6 +121,11 @@ class Store(Protocol):
         """Return recent runs, newest first."""
         ...
 
+    async def abandon_runs(self, job: str, *, fence: int, holder: str) -> int:
+        """Mark ``running`` rows of ``job`` from older tenures (fence below ``fence``) as
+        ``abandoned``: their holder died, and ``holder`` now holds the lease. Return how many."""
+        ...
+
     async def get_lease(self, name: str) -> LeaseInfo | None:
         """Return a lease's current holder, token and expiry (None if never claimed)."""
         ...
@@ -147,6 +153,13 @@ class Store(Protocol):
     async def release_lease(self, fence: Fence, holder: str) -> bool:
         """Give a lease up; False when it was no longer ours."""
         ...
+
+
+def abandon_note(holder: str, fence: int) -> str:
+    """The error recorded on a run whose holder died (see ``Store.abandon_runs``)."""
+    return (
+        f"abandoned: its holder stopped before finishing; {holder} took the lease (fence {fence})"
+    )
 
 
 def dedupe_rows(rows: Sequence[UserDataRow]) -> list[UserDataRow]:

@@ -18,7 +18,14 @@ from ..errors import ConfigError, SchemaMissing, StaleFence, StoreError
 from ..health import HealthState, KeyHealth
 from ..models import LeaseInfo, RunRecord, SyncReport, UserDataRow, UserKey
 from ..sql import MIGRATIONS_TABLE, migrations
-from .base import DEFAULT_CHUNK_SIZE, DEFAULT_PAGE_SIZE, Fence, StoredUser, dedupe_rows
+from .base import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_PAGE_SIZE,
+    Fence,
+    StoredUser,
+    abandon_note,
+    dedupe_rows,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -355,6 +362,16 @@ class PostgresStore:
             )
             rows = await cursor.fetchall()
         return [RunRecord(*r) for r in rows]
+
+    async def abandon_runs(self, job: str, *, fence: int, holder: str) -> int:
+        """Mark older tenures' ``running`` rows of ``job`` as ``abandoned``."""
+        with self._errors("marking abandoned runs"):
+            cursor = await self.conn.execute(
+                "UPDATE sentinel_runs SET status = 'abandoned', finished_at = now(), error = %s "
+                "WHERE job = %s AND status = 'running' AND fence < %s",
+                (abandon_note(holder, fence), job, fence),
+            )
+        return cursor.rowcount
 
     async def get_lease(self, name: str) -> LeaseInfo | None:
         """Return a lease's holder, token and expiry."""

@@ -19,7 +19,14 @@ from ..errors import SchemaMissing, StaleFence, StoreError
 from ..health import HealthState, KeyHealth
 from ..models import LeaseInfo, RunRecord, SyncReport, UserDataRow, UserKey
 from ..sql import MIGRATIONS_TABLE, migrations
-from .base import DEFAULT_CHUNK_SIZE, DEFAULT_PAGE_SIZE, Fence, StoredUser, dedupe_rows
+from .base import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_PAGE_SIZE,
+    Fence,
+    StoredUser,
+    abandon_note,
+    dedupe_rows,
+)
 
 __all__ = ["SQLiteStore"]
 
@@ -352,6 +359,16 @@ class SQLiteStore:
                 [*args, limit],
             ).fetchall()
         return [_run_record(r) for r in rows]
+
+    async def abandon_runs(self, job: str, *, fence: int, holder: str) -> int:
+        """Mark older tenures' ``running`` rows of ``job`` as ``abandoned``."""
+        with self._transaction("marking abandoned runs") as conn:
+            cursor = conn.execute(
+                "UPDATE sentinel_runs SET status = 'abandoned', finished_at = ?, error = ? "
+                "WHERE job = ? AND status = 'running' AND fence < ?",
+                (_ts(datetime.now(UTC)), abandon_note(holder, fence), job, fence),
+            )
+        return cursor.rowcount
 
     async def get_lease(self, name: str) -> LeaseInfo | None:
         """Return a lease's holder, token and expiry."""

@@ -33,7 +33,14 @@ from tenacity import (
 from ..errors import ConfigError, SchemaMissing, StaleFence, StoreError
 from ..health import HealthState, KeyHealth
 from ..models import LeaseInfo, RunRecord, SyncReport, UserDataRow, UserKey
-from .base import DEFAULT_CHUNK_SIZE, DEFAULT_PAGE_SIZE, Fence, StoredUser, dedupe_rows
+from .base import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_PAGE_SIZE,
+    Fence,
+    StoredUser,
+    abandon_note,
+    dedupe_rows,
+)
 
 __all__ = ["SUPABASE_MAX_ROWS", "SupabaseStore"]
 
@@ -470,6 +477,27 @@ class SupabaseStore:
             )
             for r in response.data or []
         ]
+
+    async def abandon_runs(self, job: str, *, fence: int, holder: str) -> int:
+        """Mark older tenures' ``running`` rows of ``job`` as ``abandoned``."""
+        change = {
+            "status": "abandoned",
+            "finished_at": datetime.now(UTC).isoformat(),
+            "error": abandon_note(holder, fence),
+        }
+        response = await self._call(
+            "marking abandoned runs",
+            lambda: (
+                self.client.table("sentinel_runs")
+                .update(change, returning=ReturnMethod.representation)
+                .eq("job", job)
+                .eq("status", "running")
+                .lt("fence", fence)
+                .execute()
+            ),
+            retry=True,
+        )
+        return len(response.data or [])
 
     async def get_lease(self, name: str) -> LeaseInfo | None:
         """Return a lease's holder, token and expiry."""

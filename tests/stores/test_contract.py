@@ -303,3 +303,35 @@ def test_run_history_one_row_per_tick(make_store: Factory) -> None:
     assert (lease.holder, lease.fence) == ("a", fence.token)
     assert lease.expires_at is not None and lease.expires_at > T0  # noqa: PT018
     assert missing is None
+
+
+def test_runs_of_a_dead_holder_are_marked_abandoned(make_store: Factory) -> None:
+    """A new tenure marks older tenures' `running` rows abandoned, and nothing else."""
+    from sentinel_kit import RunRecord
+
+    async def body(store: Store) -> Any:
+        for run_id, fence, status in (
+            ("00000000-0000-0000-0000-0000000000d1", 1, "running"),
+            ("00000000-0000-0000-0000-0000000000d2", 2, "ok"),
+            ("00000000-0000-0000-0000-0000000000d3", 3, "running"),
+        ):
+            await store.begin_run(
+                RunRecord(
+                    run_id,
+                    "job-x",
+                    status,
+                    T0,
+                    scheduled_for=T0 + timedelta(minutes=fence),
+                    holder="dead",
+                    fence=fence,
+                )
+            )
+        marked = await store.abandon_runs("job-x", fence=3, holder="heir")
+        return marked, {r.fence: (r.status, r.error) for r in await store.list_runs(job="job-x")}
+
+    marked, by_fence = run(make_store, body)
+    assert marked == 1
+    assert by_fence[1][0] == "abandoned"
+    assert "heir took the lease (fence 3)" in by_fence[1][1]
+    assert by_fence[2] == ("ok", None)
+    assert by_fence[3] == ("running", None)  # the current tenure's own run is untouched

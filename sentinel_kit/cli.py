@@ -146,14 +146,6 @@ def _sync_options(func: F) -> F:
 
 _SYNC_OPTIONS = [
     click.option(
-        "--pool-size",
-        type=click.IntRange(min=1),
-        default=DEFAULT_POOL_SIZE,
-        show_default=True,
-        help="Connections per HTTP client; the run uses concurrency/pool-size clients. "
-        "Small pools keep httpx's per-request cost low at high concurrency.",
-    ),
-    click.option(
         "--torn-url",
         envvar="TORN_API_URL",
         show_envvar=True,
@@ -226,6 +218,14 @@ _SYNC_OPTIONS = [
         show_default=True,
         metavar="SECONDS",
         help="How long an owner-throttled key (Torn codes 5, 14) rests before its next use.",
+    ),
+    click.option(
+        "--pool-size",
+        type=click.IntRange(min=1),
+        default=DEFAULT_POOL_SIZE,
+        show_default=True,
+        help="Connections per HTTP client; the run uses concurrency/pool-size clients. "
+        "Small pools keep httpx's per-request cost low at high concurrency.",
     ),
 ]
 

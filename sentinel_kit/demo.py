@@ -12,14 +12,13 @@ import asyncio
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from .crypto import KeyCipher
 from .models import SyncReport, UserKey
 from .replay import replay
 from .retry import RetryPolicy
 from .stores import SQLiteStore, StoredUser
-from .sync import SyncJob
+from .sync import SyncJob, _blocking
 
 __all__ = [
     "DEMO_KEYS",
@@ -113,26 +112,8 @@ def create_demo_database(path: str | Path) -> str:
         async with SQLiteStore(target, create=True) as store:
             await seed_demo(store, KeyCipher(DEMO_SECRET))
 
-    if _loop_running():
-        _in_thread(seed)  # a notebook cell: its loop already runs on this thread
-    else:
-        asyncio.run(seed())
+    _blocking(seed())  # also from a notebook cell, whose loop already runs
     return f"sqlite:///{target}"
-
-
-def _loop_running() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
-
-
-def _in_thread(factory: Any) -> None:
-    import concurrent.futures
-
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        pool.submit(lambda: asyncio.run(factory())).result()
 
 
 async def seed_demo(store: SQLiteStore, cipher: KeyCipher) -> None:

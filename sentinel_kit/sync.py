@@ -721,9 +721,8 @@ class SyncJob:
                 left = [_cut_short(k, reason) for k in group[len(finished) :]]
                 await results.put(finished + left)
             # Drain what the producer still queues, without fetching.
-            drain = asyncio.create_task(_drain(groups, results), name="sentinel-drain")
-            await producer
-            await drain
+            # Drain ends at the producer's first end marker, so the producer is done after it.
+            await asyncio.create_task(_drain(groups, results), name="sentinel-drain")
         await producer
         await results.put(_DONE)
         await writer

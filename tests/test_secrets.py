@@ -5,7 +5,9 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from sentinel_kit import FetchError, TornKey, UpstreamUnavailable
+import pytest
+
+from sentinel_kit import FetchError, TornKey, interpret_response
 from sentinel_kit.cli import redact
 
 from .conftest import SECRET, SeedKey, make_key, run_cli, seed_sqlite, simple_keys, sync_args
@@ -54,15 +56,16 @@ def test_torn_key_repr_and_str_are_masked() -> None:
         assert key.fingerprint in shown
 
 
-def test_errors_carry_no_key_material() -> None:
-    """Fetch errors are built from codes and statuses, never from keys or bodies."""
-    error = UpstreamUnavailable(
-        "HTTP 500 (text/html, 12 bytes)",
-        error_class="transient",  # type: ignore[arg-type]
-        reason="bad_response",
-    )  # type: ignore[arg-type]
-    assert isinstance(error, FetchError)
-    assert "AbCd" not in str(error)
+def test_errors_never_quote_the_answer_body() -> None:
+    """A failed answer's error names status, type and size, never the body (which could echo a
+    key): an HTTP error page and a non-JSON 200 both stay key-free."""
+    fake = "AbCdEfGh" + "12345678"
+    body = f"<html>error for key {fake}</html>".encode()
+    for status in (500, 200):
+        with pytest.raises(FetchError) as info:
+            interpret_response(status, {"content-type": "text/html"}, body)
+        assert fake not in str(info.value)
+        assert f"{len(body)} bytes" in str(info.value)
 
 
 def test_log_redaction_masks_key_shaped_words() -> None:

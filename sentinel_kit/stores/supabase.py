@@ -402,14 +402,13 @@ class SupabaseStore:
             "status": record.status,
             "started_at": record.started_at.isoformat(),
         }
-        try:
-            await self._call(
-                "claiming a tick", partial(self._insert, "sentinel_runs", [row]), retry=False
-            )
-        except StoreError as exc:
-            if "23505" in str(exc):  # unique (job, scheduled_for): the tick is taken
-                return False
-            raise
+        with self._errors("claiming a tick"):
+            try:
+                await self._insert("sentinel_runs", [row])
+            except APIError as exc:
+                if exc.code == "23505":  # unique (job, scheduled_for): the tick is taken
+                    return False
+                raise  # converted by _errors
         return True
 
     async def record_run(

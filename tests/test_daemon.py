@@ -280,8 +280,13 @@ def test_paused_holder_cannot_write_after_losing_the_lease(
         "fresh-b's completed run",
     )
     a.send_signal(signal.SIGCONT)
+    # The heir marks the paused run `abandoned` at once; wait for the resumed holder's own
+    # account of it, which replaces that.
     wait_for(
-        lambda: any(r["holder"] == "paused-a" and r["status"] != "running" for r in runs(db)),
+        lambda: any(
+            r["holder"] == "paused-a" and r["status"] not in ("running", "abandoned")
+            for r in runs(db)
+        ),
         20,
         "paused-a to give up its run",
     )

@@ -1,8 +1,8 @@
-"""Build vcrpy cassettes of Torn traffic from the fixtures in tests/fixtures/torn/.
+"""Build vcrpy cassettes of Torn traffic from the fixtures in sentinel_kit/testing/torn/.
 
-The fixtures are realistic Torn bodies (see tests/fixtures/torn/README.md for their sources).
+The fixtures are realistic Torn bodies (see sentinel_kit/testing/torn/README.md for their sources).
 A cassette pairs each with the request a sentinel-kit key would send, the key already replaced
-by its fingerprint, exactly as ``sentinel_kit.replay.record`` would have written it.
+by its fingerprint, exactly as ``sentinel_kit._replay.record`` would have written it.
 
     python scripts/build_cassettes.py          # rewrites the bundled demo cassette
 """
@@ -21,10 +21,10 @@ from vcr.serializers import yamlserializer
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sentinel_kit.models import key_fingerprint  # noqa: E402 (after the path tweak)
-from sentinel_kit.torn import DEFAULT_TORN_URL, REQUEST_COMMENT, USER_AGENT  # noqa: E402
+from sentinel_kit._models import key_fingerprint  # noqa: E402 (after the path tweak)
+from sentinel_kit._torn import DEFAULT_TORN_URL, REQUEST_COMMENT, USER_AGENT  # noqa: E402
 
-FIXTURES = ROOT / "tests" / "fixtures" / "torn"
+FIXTURES = ROOT / "sentinel_kit" / "testing" / "torn"
 
 
 def fixture_response(name: str) -> dict[str, Any]:
@@ -85,7 +85,7 @@ def test_key(n: int) -> str:
 
 def main() -> None:
     """Rebuild the bundled demo cassette and the test cassettes."""
-    from sentinel_kit.demo import DEMO_KEYS
+    from sentinel_kit._demo import DEMO_KEYS
 
     outputs = {
         ROOT / "sentinel_kit" / "data" / "demo_cassette.yaml": [

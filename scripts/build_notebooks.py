@@ -19,8 +19,16 @@ SETUP = """\
 import tempfile
 from pathlib import Path
 
-from sentinel_kit import RetryPolicy, SyncJob, open_store, replay
-from sentinel_kit.demo import DEMO_SECRET, create_demo_database, demo_cassette
+from sentinel_kit import (
+    DEMO_SECRET,
+    RetryPolicy,
+    SyncJob,
+    create_demo_database,
+    demo_cassette,
+    open_store,
+    replay,
+)
+
 
 # A throw-away SQLite database holding the demo keys: no configuration, no network.
 # For your own data: SyncJob(db="https://<ref>.supabase.co" or "postgresql://...",
@@ -70,7 +78,7 @@ def explore() -> nbformat.NotebookNode:
             new_markdown_cell("## The rows it wrote"),
             code(
                 "async with open_store(db) as store:\n    rows = await store.list_user_data()\n"
-                "[(user_id, name, player_id) for user_id, name, player_id, _ in rows]",
+                "[(r.user_id, r.name, r.player_id) for r in rows]",
                 "rows",
             ),
             new_markdown_cell(

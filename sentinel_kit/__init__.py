@@ -1,90 +1,96 @@
 """sentinel-kit: keep a database of Torn City players in step with their API keys.
 
-Everything a notebook or script may use is importable from here::
+Everything a notebook, a script or a job module may use is importable from here::
 
     from sentinel_kit import SyncJob, decrypt_api_key, replay
 
+Modules whose names start with ``_`` are internal; ARCHITECTURE.md says what lives where.
 The library logs through loguru under the ``sentinel_kit`` name, disabled by default; call
 ``logger.enable("sentinel_kit")`` to see it (the CLI does).
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from loguru import logger
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-from .client import DEFAULT_MAX_RPM, DEFAULT_PER_KEY_RPM, TornClient
-from .crypto import KeyCipher, decrypt_api_key, encrypt_api_key
-from .errors import (
+from . import _compat
+from ._crypto import KeyCipher, decrypt_api_key, encrypt_api_key
+from ._demo import DEMO_SECRET, create_demo_database, demo_cassette
+from ._errors import (
     ConfigError,
     DecryptError,
     ErrorClass,
     FetchError,
-    JobTimeout,
-    LockHeld,
-    RunAborted,
     SchemaMissing,
     SentinelError,
     StaleFence,
     StoreError,
     TornAPIError,
     UpstreamUnavailable,
+    WrongSecret,
 )
-from .health import HealthPolicy, HealthState, KeyHealth
-from .jobs import JobContext, JobSpec, job, load_jobs
-from .models import (
-    Change,
-    ChangeKind,
-    Failure,
-    LeaseInfo,
+from ._key_health import HealthPolicy, HealthState, KeyHealth
+from ._models import (
     Outcome,
     Profile,
     Reason,
     RunRecord,
     RunStatus,
-    SyncReport,
+    StoredUser,
     TornKey,
     UserDataRow,
     UserKey,
     key_fingerprint,
 )
-from .ratelimit import KeyedLimiter, SlidingWindowLimiter
-from .replay import Interaction, interactions, record, replay
-from .retry import RetryPolicy
-from .stores import DEFAULT_DB_URL, Fence, SQLiteStore, Store, open_store
-from .sync import (
-    SYNC_JOB_NAME,
-    Plan,
-    PlanEntry,
-    Stop,
-    SyncJob,
-    Tally,
-    build_report,
-    build_upserts,
-    diff_rows,
-)
-from .torn import (
+from ._replay import Interaction, interactions, record, replay
+from ._retry import RetryPolicy
+from ._torn import (
     DEFAULT_TORN_URL,
-    Classification,
-    classify_http_failure,
     classify_torn_error,
     interpret_response,
     parse_user_basic,
 )
+from .daemon import JobContext, job
+from .stores import DEFAULT_DB_URL, Fence, PostgresStore, SQLiteStore, Store, open_store
+from .sync import (
+    SYNC_JOB_NAME,
+    Budget,
+    Change,
+    ChangeKind,
+    Failure,
+    Plan,
+    PlanEntry,
+    RunOptions,
+    SyncJob,
+    SyncReport,
+    TornOptions,
+    build_upserts,
+    diff_rows,
+    shard_of,
+)
+
+if TYPE_CHECKING:
+    from .stores import SupabaseStore
 
 # A library stays quiet unless its user asks (loguru's advice for libraries).
 logger.disable("sentinel_kit")
 
+# Old module paths (sentinel_kit.models, sentinel_kit.sync, ...) keep working for one more
+# minor release, with a DeprecationWarning.
+_compat.install_module_aliases()
+
 __all__ = [
     "DEFAULT_DB_URL",
-    "DEFAULT_MAX_RPM",
-    "DEFAULT_PER_KEY_RPM",
     "DEFAULT_TORN_URL",
+    "DEMO_SECRET",
     "SYNC_JOB_NAME",
+    "Budget",
     "Change",
     "ChangeKind",
-    "Classification",
     "ConfigError",
     "DecryptError",
     "ErrorClass",
@@ -95,54 +101,62 @@ __all__ = [
     "HealthState",
     "Interaction",
     "JobContext",
-    "JobSpec",
-    "JobTimeout",
     "KeyCipher",
     "KeyHealth",
-    "KeyedLimiter",
-    "LeaseInfo",
-    "LockHeld",
     "Outcome",
     "Plan",
     "PlanEntry",
+    "PostgresStore",
     "Profile",
     "Reason",
     "RetryPolicy",
-    "RunAborted",
+    "RunOptions",
     "RunRecord",
     "RunStatus",
     "SQLiteStore",
     "SchemaMissing",
     "SentinelError",
-    "SlidingWindowLimiter",
     "StaleFence",
-    "Stop",
     "Store",
     "StoreError",
+    "StoredUser",
+    "SupabaseStore",
     "SyncJob",
     "SyncReport",
-    "Tally",
     "TornAPIError",
-    "TornClient",
     "TornKey",
+    "TornOptions",
     "UpstreamUnavailable",
     "UserDataRow",
     "UserKey",
+    "WrongSecret",
     "__version__",
-    "build_report",
     "build_upserts",
-    "classify_http_failure",
     "classify_torn_error",
+    "create_demo_database",
     "decrypt_api_key",
+    "demo_cassette",
     "diff_rows",
     "encrypt_api_key",
     "interactions",
     "interpret_response",
     "job",
     "key_fingerprint",
-    "load_jobs",
     "open_store",
     "parse_user_basic",
     "record",
     "replay",
+    "shard_of",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SupabaseStore":
+        from .stores import SupabaseStore
+
+        return SupabaseStore
+    return _compat.deprecated_attribute(name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -16,9 +16,8 @@ from typing import Any
 import pytest
 
 from sentinel_kit import KeyCipher, SQLiteStore, UserKey
-from sentinel_kit.replay import MATCH_ON, scrub_request, scrub_response, torn_key_matcher
-
-from .faketorn import FakeTorn
+from sentinel_kit._replay import MATCH_ON, scrub_request, scrub_response, torn_key_matcher
+from sentinel_kit.testing import FakeTorn
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "test secret: correct horse battery staple"

@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from sentinel_kit import key_fingerprint
 from sentinel_kit.cli import cli
+from sentinel_kit.testing import Answer, FakeTorn, profile_for
 
 from .conftest import (
     SECRET,
@@ -26,7 +28,6 @@ from .conftest import (
     simple_keys,
     sync_args,
 )
-from .faketorn import Answer, FakeTorn, profile_for
 
 REPORT_KEYS = {
     "run_id",
@@ -101,8 +102,20 @@ def test_sync_partial_exit_1_lists_failures(tmp_path: Path, torn: FakeTorn) -> N
     report = json.loads(result.stdout)
     assert report["status"] == "partial"
     assert report["failures"] == [
-        {"user_id": "corrupt", "key_id": "k-bad", "reason": "decrypt_error", "torn_code": None},
-        {"user_id": "dead", "key_id": "k-dead", "reason": "key_invalid", "torn_code": 2},
+        {
+            "user_id": "corrupt",
+            "key_id": "k-bad",
+            "reason": "decrypt_error",
+            "torn_code": None,
+            "key_fingerprint": None,
+        },
+        {
+            "user_id": "dead",
+            "key_id": "k-dead",
+            "reason": "key_invalid",
+            "torn_code": 2,
+            "key_fingerprint": key_fingerprint(make_key(51)),
+        },
     ]
     assert set(rows(db)) == {k.user_id for k in keys[:3]}
 

@@ -18,10 +18,10 @@ import psycopg
 import pytest
 
 from sentinel_kit import KeyCipher
-from sentinel_kit.schedule import CronSchedule, IntervalSchedule
+from sentinel_kit._schedule import CronSchedule, IntervalSchedule
+from sentinel_kit.testing import FakeTorn
 
 from .conftest import ROOT, SECRET, cli_path, make_key, run_cli
-from .faketorn import FakeTorn
 
 pytestmark = pytest.mark.postgres
 

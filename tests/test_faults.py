@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from sentinel_kit import encrypt_api_key
+from sentinel_kit.testing import Answer, FakeTorn
 
 from .conftest import SECRET, run_cli, seed_sqlite, simple_keys, sync_args
-from .faketorn import Answer, FakeTorn
 
 ENV = {"ENCRYPTION_KEY": SECRET}
 

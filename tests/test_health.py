@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from sentinel_kit import ErrorClass, Outcome, Profile, Reason, UserKey, encrypt_api_key
-from sentinel_kit.health import (
+from sentinel_kit._key_health import (
     HealthPolicy,
     HealthState,
     KeyHealth,

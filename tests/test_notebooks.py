@@ -120,7 +120,7 @@ def test_debug_shows_the_masked_exchange_and_classifies_it(
     debug: dict[str, dict[str, Any]],
 ) -> None:
     """The failing key's exchange is found by fingerprint, shown without the key, classified."""
-    from sentinel_kit.demo import DEMO_KEYS
+    from sentinel_kit._demo import DEMO_KEYS
 
     printed = debug["exchange"]["stdout"]
     assert printed.startswith("TornKey(fp=")

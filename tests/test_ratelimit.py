@@ -7,10 +7,10 @@ import json
 import time
 from pathlib import Path
 
-from sentinel_kit import SlidingWindowLimiter
+from sentinel_kit._ratelimit import SlidingWindowLimiter
+from sentinel_kit.testing import FakeTorn
 
 from .conftest import SECRET, run_cli, seed_sqlite, simple_keys
-from .faketorn import FakeTorn
 
 
 class FakeClock:

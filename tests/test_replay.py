@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from sentinel_kit import ConfigError, RetryPolicy, SyncJob, record, replay
-from sentinel_kit.demo import DEMO_KEYS
+from sentinel_kit._demo import DEMO_KEYS
+from sentinel_kit.testing import FakeTorn, profile_for
 
 from .conftest import ROOT, SECRET, make_key, seed_sqlite, simple_keys
 from .fakepostgrest import SERVICE_KEY
-from .faketorn import FakeTorn, profile_for
 
 #: Shapes of secrets that must never appear in a cassette.
 LEAKS = [

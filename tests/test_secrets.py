@@ -9,9 +9,9 @@ import pytest
 
 from sentinel_kit import FetchError, TornKey, interpret_response
 from sentinel_kit.cli import redact
+from sentinel_kit.testing import Answer, FakeTorn
 
 from .conftest import SECRET, SeedKey, make_key, run_cli, seed_sqlite, simple_keys, sync_args
-from .faketorn import Answer, FakeTorn
 
 
 def test_debug_sync_leaks_nothing(tmp_path: Path, torn: FakeTorn) -> None:

@@ -16,14 +16,16 @@ from sentinel_kit import (
     Reason,
     RetryPolicy,
     RunStatus,
+    StoredUser,
     SyncJob,
     UserDataRow,
+    WrongSecret,
     build_upserts,
     diff_rows,
 )
+from sentinel_kit.testing import FakeTorn, profile_for
 
 from .conftest import SECRET, SeedKey, make_key, seed_sqlite, simple_keys
-from .faketorn import FakeTorn, profile_for
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -75,9 +77,9 @@ def test_diff_rows_names_each_kind_of_change() -> None:
         UserDataRow("same", "S", 4, NOW),
     ]
     current = {
-        "renamed": ("renamed", "Before", 2, "x"),
-        "moved": ("moved", "M", 3, "x"),
-        "same": ("same", "S", 4, "x"),
+        "renamed": StoredUser("renamed", "Before", 2, NOW),
+        "moved": StoredUser("moved", "M", 3, NOW),
+        "same": StoredUser("same", "S", 4, NOW),
     }
     kinds = [c.kind for c in diff_rows(rows, current)]
     assert kinds == [
@@ -152,12 +154,39 @@ def test_corrupt_ciphertext_fails_alone(tmp_path: Path, torn: FakeTorn) -> None:
 
 
 def test_wrong_secret_fails_every_key_without_requests(tmp_path: Path, torn: FakeTorn) -> None:
-    """With the wrong ENCRYPTION_KEY nothing is sent to Torn and every key is decrypt_error."""
-    url = seed_sqlite(tmp_path / "s.db", simple_keys(4))
-    report = SyncJob(db=url, secret="wrong", torn_url=torn.url).run()
-    assert report.failed == 4
+    """With the wrong ENCRYPTION_KEY nothing is sent to Torn: WrongSecret, run recorded aborted."""
+    db = tmp_path / "s.db"
+    url = seed_sqlite(db, simple_keys(4))
+    job = SyncJob(db=url, secret="wrong", torn_url=torn.url)
+    with pytest.raises(WrongSecret, match="ENCRYPTION_KEY") as info:
+        job.run()
+    report = info.value.report
+    assert report is not None
+    assert report is job.last_report
+    assert report.status is RunStatus.ABORTED
     assert {f.reason for f in report.failures} == {Reason.DECRYPT_ERROR}
     assert torn.requests == []
+    with sqlite3.connect(db) as conn:
+        recorded = conn.execute("SELECT status, error FROM sentinel_runs").fetchall()
+    assert [r[0] for r in recorded] == ["aborted"]
+    assert "ENCRYPTION_KEY" in recorded[0][1]
+
+
+def test_a_few_corrupt_rows_among_good_ones_are_per_key_errors(
+    tmp_path: Path, torn: FakeTorn
+) -> None:
+    """Corrupt ciphertexts among good ones fail alone as decrypt_error; the others sync."""
+    keys = simple_keys(12)
+    keys[0] = SeedKey(keys[0].key_id, keys[0].user_id, keys[0].plaintext, corrupt=True)
+    keys[5] = SeedKey(keys[5].key_id, keys[5].user_id, keys[5].plaintext, corrupt=True)
+    url = seed_sqlite(tmp_path / "s.db", keys)
+    report = job_for(url, torn).run()
+    assert report.status is RunStatus.PARTIAL
+    assert report.synced == 10
+    assert {f.user_id: f.reason for f in report.failures} == {
+        keys[0].user_id: Reason.DECRYPT_ERROR,
+        keys[5].user_id: Reason.DECRYPT_ERROR,
+    }
 
 
 def test_failing_key_does_not_stop_the_others(tmp_path: Path, torn: FakeTorn) -> None:
@@ -224,7 +253,7 @@ def test_arun_is_awaitable(tmp_path: Path, torn: FakeTorn) -> None:
 
 def test_run_timeout_writes_what_was_fetched(tmp_path: Path, torn: FakeTorn) -> None:
     """At the run deadline, hanging keys fail as timeout, the rest are written; status timeout."""
-    from .faketorn import Answer
+    from sentinel_kit.testing import Answer
 
     keys = simple_keys(4)
     torn.script(keys[3].plaintext, Answer(delay=5.0))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -18,8 +17,8 @@ from sentinel_kit import (
     interpret_response,
     parse_user_basic,
 )
+from sentinel_kit.testing import FIXTURES
 
-FIXTURES = Path(__file__).parent / "fixtures" / "torn"
 JSON = {"content-type": "application/json"}
 HTML = {"content-type": "text/html; charset=UTF-8"}
 

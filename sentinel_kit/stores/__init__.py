@@ -1,25 +1,56 @@
-"""Database backends behind one :class:`Store` protocol, chosen by URL."""
+"""Database backends behind the :class:`Store` protocols, chosen by URL.
+
+``SQLStore`` holds what SQLite and PostgreSQL share; ``SupabaseStore`` speaks PostgREST.
+``SupabaseStore`` is imported on first use: supabase-py takes ~0.4 s to import.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ..errors import ConfigError
-from .base import DEFAULT_CHUNK_SIZE, DEFAULT_PAGE_SIZE, Fence, Store, StoredUser, dedupe_rows
-from .sqlite import SQLiteStore
+from .._errors import ConfigError
+from ._postgres import PostgresStore
+from ._protocols import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_PAGE_SIZE,
+    Fence,
+    KeyHealthStore,
+    KeyStore,
+    RunStore,
+    Store,
+    UserDataStore,
+)
+from ._sqlite import SQLiteStore
+
+if TYPE_CHECKING:
+    from ._supabase import SupabaseStore
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_DB_URL",
     "DEFAULT_PAGE_SIZE",
     "Fence",
+    "KeyHealthStore",
+    "KeyStore",
+    "PostgresStore",
+    "RunStore",
     "SQLiteStore",
     "Store",
-    "StoredUser",
-    "dedupe_rows",
+    "SupabaseStore",
+    "UserDataStore",
     "open_store",
     "redact_url",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SupabaseStore":
+        from ._supabase import SupabaseStore
+
+        return SupabaseStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: Where sentinel-kit keeps its data when nothing is configured.
 DEFAULT_DB_URL = "sqlite:///sentinel.db"
@@ -69,11 +100,9 @@ def open_store(url: str | None = None, *, create: bool = False) -> Store:
     if scheme == "sqlite":
         return SQLiteStore(sqlite_path(url), create=create)
     if scheme in ("postgresql", "postgres"):
-        from .postgres import PostgresStore
-
         return PostgresStore(url)
     if scheme in ("http", "https"):
-        from .supabase import SupabaseStore
+        from ._supabase import SupabaseStore
 
         return SupabaseStore(url)
     raise ConfigError(

@@ -21,8 +21,8 @@ from sentinel_kit import (
     UserKey,
     open_store,
 )
-from sentinel_kit.health import HealthState, KeyHealth
-from sentinel_kit.stores.supabase import SupabaseStore
+from sentinel_kit._key_health import HealthState, KeyHealth
+from sentinel_kit.stores._supabase import SupabaseStore
 
 from .supabase_helpers import PROJECT_URL, SERVICE_KEY, supabase_stand_in
 
@@ -133,9 +133,9 @@ def test_upsert_is_idempotent_and_refreshes_updated_at(make_store: Factory) -> N
 
     written, stored = run(make_store, body)
     assert written == 1
-    assert [(u, n, p) for u, n, p, _ in stored] == [("a", "New", 1), ("b", "B", 2)]
-    assert datetime.fromisoformat(stored[0][3]).replace(tzinfo=UTC) == later
-    assert datetime.fromisoformat(stored[1][3]).replace(tzinfo=UTC) == T0
+    assert [(s.user_id, s.name, s.player_id) for s in stored] == [("a", "New", 1), ("b", "B", 2)]
+    assert stored[0].updated_at == later
+    assert stored[1].updated_at == T0
 
 
 def test_duplicate_users_in_one_batch_do_not_fail(make_store: Factory) -> None:
@@ -148,7 +148,7 @@ def test_duplicate_users_in_one_batch_do_not_fail(make_store: Factory) -> None:
     written, found = run(make_store, body)
     assert written == 1
     assert list(found) == ["dup"]
-    assert found["dup"][1] == "Second"
+    assert found["dup"].name == "Second"
 
 
 def test_lease_claim_renew_expiry_steal_and_fencing(make_store: Factory) -> None:
@@ -174,7 +174,7 @@ def test_lease_claim_renew_expiry_steal_and_fencing(make_store: Factory) -> None
         c = await store.claim_lease("sync-users", "replica-a", 10)
         assert c is not None
         assert c.token > b.token  # tokens never repeat, even after a release
-        assert (await store.fetch_user_data(["u"]))["u"][1] == "B wrote"
+        assert (await store.fetch_user_data(["u"]))["u"].name == "B wrote"
         # Leases are independent by name (shards).
         assert await store.claim_lease("sync-users:1/2", "replica-b", 10) is not None
 

@@ -10,9 +10,9 @@ import psycopg
 import pytest
 
 from sentinel_kit import KeyCipher
+from sentinel_kit.testing import FakeTorn, profile_for
 
 from ..conftest import SECRET, make_key, run_cli
-from ..faketorn import FakeTorn, profile_for
 
 API_ROLES = ("anon", "authenticated")
 

@@ -20,11 +20,11 @@ from sentinel_kit import (
     SyncJob,
     open_store,
 )
-from sentinel_kit.replay import MATCH_ON, scrub_request, scrub_response
-from sentinel_kit.stores.supabase import SupabaseStore
+from sentinel_kit._replay import MATCH_ON, scrub_request, scrub_response
+from sentinel_kit.stores._supabase import SupabaseStore
+from sentinel_kit.testing import FakeTorn, profile_for
 
 from ..conftest import LOOPBACK, SECRET, make_key, run_cli
-from ..faketorn import FakeTorn, profile_for
 from .supabase_helpers import PROJECT_URL, SERVICE_KEY, recording, supabase_stand_in
 
 
@@ -164,7 +164,7 @@ def test_transient_failures_are_retried_and_auth_failures_are_not() -> None:
     import httpx
 
     from sentinel_kit import UserDataRow
-    from sentinel_kit.stores.supabase import SupabaseStore as Store
+    from sentinel_kit.stores._supabase import SupabaseStore as Store
 
     seen: list[str] = []
 

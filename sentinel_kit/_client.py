@@ -1,0 +1,254 @@
+"""The Torn API, I/O part: :class:`TornClient` on ``httpx.AsyncClient``.
+
+Everything that decides what an answer means lives in :mod:`sentinel_kit.torn`; this module
+only sends requests, times them, applies the rate limits and the retry policy, and stops
+sending at once after a global error (IP block, API disabled, HTTP 429, Cloudflare challenge).
+"""
+
+from __future__ import annotations
+
+import itertools
+import ssl
+import time
+from types import TracebackType
+
+import certifi
+import httpx
+from loguru import logger
+from vcr.errors import CannotOverwriteExistingCassetteException, UnhandledHTTPRequestError
+
+from ._errors import ErrorClass, FetchError, UpstreamUnavailable
+from ._models import Profile, Reason, TornKey
+from ._ratelimit import KeyedLimiter, SlidingWindowLimiter
+from ._retry import RetryPolicy
+from ._torn import (
+    DEFAULT_TORN_URL,
+    REQUEST_COMMENT,
+    USER_AGENT,
+    interpret_response,
+    request_headers,
+    user_basic_url,
+)
+
+__all__ = [
+    "DEFAULT_MAX_RPM",
+    "DEFAULT_PER_KEY_RPM",
+    "DEFAULT_POOL_SIZE",
+    "UNREACHABLE_AFTER",
+    "TornClient",
+]
+
+#: Global requests per rolling minute: well under Torn's 1000 per IP.
+DEFAULT_MAX_RPM = 600
+#: Requests per key per rolling minute: half of Torn's 100 per player, leaving room for the
+#: key owner's other tools.
+DEFAULT_PER_KEY_RPM = 50
+#: Connections per httpx client. httpcore scans its whole pool for every queued request
+#: (encode/httpx#3215), so several small pools beat one large one (see the benchmark).
+DEFAULT_POOL_SIZE = 4
+#: Consecutive requests, from this many different keys, that got no HTTP answer at all (DNS,
+#: refused, TLS, connect timeout) with no answer between: Torn is unreachable.
+UNREACHABLE_AFTER = 5
+
+
+class TornClient:
+    """Fetches ``/user/basic`` for one key at a time; use it as an async context manager.
+
+    >>> async with TornClient(concurrency=20) as torn:          # doctest: +SKIP
+    ...     profile = await torn.fetch_user_basic(TornKey("..."))
+
+    Args:
+        base_url: Torn v2 base URL (default ``https://api.torn.com/v2``).
+        request_timeout: seconds for one request (connect, read, write and pool).
+        concurrency: requests expected in flight; sizes the connection pools.
+        max_rpm: global requests per rolling minute; 0 disables the global limit.
+        per_key_rpm: requests per key per rolling minute; 0 disables it.
+        policy: the retry policy for transient failures.
+        transport: an httpx transport for every client (tests); None uses httpx's own.
+        pool_size: connections per httpx client; ``ceil(concurrency / pool_size)`` clients
+            share the requests round-robin. ``pool_size >= concurrency`` is one large pool.
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str = DEFAULT_TORN_URL,
+        request_timeout: float = 10.0,
+        concurrency: int = 20,
+        max_rpm: int = DEFAULT_MAX_RPM,
+        per_key_rpm: int = DEFAULT_PER_KEY_RPM,
+        policy: RetryPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        pool_size: int = DEFAULT_POOL_SIZE,
+    ) -> None:
+        self.base_url = base_url
+        self.pool_size = max(1, pool_size)
+        self.url = user_basic_url(base_url)
+        self.request_timeout = request_timeout
+        self.concurrency = max(1, concurrency)
+        self.policy = policy or RetryPolicy()
+        self.global_limiter = SlidingWindowLimiter(max_rpm)
+        self.key_limiter = KeyedLimiter(per_key_rpm)
+        self._transport = transport
+        self._clients: list[httpx.AsyncClient] = []
+        self._next_client: itertools.cycle[httpx.AsyncClient] | None = None
+        self.halted: FetchError | None = None
+        self.requests_sent = 0
+        #: Fingerprints of the keys in the current run of unanswered requests.
+        self._unanswered: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"TornClient(base_url={self.base_url!r}, concurrency={self.concurrency})"
+
+    async def __aenter__(self) -> TornClient:
+        count = -(-self.concurrency // self.pool_size)
+        per_client = min(self.concurrency, self.pool_size)
+        limits = httpx.Limits(max_connections=per_client, max_keepalive_connections=per_client)
+        # One TLS context for all clients: loading the CA bundle costs ~16 ms each time.
+        tls = ssl.create_default_context(cafile=certifi.where())
+        self._clients = [
+            httpx.AsyncClient(
+                headers={"User-Agent": USER_AGENT},
+                timeout=httpx.Timeout(self.request_timeout),
+                limits=limits,
+                transport=self._transport,
+                follow_redirects=False,
+                verify=tls,
+            )
+            for _ in range(count)
+        ]
+        self._next_client = itertools.cycle(self._clients)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close every pooled connection."""
+        clients, self._clients = self._clients, []
+        for client in clients:
+            await client.aclose()
+
+    def halt(self, cause: FetchError) -> None:
+        """Stop sending: every later request fails at once with reason ``aborted``."""
+        if self.halted is None:
+            self.halted = cause
+
+    async def fetch_user_basic(self, key: TornKey) -> Profile:
+        """Fetch one key's profile, retrying transient failures per the policy.
+
+        Args:
+            key: the decrypted key.
+
+        Returns:
+            The owner's :class:`Profile`.
+
+        Raises:
+            FetchError: classified (see :mod:`sentinel_kit.torn`); reason ``aborted`` when the
+                client was halted by a global error before this request went out.
+        """
+        try:
+            async for attempt in self.policy.retrying():
+                with attempt:
+                    return await self._fetch_once(key)
+            raise AssertionError(
+                "unreachable: tenacity re-raises the last error"
+            )  # pragma: no cover
+        finally:
+            self.key_limiter.forget(key.fingerprint)
+
+    async def _fetch_once(self, key: TornKey) -> Profile:
+        self._check_halted()
+        async with self.key_limiter.get(key.fingerprint).slot(), self.global_limiter.slot():
+            # A global error may have arrived while this task waited for the limiters.
+            self._check_halted()
+            response = await self._send(key)
+        try:
+            return interpret_response(response.status_code, response.headers, response.content)
+        except FetchError as exc:
+            if exc.error_class is ErrorClass.GLOBAL:
+                self.halt(exc)
+            raise
+
+    async def _send(self, key: TornKey) -> httpx.Response:
+        if self._next_client is None:
+            raise RuntimeError("TornClient is not open: use `async with TornClient(...)`")
+        client = next(self._next_client)
+        started = time.perf_counter()
+        self.requests_sent += 1
+        try:
+            response = await client.get(
+                self.url, params={"comment": REQUEST_COMMENT}, headers=request_headers(key)
+            )
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            logger.debug("GET {} key={} -> {}", self.url, key.fingerprint, type(exc).__name__)
+            raise self._unanswered_request(key, exc) from None
+        except httpx.TimeoutException:
+            logger.debug("GET {} key={} -> timeout", self.url, key.fingerprint)
+            raise UpstreamUnavailable(
+                f"no answer within {self.request_timeout:g}s",
+                error_class=ErrorClass.TRANSIENT,
+                reason=Reason.TIMEOUT,
+            ) from None
+        except (CannotOverwriteExistingCassetteException, UnhandledHTTPRequestError):
+            # Replay mode (sentinel_kit.replay) and the cassette holds no answer for this key.
+            raise FetchError(
+                "no recorded answer for this key in the replay cassette",
+                error_class=ErrorClass.REQUEST_BUG,
+                reason=Reason.NETWORK,
+            ) from None
+        except httpx.TransportError as exc:
+            logger.debug("GET {} key={} -> {}", self.url, key.fingerprint, type(exc).__name__)
+            raise UpstreamUnavailable(
+                f"connection failed ({type(exc).__name__})",
+                error_class=ErrorClass.TRANSIENT,
+                reason=Reason.NETWORK,
+            ) from None
+        self._unanswered.clear()  # an answer, whatever it says: Torn is reachable
+        logger.debug(
+            "GET {} key={} -> {} in {:.0f} ms",
+            self.url,
+            key.fingerprint,
+            response.status_code,
+            (time.perf_counter() - started) * 1000,
+        )
+        return response
+
+    def _unanswered_request(self, key: TornKey, exc: httpx.TransportError) -> FetchError:
+        """Count a request that got no HTTP answer; trip the breaker on the fifth key."""
+        cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        self._unanswered.add(key.fingerprint)
+        if len(self._unanswered) >= UNREACHABLE_AFTER and self.halted is None:
+            self.halt(
+                FetchError(
+                    f"Torn unreachable: {len(self._unanswered)} requests from different keys "
+                    f"got no answer from {self.url} ({cause})",
+                    error_class=ErrorClass.GLOBAL,
+                    reason=Reason.NETWORK,
+                )
+            )
+        if self.halted is not None:
+            # Not retried: the run is stopping, and this key keeps its own reason.
+            return UpstreamUnavailable(
+                f"connection failed ({cause})",
+                error_class=ErrorClass.GLOBAL,
+                reason=Reason.NETWORK,
+            )
+        return UpstreamUnavailable(
+            f"connection failed ({cause})",
+            error_class=ErrorClass.TRANSIENT,
+            reason=Reason.NETWORK,
+        )
+
+    def _check_halted(self) -> None:
+        if self.halted is not None:
+            raise FetchError(
+                f"not sent: the run was stopped by {self.halted}",
+                error_class=ErrorClass.GLOBAL,
+                reason=Reason.ABORTED,
+            )

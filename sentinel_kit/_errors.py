@@ -1,0 +1,151 @@
+"""The one error hierarchy of sentinel-kit.
+
+Every error the public API raises is a :class:`SentinelError`; foreign errors (``InvalidTag``,
+``httpx.HTTPError``, ``sqlite3.Error``, ...) are wrapped with ``raise ... from exc`` and never
+escape. No message ever contains key material, the ``ENCRYPTION_KEY`` or a service key.
+
+Each class carries the ``exit_code`` the CLI exits with when it reaches the top::
+
+    SentinelError                  (1)
+    ├── ConfigError                (2)  bad flag, missing setting, unknown URL scheme
+    │   └── WrongSecret            (2)  no key decrypts with ENCRYPTION_KEY; nothing was sent
+    ├── DecryptError               (1)  one ciphertext cannot be decrypted
+    ├── FetchError                 (1)  one key's Torn request failed; carries reason + torn_code
+    │   ├── TornAPIError           (1)  Torn answered {"error": {"code": N, ...}}
+    │   └── UpstreamUnavailable    (1)  timeout, connection error, 5xx, non-JSON body
+    ├── StoreError                 (3)  the database cannot be reached or refused a statement
+    │   ├── SchemaMissing          (2)  the tables are not there: run `sentinel-kit migrate`
+    │   └── StaleFence             (3)  a write carried a fencing token that lost its lease
+    ├── LockHeld                   (0)  another process holds the lease; the run was skipped
+    ├── RunAborted                 (3)  a global Torn error stopped the run
+    └── JobTimeout                 (3)  the run hit its deadline
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ._models import ErrorClass, Reason
+
+if TYPE_CHECKING:
+    from .sync._report import SyncReport
+
+__all__ = [
+    "ConfigError",
+    "DecryptError",
+    "ErrorClass",
+    "FetchError",
+    "JobTimeout",
+    "LockHeld",
+    "RunAborted",
+    "SchemaMissing",
+    "SentinelError",
+    "StaleFence",
+    "StoreError",
+    "TornAPIError",
+    "UpstreamUnavailable",
+    "WrongSecret",
+]
+
+
+class SentinelError(Exception):
+    """Root of every error sentinel-kit raises on purpose."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(SentinelError):
+    """A setting or flag is missing or malformed; the message names the fix."""
+
+    exit_code = 2
+
+
+class WrongSecret(ConfigError):
+    """None of the first well-formed ciphertexts decrypt: ``ENCRYPTION_KEY`` is wrong.
+
+    Attributes:
+        report: the run's report (recorded ``aborted``), when a run detected it.
+    """
+
+    def __init__(self, message: str, *, report: SyncReport | None = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class DecryptError(SentinelError):
+    """A ``user_keys.api_key`` ciphertext is malformed or was made with another secret."""
+
+
+class FetchError(SentinelError):
+    """A Torn request for one key failed.
+
+    Attributes:
+        error_class: what to do about it (retry, park the key, abort the run, ...).
+        reason: the report reason (``key_invalid``, ``network``, ``bad_response``, ...).
+        torn_code: Torn's numeric error code, when Torn sent one.
+        http_status: the HTTP status, when a response arrived.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error_class: ErrorClass,
+        reason: Reason,
+        torn_code: int | None = None,
+        http_status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.error_class = error_class
+        self.reason = reason
+        self.torn_code = torn_code
+        self.http_status = http_status
+
+
+class TornAPIError(FetchError):
+    """Torn answered with an ``{"error": {"code": N, "error": "..."}}`` body."""
+
+
+class UpstreamUnavailable(FetchError):
+    """No usable answer: timeout, connection failure, HTTP error status or a non-JSON body."""
+
+
+class StoreError(SentinelError):
+    """The database could not be reached, or it refused a statement."""
+
+    exit_code = 3
+
+
+class SchemaMissing(StoreError):
+    """A table sentinel-kit needs does not exist; ``sentinel-kit migrate`` creates it."""
+
+    exit_code = 2
+
+
+class StaleFence(StoreError):
+    """A fenced write was refused: another holder has claimed the lease since."""
+
+
+class LockHeld(SentinelError):
+    """Another process holds the job's lease, so this run was skipped."""
+
+    exit_code = 0
+
+
+class RunAborted(SentinelError):
+    """A global Torn condition (IP block, API disabled, HTTP 429, ...) stopped the run."""
+
+    exit_code = 3
+
+
+class JobTimeout(SentinelError):
+    """The run did not finish before its deadline."""
+
+    exit_code = 3

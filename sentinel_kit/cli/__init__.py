@@ -1,0 +1,60 @@
+"""The ``sentinel-kit`` command line: a thin shell around the library, one module per command.
+
+Every :class:`~sentinel_kit.SentinelError` is caught once, at the top, and printed as one
+``error: ...`` line on stderr with the error's exit code. Machine-readable output (``--json``)
+goes to stdout; logs go to stderr.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from .. import __version__
+from .._config import load_env_files
+from .._errors import SentinelError
+from ._daemon import daemon
+from ._demo import demo
+from ._history import runs, status
+from ._keys import keys
+from ._migrate import migrate
+from ._output import configure_logging, redact
+from ._sync import sync
+
+__all__ = ["cli", "configure_logging", "main", "redact"]
+
+
+class SentinelGroup(click.Group):
+    """A click group that turns every :class:`SentinelError` into one line and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SentinelError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("error: interrupted", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=SentinelGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sentinel-kit")
+def cli() -> None:
+    """Keep a database of Torn City players in step with the API keys they gave your app."""
+    load_env_files()
+
+
+for _command in (daemon, demo, keys, migrate, runs, status, sync):
+    cli.add_command(_command)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point."""
+    cli.main(args=list(argv) if argv is not None else None, prog_name="sentinel-kit")
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m sentinel_kit.cli`
+    main()

@@ -1,0 +1,167 @@
+"""``sentinel-kit daemon``: jobs on their schedules, one run per tick across replicas."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import click
+
+from .._config import resolve_db_url
+from .._errors import ConfigError
+from .._schedule import Schedule, parse_schedule
+from ..daemon import Daemon, DaemonConfig, default_holder
+from ..daemon._jobs import JobSpec, load_jobs
+from ..sync import SYNC_JOB_NAME
+from ._options import db_option, logging_options, parse_shard, sync_options, sync_settings
+
+__all__ = ["daemon"]
+
+
+@click.command()
+@db_option
+@click.option(
+    "--job",
+    "job_names",
+    multiple=True,
+    envvar="SENTINEL_JOBS",
+    show_envvar=True,
+    metavar="NAME",
+    help="Run only these jobs (repeatable). Default: sync-users and every imported job.",
+)
+@click.option(
+    "--import",
+    "imports",
+    multiple=True,
+    envvar="SENTINEL_IMPORT",
+    show_envvar=True,
+    metavar="MODULE",
+    help="Import a module that defines jobs with @sentinel_kit.job (repeatable).",
+)
+@click.option(
+    "--schedule",
+    envvar="SENTINEL_SCHEDULE",
+    show_envvar=True,
+    default=None,
+    metavar="CRON",
+    help="Cron schedule of sync-users, 5 fields in UTC. Default: '0 * * * *' (hourly).",
+)
+@click.option(
+    "--interval",
+    envvar="SENTINEL_INTERVAL",
+    show_envvar=True,
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Or run sync-users every SECONDS, on multiples of it since the Unix epoch.",
+)
+@click.option(
+    "--timeout",
+    envvar="SENTINEL_TIMEOUT",
+    show_envvar=True,
+    type=click.FloatRange(min=0, min_open=True),
+    default=3000.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Hard deadline of one run; keys fetched by then are written.",
+)
+@click.option(
+    "--lease-ttl",
+    envvar="SENTINEL_LEASE_TTL",
+    show_envvar=True,
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="How long a lease outlives its last renewal; longer than --timeout. "
+    "Default: --timeout + 60.",
+)
+@click.option(
+    "--grace",
+    envvar="SENTINEL_GRACE",
+    show_envvar=True,
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Time a run gets to finish after SIGTERM/SIGINT before it is stopped.",
+)
+@click.option("--run-on-start", is_flag=True, help="Run the latest tick at once on start.")
+@click.option("--once", is_flag=True, help="Run one tick of each job, then exit.")
+@click.option(
+    "--shard",
+    envvar="SENTINEL_SHARD",
+    show_envvar=True,
+    default=None,
+    metavar="I/N",
+    help="Sync only the users in shard I of N (stable hash of user_id), with its own lease.",
+)
+@click.option(
+    "--holder",
+    envvar="SENTINEL_HOLDER",
+    show_envvar=True,
+    default=None,
+    help="This replica's name in leases and run history. Default: hostname:pid.",
+)
+@click.option(
+    "--time-box",
+    envvar="SENTINEL_TIME_BOX",
+    show_envvar=True,
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Stop starting users this long into a sync-users run; the rest is deferred to the "
+    "next run (not a failure).",
+)
+@sync_options
+@logging_options
+def daemon(
+    db: str | None,
+    job_names: tuple[str, ...],
+    imports: tuple[str, ...],
+    schedule: str | None,
+    interval: float | None,
+    timeout: float,
+    lease_ttl: float | None,
+    grace: float,
+    run_on_start: bool,
+    once: bool,
+    shard: str | None,
+    holder: str | None,
+    time_box: float | None,
+    **options: Any,
+) -> None:
+    """Run jobs on their schedules with a lease, fencing, a hard timeout and run history.
+
+    Safe with one replica or many against the same database: each tick runs once.
+    SIGTERM/SIGINT stops scheduling, lets the current run finish within --grace, records
+    it, releases the lease and exits 0; a second signal exits at once.
+    """
+    specs = load_jobs(imports)
+    imported = [n for n in specs if n != SYNC_JOB_NAME]
+    wanted = list(job_names) or [SYNC_JOB_NAME, *imported]
+    unknown = [n for n in wanted if n not in specs]
+    if unknown:
+        raise ConfigError(
+            f"unknown job(s) {', '.join(unknown)}: known jobs are {', '.join(sorted(specs))} "
+            "(add --import MODULE for your own)"
+        )
+    plans: list[tuple[JobSpec, Schedule]] = []
+    for name in wanted:
+        spec = specs[name]
+        plan = spec.schedule
+        if name == SYNC_JOB_NAME and (schedule or interval):
+            plan = parse_schedule(schedule, interval)
+        plans.append((spec, plan))
+    config = DaemonConfig(
+        db_url=resolve_db_url(db),
+        jobs=plans,
+        timeout=timeout,
+        lease_ttl=lease_ttl if lease_ttl is not None else timeout + 60,
+        grace=grace,
+        run_on_start=run_on_start,
+        once=once,
+        shard=parse_shard(shard),
+        holder=holder or default_holder(),
+        settings={**sync_settings(options), "time_box": time_box},
+    )
+    click.get_current_context().exit(asyncio.run(Daemon(config).run()))

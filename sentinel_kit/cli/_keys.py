@@ -1,0 +1,181 @@
+"""``sentinel-kit keys add|list|health``: the encrypted keys in ``user_keys``."""
+
+from __future__ import annotations
+
+import re
+import sys
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from .._config import require_secret
+from .._crypto import KeyCipher
+from .._errors import ConfigError, DecryptError
+from .._key_health import KeyHealth
+from .._models import UserKey, key_fingerprint
+from ..stores import Store
+from ._options import db_option, json_option, logging_options, with_store
+from ._output import echo_json, table
+
+__all__ = ["keys"]
+
+_TORN_KEY = re.compile(r"^[A-Za-z0-9]{16}$")
+
+
+@click.group()
+def keys() -> None:
+    """Add and inspect the encrypted keys in user_keys."""
+
+
+def _read_api_key(value: str) -> str:
+    if value == "-":
+        value = sys.stdin.readline()
+    key = value.strip()
+    if not _TORN_KEY.match(key):
+        raise ConfigError(
+            "that does not look like a Torn API key (16 letters and digits): copy it again "
+            "from Torn's Settings > API Keys"
+        )
+    return key
+
+
+@keys.command("add")
+@db_option
+@click.option("--user-id", required=True, help="The app's user id this key belongs to.")
+@click.option(
+    "--api-key",
+    prompt="Torn API key",
+    hide_input=True,
+    help="The Torn key; '-' reads it from stdin. Prompted for (hidden) when omitted.",
+)
+@json_option
+@logging_options
+def keys_add(db: str | None, user_id: str, api_key: str, as_json: bool) -> None:
+    """Encrypt a key with ENCRYPTION_KEY and store it in user_keys, as the app would."""
+    plaintext = _read_api_key(api_key)
+    if not user_id.strip():
+        raise ConfigError("--user-id is empty")
+    cipher = KeyCipher(require_secret())
+    row = UserKey(
+        id=str(uuid.uuid4()),
+        user_id=user_id.strip(),
+        api_key=cipher.encrypt(plaintext),
+        created_at=datetime.now(UTC).isoformat(),
+    )
+
+    async def add(store: Store) -> None:
+        await store.add_key(row)
+
+    with_store(db, add)
+    fingerprint = key_fingerprint(plaintext)
+    if as_json:
+        echo_json(
+            {
+                "key_id": row.id,
+                "user_id": row.user_id,
+                "created_at": row.created_at,
+                "fingerprint": fingerprint,
+            }
+        )
+    else:
+        click.echo(f"added key {row.id} for user {row.user_id} (fingerprint {fingerprint})")
+
+
+@keys.command("list")
+@db_option
+@json_option
+@logging_options
+def keys_list(db: str | None, as_json: bool) -> None:
+    """List stored keys (never their plaintext); with ENCRYPTION_KEY set, check each decrypts."""
+    try:
+        cipher: KeyCipher | None = KeyCipher(require_secret())
+    except (ConfigError, DecryptError):
+        cipher = None
+
+    async def collect(store: Store) -> list[dict[str, Any]]:
+        return [_key_row(k, cipher) async for page in store.iter_key_pages() for k in page]
+
+    rows = with_store(db, collect)
+    if as_json:
+        echo_json(rows)
+        return
+    click.echo(
+        table(
+            ["key_id", "user_id", "created_at", "decrypts"],
+            [[r["key_id"], r["user_id"], r["created_at"], r["decrypts"]] for r in rows],
+        )
+    )
+
+
+def _key_row(key: UserKey, cipher: KeyCipher | None) -> dict[str, Any]:
+    status = "unchecked (no ENCRYPTION_KEY)"
+    if cipher is not None:
+        try:
+            cipher.decrypt(key.api_key)
+            status = "yes"
+        except DecryptError:
+            status = "no: decrypt_error"
+    return {
+        "key_id": key.id,
+        "user_id": key.user_id,
+        "created_at": key.created_at,
+        "decrypts": status,
+    }
+
+
+@keys.command("health")
+@db_option
+@click.option(
+    "--reset",
+    "reset_key",
+    metavar="KEY_ID",
+    default=None,
+    help="Un-park this key so the next sync requests it again.",
+)
+@json_option
+@logging_options
+def keys_health(db: str | None, reset_key: str | None, as_json: bool) -> None:
+    """Show parked keys (dead, suspended, cooling down), or un-park one with --reset."""
+    if reset_key is not None:
+        key_id = reset_key
+
+        async def reset(store: Store) -> bool:
+            await store.check_schema()
+            return await store.reset_key_health(key_id)
+
+        if not with_store(db, reset):
+            raise ConfigError(
+                f"key {reset_key} is not parked: `sentinel-kit keys health` lists them"
+            )
+        click.echo(f"key {reset_key} un-parked: the next sync will request it")
+        return
+
+    async def load(store: Store) -> list[KeyHealth]:
+        await store.check_schema()
+        return list((await store.load_key_health()).values())
+
+    result = with_store(db, load)
+    if as_json:
+        echo_json([h.to_dict() for h in result])
+        return
+    if not result:
+        click.echo("no parked keys: every key will be requested by the next sync")
+        return
+    click.echo(
+        table(
+            ["key_id", "user_id", "state", "last_code", "since", "retry_after"],
+            [
+                [
+                    h.key_id,
+                    h.user_id,
+                    h.state.value,
+                    h.last_code,
+                    h.since.isoformat(timespec="seconds"),
+                    h.retry_after.isoformat(timespec="seconds") if h.retry_after else "on re-save",
+                ]
+                for h in result
+            ],
+        )
+    )

@@ -1,0 +1,238 @@
+"""Options shared by several commands, declared once, and the parsing they need."""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import click
+
+from .._blocking import run_blocking
+from .._client import DEFAULT_MAX_RPM, DEFAULT_PER_KEY_RPM, DEFAULT_POOL_SIZE
+from .._config import require_secret, resolve_db_url
+from .._errors import ConfigError
+from .._torn import DEFAULT_TORN_URL
+from ..stores import Store, open_store
+from ._output import LEVELS, configure_logging
+
+__all__ = [
+    "db_option",
+    "json_option",
+    "logging_options",
+    "parse_duration",
+    "parse_shard",
+    "sync_options",
+    "sync_settings",
+    "with_store",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+
+def logging_options(func: F) -> F:
+    """``--log-level`` and ``--log-format``; logging is set up before the command runs."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, log_level: str, log_format: str, **kwargs: Any) -> Any:
+        configure_logging(log_level, log_format)
+        return func(*args, **kwargs)
+
+    wrapper = click.option(
+        "--log-format",
+        envvar="SENTINEL_LOG_FORMAT",
+        show_envvar=True,
+        default="text",
+        show_default=True,
+        type=click.Choice(["text", "json"]),
+        help="Human-readable lines, or one JSON object per line (for log collectors).",
+    )(wrapper)
+    wrapper = click.option(
+        "--log-level",
+        envvar="SENTINEL_LOG_LEVEL",
+        show_envvar=True,
+        default="INFO",
+        show_default=True,
+        type=click.Choice(LEVELS, case_sensitive=False),
+        help="Log level on stderr. DEBUG logs every request, with keys shown as fingerprints.",
+    )(wrapper)
+    return wrapper  # type: ignore[return-value]
+
+
+def db_option(func: F) -> F:
+    """``--db URL`` (env ``SENTINEL_DATABASE_URL``)."""
+    return click.option(
+        "--db",
+        envvar="SENTINEL_DATABASE_URL",
+        show_envvar=True,
+        default=None,
+        metavar="URL",
+        help="Database URL: sqlite:///path.db, postgresql://... or https://<ref>.supabase.co. "
+        "Defaults to NEXT_PUBLIC_SUPABASE_URL when set, else sqlite:///sentinel.db.",
+    )(func)
+
+
+def json_option(func: F) -> F:
+    """``--json``: machine-readable output on stdout."""
+    return click.option(
+        "--json", "as_json", is_flag=True, help="Print JSON on stdout (logs stay on stderr)."
+    )(func)
+
+
+def with_store(db: str | None, work: Callable[[Store], Awaitable[T]], *, create: bool = False) -> T:
+    """Open the store ``--db`` names, run ``work(store)`` in it, close it."""
+    store = open_store(resolve_db_url(db), create=create)
+
+    async def go() -> T:
+        async with store:
+            return await work(store)
+
+    return run_blocking(go)
+
+
+_SHARD = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
+
+
+def parse_shard(value: str | None) -> tuple[int, int] | None:
+    """Parse ``I/N`` (0 <= I < N), or None for nothing.
+
+    Raises:
+        ConfigError: not of that form.
+    """
+    if not value:
+        return None
+    match = _SHARD.fullmatch(value)
+    if not match or not 0 <= int(match[1]) < int(match[2]):
+        raise ConfigError(f"--shard {value!r}: write I/N with 0 <= I < N, e.g. 0/3")
+    return int(match[1]), int(match[2])
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+
+
+def parse_duration(value: str) -> timedelta:
+    """Parse ``90``, ``90s``, ``30m``, ``1h`` or ``2d`` into a timedelta.
+
+    Raises:
+        ConfigError: not a duration.
+    """
+    match = _DURATION.match(value)
+    if not match:
+        raise ConfigError(f"{value!r} is not a duration: write e.g. 90s, 30m, 1h or 2d")
+    scale = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
+    return timedelta(seconds=float(match[1]) * scale)
+
+
+_SYNC_OPTIONS = [
+    click.option(
+        "--torn-url",
+        envvar="TORN_API_URL",
+        show_envvar=True,
+        default=DEFAULT_TORN_URL,
+        show_default=True,
+        metavar="URL",
+        help="Base URL of Torn's v2 API (or of a stand-in).",
+    ),
+    click.option(
+        "--concurrency",
+        type=click.IntRange(1, 1024),
+        default=20,
+        show_default=True,
+        help="Users fetched at the same time.",
+    ),
+    click.option(
+        "--max-rpm",
+        type=click.IntRange(min=0),
+        default=DEFAULT_MAX_RPM,
+        show_default=True,
+        help="Requests allowed in any rolling minute, for the whole run. 0 means no limit "
+        "(for benchmarks and private stand-ins only: Torn allows 1000 per IP).",
+    ),
+    click.option(
+        "--per-key-rpm",
+        type=click.IntRange(min=0),
+        default=DEFAULT_PER_KEY_RPM,
+        show_default=True,
+        help="Requests allowed per key in any rolling minute. 0 means no limit.",
+    ),
+    click.option(
+        "--request-timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        default=10.0,
+        show_default=True,
+        metavar="SECONDS",
+        help="Time allowed for one Torn request.",
+    ),
+    click.option(
+        "--max-attempts",
+        type=click.IntRange(min=1),
+        default=3,
+        show_default=True,
+        help="Attempts per key for transient failures (timeouts, 5xx, Torn codes 0/12/15/17).",
+    ),
+    click.option(
+        "--retry-budget",
+        type=click.FloatRange(min=0, min_open=True),
+        default=30.0,
+        show_default=True,
+        metavar="SECONDS",
+        help="Most time spent on one key, retries and rate-limit waits included.",
+    ),
+    click.option(
+        "--park-suspended",
+        envvar="SENTINEL_PARK_SUSPENDED",
+        show_envvar=True,
+        type=click.FloatRange(min=0),
+        default=6 * 3600,
+        show_default=True,
+        metavar="SECONDS",
+        help="How long a suspended key (Torn codes 10, 13, 18) is left alone before a new try.",
+    ),
+    click.option(
+        "--cooldown",
+        envvar="SENTINEL_COOLDOWN",
+        show_envvar=True,
+        type=click.FloatRange(min=0),
+        default=300,
+        show_default=True,
+        metavar="SECONDS",
+        help="How long an owner-throttled key (Torn codes 5, 14) rests before its next use.",
+    ),
+    click.option(
+        "--pool-size",
+        type=click.IntRange(min=1),
+        default=DEFAULT_POOL_SIZE,
+        show_default=True,
+        help="Connections per HTTP client; the run uses concurrency/pool-size clients. "
+        "Small pools keep httpx's per-request cost low at high concurrency.",
+    ),
+]
+
+
+def sync_options(func: F) -> F:
+    """The options of a user sync, shared by ``sync`` and ``daemon``."""
+    for option in reversed(_SYNC_OPTIONS):
+        func = option(func)
+    return func
+
+
+_SYNC_KEYS = (
+    "torn_url",
+    "concurrency",
+    "max_rpm",
+    "per_key_rpm",
+    "request_timeout",
+    "max_attempts",
+    "retry_budget",
+    "park_suspended",
+    "cooldown",
+    "pool_size",
+)
+
+
+def sync_settings(options: dict[str, Any]) -> dict[str, Any]:
+    """The sync options as keyword settings (see ``JobContext.settings``), plus the secret."""
+    return {"secret": require_secret(), **{k: options[k] for k in _SYNC_KEYS}}

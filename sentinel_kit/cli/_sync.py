@@ -1,0 +1,114 @@
+"""``sentinel-kit sync``: one run of the user sync."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .._config import resolve_db_url
+from .._errors import WrongSecret
+from .._replay import record, replay
+from ..daemon._sync_users import sync_job_from_settings
+from ..sync import SyncReport
+from ._options import db_option, json_option, logging_options, sync_options, sync_settings
+from ._output import echo_json
+
+__all__ = ["sync"]
+
+
+def _print_report(report: SyncReport, as_json: bool) -> None:
+    if as_json:
+        echo_json(report.to_dict())
+    else:
+        click.echo(report.render_text())
+
+
+@click.command()
+@db_option
+@sync_options
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Hard deadline of the whole run, a failure (exit 3); keys fetched by then are "
+    "written. No limit by default.",
+)
+@click.option(
+    "--time-box",
+    envvar="SENTINEL_TIME_BOX",
+    show_envvar=True,
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Stop starting users after SECONDS; those in flight finish and the rest is "
+    "deferred to the next run (not a failure).",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Fetch profiles but write nothing; list what would change."
+)
+@json_option
+@click.option(
+    "--replay",
+    "replay_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="CASSETTE",
+    help="Answer Torn requests from a recorded cassette instead of the network.",
+)
+@click.option(
+    "--record",
+    "record_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="CASSETTE",
+    help="Record Torn traffic into a new cassette (keys replaced by fingerprints).",
+)
+@click.option("--overwrite", is_flag=True, help="With --record, replace an existing cassette.")
+@logging_options
+def sync(
+    db: str | None,
+    timeout: float | None,
+    time_box: float | None,
+    dry_run: bool,
+    as_json: bool,
+    replay_path: Path | None,
+    record_path: Path | None,
+    overwrite: bool,
+    **options: Any,
+) -> None:
+    """Run the user sync once: fetch every key's profile and update user_data.
+
+    Exit codes: 0 every key synced, 1 some keys failed, 2 usage or configuration error,
+    3 the run was aborted (global Torn error, Torn unreachable, store failure, timeout),
+    130 interrupted (what was fetched is written, and the report printed).
+    """
+    if replay_path and record_path:
+        raise click.UsageError("--replay and --record cannot be used together")
+    settings = {**sync_settings(options), "time_box": time_box}
+    job = sync_job_from_settings(settings, db=resolve_db_url(db), timeout=timeout)
+    cassette: AbstractContextManager[Any] = nullcontext()
+    if replay_path is not None:
+        cassette = replay(replay_path)
+    elif record_path is not None:
+        cassette = record(record_path, overwrite=overwrite)
+    # A progress bar only for a person watching: on a terminal, and never with --json.
+    progress = sys.stderr.isatty() and not as_json
+    try:
+        with cassette:
+            report = job.run(dry_run=dry_run, progress=progress)
+    except KeyboardInterrupt:
+        if job.last_report is not None:
+            _print_report(job.last_report, as_json)
+        click.echo("error: interrupted: what was fetched is written", err=True)
+        click.get_current_context().exit(130)
+    except WrongSecret as exc:
+        if as_json and exc.report is not None:
+            echo_json(exc.report.to_dict())
+        raise
+    _print_report(report, as_json)
+    click.get_current_context().exit(report.exit_code)

@@ -1,0 +1,153 @@
+"""Pluggable jobs: a name, a default schedule and an async handler that returns a report.
+
+A job is one module with a decorator::
+
+    # my_jobs.py
+    from sentinel_kit import JobContext, RunStatus, job
+
+    @job("refresh-factions", schedule="*/15 * * * *")
+    async def refresh_factions(ctx: JobContext):
+        ...                                   # ctx.store_url, ctx.fence, ctx.stop, ctx.deadline
+        return ctx.report(RunStatus.OK)
+
+and is found with ``sentinel-kit daemon --import my_jobs``, or through the
+``sentinel_kit.jobs`` entry point group of an installed package.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib.metadata import entry_points
+from typing import Any
+
+from .._errors import ConfigError
+from .._models import RunStatus
+from .._schedule import CronSchedule, IntervalSchedule, Schedule
+from ..stores import Fence
+from ..sync import Stop, SyncReport
+
+__all__ = ["ENTRY_POINT_GROUP", "JobContext", "JobSpec", "job", "load_jobs", "registered_jobs"]
+
+ENTRY_POINT_GROUP = "sentinel_kit.jobs"
+
+
+@dataclass(slots=True)
+class JobContext:
+    """What a job's handler receives for one run.
+
+    Attributes:
+        job: the job name.
+        run_id: the run's id (also the row in ``sentinel_runs``).
+        scheduled_for: the tick this run is for.
+        store_url: the database URL; open your own connection with ``open_store``.
+        fence: the lease tenure: pass it to ``Store.upsert_user_data(..., fence=...)``.
+        stop: set when the run must end early (deadline handled by the job, signal, lost
+            lease); long handlers should check it.
+        timeout: the run's time budget in seconds.
+        settings: daemon settings (``torn_url``, ``concurrency``, ``secret``, ``shard``, ...).
+    """
+
+    job: str
+    run_id: str
+    scheduled_for: datetime
+    store_url: str
+    fence: Fence
+    stop: Stop
+    timeout: float
+    settings: dict[str, Any] = field(default_factory=dict)
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def report(self, status: RunStatus = RunStatus.OK, *, error: str | None = None) -> SyncReport:
+        """A report for a job that has no keys to count."""
+        return SyncReport(
+            run_id=self.run_id,
+            job=self.job,
+            status=status,
+            started_at=self.started_at,
+            finished_at=datetime.now(UTC),
+            keys_total=0,
+            synced=0,
+            failed=0,
+            skipped=0,
+            written=0,
+            error=error,
+        )
+
+
+Handler = Callable[[JobContext], Awaitable[SyncReport]]
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """A registered job."""
+
+    name: str
+    schedule: Schedule
+    handler: Handler
+
+
+_REGISTRY: dict[str, JobSpec] = {}
+
+
+def job(
+    name: str, *, schedule: str | None = None, interval: float | None = None
+) -> Callable[[Handler], Handler]:
+    """Register an async handler as a daemon job.
+
+    Args:
+        name: the job name (also its lease name and its key in the run history).
+        schedule: a 5-field cron expression (UTC); hourly at minute 0 by default.
+        interval: or a period in seconds, epoch-aligned.
+
+    Raises:
+        ConfigError: the name is taken by another handler, or the schedule is invalid.
+    """
+    plan: Schedule = (
+        IntervalSchedule(interval) if interval else CronSchedule(schedule or "0 * * * *")
+    )
+
+    def register(handler: Handler) -> Handler:
+        existing = _REGISTRY.get(name)
+        if existing is not None and existing.handler is not handler:
+            same = (existing.handler.__module__, existing.handler.__qualname__) == (
+                handler.__module__,
+                handler.__qualname__,
+            )
+            if not same:
+                raise ConfigError(f"two jobs are named {name!r}: rename one of them")
+        _REGISTRY[name] = JobSpec(name, plan, handler)
+        return handler
+
+    return register
+
+
+def registered_jobs() -> dict[str, JobSpec]:
+    """Every job registered so far, by name."""
+    return dict(_REGISTRY)
+
+
+def load_jobs(imports: tuple[str, ...] | list[str] = ()) -> dict[str, JobSpec]:
+    """Import job modules (``--import``) and entry points; return every registered job.
+
+    Raises:
+        ConfigError: a module cannot be imported.
+    """
+    from . import _sync_users  # noqa: F401 (registers sync-users)
+
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            point.load()
+        except Exception as exc:
+            raise ConfigError(f"cannot load job entry point {point.name!r}: {exc}") from None
+    for module in imports:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:
+            raise ConfigError(
+                f"cannot import job module {module!r}: {type(exc).__name__}: {exc} "
+                "(is it on PYTHONPATH?)"
+            ) from None
+    return registered_jobs()

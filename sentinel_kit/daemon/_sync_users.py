@@ -1,0 +1,56 @@
+"""The built-in ``sync-users`` job: the original worker's hourly sync, run by the daemon."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+from .._client import DEFAULT_POOL_SIZE
+from .._key_health import HealthPolicy
+from .._retry import RetryPolicy
+from ..sync import SYNC_JOB_NAME, RunOptions, SyncJob, SyncReport, TornOptions
+from ._jobs import JobContext, job
+
+__all__ = ["sync_job_from_settings", "sync_users"]
+
+
+def sync_job_from_settings(
+    s: Mapping[str, Any],
+    *,
+    db: str,
+    timeout: float | None,
+    shard: tuple[int, int] | None = None,
+    job: str = SYNC_JOB_NAME,
+) -> SyncJob:
+    """Build a SyncJob from the CLI's sync settings (shared by `sync` and the daemon)."""
+    torn = TornOptions(
+        url=s["torn_url"],
+        concurrency=s["concurrency"],
+        max_rpm=s["max_rpm"],
+        per_key_rpm=s["per_key_rpm"],
+        request_timeout=s["request_timeout"],
+        pool_size=s.get("pool_size", DEFAULT_POOL_SIZE),
+        retry=RetryPolicy(attempts=s["max_attempts"], max_total=s["retry_budget"]),
+    )
+    health = HealthPolicy(
+        suspend_for=timedelta(seconds=s["park_suspended"]),
+        cooldown_for=timedelta(seconds=s["cooldown"]),
+    )
+    options = RunOptions(timeout=timeout, time_box=s.get("time_box"), shard=shard)
+    return SyncJob(
+        db=db, secret=s["secret"], torn=torn, options=options, health_policy=health, job=job
+    )
+
+
+@job(SYNC_JOB_NAME, schedule="0 * * * *")
+async def sync_users(ctx: JobContext) -> SyncReport:
+    """Sync every key (of this replica's shard) under the run's fence and deadline."""
+    sync = sync_job_from_settings(
+        ctx.settings,
+        db=ctx.store_url,
+        timeout=ctx.timeout,
+        shard=ctx.settings.get("shard"),
+        job=ctx.job,
+    )
+    return await sync.arun(fence=ctx.fence, stop=ctx.stop, run_id=ctx.run_id, record=False)

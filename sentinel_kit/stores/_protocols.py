@@ -1,0 +1,206 @@
+"""What a database must offer, split by concern: keys, user data, runs and leases, key health.
+
+:class:`Store` is all four plus opening, closing and migrating. The sync reads keys and
+writes user data and key health; the daemon claims leases and records runs; ``status``,
+``/healthz`` and alerts read the run history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol, Self, runtime_checkable
+
+from .._key_health import KeyHealth
+from .._models import LeaseInfo, RunRecord, StoredUser, UserDataRow, UserKey
+
+if TYPE_CHECKING:
+    from ..sync._report import SyncReport
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_PAGE_SIZE",
+    "Fence",
+    "KeyHealthStore",
+    "KeyStore",
+    "RunStore",
+    "Store",
+    "UserDataStore",
+    "abandon_note",
+    "dedupe_rows",
+]
+
+#: Rows per upsert statement.
+DEFAULT_CHUNK_SIZE = 500
+#: Keys per read. Supabase caps a response at 1000 rows, so never ask for more.
+DEFAULT_PAGE_SIZE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """A lease tenure: writes carrying it are refused once another holder claimed the lease."""
+
+    lease: str
+    token: int
+
+
+@runtime_checkable
+class KeyStore(Protocol):
+    """``user_keys``: the app's encrypted keys, and when each user was last attempted."""
+
+    async def count_keys(self) -> int:
+        """Return how many rows ``user_keys`` holds."""
+        ...
+
+    def iter_key_pages(self, *, page_size: int = DEFAULT_PAGE_SIZE) -> AsyncIterator[list[UserKey]]:
+        """Yield ``user_keys`` in pages of at most ``page_size``, each user's keys adjacent,
+        ordered by (user_id, id)."""
+        ...
+
+    async def add_key(self, key: UserKey) -> None:
+        """Insert one ``user_keys`` row (the ciphertext is stored as given)."""
+        ...
+
+    async def add_keys(self, keys: Sequence[UserKey]) -> int:
+        """Insert many ``user_keys`` rows in chunks; return how many."""
+        ...
+
+
+@runtime_checkable
+class UserDataStore(Protocol):
+    """``user_data``: one row per user, written by the sync."""
+
+    async def upsert_user_data(
+        self, rows: Sequence[UserDataRow], *, fence: Fence | None = None
+    ) -> int:
+        """Insert or update rows by ``user_id`` (deduplicated, chunked); return rows written.
+
+        With ``fence``, each chunk is written only if the fence is still the lease's current
+        token, checked in the same transaction; otherwise :class:`~sentinel_kit.StaleFence`.
+        """
+        ...
+
+    async def fetch_user_data(self, user_ids: Sequence[str]) -> dict[str, StoredUser]:
+        """Return the current ``user_data`` rows of these users (missing ones are absent)."""
+        ...
+
+    async def list_user_data(self, *, limit: int = 100) -> list[StoredUser]:
+        """Return up to ``limit`` ``user_data`` rows ordered by user_id."""
+        ...
+
+
+@runtime_checkable
+class RunStore(Protocol):
+    """``sentinel_runs`` and ``sentinel_leases``: run history, one run per tick, fencing."""
+
+    async def begin_run(self, record: RunRecord) -> bool:
+        """Insert a ``running`` row for a scheduled tick; False when (job, scheduled_for) is
+        taken, i.e. another replica already ran or runs this tick."""
+        ...
+
+    async def record_run(
+        self,
+        report: SyncReport,
+        *,
+        scheduled_for: datetime | None = None,
+        holder: str | None = None,
+        fence: int | None = None,
+    ) -> None:
+        """Insert or complete (by run_id) a run's row in ``sentinel_runs``."""
+        ...
+
+    async def list_runs(self, *, job: str | None = None, limit: int = 20) -> list[RunRecord]:
+        """Return recent runs, newest first."""
+        ...
+
+    async def abandon_runs(self, job: str, *, fence: int, holder: str) -> int:
+        """Mark ``running`` rows of ``job`` from older tenures (fence below ``fence``) as
+        ``abandoned``: their holder died, and ``holder`` now holds the lease. Return how many."""
+        ...
+
+    async def get_lease(self, name: str) -> LeaseInfo | None:
+        """Return a lease's current holder, token and expiry (None if never claimed)."""
+        ...
+
+    async def claim_lease(self, name: str, holder: str, ttl: float) -> Fence | None:
+        """Take lease ``name`` for ``ttl`` seconds; None while another holder's is unexpired."""
+        ...
+
+    async def renew_lease(self, fence: Fence, holder: str, ttl: float) -> bool:
+        """Extend a lease still held under ``fence``; False when it was lost."""
+        ...
+
+    async def release_lease(self, fence: Fence, holder: str) -> bool:
+        """Give a lease up; False when it was no longer ours."""
+        ...
+
+
+@runtime_checkable
+class KeyHealthStore(Protocol):
+    """``sentinel_key_health``: keys parked because Torn called them dead or suspended."""
+
+    async def load_key_health(self) -> dict[str, KeyHealth]:
+        """Return every parked key's health row, by key id."""
+        ...
+
+    async def save_key_health(self, park: Sequence[KeyHealth], clear: Sequence[str]) -> None:
+        """Upsert ``park`` rows and delete the rows of the ``clear`` key ids, atomically."""
+        ...
+
+    async def reset_key_health(self, key_id: str) -> bool:
+        """Un-park one key; return False when it was not parked."""
+        ...
+
+
+@runtime_checkable
+class Store(KeyStore, UserDataStore, RunStore, KeyHealthStore, Protocol):
+    """A database holding ``user_keys`` and ``user_data`` and sentinel's own tables.
+
+    Connections are opened by ``async with store:`` inside the run's event loop, so a store
+    built in one thread (a notebook cell) works from the run's own thread.
+
+    >>> from sentinel_kit import open_store
+    >>> store = open_store("sqlite:///sentinel.db")      # doctest: +SKIP
+    >>> async with store:                                # doctest: +SKIP
+    ...     await store.upsert_user_data(rows)
+    """
+
+    #: A description safe to print: the backend and location, never a password or key.
+    label: str
+    #: Statements that wrote ``user_data`` since the store was opened (for benchmarks).
+    write_calls: int
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(self, *exc_info: object) -> None: ...
+
+    async def check_schema(self) -> None:
+        """Raise :class:`~sentinel_kit.SchemaMissing` unless the tables a sync needs exist."""
+        ...
+
+    async def migrate(self) -> list[str]:
+        """Apply the packaged migrations that are missing; return the names applied."""
+        ...
+
+
+def abandon_note(holder: str, fence: int) -> str:
+    """The error recorded on a run whose holder died (see ``RunStore.abandon_runs``)."""
+    return (
+        f"abandoned: its holder stopped before finishing; {holder} took the lease (fence {fence})"
+    )
+
+
+def dedupe_rows(rows: Sequence[UserDataRow]) -> list[UserDataRow]:
+    """Keep the last row of each ``user_id``: Postgres rejects a batch touching a row twice.
+
+    Args:
+        rows: rows in arrival order.
+
+    Returns:
+        One row per user, in first-seen order.
+    """
+    by_user: dict[str, UserDataRow] = {}
+    for row in rows:
+        by_user[row.user_id] = row
+    return list(by_user.values())

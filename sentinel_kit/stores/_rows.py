@@ -1,0 +1,219 @@
+"""Rows to values and back, once for every backend: column lists, times, mappers (pure).
+
+Every backend reads rows as mappings of column name to value (SQLite and Postgres zip
+their tuples with the column lists here; PostgREST answers JSON objects) and writes the
+mappings these functions build, so a column is named and converted in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from .._key_health import HealthState, KeyHealth
+from .._models import RunRecord, StoredUser, UserDataRow, UserKey
+
+if TYPE_CHECKING:
+    from ..sync._report import SyncReport
+
+__all__ = [
+    "HEALTH_COLUMNS",
+    "KEY_COLUMNS",
+    "RUN_COLUMNS",
+    "USER_COLUMNS",
+    "health_row",
+    "iso",
+    "key_health",
+    "parse_time",
+    "run_record",
+    "run_row",
+    "stored_user",
+    "user_data_row",
+    "user_key",
+    "user_key_row",
+]
+
+KEY_COLUMNS = ("id", "user_id", "api_key", "created_at")
+USER_COLUMNS = ("user_id", "name", "player_id", "updated_at")
+RUN_COLUMNS = (
+    "run_id",
+    "job",
+    "status",
+    "started_at",
+    "finished_at",
+    "scheduled_for",
+    "holder",
+    "fence",
+    "keys_total",
+    "synced",
+    "failed",
+    "skipped",
+    "written",
+    "error",
+    "deferred",
+    "counted",
+)
+HEALTH_COLUMNS = (
+    "key_id",
+    "user_id",
+    "fingerprint",
+    "state",
+    "last_code",
+    "since",
+    "retry_after",
+    "reason",
+)
+_EPOCH = datetime.fromtimestamp(0, UTC)
+
+
+def parse_time(value: Any) -> datetime | None:
+    """A stored time as an aware UTC datetime: a datetime (naive means UTC), ISO text
+    (``Z`` allowed), a Unix timestamp, or None."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, int | float):
+        return datetime.fromtimestamp(value, UTC)
+    else:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _lenient_time(value: Any) -> datetime | None:
+    """Like :func:`parse_time`, but an unreadable value in the app's own table is None."""
+    try:
+        return parse_time(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def iso(value: Any) -> str | None:
+    """A stored time as UTC ISO-8601 text (see :func:`parse_time`)."""
+    parsed = parse_time(value)
+    return parsed.isoformat() if parsed else None
+
+
+def _iso_or_none(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def user_key(row: Mapping[str, Any]) -> UserKey:
+    """A ``user_keys`` row; ids of any column type become text."""
+    return UserKey(
+        id=str(row["id"]),
+        user_id=str(row["user_id"]),
+        api_key=row["api_key"],
+        created_at=_iso_or_none(_lenient_time(row.get("created_at"))),
+    )
+
+
+def user_key_row(key: UserKey) -> dict[str, Any]:
+    """The values of a ``user_keys`` row to insert."""
+    return {
+        "id": key.id,
+        "user_id": key.user_id,
+        "api_key": key.api_key,
+        "created_at": parse_time(key.created_at),
+    }
+
+
+def stored_user(row: Mapping[str, Any]) -> StoredUser:
+    """A ``user_data`` row as stored."""
+    pid = row.get("player_id")
+    return StoredUser(
+        user_id=str(row["user_id"]),
+        name=row.get("name"),
+        player_id=int(pid) if pid is not None else None,
+        updated_at=_lenient_time(row.get("updated_at")),
+    )
+
+
+def user_data_row(row: UserDataRow) -> dict[str, Any]:
+    """The values of a ``user_data`` row to upsert (``updated_at`` in UTC)."""
+    return {
+        "user_id": row.user_id,
+        "name": row.name,
+        "player_id": row.player_id,
+        "updated_at": row.updated_at.astimezone(UTC),
+    }
+
+
+def run_record(row: Mapping[str, Any]) -> RunRecord:
+    """A ``sentinel_runs`` row."""
+    counted = row.get("counted")
+    return RunRecord(
+        run_id=str(row["run_id"]),
+        job=str(row["job"]),
+        status=str(row["status"]),
+        started_at=parse_time(row["started_at"]) or _EPOCH,
+        finished_at=parse_time(row.get("finished_at")),
+        scheduled_for=parse_time(row.get("scheduled_for")),
+        holder=row.get("holder"),
+        fence=int(row["fence"]) if row.get("fence") is not None else None,
+        keys_total=int(row.get("keys_total") or 0),
+        synced=int(row.get("synced") or 0),
+        failed=int(row.get("failed") or 0),
+        skipped=int(row.get("skipped") or 0),
+        written=int(row.get("written") or 0),
+        error=row.get("error"),
+        deferred=int(row.get("deferred") or 0),
+        counted=True if counted is None else bool(counted),
+    )
+
+
+def run_row(
+    report: SyncReport,
+    *,
+    scheduled_for: datetime | None,
+    holder: str | None,
+    fence: int | None,
+) -> dict[str, Any]:
+    """The values of a finished run's ``sentinel_runs`` row."""
+    return {
+        "run_id": report.run_id,
+        "job": report.job,
+        "status": report.status.value,
+        "started_at": report.started_at,
+        "finished_at": report.finished_at,
+        "scheduled_for": scheduled_for,
+        "holder": holder,
+        "fence": fence,
+        "keys_total": report.keys_total,
+        "synced": report.synced,
+        "failed": report.failed,
+        "skipped": report.skipped,
+        "written": report.written,
+        "error": report.error,
+        "deferred": report.deferred,
+        "counted": report.counted,
+    }
+
+
+def key_health(row: Mapping[str, Any]) -> KeyHealth:
+    """A ``sentinel_key_health`` row."""
+    return KeyHealth(
+        key_id=str(row["key_id"]),
+        user_id=str(row["user_id"]),
+        fingerprint=row["fingerprint"],
+        state=HealthState(row["state"]),
+        last_code=row.get("last_code"),
+        since=parse_time(row["since"]) or _EPOCH,
+        retry_after=parse_time(row.get("retry_after")),
+        reason=row.get("reason"),
+    )
+
+
+def health_row(health: KeyHealth) -> dict[str, Any]:
+    """The values of a ``sentinel_key_health`` row to upsert."""
+    return {
+        "key_id": health.key_id,
+        "user_id": health.user_id,
+        "fingerprint": health.fingerprint,
+        "state": health.state.value,
+        "last_code": health.last_code,
+        "since": health.since,
+        "retry_after": health.retry_after,
+        "reason": health.reason,
+    }

@@ -1,0 +1,360 @@
+"""One SQL store for SQLite and PostgreSQL: paging, mapping and transactions written once.
+
+What differs between the two lives in small overrides of :class:`SQLStore`: how a
+connection is opened and statements are run (:class:`Session`), which driver errors mean
+what, how times are stored, the bulk upsert of ``user_data`` (``executemany`` vs one
+statement over a JSON array), the fenced write and the lease operations (plain SQL vs the
+``sentinel_*`` functions). Statements here use ``?`` placeholders; the PostgreSQL session
+turns them into ``%s``.
+
+Every statement and transaction holds the store's lock, so concurrent tasks of a run
+(the producer reading pages, the writer upserting) never interleave inside a transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol, Self
+
+from .._errors import StaleFence, StoreError
+from .._key_health import KeyHealth
+from .._models import LeaseInfo, RunRecord, StoredUser, UserDataRow, UserKey
+from ._protocols import DEFAULT_CHUNK_SIZE, DEFAULT_PAGE_SIZE, Fence, abandon_note, dedupe_rows
+from ._rows import (
+    HEALTH_COLUMNS,
+    KEY_COLUMNS,
+    RUN_COLUMNS,
+    USER_COLUMNS,
+    health_row,
+    key_health,
+    run_record,
+    run_row,
+    stored_user,
+    user_key,
+    user_key_row,
+)
+
+if TYPE_CHECKING:
+    from ..sync._report import SyncReport
+
+__all__ = ["SQL_TABLES", "SQLStore", "Session"]
+
+#: Every table a sync touches; a missing one means `migrate` was not run.
+SQL_TABLES = ("user_keys", "user_data", "sentinel_runs", "sentinel_key_health", "sentinel_leases")
+
+Row = tuple[Any, ...]
+
+
+class Session(Protocol):
+    """Statements on an open connection, inside the store's lock."""
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """Run a query; return its rows."""
+        ...
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run a statement; return the rows it changed."""
+        ...
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run a statement once per parameter row."""
+        ...
+
+
+def _columns(names: Sequence[str]) -> str:
+    return ", ".join(names)
+
+
+def _marks(count: int) -> str:
+    return ", ".join("?" * count)
+
+
+class SQLStore:
+    """A :class:`~sentinel_kit.Store` on a SQL database; see the module docstring.
+
+    Subclasses implement :meth:`_open`, :meth:`_close`, :meth:`_session`,
+    :meth:`_driver_errors`, :meth:`check_schema`, :meth:`migrate`, the lease operations
+    and :meth:`_upsert_chunk`.
+    """
+
+    label: str
+    chunk_size: int
+
+    def __init__(self, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
+        self.chunk_size = chunk_size
+        self.write_calls = 0
+        self._lock: asyncio.Lock | None = None
+        self._open_flag = False
+
+    # -- dialect hooks ----------------------------------------------------------------------
+
+    async def _open(self) -> None:
+        raise NotImplementedError
+
+    async def _close(self) -> None:
+        raise NotImplementedError
+
+    def _session(self, *, transaction: bool) -> AbstractAsyncContextManager[Session]:
+        """A session on the open connection; with ``transaction``, one transaction."""
+        raise NotImplementedError
+
+    @contextmanager
+    def _driver_errors(self, doing: str) -> Iterator[None]:
+        """Turn the driver's errors into :class:`StoreError` and its subclasses."""
+        raise NotImplementedError
+        yield  # pragma: no cover
+
+    def _value(self, value: Any) -> Any:
+        """A Python value as this database stores it (times, booleans)."""
+        return value
+
+    async def _upsert_chunk(
+        self, session: Session, rows: Sequence[UserDataRow], fence: Fence | None
+    ) -> None:
+        """Write one chunk of ``user_data`` rows (fenced: refused when the fence is stale)."""
+        raise NotImplementedError
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        self._lock = asyncio.Lock()
+        await self._open()
+        self.write_calls = 0
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._close()
+
+    @asynccontextmanager
+    async def _use(self, doing: str, *, transaction: bool = False) -> AsyncIterator[Session]:
+        """The lock, the driver's errors translated, and a session (or a transaction)."""
+        if self._lock is None:
+            raise StoreError(f"the store {self.label} is not open: use `async with store:`")
+        async with self._lock:
+            with self._driver_errors(doing):
+                async with self._session(transaction=transaction) as session:
+                    yield session
+
+    async def _fetch(self, doing: str, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        async with self._use(doing) as session:
+            return await session.fetch(sql, [self._value(p) for p in params])
+
+    async def _execute(self, doing: str, sql: str, params: Sequence[Any] = ()) -> int:
+        async with self._use(doing, transaction=True) as session:
+            return await session.execute(sql, [self._value(p) for p in params])
+
+    def _values(self, mapping: Mapping[str, Any], columns: Sequence[str]) -> list[Any]:
+        return [self._value(mapping[c]) for c in columns]
+
+    # -- keys --------------------------------------------------------------------------------
+
+    async def count_keys(self) -> int:
+        """Return how many rows ``user_keys`` holds."""
+        rows = await self._fetch("counting keys", "SELECT count(*) FROM user_keys")
+        return int(rows[0][0])
+
+    async def iter_key_pages(
+        self, *, page_size: int = DEFAULT_PAGE_SIZE
+    ) -> AsyncIterator[list[UserKey]]:
+        """Yield keys in (user_id, id) order, one keyset page at a time."""
+        select = self._key_select()
+        last: tuple[Any, Any] | None = None
+        while True:
+            if last is None:
+                sql = f"{select} ORDER BY user_id, id LIMIT ?"
+                params: list[Any] = [page_size]
+            else:
+                sql = f"{select} WHERE (user_id, id) > (?, ?) ORDER BY user_id, id LIMIT ?"
+                params = [*last, page_size]
+            rows = await self._fetch("reading user_keys", sql, params)
+            if not rows:
+                return
+            yield [user_key(dict(zip(KEY_COLUMNS, r, strict=True))) for r in rows]
+            last = (rows[-1][1], rows[-1][0])
+            if len(rows) < page_size:
+                return
+
+    def _key_select(self) -> str:
+        """The key columns, in :data:`KEY_COLUMNS` order, with native sort columns."""
+        return f"SELECT {_columns(KEY_COLUMNS)} FROM user_keys"  # noqa: S608 (fixed names)
+
+    async def add_key(self, key: UserKey) -> None:
+        """Insert one ``user_keys`` row."""
+        await self.add_keys([key])
+
+    async def add_keys(self, keys: Sequence[UserKey]) -> int:
+        """Insert many ``user_keys`` rows, one transaction per chunk."""
+        sql = f"INSERT INTO user_keys ({_columns(KEY_COLUMNS)}) VALUES ({_marks(4)})"  # noqa: S608
+        for start in range(0, len(keys), self.chunk_size):
+            chunk = keys[start : start + self.chunk_size]
+            async with self._use("adding keys", transaction=True) as session:
+                await session.executemany(sql, [self._key_values(k) for k in chunk])
+        return len(keys)
+
+    def _key_values(self, key: UserKey) -> list[Any]:
+        values = user_key_row(key)
+        if values["created_at"] is None:
+            values["created_at"] = datetime.now(UTC)
+        return self._values(values, KEY_COLUMNS)
+
+    # -- user data ---------------------------------------------------------------------------
+
+    async def upsert_user_data(
+        self, rows: Sequence[UserDataRow], *, fence: Fence | None = None
+    ) -> int:
+        """Insert or update ``user_data`` by ``user_id`` in chunks; return rows written."""
+        unique = dedupe_rows(rows)
+        for start in range(0, len(unique), self.chunk_size):
+            chunk = unique[start : start + self.chunk_size]
+            async with self._use("writing user_data", transaction=True) as session:
+                await self._upsert_chunk(session, chunk, fence)
+            self.write_calls += 1
+        return len(unique)
+
+    async def fetch_user_data(self, user_ids: Sequence[str]) -> dict[str, StoredUser]:
+        """Return the current rows of these users."""
+        found: dict[str, StoredUser] = {}
+        ids = list(dict.fromkeys(user_ids))
+        # SQLite allows 999 host parameters in older builds: stay under it.
+        for start in range(0, len(ids), 900):
+            part = ids[start : start + 900]
+            rows = await self._fetch(
+                "reading user_data",
+                f"SELECT {_columns(USER_COLUMNS)} FROM user_data "  # noqa: S608 (placeholders only)
+                f"WHERE {self._user_id_text()} IN ({_marks(len(part))})",
+                part,
+            )
+            for r in rows:
+                user = stored_user(dict(zip(USER_COLUMNS, r, strict=True)))
+                found[user.user_id] = user
+        return found
+
+    def _user_id_text(self) -> str:
+        """``user_data.user_id`` as text, for comparisons with our string ids."""
+        return "user_id"
+
+    async def list_user_data(self, *, limit: int = 100) -> list[StoredUser]:
+        """Return up to ``limit`` rows of ``user_data`` ordered by user_id."""
+        rows = await self._fetch(
+            "reading user_data",
+            f"SELECT {_columns(USER_COLUMNS)} FROM user_data ORDER BY user_id LIMIT ?",  # noqa: S608
+            [limit],
+        )
+        return [stored_user(dict(zip(USER_COLUMNS, r, strict=True))) for r in rows]
+
+    # -- runs --------------------------------------------------------------------------------
+
+    async def begin_run(self, record: RunRecord) -> bool:
+        """Insert a ``running`` row for a tick; False when (job, scheduled_for) is taken."""
+        columns = ("run_id", "job", "scheduled_for", "holder", "fence", "status", "started_at")
+        values = [getattr(record, c) for c in columns]
+        changed = await self._execute(
+            "claiming a tick",
+            f"INSERT INTO sentinel_runs ({_columns(columns)}) VALUES ({_marks(len(columns))}) "  # noqa: S608
+            "ON CONFLICT (job, scheduled_for) DO NOTHING",
+            values,
+        )
+        return changed > 0
+
+    async def record_run(
+        self,
+        report: SyncReport,
+        *,
+        scheduled_for: datetime | None = None,
+        holder: str | None = None,
+        fence: int | None = None,
+    ) -> None:
+        """Insert or complete (by run_id) a run's row in ``sentinel_runs``."""
+        row = run_row(report, scheduled_for=scheduled_for, holder=holder, fence=fence)
+        kept = ("run_id", "job", "scheduled_for", "holder", "fence", "started_at")
+        updates = ", ".join(f"{c} = excluded.{c}" for c in RUN_COLUMNS if c not in kept)
+        await self._execute(
+            "recording the run",
+            f"INSERT INTO sentinel_runs ({_columns(RUN_COLUMNS)}) "  # noqa: S608 (fixed names)
+            f"VALUES ({_marks(len(RUN_COLUMNS))}) ON CONFLICT (run_id) DO UPDATE SET {updates}",
+            self._values(row, RUN_COLUMNS),
+        )
+
+    async def list_runs(self, *, job: str | None = None, limit: int = 20) -> list[RunRecord]:
+        """Return recent runs, newest first."""
+        where, params = ("WHERE job = ?", [job, limit]) if job else ("", [limit])
+        rows = await self._fetch(
+            "reading sentinel_runs",
+            f"SELECT {self._run_select()} FROM sentinel_runs {where} "  # noqa: S608 (fixed text)
+            "ORDER BY started_at DESC LIMIT ?",
+            params,
+        )
+        return [run_record(dict(zip(RUN_COLUMNS, r, strict=True))) for r in rows]
+
+    def _run_select(self) -> str:
+        return _columns(RUN_COLUMNS)
+
+    async def abandon_runs(self, job: str, *, fence: int, holder: str) -> int:
+        """Mark older tenures' ``running`` rows of ``job`` as ``abandoned``."""
+        return await self._execute(
+            "marking abandoned runs",
+            "UPDATE sentinel_runs SET status = 'abandoned', finished_at = ?, error = ? "
+            "WHERE job = ? AND status = 'running' AND fence < ?",
+            [datetime.now(UTC), abandon_note(holder, fence), job, fence],
+        )
+
+    async def get_lease(self, name: str) -> LeaseInfo | None:
+        """Return a lease's holder, token and expiry."""
+        from ._rows import parse_time
+
+        rows = await self._fetch(
+            "reading sentinel_leases",
+            "SELECT name, holder, fence, expires_at FROM sentinel_leases WHERE name = ?",
+            [name],
+        )
+        if not rows:
+            return None
+        r = rows[0]
+        return LeaseInfo(r[0], r[1], int(r[2]), parse_time(r[3]))
+
+    @staticmethod
+    def _stale(fence: Fence) -> StaleFence:
+        return StaleFence(
+            f"write refused: fencing token {fence.token} of lease {fence.lease} is stale "
+            "(another holder claimed the lease)"
+        )
+
+    # -- key health --------------------------------------------------------------------------
+
+    async def load_key_health(self) -> dict[str, KeyHealth]:
+        """Return every parked key's health row, by key id."""
+        rows = await self._fetch(
+            "reading sentinel_key_health",
+            f"SELECT {_columns(HEALTH_COLUMNS)} FROM sentinel_key_health "  # noqa: S608
+            "ORDER BY user_id, key_id",
+        )
+        found = [key_health(dict(zip(HEALTH_COLUMNS, r, strict=True))) for r in rows]
+        return {h.key_id: h for h in found}
+
+    async def save_key_health(self, park: Sequence[KeyHealth], clear: Sequence[str]) -> None:
+        """Upsert ``park`` rows and delete the ``clear`` rows in one transaction."""
+        if not park and not clear:
+            return
+        updates = ", ".join(f"{c} = excluded.{c}" for c in HEALTH_COLUMNS if c != "key_id")
+        async with self._use("writing sentinel_key_health", transaction=True) as session:
+            if clear:
+                await session.executemany(
+                    "DELETE FROM sentinel_key_health WHERE key_id = ?", [(k,) for k in clear]
+                )
+            if park:
+                await session.executemany(
+                    f"INSERT INTO sentinel_key_health ({_columns(HEALTH_COLUMNS)}) "  # noqa: S608
+                    f"VALUES ({_marks(len(HEALTH_COLUMNS))}) "
+                    f"ON CONFLICT (key_id) DO UPDATE SET {updates}",
+                    [self._values(health_row(h), HEALTH_COLUMNS) for h in park],
+                )
+
+    async def reset_key_health(self, key_id: str) -> bool:
+        """Un-park one key; return False when it was not parked."""
+        changed = await self._execute(
+            "resetting key health", "DELETE FROM sentinel_key_health WHERE key_id = ?", [key_id]
+        )
+        return changed > 0

@@ -1,0 +1,241 @@
+"""The embedded default backend, on the standard library's ``sqlite3``.
+
+Every SQLite call runs on one thread of the store's own, never on the event loop: a locked
+database file (another process writing) waits there for up to its busy timeout while Torn
+requests, rate limiters and the daemon's heartbeat go on. The connection is opened on that
+thread inside the run (``async with``), because a ``sqlite3`` connection refuses use from a
+thread other than its creator's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager, contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .._errors import SchemaMissing, StoreError
+from .._models import UserDataRow
+from ._migrations import MIGRATIONS_TABLE, migrations, statements
+from ._protocols import DEFAULT_CHUNK_SIZE, Fence
+from ._sql import SQL_TABLES, Row, Session, SQLStore
+
+__all__ = ["SQLiteStore"]
+
+T = TypeVar("T")
+
+_UPSERT = """
+INSERT INTO user_data (user_id, name, player_id, updated_at) VALUES (?, ?, ?, ?)
+ON CONFLICT (user_id) DO UPDATE SET
+    name = excluded.name, player_id = excluded.player_id, updated_at = excluded.updated_at
+"""
+
+
+class _SQLiteSession:
+    """Statements run on the store's thread."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self._store = store
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return await self._store._call(lambda c: c.execute(sql, params).fetchall())
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return await self._store._call(lambda c: c.execute(sql, params).rowcount)
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        await self._store._call(lambda c: c.executemany(sql, rows))
+
+
+class SQLiteStore(SQLStore):
+    """A :class:`~sentinel_kit.Store` on a SQLite file (or ``:memory:``).
+
+    >>> store = SQLiteStore("sentinel.db")
+    >>> async with store:                       # doctest: +SKIP
+    ...     await store.count_keys()
+
+    Args:
+        path: the database file, or ``":memory:"``.
+        create: create the file when it does not exist (``migrate`` and ``demo`` do); other
+            commands refuse a missing file so a typo does not sync into an empty database.
+        chunk_size: rows per upsert statement.
+    """
+
+    def __init__(
+        self, path: str | Path, *, create: bool = False, chunk_size: int = DEFAULT_CHUNK_SIZE
+    ) -> None:
+        super().__init__(chunk_size=chunk_size)
+        self.path = str(path)
+        self.create = create
+        self.label = f"sqlite:///{self.path}"
+        self._conn: sqlite3.Connection | None = None
+        self._thread: ThreadPoolExecutor | None = None
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.path!r})"
+
+    @property
+    def _memory(self) -> bool:
+        return self.path in (":memory:", "")
+
+    async def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        conn, thread = self._conn, self._thread
+        if conn is None or thread is None:
+            raise StoreError("the SQLite store is not open: use `async with store:`")
+        return await asyncio.get_running_loop().run_in_executor(thread, work, conn)
+
+    async def _open(self) -> None:
+        if not self._memory and not self.create and not Path(self.path).exists():
+            raise SchemaMissing(
+                f"no SQLite database at {self.path}: create it with "
+                f"`sentinel-kit migrate --db {self.label}`"
+            )
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="sentinel-sqlite")
+        try:
+            self._conn = await asyncio.get_running_loop().run_in_executor(
+                self._thread, self._connect
+            )
+        except sqlite3.Error as exc:
+            self._thread.shutdown(wait=False)
+            self._thread = None
+            raise StoreError(
+                f"cannot open SQLite database at {self.path}: {exc} "
+                "(check that the directory exists and is writable)"
+            ) from None
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+        conn.execute("PRAGMA foreign_keys = ON")
+        if not self._memory:
+            conn.execute("PRAGMA journal_mode = WAL")
+        # The shard of a user, as sentinel_kit.shard_of computes it, for the key query.
+        from ..sync._pipeline import shard_of
+
+        conn.create_function("sentinel_shard_of", 2, shard_of, deterministic=True)
+        return conn
+
+    async def _close(self) -> None:
+        conn, thread = self._conn, self._thread
+        self._conn = self._thread = None
+        if conn is not None and thread is not None:
+            await asyncio.get_running_loop().run_in_executor(thread, conn.close)
+        if thread is not None:
+            thread.shutdown(wait=True)
+
+    @asynccontextmanager
+    async def _session(self, *, transaction: bool) -> AsyncIterator[Session]:
+        session = _SQLiteSession(self)
+        if not transaction:
+            yield session
+            return
+        await session.execute("BEGIN IMMEDIATE")
+        try:
+            yield session
+        except BaseException:
+            await session.execute("ROLLBACK")
+            raise
+        await session.execute("COMMIT")
+
+    @contextmanager
+    def _driver_errors(self, doing: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            text = str(exc)
+            if "no such table" in text:
+                table = text.rsplit(":", 1)[-1].strip()
+                raise SchemaMissing(
+                    f"table {table} does not exist in {self.path}: run "
+                    f"`sentinel-kit migrate --db {self.label}`"
+                ) from None
+            raise StoreError(f"SQLite failed while {doing}: {text}") from None
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite failed while {doing}: {exc}") from None
+
+    def _value(self, value: Any) -> Any:
+        # Times as UTC ISO-8601 text, which sorts in time order.
+        if isinstance(value, datetime):
+            stamp = value if value.tzinfo else value.replace(tzinfo=UTC)
+            return stamp.astimezone(UTC).isoformat()
+        return value
+
+    # -- schema ------------------------------------------------------------------------------
+
+    async def check_schema(self) -> None:
+        """Raise SchemaMissing unless every table a sync touches exists."""
+        for table in SQL_TABLES:
+            await self._fetch(
+                "checking the schema",
+                f"SELECT 1 FROM {table} LIMIT 0",  # noqa: S608 (fixed names)
+            )
+
+    async def migrate(self) -> list[str]:
+        """Apply the packaged SQLite migrations that are missing; return their names."""
+        applied: list[str] = []
+        async with self._use("applying migrations") as session:
+            await session.execute(MIGRATIONS_TABLE["sqlite"])
+            done = {r[0] for r in await session.fetch("SELECT name FROM sentinel_migrations")}
+        for name, sql in migrations("sqlite"):
+            if name in done:
+                continue
+            async with self._use(f"applying {name}", transaction=True) as session:
+                for statement in statements(sql):
+                    await session.execute(statement)
+                await session.execute("INSERT INTO sentinel_migrations (name) VALUES (?)", [name])
+            applied.append(name)
+        return applied
+
+    # -- writes ------------------------------------------------------------------------------
+
+    async def _upsert_chunk(
+        self, session: Session, rows: Sequence[UserDataRow], fence: Fence | None
+    ) -> None:
+        if fence is not None:
+            found = await session.fetch(
+                "SELECT fence FROM sentinel_leases WHERE name = ?", [fence.lease]
+            )
+            if not found or found[0][0] != fence.token:
+                raise self._stale(fence)
+        await session.executemany(
+            _UPSERT,
+            [(r.user_id, r.name, r.player_id, self._value(r.updated_at)) for r in rows],
+        )
+
+    # -- leases ------------------------------------------------------------------------------
+
+    async def claim_lease(self, name: str, holder: str, ttl: float) -> Fence | None:
+        """Take lease ``name`` for ``ttl`` seconds; None while another holder's is unexpired."""
+        now = time.time()
+        async with self._use("claiming a lease", transaction=True) as session:
+            await session.execute("INSERT OR IGNORE INTO sentinel_leases (name) VALUES (?)", [name])
+            rows = await session.fetch(
+                "UPDATE sentinel_leases SET holder = ?, fence = fence + 1, expires_at = ? "
+                "WHERE name = ? AND (holder IS NULL OR holder = ? OR expires_at <= ?) "
+                "RETURNING fence",
+                [holder, now + ttl, name, holder, now],
+            )
+        return Fence(name, int(rows[0][0])) if rows else None
+
+    async def renew_lease(self, fence: Fence, holder: str, ttl: float) -> bool:
+        """Extend a lease still held under ``fence``; False when it was lost."""
+        changed = await self._execute(
+            "renewing a lease",
+            "UPDATE sentinel_leases SET expires_at = ? WHERE name = ? AND holder = ? AND fence = ?",
+            [time.time() + ttl, fence.lease, holder, fence.token],
+        )
+        return changed > 0
+
+    async def release_lease(self, fence: Fence, holder: str) -> bool:
+        """Give a lease up; False when it was no longer ours."""
+        changed = await self._execute(
+            "releasing a lease",
+            "UPDATE sentinel_leases SET holder = NULL, expires_at = NULL "
+            "WHERE name = ? AND holder = ? AND fence = ?",
+            [fence.lease, holder, fence.token],
+        )
+        return changed > 0

@@ -1,0 +1,560 @@
+"""The Supabase backend, through supabase-py (PostgREST, Supabase's Data API).
+
+- Keys are read with ``.range()`` in pages of at most 1000 (Supabase's ``db-max-rows``): the
+  first request asks for an exact count, and pages continue until that many rows were read,
+  so a server capping pages lower still loses nothing (the original worker read one page).
+- ``user_data`` is upserted with ``on_conflict="user_id"`` and minimal returning, in chunks,
+  deduplicated; retried on transient failures because the upsert is idempotent.
+- Leases and fenced writes go through the ``sentinel_*`` SQL functions (``.rpc()``), which
+  make them atomic. supabase-py's own GET retries are off: ours apply.
+- DDL cannot go through the Data API: ``migrate`` says to paste ``migrate --print`` into the
+  SQL editor, or to use the database's ``postgresql://`` connection string.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from functools import partial
+from typing import TYPE_CHECKING, Any, Self, TypeVar
+
+import httpx
+from postgrest.exceptions import APIError
+from postgrest.types import CountMethod, ReturnMethod
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from .._errors import ConfigError, SchemaMissing, StaleFence, StoreError
+from .._key_health import KeyHealth
+from .._models import LeaseInfo, RunRecord, StoredUser, UserDataRow, UserKey
+from ._protocols import DEFAULT_CHUNK_SIZE, DEFAULT_PAGE_SIZE, Fence, abandon_note, dedupe_rows
+from ._rows import (
+    HEALTH_COLUMNS,
+    KEY_COLUMNS,
+    RUN_COLUMNS,
+    USER_COLUMNS,
+    health_row,
+    key_health,
+    parse_time,
+    run_record,
+    run_row,
+    stored_user,
+    user_data_row,
+    user_key,
+)
+from ._sql import SQL_TABLES
+
+if TYPE_CHECKING:
+    from ..sync._report import SyncReport
+
+__all__ = ["SUPABASE_MAX_ROWS", "SupabaseStore"]
+
+T = TypeVar("T")
+
+#: Supabase's default cap on rows per response.
+SUPABASE_MAX_ROWS = 1000
+#: PostgREST codes meaning "the migration was not applied".
+_MISSING = {"42P01", "42883", "PGRST202", "PGRST204", "PGRST205"}
+#: PostgREST codes meaning "this key may not do that".
+_AUTH = {"PGRST301", "PGRST302", "42501"}
+
+
+class _Transient(Exception):
+    """A failure worth retrying (5xx, connection trouble)."""
+
+
+class SupabaseStore:
+    """A :class:`~sentinel_kit.stores.base.Store` on a Supabase project's Data API.
+
+    Args:
+        url: the project URL, ``https://<ref>.supabase.co``.
+        service_key: the ``service_role`` key; None reads ``SUPABASE_SERVICE_ROLE_KEY``.
+        chunk_size: rows per upsert request.
+        timeout: seconds per HTTP request.
+        attempts: tries for a transient failure (5xx, connection errors).
+        transport: an httpx transport (tests); None uses httpx's own.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        service_key: str | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        timeout: float = 30.0,
+        attempts: int = 3,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        key = (
+            service_key if service_key is not None else os.environ.get("SUPABASE_SERVICE_ROLE_KEY")
+        )
+        if not key:
+            raise ConfigError(
+                "SUPABASE_SERVICE_ROLE_KEY is not set: the Supabase backend needs the project's "
+                "service_role key (Settings > API), in the environment or .env.local"
+            )
+        self.url = url.rstrip("/")
+        self.label = self.url
+        self._key = key
+        self.chunk_size = chunk_size
+        self.timeout = timeout
+        self.attempts = attempts
+        self._transport = transport
+        self.write_calls = 0
+        self._http: httpx.AsyncClient | None = None
+        self._client: Any = None
+
+    def __repr__(self) -> str:
+        return f"SupabaseStore({self.url!r}, service_key=***)"
+
+    async def __aenter__(self) -> Self:
+        from supabase import AsyncClientOptions, acreate_client
+
+        # HTTP/1.1 with explicit timeouts; supabase-py's own retries are off (ours apply).
+        self._http = httpx.AsyncClient(
+            http2=False,
+            timeout=httpx.Timeout(self.timeout, connect=min(10.0, self.timeout)),
+            transport=self._transport,
+        )
+        options = AsyncClientOptions(
+            httpx_client=self._http,
+            postgrest_client_retry=False,
+            postgrest_client_timeout=self.timeout,
+            auto_refresh_token=False,
+            persist_session=False,
+        )
+        try:
+            self._client = await acreate_client(self.url, self._key, options=options)
+        except Exception as exc:  # supabase-py validates the URL and key shape here
+            await self._http.aclose()
+            raise ConfigError(f"cannot use Supabase at {self.url}: {exc}") from None
+        self.write_calls = 0
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+        self._client = None
+
+    @property
+    def client(self) -> Any:
+        """The supabase-py async client; raises when the store is not open."""
+        if self._client is None:
+            raise StoreError("the Supabase store is not open: use `async with store:`")
+        return self._client
+
+    # -- error handling ----------------------------------------------------------------------
+
+    @contextmanager
+    def _errors(self, doing: str) -> Iterator[None]:
+        try:
+            yield
+        except APIError as exc:
+            code = str(exc.code or "")
+            message = (exc.message or "no message").strip().splitlines()[0]
+            if code in _MISSING:
+                raise SchemaMissing(
+                    f"Supabase says {message!r} ({code}): the sentinel-kit migration is not "
+                    "applied; paste `sentinel-kit migrate --print` into the Supabase SQL editor"
+                ) from None
+            if code == "PT409":
+                raise StaleFence(f"write refused: {message}") from None
+            if code in _AUTH:
+                raise ConfigError(
+                    f"Supabase refused the key while {doing} ({code}: {message}): set "
+                    "SUPABASE_SERVICE_ROLE_KEY to the service_role key, not the anon key"
+                ) from None
+            raise StoreError(f"Supabase failed while {doing}: {code} {message}") from None
+        except httpx.TimeoutException:
+            raise StoreError(
+                f"Supabase at {self.url} did not answer within {self.timeout:g}s while {doing}"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise StoreError(
+                f"cannot reach Supabase at {self.url} while {doing}: {type(exc).__name__} "
+                "(check the project URL and the network)"
+            ) from None
+        except ValueError as exc:  # a non-JSON answer (an HTML error page)
+            raise StoreError(f"Supabase sent an unreadable answer while {doing}: {exc}") from None
+
+    async def _call(self, doing: str, request: Callable[[], Awaitable[T]], *, retry: bool) -> T:
+        """Run one PostgREST request, retrying transient failures when it is idempotent."""
+
+        def transient(exc: BaseException) -> bool:
+            if isinstance(exc, httpx.TransportError):
+                return True
+            return isinstance(exc, APIError) and str(exc.code or "").startswith(("08", "5"))
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.attempts if retry else 1),
+            wait=wait_exponential_jitter(multiplier=0.5, max=5.0, jitter=0.5),
+            retry=retry_if_exception(transient),
+            reraise=True,
+        )
+        with self._errors(doing):
+            async for attempt in retrying:
+                with attempt:
+                    return await request()
+        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+    async def _rpc(self, function: str, params: dict[str, Any], *, retry: bool = False) -> Any:
+        response = await self._call(
+            f"calling {function}", lambda: self.client.rpc(function, params).execute(), retry=retry
+        )
+        return response.data
+
+    # -- the Store protocol -------------------------------------------------------------------
+
+    async def check_schema(self) -> None:
+        """Raise SchemaMissing unless every table a sync touches is visible to the API."""
+        for table in SQL_TABLES:
+            await self._call(
+                "checking the schema",
+                lambda t=table: self.client.table(t).select("*").limit(0).execute(),  # type: ignore[misc]
+                retry=True,
+            )
+
+    async def migrate(self) -> list[str]:
+        """DDL cannot run through the Data API: raise a ConfigError saying what to do."""
+        raise ConfigError(
+            "Supabase's Data API cannot create tables: paste `sentinel-kit migrate --print` into "
+            "the Supabase SQL editor (or save it under supabase/migrations/), or run "
+            "`sentinel-kit migrate --db postgresql://...` with the project's connection string"
+        )
+
+    async def count_keys(self) -> int:
+        """Return how many rows ``user_keys`` holds (an exact count, no rows transferred)."""
+        response = await self._call(
+            "counting keys",
+            lambda: (
+                self.client.table("user_keys")
+                .select("id", count=CountMethod.exact)
+                .limit(1)
+                .execute()
+            ),
+            retry=True,
+        )
+        return int(response.count or 0)
+
+    async def iter_key_pages(
+        self, *, page_size: int = DEFAULT_PAGE_SIZE
+    ) -> AsyncIterator[list[UserKey]]:
+        """Yield keys in (user_id, id) order with ``.range()``, until the counted total."""
+        size = min(page_size, SUPABASE_MAX_ROWS)
+        offset, total = 0, None
+        while total is None or offset < total:
+            response = await self._call(
+                "reading user_keys", partial(self._keys_page, offset, size), retry=True
+            )
+            if total is None:
+                total = int(response.count) if response.count is not None else None
+            rows = response.data or []
+            if not rows:
+                return
+            yield [user_key(r) for r in rows]
+            offset += len(rows)
+            if total is None and len(rows) < size:
+                return
+
+    def _keys_page(self, start: int, size: int) -> Any:
+        # Only the first page asks for the exact count (Content-Range: 0-999/2500).
+        count = CountMethod.exact if start == 0 else None
+        return (
+            self.client.table("user_keys")
+            .select(",".join(KEY_COLUMNS), count=count)
+            .order("user_id")
+            .order("id")
+            .range(start, start + size - 1)
+            .execute()
+        )
+
+    async def upsert_user_data(
+        self, rows: Sequence[UserDataRow], *, fence: Fence | None = None
+    ) -> int:
+        """Upsert ``user_data`` in chunks; a fenced write goes through the SQL function."""
+        unique = dedupe_rows(rows)
+        for start in range(0, len(unique), self.chunk_size):
+            chunk = [_json(user_data_row(r)) for r in unique[start : start + self.chunk_size]]
+            if fence is None:
+                await self._call(
+                    "writing user_data",
+                    partial(self._upsert, "user_data", chunk, "user_id"),
+                    retry=True,
+                )
+            else:
+                # Not retried blindly: a retry after a lost answer could hit a new holder's
+                # token and be refused, which is the right outcome anyway.
+                await self._rpc(
+                    "sentinel_upsert_user_data",
+                    {"p_lease": fence.lease, "p_fence": fence.token, "p_rows": chunk},
+                )
+            self.write_calls += 1
+        return len(unique)
+
+    async def fetch_user_data(self, user_ids: Sequence[str]) -> dict[str, StoredUser]:
+        """Return the current rows of these users (in batches that keep URLs short)."""
+        found: dict[str, StoredUser] = {}
+        ids = list(dict.fromkeys(user_ids))
+        for start in range(0, len(ids), 200):
+            part = ids[start : start + 200]
+            response = await self._call(
+                "reading user_data",
+                lambda p=part: (
+                    self.client.table("user_data")  # type: ignore[misc]
+                    .select(",".join(USER_COLUMNS))
+                    .in_("user_id", p)
+                    .execute()
+                ),
+                retry=True,
+            )
+            for r in response.data or []:
+                user = stored_user(r)
+                found[user.user_id] = user
+        return found
+
+    async def list_user_data(self, *, limit: int = 100) -> list[StoredUser]:
+        """Return up to ``limit`` rows of ``user_data`` ordered by user_id."""
+        response = await self._call(
+            "reading user_data",
+            lambda: (
+                self.client.table("user_data")
+                .select(",".join(USER_COLUMNS))
+                .order("user_id")
+                .limit(min(limit, SUPABASE_MAX_ROWS))
+                .execute()
+            ),
+            retry=True,
+        )
+        return [stored_user(r) for r in response.data or []]
+
+    async def add_key(self, key: UserKey) -> None:
+        """Insert one ``user_keys`` row (a missing ``created_at`` takes the default)."""
+        row = _key_json(key)
+        await self._call(
+            "adding a key",
+            lambda: (
+                self.client.table("user_keys").insert(row, returning=ReturnMethod.minimal).execute()
+            ),
+            retry=False,
+        )
+
+    async def add_keys(self, keys: Sequence[UserKey]) -> int:
+        """Insert many ``user_keys`` rows, one request per chunk."""
+        for start in range(0, len(keys), self.chunk_size):
+            # A list insert names its columns (`columns=`): every row carries all four.
+            rows = [
+                {**_key_json(k), "created_at": k.created_at}
+                for k in keys[start : start + self.chunk_size]
+            ]
+            await self._call("adding keys", partial(self._insert, "user_keys", rows), retry=False)
+        return len(keys)
+
+    def _insert(self, table: str, rows: list[dict[str, Any]]) -> Any:
+        return self.client.table(table).insert(rows, returning=ReturnMethod.minimal).execute()
+
+    def _upsert(self, table: str, rows: Any, on_conflict: str) -> Any:
+        return (
+            self.client.table(table)
+            .upsert(rows, on_conflict=on_conflict, returning=ReturnMethod.minimal)
+            .execute()
+        )
+
+    async def begin_run(self, record: RunRecord) -> bool:
+        """Insert a ``running`` row for a tick; False when (job, scheduled_for) is taken."""
+        row = _json(
+            {
+                "run_id": record.run_id,
+                "job": record.job,
+                "scheduled_for": record.scheduled_for,
+                "holder": record.holder,
+                "fence": record.fence,
+                "status": record.status,
+                "started_at": record.started_at,
+            }
+        )
+        with self._errors("claiming a tick"):
+            try:
+                await self._insert("sentinel_runs", [row])
+            except APIError as exc:
+                if exc.code == "23505":  # unique (job, scheduled_for): the tick is taken
+                    return False
+                raise  # converted by _errors
+        return True
+
+    async def record_run(
+        self,
+        report: SyncReport,
+        *,
+        scheduled_for: datetime | None = None,
+        holder: str | None = None,
+        fence: int | None = None,
+    ) -> None:
+        """Insert or complete (by run_id) a run's row in ``sentinel_runs``."""
+        row = _json(run_row(report, scheduled_for=scheduled_for, holder=holder, fence=fence))
+        await self._call(
+            "recording the run", partial(self._upsert, "sentinel_runs", row, "run_id"), retry=True
+        )
+
+    async def list_runs(self, *, job: str | None = None, limit: int = 20) -> list[RunRecord]:
+        """Return recent runs, newest first."""
+
+        def query() -> Any:
+            builder = self.client.table("sentinel_runs").select(",".join(RUN_COLUMNS))
+            if job:
+                builder = builder.eq("job", job)
+            return (
+                builder.order("started_at", desc=True)
+                .limit(min(limit, SUPABASE_MAX_ROWS))
+                .execute()
+            )
+
+        response = await self._call("reading sentinel_runs", query, retry=True)
+        return [run_record(r) for r in response.data or []]
+
+    async def abandon_runs(self, job: str, *, fence: int, holder: str) -> int:
+        """Mark older tenures' ``running`` rows of ``job`` as ``abandoned``."""
+        change = {
+            "status": "abandoned",
+            "finished_at": datetime.now(UTC).isoformat(),
+            "error": abandon_note(holder, fence),
+        }
+        response = await self._call(
+            "marking abandoned runs",
+            lambda: (
+                self.client.table("sentinel_runs")
+                .update(change, returning=ReturnMethod.representation)
+                .eq("job", job)
+                .eq("status", "running")
+                .lt("fence", fence)
+                .execute()
+            ),
+            retry=True,
+        )
+        return len(response.data or [])
+
+    async def get_lease(self, name: str) -> LeaseInfo | None:
+        """Return a lease's holder, token and expiry."""
+        response = await self._call(
+            "reading sentinel_leases",
+            lambda: (
+                self.client.table("sentinel_leases")
+                .select("name,holder,fence,expires_at")
+                .eq("name", name)
+                .execute()
+            ),
+            retry=True,
+        )
+        rows = response.data or []
+        if not rows:
+            return None
+        r = rows[0]
+        return LeaseInfo(r["name"], r["holder"], int(r["fence"]), parse_time(r["expires_at"]))
+
+    async def load_key_health(self) -> dict[str, KeyHealth]:
+        """Return every parked key's health row, by key id (paged like the keys)."""
+        found: dict[str, KeyHealth] = {}
+        offset = 0
+        while True:
+            response = await self._call(
+                "reading sentinel_key_health", partial(self._health_page, offset), retry=True
+            )
+            rows = response.data or []
+            for r in rows:
+                health = key_health(r)
+                found[health.key_id] = health
+            if not rows:
+                return found
+            offset += len(rows)
+
+    def _health_page(self, start: int) -> Any:
+        return (
+            self.client.table("sentinel_key_health")
+            .select(",".join(HEALTH_COLUMNS))
+            .order("key_id")
+            .range(start, start + SUPABASE_MAX_ROWS - 1)
+            .execute()
+        )
+
+    async def save_key_health(self, park: Sequence[KeyHealth], clear: Sequence[str]) -> None:
+        """Delete the ``clear`` rows, then upsert the ``park`` rows."""
+        if clear:
+            ids = list(clear)
+            await self._call(
+                "clearing sentinel_key_health",
+                lambda: (
+                    self.client.table("sentinel_key_health")
+                    .delete(returning=ReturnMethod.minimal)
+                    .in_("key_id", ids)
+                    .execute()
+                ),
+                retry=True,
+            )
+        if park:
+            rows = [_json(health_row(h)) for h in park]
+            await self._call(
+                "writing sentinel_key_health",
+                partial(self._upsert, "sentinel_key_health", rows, "key_id"),
+                retry=True,
+            )
+
+    async def reset_key_health(self, key_id: str) -> bool:
+        """Un-park one key; return False when it was not parked."""
+        response = await self._call(
+            "resetting key health",
+            lambda: (
+                self.client.table("sentinel_key_health")
+                .delete(returning=ReturnMethod.representation)
+                .eq("key_id", key_id)
+                .execute()
+            ),
+            retry=False,
+        )
+        return bool(response.data)
+
+    async def claim_lease(self, name: str, holder: str, ttl: float) -> Fence | None:
+        """Take lease ``name`` for ``ttl`` seconds; None while another holder's is unexpired."""
+        token = await self._rpc(
+            "sentinel_claim_lease", {"p_name": name, "p_holder": holder, "p_ttl_s": ttl}
+        )
+        return Fence(name, int(token)) if token is not None else None
+
+    async def renew_lease(self, fence: Fence, holder: str, ttl: float) -> bool:
+        """Extend a lease still held under ``fence``; False when it was lost."""
+        return bool(
+            await self._rpc(
+                "sentinel_renew_lease",
+                {"p_name": fence.lease, "p_holder": holder, "p_fence": fence.token, "p_ttl_s": ttl},
+                retry=True,
+            )
+        )
+
+    async def release_lease(self, fence: Fence, holder: str) -> bool:
+        """Give a lease up; False when it was no longer ours."""
+        return bool(
+            await self._rpc(
+                "sentinel_release_lease",
+                {"p_name": fence.lease, "p_holder": holder, "p_fence": fence.token},
+                retry=True,
+            )
+        )
+
+
+def _json(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A row for the Data API: times as UTC ISO-8601 text."""
+    return {
+        k: v.astimezone(UTC).isoformat() if isinstance(v, datetime) else v for k, v in row.items()
+    }
+
+
+def _key_json(key: UserKey) -> dict[str, Any]:
+    row: dict[str, Any] = {"id": key.id, "user_id": key.user_id, "api_key": key.api_key}
+    if key.created_at:
+        row["created_at"] = key.created_at
+    return row

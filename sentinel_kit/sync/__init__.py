@@ -1,0 +1,31 @@
+"""The user sync: its values (report, plan), the streaming pipeline, and :class:`SyncJob`."""
+
+from ._job import SYNC_JOB_NAME, SyncJob
+from ._options import RunOptions, TornOptions
+from ._pipeline import Cut, Pipeline, SecretCheck, Stop, shard_of
+from ._plan import Budget, Plan, PlanEntry
+from ._report import Change, ChangeKind, Failure, SyncReport, Tally, build_report
+from ._rows import build_upserts, diff_rows
+
+__all__ = [
+    "SYNC_JOB_NAME",
+    "Budget",
+    "Change",
+    "ChangeKind",
+    "Cut",
+    "Failure",
+    "Pipeline",
+    "Plan",
+    "PlanEntry",
+    "RunOptions",
+    "SecretCheck",
+    "Stop",
+    "SyncJob",
+    "SyncReport",
+    "Tally",
+    "TornOptions",
+    "build_report",
+    "build_upserts",
+    "diff_rows",
+    "shard_of",
+]

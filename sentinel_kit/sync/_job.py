@@ -1,0 +1,291 @@
+"""The :class:`SyncJob` facade: settings, the store, and one call per thing users do."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Collection
+from datetime import UTC, datetime
+from typing import Unpack
+
+import httpx
+from loguru import logger
+
+from .._blocking import run_blocking
+from .._client import TornClient
+from .._crypto import KeyCipher
+from .._errors import ConfigError, DecryptError, WrongSecret
+from .._key_health import HealthPolicy, parked_reason
+from .._models import RunStatus
+from ..stores import Fence, Store, open_store
+from ._options import RunOptions, Shortcuts, TornOptions, apply_shortcuts
+from ._pipeline import Cut, Pipeline, Stop, shard_of
+from ._plan import Plan, PlanEntry
+from ._report import SyncReport, build_report
+
+__all__ = ["SYNC_JOB_NAME", "SyncJob"]
+
+SYNC_JOB_NAME = "sync-users"
+
+
+class SyncJob:
+    """One user sync: read keys, decrypt, fetch profiles from Torn, write ``user_data``.
+
+    >>> job = SyncJob(db="sqlite:///sentinel.db", secret=os.environ["ENCRYPTION_KEY"])
+    >>> report = job.run()                      # blocking; works inside Jupyter too
+    >>> report = await job.arun()               # in async code or a notebook cell
+    >>> report.status, report.synced, report.failures
+
+    Settings come in two groups, :class:`TornOptions` (how to talk to Torn) and
+    :class:`RunOptions` (the shape of a run); the flat keywords of earlier releases
+    (``concurrency=``, ``max_rpm=``, ``timeout=``, ``policy=``, ...) set one field each.
+
+    Args:
+        db: a database URL (see :func:`sentinel_kit.open_store`) or a store.
+        secret: the ``ENCRYPTION_KEY`` the ciphertexts were made with.
+        torn: how to talk to Torn.
+        options: the shape of a run (deadline, time box, shard, chunk sizes).
+        health_policy: how long suspended and throttled keys stay parked.
+        job: the job name in reports and run history.
+        transport: an httpx transport for the Torn client (cassettes, tests).
+        **shortcuts: flat settings, e.g. ``concurrency=4``, ``timeout=60``.
+
+    Raises:
+        ConfigError: a setting cannot work (an empty secret, a shard out of range, ...).
+    """
+
+    def __init__(
+        self,
+        *,
+        db: str | Store | None = None,
+        secret: str,
+        torn: TornOptions | None = None,
+        options: RunOptions | None = None,
+        health_policy: HealthPolicy | None = None,
+        job: str = SYNC_JOB_NAME,
+        transport: httpx.AsyncBaseTransport | None = None,
+        **shortcuts: Unpack[Shortcuts],
+    ) -> None:
+        if not secret:
+            raise ConfigError("ENCRYPTION_KEY is not set: export it or put it in .env.local")
+        self.torn, self.options = apply_shortcuts(
+            torn or TornOptions(), options or RunOptions(), shortcuts
+        )
+        self.store = db if isinstance(db, Store) else open_store(db)
+        self._cipher = KeyCipher(secret)
+        self.health_policy = health_policy or HealthPolicy()
+        self.job = job
+        self.transport = transport
+        #: The report of the latest run, also when it was interrupted.
+        self.last_report: SyncReport | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"SyncJob(db={self.store.label!r}, torn_url={self.torn.url!r}, "
+            f"concurrency={self.torn.concurrency}, secret=***)"
+        )
+
+    # -- entry points ---------------------------------------------------------------------
+
+    def run(
+        self,
+        *,
+        dry_run: bool = False,
+        users: Collection[str] | None = None,
+        progress: bool = False,
+    ) -> SyncReport:
+        """Run the sync and block until it ends; safe inside a running loop (Jupyter).
+
+        Ctrl-C (or a kernel interrupt) stops the run within about a second: it stops
+        fetching, writes what it fetched, records the run (``aborted``, "interrupted") and
+        re-raises ``KeyboardInterrupt``; :attr:`last_report` holds the partial report.
+
+        Args:
+            dry_run: fetch, but write nothing; the report lists what would change.
+            users: only these user ids (e.g. to re-run one user while debugging).
+            progress: show a progress bar (tqdm: the notebook widget or the terminal).
+
+        Returns:
+            The :class:`SyncReport`.
+
+        Raises:
+            SchemaMissing: the tables are missing.
+            WrongSecret: no key decrypts with the secret (nothing was sent).
+            StoreError: the database cannot be opened.
+        """
+        return run_blocking(lambda: self.arun(dry_run=dry_run, users=users, progress=progress))
+
+    def plan(self) -> Plan:
+        """Say, without any network call, which keys a run would request, which are parked
+        by key health and which fail to decrypt, and how Torn's budget covers them. Safe
+        inside a running loop."""
+        return run_blocking(self.aplan)
+
+    async def aplan(self) -> Plan:
+        """The async twin of :meth:`plan`."""
+        entries: list[PlanEntry] = []
+        now = datetime.now(UTC)
+        async with self.store as store:
+            await store.check_schema()
+            health = await store.load_key_health()
+            async for page in store.iter_key_pages(page_size=self.options.page_size):
+                for key in page:
+                    if not self._in_shard(key.user_id):
+                        continue
+                    parked = parked_reason(
+                        health.get(key.id), key, now=now, policy=self.health_policy
+                    )
+                    if parked is not None:
+                        until = (
+                            parked.retry_after.isoformat(timespec="seconds")
+                            if parked.retry_after
+                            else "re-save"
+                        )
+                        detail = f"{parked.state.value}, code {parked.last_code}, until {until}"
+                        entries.append(PlanEntry(key.user_id, key.id, "parked", detail))
+                        continue
+                    try:
+                        self._cipher.decrypt(key.api_key)
+                    except DecryptError as exc:
+                        entries.append(PlanEntry(key.user_id, key.id, "decrypt_error", str(exc)))
+                        continue
+                    entries.append(PlanEntry(key.user_id, key.id, "request"))
+        return Plan(tuple(entries), max_rpm=self.torn.max_rpm, time_box=self.options.time_box)
+
+    def _in_shard(self, user_id: str) -> bool:
+        shard = self.options.shard
+        return shard is None or shard_of(user_id, shard[1]) == shard[0]
+
+    async def arun(
+        self,
+        *,
+        dry_run: bool = False,
+        fence: Fence | None = None,
+        stop: Stop | None = None,
+        run_id: str | None = None,
+        record: bool = True,
+        users: Collection[str] | None = None,
+        progress: bool = False,
+    ) -> SyncReport:
+        """Run the sync in the current event loop (``await job.arun()``).
+
+        Args:
+            dry_run: fetch, but write nothing; the report lists what would change.
+            fence: write ``user_data`` only under this lease tenure (the daemon's); a stale
+                token ends the run ``aborted`` and nothing more is written.
+            stop: ends the run early, like the deadline, when set.
+            run_id: the run's id (the daemon allocates it); a new UUID by default.
+            record: append the run to ``sentinel_runs`` (the daemon records its own runs).
+            users: only these user ids.
+            progress: show a progress bar (tqdm's auto mode).
+
+        Returns:
+            The :class:`SyncReport`. Runtime trouble (a global Torn error, Torn
+            unreachable, the deadline, a store failure mid-run) ends the run with status
+            ``aborted`` or ``timeout``, not an exception.
+
+        Raises:
+            SchemaMissing: the tables do not exist.
+            StoreError: the database cannot be opened.
+            WrongSecret: none of the first keys decrypt (the run is recorded ``aborted``).
+            asyncio.CancelledError: the run was cancelled (Ctrl-C); it wrote what it had
+                and recorded itself first.
+        """
+        run_id = run_id or str(uuid.uuid4())
+        log = logger.bind(job=self.job, run_id=run_id)
+        started_at = datetime.now(UTC)
+        log.info(
+            "run {} of {} started (store {}, dry run: {})",
+            run_id,
+            self.job,
+            self.store.label,
+            dry_run,
+        )
+        async with self.store as store:
+            await store.check_schema()
+            pipeline = Pipeline(
+                store=store,
+                torn=self._torn_client(),
+                cipher=self._cipher,
+                options=self.options,
+                health_policy=self.health_policy,
+                health=await store.load_key_health(),
+                job=self.job,
+                concurrency=self.torn.concurrency,
+                dry_run=dry_run,
+                fence=fence,
+                users=frozenset(users) if users is not None else None,
+                stop=stop,
+            )
+            if progress:
+                from tqdm.auto import tqdm
+
+                total = len(set(users)) if users is not None else await store.count_keys()
+                pipeline.bar = tqdm(total=total, unit="key", desc=self.job, leave=False)
+            try:
+                async with pipeline.torn:
+                    cut = await pipeline.run()
+            finally:
+                if pipeline.bar is not None:
+                    pipeline.bar.close()
+            status, error = _ending(pipeline, cut, self.options.timeout, stop)
+            report = build_report(
+                pipeline.tally,
+                run_id=run_id,
+                job=self.job,
+                started_at=started_at,
+                finished_at=datetime.now(UTC),
+                written=pipeline.written,
+                error=error,
+                status=status,
+                dry_run=dry_run,
+                changes=pipeline.changes,
+                write_calls=store.write_calls,
+                # Only whole-job runs speak for the job's health.
+                counted=users is None and cut is not Cut.INTERRUPTED,
+            )
+            self.last_report = report
+            if record and not dry_run and pipeline.store_error is None:
+                try:
+                    await store.record_run(report)
+                except Exception as exc:
+                    log.warning("could not record the run in sentinel_runs: {}", exc)
+        log.info("run {} finished: {}", run_id, report.summary())
+        if pipeline.wrong_secret is not None:
+            raise WrongSecret(pipeline.wrong_secret, report=report)
+        if cut is Cut.INTERRUPTED:
+            raise asyncio.CancelledError("interrupted")
+        return report
+
+    def _torn_client(self) -> TornClient:
+        t = self.torn
+        return TornClient(
+            base_url=t.url,
+            request_timeout=t.request_timeout,
+            concurrency=t.concurrency,
+            max_rpm=t.max_rpm,
+            per_key_rpm=t.per_key_rpm,
+            policy=t.retry,
+            transport=self.transport,
+            pool_size=t.pool_size,
+        )
+
+
+def _ending(
+    pipeline: Pipeline, cut: Cut | None, timeout: float | None, stop: Stop | None
+) -> tuple[RunStatus | None, str | None]:
+    """How a run ended: a forced status and its one-line cause, or (None, None) for
+    ok/partial by the failures."""
+    if pipeline.wrong_secret is not None:
+        return RunStatus.ABORTED, pipeline.wrong_secret
+    if pipeline.store_error is not None:
+        return RunStatus.ABORTED, f"store failed: {pipeline.store_error}"
+    if cut is Cut.INTERRUPTED:
+        return RunStatus.ABORTED, "interrupted"
+    if cut is Cut.TIMEOUT:
+        return RunStatus.TIMEOUT, f"the run exceeded its timeout of {timeout:g}s"
+    if cut is Cut.STOPPED:
+        return RunStatus.ABORTED, stop.reason if stop is not None else "stopped"
+    if pipeline.torn.halted is not None:
+        return RunStatus.ABORTED, f"{pipeline.torn.halted}: stopped sending requests"
+    return None, None

@@ -1,0 +1,508 @@
+"""One run's moving parts: a producer, N workers and a writer, joined by two queues.
+
+::
+
+    store pages ─▶ group by user ─▶ producer ─▶ groups ─▶ N workers ─▶ results ─▶ writer
+                   (shard, users)   (secret check,       (parked? decrypt,        │ chunks
+                                     time box)            fetch from Torn)        ▼
+                                                                       store.upsert_user_data
+
+A user's keys travel together, so one worker fetches them one after another (Torn's limit
+is per player across all keys) and ``build_upserts`` sees all of them at once. The writer
+flushes every ``chunk_size`` rows or ``flush_interval`` seconds, so a crash loses at most
+one chunk of work. How a run ends early:
+
+- deadline (``timeout``), stop (signal, lost lease) or interrupt (Ctrl-C, a kernel
+  interrupt): stop fetching at once; keys cut short or never started are failures; what
+  was fetched is written;
+- time box: stop *starting* users; those in flight finish; the rest is ``deferred``;
+- a global Torn error or Torn unreachable: the client stops sending; the rest is ``aborted``;
+- the wrong secret: nothing is fetched at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import hashlib
+import time
+from asyncio import FIRST_COMPLETED
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from loguru import logger
+
+from .._client import TornClient
+from .._crypto import KeyCipher
+from .._errors import DecryptError, FetchError, StoreError
+from .._key_health import (
+    HealthPolicy,
+    HealthState,
+    KeyHealth,
+    ciphertext_fingerprint,
+    health_changes,
+    parked_reason,
+)
+from .._models import Outcome, Reason, TornKey, UserKey
+from ..stores import Fence, Store
+from ._options import RunOptions
+from ._report import Change, Tally
+from ._rows import build_upserts, diff_rows
+
+__all__ = ["Cut", "Pipeline", "SecretCheck", "Stop", "shard_of"]
+
+#: Ciphertexts looked at before deciding that ENCRYPTION_KEY is the wrong secret.
+SECRET_SAMPLE = 10
+
+
+class Stop(asyncio.Event):
+    """An event that ends a run early, like its deadline would, with a reason.
+
+    The daemon sets it on SIGTERM (after the grace period) or when the lease is lost; the
+    run then stops fetching, writes what it has, and ends ``aborted`` with the reason.
+    """
+
+    reason: str = "stopped"
+
+    def stop(self, reason: str) -> None:
+        """Set the event, keeping the first reason given."""
+        if not self.is_set():
+            self.reason = reason
+            self.set()
+
+
+class Cut(enum.Enum):
+    """Why a pipeline ended before every key had its outcome."""
+
+    TIMEOUT = "timeout"
+    STOPPED = "stopped"
+    INTERRUPTED = "interrupted"
+
+
+def shard_of(user_id: str, shards: int) -> int:
+    """Return the shard (0..shards-1) of a user: a stable hash, the same on every replica.
+
+    The first 8 bytes of SHA-256 of the user id, as an unsigned big-endian integer, modulo
+    ``shards``; the SQL stores compute the same in their queries.
+    """
+    digest = hashlib.sha256(user_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % shards
+
+
+class SecretCheck:
+    """Decides from the first well-formed ciphertexts whether ``ENCRYPTION_KEY`` is wrong.
+
+    A few corrupt rows among good ones are each a ``decrypt_error``; but when none of the
+    first :data:`SECRET_SAMPLE` well-formed ciphertexts (or all, if fewer) decrypt, the
+    secret itself is wrong and the run must not send a single request.
+    """
+
+    def __init__(self, cipher: KeyCipher, sample: int = SECRET_SAMPLE) -> None:
+        self._cipher = cipher
+        self._sample = sample
+        self.failures = 0
+        self.decided = False
+        self.wrong = False
+
+    def observe(self, keys: Sequence[UserKey]) -> None:
+        """Look at more ciphertexts, until a verdict."""
+        for key in keys:
+            if self.decided:
+                return
+            if not KeyCipher.well_formed(key.api_key):
+                continue
+            try:
+                self._cipher.decrypt(key.api_key)
+            except DecryptError:
+                self.failures += 1
+                if self.failures >= self._sample:
+                    self.decided = self.wrong = True
+            else:
+                self.decided = True
+
+    def finish(self) -> None:
+        """No more keys: wrong when every well-formed ciphertext seen failed."""
+        if not self.decided:
+            self.decided = True
+            self.wrong = self.failures > 0
+
+    @property
+    def message(self) -> str:
+        """The one-line error of a wrong secret."""
+        return (
+            f"none of the first {self.failures} well-formed keys decrypt with ENCRYPTION_KEY: "
+            "it is not the secret the keys were encrypted with (set ENCRYPTION_KEY to the "
+            "app's secret; nothing was sent to Torn)"
+        )
+
+
+_PARKED_REASON = {
+    HealthState.DEAD: Reason.KEY_INVALID,
+    HealthState.SUSPENDED: Reason.KEY_SUSPENDED,
+    HealthState.COOLDOWN: Reason.RATE_LIMITED,
+}
+
+_DONE = None
+
+
+@dataclass(slots=True)
+class _Context:
+    """What every key of a run is processed with."""
+
+    cipher: KeyCipher
+    torn: TornClient
+    health: dict[str, KeyHealth]
+    policy: HealthPolicy
+    job: str
+
+
+async def process_key(key: UserKey, ctx: _Context) -> Outcome:
+    """Skip a parked key, or decrypt it and fetch its profile: one :class:`Outcome`."""
+    cfp = ciphertext_fingerprint(key.api_key)
+    base: dict[str, Any] = {"key_created_at": key.created_at, "ciphertext_fp": cfp}
+    parked = parked_reason(ctx.health.get(key.id), key, now=datetime.now(UTC), policy=ctx.policy)
+    if parked is not None:
+        return Outcome(
+            key.id,
+            key.user_id,
+            reason=_PARKED_REASON[parked.state],
+            torn_code=parked.last_code,
+            detail=f"parked ({parked.state.value}) since {parked.since.isoformat()}",
+            skipped=True,
+            **base,
+        )
+    log = logger.bind(job=ctx.job)
+    try:
+        plaintext = TornKey(ctx.cipher.decrypt(key.api_key))
+    except DecryptError as exc:
+        log.debug("key {} of user {}: {}", key.id, key.user_id, exc)
+        return Outcome(key.id, key.user_id, reason=Reason.DECRYPT_ERROR, detail=str(exc), **base)
+    base["key_fingerprint"] = plaintext.fingerprint
+    try:
+        profile = await ctx.torn.fetch_user_basic(plaintext)
+    except FetchError as exc:
+        if exc.reason is not Reason.ABORTED:
+            log.debug("key {} of user {}: {}", key.id, key.user_id, exc)
+        return Outcome(
+            key.id,
+            key.user_id,
+            reason=exc.reason,
+            torn_code=exc.torn_code,
+            detail=str(exc),
+            error_class=exc.error_class,
+            **base,
+        )
+    return Outcome(key.id, key.user_id, profile=profile, **base)
+
+
+def _unattempted(key: UserKey, reason: Reason = Reason.ABORTED) -> Outcome:
+    return Outcome(key.id, key.user_id, reason=reason, key_created_at=key.created_at)
+
+
+def _deferred(key: UserKey) -> Outcome:
+    return Outcome(key.id, key.user_id, key_created_at=key.created_at, deferred=True)
+
+
+async def _group_by_user(pages: AsyncIterator[list[UserKey]]) -> AsyncIterator[list[UserKey]]:
+    """Regroup pages, in which each user's keys are adjacent, into one list per user."""
+    group: list[UserKey] = []
+    async for page in pages:
+        for key in page:
+            if group and key.user_id != group[0].user_id:
+                yield group
+                group = []
+            group.append(key)
+    if group:
+        yield group
+
+
+@dataclass(slots=True)
+class Pipeline:
+    """One run of the sync: producer, workers and writer, and what they found.
+
+    Built and run by :meth:`SyncJob.arun`; afterwards its attributes hold the run's tally,
+    rows written, dry-run changes and the reason it ended early, if it did.
+    """
+
+    store: Store
+    torn: TornClient
+    cipher: KeyCipher
+    options: RunOptions
+    health_policy: HealthPolicy
+    health: dict[str, KeyHealth]
+    job: str
+    concurrency: int
+    dry_run: bool = False
+    fence: Fence | None = None
+    users: frozenset[str] | None = None
+    stop: Stop | None = None
+    bar: Any = None
+
+    tally: Tally = field(default_factory=Tally)
+    written: int = 0
+    changes: list[Change] = field(default_factory=list)
+    store_error: StoreError | None = None
+    wrong_secret: str | None = None
+    cut: Cut | None = None
+    time_boxed: bool = False
+
+    _in_flight: dict[int, list[UserKey]] = field(default_factory=dict)
+    _done_in_flight: dict[int, list[Outcome]] = field(default_factory=dict)
+    _groups: asyncio.Queue[list[UserKey] | None] = field(default_factory=asyncio.Queue)
+    _results: asyncio.Queue[list[Outcome] | None] = field(default_factory=asyncio.Queue)
+    _stop_feeding: asyncio.Event = field(default_factory=asyncio.Event)
+    _defer: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def run(self) -> Cut | None:
+        """Run to the end (or the cut); return why it was cut short, if it was."""
+        self._groups = asyncio.Queue(maxsize=self.concurrency * 2)
+        ctx = _Context(self.cipher, self.torn, self.health, self.health_policy, self.job)
+        producer = asyncio.create_task(self._produce(), name="sentinel-producer")
+        writer = asyncio.create_task(self._write(), name="sentinel-writer")
+        workers = [
+            asyncio.create_task(self._work(i, ctx), name=f"sentinel-worker-{i}")
+            for i in range(self.concurrency)
+        ]
+        box = None
+        if self.options.time_box is not None:
+            box = asyncio.get_running_loop().call_later(self.options.time_box, self._time_box)
+        try:
+            self.cut = await self._supervise(producer, writer, workers)
+            return self.cut
+        finally:
+            if box is not None:
+                box.cancel()
+            # Only reached with tasks still running when something unexpected (a bug, or a
+            # second cancellation) interrupted the run: leave nothing dangling.
+            pending = [t for t in (producer, writer, *workers) if not t.done()]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    def _time_box(self) -> None:
+        logger.bind(job=self.job).info(
+            "time box of {:g}s reached: no new users; the rest waits for the next run",
+            self.options.time_box or 0,
+        )
+        self.time_boxed = True
+        self._defer.set()
+
+    # -- producer ----------------------------------------------------------------------------
+
+    def _wanted(self, user_id: str) -> bool:
+        shard = self.options.shard
+        if shard is not None and shard_of(user_id, shard[1]) != shard[0]:
+            return False  # another replica's shard
+        return self.users is None or user_id in self.users
+
+    async def _produce(self) -> None:
+        check = SecretCheck(self.cipher)
+        held: list[list[UserKey]] = []
+        try:
+            pages = self.store.iter_key_pages(page_size=self.options.page_size)
+            async for group in _group_by_user(pages):
+                if not self._wanted(group[0].user_id):
+                    continue
+                if check.decided:
+                    await self._feed(group)
+                    continue
+                # Hold the first groups back until the secret is known to be right.
+                check.observe(group)
+                held.append(group)
+                if check.decided:
+                    await self._release(check, held)
+                    held = []
+            if not check.decided:
+                check.finish()
+                await self._release(check, held)
+        except StoreError as exc:
+            self.store_error = self.store_error or exc
+        finally:
+            for _ in range(self.concurrency):
+                await self._groups.put(_DONE)
+
+    async def _release(self, check: SecretCheck, held: list[list[UserKey]]) -> None:
+        if not check.wrong:
+            for group in held:
+                await self._feed(group)
+            return
+        self.wrong_secret = check.message
+        self._stop_feeding.set()
+        # The keys looked at fail as decrypt_error; nothing else is attempted.
+        for group in held:
+            await self._results.put([self._undecryptable(k) for k in group])
+
+    def _undecryptable(self, key: UserKey) -> Outcome:
+        try:
+            self.cipher.decrypt(key.api_key)
+        except DecryptError as exc:
+            return Outcome(
+                key.id,
+                key.user_id,
+                reason=Reason.DECRYPT_ERROR,
+                detail=str(exc),
+                key_created_at=key.created_at,
+            )
+        return _unattempted(key)
+
+    async def _feed(self, group: list[UserKey]) -> None:
+        if self._stop_feeding.is_set():
+            # Past the deadline, a store failure or the wrong secret: list, fetch nothing.
+            await self._results.put([_unattempted(k) for k in group])
+        elif self._defer.is_set():
+            await self._results.put([_deferred(k) for k in group])
+        else:
+            await self._groups.put(group)
+
+    # -- workers -----------------------------------------------------------------------------
+
+    async def _work(self, worker_id: int, ctx: _Context) -> None:
+        while (group := await self._groups.get()) is not _DONE:
+            if self._stop_feeding.is_set() or self.torn.halted is not None:
+                await self._results.put([_unattempted(k) for k in group])
+                continue
+            if self._defer.is_set():
+                await self._results.put([_deferred(k) for k in group])
+                continue
+            self._in_flight[worker_id] = group
+            done: list[Outcome] = []
+            self._done_in_flight[worker_id] = done
+            for key in group:
+                done.append(await process_key(key, ctx))
+            del self._in_flight[worker_id], self._done_in_flight[worker_id]
+            await self._results.put(done)
+
+    # -- writer ------------------------------------------------------------------------------
+
+    async def _write(self) -> None:
+        pending: list[Outcome] = []
+        last_flush = time.monotonic()
+        finished = False
+        interval = self.options.flush_interval
+        while not finished:
+            batch: list[list[Outcome] | None] = []
+            try:
+                async with asyncio.timeout(interval):
+                    batch.append(await self._results.get())
+            except TimeoutError:
+                pass
+            # Take everything already queued: many workers can finish in one turn of the
+            # loop, and a writer taking one item per turn would fall ever further behind.
+            while not self._results.empty():
+                batch.append(self._results.get_nowait())
+            for item in batch:
+                if item is _DONE:
+                    finished = True
+                    continue
+                pending.extend(item)
+                self.tally.add(item)
+                if self.bar is not None:
+                    self.bar.update(len(item))
+            if finished or self.store_error is not None:
+                continue  # the store failed: keep collecting outcomes, write nothing
+            timed = time.monotonic() - last_flush >= interval
+            if pending and (sum(1 for o in pending if o.ok) >= self.options.chunk_size or timed):
+                # Between timer ticks only whole chunks go out, so the database sees
+                # about N / chunk_size writes; the timer flushes what is left.
+                pending = await self._flush(pending, whole_chunks=not timed)
+                last_flush = time.monotonic()
+        if pending and self.store_error is None:
+            await self._flush(pending, whole_chunks=False)
+
+    async def _flush(self, outcomes: list[Outcome], *, whole_chunks: bool) -> list[Outcome]:
+        """Write the rows (and key health) of ``outcomes``; return the outcomes held back.
+
+        With ``whole_chunks``, only a multiple of ``chunk_size`` rows is written and the
+        outcomes of the remaining users are returned for a later flush.
+        """
+        try:
+            return await self._write_outcomes(outcomes, whole_chunks=whole_chunks)
+        except StoreError as exc:
+            self.store_error = exc
+            self._stop_feeding.set()
+            return []
+
+    async def _write_outcomes(
+        self, outcomes: list[Outcome], *, whole_chunks: bool
+    ) -> list[Outcome]:
+        now = datetime.now(UTC)
+        rows = build_upserts(outcomes, now=now)
+        leftover: list[Outcome] = []
+        keep = len(rows) % self.options.chunk_size if whole_chunks else 0
+        if keep:
+            held = {r.user_id for r in rows[-keep:]}
+            rows = rows[:-keep]
+            leftover = [o for o in outcomes if o.user_id in held]
+            outcomes = [o for o in outcomes if o.user_id not in held]
+        if self.dry_run:
+            if rows:
+                current = await self.store.fetch_user_data([r.user_id for r in rows])
+                self.changes.extend(diff_rows(rows, current))
+            return leftover
+        if rows:
+            self.written += await self.store.upsert_user_data(rows, fence=self.fence)
+        park, clear = health_changes(outcomes, now=now, policy=self.health_policy)
+        clear = [key_id for key_id in clear if key_id in self.health]
+        if park or clear:
+            await self.store.save_key_health(park, clear)
+        return leftover
+
+    # -- supervision -------------------------------------------------------------------------
+
+    async def _supervise(
+        self,
+        producer: asyncio.Task[None],
+        writer: asyncio.Task[None],
+        workers: list[asyncio.Task[None]],
+    ) -> Cut | None:
+        gathered = asyncio.gather(*workers)
+        waiters: set[asyncio.Future[Any]] = {gathered}
+        stopper = asyncio.ensure_future(self.stop.wait()) if self.stop is not None else None
+        if stopper is not None:
+            waiters.add(stopper)
+        cut: Cut | None = None
+        try:
+            done, _ = await asyncio.wait(
+                waiters, timeout=self.options.timeout, return_when=FIRST_COMPLETED
+            )
+        except asyncio.CancelledError:
+            # Ctrl-C or a kernel interrupt: end like a stop, then let the caller re-raise.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            cut, done = Cut.INTERRUPTED, set()
+        finally:
+            if stopper is not None:
+                stopper.cancel()
+        if gathered in done:
+            gathered.result()  # re-raise a worker's unexpected error
+        else:
+            if cut is None:
+                stopped = self.stop is not None and self.stop.is_set()
+                cut = Cut.STOPPED if stopped else Cut.TIMEOUT
+            await self._cut_short(gathered, workers, cut)
+        await producer
+        await self._results.put(_DONE)
+        await writer
+        return cut
+
+    async def _cut_short(
+        self, gathered: asyncio.Future[Any], workers: list[asyncio.Task[None]], cut: Cut
+    ) -> None:
+        self._stop_feeding.set()
+        gathered.cancel()
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        # Keys whose request was cut; earlier keys of the same user keep their outcome.
+        reason = Reason.TIMEOUT if cut is Cut.TIMEOUT else Reason.ABORTED
+        for worker_id, group in self._in_flight.items():
+            finished = self._done_in_flight.get(worker_id, [])
+            left = [_unattempted(k, reason) for k in group[len(finished) :]]
+            await self._results.put(finished + left)
+        # Drain what the producer still queues, without fetching; the drain ends at the
+        # producer's first end marker, so the producer is done after it.
+        while (queued := await self._groups.get()) is not _DONE:
+            await self._results.put([_unattempted(k) for k in queued])

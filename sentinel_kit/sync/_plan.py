@@ -1,0 +1,153 @@
+"""What a run would do, decided without a network call, and the request budget (pure)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from .._display import html_table, to_dataframe
+
+__all__ = ["Budget", "Plan", "PlanEntry"]
+
+
+@dataclass(frozen=True, slots=True)
+class PlanEntry:
+    """What a run would do with one key."""
+
+    user_id: str
+    key_id: str
+    action: str  # "request", "parked" or "decrypt_error"
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """How Torn's request budget covers the keys to request.
+
+    Attributes:
+        users: users with at least one key to request.
+        requests: keys to request (one request each, retries aside).
+        max_rpm: requests allowed in any rolling minute (0: no limit).
+        time_box: seconds a run may start users for (None: no time box).
+    """
+
+    users: int
+    requests: int
+    max_rpm: int
+    time_box: float | None = None
+
+    @property
+    def full_pass_s(self) -> float | None:
+        """Seconds one pass over every key takes at ``max_rpm`` (None without a limit)."""
+        if self.max_rpm <= 0:
+            return None
+        return self.requests / self.max_rpm * 60.0
+
+    @property
+    def users_per_run(self) -> int | None:
+        """Users a time-boxed run reaches at ``max_rpm`` (None when unbounded)."""
+        if self.max_rpm <= 0 or self.time_box is None:
+            return None
+        if self.requests == 0:
+            return self.users
+        per_user = self.requests / max(1, self.users)
+        return min(self.users, math.floor(self.time_box * self.max_rpm / 60.0 / per_user))
+
+    @property
+    def runs_per_pass(self) -> int | None:
+        """Runs needed for every user to be attempted once, ceil(users / users_per_run);
+        None when a run cannot reach a single user."""
+        per_run = self.users_per_run
+        if per_run is None or self.users == 0:
+            return 1
+        return math.ceil(self.users / per_run) if per_run else None
+
+    def describe(self) -> str:
+        """One line for people: the full pass, and what fits in the time box."""
+        if self.full_pass_s is None:
+            return f"{self.requests} requests for {self.users} users, no rate limit"
+        line = (
+            f"{self.requests} requests for {self.users} users: a full pass takes "
+            f"{_duration(self.full_pass_s)} at --max-rpm {self.max_rpm}"
+        )
+        if self.users_per_run is not None and self.time_box is not None:
+            line += (
+                f"; a {_duration(self.time_box)} time box reaches {self.users_per_run} users "
+                f"per run ({self.runs_per_pass or 'no'} run(s) per full pass)"
+            )
+        return line
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form shown by ``sync --dry-run --json`` and ``status --json``."""
+        return {
+            "users": self.users,
+            "requests": self.requests,
+            "max_rpm": self.max_rpm,
+            "time_box_s": self.time_box,
+            "full_pass_s": None if self.full_pass_s is None else round(self.full_pass_s, 1),
+            "users_per_run": self.users_per_run,
+        }
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The keys a run would request, skip (parked by key health) or fail to decrypt.
+
+    Built by :meth:`SyncJob.plan` without any network call.
+    """
+
+    entries: tuple[PlanEntry, ...]
+    max_rpm: int = 0
+    time_box: float | None = None
+
+    def count(self, action: str) -> int:
+        """How many entries have this action."""
+        return sum(1 for e in self.entries if e.action == action)
+
+    @property
+    def budget(self) -> Budget:
+        """How long a full pass takes at the run's ``max_rpm``, and what fits in its time box."""
+        requested = [e for e in self.entries if e.action == "request"]
+        users = len({e.user_id for e in requested})
+        return Budget(users, len(requested), self.max_rpm, self.time_box)
+
+    def render_text(self) -> str:
+        """One line per key, after a summary line and the budget."""
+        lines = [
+            f"plan: {len(self.entries)} keys: {self.count('request')} to request, "
+            f"{self.count('parked')} parked, {self.count('decrypt_error')} not decryptable",
+            f"budget: {self.budget.describe()}",
+        ]
+        lines += [
+            f"  {e.action:<13} user {e.user_id} key {e.key_id} {e.detail}" for e in self.entries
+        ]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.render_text()
+
+    def _repr_html_(self) -> str:
+        return html_table(
+            ["user_id", "key_id", "action", "detail"],
+            [[e.user_id, e.key_id, e.action, e.detail] for e in self.entries],
+            caption=" / ".join(self.render_text().splitlines()[:2]),
+        )
+
+    def to_pandas(self) -> Any:
+        """The entries as a pandas DataFrame (needs pandas)."""
+        return to_dataframe(
+            [
+                {"user_id": e.user_id, "key_id": e.key_id, "action": e.action, "detail": e.detail}
+                for e in self.entries
+            ],
+            ["user_id", "key_id", "action", "detail"],
+        )

@@ -1,0 +1,343 @@
+"""What a run did: failures, dry-run changes, the :class:`SyncReport` and its tally (pure)."""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from .._display import html_table, to_dataframe
+from .._models import Outcome, Reason, RunStatus
+
+__all__ = ["Change", "ChangeKind", "Failure", "SyncReport", "Tally", "build_report"]
+
+
+class ChangeKind(enum.StrEnum):
+    """What an upsert does to a ``user_data`` row (shown by dry runs)."""
+
+    NEW = "new"
+    NAME_CHANGED = "name_changed"
+    PLAYER_ID_CHANGED = "player_id_changed"
+    UNCHANGED = "unchanged"
+
+
+_CHANGE_COLUMNS = ("user_id", "change", "name", "player_id", "old_name", "old_player_id")
+_FAILURE_COLUMNS = ("user_id", "key_id", "reason", "torn_code", "key_fingerprint")
+_SUMMARY_COLUMNS = (
+    "run",
+    "job",
+    "status",
+    "keys",
+    "synced",
+    "failed",
+    "skipped",
+    "deferred",
+    "written",
+    "seconds",
+    "error",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """The difference between a would-be row and the current ``user_data`` row."""
+
+    user_id: str
+    kind: ChangeKind
+    name: str
+    player_id: int
+    old_name: str | None = None
+    old_player_id: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON form used in reports."""
+        return dict(
+            zip(
+                _CHANGE_COLUMNS,
+                (
+                    self.user_id,
+                    self.kind.value,
+                    self.name,
+                    self.player_id,
+                    self.old_name,
+                    self.old_player_id,
+                ),
+                strict=True,
+            )
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One key that was not synced, as listed in a report.
+
+    ``key_fingerprint`` is the decrypted key's fingerprint (see
+    :func:`~sentinel_kit.key_fingerprint`), the label cassettes and DEBUG logs use for it;
+    None when the key was never decrypted (a ``decrypt_error``, or a key not attempted).
+    """
+
+    user_id: str
+    key_id: str
+    reason: Reason
+    torn_code: int | None = None
+    key_fingerprint: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON form of the report contract."""
+        return {
+            "user_id": self.user_id,
+            "key_id": self.key_id,
+            "reason": self.reason.value,
+            "torn_code": self.torn_code,
+            "key_fingerprint": self.key_fingerprint,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SyncReport:
+    """What one run did; ``to_dict()`` is the JSON report contract (see ARCHITECTURE.md).
+
+    ``deferred`` counts keys a time-boxed run left for the next run: neither failed nor
+    skipped. ``counted`` is False for runs the health rule ignores: dry runs, re-runs of a
+    few users, and runs a person interrupted.
+    """
+
+    run_id: str
+    job: str
+    status: RunStatus
+    started_at: datetime
+    finished_at: datetime
+    keys_total: int
+    synced: int
+    failed: int
+    skipped: int
+    written: int
+    error: str | None = None
+    failures: tuple[Failure, ...] = ()
+    dry_run: bool = False
+    changes: tuple[Change, ...] = ()
+    #: Statements that wrote ``user_data`` (about written / chunk size).
+    write_calls: int = 0
+    deferred: int = 0
+    counted: bool = True
+
+    @property
+    def duration_s(self) -> float:
+        """Wall-clock seconds between start and finish."""
+        return round((self.finished_at - self.started_at).total_seconds(), 3)
+
+    @property
+    def attempted(self) -> int:
+        """Keys the run tried: every key but the parked (skipped) and deferred ones."""
+        return self.keys_total - self.skipped - self.deferred
+
+    @property
+    def exit_code(self) -> int:
+        """The CLI exit code for this report."""
+        return self.status.exit_code
+
+    def reasons(self) -> dict[str, int]:
+        """Failures counted by reason, most frequent first."""
+        return dict(Counter(f.reason.value for f in self.failures).most_common())
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON report of the contract (additions only, never removals)."""
+        data: dict[str, Any] = {
+            "run_id": self.run_id,
+            "job": self.job,
+            "status": self.status.value,
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat(),
+            "duration_s": self.duration_s,
+            "keys_total": self.keys_total,
+            "synced": self.synced,
+            "failed": self.failed,
+            "skipped": self.skipped,
+            "deferred": self.deferred,
+            "written": self.written,
+            "error": self.error,
+            "failures": [f.to_dict() for f in self.failures],
+            "dry_run": self.dry_run,
+            "write_calls": self.write_calls,
+        }
+        if self.dry_run:
+            data["changes"] = [c.to_dict() for c in self.changes]
+        return data
+
+    def counts(self) -> str:
+        """The counts as one phrase: ``7 keys, 5 synced, 2 failed, 0 skipped, ...``."""
+        deferred = f", {self.deferred} deferred" if self.deferred else ""
+        return (
+            f"{self.keys_total} keys, {self.synced} synced, {self.failed} failed, "
+            f"{self.skipped} skipped{deferred}, {self.written} written"
+        )
+
+    def summary(self) -> str:
+        """One line: status, counts and duration (the log line of a finished run)."""
+        line = f"{self.status.value} ({self.counts()}) in {self.duration_s:.2f}s"
+        return f"{line}; {self.error}" if self.error else line
+
+    def render_text(self) -> str:
+        """Return a short human-readable summary, one failure per line."""
+        deferred = f", {self.deferred} deferred to the next run" if self.deferred else ""
+        lines = [
+            f"run {self.run_id} ({self.job}): {self.status.value}"
+            f"{' (dry run)' if self.dry_run else ''} in {self.duration_s:.2f}s",
+            f"  keys: {self.keys_total} total, {self.synced} synced, {self.failed} failed, "
+            f"{self.skipped} skipped{deferred}; rows written: {self.written}",
+        ]
+        if self.error:
+            lines.append(f"  error: {self.error}")
+        for f in self.failures:
+            code = f" (torn code {f.torn_code})" if f.torn_code is not None else ""
+            lines.append(f"  failed: user {f.user_id} key {f.key_id}: {f.reason.value}{code}")
+        for c in self.changes:
+            lines.append(
+                f"  would write: user {c.user_id}: {c.kind.value} -> {c.name} [{c.player_id}]"
+            )
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.render_text()
+
+    def _repr_html_(self) -> str:
+        summary = html_table(
+            _SUMMARY_COLUMNS,
+            [
+                [
+                    self.run_id[:8],
+                    self.job,
+                    self.status.value + (" (dry run)" if self.dry_run else ""),
+                    self.keys_total,
+                    self.synced,
+                    self.failed,
+                    self.skipped,
+                    self.deferred,
+                    self.written,
+                    f"{self.duration_s:.2f}",
+                    self.error or "",
+                ]
+            ],
+            caption="sync report",
+        )
+        parts = [summary]
+        if self.failures:
+            parts.append(
+                html_table(
+                    _FAILURE_COLUMNS,
+                    [list(f.to_dict().values()) for f in self.failures],
+                    caption="failures",
+                )
+            )
+        if self.changes:
+            parts.append(
+                html_table(
+                    _CHANGE_COLUMNS,
+                    [list(c.to_dict().values()) for c in self.changes],
+                    caption="would change",
+                )
+            )
+        return "".join(parts)
+
+    def to_pandas(self, what: str = "failures") -> Any:
+        """Return the failures (or, with ``what="changes"``, a dry run's changes) as a
+        pandas DataFrame.
+
+        Raises:
+            ConfigError: pandas is not installed (the message says how to install it).
+        """
+        if what == "changes":
+            return to_dataframe([c.to_dict() for c in self.changes], _CHANGE_COLUMNS)
+        return to_dataframe([f.to_dict() for f in self.failures], _FAILURE_COLUMNS)
+
+
+@dataclass(slots=True)
+class Tally:
+    """Counts of a run's outcomes, keeping only the failures, so memory stays flat."""
+
+    total: int = 0
+    synced: int = 0
+    skipped: int = 0
+    deferred: int = 0
+    failures: list[Failure] = field(default_factory=list)
+
+    def add(self, outcomes: Iterable[Outcome]) -> None:
+        """Count a batch of outcomes."""
+        for o in outcomes:
+            self.total += 1
+            if o.ok:
+                self.synced += 1
+            elif o.deferred:
+                self.deferred += 1
+            elif o.skipped:
+                self.skipped += 1
+            elif o.reason is not None:
+                self.failures.append(
+                    Failure(o.user_id, o.key_id, o.reason, o.torn_code, o.key_fingerprint)
+                )
+
+
+def build_report(
+    outcomes: Iterable[Outcome] | Tally,
+    *,
+    run_id: str,
+    job: str,
+    started_at: datetime,
+    finished_at: datetime,
+    written: int,
+    error: str | None = None,
+    status: RunStatus | None = None,
+    dry_run: bool = False,
+    changes: Sequence[Change] = (),
+    write_calls: int = 0,
+    counted: bool = True,
+) -> SyncReport:
+    """Summarise a run's outcomes into a :class:`SyncReport`.
+
+    Args:
+        outcomes: one per key of the run, or their :class:`Tally`.
+        run_id: the run's id.
+        job: the job name.
+        started_at: when the run started.
+        finished_at: when it ended.
+        written: ``user_data`` rows written.
+        error: the one-line cause of an aborted or timed-out run.
+        status: forced status (aborted, timeout); otherwise ok or partial by the failures.
+        dry_run: whether writes were suppressed.
+        changes: what a dry run would have changed.
+        write_calls: statements that wrote ``user_data``.
+        counted: whether the health rule counts this run.
+
+    Returns:
+        The report; failures sorted by (user_id, key_id).
+    """
+    if isinstance(outcomes, Tally):
+        tally = outcomes
+    else:
+        tally = Tally()
+        tally.add(outcomes)
+    failures = sorted(tally.failures, key=lambda f: (f.user_id, f.key_id))
+    if status is None:
+        status = RunStatus.PARTIAL if failures else RunStatus.OK
+    return SyncReport(
+        run_id=run_id,
+        job=job,
+        status=status,
+        started_at=started_at,
+        finished_at=finished_at,
+        keys_total=tally.total,
+        synced=tally.synced,
+        failed=len(failures),
+        skipped=tally.skipped,
+        written=written,
+        error=error,
+        failures=tuple(failures),
+        dry_run=dry_run,
+        changes=tuple(changes),
+        write_calls=write_calls,
+        deferred=tally.deferred,
+        counted=counted and not dry_run,
+    )

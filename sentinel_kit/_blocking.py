@@ -79,6 +79,9 @@ class _LoopThread(Generic[T]):
             self._ready.set()
             try:
                 self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+                # As asyncio.run does: join the loop's executor threads (getaddrinfo, ...),
+                # so the run leaves no thread behind in the caller's process.
+                self._loop.run_until_complete(self._loop.shutdown_default_executor())
             finally:
                 self._loop.close()
                 self._done.set()

@@ -21,6 +21,7 @@ from ..stores import Fence, Store, open_store
 from ._options import RunOptions, Shortcuts, TornOptions, apply_shortcuts
 from ._pipeline import Cut, Pipeline, Stop, shard_of
 from ._plan import Plan, PlanEntry
+from ._progress import progress_bar
 from ._report import SyncReport, build_report
 
 __all__ = ["SYNC_JOB_NAME", "SyncJob"]
@@ -218,10 +219,8 @@ class SyncJob:
                 stop=stop,
             )
             if progress:
-                from tqdm.auto import tqdm
-
                 total = len(set(users)) if users is not None else await store.count_keys()
-                pipeline.bar = tqdm(total=total, unit="key", desc=self.job, leave=False)
+                pipeline.bar = progress_bar(total=total, desc=self.job)
             try:
                 async with pipeline.torn:
                     cut = await pipeline.run()

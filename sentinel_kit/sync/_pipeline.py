@@ -492,10 +492,11 @@ class Pipeline:
         self, gathered: asyncio.Future[Any], workers: list[asyncio.Task[None]], cut: Cut
     ) -> None:
         self._stop_feeding.set()
-        gathered.cancel()
         for task in workers:
             task.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+        # ``gathered`` ends with the workers' CancelledError: collect it too, or asyncio
+        # prints "exception was never retrieved" into the log (or the user's notebook cell).
+        await asyncio.gather(gathered, *workers, return_exceptions=True)
         # Keys whose request was cut; earlier keys of the same user keep their outcome.
         reason = Reason.TIMEOUT if cut is Cut.TIMEOUT else Reason.ABORTED
         for worker_id, group in self._in_flight.items():

@@ -92,6 +92,9 @@ class FakeTorn:
         self.paths: list[str] = []
         self.headers_seen: list[dict[str, str]] = []
         self._lock = threading.Lock()
+        # Set by stop(): answers held by a delay are released at once, so a test that holds
+        # requests for 30 s leaves no handler thread sleeping after the server stopped.
+        self._stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -145,6 +148,7 @@ class FakeTorn:
     def start(self) -> FakeTorn:
         """Serve on an ephemeral loopback port in a background thread."""
         fake = self
+        self._stopping.clear()
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -170,8 +174,8 @@ class FakeTorn:
                     )
                     return
                 answer = fake._next_answer(key)
-                if answer.delay:
-                    time.sleep(answer.delay)
+                if answer.delay and fake._stopping.wait(answer.delay):
+                    answer = Answer(drop=True)  # stopped while holding: hang up
                 if answer.drop:
                     self.close_connection = True
                     self.connection.close()
@@ -200,7 +204,8 @@ class FakeTorn:
         return self
 
     def stop(self) -> None:
-        """Stop serving."""
+        """Stop serving; answers still held by a delay hang up at once."""
+        self._stopping.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

@@ -25,6 +25,7 @@ __all__ = [
     "ciphertext_fingerprint",
     "health_changes",
     "parked_reason",
+    "parked_until",
 ]
 
 
@@ -101,14 +102,23 @@ def parked_reason(
     """
     if health is None or health.fingerprint != ciphertext_fingerprint(key.api_key):
         return None
+    limit = parked_until(health, policy=policy)
+    return health if limit is None or now < limit else None
+
+
+def parked_until(health: KeyHealth, *, policy: HealthPolicy) -> datetime | None:
+    """Return when a parked key may be requested again; None for a dead key (never, until
+    the player saves a new one).
+
+    A suspended or throttled key waits until its stored ``retry_after`` or until ``since``
+    plus the current policy's time, whichever comes first.
+    """
     if health.state is HealthState.DEAD:
-        return health
+        return None
     limit = health.since + (
         policy.suspend_for if health.state is HealthState.SUSPENDED else policy.cooldown_for
     )
-    if health.retry_after is not None:
-        limit = min(limit, health.retry_after)
-    return health if now < limit else None
+    return min(limit, health.retry_after) if health.retry_after is not None else limit
 
 
 def health_changes(

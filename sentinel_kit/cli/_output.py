@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Sequence
 from typing import Any
 
 import click
 from loguru import logger
 
+from .._display import text_table as table
 from .._json import dumps
 
 __all__ = ["LEVELS", "configure_logging", "echo_json", "redact", "table"]
@@ -49,15 +49,3 @@ def configure_logging(level: str, fmt: str = "text") -> None:
 def echo_json(value: Any) -> None:
     """Print ``value`` as JSON on stdout (UUIDs, times and Decimals included)."""
     click.echo(dumps(value))
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A plain-text table, or ``(none)``."""
-    if not rows:
-        return "(none)"
-    cells = [["" if c is None else str(c) for c in r] for r in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
-    out = [line, "  ".join("-" * w for w in widths)]
-    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
-    return "\n".join(out)

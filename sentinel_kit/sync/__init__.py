@@ -6,6 +6,7 @@ from ._pipeline import Cut, Pipeline, SecretCheck, Stop, shard_of
 from ._plan import Budget, Plan, PlanEntry
 from ._report import Change, ChangeKind, Failure, SyncReport, Tally, build_report
 from ._rows import build_upserts, diff_rows
+from ._tables import HealthTable, KeyInfo, KeyTable, RunHistory, UserRows
 
 __all__ = [
     "SYNC_JOB_NAME",
@@ -14,9 +15,13 @@ __all__ = [
     "ChangeKind",
     "Cut",
     "Failure",
+    "HealthTable",
+    "KeyInfo",
+    "KeyTable",
     "Pipeline",
     "Plan",
     "PlanEntry",
+    "RunHistory",
     "RunOptions",
     "SecretCheck",
     "Stop",
@@ -24,6 +29,7 @@ __all__ = [
     "SyncReport",
     "Tally",
     "TornOptions",
+    "UserRows",
     "build_report",
     "build_upserts",
     "diff_rows",

@@ -14,14 +14,14 @@ from loguru import logger
 from .._blocking import run_blocking
 from .._client import TornClient
 from .._crypto import KeyCipher
-from .._errors import ConfigError, DecryptError, WrongSecret
-from .._key_health import HealthPolicy, parked_reason
+from .._errors import ConfigError, WrongSecret
+from .._key_health import HealthPolicy
 from .._models import RunStatus
 from ..stores import Fence, Store, open_store
 from ._options import RunOptions, Shortcuts, TornOptions, apply_shortcuts
-from ._pipeline import Cut, Pipeline, Stop, shard_of
-from ._plan import Plan, PlanEntry
+from ._pipeline import Cut, Pipeline, Stop
 from ._progress import progress_bar
+from ._reading import Reader
 from ._report import SyncReport, build_report
 
 __all__ = ["SYNC_JOB_NAME", "SyncJob"]
@@ -29,13 +29,17 @@ __all__ = ["SYNC_JOB_NAME", "SyncJob"]
 SYNC_JOB_NAME = "sync-users"
 
 
-class SyncJob:
+class SyncJob(Reader):
     """One user sync: read keys, decrypt, fetch profiles from Torn, write ``user_data``.
 
     >>> job = SyncJob(db="sqlite:///sentinel.db", secret=os.environ["ENCRYPTION_KEY"])
     >>> report = job.run()                      # blocking; works inside Jupyter too
     >>> report = await job.arun()               # in async code or a notebook cell
     >>> report.status, report.synced, report.failures
+    >>> job.rows(), job.keys(), job.health(), job.history()   # tables; no request to Torn
+
+    The reading methods (:meth:`plan`, :meth:`rows`, :meth:`keys`, :meth:`health`,
+    :meth:`unpark`, :meth:`history`, each with an async twin) live in ``sync/_reading.py``.
 
     Settings come in two groups, :class:`TornOptions` (how to talk to Torn) and
     :class:`RunOptions` (the shape of a run); the flat keywords of earlier releases
@@ -115,47 +119,6 @@ class SyncJob:
             StoreError: the database cannot be opened.
         """
         return run_blocking(lambda: self.arun(dry_run=dry_run, users=users, progress=progress))
-
-    def plan(self) -> Plan:
-        """Say, without any network call, which keys a run would request, which are parked
-        by key health and which fail to decrypt, and how Torn's budget covers them. Safe
-        inside a running loop."""
-        return run_blocking(self.aplan)
-
-    async def aplan(self) -> Plan:
-        """The async twin of :meth:`plan`."""
-        entries: list[PlanEntry] = []
-        now = datetime.now(UTC)
-        async with self.store as store:
-            await store.check_schema()
-            health = await store.load_key_health()
-            async for page in store.iter_key_pages(page_size=self.options.page_size):
-                for key in page:
-                    if not self._in_shard(key.user_id):
-                        continue
-                    parked = parked_reason(
-                        health.get(key.id), key, now=now, policy=self.health_policy
-                    )
-                    if parked is not None:
-                        until = (
-                            parked.retry_after.isoformat(timespec="seconds")
-                            if parked.retry_after
-                            else "re-save"
-                        )
-                        detail = f"{parked.state.value}, code {parked.last_code}, until {until}"
-                        entries.append(PlanEntry(key.user_id, key.id, "parked", detail))
-                        continue
-                    try:
-                        self._cipher.decrypt(key.api_key)
-                    except DecryptError as exc:
-                        entries.append(PlanEntry(key.user_id, key.id, "decrypt_error", str(exc)))
-                        continue
-                    entries.append(PlanEntry(key.user_id, key.id, "request"))
-        return Plan(tuple(entries), max_rpm=self.torn.max_rpm, time_box=self.options.time_box)
-
-    def _in_shard(self, user_id: str) -> bool:
-        shard = self.options.shard
-        return shard is None or shard_of(user_id, shard[1]) == shard[0]
 
     async def arun(
         self,

@@ -1,0 +1,198 @@
+"""The reading half of :class:`~sentinel_kit.SyncJob`: what the database holds, as tables.
+
+Every method opens the job's store, reads, and closes it again; none sends a request to
+Torn. The blocking ones work inside a running event loop (a notebook cell) like
+``job.run()``; each has an async twin named with an ``a`` (``rows``/``arows``), as httpx
+names ``read``/``aread``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import UTC, datetime
+
+from .._blocking import run_blocking
+from .._crypto import KeyCipher
+from .._key_health import HealthPolicy
+from ..stores import Store
+from ._options import RunOptions, TornOptions
+from ._pipeline import shard_of
+from ._plan import Plan, PlanEntry
+from ._tables import HealthTable, KeyTable, RunHistory, UserRows, key_info
+
+__all__ = ["Reader"]
+
+#: ``job.rows()`` without ``users`` shows this many rows unless told otherwise.
+DEFAULT_ROWS = 100
+
+
+class Reader:
+    """Plan, rows, keys, key health and history of a job; mixed into ``SyncJob``."""
+
+    store: Store
+    job: str
+    options: RunOptions
+    torn: TornOptions
+    health_policy: HealthPolicy
+    _cipher: KeyCipher
+
+    # -- blocking ----------------------------------------------------------------------------
+
+    def plan(self) -> Plan:
+        """Say, without any network call, which keys a run would request, which are parked
+        by key health and which fail to decrypt, and how Torn's budget covers them."""
+        return run_blocking(self.aplan)
+
+    def rows(self, users: Collection[str] | None = None, *, limit: int = DEFAULT_ROWS) -> UserRows:
+        """Return ``user_data`` rows: those of ``users``, or the first ``limit`` by user id.
+
+        Args:
+            users: these user ids only (ids with no row are left out).
+            limit: without ``users``, at most this many rows.
+
+        Returns:
+            A :class:`UserRows` table.
+
+        Raises:
+            SchemaMissing: the tables are missing (``sentinel-kit migrate``).
+            StoreError: the database cannot be read.
+        """
+        return run_blocking(lambda: self.arows(users, limit=limit))
+
+    def keys(self) -> KeyTable:
+        """Return the job's keys (its shard's, when sharded) and what the next run does with
+        each: request it, skip it (parked by key health) or fail to decrypt it. Keys show as
+        fingerprints, the label reports and cassettes use; never in plaintext.
+
+        Raises:
+            SchemaMissing: the tables are missing.
+            StoreError: the database cannot be read.
+        """
+        return run_blocking(self.akeys)
+
+    def health(self) -> HealthTable:
+        """Return the key-health rows: keys Torn called dead, suspended or throttled.
+
+        Raises:
+            SchemaMissing: the tables are missing.
+            StoreError: the database cannot be read.
+        """
+        return run_blocking(self.ahealth)
+
+    def unpark(self, key_id: str) -> bool:
+        """Forget a key's health, so the next run requests it again.
+
+        Args:
+            key_id: the ``user_keys`` id (``job.health()`` lists the parked ones).
+
+        Returns:
+            True when the key was parked, False when there was nothing to forget.
+
+        Raises:
+            SchemaMissing: the tables are missing.
+            StoreError: the database cannot be written.
+        """
+        return run_blocking(lambda: self.aunpark(key_id))
+
+    def history(self, *, limit: int = 20, all_jobs: bool = False) -> RunHistory:
+        """Return the recorded runs of this job (or of every job), newest first.
+
+        Args:
+            limit: at most this many runs.
+            all_jobs: every job's runs, not only this job's.
+
+        Raises:
+            SchemaMissing: the tables are missing.
+            StoreError: the database cannot be read.
+        """
+        return run_blocking(lambda: self.ahistory(limit=limit, all_jobs=all_jobs))
+
+    # -- async twins -------------------------------------------------------------------------
+
+    async def aplan(self) -> Plan:
+        """The async twin of :meth:`plan`."""
+        entries: list[PlanEntry] = []
+        for key in await self.akeys():
+            detail = ""
+            if key.action == "parked":
+                until = (
+                    key.parked_until.isoformat(timespec="seconds")
+                    if key.parked_until
+                    else "re-save"
+                )
+                detail = f"{key.parked}, code {key.last_code}, until {until}"
+            elif key.decrypt_error is not None:
+                detail = key.decrypt_error
+            entries.append(PlanEntry(key.user_id, key.key_id, key.action, detail))
+        return Plan(tuple(entries), max_rpm=self.torn.max_rpm, time_box=self.options.time_box)
+
+    async def arows(
+        self, users: Collection[str] | None = None, *, limit: int = DEFAULT_ROWS
+    ) -> UserRows:
+        """The async twin of :meth:`rows`."""
+        async with self.store as store:
+            await store.check_schema()
+            if users is not None:
+                found = await store.fetch_user_data(list(users))
+                return UserRows(
+                    (found[u] for u in sorted(found)),
+                    caption=f"user_data: {len(found)} of {_count(len(set(users)), 'user')}",
+                )
+            rows = await store.list_user_data(limit=limit)
+        more = f" (the first {limit}; rows(limit=N) shows more)" if len(rows) == limit else ""
+        return UserRows(rows, caption=f"user_data: {_count(len(rows), 'row')}{more}")
+
+    async def akeys(self) -> KeyTable:
+        """The async twin of :meth:`keys`."""
+        now = datetime.now(UTC)
+        async with self.store as store:
+            await store.check_schema()
+            health = await store.load_key_health()
+            infos = [
+                key_info(
+                    key,
+                    cipher=self._cipher,
+                    health=health.get(key.id),
+                    now=now,
+                    policy=self.health_policy,
+                )
+                async for page in store.iter_key_pages(page_size=self.options.page_size)
+                for key in page
+                if self._in_shard(key.user_id)
+            ]
+        actions = [i.action for i in infos]
+        caption = (
+            f"{len(infos)} keys: {actions.count('request')} to request, "
+            f"{actions.count('parked')} parked, {actions.count('decrypt_error')} not decryptable"
+        )
+        return KeyTable(infos, caption=caption)
+
+    async def ahealth(self) -> HealthTable:
+        """The async twin of :meth:`health`."""
+        async with self.store as store:
+            await store.check_schema()
+            health = await store.load_key_health()
+        rows = sorted(health.values(), key=lambda h: (h.user_id, h.key_id))
+        return HealthTable(rows, caption=f"key health: {_count(len(rows), 'key')} parked")
+
+    async def aunpark(self, key_id: str) -> bool:
+        """The async twin of :meth:`unpark`."""
+        async with self.store as store:
+            await store.check_schema()
+            return await store.reset_key_health(key_id)
+
+    async def ahistory(self, *, limit: int = 20, all_jobs: bool = False) -> RunHistory:
+        """The async twin of :meth:`history`."""
+        async with self.store as store:
+            await store.check_schema()
+            runs = await store.list_runs(job=None if all_jobs else self.job, limit=limit)
+        whose = "every job" if all_jobs else self.job
+        return RunHistory(runs, caption=f"{_count(len(runs), 'run')} of {whose}, newest first")
+
+    def _in_shard(self, user_id: str) -> bool:
+        shard = self.options.shard
+        return shard is None or shard_of(user_id, shard[1]) == shard[0]
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

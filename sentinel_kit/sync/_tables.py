@@ -1,0 +1,160 @@
+"""What the reading API returns: typed tables of rows, keys, key health and runs (pure).
+
+Each is a :class:`~sentinel_kit._display.Table`: a read-only sequence of frozen values that
+renders as a table in a notebook, prints as one in a terminal, and has ``to_pandas()``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from .._crypto import KeyCipher
+from .._display import Table
+from .._errors import DecryptError
+from .._key_health import HealthPolicy, HealthState, KeyHealth, parked_reason, parked_until
+from .._models import RunRecord, StoredUser, UserKey, key_fingerprint
+
+__all__ = ["HealthTable", "KeyInfo", "KeyTable", "RunHistory", "UserRows", "key_info"]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    """One stored key as the next run sees it; never the key itself.
+
+    Attributes:
+        key_id: the ``user_keys`` row id.
+        user_id: the app user it belongs to.
+        created_at: when the app stored it (as stored).
+        fingerprint: the decrypted key's fingerprint (the label in reports, cassettes and
+            logs; see :func:`~sentinel_kit.key_fingerprint`); None when it does not decrypt.
+        decrypt_error: why the job's secret does not decrypt it (None when it does).
+        parked: why key health leaves it alone now (dead, suspended, cooldown), or None.
+        last_code: the Torn error code that parked it.
+        parked_until: when a suspended or cooling key is requested again (None for a dead
+            key, which waits until the player saves a new one).
+    """
+
+    key_id: str
+    user_id: str
+    created_at: str | None
+    fingerprint: str | None
+    decrypt_error: str | None = None
+    parked: HealthState | None = None
+    last_code: int | None = None
+    parked_until: datetime | None = None
+
+    @property
+    def decrypts(self) -> bool:
+        """Whether the job's secret decrypts the key."""
+        return self.decrypt_error is None
+
+    @property
+    def action(self) -> str:
+        """What the next run does with it: ``request``, ``parked`` or ``decrypt_error``."""
+        if self.parked is not None:
+            return "parked"
+        return "request" if self.decrypts else "decrypt_error"
+
+
+def key_info(
+    key: UserKey,
+    *,
+    cipher: KeyCipher,
+    health: KeyHealth | None,
+    now: datetime,
+    policy: HealthPolicy,
+) -> KeyInfo:
+    """Describe one stored key: does it decrypt, under which fingerprint, is it parked.
+
+    Args:
+        key: the ``user_keys`` row.
+        cipher: the job's secret.
+        health: the key's stored health row, if any.
+        now: the time to judge parking at.
+        policy: the parking times in force.
+
+    Returns:
+        The :class:`KeyInfo`; the plaintext is dropped once fingerprinted.
+    """
+    fingerprint = error = None
+    try:
+        fingerprint = key_fingerprint(cipher.decrypt(key.api_key))
+    except DecryptError as exc:
+        error = str(exc)
+    parked = parked_reason(health, key, now=now, policy=policy)
+    return KeyInfo(
+        key_id=key.id,
+        user_id=key.user_id,
+        created_at=key.created_at,
+        fingerprint=fingerprint,
+        decrypt_error=error,
+        parked=parked.state if parked else None,
+        last_code=parked.last_code if parked else None,
+        parked_until=parked_until(parked, policy=policy) if parked else None,
+    )
+
+
+class UserRows(Table[StoredUser]):
+    """``user_data`` rows: one per app user, the Torn player the sync found for it."""
+
+    __slots__ = ()
+    columns = ("user_id", "name", "player_id", "updated_at")
+
+
+class KeyTable(Table[KeyInfo]):
+    """The stored keys and what the next run does with each (see :class:`KeyInfo`)."""
+
+    __slots__ = ()
+    columns = (
+        "user_id",
+        "key_id",
+        "created_at",
+        "fingerprint",
+        "action",
+        "parked",
+        "last_code",
+        "parked_until",
+        "decrypt_error",
+    )
+
+
+class HealthTable(Table[KeyHealth]):
+    """Rows of key health: keys Torn called dead, suspended or throttled."""
+
+    __slots__ = ()
+    columns = ("user_id", "key_id", "state", "last_code", "reason", "since", "retry_after")
+
+
+class RunHistory(Table[RunRecord]):
+    """Recorded runs, newest first."""
+
+    __slots__ = ()
+    columns = (
+        "run_id",
+        "job",
+        "status",
+        "started_at",
+        "duration_s",
+        "keys_total",
+        "synced",
+        "failed",
+        "skipped",
+        "deferred",
+        "written",
+        "counted",
+        "error",
+        "scheduled_for",
+        "holder",
+    )
+
+    def record(self, item: RunRecord) -> dict[str, Any]:
+        """One run as a record; ``duration_s`` is None while it runs."""
+        duration = (
+            round((item.finished_at - item.started_at).total_seconds(), 3)
+            if item.finished_at
+            else None
+        )
+        values = {c: getattr(item, c) for c in self.columns if c != "duration_s"}
+        return {**values, "duration_s": duration}

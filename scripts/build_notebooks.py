@@ -25,18 +25,41 @@ from sentinel_kit import (
     SyncJob,
     create_demo_database,
     demo_cassette,
-    open_store,
     replay,
 )
 
-
 # A throw-away SQLite database holding the demo keys: no configuration, no network.
-# For your own data: SyncJob(db="https://<ref>.supabase.co" or "postgresql://...",
-#                            secret=os.environ["ENCRYPTION_KEY"])
+# DEMO_SECRET is the demo's ENCRYPTION_KEY. For your own data:
+#   SyncJob(db="https://<ref>.supabase.co" or "postgresql://...",
+#           secret=os.environ["ENCRYPTION_KEY"])
 workdir = Path(tempfile.mkdtemp())
 db = create_demo_database(workdir / "demo.db")
 job = SyncJob(db=db, secret=DEMO_SECRET, concurrency=4, policy=RetryPolicy.no_wait())
 job"""
+
+INSTALL = (
+    "Install with `pip install 'sentinel-kit[notebook]'`: it brings pandas (every table has "
+    "`to_pandas()`) and ipywidgets (the progress bar of `job.run(progress=True)`)."
+)
+
+DEMO_DATA = """\
+## The demo data
+
+`create_demo_database()` stores seven keys for six app users, encrypted with `DEMO_SECRET`
+(the demo's `ENCRYPTION_KEY`; never use it for real keys). The bundled cassette
+`sentinel_kit/data/demo_cassette.yaml` holds Torn's recorded answers:
+
+| app user | key | what Torn answers | what the sync does |
+| --- | --- | --- | --- |
+| `demo-alice` | `key-alice` | the profile of **QuietLantern** [3141592] | writes her row |
+| `demo-bob` | `key-bob` | Marigold_K [2718281] | writes his row |
+| `demo-carol` | `key-carol-old`, `key-carol-new` | OrbitalTeacup [1618033], for both keys | **one user, two keys**: one row (the newest key wins) |
+| `demo-dave` | `key-dave` | error code 2, "Incorrect key" | `key_invalid`; key health **parks** the dead key, so later runs skip it until it is saved again |
+| `demo-erin` | `key-erin` | nothing: the stored ciphertext was altered | `decrypt_error`; no request is sent |
+| `demo-frank` | `key-frank` | first a **Cloudflare 502** HTML page, then QuietLantern [3141592] | the 502 is transient: **retried**, then his row is written |
+
+`demo-alice` and `demo-frank` are **two app users with one Torn player**: `user_data` is
+keyed by the app's user id, so both rows exist, with the same `player_id`."""
 
 
 def code(source: str, tag: str | None = None) -> nbformat.NotebookNode:
@@ -51,16 +74,24 @@ def explore() -> nbformat.NotebookNode:
         cells=[
             new_markdown_cell(
                 "# Explore a sync\n\n"
-                "Configure a `SyncJob`, see its plan, preview it with a dry run, run it, and inspect "
-                "the report and the rows. Torn's answers come from a recorded cassette bundled with "
-                "the package (`sentinel_kit/data/demo_cassette.yaml`), so this runs anywhere."
+                "Configure a `SyncJob`, look at its keys and its plan, preview it with a dry run, "
+                "run it, and read the report, the rows it wrote and the run history. Torn's answers "
+                "come from a recorded cassette bundled with the package, so this runs anywhere.\n\n"
+                + INSTALL
             ),
             code(SETUP, "setup"),
+            new_markdown_cell(DEMO_DATA),
             new_markdown_cell(
-                "## Plan\n\nNo network call: which keys would be requested, which are parked by key "
-                "health, which fail to decrypt."
+                "## The keys\n\n`job.keys()` reads `user_keys` (no network call): each key by its "
+                "*fingerprint* (the label reports, cassettes and logs use; never the key), and what "
+                "the next run does with it."
             ),
-            code("plan = job.plan()\nplan", "plan"),
+            code("job.keys()", "keys"),
+            new_markdown_cell(
+                "## Plan\n\nThe same, per key, with Torn's request budget: how long a full pass "
+                "takes at the job's rate limit."
+            ),
+            code("job.plan()", "plan"),
             new_markdown_cell(
                 "## Dry run\n\nFetch (here: from the cassette), write nothing, and see what would "
                 "change in `user_data`."
@@ -71,30 +102,35 @@ def explore() -> nbformat.NotebookNode:
             ),
             new_markdown_cell(
                 "## Run\n\n`job.run()` blocks, and works inside this notebook's running event loop "
-                "(it runs on a private loop thread)."
+                "(it runs on a private loop thread). Interrupt the kernel to stop it: within a "
+                "second it stops fetching, writes what it fetched, records the run as "
+                "interrupted and raises `KeyboardInterrupt`; `job.last_report` holds the partial "
+                "report. Frank's Cloudflare 502 is retried; Dave's and Erin's keys fail."
             ),
-            code("with replay(demo_cassette()):\n    report = job.run()\nreport", "run"),
-            code("[(f.user_id, f.reason.value, f.torn_code) for f in report.failures]", "failures"),
-            new_markdown_cell("## The rows it wrote"),
             code(
-                "async with open_store(db) as store:\n    rows = await store.list_user_data()\n"
-                "[(r.user_id, r.name, r.player_id) for r in rows]",
-                "rows",
+                "with replay(demo_cassette()):\n    report = job.run(progress=True)\nreport",
+                "run",
             ),
+            new_markdown_cell(
+                "## The rows it wrote\n\nFour users: Carol's two keys make one row, and Alice and "
+                "Frank share one player."
+            ),
+            code("job.rows()", "rows"),
             new_markdown_cell(
                 "## Again, with `await`\n\nIn async code (or a notebook cell) `await job.arun()` runs "
                 "in the current loop. The dead key is now parked by key health, so it is skipped."
             ),
-            code(
-                "with replay(demo_cassette()):\n    again = await job.arun()\n"
-                "again.status.value, again.synced, again.skipped",
-                "arun",
+            code("with replay(demo_cassette()):\n    again = await job.arun()\nagain", "arun"),
+            new_markdown_cell(
+                "## The run history\n\nEvery run, newest first (`job.history(all_jobs=True)` shows "
+                "every job's)."
             ),
-            code(
-                "try:\n    frame = report.to_pandas()\nexcept Exception as exc:  # pandas is optional\n"
-                "    frame = str(exc)\nframe",
-                "pandas",
+            code("job.history()", "history"),
+            new_markdown_cell(
+                "## In pandas\n\nEvery table, and a report's failures, as a DataFrame."
             ),
+            code("report.to_pandas()", "failures"),
+            code("job.rows().to_pandas()", "pandas"),
         ],
         metadata={
             "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -108,60 +144,63 @@ def debug() -> nbformat.NotebookNode:
             new_markdown_cell(
                 "# Debug failures\n\n"
                 "Replay an incident cassette, pick a failing key, look at its request and response "
-                "(the key shows only as a fingerprint), classify the answer, and re-run that one user. "
-                "Capture your own incident in production with "
-                "`sentinel-kit sync --dry-run --record incident.yaml`."
+                "(the key shows only as a fingerprint), classify the answer, see key health park "
+                "the key, un-park it and re-run that one user. Capture your own incident in "
+                "production with `sentinel-kit sync --dry-run --record incident.yaml`.\n\n"
+                + INSTALL
             ),
             code(SETUP, "setup"),
+            new_markdown_cell(DEMO_DATA),
             code(
                 "incident = demo_cassette()  # or Path('incident.yaml')\n"
                 "with replay(incident):\n    report = job.run()\nreport",
                 "incident",
             ),
             code(
-                "failing = next(f for f in report.failures if f.reason.value == 'key_invalid')\n"
+                "from sentinel_kit import Reason\n\n"
+                "failing = next(f for f in report.failures if f.reason is Reason.KEY_INVALID)\n"
                 "failing",
                 "failing",
             ),
             new_markdown_cell(
-                "## Its request and response\n\nDecrypt the key into a `TornKey`, whose repr shows only "
-                "its fingerprint, and find its exchange in the cassette by that fingerprint."
+                "## Its request and response\n\nA failure carries its key's fingerprint, the "
+                "label the cassette knows the key by: find its exchange without decrypting "
+                "anything."
             ),
             code(
-                "from sentinel_kit import KeyCipher, TornKey, interactions\n\n"
-                "async with open_store(db) as store:\n"
-                "    keys = [k async for page in store.iter_key_pages() for k in page]\n"
-                "row = next(k for k in keys if k.id == failing.key_id)\n"
-                "key = TornKey(KeyCipher(DEMO_SECRET).decrypt(row.api_key))\n"
-                "exchange = next(i for i in interactions(incident) if i.fingerprint == key.fingerprint)\n"
-                "print(key)\nprint(exchange)",
+                "from sentinel_kit import interactions\n\n"
+                "exchange = next(\n"
+                "    i for i in interactions(incident) if i.fingerprint == failing.key_fingerprint\n"
+                ")\n"
+                "print(exchange)",
                 "exchange",
             ),
             new_markdown_cell("## Classify it\n\nThe same function the sync uses."),
             code(
                 "from sentinel_kit import FetchError, interpret_response\n\n"
-                "try:\n    interpret_response(exchange.status, exchange.headers, exchange.body)\n"
-                "except FetchError as exc:\n    verdict = (exc.error_class.value, exc.reason.value, exc.torn_code)\n"
-                "verdict",
+                "try:\n"
+                "    interpret_response(exchange.status, exchange.headers, exchange.body)\n"
+                "except FetchError as exc:\n"
+                '    print(f"{exc.error_class}: reason {exc.reason}, Torn code {exc.torn_code}")',
                 "classify",
             ),
             new_markdown_cell(
-                "## Key health parked it\n\nA dead key is not requested again until the player re-saves "
-                "it; the plan shows it parked."
+                "## Key health parked it\n\nA dead key is not requested again until the player "
+                "saves a new one (a new ciphertext). `job.health()` lists parked keys, "
+                "`job.keys()` what the next run does with each key."
             ),
-            code(
-                "[(e.user_id, e.action) for e in job.plan().entries if e.user_id == failing.user_id]",
-                "parked",
-            ),
+            code("job.health()", "health"),
+            code("job.keys()", "parked"),
             new_markdown_cell(
-                "## Re-run that one user\n\nUn-park the key, then run only that user."
+                "## Re-run that one user\n\nUn-park the key, then run only that user. A re-run of "
+                "a few users does not count for the job's health."
             ),
+            code("job.unpark(failing.key_id)", "unpark"),
             code(
-                "async with open_store(db) as store:\n    await store.reset_key_health(failing.key_id)\n"
-                "with replay(incident):\n    one = job.run(users=[failing.user_id])\n"
-                "one.keys_total, [(f.user_id, f.reason.value, f.torn_code) for f in one.failures]",
+                "with replay(incident):\n    one = job.run(users=[failing.user_id])\none",
                 "rerun",
             ),
+            code("job.history()", "history"),
         ],
         metadata={
             "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}

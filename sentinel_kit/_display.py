@@ -57,7 +57,8 @@ def to_dataframe(records: Sequence[dict[str, Any]], columns: Sequence[str]) -> A
         raise ConfigError(
             "to_pandas() needs pandas: pip install 'sentinel-kit[notebook]' (or pip install pandas)"
         ) from None
-    return pd.DataFrame(list(records), columns=list(columns))
+    # Nullable dtypes: a Torn code column with gaps stays integers (2, <NA>), not 2.0 / NaN.
+    return pd.DataFrame(list(records), columns=list(columns)).convert_dtypes()
 
 
 class Table(Sequence[T], Generic[T]):

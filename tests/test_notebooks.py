@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import ast
 import json
+import re
 import sys
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +45,75 @@ def execute(name: str, tmp_path: Path) -> dict[str, dict[str, Any]]:
     return found
 
 
-def value(outputs: dict[str, Any]) -> Any:
-    """The Python value of a cell's text/plain result (tuples, lists, strings)."""
-    return ast.literal_eval(outputs["text/plain"])
+class _Tables(HTMLParser):
+    """Collects every <table> of an HTML output: caption, header cells, body rows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[Table] = []
+        self._text: list[str] | None = None
+        self._row: list[str] | None = None
+        self._part = ""
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "table":
+            self.tables.append(Table())
+        elif tag in ("thead", "tbody"):
+            self._part = tag
+        elif tag == "tr":
+            self._row = []
+        elif tag in ("td", "th", "caption"):
+            self._text = []
+
+    def handle_data(self, data: str) -> None:
+        if self._text is not None:
+            self._text.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._text is not None and self._row is not None:
+            self._row.append("".join(self._text).strip())
+            self._text = None
+        elif tag == "caption" and self._text is not None:
+            self.tables[-1].caption = "".join(self._text).strip()
+            self._text = None
+        elif tag == "tr" and self._row is not None:
+            table = self.tables[-1]
+            if self._part == "thead":
+                table.headers = self._row
+            else:
+                table.rows.append(self._row)
+            self._row = None
+
+
+@dataclass
+class Table:
+    """One HTML table of a cell's output."""
+
+    caption: str = ""
+    headers: list[str] = field(default_factory=list)
+    rows: list[list[str]] = field(default_factory=list)
+
+    def records(self) -> list[dict[str, str]]:
+        """The rows as dicts by header (a DataFrame's index column under "")."""
+        return [dict(zip(self.headers, row, strict=True)) for row in self.rows]
+
+    def column(self, name: str) -> list[str]:
+        """One column's cells, top to bottom."""
+        return [r[name] for r in self.records()]
+
+
+def tables(outputs: dict[str, Any]) -> list[Table]:
+    """The HTML tables a cell showed, in order."""
+    parser = _Tables()
+    parser.feed(outputs.get("text/html", ""))
+    return parser.tables
+
+
+def table(outputs: dict[str, Any], caption: str | None = None) -> Table:
+    """The cell's only table, or the one whose caption starts with ``caption``."""
+    found = [t for t in tables(outputs) if caption is None or t.caption.startswith(caption)]
+    assert len(found) == 1, [t.caption for t in tables(outputs)]
+    return found[0]
 
 
 @pytest.fixture(scope="module")
@@ -72,67 +140,138 @@ def test_kernel_is_this_interpreter() -> None:
     )
 
 
+def test_explore_keys_table_shows_fingerprints_and_actions(
+    explore: dict[str, dict[str, Any]],
+) -> None:
+    """job.keys() renders every demo key by fingerprint, the corrupt one as decrypt_error."""
+    keys = table(explore["keys"])
+    assert keys.caption == "7 keys: 6 to request, 0 parked, 1 not decryptable"
+    actions = {r["key_id"]: r["action"] for r in keys.records()}
+    assert actions.pop("key-erin") == "decrypt_error"
+    assert set(actions.values()) == {"request"}
+    fingerprints = keys.column("fingerprint")
+    assert sum(bool(re.fullmatch(r"[0-9a-f]{12}", fp)) for fp in fingerprints) == 6
+
+
 def test_explore_plan_shows_requests_and_decrypt_errors(explore: dict[str, dict[str, Any]]) -> None:
     """The plan table lists every demo key, with the corrupt one as decrypt_error."""
-    html = explore["plan"]["text/html"]
-    assert "<table>" in html
-    assert "7 keys: 6 to request, 0 parked, 1 not decryptable" in html
-    assert "demo-erin" in html and "decrypt_error" in html  # noqa: PT018
+    plan = table(explore["plan"])
+    assert plan.caption.startswith("plan: 7 keys: 6 to request, 0 parked, 1 not decryptable")
+    assert {r["user_id"]: r["action"] for r in plan.records()}["demo-erin"] == "decrypt_error"
 
 
 def test_explore_dry_run_lists_changes_and_writes_nothing(
     explore: dict[str, dict[str, Any]],
 ) -> None:
     """The dry run renders the would-be changes (all new users) as a table."""
-    html = explore["dry_run"]["text/html"]
-    assert "would change" in html
-    assert html.count(">new<") == 4
-    assert "QuietLantern" in html and "(dry run)" in html  # noqa: PT018
+    outputs = explore["dry_run"]
+    assert table(outputs, "sync report").column("status") == ["partial (dry run)"]
+    changes = table(outputs, "would change")
+    assert changes.column("change") == ["new"] * 4
+    assert "QuietLantern" in changes.column("name")
 
 
-def test_explore_run_report_and_rows(explore: dict[str, dict[str, Any]]) -> None:
-    """The run's report table shows its status and failures; the rows hold the players."""
-    html = explore["run"]["text/html"]
-    assert "partial" in html and "key_invalid" in html and "demo-dave" in html  # noqa: PT018
-    assert sorted(value(explore["failures"])) == [
-        ("demo-dave", "key_invalid", 2),
-        ("demo-erin", "decrypt_error", None),
+def test_explore_run_report_rows_and_history(explore: dict[str, dict[str, Any]]) -> None:
+    """The run's report shows its counts and failures (with fingerprints); the rows table
+    holds four users, two of them one player; the history lists both runs."""
+    outputs = explore["run"]
+    summary = table(outputs, "sync report").records()[0]
+    assert (summary["status"], summary["keys"], summary["synced"], summary["failed"]) == (
+        "partial",
+        "7",
+        "5",
+        "2",
+    )
+    assert summary["written"] == "4"
+    failures = table(outputs, "failures").records()
+    assert [(f["user_id"], f["reason"], f["torn_code"]) for f in failures] == [
+        ("demo-dave", "key_invalid", "2"),
+        ("demo-erin", "decrypt_error", ""),
     ]
-    rows = value(explore["rows"])
-    assert ("demo-alice", "QuietLantern", 3141592) in rows
-    assert ("demo-carol", "OrbitalTeacup", 1618033) in rows
-    assert len(rows) == 4
+    assert re.fullmatch(r"[0-9a-f]{12}", failures[0]["key_fingerprint"])
+    # The progress bar was the notebook widget (the notebook extra's ipywidgets).
+    assert "application/vnd.jupyter.widget-view+json" in outputs
+
+    rows = table(explore["rows"])
+    assert rows.caption == "user_data: 4 rows"
+    players = {r["user_id"]: (r["name"], r["player_id"]) for r in rows.records()}
+    assert players == {
+        "demo-alice": ("QuietLantern", "3141592"),
+        "demo-bob": ("Marigold_K", "2718281"),
+        "demo-carol": ("OrbitalTeacup", "1618033"),
+        "demo-frank": ("QuietLantern", "3141592"),
+    }
+
+    history = table(explore["history"])
+    assert history.caption == "2 runs of sync-users, newest first"
+    assert [(r["status"], r["skipped"], r["counted"]) for r in history.records()] == [
+        ("partial", "1", "True"),
+        ("partial", "0", "True"),
+    ]
 
 
 def test_explore_await_arun_in_the_kernel(explore: dict[str, dict[str, Any]]) -> None:
     """`await job.arun()` works in the kernel; the dead key is now skipped (parked)."""
-    assert value(explore["arun"]) == ("partial", 5, 1)
+    summary = table(explore["arun"], "sync report").records()[0]
+    assert (summary["status"], summary["synced"], summary["skipped"]) == ("partial", "5", "1")
 
 
-def test_explore_to_pandas_works_or_says_how_to_install(explore: dict[str, dict[str, Any]]) -> None:
-    """report.to_pandas() gives a frame with pandas, and an install hint without it."""
-    out = explore["pandas"]
-    text = out.get("text/plain", "")
-    assert "key_invalid" in text or "pip install 'sentinel-kit[pandas]'" in text
+def test_explore_ends_on_dataframes(explore: dict[str, dict[str, Any]]) -> None:
+    """The notebook ends on DataFrames of the failures and the rows, no error."""
+    failures = table(explore["failures"])
+    assert failures.column("reason") == ["key_invalid", "decrypt_error"]
+    assert table(explore["pandas"]).column("user_id") == [
+        "demo-alice",
+        "demo-bob",
+        "demo-carol",
+        "demo-frank",
+    ]
 
 
-def test_debug_shows_the_masked_exchange_and_classifies_it(
-    debug: dict[str, dict[str, Any]],
+def test_notebooks_show_no_key_material(
+    explore: dict[str, dict[str, Any]], debug: dict[str, dict[str, Any]]
 ) -> None:
-    """The failing key's exchange is found by fingerprint, shown without the key, classified."""
+    """No demo key's plaintext appears in any output of either notebook."""
     from sentinel_kit._demo import DEMO_KEYS
 
+    shown = json.dumps([explore, debug])
+    assert all(d.plaintext not in shown for d in DEMO_KEYS)
+
+
+def test_debug_finds_the_exchange_by_fingerprint_and_classifies_it(
+    debug: dict[str, dict[str, Any]],
+) -> None:
+    """The failing key's exchange is found by its failure's fingerprint, shown without the
+    key, and classified; key health shows it parked."""
+    assert debug["failing"]["text/plain"].startswith("Failure(user_id='demo-dave'")
+    fingerprint = re.search(r"key_fingerprint='([0-9a-f]{12})'", debug["failing"]["text/plain"])
+    assert fingerprint is not None
     printed = debug["exchange"]["stdout"]
-    assert printed.startswith("TornKey(fp=")
-    assert '"code": 2' in printed and "GET https://api.torn.com/v2/user/basic" in printed  # noqa: PT018
-    assert all(d.plaintext not in json.dumps(debug) for d in DEMO_KEYS)
-    assert value(debug["classify"]) == ("key_dead", "key_invalid", 2)
-    assert value(debug["parked"]) == [("demo-dave", "parked")]
+    first = printed.splitlines()[0]
+    assert first.startswith("GET https://api.torn.com/v2/user/basic")
+    assert first.endswith(f" key fp:{fingerprint[1]} -> 200")
+    assert '"code": 2' in printed
+    assert debug["classify"]["stdout"].strip() == "key_dead: reason key_invalid, Torn code 2"
+    health = table(debug["health"]).records()
+    assert [(h["user_id"], h["state"], h["last_code"]) for h in health] == [
+        ("demo-dave", "dead", "2")
+    ]
+    keys = table(debug["parked"])
+    assert {r["user_id"]: r["action"] for r in keys.records()}["demo-dave"] == "parked"
 
 
 def test_debug_reruns_one_user(debug: dict[str, dict[str, Any]]) -> None:
-    """After un-parking, re-running only that user requests just its key."""
-    assert value(debug["rerun"]) == (1, [("demo-dave", "key_invalid", 2)])
+    """After un-parking, re-running only that user requests just its key; the re-run is in
+    the history, not counted for health."""
+    assert debug["unpark"]["text/plain"] == "True"
+    outputs = debug["rerun"]
+    assert table(outputs, "sync report").records()[0]["keys"] == "1"
+    failures = table(outputs, "failures").records()
+    assert [(f["user_id"], f["reason"], f["torn_code"]) for f in failures] == [
+        ("demo-dave", "key_invalid", "2")
+    ]
+    history = table(debug["history"]).records()
+    assert [(r["keys_total"], r["counted"]) for r in history] == [("1", "False"), ("7", "True")]
 
 
 @pytest.mark.parametrize("name", ["explore_sync.ipynb", "debug_failures.ipynb"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -187,6 +188,50 @@ def test_kernel_interrupt_stops_a_run_with_20_requests_in_flight(
     users, runs = database(tmp_path / "k.db")
     assert users == {k.user_id for k in fast + held}
     assert [r[:3] for r in runs] == [("aborted", "interrupted", 0), ("ok", None, 1)]
+
+
+def test_kernel_interrupt_cancels_an_awaited_arun(
+    kernel: Kernel, torn: FakeTorn, tmp_path: Path
+) -> None:
+    """Interrupting `await job.arun()`: ipykernel turns it into CancelledError, delivered when
+    the kernel's loop next wakes (the writer's flush timer, at most flush_interval); the run
+    still writes what it fetched and records itself as interrupted."""
+    db, fast, _ = seed_with_held(torn, tmp_path / "a.db")
+    kernel.run(
+        "from sentinel_kit import RetryPolicy, SyncJob\n"
+        f"job = SyncJob(db={db!r}, secret={SECRET!r}, torn_url={torn.url!r}, concurrency={HELD},"
+        " max_rpm=0, per_key_rpm=0, policy=RetryPolicy.no_wait(), flush_interval=1.0)"
+    )
+    cell_id = kernel.start("report = await job.arun()")
+    wait_for_requests(torn, FAST + HELD, alive=lambda: kernel.client.is_alive())
+    time.sleep(0.2)
+    interrupted_at = time.monotonic()
+    kernel.manager.interrupt_kernel()
+    cell = kernel.finish(cell_id, timeout=40)
+    assert cell.error == "CancelledError"
+    assert cell.done_at is not None
+    assert cell.done_at - interrupted_at < 1.0 + WITHIN_S
+    users, runs = database(tmp_path / "a.db")
+    assert users == {k.user_id for k in fast}
+    assert runs == [("aborted", "interrupted", 0, FAST, HELD)]
+
+
+def test_progress_bar_counts_keys_of_a_partial_run(
+    torn: FakeTorn, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run of a few users shows its progress without a total (it cannot know how many keys
+    they hold); a whole run counts against the number of keys."""
+    from sentinel_kit import RetryPolicy, SyncJob
+
+    keys = [*simple_keys(3), SeedKey("second", "user-00001", "SecondKey0000001")]
+    db = seed_sqlite(tmp_path / "p.db", keys)
+    job = SyncJob(db=db, secret=SECRET, torn_url=torn.url, max_rpm=0, policy=RetryPolicy.no_wait())
+    job.run(users=["user-00001"], progress=True)
+    shown = capsys.readouterr().err
+    assert re.search(r"sync-users: \d+key \[", shown), shown  # a count, no "n/total"
+    assert not re.search(r"\d+/\d+ \[", shown), shown
+    job.run(progress=True)
+    assert re.search(r"\d+/4 \[", capsys.readouterr().err)
 
 
 def test_fake_torn_stop_releases_held_answers() -> None:

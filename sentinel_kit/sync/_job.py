@@ -182,7 +182,9 @@ class SyncJob(Reader):
                 stop=stop,
             )
             if progress:
-                total = len(set(users)) if users is not None else await store.count_keys()
+                # The bar counts keys: known up front only for a whole, unsharded run.
+                whole = users is None and self.options.shard is None
+                total = await store.count_keys() if whole else None
                 pipeline.bar = progress_bar(total=total, desc=self.job)
             try:
                 async with pipeline.torn:

@@ -19,11 +19,11 @@ def _bar_class() -> type[Any]:
     return type("SentinelBar", (tqdm,), {"monitor_interval": 0})
 
 
-def progress_bar(*, total: int, desc: str) -> Any:
+def progress_bar(*, total: int | None, desc: str) -> Any:
     """Return a started progress bar counting keys; close it when the run ends.
 
     Args:
-        total: keys the run will report on.
+        total: keys the run will report on (None: unknown; the bar counts without a total).
         desc: the label (the job's name).
     """
     return _bar_class()(total=total, unit="key", desc=desc, leave=False)

@@ -193,14 +193,15 @@ def test_kernel_interrupt_stops_a_run_with_20_requests_in_flight(
 def test_kernel_interrupt_cancels_an_awaited_arun(
     kernel: Kernel, torn: FakeTorn, tmp_path: Path
 ) -> None:
-    """Interrupting `await job.arun()`: ipykernel turns it into CancelledError, delivered when
-    the kernel's loop next wakes (the writer's flush timer, at most flush_interval); the run
-    still writes what it fetched and records itself as interrupted."""
+    """Interrupting `await job.arun()`: ipykernel cancels the cell (CancelledError) when its
+    loop next wakes, which the run's writer makes happen within a fraction of a second; the
+    run writes what it fetched and records itself as interrupted."""
     db, fast, _ = seed_with_held(torn, tmp_path / "a.db")
     kernel.run(
         "from sentinel_kit import RetryPolicy, SyncJob\n"
         f"job = SyncJob(db={db!r}, secret={SECRET!r}, torn_url={torn.url!r}, concurrency={HELD},"
-        " max_rpm=0, per_key_rpm=0, policy=RetryPolicy.no_wait(), flush_interval=1.0)"
+        # A long flush interval: the interrupt must not wait for the writer's flush timer.
+        " max_rpm=0, per_key_rpm=0, policy=RetryPolicy.no_wait(), flush_interval=10)"
     )
     cell_id = kernel.start("report = await job.arun()")
     wait_for_requests(torn, FAST + HELD, alive=lambda: kernel.client.is_alive())
@@ -210,7 +211,7 @@ def test_kernel_interrupt_cancels_an_awaited_arun(
     cell = kernel.finish(cell_id, timeout=40)
     assert cell.error == "CancelledError"
     assert cell.done_at is not None
-    assert cell.done_at - interrupted_at < 1.0 + WITHIN_S
+    assert cell.done_at - interrupted_at < WITHIN_S, f"{cell.done_at - interrupted_at:.2f}s"
     users, runs = database(tmp_path / "a.db")
     assert users == {k.user_id for k in fast}
     assert runs == [("aborted", "interrupted", 0, FAST, HELD)]

@@ -146,6 +146,11 @@ _PARKED_REASON = {
 
 _DONE = None
 
+#: The writer wakes the loop at least this often (seconds), even with nothing to write.
+#: ipykernel delivers an interrupt of ``await job.arun()`` from another thread without
+#: waking the cell's loop, so the interrupt lands only when the loop next wakes.
+WAKE_INTERVAL = 0.25
+
 
 @dataclass(slots=True)
 class _Context:
@@ -384,7 +389,7 @@ class Pipeline:
         while not finished:
             batch: list[list[Outcome] | None] = []
             try:
-                async with asyncio.timeout(interval):
+                async with asyncio.timeout(min(interval, WAKE_INTERVAL)):
                     batch.append(await self._results.get())
             except TimeoutError:
                 pass

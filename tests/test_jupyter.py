@@ -341,6 +341,7 @@ def test_ctrl_c_on_a_terminal_writes_prints_the_report_and_exits_130(
     assert f"{FAST + HELD} total, {FAST} synced, {HELD} failed" in shown
     assert "error: interrupted: what was fetched is written" in shown
     assert "Traceback" not in shown
+    assert not [k for k in simple_keys(FAST + HELD) if k.plaintext in shown]  # no key shown
     assert "/25 [" in shown  # the progress bar was on the terminal
     users, runs = database(path)
     assert users == {k.user_id for k in fast}
@@ -375,4 +376,5 @@ def test_sigint_with_json_prints_the_json_report_and_exits_130(
     assert (report["status"], report["error"]) == ("aborted", "interrupted")
     assert (report["synced"], report["written"]) == (FAST, FAST)
     assert "error: interrupted" in err
+    assert not [k for k in simple_keys(FAST + HELD) if k.plaintext in out + err]
     assert database(path)[0] == {k.user_id for k in fast}

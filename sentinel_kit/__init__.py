@@ -55,6 +55,7 @@ from ._torn import (
     parse_user_basic,
 )
 from .daemon import JobContext, job
+from .ops import JobHealth, JobStatus, StatusReport, astatus, status
 from .stores import DEFAULT_DB_URL, Fence, PostgresStore, SQLiteStore, Store, open_store
 from .sync import (
     SYNC_JOB_NAME,
@@ -101,6 +102,8 @@ __all__ = [
     "HealthState",
     "Interaction",
     "JobContext",
+    "JobHealth",
+    "JobStatus",
     "KeyCipher",
     "KeyHealth",
     "Outcome",
@@ -117,6 +120,7 @@ __all__ = [
     "SchemaMissing",
     "SentinelError",
     "StaleFence",
+    "StatusReport",
     "Store",
     "StoreError",
     "StoredUser",
@@ -131,6 +135,7 @@ __all__ = [
     "UserKey",
     "WrongSecret",
     "__version__",
+    "astatus",
     "build_upserts",
     "classify_torn_error",
     "create_demo_database",
@@ -147,6 +152,7 @@ __all__ = [
     "record",
     "replay",
     "shard_of",
+    "status",
 ]
 
 

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 
 from .._errors import ConfigError, SchemaMissing, SentinelError, StoreError
-from .._models import RunRecord, RunStatus
+from .._models import JobState, RunRecord, RunStatus
 from .._schedule import Schedule, schedule_spec
 from ..ops._alerts import Alerter, alert_message, record_alert_state
 from ..ops._health_rule import (
@@ -139,6 +139,10 @@ class _Slot:
     next_tick: datetime
     task: asyncio.Task[TickResult] | None = None
     done: bool = False
+    first_tick: datetime = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.first_tick = self.next_tick
 
 
 class Daemon:
@@ -171,7 +175,7 @@ class Daemon:
         self._runs: set[Stop] = set()
         self._background: set[asyncio.Task[Any]] = set()
         self._registered: set[str] = set()
-        self._slots: list[_Slot] = []
+        self._slots = self._make_slots()
         self._signals = 0
         self.log = logger.bind(holder=config.holder)
 
@@ -249,10 +253,12 @@ class Daemon:
             return plan.latest_at_or_before(now)
         return plan.next_after(now)
 
-    async def _schedule(self) -> None:
+    def _make_slots(self) -> list[_Slot]:
         now = self.clock.now()
-        slots = [_Slot(spec, plan, self._first_tick(plan, now)) for spec, plan in self.config.jobs]
-        self._slots = slots
+        return [_Slot(spec, plan, self._first_tick(plan, now)) for spec, plan in self.config.jobs]
+
+    async def _schedule(self) -> None:
+        slots = self._slots = self._make_slots()
         await self._register(slots, fail=True)
         stopping = asyncio.create_task(self._stopping.wait(), name="sentinel-stopping")
         try:
@@ -337,7 +343,7 @@ class Daemon:
                         name,
                         schedule=schedule_spec(slot.plan),
                         timeout_s=self.config.timeout,
-                        first_tick=slot.next_tick,
+                        first_tick=slot.first_tick,
                     )
                     self._registered.add(name)
         except SchemaMissing:
@@ -575,6 +581,16 @@ class Daemon:
 
         async def judge() -> dict[str, Any]:
             schedules = {self.lease_name(spec): plan for spec, plan in self.config.jobs}
+            # Until the jobs are registered, /healthz judges by what this daemon knows.
+            known = {
+                self.lease_name(slot.spec): JobState(
+                    self.lease_name(slot.spec),
+                    schedule_spec(slot.plan),
+                    self.config.timeout,
+                    slot.first_tick,
+                )
+                for slot in self._slots
+            }
             async with asyncio.timeout(HEALTHZ_TIMEOUT), open_store(self.config.db_url) as store:
                 report = await job_statuses(
                     store,
@@ -582,6 +598,7 @@ class Daemon:
                     schedules=schedules,
                     min_synced=self.config.min_synced,
                     now=self.clock.now(),
+                    known=known,
                 )
             return report.healthz()
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from .._blocking import run_blocking
 from .._display import html_table, to_dataframe
-from .._models import RunRecord
+from .._models import JobState, RunRecord
 from .._schedule import Schedule, parse_schedule_spec
 from ..stores import Store, open_store
 from ._health_rule import DEFAULT_MIN_SYNCED, JobHealth, check_min_synced, judge_job
@@ -191,6 +191,7 @@ async def job_statuses(
     schedules: Mapping[str, Schedule] | None = None,
     min_synced: float = DEFAULT_MIN_SYNCED,
     now: datetime | None = None,
+    known: Mapping[str, JobState] | None = None,
 ) -> StatusReport:
     """Judge jobs against the health rule with an already open store.
 
@@ -198,6 +199,8 @@ async def job_statuses(
         store: an open store.
         jobs: job names; None means every job a daemon registered (or ``sync-users``).
         schedules: schedules by job name, overriding the ones the daemon registered.
+        known: job states to use for jobs the database has no row for yet (the daemon's
+            own, before it could register them).
         min_synced: the share of attempted keys a partial run must sync.
         now: the time to judge at (default: now).
 
@@ -213,7 +216,7 @@ async def job_statuses(
     names = list(jobs) if jobs is not None else (sorted(states) or [_DEFAULT_JOB])
     found: list[JobStatus] = []
     for name in names:
-        state = states.get(name)
+        state = states.get(name) or (known or {}).get(name)
         runs = await store.list_runs(job=name, limit=RUNS_PER_JOB)
         lease = await store.get_lease(name)
         held = bool(

@@ -20,9 +20,9 @@ from loguru import logger
 
 from sentinel_kit import JobContext, RunRecord, RunStatus, SyncReport, open_store
 from sentinel_kit._schedule import IntervalSchedule
-from sentinel_kit.daemon import Daemon, DaemonConfig, FakeClock, JobSpec
+from sentinel_kit.daemon import Daemon, DaemonConfig, JobSpec
 from sentinel_kit.daemon._sync_users import sync_users
-from sentinel_kit.testing import FakeTorn
+from sentinel_kit.testing import FakeClock, FakeTorn
 
 from .conftest import SECRET, seed_sqlite, simple_keys
 

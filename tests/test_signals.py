@@ -548,3 +548,32 @@ def test_json_logs_have_flat_run_fields_and_few_info_lines(tmp_path: Path, torn:
     assert finish["reasons"] == {"torn_error": 40}
     assert finish["level"] == "INFO"
     assert not any(k.plaintext in result.stderr for k in keys)
+
+
+def test_json_sink_flattens_bound_fields_and_survives_odd_values() -> None:
+    """The JSON sink puts bound fields at the top level, writes odd values as text, masks
+    key-shaped words, and keeps its own time/level/message fields."""
+    import io
+
+    from loguru import logger
+
+    from sentinel_kit.cli._output import JsonLineSink
+
+    class Odd:
+        def __str__(self) -> str:
+            return "odd TestKey000000042 value"
+
+    out = io.StringIO()
+    sink = logger.add(JsonLineSink(out), format="{message}", level="INFO")
+    try:
+        logger.bind(job="sync-users", synced=3, odd=Odd(), message="not mine").info("done")
+    finally:
+        logger.remove(sink)
+    (line,) = [json.loads(text) for text in out.getvalue().splitlines()]
+    assert (line["job"], line["synced"], line["message"], line["level"]) == (
+        "sync-users",
+        3,
+        "done",
+        "INFO",
+    )
+    assert line["odd"] == "odd [redacted] value"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import traceback
@@ -11,7 +12,7 @@ from typing import Any
 import click
 from loguru import logger
 
-from .._json import dumps
+from .._json import dumps, to_jsonable
 
 __all__ = ["LEVELS", "JsonLineSink", "configure_logging", "echo_json", "redact", "table"]
 
@@ -67,8 +68,17 @@ class JsonLineSink:
                 "".join(traceback.format_exception(*record["exception"])).rstrip()
             )
         stream = self.stream or sys.stderr
-        stream.write(dumps(line, indent=None) + "\n")
+        stream.write(json.dumps(line, default=_loggable) + "\n")
         stream.flush()
+
+
+def _loggable(value: Any) -> Any:
+    """JSON for a bound value: ours as in reports, anything else as its (masked) text, so a
+    plugin binding an odd object never breaks a log line."""
+    try:
+        return to_jsonable(value)
+    except TypeError:
+        return redact(str(value))
 
 
 def configure_logging(level: str, fmt: str = "text") -> None:

@@ -13,7 +13,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY sentinel_kit ./sentinel_kit
-RUN pip install '.[postgres]' \
+RUN pip install '.[postgres,alerts]' \
  && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin sentinel \
  && mkdir -p /data && chown sentinel /data
 

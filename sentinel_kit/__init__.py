@@ -55,6 +55,7 @@ from ._torn import (
     parse_user_basic,
 )
 from .daemon import JobContext, job
+from .ops import JobHealth, JobStatus, StatusReport, astatus, status
 from .stores import DEFAULT_DB_URL, Fence, PostgresStore, SQLiteStore, Store, open_store
 from .sync import (
     SYNC_JOB_NAME,
@@ -107,6 +108,8 @@ __all__ = [
     "HealthTable",
     "Interaction",
     "JobContext",
+    "JobHealth",
+    "JobStatus",
     "KeyCipher",
     "KeyHealth",
     "KeyInfo",
@@ -126,6 +129,7 @@ __all__ = [
     "SchemaMissing",
     "SentinelError",
     "StaleFence",
+    "StatusReport",
     "Store",
     "StoreError",
     "StoredUser",
@@ -141,6 +145,7 @@ __all__ = [
     "UserRows",
     "WrongSecret",
     "__version__",
+    "astatus",
     "build_upserts",
     "classify_torn_error",
     "create_demo_database",
@@ -157,6 +162,7 @@ __all__ = [
     "record",
     "replay",
     "shard_of",
+    "status",
 ]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import ssl
 import time
+from collections.abc import Callable
 from types import TracebackType
 
 import certifi
@@ -67,6 +68,11 @@ class TornClient:
         transport: an httpx transport for every client (tests); None uses httpx's own.
         pool_size: connections per httpx client; ``ceil(concurrency / pool_size)`` clients
             share the requests round-robin. ``pool_size >= concurrency`` is one large pool.
+        on_request: called once per request sent with its outcome: ``ok``, the failure
+            reason of an answer (``key_invalid``, ``torn_error``, ``bad_response``, ...), or,
+            without an answer, ``no_answer`` (connect failed), ``timeout``, ``network`` or
+            ``replay_miss``. The daemon counts these in its metrics; the client itself
+            knows nothing of metrics.
     """
 
     def __init__(
@@ -80,8 +86,10 @@ class TornClient:
         policy: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         pool_size: int = DEFAULT_POOL_SIZE,
+        on_request: Callable[[str], None] | None = None,
     ) -> None:
         self.base_url = base_url
+        self.on_request = on_request
         self.pool_size = max(1, pool_size)
         self.url = user_basic_url(base_url)
         self.request_timeout = request_timeout
@@ -169,11 +177,18 @@ class TornClient:
             self._check_halted()
             response = await self._send(key)
         try:
-            return interpret_response(response.status_code, response.headers, response.content)
+            profile = interpret_response(response.status_code, response.headers, response.content)
         except FetchError as exc:
+            self._observe(exc.reason.value)
             if exc.error_class is ErrorClass.GLOBAL:
                 self.halt(exc)
             raise
+        self._observe("ok")
+        return profile
+
+    def _observe(self, outcome: str) -> None:
+        if self.on_request is not None:
+            self.on_request(outcome)
 
     async def _send(self, key: TornKey) -> httpx.Response:
         if self._next_client is None:
@@ -187,9 +202,11 @@ class TornClient:
             )
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             logger.debug("GET {} key={} -> {}", self.url, key.fingerprint, type(exc).__name__)
+            self._observe("no_answer")
             raise self._unanswered_request(key, exc) from None
         except httpx.TimeoutException:
             logger.debug("GET {} key={} -> timeout", self.url, key.fingerprint)
+            self._observe("timeout")
             raise UpstreamUnavailable(
                 f"no answer within {self.request_timeout:g}s",
                 error_class=ErrorClass.TRANSIENT,
@@ -197,6 +214,7 @@ class TornClient:
             ) from None
         except (CannotOverwriteExistingCassetteException, UnhandledHTTPRequestError):
             # Replay mode (sentinel_kit.replay) and the cassette holds no answer for this key.
+            self._observe("replay_miss")
             raise FetchError(
                 "no recorded answer for this key in the replay cassette",
                 error_class=ErrorClass.REQUEST_BUG,
@@ -204,6 +222,7 @@ class TornClient:
             ) from None
         except httpx.TransportError as exc:
             logger.debug("GET {} key={} -> {}", self.url, key.fingerprint, type(exc).__name__)
+            self._observe("network")
             raise UpstreamUnavailable(
                 f"connection failed ({type(exc).__name__})",
                 error_class=ErrorClass.TRANSIENT,

@@ -10,6 +10,7 @@ from typing import Any
 
 __all__ = [
     "ErrorClass",
+    "JobState",
     "LeaseInfo",
     "Outcome",
     "Profile",
@@ -231,6 +232,30 @@ class LeaseInfo:
     holder: str | None
     fence: int
     expires_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class JobState:
+    """One row of ``sentinel_jobs``: what the daemon said about a job, and its alert state.
+
+    Attributes:
+        job: the job (lease) name, e.g. ``sync-users`` or ``sync-users:0/3``.
+        schedule: the schedule as the daemon runs it (``cron:0 * * * *``, ``interval:60``).
+        timeout_s: the daemon's ``--timeout`` for the job.
+        first_tick: the first tick any daemon scheduled for the job; a job with no counted
+            run yet is healthy until ``first_tick + timeout``.
+        alert_state: ``healthy`` or ``unhealthy``, as last announced by an alert.
+        alert_as_of: when the run (or grace period) that the alert state judged ended.
+        alert_changed_at: when the alert state last changed.
+    """
+
+    job: str
+    schedule: str | None = None
+    timeout_s: float | None = None
+    first_tick: datetime | None = None
+    alert_state: str = "healthy"
+    alert_as_of: datetime | None = None
+    alert_changed_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

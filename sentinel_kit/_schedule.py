@@ -16,7 +16,14 @@ from croniter import croniter
 
 from ._errors import ConfigError
 
-__all__ = ["CronSchedule", "IntervalSchedule", "Schedule", "parse_schedule"]
+__all__ = [
+    "CronSchedule",
+    "IntervalSchedule",
+    "Schedule",
+    "parse_schedule",
+    "parse_schedule_spec",
+    "schedule_spec",
+]
 
 
 class Schedule(Protocol):
@@ -102,3 +109,28 @@ def parse_schedule(cron: str | None = None, interval: float | None = None) -> Sc
     if cron:
         return CronSchedule(cron)
     raise ConfigError("a schedule needs --schedule CRON or --interval SECONDS")
+
+
+def schedule_spec(plan: Schedule) -> str:
+    """A schedule as text another process can rebuild: ``cron:<expr>`` or ``interval:<s>``.
+
+    The daemon stores it in ``sentinel_jobs`` so ``status`` knows each job's next tick.
+    """
+    if isinstance(plan, IntervalSchedule):
+        return f"interval:{plan.seconds:g}"
+    if isinstance(plan, CronSchedule):
+        return f"cron:{plan.expression}"
+    return f"other:{plan.describe()}"
+
+
+def parse_schedule_spec(spec: str | None) -> Schedule | None:
+    """Rebuild a schedule from :func:`schedule_spec`'s text; None when it cannot be."""
+    kind, _, value = (spec or "").partition(":")
+    try:
+        if kind == "interval":
+            return IntervalSchedule(float(value))
+        if kind == "cron":
+            return CronSchedule(value)
+    except (ConfigError, ValueError):
+        return None
+    return None

@@ -512,3 +512,67 @@ def test_dockerfile_and_env_example_vars_are_contract_vars() -> None:
         "SENTINEL_ALERT_URLS",
         "SENTINEL_MIN_SYNCED",
     } <= documented
+
+
+# -- the deployment files against the real CLI ---------------------------------------------------
+
+
+def deploy_commands() -> list[tuple[str, list[str]]]:
+    """Every `sentinel-kit ...` command line the deployment files run, with where it is."""
+    found: list[tuple[str, list[str]]] = []
+    for doc in k8s_docs():
+        if doc["kind"] in ("StatefulSet", "CronJob"):
+            found.append((f"k8s {doc['kind']}", container(doc)["command"]))
+    for name, svc in services().items():
+        command = svc.get("command")
+        if command and command[0] == "sentinel-kit":
+            found.append((f"compose {name}", command))
+    (cmd,) = dockerfile_instruction("CMD")
+    found.append(("Dockerfile CMD", json.loads(cmd)))
+    return found
+
+
+@pytest.mark.parametrize("where_command", deploy_commands(), ids=lambda wc: wc[0])
+def test_deploy_commands_parse_with_the_real_cli(where_command: tuple[str, list[str]]) -> None:
+    """Each command the manifests, compose file and image run is accepted by sentinel-kit's
+    own parser: no flag the CLI does not have (`--help` stops before running anything)."""
+    from .conftest import run_cli
+
+    where, command = where_command
+    assert command[0] == "sentinel-kit", where
+    result = run_cli([*command[1:], "--help"])
+    assert result.returncode == 0, f"{where}: {result.stderr}"
+
+
+@pytest.mark.parametrize(
+    ("command", "names"),
+    [
+        (
+            "daemon",
+            {
+                "SENTINEL_METRICS_PORT",
+                "SENTINEL_METRICS_HOST",
+                "SENTINEL_ALERT_URLS",
+                "SENTINEL_MIN_SYNCED",
+            },
+        ),
+        ("status", {"SENTINEL_MIN_SYNCED"}),
+        ("sync", {"SENTINEL_ALERT_URLS", "SENTINEL_MIN_SYNCED"}),
+    ],
+)
+def test_health_and_alert_variables_are_read_by_the_cli(command: str, names: set[str]) -> None:
+    """The metrics, alert and health variables the deployment files set are options of the
+    CLI (click shows each option's variable in --help)."""
+    from .conftest import run_cli
+
+    shown = " ".join(run_cli([command, "--help"]).stdout.split())  # undo click's wrapping
+    assert {n for n in names if f"env var: {n}" in shown} == names
+    assert names <= CONTRACT_ENV
+
+
+def test_image_installs_the_alerts_extra() -> None:
+    """The image installs Apprise (the alerts extra): SENTINEL_ALERT_URLS works in it."""
+    installs = " ".join(dockerfile_instruction("RUN"))
+    match = re.search(r"pip install '\.\[([a-z,]+)\]'", installs)
+    assert match, installs
+    assert {"postgres", "alerts"} <= set(match[1].split(","))

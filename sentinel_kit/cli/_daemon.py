@@ -13,7 +13,16 @@ from .._schedule import Schedule, parse_schedule
 from ..daemon import Daemon, DaemonConfig, default_holder
 from ..daemon._jobs import JobSpec, load_jobs
 from ..sync import SYNC_JOB_NAME
-from ._options import db_option, logging_options, parse_shard, sync_options, sync_settings
+from ._options import (
+    alert_option,
+    db_option,
+    logging_options,
+    make_alerter,
+    min_synced_option,
+    parse_shard,
+    sync_options,
+    sync_settings,
+)
 
 __all__ = ["daemon"]
 
@@ -86,7 +95,14 @@ __all__ = ["daemon"]
     help="Time a run gets to finish after SIGTERM/SIGINT before it is stopped.",
 )
 @click.option("--run-on-start", is_flag=True, help="Run the latest tick at once on start.")
-@click.option("--once", is_flag=True, help="Run one tick of each job, then exit.")
+@click.option(
+    "--once",
+    is_flag=True,
+    help="Run each job's latest due tick now (unless a replica already ran it), then exit: "
+    "0 when every job is healthy, else the highest exit code (1 partial below --min-synced, "
+    "2 the wrong secret or a configuration error, 3 aborted or timed out). For a "
+    "platform's cron: schedule it like --schedule.",
+)
 @click.option(
     "--shard",
     envvar="SENTINEL_SHARD",
@@ -112,6 +128,26 @@ __all__ = ["daemon"]
     help="Stop starting users this long into a sync-users run; the rest is deferred to the "
     "next run (not a failure).",
 )
+@min_synced_option
+@click.option(
+    "--metrics-port",
+    envvar="SENTINEL_METRICS_PORT",
+    show_envvar=True,
+    type=click.IntRange(1, 65535),
+    default=None,
+    metavar="PORT",
+    help="Serve Prometheus /metrics and /healthz (200 healthy, 503 not) on this port.",
+)
+@click.option(
+    "--metrics-host",
+    envvar="SENTINEL_METRICS_HOST",
+    show_envvar=True,
+    default="127.0.0.1",
+    show_default=True,
+    metavar="HOST",
+    help="Address of the metrics server; 0.0.0.0 in a container.",
+)
+@alert_option
 @sync_options
 @logging_options
 def daemon(
@@ -128,13 +164,18 @@ def daemon(
     shard: str | None,
     holder: str | None,
     time_box: float | None,
+    min_synced: float,
+    metrics_port: int | None,
+    metrics_host: str,
+    alert_urls: tuple[str, ...],
     **options: Any,
 ) -> None:
     """Run jobs on their schedules with a lease, fencing, a hard timeout and run history.
 
     Safe with one replica or many against the same database: each tick runs once.
     SIGTERM/SIGINT stops scheduling, lets the current run finish within --grace, records
-    it, releases the lease and exits 0; a second signal exits at once.
+    it, releases the lease and exits 0; a second signal exits at once. With --once it runs
+    each job's latest due tick and exits with the jobs' health (see --once).
     """
     specs = load_jobs(imports)
     imported = [n for n in specs if n != SYNC_JOB_NAME]
@@ -163,5 +204,25 @@ def daemon(
         shard=parse_shard(shard),
         holder=holder or default_holder(),
         settings={**sync_settings(options), "time_box": time_box},
+        min_synced=min_synced,
     )
-    click.get_current_context().exit(asyncio.run(Daemon(config).run()))
+    alerter = make_alerter(alert_urls)
+    metrics = None
+    if metrics_port is not None:
+        from ..ops._metrics import Metrics
+
+        metrics = Metrics()
+    runner = Daemon(config, metrics=metrics, alerter=alerter)
+    server = None
+    if metrics is not None and metrics_port is not None:
+        from ..ops._metrics import MetricsServer
+
+        server = MetricsServer(
+            metrics, runner.healthz, host=metrics_host, port=metrics_port
+        ).start()
+    try:
+        code = asyncio.run(runner.run())
+    finally:
+        if server is not None:
+            server.stop()
+    click.get_current_context().exit(code)

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
-
 import click
 
 from .._models import RunRecord
-from .._schedule import parse_schedule
+from .._schedule import Schedule, parse_schedule
 from ..daemon._jobs import load_jobs
+from ..ops import StatusReport, job_statuses
 from ..stores import Store
 from ..sync import SYNC_JOB_NAME
-from ._options import db_option, json_option, logging_options, parse_duration, with_store
+from ._options import (
+    db_option,
+    json_option,
+    logging_options,
+    min_synced_option,
+    parse_duration,
+    with_store,
+)
 from ._output import echo_json, table
 
 __all__ = ["runs", "status"]
@@ -99,7 +104,7 @@ def runs(db: str | None, job: str | None, limit: int, as_json: bool) -> None:
     envvar="SENTINEL_SCHEDULE",
     default=None,
     metavar="CRON",
-    help="sync-users' schedule, as given to the daemon.",
+    help="sync-users' schedule, as given to the daemon (default: the one the daemon registered).",
 )
 @click.option(
     "--interval",
@@ -114,9 +119,10 @@ def runs(db: str | None, job: str | None, limit: int, as_json: bool) -> None:
     "max_age",
     default=None,
     metavar="DURATION",
-    help="Exit 1 when a job's last successful run (ok or partial) finished longer ago than "
-    "this (e.g. 90m, 2h), or never: for health checks and monitors.",
+    help="Exit 1 when a job's last healthy run (by the health rule, see --min-synced) "
+    "finished longer ago than this (e.g. 90m, 2h), or never: for health checks and monitors.",
 )
+@min_synced_option
 @json_option
 @logging_options
 def status(
@@ -126,72 +132,38 @@ def status(
     schedule: str | None,
     interval: float | None,
     max_age: str | None,
+    min_synced: float,
     as_json: bool,
 ) -> None:
-    """Show each job's lease holder, last run, last success and next tick."""
+    """Show each job's health, lease holder, last run and next tick.
+
+    A job is healthy when its latest counted run (not a dry run, not a re-run of a few
+    users) is ok, or partial with at least --min-synced of its attempted keys synced; a job
+    that has not run yet is healthy until its first tick plus the daemon's --timeout. The
+    same rule as /healthz, alerts and `daemon --once`.
+    """
     limit = parse_duration(max_age) if max_age else None
     specs = load_jobs(imports)
     names = list(job_names) or [SYNC_JOB_NAME, *(n for n in specs if n != SYNC_JOB_NAME)]
-    now = datetime.now(UTC)
+    schedules: dict[str, Schedule] = {}
+    if schedule or interval:
+        schedules[SYNC_JOB_NAME] = parse_schedule(schedule, interval)
 
-    async def gather(store: Store) -> list[dict[str, Any]]:
-        rows = []
-        for name in names:
-            spec = specs.get(name)
-            plan = spec.schedule if spec else None
-            if name == SYNC_JOB_NAME and (schedule or interval):
-                plan = parse_schedule(schedule, interval)
-            lease = await store.get_lease(name)
-            recent = await store.list_runs(job=name, limit=50)
-            good = next((r for r in recent if r.status in ("ok", "partial")), None)
-            held = (
-                lease is not None and lease.holder and lease.expires_at and lease.expires_at > now
-            )
-            rows.append(
-                {
-                    "job": name,
-                    "lease_holder": lease.holder if held and lease else None,
-                    "lease_fence": lease.fence if lease else None,
-                    "last_run": recent[0].to_dict() if recent else None,
-                    "last_success_at": good.finished_at.isoformat()
-                    if good and good.finished_at
-                    else None,
-                    "next_tick": plan.next_after(now).isoformat() if plan else None,
-                }
-            )
-        return rows
+    async def gather(store: Store) -> StatusReport:
+        return await job_statuses(store, names, schedules=schedules, min_synced=min_synced)
 
-    rows = with_store(db, gather)
+    report = with_store(db, gather)
     if as_json:
-        echo_json(rows)
+        echo_json(report.to_dict())
     else:
-        click.echo(
-            table(
-                ["job", "lease holder", "last run", "last status", "last success", "next tick"],
-                [
-                    [
-                        r["job"],
-                        r["lease_holder"] or "-",
-                        (r["last_run"] or {}).get("started_at") or "never",
-                        (r["last_run"] or {}).get("status") or "-",
-                        r["last_success_at"] or "never",
-                        r["next_tick"] or "-",
-                    ]
-                    for r in rows
-                ],
-            )
-        )
+        click.echo(report.render_text())
     if limit is not None:
+        now = report.checked_at
         stale = [
-            r["job"]
-            for r in rows
-            if r["last_success_at"] is None
-            or now - datetime.fromisoformat(r["last_success_at"]) > limit
+            j.job for j in report if j.last_healthy_at is None or now - j.last_healthy_at > limit
         ]
         if stale:
-            click.echo(
-                f"error: no successful run within {max_age} for: {', '.join(stale)}", err=True
-            )
+            click.echo(f"error: no healthy run within {max_age} for: {', '.join(stale)}", err=True)
             click.get_current_context().exit(1)
 
 

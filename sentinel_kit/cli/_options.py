@@ -15,13 +15,17 @@ from .._client import DEFAULT_MAX_RPM, DEFAULT_PER_KEY_RPM, DEFAULT_POOL_SIZE
 from .._config import require_secret, resolve_db_url
 from .._errors import ConfigError
 from .._torn import DEFAULT_TORN_URL
+from ..ops import DEFAULT_MIN_SYNCED, Alerter, parse_alert_urls
 from ..stores import Store, open_store
 from ._output import LEVELS, configure_logging
 
 __all__ = [
+    "alert_option",
     "db_option",
     "json_option",
     "logging_options",
+    "make_alerter",
+    "min_synced_option",
     "parse_duration",
     "parse_shard",
     "sync_options",
@@ -236,3 +240,47 @@ _SYNC_KEYS = (
 def sync_settings(options: dict[str, Any]) -> dict[str, Any]:
     """The sync options as keyword settings (see ``JobContext.settings``), plus the secret."""
     return {"secret": require_secret(), **{k: options[k] for k in _SYNC_KEYS}}
+
+
+# -- health and alerts (daemon, status, sync) -------------------------------------------------
+
+
+def min_synced_option(func: F) -> F:
+    """``--min-synced SHARE`` (env ``SENTINEL_MIN_SYNCED``): the health rule's threshold."""
+    return click.option(
+        "--min-synced",
+        envvar="SENTINEL_MIN_SYNCED",
+        show_envvar=True,
+        type=click.FloatRange(0, 1),
+        default=DEFAULT_MIN_SYNCED,
+        show_default=True,
+        metavar="SHARE",
+        help="A partial run is healthy when it synced at least this share of the keys it "
+        "attempted (every key but parked and deferred ones); ok runs always are.",
+    )(func)
+
+
+def alert_option(func: F) -> F:
+    """``--alert URL`` (repeatable; env ``SENTINEL_ALERT_URLS``, comma/space separated)."""
+    return click.option(
+        "--alert",
+        "alert_urls",
+        multiple=True,
+        envvar="SENTINEL_ALERT_URLS",
+        show_envvar=True,
+        metavar="URL",
+        help="Send a message to this Apprise URL (discord://, slack://, json://host/path, ...) "
+        "when a job turns unhealthy and when it recovers; once per change, whatever the "
+        "replicas. Repeatable; the variable takes several, separated by commas or spaces. "
+        "Needs the alerts extra.",
+    )(func)
+
+
+def make_alerter(values: tuple[str, ...]) -> Alerter | None:
+    """The :class:`Alerter` of ``--alert`` values, or None without any.
+
+    Raises:
+        ConfigError: Apprise is missing, or a URL is not one it knows.
+    """
+    urls = parse_alert_urls(values)
+    return Alerter(urls) if urls else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from contextlib import AbstractContextManager, nullcontext
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,21 @@ from .._config import resolve_db_url
 from .._errors import WrongSecret
 from .._replay import record, replay
 from ..daemon._sync_users import sync_job_from_settings
+from ..ops import Alerter, announce, judge_job
+from ..ops._status import RUNS_PER_JOB
+from ..stores import Store
 from ..sync import SyncReport
-from ._options import db_option, json_option, logging_options, sync_options, sync_settings
+from ._options import (
+    alert_option,
+    db_option,
+    json_option,
+    logging_options,
+    make_alerter,
+    min_synced_option,
+    sync_options,
+    sync_settings,
+    with_store,
+)
 from ._output import echo_json
 
 __all__ = ["sync"]
@@ -69,6 +83,8 @@ def _print_report(report: SyncReport, as_json: bool) -> None:
     help="Record Torn traffic into a new cassette (keys replaced by fingerprints).",
 )
 @click.option("--overwrite", is_flag=True, help="With --record, replace an existing cassette.")
+@alert_option
+@min_synced_option
 @logging_options
 def sync(
     db: str | None,
@@ -79,6 +95,8 @@ def sync(
     replay_path: Path | None,
     record_path: Path | None,
     overwrite: bool,
+    alert_urls: tuple[str, ...],
+    min_synced: float,
     **options: Any,
 ) -> None:
     """Run the user sync once: fetch every key's profile and update user_data.
@@ -90,6 +108,7 @@ def sync(
     if replay_path and record_path:
         raise click.UsageError("--replay and --record cannot be used together")
     settings = {**sync_settings(options), "time_box": time_box}
+    alerter = make_alerter(alert_urls)
     job = sync_job_from_settings(settings, db=resolve_db_url(db), timeout=timeout)
     cassette: AbstractContextManager[Any] = nullcontext()
     if replay_path is not None:
@@ -109,6 +128,33 @@ def sync(
     except WrongSecret as exc:
         if as_json and exc.report is not None:
             echo_json(exc.report.to_dict())
+        _alert(db, job.job, alerter, exc.report, min_synced)
         raise
     _print_report(report, as_json)
+    _alert(db, job.job, alerter, report, min_synced)
     click.get_current_context().exit(report.exit_code)
+
+
+def _alert(
+    db: str | None,
+    name: str,
+    alerter: Alerter | None,
+    report: SyncReport | None,
+    min_synced: float,
+) -> None:
+    """With --alert: judge the job by the health rule and send the alert a change calls for.
+
+    The alert state is in the database, so a daemon beside this run never repeats it.
+    """
+    if alerter is None:
+        return
+
+    async def judge(store: Store) -> None:
+        runs = await store.list_runs(job=name, limit=RUNS_PER_JOB)
+        states = await store.get_job_states([name])
+        health = judge_job(
+            name, runs, now=datetime.now(UTC), state=states.get(name), min_synced=min_synced
+        )
+        await announce(store, health, alerter, report=report)
+
+    with_store(db, judge)

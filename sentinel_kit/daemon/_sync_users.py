@@ -38,8 +38,16 @@ def sync_job_from_settings(
         cooldown_for=timedelta(seconds=s["cooldown"]),
     )
     options = RunOptions(timeout=timeout, time_box=s.get("time_box"), shard=shard)
+    metrics = s.get("metrics")
     return SyncJob(
-        db=db, secret=s["secret"], torn=torn, options=options, health_policy=health, job=job
+        db=db,
+        secret=s["secret"],
+        torn=torn,
+        options=options,
+        health_policy=health,
+        job=job,
+        # The daemon's metrics count every Torn request by outcome.
+        on_request=metrics.torn_request if metrics is not None else None,
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ConfigError, SchemaMissing, StaleFence, StoreError
@@ -206,6 +207,28 @@ class PostgresStore(SQLStore):
                 "SELECT sentinel_upsert_user_data(?, ?, ?::jsonb)",
                 [fence.lease, fence.token, payload],
             )
+
+    # -- job state ---------------------------------------------------------------------------
+    # Through the same SQL functions the Supabase store calls, so both run the same SQL.
+
+    async def register_job(
+        self, job: str, *, schedule: str, timeout_s: float, first_tick: datetime
+    ) -> None:
+        """Insert or refresh a job's row, keeping the first ``first_tick`` ever registered."""
+        await self._fetch(
+            "registering the job",
+            "SELECT sentinel_register_job(?, ?, ?, ?)",
+            [job, schedule, timeout_s, first_tick],
+        )
+
+    async def set_alert_state(self, job: str, *, healthy: bool, as_of: datetime) -> bool:
+        """Compare-and-set a job's alert state; True when this call changed it."""
+        rows = await self._fetch(
+            "setting the alert state",
+            "SELECT sentinel_set_alert_state(?, ?, ?)",
+            [job, "healthy" if healthy else "unhealthy", as_of],
+        )
+        return bool(rows and rows[0][0])
 
     # -- leases ------------------------------------------------------------------------------
 

@@ -1,8 +1,9 @@
-"""What a database must offer, split by concern: keys, user data, runs and leases, key health.
+"""What a database must offer, split by concern: keys, user data, runs and leases, key health,
+job state.
 
-:class:`Store` is all four plus opening, closing and migrating. The sync reads keys and
-writes user data and key health; the daemon claims leases and records runs; ``status``,
-``/healthz`` and alerts read the run history.
+:class:`Store` is all five plus opening, closing and migrating. The sync reads keys and
+writes user data and key health; the daemon claims leases, records runs and registers its
+jobs; ``status``, ``/healthz`` and alerts read the run history and the job state.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Protocol, Self, runtime_checkable
 
 from .._key_health import KeyHealth
-from .._models import LeaseInfo, RunRecord, StoredUser, UserDataRow, UserKey
+from .._models import JobState, LeaseInfo, RunRecord, StoredUser, UserDataRow, UserKey
 
 if TYPE_CHECKING:
     from ..sync._report import SyncReport
@@ -22,6 +23,7 @@ __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_PAGE_SIZE",
     "Fence",
+    "JobStateStore",
     "KeyHealthStore",
     "KeyStore",
     "RunStore",
@@ -154,7 +156,37 @@ class KeyHealthStore(Protocol):
 
 
 @runtime_checkable
-class Store(KeyStore, UserDataStore, RunStore, KeyHealthStore, Protocol):
+class JobStateStore(Protocol):
+    """``sentinel_jobs``: when each job started being scheduled, and its alert state.
+
+    ``status`` runs in another process than the daemon, so what the health rule needs to
+    know about a job that has not run yet (its first tick and timeout) lives here; so does
+    the state the last alert announced, so a restart or a second replica never repeats it.
+    """
+
+    async def register_job(
+        self, job: str, *, schedule: str, timeout_s: float, first_tick: datetime
+    ) -> None:
+        """Insert or refresh a job's row; the first ``first_tick`` ever registered is kept."""
+        ...
+
+    async def get_job_states(self, jobs: Sequence[str] | None = None) -> dict[str, JobState]:
+        """Return the rows of these jobs (all jobs for None), by job name."""
+        ...
+
+    async def set_alert_state(self, job: str, *, healthy: bool, as_of: datetime) -> bool:
+        """Compare-and-set a job's alert state; True when this call changed it.
+
+        The row is created ``healthy`` when missing. The state changes only when it differs
+        and ``as_of`` (the end of the run the verdict judged) is newer than the one the
+        current state was set from, so a replica reading an older run can never flip it
+        back. Exactly one caller sees True for a change: that caller sends the alert.
+        """
+        ...
+
+
+@runtime_checkable
+class Store(KeyStore, UserDataStore, RunStore, KeyHealthStore, JobStateStore, Protocol):
     """A database holding ``user_keys`` and ``user_data`` and sentinel's own tables.
 
     Connections are opened by ``async with store:`` inside the run's event loop, so a store

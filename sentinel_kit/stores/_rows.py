@@ -12,18 +12,20 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .._key_health import HealthState, KeyHealth
-from .._models import RunRecord, StoredUser, UserDataRow, UserKey
+from .._models import JobState, RunRecord, StoredUser, UserDataRow, UserKey
 
 if TYPE_CHECKING:
     from ..sync._report import SyncReport
 
 __all__ = [
     "HEALTH_COLUMNS",
+    "JOB_COLUMNS",
     "KEY_COLUMNS",
     "RUN_COLUMNS",
     "USER_COLUMNS",
     "health_row",
     "iso",
+    "job_state",
     "key_health",
     "parse_time",
     "run_record",
@@ -63,6 +65,15 @@ HEALTH_COLUMNS = (
     "since",
     "retry_after",
     "reason",
+)
+JOB_COLUMNS = (
+    "job",
+    "schedule",
+    "timeout_s",
+    "first_tick",
+    "alert_state",
+    "alert_as_of",
+    "alert_changed_at",
 )
 _EPOCH = datetime.fromtimestamp(0, UTC)
 
@@ -217,3 +228,17 @@ def health_row(health: KeyHealth) -> dict[str, Any]:
         "retry_after": health.retry_after,
         "reason": health.reason,
     }
+
+
+def job_state(row: Mapping[str, Any]) -> JobState:
+    """A ``sentinel_jobs`` row."""
+    timeout = row.get("timeout_s")
+    return JobState(
+        job=str(row["job"]),
+        schedule=row.get("schedule"),
+        timeout_s=float(timeout) if timeout is not None else None,
+        first_tick=parse_time(row.get("first_tick")),
+        alert_state=str(row.get("alert_state") or "healthy"),
+        alert_as_of=parse_time(row.get("alert_as_of")),
+        alert_changed_at=parse_time(row.get("alert_changed_at")),
+    )

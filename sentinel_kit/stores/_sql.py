@@ -21,14 +21,16 @@ from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from .._errors import StaleFence, StoreError
 from .._key_health import KeyHealth
-from .._models import LeaseInfo, RunRecord, StoredUser, UserDataRow, UserKey
+from .._models import JobState, LeaseInfo, RunRecord, StoredUser, UserDataRow, UserKey
 from ._protocols import DEFAULT_CHUNK_SIZE, DEFAULT_PAGE_SIZE, Fence, abandon_note, dedupe_rows
 from ._rows import (
     HEALTH_COLUMNS,
+    JOB_COLUMNS,
     KEY_COLUMNS,
     RUN_COLUMNS,
     USER_COLUMNS,
     health_row,
+    job_state,
     key_health,
     run_record,
     run_row,
@@ -357,4 +359,54 @@ class SQLStore:
         changed = await self._execute(
             "resetting key health", "DELETE FROM sentinel_key_health WHERE key_id = ?", [key_id]
         )
+        return changed > 0
+
+    # -- job state ---------------------------------------------------------------------------
+
+    async def register_job(
+        self, job: str, *, schedule: str, timeout_s: float, first_tick: datetime
+    ) -> None:
+        """Insert or refresh a job's row, keeping the first ``first_tick`` ever registered."""
+        now = datetime.now(UTC)
+        await self._execute(
+            "registering the job",
+            "INSERT INTO sentinel_jobs "
+            "(job, schedule, timeout_s, first_tick, registered_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (job) DO UPDATE SET "
+            "schedule = excluded.schedule, timeout_s = excluded.timeout_s, "
+            "first_tick = COALESCE(sentinel_jobs.first_tick, excluded.first_tick), "
+            "updated_at = excluded.updated_at",
+            [job, schedule, timeout_s, first_tick, now, now],
+        )
+
+    async def get_job_states(self, jobs: Sequence[str] | None = None) -> dict[str, JobState]:
+        """Return the ``sentinel_jobs`` rows of these jobs (all for None), by job name."""
+        select = f"SELECT {_columns(JOB_COLUMNS)} FROM sentinel_jobs"  # noqa: S608 (fixed names)
+        if jobs is None:
+            rows = await self._fetch("reading sentinel_jobs", select)
+        elif not jobs:
+            return {}
+        else:
+            names = list(dict.fromkeys(jobs))
+            rows = await self._fetch(
+                "reading sentinel_jobs", f"{select} WHERE job IN ({_marks(len(names))})", names
+            )
+        found = [job_state(dict(zip(JOB_COLUMNS, r, strict=True))) for r in rows]
+        return {s.job: s for s in found}
+
+    async def set_alert_state(self, job: str, *, healthy: bool, as_of: datetime) -> bool:
+        """Compare-and-set a job's alert state in one transaction; True when it changed."""
+        state = "healthy" if healthy else "unhealthy"
+        now = datetime.now(UTC)
+        async with self._use("setting the alert state", transaction=True) as session:
+            await session.execute(
+                "INSERT INTO sentinel_jobs (job, registered_at, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (job) DO NOTHING",
+                [job, self._value(now), self._value(now)],
+            )
+            changed = await session.execute(
+                "UPDATE sentinel_jobs SET alert_state = ?, alert_as_of = ?, alert_changed_at = ? "
+                "WHERE job = ? AND alert_state <> ? AND (alert_as_of IS NULL OR alert_as_of < ?)",
+                [state, self._value(as_of), self._value(now), job, state, self._value(as_of)],
+            )
         return changed > 0

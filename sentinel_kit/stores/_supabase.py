@@ -32,14 +32,16 @@ from tenacity import (
 
 from .._errors import ConfigError, SchemaMissing, StaleFence, StoreError
 from .._key_health import KeyHealth
-from .._models import LeaseInfo, RunRecord, StoredUser, UserDataRow, UserKey
+from .._models import JobState, LeaseInfo, RunRecord, StoredUser, UserDataRow, UserKey
 from ._protocols import DEFAULT_CHUNK_SIZE, DEFAULT_PAGE_SIZE, Fence, abandon_note, dedupe_rows
 from ._rows import (
     HEALTH_COLUMNS,
+    JOB_COLUMNS,
     KEY_COLUMNS,
     RUN_COLUMNS,
     USER_COLUMNS,
     health_row,
+    job_state,
     key_health,
     parse_time,
     run_record,
@@ -542,6 +544,59 @@ class SupabaseStore:
                 "sentinel_release_lease",
                 {"p_name": fence.lease, "p_holder": holder, "p_fence": fence.token},
                 retry=True,
+            )
+        )
+
+    # -- job state ---------------------------------------------------------------------------
+    # Writes go through the SQL functions of migration 010 (the compare-and-set must be one
+    # statement on the server); reads are a plain select.
+
+    async def register_job(
+        self, job: str, *, schedule: str, timeout_s: float, first_tick: datetime
+    ) -> None:
+        """Insert or refresh a job's row, keeping the first ``first_tick`` ever registered."""
+        await self._rpc(
+            "sentinel_register_job",
+            _json(
+                {
+                    "p_job": job,
+                    "p_schedule": schedule,
+                    "p_timeout_s": timeout_s,
+                    "p_first_tick": first_tick,
+                }
+            ),
+            retry=True,
+        )
+
+    async def get_job_states(self, jobs: Sequence[str] | None = None) -> dict[str, JobState]:
+        """Return the ``sentinel_jobs`` rows of these jobs (all for None), by job name."""
+        if jobs is not None and not jobs:
+            return {}
+
+        def query() -> Any:
+            builder = self.client.table("sentinel_jobs").select(",".join(JOB_COLUMNS))
+            if jobs is not None:
+                builder = builder.in_("job", list(dict.fromkeys(jobs)))
+            return builder.order("job").limit(SUPABASE_MAX_ROWS).execute()
+
+        response = await self._call("reading sentinel_jobs", query, retry=True)
+        found = [job_state(r) for r in response.data or []]
+        return {s.job: s for s in found}
+
+    async def set_alert_state(self, job: str, *, healthy: bool, as_of: datetime) -> bool:
+        """Compare-and-set a job's alert state; True when this call changed it."""
+        # Not retried: a lost answer to a change that happened would read as "not changed",
+        # and the alert would be lost rather than sent twice.
+        return bool(
+            await self._rpc(
+                "sentinel_set_alert_state",
+                _json(
+                    {
+                        "p_job": job,
+                        "p_state": "healthy" if healthy else "unhealthy",
+                        "p_as_of": as_of,
+                    }
+                ),
             )
         )
 

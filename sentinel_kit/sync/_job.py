@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
-from typing import Unpack
+from typing import Any, Unpack
 
 import httpx
 from loguru import logger
@@ -24,9 +24,39 @@ from ._progress import progress_bar
 from ._reading import Reader
 from ._report import SyncReport, build_report
 
-__all__ = ["SYNC_JOB_NAME", "SyncJob"]
+__all__ = ["SYNC_JOB_NAME", "SyncJob", "run_log_fields"]
 
 SYNC_JOB_NAME = "sync-users"
+
+#: The counts on a run's start line, so every start and finish line has the same fields.
+_START_FIELDS: dict[str, Any] = {
+    "status": "running",
+    "synced": 0,
+    "failed": 0,
+    "skipped": 0,
+    "deferred": 0,
+    "written": 0,
+    "duration_s": 0.0,
+}
+
+
+def run_log_fields(report: SyncReport) -> dict[str, Any]:
+    """The fields of a run's finish line (top-level keys of ``--log-format json``): the
+    counts, and the failures by reason, so a 10,000-key run logs one line, not 10,000."""
+    return {
+        "status": report.status.value,
+        "keys_total": report.keys_total,
+        "synced": report.synced,
+        "failed": report.failed,
+        "skipped": report.skipped,
+        "deferred": report.deferred,
+        "written": report.written,
+        "duration_s": report.duration_s,
+        "reasons": report.reasons(),
+        "counted": report.counted,
+        "dry_run": report.dry_run,
+        "error": report.error,
+    }
 
 
 class SyncJob(Reader):
@@ -53,6 +83,8 @@ class SyncJob(Reader):
         health_policy: how long suspended and throttled keys stay parked.
         job: the job name in reports and run history.
         transport: an httpx transport for the Torn client (cassettes, tests).
+        on_request: called with each Torn request's outcome (see ``TornClient``); the
+            daemon counts them in its metrics.
         **shortcuts: flat settings, e.g. ``concurrency=4``, ``timeout=60``.
 
     Raises:
@@ -69,6 +101,7 @@ class SyncJob(Reader):
         health_policy: HealthPolicy | None = None,
         job: str = SYNC_JOB_NAME,
         transport: httpx.AsyncBaseTransport | None = None,
+        on_request: Callable[[str], None] | None = None,
         **shortcuts: Unpack[Shortcuts],
     ) -> None:
         if not secret:
@@ -81,6 +114,7 @@ class SyncJob(Reader):
         self.health_policy = health_policy or HealthPolicy()
         self.job = job
         self.transport = transport
+        self.on_request = on_request
         #: The report of the latest run, also when it was interrupted.
         self.last_report: SyncReport | None = None
 
@@ -158,7 +192,7 @@ class SyncJob(Reader):
         run_id = run_id or str(uuid.uuid4())
         log = logger.bind(job=self.job, run_id=run_id)
         started_at = datetime.now(UTC)
-        log.info(
+        log.bind(**_START_FIELDS, dry_run=dry_run).info(
             "run {} of {} started (store {}, dry run: {})",
             run_id,
             self.job,
@@ -214,7 +248,7 @@ class SyncJob(Reader):
                     await store.record_run(report)
                 except Exception as exc:
                     log.warning("could not record the run in sentinel_runs: {}", exc)
-        log.info("run {} finished: {}", run_id, report.summary())
+        log.bind(**run_log_fields(report)).info("run {} finished: {}", run_id, report.summary())
         if pipeline.wrong_secret is not None:
             raise WrongSecret(pipeline.wrong_secret, report=report)
         if cut is Cut.INTERRUPTED:
@@ -232,6 +266,7 @@ class SyncJob(Reader):
             policy=t.retry,
             transport=self.transport,
             pool_size=t.pool_size,
+            on_request=self.on_request,
         )
 
 

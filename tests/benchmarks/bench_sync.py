@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from sentinel_kit import KeyCipher, UserKey, open_store  # noqa: E402
-from tests.faketorn import FakeTorn  # noqa: E402
+from sentinel_kit.testing import FakeTorn  # noqa: E402
 
 SECRET = "benchmark secret"
 CLI = str(Path(sys.executable).with_name("sentinel-kit"))

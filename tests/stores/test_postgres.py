@@ -70,8 +70,9 @@ def test_api_roles_reach_no_sentinel_table_or_function(supabase_like: str) -> No
             "sentinel_runs",
             "sentinel_key_health",
             "sentinel_leases",
+            "sentinel_jobs",
         }
-        assert len(functions) == 4
+        assert len(functions) == 6
         conn.execute("INSERT INTO sentinel_leases (name, holder, fence) VALUES ('x', 'h', 1)")
         for table in tables:
             rls = conn.execute(
@@ -104,6 +105,8 @@ def test_api_roles_reach_no_sentinel_table_or_function(supabase_like: str) -> No
                 conn.execute("SELECT sentinel_claim_lease('x', 'attacker', 60)")
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute("SELECT sentinel_upsert_user_data('x', 1, '[]'::jsonb)")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("SELECT sentinel_set_alert_state('sync-users', 'healthy', now())")
             conn.execute("RESET ROLE")
 
         conn.execute("SET ROLE service_role")

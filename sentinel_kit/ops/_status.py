@@ -1,0 +1,292 @@
+"""``sentinel_kit.status()``: each job's health, lease, last run and next tick.
+
+The logic ``sentinel-kit status`` prints, ``/healthz`` answers and alerts act on, as a
+library call for notebooks and scripts::
+
+    >>> import sentinel_kit
+    >>> report = sentinel_kit.status("sqlite:///sentinel.db")     # doctest: +SKIP
+    >>> report.healthy, report["sync-users"].reason               # doctest: +SKIP
+
+The verdict itself is :func:`~sentinel_kit.ops._health_rule.judge_job`; this module gathers
+what it needs from a store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from .._blocking import run_blocking
+from .._display import html_table, to_dataframe
+from .._models import JobState, RunRecord
+from .._schedule import Schedule, parse_schedule_spec
+from ..stores import Store, open_store
+from ._health_rule import DEFAULT_MIN_SYNCED, JobHealth, check_min_synced, judge_job
+
+__all__ = ["JobStatus", "StatusReport", "astatus", "job_statuses", "status"]
+
+#: Runs read per job: the latest counted run is almost always among the newest few, but a
+#: burst of one-user re-runs (not counted) must not hide it.
+RUNS_PER_JOB = 100
+#: The job sync-users, named here to keep ``ops`` free of the sync package.
+_DEFAULT_JOB = "sync-users"
+
+_COLUMNS = (
+    "job",
+    "healthy",
+    "reason",
+    "last_run_status",
+    "last_healthy_at",
+    "lease_holder",
+    "next_tick",
+)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+@dataclass(frozen=True, slots=True)
+class JobStatus:
+    """One job's health and whereabouts.
+
+    Attributes:
+        job: the job name (``sync-users``, ``sync-users:0/3``, a plugin job).
+        health: the health rule's verdict.
+        lease_holder: the replica holding the job's lease now (None when free).
+        lease_fence: the lease's latest fencing token.
+        latest_run: the newest run of any kind (counted or not, running or finished).
+        last_success_at: when the latest ``ok`` or ``partial`` counted run finished.
+        next_tick: the job's next tick, when its schedule is known.
+        schedule: the schedule the daemon registered (``cron:...``, ``interval:...``).
+    """
+
+    job: str
+    health: JobHealth
+    lease_holder: str | None
+    lease_fence: int | None
+    latest_run: RunRecord | None
+    last_success_at: datetime | None
+    next_tick: datetime | None
+    schedule: str | None
+
+    @property
+    def healthy(self) -> bool:
+        """The health rule's verdict."""
+        return self.health.healthy
+
+    @property
+    def reason(self) -> str:
+        """Why the job is (un)healthy, in a few words."""
+        return self.health.reason
+
+    @property
+    def last_healthy_at(self) -> datetime | None:
+        """When the latest healthy counted run finished."""
+        return self.health.last_healthy_at
+
+    @property
+    def last_run_status(self) -> str | None:
+        """The status of the latest counted, finished run (the one the verdict rests on)."""
+        return self.health.last_run_status
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form of ``status --json`` (one object per job)."""
+        return {
+            "job": self.job,
+            "healthy": self.healthy,
+            "reason": self.reason,
+            "last_healthy_at": _iso(self.last_healthy_at),
+            "last_run_status": self.last_run_status,
+            "lease_holder": self.lease_holder,
+            "lease_fence": self.lease_fence,
+            "last_run": self.latest_run.to_dict() if self.latest_run else None,
+            "last_success_at": _iso(self.last_success_at),
+            "next_tick": _iso(self.next_tick),
+            "schedule": self.schedule,
+        }
+
+    def healthz(self) -> dict[str, Any]:
+        """The job's entry in the ``/healthz`` body."""
+        return {
+            "healthy": self.healthy,
+            "last_run_status": self.last_run_status,
+            "last_healthy_at": _iso(self.last_healthy_at),
+        }
+
+    def _row(self) -> list[Any]:
+        return [
+            self.job,
+            "yes" if self.healthy else "NO",
+            self.reason,
+            self.last_run_status or "-",
+            _iso(self.last_healthy_at) or "never",
+            self.lease_holder or "-",
+            _iso(self.next_tick) or "-",
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReport:
+    """Every selected job's :class:`JobStatus`; renders as a table, ``to_dict()`` for JSON."""
+
+    jobs: tuple[JobStatus, ...]
+    checked_at: datetime
+    min_synced: float
+
+    @property
+    def healthy(self) -> bool:
+        """True when every job is healthy."""
+        return all(j.healthy for j in self.jobs)
+
+    def __iter__(self) -> Iterator[JobStatus]:
+        return iter(self.jobs)
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def __getitem__(self, job: str) -> JobStatus:
+        for item in self.jobs:
+            if item.job == job:
+                return item
+        raise KeyError(job)
+
+    def to_dict(self) -> list[dict[str, Any]]:
+        """The JSON of ``status --json``: one object per job."""
+        return [j.to_dict() for j in self.jobs]
+
+    def healthz(self) -> dict[str, Any]:
+        """The ``/healthz`` body: ``{"healthy": bool, "jobs": {name: {...}}}``."""
+        return {"healthy": self.healthy, "jobs": {j.job: j.healthz() for j in self.jobs}}
+
+    def render_text(self) -> str:
+        """A plain-text table, one line per job."""
+        rows = [j._row() for j in self.jobs]
+        if not rows:
+            return "(no jobs)"
+        cells = [[str(c) for c in r] for r in rows]
+        widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(_COLUMNS)]
+        lines = ["  ".join(h.ljust(w) for h, w in zip(_COLUMNS, widths, strict=True))]
+        lines.append("  ".join("-" * w for w in widths))
+        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.render_text()
+
+    def _repr_html_(self) -> str:
+        return html_table(_COLUMNS, [j._row() for j in self.jobs], caption="job status")
+
+    def to_pandas(self) -> Any:
+        """The jobs as a pandas DataFrame (needs the ``pandas`` extra)."""
+        return to_dataframe([dict(zip(_COLUMNS, j._row(), strict=True)) for j in self], _COLUMNS)
+
+
+async def job_statuses(
+    store: Store,
+    jobs: Sequence[str] | None = None,
+    *,
+    schedules: Mapping[str, Schedule] | None = None,
+    min_synced: float = DEFAULT_MIN_SYNCED,
+    now: datetime | None = None,
+    known: Mapping[str, JobState] | None = None,
+) -> StatusReport:
+    """Judge jobs against the health rule with an already open store.
+
+    Args:
+        store: an open store.
+        jobs: job names; None means every job a daemon registered (or ``sync-users``).
+        schedules: schedules by job name, overriding the ones the daemon registered.
+        known: job states to use for jobs the database has no row for yet (the daemon's
+            own, before it could register them).
+        min_synced: the share of attempted keys a partial run must sync.
+        now: the time to judge at (default: now).
+
+    Returns:
+        The :class:`StatusReport`.
+
+    Raises:
+        StoreError: the database failed; SchemaMissing when a migration is missing.
+    """
+    check_min_synced(min_synced)
+    moment = now or datetime.now(UTC)
+    states = await store.get_job_states(None if jobs is None else list(jobs))
+    names = list(jobs) if jobs is not None else (sorted(states) or [_DEFAULT_JOB])
+    found: list[JobStatus] = []
+    for name in names:
+        state = states.get(name) or (known or {}).get(name)
+        runs = await store.list_runs(job=name, limit=RUNS_PER_JOB)
+        lease = await store.get_lease(name)
+        held = bool(
+            lease is not None and lease.holder and lease.expires_at and lease.expires_at > moment
+        )
+        plan = (schedules or {}).get(name) or parse_schedule_spec(state.schedule if state else None)
+        success = next(
+            (r for r in runs if r.counted and r.status in ("ok", "partial") and r.finished_at),
+            None,
+        )
+        found.append(
+            JobStatus(
+                job=name,
+                health=judge_job(name, runs, now=moment, state=state, min_synced=min_synced),
+                lease_holder=lease.holder if held and lease else None,
+                lease_fence=lease.fence if lease else None,
+                latest_run=runs[0] if runs else None,
+                last_success_at=success.finished_at if success else None,
+                next_tick=plan.next_after(moment) if plan else None,
+                schedule=state.schedule if state else None,
+            )
+        )
+    return StatusReport(tuple(found), moment, min_synced)
+
+
+async def astatus(
+    db: str | Store | None = None,
+    jobs: Sequence[str] | None = None,
+    *,
+    schedules: Mapping[str, Schedule] | None = None,
+    min_synced: float = DEFAULT_MIN_SYNCED,
+    now: datetime | None = None,
+) -> StatusReport:
+    """The async twin of :func:`status`."""
+    store = db if isinstance(db, Store) else open_store(db)
+    async with store:
+        return await job_statuses(store, jobs, schedules=schedules, min_synced=min_synced, now=now)
+
+
+def status(
+    db: str | Store | None = None,
+    jobs: Sequence[str] | None = None,
+    *,
+    schedules: Mapping[str, Schedule] | None = None,
+    min_synced: float = DEFAULT_MIN_SYNCED,
+    now: datetime | None = None,
+) -> StatusReport:
+    """Each job's health by the one rule of ``status``, ``/healthz``, alerts and
+    ``daemon --once``, with its lease holder, latest run and next tick. Safe in Jupyter.
+
+    A job is healthy when its latest counted run is ``ok``, or ``partial`` with at least
+    ``min_synced`` of its attempted keys synced; a job with no counted run yet is healthy
+    until its first tick plus the daemon's ``--timeout``.
+
+    Args:
+        db: a database URL (see :func:`~sentinel_kit.open_store`) or a store.
+        jobs: job names; None means every job a daemon registered (or ``sync-users``).
+        schedules: schedules by job name, overriding the ones the daemon registered.
+        min_synced: the share of attempted keys a partial run must sync (0 to 1).
+        now: the time to judge at (default: now).
+
+    Returns:
+        A :class:`StatusReport`: iterate it, index it by job name, print it, or
+        ``to_dict()`` it.
+
+    Raises:
+        ConfigError: ``min_synced`` is not between 0 and 1, or the URL is not supported.
+        SchemaMissing: a migration is missing (``sentinel-kit migrate``).
+        StoreError: the database cannot be reached.
+    """
+    return run_blocking(
+        lambda: astatus(db, jobs, schedules=schedules, min_synced=min_synced, now=now)
+    )

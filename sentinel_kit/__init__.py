@@ -46,7 +46,7 @@ from ._models import (
     UserKey,
     key_fingerprint,
 )
-from ._replay import Interaction, interactions, record, replay
+from ._replay import Interaction, TornCassette, interactions, record, replay, torn_transport
 from ._retry import RetryPolicy
 from ._torn import (
     DEFAULT_TORN_URL,
@@ -137,6 +137,7 @@ __all__ = [
     "SyncJob",
     "SyncReport",
     "TornAPIError",
+    "TornCassette",
     "TornKey",
     "TornOptions",
     "UpstreamUnavailable",
@@ -163,6 +164,7 @@ __all__ = [
     "replay",
     "shard_of",
     "status",
+    "torn_transport",
 ]
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, Generic, TypeVar
@@ -59,6 +60,9 @@ class _LoopThread(Generic[T]):
 
     def __init__(self, make: Callable[[], Coroutine[Any, Any, T]]) -> None:
         self._make = make
+        # The caller's context variables (an active replay cassette, say) go along, as
+        # asyncio.to_thread does.
+        self._context = contextvars.copy_context()
         self._loop = asyncio.new_event_loop()
         self._task: asyncio.Task[Any] | None = None
         self._ready = threading.Event()
@@ -70,7 +74,7 @@ class _LoopThread(Generic[T]):
     def _main(self) -> None:
         asyncio.set_event_loop(self._loop)
         try:
-            self._task = self._loop.create_task(self._make())
+            self._task = self._loop.create_task(self._make(), context=self._context)
             self._ready.set()
             self._result = self._loop.run_until_complete(self._task)
         except BaseException as exc:

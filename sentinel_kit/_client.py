@@ -16,11 +16,11 @@ from types import TracebackType
 import certifi
 import httpx
 from loguru import logger
-from vcr.errors import CannotOverwriteExistingCassetteException, UnhandledHTTPRequestError
 
 from ._errors import ErrorClass, FetchError, UpstreamUnavailable
 from ._models import Profile, Reason, TornKey
 from ._ratelimit import KeyedLimiter, SlidingWindowLimiter
+from ._replay import UnrecordedRequest
 from ._retry import RetryPolicy
 from ._torn import (
     DEFAULT_TORN_URL,
@@ -65,7 +65,8 @@ class TornClient:
         max_rpm: global requests per rolling minute; 0 disables the global limit.
         per_key_rpm: requests per key per rolling minute; 0 disables it.
         policy: the retry policy for transient failures.
-        transport: an httpx transport for every client (tests); None uses httpx's own.
+        transport: an httpx transport for every client (tests, cassettes); None uses
+            httpx's own.
         pool_size: connections per httpx client; ``ceil(concurrency / pool_size)`` clients
             share the requests round-robin. ``pool_size >= concurrency`` is one large pool.
         on_request: called once per request sent with its outcome: ``ok``, the failure
@@ -200,6 +201,16 @@ class TornClient:
             response = await client.get(
                 self.url, params={"comment": REQUEST_COMMENT}, headers=request_headers(key)
             )
+        except UnrecordedRequest:
+            # Replay (sentinel_kit.replay) and the cassette holds no answer for this key: it
+            # fails alone, and never counts toward "Torn unreachable".
+            logger.debug("GET {} key={} -> not in the cassette", self.url, key.fingerprint)
+            self._observe("replay_miss")
+            raise FetchError(
+                "no recorded answer for this key in the replay cassette",
+                error_class=ErrorClass.REQUEST_BUG,
+                reason=Reason.NETWORK,
+            ) from None
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             logger.debug("GET {} key={} -> {}", self.url, key.fingerprint, type(exc).__name__)
             self._observe("no_answer")
@@ -211,14 +222,6 @@ class TornClient:
                 f"no answer within {self.request_timeout:g}s",
                 error_class=ErrorClass.TRANSIENT,
                 reason=Reason.TIMEOUT,
-            ) from None
-        except (CannotOverwriteExistingCassetteException, UnhandledHTTPRequestError):
-            # Replay mode (sentinel_kit.replay) and the cassette holds no answer for this key.
-            self._observe("replay_miss")
-            raise FetchError(
-                "no recorded answer for this key in the replay cassette",
-                error_class=ErrorClass.REQUEST_BUG,
-                reason=Reason.NETWORK,
             ) from None
         except httpx.TransportError as exc:
             logger.debug("GET {} key={} -> {}", self.url, key.fingerprint, type(exc).__name__)

@@ -1,10 +1,23 @@
-"""Record and replay Torn traffic with vcrpy, without a key ever reaching a cassette.
+"""Record and replay Torn traffic on the Torn client's own transport, never a key in a cassette.
+
+Only Torn requests go through a cassette: :class:`TornCassette` hands out an
+``httpx.AsyncBaseTransport`` that the Torn client (and any job that asks
+:func:`torn_transport`) sends through. Nothing is patched process-wide, so the store's own
+HTTP traffic (Supabase's Data API) stays live under ``record()``/``replay()`` and never lands
+in a cassette.
+
+:func:`record` and :func:`replay` are context managers that make a cassette *active* for the
+code inside the block (a :mod:`contextvars` variable, so concurrent runs in other threads or
+tasks are unaffected, and ``job.run()`` carries it onto its event-loop thread in Jupyter).
+:class:`~sentinel_kit.SyncJob` reads the active cassette when it builds its Torn client.
 
 Before a request is recorded, and before a live request is matched during replay, its
 ``Authorization: ApiKey <key>`` header (and any ``key=`` query parameter) is replaced by the
 key's fingerprint (:func:`sentinel_kit.key_fingerprint`). Replay matches on that fingerprint,
-so concurrent requests each get their own user's answer whatever their order, and a cassette
-recorded in production replays anywhere with the same keys' ciphertexts.
+so concurrent requests each get their own user's answer whatever their order; a body that
+echoes a key is masked too. Scheme, host and port are not matched: the transport only ever
+sees Torn, so a cassette recorded against a stand-in on any port replays for
+``https://api.torn.com``.
 
 >>> with record("cassettes/incident.yaml"):        # doctest: +SKIP
 ...     job.run(dry_run=True)
@@ -14,34 +27,53 @@ recorded in production replays anywhere with the same keys' ciphertexts.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextvars
+import ssl
+from collections import defaultdict
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import vcr
+import certifi
+import httpx
+from vcr import matchers
 from vcr.cassette import Cassette
+from vcr.filters import decode_response
+from vcr.persisters.filesystem import FilesystemPersister
+from vcr.record_mode import RecordMode
+from vcr.request import Request as VcrRequest
+from vcr.serializers import yamlserializer
 
 from ._errors import ConfigError
 from ._models import key_fingerprint
 
 __all__ = [
     "MATCH_ON",
+    "TORN_MATCH_ON",
+    "CassetteTransport",
     "Interaction",
     "Scrubber",
+    "TornCassette",
+    "UnrecordedRequest",
+    "active_cassette",
     "interactions",
-    "make_vcr",
     "record",
     "replay",
     "scrub_request",
     "scrub_response",
     "torn_key_matcher",
+    "torn_transport",
 ]
 
-#: How a live request finds its recorded answer.
+#: How a request finds its recorded answer in a process-wide vcrpy cassette
+#: (pytest-recording's ``vcr`` marker, which also records other hosts).
 MATCH_ON = ("method", "scheme", "host", "port", "path", "query", "torn_key")
+#: How a Torn request finds its recorded answer on the Torn transport, which sees nothing
+#: but Torn: the host and port may differ between recording (a stand-in) and replay.
+TORN_MATCH_ON = ("method", "path", "query", "torn_key")
 #: Headers that identify the caller and never belong in a cassette.
 _DROP_REQUEST_HEADERS = ("apikey", "x-client-info", "cookie")
 _DROP_RESPONSE_HEADERS = ("set-cookie", "cf-ray", "report-to", "nel")
@@ -128,58 +160,335 @@ def torn_key_matcher(r1: Any, r2: Any) -> None:
         raise AssertionError(f"key fingerprints differ: {a} != {b}")
 
 
-def make_vcr(*, record_mode: str = "none") -> vcr.VCR:
-    """Return a ``vcr.VCR`` configured with the scrubbers and the fingerprint matcher."""
-    scrubber = Scrubber()
-    recorder = vcr.VCR(
-        record_mode=record_mode,
-        match_on=MATCH_ON,
-        before_record_request=scrubber.request,
-        before_record_response=scrubber.response,
-        decode_compressed_response=True,
+_MATCHERS: dict[str, Callable[[Any, Any], None]] = {
+    "method": matchers.method,
+    "scheme": matchers.scheme,
+    "host": matchers.host,
+    "port": matchers.port,
+    "path": matchers.path,
+    "query": matchers.query,
+    "torn_key": torn_key_matcher,
+}
+
+
+class UnrecordedRequest(httpx.TransportError):
+    """A request the replayed cassette holds no (unplayed) answer for; nothing was sent.
+
+    It is an ``httpx.TransportError`` so code that handles httpx's errors handles it, but it
+    is no connection failure: the Torn client fails that one key as ``network`` and never
+    counts it toward "Torn unreachable".
+    """
+
+
+def active_cassette() -> TornCassette | None:
+    """Return the cassette made active by :func:`record`, :func:`replay` or ``torn_cassette``."""
+    return _ACTIVE.get()
+
+
+def torn_transport(
+    live: httpx.AsyncBaseTransport | None = None,
+) -> httpx.AsyncBaseTransport | None:
+    """Return the transport Torn requests made here should use.
+
+    Inside :func:`record` or :func:`replay` (or the ``torn_cassette`` pytest fixture) that is
+    a transport over the active cassette, which sends what it records through ``live``
+    (httpx's own transport when None); elsewhere it is ``live`` itself. A job that calls
+    Torn with its own ``httpx.AsyncClient`` passes ``transport=torn_transport()``, so its
+    traffic is recorded and replayed like the built-in sync's, and nothing else is. Call it
+    inside the event loop that uses the client.
+
+    Args:
+        live: the transport that reaches Torn when the request is not replayed.
+
+    Returns:
+        A transport, or None for httpx's default.
+    """
+    cassette = _ACTIVE.get()
+    if cassette is None:
+        return live
+    return cassette.transport(live)
+
+
+def _default_live_transport() -> httpx.AsyncBaseTransport:
+    # The CA bundle the Torn client itself trusts (certifi), and room for its concurrency.
+    tls = ssl.create_default_context(cafile=certifi.where())
+    return httpx.AsyncHTTPTransport(verify=tls, limits=httpx.Limits(max_connections=64))
+
+
+class TornCassette:
+    """Torn traffic recorded into, or replayed from, one vcrpy cassette file.
+
+    The modes are vcrpy's (and pytest-recording's ``--record-mode``): ``none`` replays only
+    (an unrecorded request fails with :class:`UnrecordedRequest`); ``once`` replays an
+    existing file and records a missing one; ``new_episodes`` replays what it has and
+    records the rest; ``all`` records everything afresh, replacing the file.
+
+    Use :func:`record` and :func:`replay` rather than building one; use :meth:`transport`
+    to hand it to an httpx client explicitly.
+
+    Args:
+        path: the cassette file (YAML).
+        mode: the record mode.
+
+    Raises:
+        ConfigError: the file cannot be read as a cassette, or it is missing in mode
+            ``none``.
+    """
+
+    def __init__(self, path: str | Path, *, mode: str | RecordMode = RecordMode.NONE) -> None:
+        self.path = Path(path)
+        try:
+            self.mode = RecordMode(mode)
+        except ValueError:
+            modes = ", ".join(m.value for m in RecordMode)
+            raise ConfigError(f"record mode {mode!r} is not one of {modes}") from None
+        scrubber = Scrubber()
+        options: dict[str, Any] = {
+            "path": str(self.path),
+            "serializer": yamlserializer,
+            "record_mode": self.mode,
+            "match_on": [_MATCHERS[name] for name in TORN_MATCH_ON],
+            "before_record_request": scrubber.request,
+            # Bodies are stored decoded (readable, and searchable for leaks), then masked.
+            "before_record_response": lambda r: scrubber.response(decode_response(r)),
+        }
+        exists = self.path.is_file()
+        if self.mode is RecordMode.NONE and not exists:
+            raise ConfigError(f"cassette {self.path} not found: check the path, or record it first")
+        if exists and self.mode is not RecordMode.ALL:
+            try:
+                # vcrpy treats an unreadable file as empty and may overwrite it: refuse first.
+                FilesystemPersister.load_cassette(str(self.path), serializer=yamlserializer)
+                self._cassette = Cassette.load(**options)
+            except Exception as exc:
+                raise ConfigError(
+                    f"cassette {self.path} cannot be read ({type(exc).__name__}): record it "
+                    "again, or check it is a vcrpy YAML cassette"
+                ) from None
+        else:
+            # ``all`` starts empty: the recording replaces whatever the file held.
+            self._cassette = Cassette(**options)
+
+    def __repr__(self) -> str:
+        return f"TornCassette({str(self.path)!r}, mode={self.mode.value!r}, size={len(self)})"
+
+    def __len__(self) -> int:
+        return len(self._cassette)
+
+    @property
+    def recording(self) -> bool:
+        """True when requests without a recorded answer go out and are recorded."""
+        return not self._cassette.write_protected
+
+    @property
+    def play_count(self) -> int:
+        """Answers played back from the file so far."""
+        return int(self._cassette.play_count)
+
+    @property
+    def all_played(self) -> bool:
+        """Every recorded answer was played back (useful as a test's final check)."""
+        return bool(self._cassette.all_played)
+
+    @property
+    def vcr_cassette(self) -> Cassette:
+        """The underlying ``vcr.cassette.Cassette`` (requests, responses, play counts)."""
+        return self._cassette
+
+    def transport(self, live: httpx.AsyncBaseTransport | None = None) -> CassetteTransport:
+        """Return a new transport over this cassette.
+
+        Args:
+            live: where requests to record are sent; httpx's own transport when None.
+        """
+        return CassetteTransport(self, live)
+
+    def save(self) -> None:
+        """Write the cassette if it recorded anything new (vcrpy's persister and serializer).
+
+        Raises:
+            ConfigError: the file cannot be written.
+        """
+        if not self._cassette.dirty:
+            return
+        data = {"requests": self._cassette.requests, "responses": self._cassette.responses}
+        try:
+            FilesystemPersister.save_cassette(str(self.path), data, serializer=yamlserializer)
+        except OSError as exc:
+            raise ConfigError(f"cannot write cassette {self.path}: {exc.strerror}") from None
+        self._cassette.dirty = False
+
+    @contextmanager
+    def activate(self) -> Iterator[TornCassette]:
+        """Make this the active cassette inside the block, and save it afterwards."""
+        token = _ACTIVE.set(self)
+        try:
+            yield self
+        finally:
+            try:
+                _ACTIVE.reset(token)
+            except ValueError:  # the block ended in another context (an async fixture)
+                _ACTIVE.set(None)
+            self.save()
+
+    # -- what the transport calls --------------------------------------------------------------
+
+    def _play(self, request: VcrRequest) -> dict[str, Any] | None:
+        """The recorded answer not yet played for ``request``, or None."""
+        if not self._cassette.can_play_response_for(request):
+            return None
+        response: dict[str, Any] = self._cassette.play_response(request)
+        return response
+
+    def _append(self, request: VcrRequest, response: dict[str, Any]) -> None:
+        self._cassette.append(request, response)
+
+
+#: The cassette that Torn traffic goes through in this context (see :func:`record`).
+_ACTIVE: contextvars.ContextVar[TornCassette | None] = contextvars.ContextVar(
+    "sentinel_kit_torn_cassette", default=None
+)
+
+
+class CassetteTransport(httpx.AsyncBaseTransport):
+    """An httpx transport that answers from a :class:`TornCassette` and records into it.
+
+    Requests with a recorded answer are answered from the cassette; in a recording mode the
+    others go to ``live`` and are recorded (key replaced by its fingerprint); in mode
+    ``none`` they fail with :class:`UnrecordedRequest` and nothing is sent.
+    """
+
+    def __init__(self, cassette: TornCassette, live: httpx.AsyncBaseTransport | None) -> None:
+        self._cassette = cassette
+        self._live = live
+        self._owns_live = live is None
+        self._closed = False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Play the recorded answer, or send and record, or refuse."""
+        body = await request.aread()
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.headers.raw}
+        recorded = self._cassette._play(VcrRequest(request.method, str(request.url), body, headers))
+        if recorded is not None:
+            return _to_httpx(recorded)
+        if not self._cassette.recording:
+            raise UnrecordedRequest(
+                f"cassette {self._cassette.path} holds no answer for {request.method} "
+                f"{request.url.path}{_fingerprint_of(request)}",
+                request=request,
+            )
+        if self._live is None:
+            self._live = _default_live_transport()
+        response = await self._live.handle_async_request(request)
+        try:
+            raw = b"".join([chunk async for chunk in response.aiter_raw()])
+        finally:
+            await response.aclose()
+        self._cassette._append(
+            VcrRequest(request.method, str(request.url), body, headers),
+            _to_vcr(response, raw),
+        )
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=httpx.ByteStream(raw),
+            extensions={k: v for k, v in response.extensions.items() if k != "network_stream"},
+        )
+
+    async def aclose(self) -> None:
+        """Close the live transport this one opened (several clients may share it)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_live and self._live is not None:
+            await self._live.aclose()
+
+
+def _fingerprint_of(request: httpx.Request) -> str:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "apikey" and value:
+        return f" (key fp:{key_fingerprint(value)})"
+    return ""
+
+
+def _to_vcr(response: httpx.Response, raw: bytes) -> dict[str, Any]:
+    headers: dict[str, list[str]] = defaultdict(list)
+    for name, value in response.headers.multi_items():
+        headers[name].append(value)
+    return {
+        "status": {"code": response.status_code, "message": response.reason_phrase},
+        "headers": dict(headers),
+        "body": {"string": raw},
+    }
+
+
+def _to_httpx(recorded: dict[str, Any]) -> httpx.Response:
+    headers = [
+        (name, value)
+        for name, values in recorded.get("headers", {}).items()
+        for value in (values if isinstance(values, list) else [values])
+    ]
+    body = recorded.get("body", {}).get("string", b"")
+    content = body.encode() if isinstance(body, str) else bytes(body or b"")
+    message = recorded["status"].get("message")
+    return httpx.Response(
+        int(recorded["status"]["code"]),
+        headers=headers,
+        stream=httpx.ByteStream(content),
+        extensions={"reason_phrase": message.encode("ascii", "replace")} if message else {},
     )
-    recorder.register_matcher("torn_key", torn_key_matcher)
-    return recorder
 
 
 @contextmanager
-def record(path: str | Path, *, overwrite: bool = False) -> Iterator[Cassette]:
-    """Record every HTTP request made inside the block into a new cassette.
+def record(path: str | Path, *, overwrite: bool = False) -> Iterator[TornCassette]:
+    """Record the Torn traffic of the code inside the block into a new cassette.
+
+    Only Torn requests are recorded (the store's traffic stays live and unrecorded); keys
+    are written as fingerprints. The file is written when the block ends.
 
     Args:
         path: the cassette file (YAML).
         overwrite: replace an existing cassette; refused by default.
 
+    Returns:
+        A context manager yielding the :class:`TornCassette`.
+
     Raises:
-        ConfigError: the cassette exists and ``overwrite`` is False.
+        ConfigError: the cassette exists and ``overwrite`` is False, or it cannot be written.
     """
     target = Path(path)
-    if target.exists():
-        if not overwrite:
-            raise ConfigError(
-                f"cassette {target} already exists: choose another path, or pass "
-                "overwrite=True (--overwrite on the CLI) to replace it"
-            )
-        target.unlink()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with make_vcr(record_mode="all").use_cassette(str(target)) as cassette:
+    if target.exists() and not overwrite:
+        raise ConfigError(
+            f"cassette {target} already exists: choose another path, or pass "
+            "overwrite=True (--overwrite on the CLI) to replace it"
+        )
+    target.unlink(missing_ok=True)
+    cassette = TornCassette(target, mode=RecordMode.ALL)
+    with cassette.activate():
         yield cassette
 
 
 @contextmanager
-def replay(path: str | Path) -> Iterator[Cassette]:
-    """Answer every HTTP request made inside the block from a recorded cassette.
+def replay(path: str | Path) -> Iterator[TornCassette]:
+    """Answer the Torn requests of the code inside the block from a recorded cassette.
 
     A request the cassette does not hold fails as a ``network`` error for that key; nothing
-    reaches the network.
+    reaches Torn. The store is not affected: it talks to its database as usual.
+
+    Args:
+        path: the cassette file.
+
+    Returns:
+        A context manager yielding the :class:`TornCassette`.
 
     Raises:
-        ConfigError: the cassette does not exist.
+        ConfigError: the cassette does not exist or cannot be read.
     """
     source = Path(path)
     if not source.is_file():
         raise ConfigError(f"cassette {source} not found: check the path given to --replay")
-    with make_vcr(record_mode="none").use_cassette(str(source)) as cassette:
+    cassette = TornCassette(source, mode=RecordMode.NONE)
+    with cassette.activate():
         yield cassette
 
 
@@ -211,7 +520,6 @@ def interactions(path: str | Path) -> list[Interaction]:
         ConfigError: the cassette does not exist.
     """
     from vcr.serialize import deserialize
-    from vcr.serializers import yamlserializer
 
     source = Path(path)
     if not source.is_file():

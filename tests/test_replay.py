@@ -2,18 +2,49 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import re
+import socket
+import socketserver
 import sqlite3
+import threading
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
+import httpx
+import psycopg
 import pytest
 
-from sentinel_kit import ConfigError, RetryPolicy, SyncJob, record, replay
+from sentinel_kit import (
+    ConfigError,
+    KeyCipher,
+    RetryPolicy,
+    SyncJob,
+    interactions,
+    open_store,
+    record,
+    replay,
+)
 from sentinel_kit._demo import DEMO_KEYS
+from sentinel_kit.stores._supabase import SupabaseStore
 from sentinel_kit.testing import FakeTorn, profile_for
 
-from .conftest import ROOT, SECRET, make_key, seed_sqlite, simple_keys
-from .fakepostgrest import SERVICE_KEY
+from .conftest import (
+    ROOT,
+    SECRET,
+    SeedKey,
+    make_key,
+    run_cli,
+    seed_sqlite,
+    simple_keys,
+    sync_args,
+)
+from .fakepostgrest import PROJECT_URL, SERVICE_KEY, FakePostgREST
 
 #: Shapes of secrets that must never appear in a cassette.
 LEAKS = [
@@ -113,8 +144,6 @@ def test_replay_of_a_missing_cassette_is_a_config_error(tmp_path: Path) -> None:
 
 def test_unrecorded_key_fails_as_network_without_touching_the_network(tmp_path: Path) -> None:
     """Under replay, a key the cassette does not know fails alone as `network`; nothing is sent."""
-    from .conftest import SeedKey
-
     keys = [
         SeedKey("known", "known-user", make_key(0)),
         SeedKey("unknown", "stranger", make_key(12345)),
@@ -125,3 +154,200 @@ def test_unrecorded_key_fails_as_network_without_touching_the_network(tmp_path: 
         report = job.run()
     assert report.synced == 1
     assert [(f.user_id, f.reason.value) for f in report.failures] == [("stranger", "network")]
+
+
+# -- replay touches only Torn: the store stays live ------------------------------------------
+
+
+class UnixRelay:
+    """A loopback TCP port whose connections are piped to a Unix socket (the stand-in's), so a
+    CLI subprocess can reach the PostgREST stand-in by URL."""
+
+    def __init__(self, socket_path: str) -> None:
+        target = socket_path
+
+        class Pipe(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as upstream:
+                    upstream.connect(target)
+                    back = threading.Thread(target=_pump, args=(upstream, self.request))
+                    back.start()
+                    _pump(self.request, upstream)
+                    back.join()
+
+        class Server(socketserver.ThreadingTCPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self._server = Server(("127.0.0.1", 0), Pipe)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+
+@pytest.fixture
+def supabase_live(pg_url: str) -> Iterator[tuple[str, FakePostgREST]]:
+    """The PostgREST stand-in, live over a migrated real Postgres holding the three keys of
+    replay_three_users.yaml."""
+
+    async def migrate() -> None:
+        async with open_store(pg_url) as store:
+            await store.migrate()
+
+    asyncio.run(migrate())
+    cipher = KeyCipher(SECRET)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        for n in range(3):
+            conn.execute(
+                "INSERT INTO user_keys (id, user_id, api_key) VALUES (%s, %s, %s)",
+                (str(uuid.UUID(int=n + 1)), f"sb-{n}", cipher.encrypt(make_key(n))),
+            )
+    server = FakePostgREST(pg_url).start()
+    try:
+        yield pg_url, server
+    finally:
+        server.stop()
+
+
+def stored_players(pg_url: str) -> dict[str, int]:
+    with psycopg.connect(pg_url) as conn:
+        return dict(conn.execute("SELECT user_id, player_id FROM user_data").fetchall())
+
+
+@pytest.mark.postgres
+def test_replay_against_supabase_reads_and_writes_the_database(
+    supabase_live: tuple[str, FakePostgREST],
+) -> None:
+    """Under replay(), Torn answers come from the cassette while the Supabase store reads its
+    keys from, and writes user_data and the run to, the live Data API."""
+    pg_url, server = supabase_live
+    store = SupabaseStore(PROJECT_URL, service_key=SERVICE_KEY, transport=server.transport())
+    job = SyncJob(db=store, secret=SECRET, concurrency=3, policy=RetryPolicy.no_wait())
+    with replay(ROOT / "cassettes" / "test_sync" / "replay_three_users.yaml") as cassette:
+        report = job.run()
+    assert (report.keys_total, report.synced, report.written) == (3, 2, 2)
+    assert [(f.user_id, f.torn_code) for f in report.failures] == [("sb-2", 2)]
+    assert cassette.play_count == 3
+    assert stored_players(pg_url) == {"sb-0": 3141592, "sb-1": 2718281}
+    assert any(path.startswith("/rest/v1/user_data") for _, path in server.requests)
+    with psycopg.connect(pg_url) as conn:
+        runs = conn.execute("SELECT status FROM sentinel_runs").fetchall()
+    assert runs == [("partial",)]
+
+
+@pytest.mark.postgres
+def test_cli_sync_replay_against_a_supabase_url(
+    supabase_live: tuple[str, FakePostgREST], tmp_path: Path
+) -> None:
+    """`sync --replay` with a Supabase URL: the store talks to the stand-in live, Torn comes
+    from the cassette; no traceback, exit 1 for the one dead key."""
+    pg_url, server = supabase_live
+    relay = UnixRelay(server.socket_path)
+    try:
+        result = run_cli(
+            [
+                "sync",
+                "--db",
+                relay.url,
+                "--replay",
+                str(ROOT / "cassettes" / "test_sync" / "replay_three_users.yaml"),
+                "--json",
+                "--max-attempts",
+                "1",
+            ],
+            env={"ENCRYPTION_KEY": SECRET, "SUPABASE_SERVICE_ROLE_KEY": SERVICE_KEY},
+        )
+    finally:
+        relay.stop()
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    report = json.loads(result.stdout)
+    assert (report["synced"], report["written"], report["failed"]) == (2, 2, 1)
+    assert stored_players(pg_url) == {"sb-0": 3141592, "sb-1": 2718281}
+
+
+@pytest.mark.postgres
+def test_cli_sync_record_with_supabase_records_only_torn(
+    supabase_live: tuple[str, FakePostgREST], tmp_path: Path, torn: FakeTorn
+) -> None:
+    """`sync --record` with a Supabase store writes the database live and records only Torn's
+    traffic: no Data API request, no service key, no Torn key in the cassette."""
+    pg_url, server = supabase_live
+    cassette = tmp_path / "with-supabase.yaml"
+    relay = UnixRelay(server.socket_path)
+    try:
+        result = run_cli(
+            [*sync_args(relay.url, torn), "--record", str(cassette)],
+            env={"ENCRYPTION_KEY": SECRET, "SUPABASE_SERVICE_ROLE_KEY": SERVICE_KEY},
+        )
+    finally:
+        relay.stop()
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["written"] == 3
+    recorded = interactions(cassette)
+    assert len(recorded) == 3
+    assert {urlsplit(i.uri).path for i in recorded} == {"/v2/user/basic"}
+    text = cassette.read_text()
+    assert leaks_in(text) == []
+    assert "rest/v1" not in text
+    assert len(stored_players(pg_url)) == 3
+
+
+def test_replay_of_a_corrupt_cassette_is_one_error_line(tmp_path: Path) -> None:
+    """A cassette that is not vcrpy YAML: exit 2 with one `error:` line, never a traceback."""
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("interactions: [this is : not {a cassette")
+    db = seed_sqlite(tmp_path / "c.db", simple_keys(1))
+    result = run_cli(["sync", "--db", db, "--replay", str(broken)], env={"ENCRYPTION_KEY": SECRET})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: cassette")
+    assert "Traceback" not in result.stderr
+
+
+def test_replay_runs_on_the_jupyter_loop_thread(tmp_path: Path) -> None:
+    """Inside a running event loop (a notebook cell), job.run() under replay() still replays:
+    the active cassette travels to the run's private loop thread."""
+    keys = [SeedKey(f"k{n}", f"user-{n}", make_key(n)) for n in range(3)]
+    url = seed_sqlite(tmp_path / "j.db", keys)
+    job = SyncJob(db=url, secret=SECRET, policy=RetryPolicy.no_wait())
+
+    async def cell() -> Any:
+        with replay(ROOT / "cassettes" / "test_sync" / "replay_three_users.yaml"):
+            return job.run()  # blocking call inside a running loop, as in Jupyter
+
+    report = asyncio.run(cell())
+    assert (report.synced, report.failed) == (2, 1)
+
+
+def test_record_does_not_touch_other_httpx_clients(tmp_path: Path, torn: FakeTorn) -> None:
+    """An httpx client of the caller's own, used inside record(), is neither recorded nor
+    patched: only the Torn transport is."""
+    cassette = tmp_path / "only-torn.yaml"
+    seen: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return httpx.Response(200, json={"ok": True})
+
+    url = seed_sqlite(tmp_path / "o.db", simple_keys(2))
+    job = SyncJob(db=url, secret=SECRET, torn_url=torn.url, max_rpm=0)
+    with record(cassette):
+        with httpx.Client(transport=httpx.MockTransport(answer)) as other:
+            assert other.get("https://example.invalid/elsewhere").json() == {"ok": True}
+        job.run()
+    assert seen == ["https://example.invalid/elsewhere"]
+    assert [urlsplit(i.uri).path for i in interactions(cassette)] == ["/v2/user/basic"] * 2

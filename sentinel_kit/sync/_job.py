@@ -17,6 +17,7 @@ from .._crypto import KeyCipher
 from .._errors import ConfigError, WrongSecret
 from .._key_health import HealthPolicy
 from .._models import RunStatus
+from .._replay import torn_transport
 from ..stores import Fence, Store, open_store
 from ._options import RunOptions, Shortcuts, TornOptions, apply_shortcuts
 from ._pipeline import Cut, Pipeline, Stop
@@ -82,7 +83,10 @@ class SyncJob(Reader):
         options: the shape of a run (deadline, time box, shard, chunk sizes).
         health_policy: how long suspended and throttled keys stay parked.
         job: the job name in reports and run history.
-        transport: an httpx transport for the Torn client (cassettes, tests).
+        transport: an httpx transport for the Torn client (tests). Inside
+            :func:`~sentinel_kit.record` or :func:`~sentinel_kit.replay`, the Torn client
+            goes through the active cassette instead, which sends what it records through
+            this transport.
         on_request: called with each Torn request's outcome (see ``TornClient``); the
             daemon counts them in its metrics.
         **shortcuts: flat settings, e.g. ``concurrency=4``, ``timeout=60``.
@@ -257,6 +261,9 @@ class SyncJob(Reader):
 
     def _torn_client(self) -> TornClient:
         t = self.torn
+        # Inside record()/replay() the Torn requests, and only they, go through the active
+        # cassette, which sends what it records through our own transport (if any).
+        transport = torn_transport(self.transport)
         return TornClient(
             base_url=t.url,
             request_timeout=t.request_timeout,
@@ -264,7 +271,7 @@ class SyncJob(Reader):
             max_rpm=t.max_rpm,
             per_key_rpm=t.per_key_rpm,
             policy=t.retry,
-            transport=self.transport,
+            transport=transport,
             pool_size=t.pool_size,
             on_request=self.on_request,
         )

@@ -34,24 +34,25 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import certifi
 import httpx
-from vcr import matchers
-from vcr.cassette import Cassette
-from vcr.filters import decode_response
-from vcr.persisters.filesystem import FilesystemPersister
-from vcr.record_mode import RecordMode
-from vcr.request import Request as VcrRequest
-from vcr.serializers import yamlserializer
 
 from ._errors import ConfigError
 from ._models import key_fingerprint
 
+if TYPE_CHECKING:
+    from vcr.cassette import Cassette
+
+# vcrpy is imported where it is used, not here: `import sentinel_kit` stays light, and a
+# pytest run that loads our plugin early (`-p sentinel_kit.testing`) has not imported
+# vcr.matchers before pytest-recording asks pytest to rewrite its asserts.
+
 __all__ = [
     "MATCH_ON",
+    "RECORD_MODES",
     "TORN_MATCH_ON",
     "CassetteTransport",
     "Interaction",
@@ -160,15 +161,23 @@ def torn_key_matcher(r1: Any, r2: Any) -> None:
         raise AssertionError(f"key fingerprints differ: {a} != {b}")
 
 
-_MATCHERS: dict[str, Callable[[Any, Any], None]] = {
-    "method": matchers.method,
-    "scheme": matchers.scheme,
-    "host": matchers.host,
-    "port": matchers.port,
-    "path": matchers.path,
-    "query": matchers.query,
-    "torn_key": torn_key_matcher,
-}
+def _matchers(names: tuple[str, ...]) -> list[Callable[[Any, Any], None]]:
+    from vcr import matchers
+
+    known: dict[str, Callable[[Any, Any], None]] = {
+        "method": matchers.method,
+        "scheme": matchers.scheme,
+        "host": matchers.host,
+        "port": matchers.port,
+        "path": matchers.path,
+        "query": matchers.query,
+        "torn_key": torn_key_matcher,
+    }
+    return [known[name] for name in names]
+
+
+#: vcrpy's record modes (``vcr.record_mode.RecordMode`` values).
+RECORD_MODES = ("all", "any", "new_episodes", "none", "once")
 
 
 class UnrecordedRequest(httpx.TransportError):
@@ -235,27 +244,30 @@ class TornCassette:
             ``none``.
     """
 
-    def __init__(self, path: str | Path, *, mode: str | RecordMode = RecordMode.NONE) -> None:
+    def __init__(self, path: str | Path, *, mode: str = "none") -> None:
+        from vcr.cassette import Cassette
+        from vcr.filters import decode_response
+        from vcr.persisters.filesystem import FilesystemPersister
+        from vcr.serializers import yamlserializer
+
         self.path = Path(path)
-        try:
-            self.mode = RecordMode(mode)
-        except ValueError:
-            modes = ", ".join(m.value for m in RecordMode)
-            raise ConfigError(f"record mode {mode!r} is not one of {modes}") from None
+        self.mode = str(getattr(mode, "value", mode))
+        if self.mode not in RECORD_MODES:
+            raise ConfigError(f"record mode {mode!r} is not one of {', '.join(RECORD_MODES)}")
         scrubber = Scrubber()
         options: dict[str, Any] = {
             "path": str(self.path),
             "serializer": yamlserializer,
             "record_mode": self.mode,
-            "match_on": [_MATCHERS[name] for name in TORN_MATCH_ON],
+            "match_on": _matchers(TORN_MATCH_ON),
             "before_record_request": scrubber.request,
             # Bodies are stored decoded (readable, and searchable for leaks), then masked.
             "before_record_response": lambda r: scrubber.response(decode_response(r)),
         }
         exists = self.path.is_file()
-        if self.mode is RecordMode.NONE and not exists:
+        if self.mode == "none" and not exists:
             raise ConfigError(f"cassette {self.path} not found: check the path, or record it first")
-        if exists and self.mode is not RecordMode.ALL:
+        if exists and self.mode != "all":
             try:
                 # vcrpy treats an unreadable file as empty and may overwrite it: refuse first.
                 FilesystemPersister.load_cassette(str(self.path), serializer=yamlserializer)
@@ -270,7 +282,7 @@ class TornCassette:
             self._cassette = Cassette(**options)
 
     def __repr__(self) -> str:
-        return f"TornCassette({str(self.path)!r}, mode={self.mode.value!r}, size={len(self)})"
+        return f"TornCassette({str(self.path)!r}, mode={self.mode!r}, size={len(self)})"
 
     def __len__(self) -> int:
         return len(self._cassette)
@@ -309,6 +321,9 @@ class TornCassette:
         Raises:
             ConfigError: the file cannot be written.
         """
+        from vcr.persisters.filesystem import FilesystemPersister
+        from vcr.serializers import yamlserializer
+
         if not self._cassette.dirty:
             return
         data = {"requests": self._cassette.requests, "responses": self._cassette.responses}
@@ -333,14 +348,14 @@ class TornCassette:
 
     # -- what the transport calls --------------------------------------------------------------
 
-    def _play(self, request: VcrRequest) -> dict[str, Any] | None:
+    def _play(self, request: Any) -> dict[str, Any] | None:
         """The recorded answer not yet played for ``request``, or None."""
         if not self._cassette.can_play_response_for(request):
             return None
         response: dict[str, Any] = self._cassette.play_response(request)
         return response
 
-    def _append(self, request: VcrRequest, response: dict[str, Any]) -> None:
+    def _append(self, request: Any, response: dict[str, Any]) -> None:
         self._cassette.append(request, response)
 
 
@@ -366,6 +381,8 @@ class CassetteTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Play the recorded answer, or send and record, or refuse."""
+        from vcr.request import Request as VcrRequest
+
         body = await request.aread()
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.headers.raw}
         recorded = self._cassette._play(VcrRequest(request.method, str(request.url), body, headers))
@@ -463,7 +480,7 @@ def record(path: str | Path, *, overwrite: bool = False) -> Iterator[TornCassett
             "overwrite=True (--overwrite on the CLI) to replace it"
         )
     target.unlink(missing_ok=True)
-    cassette = TornCassette(target, mode=RecordMode.ALL)
+    cassette = TornCassette(target, mode="all")
     with cassette.activate():
         yield cassette
 
@@ -487,7 +504,7 @@ def replay(path: str | Path) -> Iterator[TornCassette]:
     source = Path(path)
     if not source.is_file():
         raise ConfigError(f"cassette {source} not found: check the path given to --replay")
-    cassette = TornCassette(source, mode=RecordMode.NONE)
+    cassette = TornCassette(source, mode="none")
     with cassette.activate():
         yield cassette
 
@@ -520,6 +537,7 @@ def interactions(path: str | Path) -> list[Interaction]:
         ConfigError: the cassette does not exist.
     """
     from vcr.serialize import deserialize
+    from vcr.serializers import yamlserializer
 
     source = Path(path)
     if not source.is_file():

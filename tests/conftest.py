@@ -1,26 +1,53 @@
-"""Shared fixtures: a clean environment, the fake Torn server, seeded SQLite databases, VCR."""
+"""Shared fixtures: a clean environment, the CLI as a subprocess, Postgres, VCR.
+
+The fake Torn, seeded stores and cassettes come from sentinel-kit's own testing kit, loaded
+as a plugin exactly as a user's project loads it (``fake_torn``, ``sentinel_store``,
+``seed_keys``, ``torn_cassette``, ``run_job``); the names below that older tests use
+(``torn``, ``seed_sqlite``, ``SeedKey``...) are the kit's.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sentinel_kit import KeyCipher, SQLiteStore, UserKey
+from sentinel_kit import ConfigError
 from sentinel_kit._replay import MATCH_ON, scrub_request, scrub_response, torn_key_matcher
-from sentinel_kit.testing import FakeTorn
+from sentinel_kit.testing import (
+    TEST_SECRET,
+    FakeTorn,
+    SeedKey,
+    make_key,
+    postgres_database,
+    reset_postgres_schema,
+    seed_sqlite,
+    simple_keys,
+)
+
+pytest_plugins = ["sentinel_kit.testing"]
+
+__all__ = [
+    "LOOPBACK",
+    "ROOT",
+    "SECRET",
+    "SeedKey",
+    "cli_path",
+    "make_key",
+    "run_cli",
+    "seed_sqlite",
+    "simple_keys",
+    "sync_args",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
-SECRET = "test secret: correct horse battery staple"
+SECRET = TEST_SECRET
 #: Loopback is where the fake Torn server and Postgres live; nothing else is reachable.
 LOOPBACK = [r"127\.0\.0\.1", "localhost", r"::1"]
 #: The PostgREST stand-in's Unix socket (tests/fakepostgrest.py), reached live by tests that
@@ -64,52 +91,13 @@ def vcr_cassette_dir(request: pytest.FixtureRequest) -> str:
     return str(ROOT / "cassettes" / request.module.__name__.rsplit(".", 1)[-1])
 
 
-# -- Torn and databases ------------------------------------------------------------------------
+# -- Torn --------------------------------------------------------------------------------------
 
 
 @pytest.fixture
-def torn() -> Iterator[FakeTorn]:
-    """A fake Torn API on 127.0.0.1."""
-    with FakeTorn() as fake:
-        yield fake
-
-
-@dataclass(frozen=True)
-class SeedKey:
-    """A key to seed: its row id, owner and plaintext."""
-
-    key_id: str
-    user_id: str
-    plaintext: str
-    created_at: str = "2026-01-01T00:00:00+00:00"
-    corrupt: bool = False
-
-
-def make_key(n: int) -> str:
-    """A deterministic 16-character Torn-like key."""
-    return f"TestKey{n:09d}"
-
-
-def seed_sqlite(path: Path, keys: Sequence[SeedKey], secret: str = SECRET) -> str:
-    """Create (migrate) a SQLite database at ``path`` holding ``keys``; return its URL."""
-    cipher = KeyCipher(secret)
-
-    async def go() -> None:
-        async with SQLiteStore(path, create=True) as store:
-            await store.migrate()
-            for k in keys:
-                ciphertext = "00ff" * 20 if k.corrupt else cipher.encrypt(k.plaintext)
-                await store.add_key(UserKey(k.key_id, k.user_id, ciphertext, k.created_at))
-
-    asyncio.run(go())
-    return f"sqlite:///{path}"
-
-
-def simple_keys(count: int, *, prefix: str = "user") -> list[SeedKey]:
-    """``count`` users with one key each."""
-    return [
-        SeedKey(str(uuid.UUID(int=n + 1)), f"{prefix}-{n:05d}", make_key(n)) for n in range(count)
-    ]
+def torn(fake_torn: FakeTorn) -> FakeTorn:
+    """A fake Torn API on 127.0.0.1 (the kit's ``fake_torn``, under its older name)."""
+    return fake_torn
 
 
 # -- the CLI as a real subprocess -----------------------------------------------------------------
@@ -167,8 +155,6 @@ def pg_database() -> Iterator[str]:
     Skips without the variable, unless SENTINEL_TEST_REQUIRE_POSTGRES is set (CI), where a
     missing server is a failure.
     """
-    import psycopg
-
     admin = os.environ.get("SENTINEL_TEST_POSTGRES_URL")
     if not admin:
         if os.environ.get("SENTINEL_TEST_REQUIRE_POSTGRES"):
@@ -176,31 +162,15 @@ def pg_database() -> Iterator[str]:
                 "SENTINEL_TEST_REQUIRE_POSTGRES is set but SENTINEL_TEST_POSTGRES_URL is not"
             )
         pytest.skip("set SENTINEL_TEST_POSTGRES_URL to run the PostgreSQL tests")
-    name = f"sentinel_test_{uuid.uuid4().hex[:12]}"
     try:
-        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL at SENTINEL_TEST_POSTGRES_URL is not reachable: {exc}")
-    url = _as_url(admin, name)
-    yield url
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def _as_url(admin: str, dbname: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(admin)
-    return urlunsplit(parts._replace(path=f"/{dbname}"))
+        with postgres_database(admin) as url:
+            yield url
+    except ConfigError as exc:
+        pytest.fail(f"PostgreSQL at SENTINEL_TEST_POSTGRES_URL is not usable: {exc}")
 
 
 @pytest.fixture
 def pg_url(pg_database: str) -> str:
     """The throw-away database with an empty `public` schema, for one test."""
-    import psycopg
-
-    with psycopg.connect(pg_database, autocommit=True) as conn:
-        conn.execute("DROP SCHEMA IF EXISTS public CASCADE")
-        conn.execute("CREATE SCHEMA public")
+    reset_postgres_schema(pg_database)
     return pg_database

@@ -23,7 +23,7 @@ from sentinel_kit import (
     build_upserts,
     diff_rows,
 )
-from sentinel_kit.testing import FakeTorn, profile_for
+from sentinel_kit.testing import FakeTorn, TornCassette, profile_for
 
 from .conftest import SECRET, SeedKey, make_key, seed_sqlite, simple_keys
 
@@ -273,8 +273,8 @@ def test_repr_hides_the_secret(tmp_path: Path) -> None:
     assert SECRET not in repr(job)
 
 
-@pytest.mark.vcr("replay_three_users.yaml")
-def test_replays_a_recorded_cassette(tmp_path: Path) -> None:
+@pytest.mark.torn_cassette("replay_three_users.yaml")
+def test_replays_a_recorded_cassette(tmp_path: Path, torn_cassette: TornCassette) -> None:
     """A cassette built from the Torn fixtures replays per key (matched by fingerprint)."""
     keys = [SeedKey(f"k{n}", f"user-{n}", make_key(n)) for n in range(3)]
     url = seed_sqlite(tmp_path / "s.db", keys)
@@ -286,3 +286,4 @@ def test_replays_a_recorded_cassette(tmp_path: Path) -> None:
     rows = user_data(tmp_path / "s.db")
     assert rows["user-0"][:2] == ("QuietLantern", 3141592)
     assert rows["user-1"][:2] == ("Marigold_K", 2718281)
+    assert torn_cassette.all_played

@@ -7,10 +7,21 @@ key answers with its default profile. An answer is one of:
 - a fixture file name from ``sentinel_kit/testing/torn/`` (realistic Torn bodies, see its
   README: JSON errors as HTTP 200; Cloudflare pages as 502, or 403 with
   ``cf-mitigated: challenge``);
-- an :class:`Answer` with an explicit status, body, headers and delay.
+- an :class:`Answer` with an explicit status, body, headers and delay; :func:`torn_error`
+  (any Torn error code), :func:`rate_limited` (HTTP 429), :func:`cloudflare_challenge`,
+  :func:`cloudflare_502`, :func:`slow` and :func:`hang_up` build the usual ones.
 
-The server counts requests per key and keeps the time of every request, so tests can check
-"requested exactly once" and "never more than N in any rolling 60 s".
+:meth:`FakeTorn.outage` answers every key alike for a while (Torn down, an IP block), and
+:meth:`FakeTorn.hold` keeps requests waiting so a test can have N in flight at once.
+
+The server logs every request (:attr:`FakeTorn.log`), counts them per key and keeps their
+times, so tests can check "requested exactly once" and "never more than N in any rolling
+60 s" (:meth:`FakeTorn.max_in_window`).
+
+>>> with FakeTorn() as torn:                                  # doctest: +SKIP
+...     torn.script("DeadKey000000001", torn_error(2))
+...     with torn.outage(torn_error(8), requests=1):
+...         ...
 """
 
 from __future__ import annotations
@@ -26,6 +37,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from .._models import key_fingerprint
+from .._torn import TORN_ERROR_CODES
 
 FIXTURES = Path(__file__).parent / "torn"
 
@@ -47,6 +61,136 @@ class Answer:
     delay: float = 0.0
     #: Hang up without answering (a connection error for the client).
     drop: bool = False
+    #: Answer with the key's default profile (``body`` is ignored), after ``delay``.
+    profile: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedRequest:
+    """One request the fake Torn received.
+
+    Attributes:
+        at: ``time.monotonic()`` when it arrived.
+        fingerprint: the key's fingerprint (see :func:`sentinel_kit.key_fingerprint`), or
+            ``""`` for a request without a key.
+        path: the request path with its query string.
+        headers: the request headers.
+    """
+
+    at: float
+    fingerprint: str
+    path: str
+    headers: dict[str, str]
+
+
+def torn_error(code: int, *, text: str | None = None, delay: float = 0.0) -> Answer:
+    """Return Torn's answer for an error code: HTTP 200 with ``{"error": {"code", "error"}}``.
+
+    Args:
+        code: any Torn error code (0-24 are documented; see ``TORN_ERROR_CODES``).
+        text: the error text; Torn's own wording by default.
+        delay: seconds before answering.
+    """
+    message = text if text is not None else TORN_ERROR_CODES.get(code, ("Unknown error",))[0]
+    body = json.dumps({"error": {"code": code, "error": message}})
+    return Answer(200, body, {"Content-Type": "application/json"}, delay)
+
+
+def rate_limited(*, retry_after: int = 60, delay: float = 0.0) -> Answer:
+    """Return an HTTP 429 (too many requests from this IP), with ``Retry-After``."""
+    headers = {"Content-Type": "text/plain", "Retry-After": str(retry_after)}
+    return Answer(429, b"Too Many Requests", headers, delay)
+
+
+def cloudflare_challenge(*, delay: float = 0.0) -> Answer:
+    """Return Cloudflare's managed challenge: HTTP 403, ``cf-mitigated: challenge``, HTML."""
+    return fixture_answer("cloudflare_403_challenge.html", delay=delay)
+
+
+def cloudflare_502(*, plain: bool = False, delay: float = 0.0) -> Answer:
+    """Return a Cloudflare 502 page (HTML where JSON was expected)."""
+    return fixture_answer(
+        "cloudflare_502_plain.html" if plain else "cloudflare_502.html", delay=delay
+    )
+
+
+def slow(seconds: float) -> Answer:
+    """Return the key's default profile after ``seconds`` (a slow Torn, or a client timeout)."""
+    return Answer(delay=seconds, profile=True)
+
+
+def hang_up(*, delay: float = 0.0) -> Answer:
+    """Close the connection without answering (a connection error for the client)."""
+    return Answer(drop=True, delay=delay)
+
+
+class Outage:
+    """Every key gets the same answer while an outage lasts; see :meth:`FakeTorn.outage`.
+
+    Use it as a context manager, or call :meth:`end`.
+    """
+
+    def __init__(self, fake: FakeTorn, answer: Answer | str, requests: int | None) -> None:
+        self._fake = fake
+        self.answer = answer
+        #: Requests left before the outage ends by itself (None: until :meth:`end`).
+        self.remaining = requests
+        #: Requests answered by the outage so far.
+        self.served = 0
+
+    def end(self) -> None:
+        """Torn is back: keys get their own scripts again."""
+        with self._fake._lock:
+            if self._fake._outage is self:
+                self._fake._outage = None
+
+    def __enter__(self) -> Outage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.end()
+
+
+class Hold:
+    """Requests wait at the fake Torn until :meth:`release`; see :meth:`FakeTorn.hold`."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._released = False
+        #: Requests waiting right now.
+        self.waiting = 0
+
+    def _wait(self) -> None:
+        with self._cond:
+            self.waiting += 1
+            self._cond.notify_all()
+            self._cond.wait_for(lambda: self._released)
+            self.waiting -= 1
+
+    def wait_for(self, count: int, *, timeout: float = 10.0) -> None:
+        """Block until ``count`` requests are waiting.
+
+        Raises:
+            TimeoutError: fewer arrived within ``timeout`` seconds.
+        """
+        with self._cond:
+            if not self._cond.wait_for(lambda: self.waiting >= count, timeout=timeout):
+                raise TimeoutError(
+                    f"{self.waiting} request(s) waiting at the fake Torn after {timeout:g}s, "
+                    f"expected {count}"
+                )
+
+    def release(self) -> None:
+        """Let every waiting and later request through."""
+        with self._cond:
+            self._released = True
+            self._cond.notify_all()
+
+    def __enter__(self) -> Hold:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 def fixture_answer(name: str, *, delay: float = 0.0) -> Answer:
@@ -82,15 +226,30 @@ def ok_answer(key: str, *, delay: float = 0.0) -> Answer:
 
 
 class FakeTorn:
-    """The server's state: scripts per key, request log. Start it with :meth:`start`."""
+    """Torn's ``/v2/user/basic`` on 127.0.0.1, answering each key from its script.
+
+    Start it with :meth:`start` or ``with FakeTorn() as torn:``; point the code under test
+    at :attr:`url`. The ``fake_torn`` pytest fixture gives a started one.
+
+    Args:
+        latency: seconds every answer waits (a realistic round trip).
+    """
 
     def __init__(self, *, latency: float = 0.0) -> None:
         self.latency = latency
         self.scripts: dict[str, list[Answer | str]] = {}
+        #: (arrival time, plaintext key) of every request.
         self.requests: list[tuple[float, str]] = []
+        #: Every request, its key as a fingerprint (see :class:`LoggedRequest`).
+        self.log: list[LoggedRequest] = []
         self.per_key: dict[str, int] = defaultdict(int)
         self.paths: list[str] = []
         self.headers_seen: list[dict[str, str]] = []
+        #: Requests being answered right now, and the most there ever were at once.
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._outage: Outage | None = None
+        self._hold: Hold | None = None
         self._lock = threading.Lock()
         # Set by stop(): answers held by a delay are released at once, so a test that holds
         # requests for 30 s leaves no handler thread sleeping after the server stopped.
@@ -108,15 +267,43 @@ class FakeTorn:
         """Give ``key`` the same answer for its next ``times`` requests."""
         self.script(key, *([answer] * times))
 
-    def count(self, key: str) -> int:
-        """Requests received for ``key``."""
-        with self._lock:
-            return self.per_key[key]
+    def outage(
+        self, answer: Answer | str = "cloudflare_502.html", *, requests: int | None = None
+    ) -> Outage:
+        """Answer every key with ``answer`` from now on: Torn is down, or blocks this IP.
 
-    def max_in_window(self, window: float = 60.0) -> int:
-        """The most requests seen in any rolling ``window`` seconds."""
+        Keys' own scripts wait meanwhile. ``with torn.outage(torn_error(8)):`` ends it with
+        the block; ``requests=N`` ends it after N answers.
+
+        Args:
+            answer: what every request gets (a fixture name or an :class:`Answer`).
+            requests: end after this many requests; None lasts until :meth:`Outage.end`.
+        """
+        outage = Outage(self, answer, requests)
         with self._lock:
-            times = sorted(t for t, _ in self.requests)
+            self._outage = outage
+        return outage
+
+    def hold(self) -> Hold:
+        """Keep every request from now on waiting until the returned :class:`Hold` is
+        released, so a test can count requests in flight (``hold.wait_for(4)``)."""
+        gate = Hold()
+        with self._lock:
+            self._hold = gate
+        return gate
+
+    def count(self, key: str | None = None) -> int:
+        """Requests received for ``key``, or in all when None."""
+        with self._lock:
+            return self.per_key[key] if key is not None else len(self.requests)
+
+    def max_in_window(self, window: float = 60.0, *, key: str | None = None) -> int:
+        """The most requests seen in any rolling ``window`` seconds, for one key or all.
+
+        Torn's limits are rolling windows: 100 requests a minute per player, 1000 per IP.
+        """
+        with self._lock:
+            times = sorted(t for t, k in self.requests if key is None or k == key)
         best, start = 0, 0
         for end, t in enumerate(times):
             while t - times[start] >= window:
@@ -127,9 +314,20 @@ class FakeTorn:
     def _next_answer(self, key: str) -> Answer:
         with self._lock:
             self.per_key[key] += 1
-            queue = self.scripts.get(key)
-            item: Answer | str = queue.pop(0) if queue else "ok"
+            outage = self._outage
+            if outage is not None:
+                item: Answer | str = outage.answer
+                outage.served += 1
+                if outage.remaining is not None:
+                    outage.remaining -= 1
+                    if outage.remaining <= 0:
+                        self._outage = None
+            else:
+                queue = self.scripts.get(key)
+                item = queue.pop(0) if queue else "ok"
         if isinstance(item, Answer):
+            if item.profile:
+                return ok_answer(key, delay=item.delay)
             return item
         if item == "ok":
             return ok_answer(key, delay=self.latency)
@@ -164,11 +362,29 @@ class FakeTorn:
                 auth = self.headers.get("Authorization", "")
                 key = auth[len("ApiKey ") :] if auth.startswith("ApiKey ") else ""
                 key = key or parse_qs(parts.query).get("key", [""])[0]
+                now = time.monotonic()
                 with fake._lock:
-                    fake.requests.append((time.monotonic(), key))
+                    fake.requests.append((now, key))
+                    fake.log.append(
+                        LoggedRequest(
+                            now, key_fingerprint(key) if key else "", self.path, dict(self.headers)
+                        )
+                    )
                     fake.paths.append(self.path)
                     fake.headers_seen.append(dict(self.headers))
-                if parts.path.rstrip("/") != "/v2/user/basic":
+                    fake.in_flight += 1
+                    fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
+                    gate = fake._hold
+                try:
+                    if gate is not None:
+                        gate._wait()
+                    self._answer(parts.path, key)
+                finally:
+                    with fake._lock:
+                        fake.in_flight -= 1
+
+            def _answer(self, path: str, key: str) -> None:
+                if path.rstrip("/") != "/v2/user/basic":
                     self._send(
                         Answer(404, b'{"error": "not found"}', {"Content-Type": "application/json"})
                     )
@@ -204,8 +420,11 @@ class FakeTorn:
         return self
 
     def stop(self) -> None:
-        """Stop serving; answers still held by a delay hang up at once."""
+        """Stop serving; held requests are let go and answers still held by a delay hang up
+        at once."""
         self._stopping.set()
+        if self._hold is not None:
+            self._hold.release()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

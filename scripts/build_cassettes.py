@@ -4,7 +4,7 @@ The fixtures are realistic Torn bodies (see sentinel_kit/testing/torn/README.md 
 A cassette pairs each with the request a sentinel-kit key would send, the key already replaced
 by its fingerprint, exactly as ``sentinel_kit._replay.record`` would have written it.
 
-    python scripts/build_cassettes.py          # rewrites the bundled demo cassette
+    python scripts/build_cassettes.py    # rewrites the demo, test and example cassettes
 """
 
 from __future__ import annotations
@@ -51,9 +51,11 @@ def fixture_response(name: str) -> dict[str, Any]:
     }
 
 
-def torn_request(plaintext_key: str, base_url: str = DEFAULT_TORN_URL) -> Request:
+def torn_request(
+    plaintext_key: str, base_url: str = DEFAULT_TORN_URL, comment: str = REQUEST_COMMENT
+) -> Request:
     """Return the request sentinel-kit sends for a key, key replaced by its fingerprint."""
-    uri = f"{base_url.rstrip('/')}/user/basic?comment={REQUEST_COMMENT}"
+    uri = f"{base_url.rstrip('/')}/user/basic?comment={comment}"
     headers = {
         "Accept": "application/json",
         "Authorization": f"ApiKey fp:{key_fingerprint(plaintext_key)}",
@@ -63,12 +65,15 @@ def torn_request(plaintext_key: str, base_url: str = DEFAULT_TORN_URL) -> Reques
 
 
 def write_cassette(
-    path: Path, exchanges: Iterable[tuple[str, str]], base_url: str = DEFAULT_TORN_URL
+    path: Path,
+    exchanges: Iterable[tuple[str, str]],
+    base_url: str = DEFAULT_TORN_URL,
+    comment: str = REQUEST_COMMENT,
 ) -> int:
     """Write a cassette of (plaintext key, fixture name) exchanges; return how many."""
     requests, responses = [], []
     for key, fixture in exchanges:
-        requests.append(torn_request(key, base_url))
+        requests.append(torn_request(key, base_url, comment))
         responses.append(fixture_response(fixture))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
@@ -100,6 +105,18 @@ def main() -> None:
     for target, exchanges in outputs.items():
         count = write_cassette(target, exchanges)
         print(f"wrote {target.relative_to(ROOT)}: {count} interactions")
+    # The example project's custom job labels its calls "newcomers" (examples/newcomers).
+    example = ROOT / "examples" / "newcomers" / "tests" / "cassettes" / "test_newcomers"
+    count = write_cassette(
+        example / "newcomers.yaml",
+        [
+            (test_key(0), "v2_user_basic_ok_1.json"),
+            (test_key(1), "v2_user_basic_ok_2.json"),
+            (test_key(2), "error_2_incorrect_key.json"),
+        ],
+        comment="newcomers",
+    )
+    print(f"wrote {example.relative_to(ROOT)}/newcomers.yaml: {count} interactions")
 
 
 if __name__ == "__main__":

@@ -479,7 +479,14 @@ def record(path: str | Path, *, overwrite: bool = False) -> Iterator[TornCassett
             f"cassette {target} already exists: choose another path, or pass "
             "overwrite=True (--overwrite on the CLI) to replace it"
         )
-    target.unlink(missing_ok=True)
+    try:
+        # Fail before the run, not after it: the directory must exist and take a file.
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.unlink(missing_ok=True)
+        target.touch()
+        target.unlink()
+    except OSError as exc:
+        raise ConfigError(f"cannot write cassette {target}: {exc.strerror}") from None
     cassette = TornCassette(target, mode="all")
     with cassette.activate():
         yield cassette

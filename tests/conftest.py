@@ -50,9 +50,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SECRET = TEST_SECRET
 #: Loopback is where the fake Torn server and Postgres live; nothing else is reachable.
 LOOPBACK = [r"127\.0\.0\.1", "localhost", r"::1"]
-#: The PostgREST stand-in's Unix socket (tests/fakepostgrest.py), reached live by tests that
-#: replay only Torn.
-STAND_IN_SOCKET = r".*/fakepostgrest-[^/]+/postgrest\.sock$"
+#: Unix sockets (a path, not a host) never leave the machine: the PostgREST stand-in listens on
+#: one, and tests that replay only Torn reach it live.
+UNIX_SOCKETS = r"/"
 
 
 @pytest.fixture(autouse=True)
@@ -81,7 +81,7 @@ def vcr_config() -> dict[str, Any]:
         "match_on": MATCH_ON,
         "before_record_request": scrub_request,
         "before_record_response": scrub_response,
-        "allowed_hosts": [*LOOPBACK, STAND_IN_SOCKET],
+        "allowed_hosts": [*LOOPBACK, UNIX_SOCKETS],
     }
 
 

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
-import socket
-import socketserver
 import sqlite3
 import threading
 import uuid
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -153,44 +151,50 @@ def test_unrecorded_key_fails_as_network_without_touching_the_network(tmp_path: 
 # -- replay touches only Torn: the store stays live ------------------------------------------
 
 
-class UnixRelay:
-    """A loopback TCP port whose connections are piped to a Unix socket (the stand-in's), so a
-    CLI subprocess can reach the PostgREST stand-in by URL."""
+class DataAPIProxy:
+    """A loopback HTTP server that forwards every request to the PostgREST stand-in through
+    its transport, so a CLI subprocess can reach the stand-in by URL."""
 
-    def __init__(self, socket_path: str) -> None:
-        target = socket_path
+    def __init__(self, stand_in: FakePostgREST) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
 
-        class Pipe(socketserver.BaseRequestHandler):
-            def handle(self) -> None:
-                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as upstream:
-                    upstream.connect(target)
-                    back = threading.Thread(target=_pump, args=(upstream, self.request))
-                    back.start()
-                    _pump(self.request, upstream)
-                    back.join()
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
 
-        class Server(socketserver.ThreadingTCPServer):
-            daemon_threads = True
-            allow_reuse_address = True
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
 
-        self._server = Server(("127.0.0.1", 0), Pipe)
+                async def send() -> httpx.Response:
+                    async with httpx.AsyncClient(
+                        transport=stand_in.transport(), base_url=PROJECT_URL
+                    ) as client:
+                        return await client.request(
+                            self.command, self.path, headers=headers, content=body
+                        )
+
+                answer = asyncio.run(send())
+                self.send_response(answer.status_code)
+                for name, value in answer.headers.items():
+                    if name.lower() not in ("content-length", "transfer-encoding", "connection"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(answer.content)
+
+            do_GET = do_POST = do_PATCH = do_DELETE = do_HEAD = _forward
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
-
-
-def _pump(source: socket.socket, sink: socket.socket) -> None:
-    try:
-        while data := source.recv(65536):
-            sink.sendall(data)
-    except OSError:
-        pass
-    finally:
-        with contextlib.suppress(OSError):
-            sink.shutdown(socket.SHUT_WR)
 
 
 @pytest.fixture
@@ -237,7 +241,6 @@ def test_replay_against_supabase_reads_and_writes_the_database(
     assert [(f.user_id, f.torn_code) for f in report.failures] == [("sb-2", 2)]
     assert cassette.play_count == 3
     assert stored_players(pg_url) == {"sb-0": 3141592, "sb-1": 2718281}
-    assert any(path.startswith("/rest/v1/user_data") for _, path in server.requests)
     with psycopg.connect(pg_url) as conn:
         runs = conn.execute("SELECT status FROM sentinel_runs").fetchall()
     assert runs == [("partial",)]
@@ -250,7 +253,7 @@ def test_cli_sync_replay_against_a_supabase_url(
     """`sync --replay` with a Supabase URL: the store talks to the stand-in live, Torn comes
     from the cassette; no traceback, exit 1 for the one dead key."""
     pg_url, server = supabase_live
-    relay = UnixRelay(server.socket_path)
+    relay = DataAPIProxy(server)
     try:
         result = run_cli(
             [
@@ -282,7 +285,7 @@ def test_cli_sync_record_with_supabase_records_only_torn(
     traffic: no Data API request, no service key, no Torn key in the cassette."""
     pg_url, server = supabase_live
     cassette = tmp_path / "with-supabase.yaml"
-    relay = UnixRelay(server.socket_path)
+    relay = DataAPIProxy(server)
     try:
         result = run_cli(
             [*sync_args(relay.url, torn), "--record", str(cassette)],
@@ -345,3 +348,41 @@ def test_record_does_not_touch_other_httpx_clients(tmp_path: Path, torn: FakeTor
         job.run()
     assert seen == ["https://example.invalid/elsewhere"]
     assert [urlsplit(i.uri).path for i in interactions(cassette)] == ["/v2/user/basic"] * 2
+
+
+def test_unrecorded_keys_never_trip_the_unreachable_breaker(tmp_path: Path) -> None:
+    """Six keys the cassette does not hold each fail as `network`, and the run is not aborted
+    as "Torn unreachable" (which five unanswered keys would be)."""
+    keys = [*simple_keys(3), *simple_keys(6, prefix="stranger", start=100)]
+    url = seed_sqlite(tmp_path / "b.db", keys)
+    job = SyncJob(db=url, secret=SECRET, concurrency=1, policy=RetryPolicy.no_wait())
+    with replay(ROOT / "cassettes" / "test_sync" / "replay_three_users.yaml"):
+        report = job.run()
+    assert report.status.value == "partial"
+    assert report.error is None
+    assert report.synced == 2
+    assert (
+        sorted(f.reason.value for f in report.failures if f.user_id.startswith("stranger"))
+        == ["network"] * 6
+    )
+
+
+def test_record_to_an_unwritable_place_fails_before_the_run(tmp_path: Path) -> None:
+    """--record into a path that cannot be written: one error line, and no request sent."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    db = seed_sqlite(tmp_path / "w.db", simple_keys(1))
+    result = run_cli(
+        [
+            "sync",
+            "--db",
+            db,
+            "--record",
+            str(blocker / "c.yaml"),
+            "--torn-url",
+            "http://127.0.0.1:9",
+        ],
+        env={"ENCRYPTION_KEY": SECRET},
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: cannot write cassette")

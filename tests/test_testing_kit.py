@@ -237,6 +237,10 @@ def test_missing_cassette_fails_with_the_command_to_record_it(tmp_path: Path) ->
     result = run_pytest(project, "-q")
     assert result.returncode == 1
     assert "--record-mode=once" in result.stdout
+    # Without pytest-recording loaded the fixture still works (replay only).
+    alone = run_pytest(project, "-q", "-p", "no:recording")
+    assert alone.returncode == 1
+    assert "cassettes/test_it/test_needs_one.yaml not found" in alone.stdout
 
 
 def test_find_key_material_catches_what_it_must() -> None:
@@ -419,3 +423,17 @@ def test_hang_up_is_a_connection_error(fake_torn: FakeTorn) -> None:
         httpx.get(
             f"{fake_torn.url}/user/basic", headers={"Authorization": "ApiKey KeyA000000000001"}
         )
+
+
+def test_readme_outage_recipes(
+    fake_torn: FakeTorn, seed_keys: Callable[..., list[SeedKey]], run_job: JobRunner
+) -> None:
+    """The README's outage recipes hold for the built-in job: an IP block for everyone stops
+    the run after one request; two 502 pages, then Torn is back, and every key syncs."""
+    seed_keys(3)
+    with fake_torn.outage(torn_error(8)):
+        report = run_job("sync-users", settings={"concurrency": 1})
+    assert report.status is RunStatus.ABORTED
+    assert fake_torn.count() == 1
+    fake_torn.outage("cloudflare_502.html", requests=2)
+    assert run_job("sync-users").synced == 3

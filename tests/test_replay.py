@@ -30,7 +30,7 @@ from sentinel_kit import (
 )
 from sentinel_kit._demo import DEMO_KEYS
 from sentinel_kit.stores._supabase import SupabaseStore
-from sentinel_kit.testing import FakeTorn, find_key_material, profile_for
+from sentinel_kit.testing import FakeTorn, SentinelStore, find_key_material, profile_for
 
 from .conftest import (
     ROOT,
@@ -302,6 +302,22 @@ def test_cli_sync_record_with_supabase_records_only_torn(
     assert leaks_in(text) == []
     assert "rest/v1" not in text
     assert len(stored_players(pg_url)) == 3
+
+
+@pytest.mark.postgres
+def test_replay_against_postgres_reads_and_writes_the_database(pg_url: str) -> None:
+    """Under replay(), a PostgreSQL store reads its keys and writes user_data live."""
+    store = SentinelStore(pg_url, secret=SECRET)
+    store.migrate()
+    keys = store.seed(3)
+    job = SyncJob(db=pg_url, secret=SECRET, policy=RetryPolicy.no_wait())
+    with replay(ROOT / "cassettes" / "test_sync" / "replay_three_users.yaml"):
+        report = job.run()
+    assert (report.synced, report.written) == (2, 2)
+    assert {u: (r.name, r.player_id) for u, r in store.user_data().items()} == {
+        keys[0].user_id: ("QuietLantern", 3141592),
+        keys[1].user_id: ("Marigold_K", 2718281),
+    }
 
 
 def test_replay_of_a_corrupt_cassette_is_one_error_line(tmp_path: Path) -> None:

@@ -53,6 +53,7 @@ def cassette_files() -> list[Path]:
     found = [
         *ROOT.joinpath("cassettes").rglob("*.yaml"),
         *ROOT.joinpath("sentinel_kit", "data").rglob("*.yaml"),
+        *ROOT.joinpath("examples").rglob("cassettes/**/*.yaml"),
     ]
     return sorted(found)
 
@@ -69,6 +70,7 @@ def test_there_are_cassettes_to_scan() -> None:
         "demo_cassette.yaml",
         "replay_three_users.yaml",
         "test_sync_reads_2500_keys_in_three_pages.yaml",
+        "newcomers.yaml",
     } <= names
 
 

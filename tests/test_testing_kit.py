@@ -264,7 +264,9 @@ def test_rekeyed_cassette_replays_for_test_keys(tmp_path: Path, torn: FakeTorn) 
     cassette = tmp_path / "prod.yaml"
     url = seed_sqlite(tmp_path / "prod.db", production)
     with record(cassette):
-        SyncJob(db=url, secret=TEST_SECRET, torn_url=torn.url, max_rpm=0).run(dry_run=True)
+        # One at a time: re-keying maps fingerprints in recorded order.
+        job = SyncJob(db=url, secret=TEST_SECRET, torn_url=torn.url, max_rpm=0, concurrency=1)
+        job.run(dry_run=True)
     test_keys = simple_keys(2)
     mapping = rekey_cassette(cassette, tmp_path / "ci.yaml", [k.plaintext for k in test_keys])
     pairs = zip(production, test_keys, strict=True)

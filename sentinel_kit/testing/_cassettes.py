@@ -51,7 +51,8 @@ def rekey_cassette(source: str | Path, target: str | Path, keys: Sequence[str]) 
     A cassette recorded in production holds the fingerprints of real keys, which CI does not
     have. Re-keyed, it replays for test keys instead: the n-th distinct fingerprint (in
     recorded order) becomes the fingerprint of ``keys[n]``, in headers, URLs and bodies.
-    Seed the same keys (``seed_keys([...])``) and replay the copy.
+    Seed the same keys (``seed_keys([...])``) and replay the copy. Recorded order is request
+    order: record with ``concurrency=1`` when which test key gets which answer matters.
 
     Args:
         source: the recorded cassette.

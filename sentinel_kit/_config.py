@@ -11,10 +11,11 @@ from pathlib import Path
 
 from dotenv import load_dotenv
 
+from ._crypto import KeyCipher
 from ._errors import ConfigError
 from .stores import DEFAULT_DB_URL
 
-__all__ = ["load_env_files", "require_secret", "resolve_db_url"]
+__all__ = ["key_cipher", "load_env_files", "previous_secret", "require_secret", "resolve_db_url"]
 
 #: Read in this order; a variable already set (in the shell or an earlier file) wins.
 ENV_FILES = (".env.local", ".env")
@@ -65,3 +66,23 @@ def require_secret(env: Mapping[str, str] | None = None) -> str:
             "(the same secret the keys were encrypted with)"
         )
     return secret
+
+
+def previous_secret(env: Mapping[str, str] | None = None) -> str | None:
+    """Return ``ENCRYPTION_KEY_PREVIOUS`` (the secret being rotated away from), or None.
+
+    While the app moves to a new ``ENCRYPTION_KEY``, keys saved before the switch are still
+    encrypted with the old secret: with this set, every command decrypts with either, and
+    ``sentinel-kit keys rotate`` re-encrypts them under the new one.
+    """
+    environ = os.environ if env is None else env
+    return environ.get("ENCRYPTION_KEY_PREVIOUS") or None
+
+
+def key_cipher(env: Mapping[str, str] | None = None) -> KeyCipher:
+    """The key ring of the environment: ``ENCRYPTION_KEY``, then ``ENCRYPTION_KEY_PREVIOUS``.
+
+    Raises:
+        ConfigError: ``ENCRYPTION_KEY`` is not set.
+    """
+    return KeyCipher(require_secret(env), previous=previous_secret(env))

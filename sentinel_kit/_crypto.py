@@ -13,6 +13,7 @@ from __future__ import annotations
 import binascii
 import hashlib
 import os
+from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -27,22 +28,46 @@ _MIN_BYTES = IV_BYTES + TAG_BYTES + 1
 
 
 class KeyCipher:
-    """Encrypts and decrypts keys with one secret; build it once per run, not per key.
+    """Encrypts with one secret and decrypts with it or with earlier ones (a key ring).
+
+    Build it once per run, not per key. While the app rotates its ``ENCRYPTION_KEY``, pass
+    the old secret as ``previous`` (``ENCRYPTION_KEY_PREVIOUS``): keys still made with it
+    decrypt, and :meth:`rotate` re-encrypts them under the current secret.
 
     >>> cipher = KeyCipher("my ENCRYPTION_KEY")
     >>> cipher.decrypt(cipher.encrypt("abcdEFGH12345678"))
     'abcdEFGH12345678'
+    >>> ring = KeyCipher("new secret", previous="my ENCRYPTION_KEY")
+    >>> ring.decrypt(cipher.encrypt("abcdEFGH12345678"))
+    'abcdEFGH12345678'
+
+    Args:
+        secret: the current secret: encrypts, and is tried first when decrypting.
+        previous: earlier secrets, tried in order after ``secret``; empty ones are ignored.
+
+    Raises:
+        DecryptError: ``secret`` is empty.
     """
 
-    __slots__ = ("_aead",)
+    __slots__ = ("_aeads",)
 
-    def __init__(self, secret: str) -> None:
+    def __init__(self, secret: str, *, previous: str | Sequence[str] | None = None) -> None:
         if not isinstance(secret, str) or not secret:
             raise DecryptError("the encryption secret is empty: set ENCRYPTION_KEY")
-        self._aead = AESGCM(hashlib.sha256(secret.encode("utf-8")).digest())
+        earlier = [previous] if isinstance(previous, str) else list(previous or ())
+        secrets = [secret, *(s for s in earlier if s and s != secret)]
+        self._aeads = tuple(AESGCM(hashlib.sha256(s.encode("utf-8")).digest()) for s in secrets)
 
     def __repr__(self) -> str:
-        return "KeyCipher(secret=***)"
+        previous = len(self._aeads) - 1
+        return (
+            f"KeyCipher(secret=***, previous={previous})" if previous else "KeyCipher(secret=***)"
+        )
+
+    @property
+    def has_previous(self) -> bool:
+        """True when earlier secrets are configured (a rotation is under way)."""
+        return len(self._aeads) > 1
 
     @staticmethod
     def well_formed(ciphertext: str) -> bool:
@@ -77,12 +102,12 @@ class KeyCipher:
         nonce = os.urandom(IV_BYTES) if iv is None else iv
         if len(nonce) != IV_BYTES:
             raise DecryptError(f"the IV must be {IV_BYTES} bytes, got {len(nonce)}")
-        sealed = self._aead.encrypt(nonce, plaintext.encode("utf-8"), None)
+        sealed = self._aeads[0].encrypt(nonce, plaintext.encode("utf-8"), None)
         body, tag = sealed[:-TAG_BYTES], sealed[-TAG_BYTES:]
         return (nonce + tag + body).hex()
 
     def decrypt(self, ciphertext: str) -> str:
-        """Decrypt one ``user_keys.api_key`` value.
+        """Decrypt one ``user_keys.api_key`` value with the current or an earlier secret.
 
         Args:
             ciphertext: hex, upper- or lower-case; surrounding whitespace is ignored.
@@ -92,8 +117,22 @@ class KeyCipher:
 
         Raises:
             DecryptError: the value is empty, not hex, too short, or does not authenticate
-                (wrong secret, or altered IV, tag or body). The message never holds key
-                material.
+                with any secret (wrong secret, or altered IV, tag or body). The message
+                never holds key material.
+        """
+        return self.open(ciphertext)[0]
+
+    def open(self, ciphertext: str) -> tuple[str, int]:
+        """Decrypt and say which secret did it.
+
+        Args:
+            ciphertext: as for :meth:`decrypt`.
+
+        Returns:
+            ``(plaintext, index)``: index 0 is the current secret, 1 the first previous one.
+
+        Raises:
+            DecryptError: see :meth:`decrypt`.
         """
         if not isinstance(ciphertext, str) or not ciphertext.strip():
             raise DecryptError("the ciphertext is empty")
@@ -112,17 +151,39 @@ class KeyCipher:
             )
         nonce, tag = raw[:IV_BYTES], raw[IV_BYTES : IV_BYTES + TAG_BYTES]
         body = raw[IV_BYTES + TAG_BYTES :]
-        try:
-            plain = self._aead.decrypt(nonce, body + tag, None)
-        except InvalidTag:
-            raise DecryptError(
-                "the ciphertext does not authenticate: ENCRYPTION_KEY is not the secret it was "
-                "made with, or the stored value was altered"
-            ) from None
-        try:
-            return plain.decode("utf-8")
-        except UnicodeDecodeError:
-            raise DecryptError("the decrypted key is not UTF-8 text") from None
+        for index, aead in enumerate(self._aeads):
+            try:
+                plain = aead.decrypt(nonce, body + tag, None)
+            except InvalidTag:
+                continue
+            try:
+                return plain.decode("utf-8"), index
+            except UnicodeDecodeError:
+                raise DecryptError("the decrypted key is not UTF-8 text") from None
+        secrets = (
+            "neither ENCRYPTION_KEY nor ENCRYPTION_KEY_PREVIOUS is"
+            if self.has_previous
+            else "ENCRYPTION_KEY is not"
+        )
+        raise DecryptError(
+            f"the ciphertext does not authenticate: {secrets} the secret it was made with, "
+            "or the stored value was altered"
+        )
+
+    def rotate(self, ciphertext: str) -> str | None:
+        """Re-encrypt a ciphertext made with an earlier secret under the current one.
+
+        Args:
+            ciphertext: a stored ``user_keys.api_key`` value.
+
+        Returns:
+            The new ciphertext, or None when ``ciphertext`` already uses the current secret.
+
+        Raises:
+            DecryptError: no configured secret decrypts it (it is left as it is).
+        """
+        plaintext, index = self.open(ciphertext)
+        return self.encrypt(plaintext) if index else None
 
 
 def encrypt_api_key(plaintext: str, secret: str, *, iv: bytes | None = None) -> str:

@@ -146,3 +146,59 @@ def test_decrypt_error_is_a_sentinel_error() -> None:
 def test_cipher_repr_hides_the_secret() -> None:
     """A KeyCipher's repr shows no secret."""
     assert SECRET not in repr(KeyCipher(SECRET))
+
+
+# -- key ring: ENCRYPTION_KEY_PREVIOUS while the app rotates its secret ---------------------
+
+NEW_SECRET = "unit-test secret, rotated"
+
+
+def test_ring_decrypts_with_the_previous_secret_and_encrypts_with_the_current() -> None:
+    """With previous=, old ciphertexts decrypt; new ones are made with the current secret only."""
+    ring = KeyCipher(NEW_SECRET, previous=SECRET)
+    assert ring.decrypt(GOOD) == KEY
+    assert ring.open(GOOD) == (KEY, 1)
+    made = ring.encrypt(KEY)
+    assert ring.open(made) == (KEY, 0)
+    assert decrypt_api_key(made, NEW_SECRET) == KEY
+    with pytest.raises(DecryptError):
+        decrypt_api_key(made, SECRET)
+
+
+def test_rotate_re_encrypts_only_old_ciphertexts() -> None:
+    """rotate() gives a current-secret ciphertext for an old one and None for a current one."""
+    ring = KeyCipher(NEW_SECRET, previous=[SECRET])
+    rotated = ring.rotate(GOOD)
+    assert rotated is not None
+    assert rotated != GOOD
+    assert KeyCipher(NEW_SECRET).decrypt(rotated) == KEY
+    assert ring.rotate(rotated) is None
+
+
+def test_ring_names_both_secrets_when_neither_decrypts() -> None:
+    """A ciphertext neither secret made fails naming both variables, and no secret or key."""
+    ring = KeyCipher(NEW_SECRET, previous=SECRET)
+    stranger = encrypt_api_key(KEY, "a third secret")
+    with pytest.raises(DecryptError) as info:
+        ring.decrypt(stranger)
+    message = str(info.value)
+    assert "neither ENCRYPTION_KEY nor ENCRYPTION_KEY_PREVIOUS" in message
+    for hidden in (KEY, SECRET, NEW_SECRET, "a third secret"):
+        assert hidden not in message
+    with pytest.raises(DecryptError):
+        ring.rotate(stranger)
+
+
+def test_ring_without_previous_behaves_as_before() -> None:
+    """An empty or repeated previous secret adds nothing: one secret, the old message."""
+    for previous in (None, "", NEW_SECRET, []):
+        ring = KeyCipher(NEW_SECRET, previous=previous)
+        assert not ring.has_previous
+        with pytest.raises(DecryptError, match="ENCRYPTION_KEY is not the secret"):
+            ring.decrypt(GOOD)
+
+
+def test_ring_repr_hides_every_secret() -> None:
+    """A key ring's repr shows how many previous secrets, never one of them."""
+    shown = repr(KeyCipher(NEW_SECRET, previous=SECRET))
+    assert shown == "KeyCipher(secret=***, previous=1)"

@@ -12,7 +12,7 @@ import click
 
 from .._blocking import run_blocking
 from .._client import DEFAULT_MAX_RPM, DEFAULT_PER_KEY_RPM, DEFAULT_POOL_SIZE
-from .._config import require_secret, resolve_db_url
+from .._config import previous_secret, require_secret, resolve_db_url
 from .._errors import ConfigError
 from .._torn import DEFAULT_TORN_URL
 from ..ops import DEFAULT_MIN_SYNCED, Alerter, parse_alert_urls
@@ -238,8 +238,12 @@ _SYNC_KEYS = (
 
 
 def sync_settings(options: dict[str, Any]) -> dict[str, Any]:
-    """The sync options as keyword settings (see ``JobContext.settings``), plus the secret."""
-    return {"secret": require_secret(), **{k: options[k] for k in _SYNC_KEYS}}
+    """The sync options as keyword settings (see ``JobContext.settings``), plus the secrets."""
+    return {
+        "secret": require_secret(),
+        "previous_secret": previous_secret(),
+        **{k: options[k] for k in _SYNC_KEYS},
+    }
 
 
 # -- health and alerts (daemon, status, sync) -------------------------------------------------

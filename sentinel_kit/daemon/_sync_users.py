@@ -42,6 +42,7 @@ def sync_job_from_settings(
     return SyncJob(
         db=db,
         secret=s["secret"],
+        previous_secret=s.get("previous_secret"),
         torn=torn,
         options=options,
         health_policy=health,

@@ -79,6 +79,8 @@ class SyncJob(Reader):
     Args:
         db: a database URL (see :func:`sentinel_kit.open_store`) or a store.
         secret: the ``ENCRYPTION_KEY`` the ciphertexts were made with.
+        previous_secret: the secret being rotated away from (``ENCRYPTION_KEY_PREVIOUS``):
+            keys not yet re-encrypted decrypt with it.
         torn: how to talk to Torn.
         options: the shape of a run (deadline, time box, shard, chunk sizes).
         health_policy: how long suspended and throttled keys stay parked.
@@ -100,6 +102,7 @@ class SyncJob(Reader):
         *,
         db: str | Store | None = None,
         secret: str,
+        previous_secret: str | None = None,
         torn: TornOptions | None = None,
         options: RunOptions | None = None,
         health_policy: HealthPolicy | None = None,
@@ -114,7 +117,7 @@ class SyncJob(Reader):
             torn or TornOptions(), options or RunOptions(), shortcuts
         )
         self.store = db if isinstance(db, Store) else open_store(db)
-        self._cipher = KeyCipher(secret)
+        self._cipher = KeyCipher(secret, previous=previous_secret)
         self.health_policy = health_policy or HealthPolicy()
         self.job = job
         self.transport = transport

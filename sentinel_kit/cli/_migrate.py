@@ -1,14 +1,31 @@
-"""``sentinel-kit migrate``: create (or upgrade) the tables, or print the SQL."""
+"""``sentinel-kit migrate``: create (or upgrade) the tables, or print the SQL.
+
+After applying the migrations to PostgreSQL, it checks the app's own ``user_keys`` and
+``user_data``, which it never alters unasked: one warning line on stderr per table that
+is open to Supabase's Data API (row-level security off while ``anon`` or
+``authenticated`` hold privileges), with the SQL that locks it; ``--lock-tables`` runs it.
+"""
 
 from __future__ import annotations
 
 import click
 
-from ..stores import Store
+from .._security import SEED_TABLES, TableFacts, lock_script, lock_statements, open_tables
+from ..stores import PostgresStore, Store
 from ..stores._migrations import render_script
 from ._options import db_option, logging_options, with_store
 
 __all__ = ["migrate"]
+
+
+def _warning(table: TableFacts) -> str:
+    roles = " and ".join(table.exposed_to)
+    return (
+        f"warning: table {table.name} is open: row-level security is off and {roles} hold "
+        f"privileges on it, so anyone with the project's anon key can reach it through "
+        "Supabase's Data API; lock it with `sentinel-kit migrate --lock-tables`, or run the "
+        "SQL below (skip this if your app reads it with the anon key: give it RLS policies)"
+    )
 
 
 @click.command()
@@ -20,20 +37,61 @@ __all__ = ["migrate"]
     help="Print the SQL instead of applying it, for the Supabase SQL editor or a "
     "supabase/migrations/ file (PostgreSQL unless --db names a SQLite database).",
 )
+@click.option(
+    "--lock-tables",
+    is_flag=True,
+    help="Also lock the app's user_keys and user_data when they are open to Supabase's Data "
+    "API: enable row-level security (no policy) and revoke anon's and authenticated's "
+    "privileges. Tables sentinel-kit creates are locked already.",
+)
 @logging_options
-def migrate(db: str | None, print_sql: bool) -> None:
-    """Create the tables sentinel-kit needs; safe to run again (applies only what is missing)."""
+def migrate(db: str | None, print_sql: bool, lock_tables: bool) -> None:
+    """Create the tables sentinel-kit needs; safe to run again (applies only what is missing).
+
+    Existing user_keys and user_data tables are never altered without --lock-tables.
+    """
     if print_sql:
         # Printing is for pasting into Supabase's SQL editor or a migrations folder, so it
         # is PostgreSQL unless a SQLite database was named.
-        click.echo(render_script("sqlite" if db and db.startswith("sqlite:") else "postgres"))
+        if db and db.startswith("sqlite:"):
+            click.echo(render_script("sqlite"))
+            return
+        click.echo(render_script("postgres"))
+        click.echo(lock_script(SEED_TABLES) if lock_tables else _LOCK_HINT)
         return
 
-    async def apply(store: Store) -> tuple[str, list[str]]:
-        return store.label, await store.migrate()
+    async def apply(store: Store) -> tuple[str, list[str], list[TableFacts], list[str]]:
+        applied = await store.migrate()
+        if not isinstance(store, PostgresStore):
+            return store.label, applied, [], []
+        facts = await store.security_facts()
+        found = open_tables(facts, SEED_TABLES)
+        locked = await store.lock_tables([t.name for t in found]) if lock_tables else []
+        return store.label, applied, found, locked
 
-    target, applied = with_store(db, apply, create=True)
+    target, applied, found, locked = with_store(db, apply, create=True)
     if applied:
         click.echo(f"applied {len(applied)} migration(s) to {target}: {', '.join(applied)}")
     else:
         click.echo(f"{target} is up to date")
+    for table in found:
+        if table.name in locked:
+            click.echo(
+                f"locked table {table.name}: row-level security enabled, privileges of "
+                f"{' and '.join(table.exposed_to)} revoked"
+            )
+            continue
+        click.echo(_warning(table), err=True)
+        for statement in lock_statements(table.name, roles=sorted(table.grants)):
+            click.echo(f"    {statement}", err=True)
+    if lock_tables and not found:
+        click.echo(
+            "--lock-tables: nothing to lock (user_keys and user_data are not open to the Data API)"
+        )
+
+
+_LOCK_HINT = """-- user_keys and user_data are created locked when this script creates them;
+-- existing ones are left as they are. If yours are open to the Data API (row-level
+-- security off: `sentinel-kit doctor` says so), print this script with --lock-tables
+-- to lock them too.
+"""

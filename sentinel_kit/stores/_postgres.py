@@ -1,31 +1,43 @@
 """The PostgreSQL backend, on psycopg 3 (the ``postgres`` extra).
 
-Also the way to reach a Supabase database directly (its connection string). One connection
-is opened per store, in ``async with``; keys are read with keyset paging on (user_id, id);
-``user_data`` is upserted with one statement per chunk over a JSON array, which
-``jsonb_populate_recordset`` casts to the table's own column types; fenced writes, leases
-and their fencing tokens go through the ``sentinel_*`` SQL functions.
+Also the way to reach a Supabase database directly (its connection string), through
+Supabase's connection pooler too. One connection is opened per store, in ``async with``;
+keys are read with keyset paging on (user_id, id); ``user_data`` and ``user_keys`` are
+written with one statement per chunk over a JSON array, which ``jsonb_populate_recordset``
+casts to the table's own column types (``user_id`` text, varchar, uuid or bigint; times
+timestamp or timestamptz); fenced writes, leases, key rotation and the security report go
+through the ``sentinel_*`` SQL functions.
+
+Nothing depends on the session: no startup options (a pooler refuses or drops them), no
+session settings, and times cross as UTC ISO-8601 text or as timestamptz, so the server's
+TimeZone never shifts a stored time. Behind a transaction pooler (Supavisor or PgBouncer in
+transaction mode, port 6543) psycopg's server-side prepared statements are off: the next
+transaction may run on another server connection, where the statement does not exist.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from .._errors import ConfigError, SchemaMissing, StaleFence, StoreError
-from .._models import UserDataRow
+from .._json import dumps
+from .._key_health import ciphertext_fingerprint
+from .._models import UserDataRow, UserKey
+from .._security import SEED_TABLES, SecurityFacts, lock_statements, open_tables
 from ._migrations import MIGRATIONS_TABLE, migrations
-from ._protocols import DEFAULT_CHUNK_SIZE, Fence
-from ._rows import iso, user_data_row
+from ._protocols import DEFAULT_CHUNK_SIZE, CiphertextChange, Fence
+from ._rows import iso, user_data_row, user_key_row
 from ._sql import SQL_TABLES, Row, Session, SQLStore
 
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["PostgresStore"]
+__all__ = ["POOLER_PARAMETER", "PoolerMode", "PostgresStore", "pooler_mode"]
 
 #: Serialises concurrent `migrate` runs against one database.
 _MIGRATE_LOCK = 0x53454E54  # "SENT"
@@ -37,6 +49,67 @@ SELECT user_id, name, player_id, updated_at
 ON CONFLICT (user_id) DO UPDATE
    SET name = EXCLUDED.name, player_id = EXCLUDED.player_id, updated_at = EXCLUDED.updated_at
 """
+
+
+#: The URL query parameter that says whether a transaction pooler sits in between:
+#: ``transaction`` (prepared statements off) or ``session`` (none, or a session pooler).
+POOLER_PARAMETER = "sentinel_pooler"
+#: Supabase's transaction-mode port, for Supavisor and its dedicated PgBouncer alike
+#: (supabase.com/docs/guides/database/connecting-to-postgres).
+TRANSACTION_POOLER_PORT = 6543
+
+
+@dataclass(frozen=True, slots=True)
+class PoolerMode:
+    """How a ``postgresql://`` URL reaches the server.
+
+    Attributes:
+        url: the URL to hand to libpq (our own query parameter removed).
+        transaction: a transaction pooler is in between: no server-side prepared
+            statements, no session state.
+        reason: why we think so, for ``doctor``.
+        forced: the URL said so with ``?sentinel_pooler=...``.
+    """
+
+    url: str
+    transaction: bool
+    reason: str
+    forced: bool = False
+
+
+def pooler_mode(url: str) -> PoolerMode:
+    """Decide whether ``url`` goes through a transaction pooler.
+
+    Port 6543 is Supabase's transaction-mode pooler (Supavisor, or the dedicated
+    PgBouncer); any other port is a direct connection or a session-mode pooler, where
+    prepared statements work. ``?sentinel_pooler=transaction`` (or ``session``) says so
+    explicitly, e.g. for your own PgBouncer; the parameter is removed before connecting.
+
+    Raises:
+        ConfigError: ``sentinel_pooler`` has another value.
+    """
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    ours = [v for k, v in query if k == POOLER_PARAMETER]
+    clean = parts._replace(query=urlencode([(k, v) for k, v in query if k != POOLER_PARAMETER]))
+    plain = clean.geturl() if ours else url
+    if ours:
+        value = ours[-1].strip().lower()
+        if value not in ("transaction", "session"):
+            raise ConfigError(
+                f"{POOLER_PARAMETER}={ours[-1]!r} in the database URL: write "
+                f"{POOLER_PARAMETER}=transaction (a transaction pooler such as PgBouncer or "
+                f"Supavisor on port 6543) or {POOLER_PARAMETER}=session"
+            )
+        return PoolerMode(plain, value == "transaction", f"{POOLER_PARAMETER}={value}", True)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    port = port or int(dict(query).get("port", "0") or 0) or None
+    if port == TRANSACTION_POOLER_PORT:
+        return PoolerMode(plain, True, f"port {TRANSACTION_POOLER_PORT}")
+    return PoolerMode(plain, False, f"port {port or 5432}")
 
 
 def _import_psycopg() -> Any:
@@ -76,6 +149,9 @@ class _PostgresSession:
 class PostgresStore(SQLStore):
     """A :class:`~sentinel_kit.Store` on PostgreSQL.
 
+    ``postgresql://...:6543/...`` (Supabase's transaction pooler) or a URL with
+    ``?sentinel_pooler=transaction`` connects without server-side prepared statements.
+
     >>> store = PostgresStore("postgresql://user@host/db")
     >>> async with store:                       # doctest: +SKIP
     ...     await store.count_keys()
@@ -84,7 +160,12 @@ class PostgresStore(SQLStore):
         url: a ``postgresql://`` connection URL (a password in it is never logged).
         chunk_size: rows per upsert statement.
         connect_timeout: seconds to wait for the server.
+
+    Raises:
+        ConfigError: the URL's ``sentinel_pooler`` parameter is not understood.
     """
+
+    dialect = "postgres"
 
     def __init__(
         self, url: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE, connect_timeout: float = 10.0
@@ -93,6 +174,7 @@ class PostgresStore(SQLStore):
 
         super().__init__(chunk_size=chunk_size)
         self.url = url
+        self.pooler = pooler_mode(url)
         self.connect_timeout = connect_timeout
         self.label = redact_url(url)
         self._conn: psycopg.AsyncConnection[Any] | None = None
@@ -104,12 +186,11 @@ class PostgresStore(SQLStore):
         psycopg = _import_psycopg()
         try:
             self._conn = await psycopg.AsyncConnection.connect(
-                self.url,
+                self.pooler.url,
                 autocommit=True,
                 connect_timeout=max(1, int(self.connect_timeout)),
-                # Seed columns are `timestamp` (no zone): keep the session in UTC so what we
-                # write and read is UTC whatever the server's default.
-                options="-c TimeZone=UTC",
+                # None: never prepare (psycopg prepares a statement run 5 times by default).
+                prepare_threshold=None if self.pooler.transaction else 5,
             )
         except psycopg.Error as exc:
             raise StoreError(
@@ -191,15 +272,52 @@ class PostgresStore(SQLStore):
     def _key_select(self) -> str:
         return "SELECT id, user_id, api_key, created_at FROM user_keys"
 
-    def _user_id_text(self) -> str:
-        return "user_id::text"
+    async def column_types(self) -> dict[str, dict[str, str]]:
+        """Return ``{table: {column: type}}`` of ``user_keys`` and ``user_data``, from the
+        catalog (no migration needed)."""
+        rows = await self._fetch(
+            "reading column types",
+            "SELECT c.relname::text, a.attname::text, "
+            "pg_catalog.format_type(a.atttypid, a.atttypmod) "
+            "FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
+            "WHERE c.oid = ANY(ARRAY[to_regclass('user_keys'), to_regclass('user_data')]) "
+            "AND a.attnum > 0 AND NOT a.attisdropped ORDER BY c.relname, a.attnum",
+        )
+        found: dict[str, dict[str, str]] = {}
+        for table, column, kind in rows:
+            found.setdefault(table, {})[column] = kind
+        return found
+
+    async def security_facts(self) -> SecurityFacts:
+        """Who can reach our tables and functions (``sentinel_security_report()``).
+
+        Raises:
+            SchemaMissing: migration 007 is not applied.
+        """
+        rows = await self._fetch("reading the security report", "SELECT sentinel_security_report()")
+        return SecurityFacts.from_json(rows[0][0])
+
+    async def lock_tables(self, tables: Sequence[str] = SEED_TABLES) -> list[str]:
+        """Lock those of ``tables`` that are open to Supabase's Data API (row-level
+        security on, no privileges for ``anon``/``authenticated``); return their names."""
+        facts = await self.security_facts()
+        targets = open_tables(facts, tables)
+        async with self._use("locking tables", transaction=True) as session:
+            for table in targets:
+                for statement in lock_statements(
+                    table.name, schema=facts.schema, roles=facts.api_roles
+                ):
+                    await session.execute(statement)
+        return [t.name for t in targets]
 
     # -- writes ------------------------------------------------------------------------------
 
     async def _upsert_chunk(
         self, session: Session, rows: Sequence[UserDataRow], fence: Fence | None
     ) -> None:
-        payload = json.dumps([{**user_data_row(r), "updated_at": iso(r.updated_at)} for r in rows])
+        payload = dumps(
+            [{**user_data_row(r), "updated_at": iso(r.updated_at)} for r in rows], indent=None
+        )
         if fence is None:
             await session.execute(_UPSERT, [payload])
         else:
@@ -229,6 +347,47 @@ class PostgresStore(SQLStore):
             [job, "healthy" if healthy else "unhealthy", as_of],
         )
         return bool(rows and rows[0][0])
+
+    async def _insert_keys(
+        self, session: Session, keys: Sequence[UserKey], *, with_ids: bool
+    ) -> list[str]:
+        # One statement over a JSON array: the ids and times are cast to the table's own
+        # types, and `created_at` crosses as UTC text, whatever the session's TimeZone.
+        columns = "id, user_id, api_key, created_at" if with_ids else "user_id, api_key, created_at"
+        stamp = datetime.now(UTC)
+        payload = dumps(
+            [{**user_key_row(k), "created_at": iso(k.created_at or stamp)} for k in keys],
+            indent=None,
+        )
+        rows = await session.fetch(
+            f"INSERT INTO user_keys ({columns}) SELECT {columns} "  # noqa: S608 (fixed names)
+            "FROM jsonb_populate_recordset(NULL::user_keys, ?::jsonb) RETURNING id::text",
+            [payload],
+        )
+        return [str(r[0]) for r in rows]
+
+    async def replace_ciphertexts(self, changes: Sequence[CiphertextChange]) -> int:
+        """Swap re-encrypted ciphertexts in, in one statement (``sentinel_replace_ciphertexts``,
+        compare-and-swap, key health carried over); return how many were replaced."""
+        if not changes:
+            return 0
+        payload = dumps(
+            [
+                {
+                    "key_id": c.key_id,
+                    "old": c.old,
+                    "new": c.new,
+                    "old_fp": ciphertext_fingerprint(c.old),
+                    "new_fp": ciphertext_fingerprint(c.new),
+                }
+                for c in changes
+            ],
+            indent=None,
+        )
+        rows = await self._fetch(
+            "replacing ciphertexts", "SELECT sentinel_replace_ciphertexts(?::jsonb)", [payload]
+        )
+        return int(rows[0][0])
 
     # -- leases ------------------------------------------------------------------------------
 

@@ -9,12 +9,13 @@ jobs; ``status``, ``/healthz`` and alerts read the run history and the job state
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol, Self, runtime_checkable
 
 from .._key_health import KeyHealth
 from .._models import JobState, LeaseInfo, RunRecord, StoredUser, UserDataRow, UserKey
+from .._security import SecurityFacts
 
 if TYPE_CHECKING:
     from ..sync._report import SyncReport
@@ -22,7 +23,9 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_PAGE_SIZE",
+    "CiphertextChange",
     "Fence",
+    "InspectableStore",
     "JobStateStore",
     "KeyHealthStore",
     "KeyStore",
@@ -47,6 +50,16 @@ class Fence:
     token: int
 
 
+@dataclass(frozen=True, slots=True)
+class CiphertextChange:
+    """A key re-encrypted under a new secret (``keys rotate``): store ``new`` in place of
+    ``old``, but only while the key still holds ``old``."""
+
+    key_id: str
+    old: str = field(repr=False)
+    new: str = field(repr=False)
+
+
 @runtime_checkable
 class KeyStore(Protocol):
     """``user_keys``: the app's encrypted keys, and when each user was last attempted."""
@@ -60,12 +73,25 @@ class KeyStore(Protocol):
         ordered by (user_id, id)."""
         ...
 
-    async def add_key(self, key: UserKey) -> None:
-        """Insert one ``user_keys`` row (the ciphertext is stored as given)."""
+    async def add_key(self, key: UserKey) -> str:
+        """Insert one ``user_keys`` row (the ciphertext is stored as given); return its id.
+
+        When ``user_keys.id`` is an integer column and ``key.id`` is not a number, the
+        column's default generates the id.
+        """
         ...
 
     async def add_keys(self, keys: Sequence[UserKey]) -> int:
         """Insert many ``user_keys`` rows in chunks; return how many."""
+        ...
+
+    async def replace_ciphertexts(self, changes: Sequence[CiphertextChange]) -> int:
+        """Swap re-encrypted ciphertexts in, in one transaction; return how many.
+
+        A key is replaced only while it still holds ``change.old`` (an app that re-saved
+        the key meanwhile keeps its value), and a parked key's health row moves to the new
+        ciphertext's fingerprint in the same transaction, so it stays parked.
+        """
         ...
 
 
@@ -213,6 +239,25 @@ class Store(KeyStore, UserDataStore, RunStore, KeyHealthStore, JobStateStore, Pr
 
     async def migrate(self) -> list[str]:
         """Apply the packaged migrations that are missing; return the names applied."""
+        ...
+
+
+@runtime_checkable
+class InspectableStore(Protocol):
+    """What ``sentinel-kit doctor`` and ``migrate`` read about a database."""
+
+    async def applied_migrations(self) -> list[str]:
+        """Return the names in ``sentinel_migrations`` (SchemaMissing when it is absent)."""
+        ...
+
+    async def column_types(self) -> dict[str, dict[str, str]]:
+        """Return ``{table: {column: declared type}}`` of ``user_keys`` and ``user_data``
+        (a missing table is absent)."""
+        ...
+
+    async def security_facts(self) -> SecurityFacts | None:
+        """Return who can reach our tables and functions; None where there are no roles
+        (SQLite)."""
         ...
 
 

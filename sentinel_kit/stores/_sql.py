@@ -20,9 +20,17 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from .._errors import StaleFence, StoreError
-from .._key_health import KeyHealth
+from .._key_health import KeyHealth, ciphertext_fingerprint
 from .._models import JobState, LeaseInfo, RunRecord, StoredUser, UserDataRow, UserKey
-from ._protocols import DEFAULT_CHUNK_SIZE, DEFAULT_PAGE_SIZE, Fence, abandon_note, dedupe_rows
+from .._security import SecurityFacts, integer_column
+from ._protocols import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_PAGE_SIZE,
+    CiphertextChange,
+    Fence,
+    abandon_note,
+    dedupe_rows,
+)
 from ._rows import (
     HEALTH_COLUMNS,
     JOB_COLUMNS,
@@ -78,18 +86,21 @@ class SQLStore:
     """A :class:`~sentinel_kit.Store` on a SQL database; see the module docstring.
 
     Subclasses implement :meth:`_open`, :meth:`_close`, :meth:`_session`,
-    :meth:`_driver_errors`, :meth:`check_schema`, :meth:`migrate`, the lease operations
-    and :meth:`_upsert_chunk`.
+    :meth:`_driver_errors`, :meth:`check_schema`, :meth:`migrate`, :meth:`column_types`,
+    the lease operations, :meth:`_upsert_chunk` and :meth:`_insert_keys`.
     """
 
     label: str
     chunk_size: int
+    #: The dialect's name for the column-type rules of :mod:`sentinel_kit._security`.
+    dialect: str
 
     def __init__(self, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
         self.chunk_size = chunk_size
         self.write_calls = 0
         self._lock: asyncio.Lock | None = None
         self._open_flag = False
+        self._integer_ids: bool | None = None
 
     # -- dialect hooks ----------------------------------------------------------------------
 
@@ -119,10 +130,22 @@ class SQLStore:
         """Write one chunk of ``user_data`` rows (fenced: refused when the fence is stale)."""
         raise NotImplementedError
 
+    async def _insert_keys(
+        self, session: Session, keys: Sequence[UserKey], *, with_ids: bool
+    ) -> list[str]:
+        """Insert ``user_keys`` rows, with their ids or letting the column's default make
+        them; return the stored ids."""
+        raise NotImplementedError
+
+    async def column_types(self) -> dict[str, dict[str, str]]:
+        """Return ``{table: {column: declared type}}`` of ``user_keys`` and ``user_data``."""
+        raise NotImplementedError
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
         self._lock = asyncio.Lock()
+        self._integer_ids = None
         await self._open()
         self.write_calls = 0
         return self
@@ -183,24 +206,76 @@ class SQLStore:
         """The key columns, in :data:`KEY_COLUMNS` order, with native sort columns."""
         return f"SELECT {_columns(KEY_COLUMNS)} FROM user_keys"  # noqa: S608 (fixed names)
 
-    async def add_key(self, key: UserKey) -> None:
-        """Insert one ``user_keys`` row."""
-        await self.add_keys([key])
+    async def add_key(self, key: UserKey) -> str:
+        """Insert one ``user_keys`` row; return its id (made by the database when
+        ``user_keys.id`` is an integer column and ``key.id`` is not a number)."""
+        generate = await self._generates_id(key)
+        async with self._use("adding a key", transaction=True) as session:
+            ids = await self._insert_keys(session, [key], with_ids=not generate)
+        return ids[0] if ids else key.id
 
     async def add_keys(self, keys: Sequence[UserKey]) -> int:
         """Insert many ``user_keys`` rows, one transaction per chunk."""
-        sql = f"INSERT INTO user_keys ({_columns(KEY_COLUMNS)}) VALUES ({_marks(4)})"  # noqa: S608
         for start in range(0, len(keys), self.chunk_size):
             chunk = keys[start : start + self.chunk_size]
+            generated = [k for k in chunk if await self._generates_id(k)]
+            given = [k for k in chunk if k not in generated]
             async with self._use("adding keys", transaction=True) as session:
-                await session.executemany(sql, [self._key_values(k) for k in chunk])
+                for part, with_ids in ((given, True), (generated, False)):
+                    if part:
+                        await self._insert_keys(session, part, with_ids=with_ids)
         return len(keys)
+
+    async def _generates_id(self, key: UserKey) -> bool:
+        """True when the database makes this key's id: an integer ``user_keys.id`` (an
+        app's ``bigint`` identity) and an id that is not a number, such as a new UUID."""
+        if self._integer_ids is None:
+            types = (await self.column_types()).get("user_keys", {})
+            self._integer_ids = integer_column(types.get("id"), dialect=self.dialect)
+        return self._integer_ids and not key.id.strip().lstrip("-").isdigit()
 
     def _key_values(self, key: UserKey) -> list[Any]:
         values = user_key_row(key)
         if values["created_at"] is None:
             values["created_at"] = datetime.now(UTC)
         return self._values(values, KEY_COLUMNS)
+
+    async def replace_ciphertexts(self, changes: Sequence[CiphertextChange]) -> int:
+        """Swap re-encrypted ciphertexts in, compare-and-swap, in one transaction; a parked
+        key's health row follows its new fingerprint. Return how many were replaced."""
+        replaced = 0
+        async with self._use("replacing ciphertexts", transaction=True) as session:
+            for change in changes:
+                swapped = await session.execute(
+                    "UPDATE user_keys SET api_key = ? WHERE id = ? AND api_key = ?",
+                    [change.new, change.key_id, change.old],
+                )
+                if not swapped:
+                    continue  # re-saved by the app meanwhile: its value stays
+                replaced += 1
+                await session.execute(
+                    "UPDATE sentinel_key_health SET fingerprint = ? "
+                    "WHERE key_id = ? AND fingerprint = ?",
+                    [
+                        ciphertext_fingerprint(change.new),
+                        change.key_id,
+                        ciphertext_fingerprint(change.old),
+                    ],
+                )
+        return replaced
+
+    # -- inspection (doctor, migrate) --------------------------------------------------------
+
+    async def applied_migrations(self) -> list[str]:
+        """Return the names in ``sentinel_migrations``, in order."""
+        rows = await self._fetch(
+            "reading sentinel_migrations", "SELECT name FROM sentinel_migrations ORDER BY name"
+        )
+        return [str(r[0]) for r in rows]
+
+    async def security_facts(self) -> SecurityFacts | None:
+        """Who can reach our tables and functions; None where there are no roles."""
+        return None
 
     # -- user data ---------------------------------------------------------------------------
 
@@ -225,18 +300,16 @@ class SQLStore:
             part = ids[start : start + 900]
             rows = await self._fetch(
                 "reading user_data",
+                # The ids compare in the column's own type (text, uuid, bigint), so the
+                # primary key's index serves the lookup.
                 f"SELECT {_columns(USER_COLUMNS)} FROM user_data "  # noqa: S608 (placeholders only)
-                f"WHERE {self._user_id_text()} IN ({_marks(len(part))})",
+                f"WHERE user_id IN ({_marks(len(part))})",
                 part,
             )
             for r in rows:
                 user = stored_user(dict(zip(USER_COLUMNS, r, strict=True)))
                 found[user.user_id] = user
         return found
-
-    def _user_id_text(self) -> str:
-        """``user_data.user_id`` as text, for comparisons with our string ids."""
-        return "user_id"
 
     async def list_user_data(self, *, limit: int = 100) -> list[StoredUser]:
         """Return up to ``limit`` rows of ``user_data`` ordered by user_id."""

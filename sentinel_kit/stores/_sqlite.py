@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .._errors import SchemaMissing, StoreError
-from .._models import UserDataRow
+from .._models import UserDataRow, UserKey
 from ._migrations import MIGRATIONS_TABLE, migrations, statements
 from ._protocols import DEFAULT_CHUNK_SIZE, Fence
 from ._sql import SQL_TABLES, Row, Session, SQLStore
@@ -65,6 +65,8 @@ class SQLiteStore(SQLStore):
             commands refuse a missing file so a typo does not sync into an empty database.
         chunk_size: rows per upsert statement.
     """
+
+    dialect = "sqlite"
 
     def __init__(
         self, path: str | Path, *, create: bool = False, chunk_size: int = DEFAULT_CHUNK_SIZE
@@ -190,7 +192,39 @@ class SQLiteStore(SQLStore):
             applied.append(name)
         return applied
 
+    async def column_types(self) -> dict[str, dict[str, str]]:
+        """Return ``{table: {column: declared type}}`` of ``user_keys`` and ``user_data``."""
+        found: dict[str, dict[str, str]] = {}
+        for table in ("user_keys", "user_data"):
+            rows = await self._fetch(
+                "reading column types",
+                "SELECT name, type FROM pragma_table_info(?) ORDER BY cid",
+                [table],
+            )
+            if rows:
+                found[table] = {str(name): str(kind) for name, kind in rows}
+        return found
+
     # -- writes ------------------------------------------------------------------------------
+
+    async def _insert_keys(
+        self, session: Session, keys: Sequence[UserKey], *, with_ids: bool
+    ) -> list[str]:
+        if with_ids:
+            await session.executemany(
+                "INSERT INTO user_keys (id, user_id, api_key, created_at) VALUES (?, ?, ?, ?)",
+                [self._key_values(k) for k in keys],
+            )
+            return [k.id for k in keys]
+        ids: list[str] = []
+        for key in keys:  # an INTEGER PRIMARY KEY: SQLite assigns the id
+            rows = await session.fetch(
+                "INSERT INTO user_keys (user_id, api_key, created_at) VALUES (?, ?, ?) "
+                "RETURNING id",
+                self._key_values(key)[1:],
+            )
+            ids.append(str(rows[0][0]))
+        return ids
 
     async def _upsert_chunk(
         self, session: Session, rows: Sequence[UserDataRow], fence: Fence | None

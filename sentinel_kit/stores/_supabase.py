@@ -31,9 +31,17 @@ from tenacity import (
 )
 
 from .._errors import ConfigError, SchemaMissing, StaleFence, StoreError
-from .._key_health import KeyHealth
+from .._key_health import KeyHealth, ciphertext_fingerprint
 from .._models import JobState, LeaseInfo, RunRecord, StoredUser, UserDataRow, UserKey
-from ._protocols import DEFAULT_CHUNK_SIZE, DEFAULT_PAGE_SIZE, Fence, abandon_note, dedupe_rows
+from .._security import SecurityFacts, integer_column
+from ._protocols import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_PAGE_SIZE,
+    CiphertextChange,
+    Fence,
+    abandon_note,
+    dedupe_rows,
+)
 from ._rows import (
     HEALTH_COLUMNS,
     JOB_COLUMNS,
@@ -111,6 +119,7 @@ class SupabaseStore:
         self.write_calls = 0
         self._http: httpx.AsyncClient | None = None
         self._client: Any = None
+        self._integer_id_column: bool | None = None
 
     def __repr__(self) -> str:
         return f"SupabaseStore({self.url!r}, service_key=***)"
@@ -137,6 +146,7 @@ class SupabaseStore:
             await self._http.aclose()
             raise ConfigError(f"cannot use Supabase at {self.url}: {exc}") from None
         self.write_calls = 0
+        self._integer_id_column = None
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -336,16 +346,11 @@ class SupabaseStore:
         )
         return [stored_user(r) for r in response.data or []]
 
-    async def add_key(self, key: UserKey) -> None:
-        """Insert one ``user_keys`` row (a missing ``created_at`` takes the default)."""
-        row = _key_json(key)
-        await self._call(
-            "adding a key",
-            lambda: (
-                self.client.table("user_keys").insert(row, returning=ReturnMethod.minimal).execute()
-            ),
-            retry=False,
-        )
+    async def add_key(self, key: UserKey) -> str:
+        """Insert one ``user_keys`` row (a missing ``created_at`` takes the default); return
+        its id (made by the database for an integer ``id`` column and a non-numeric id)."""
+        rows = await self._insert_keys("adding a key", [_key_json(key)], returning=True)
+        return str(rows[0]["id"]) if rows else key.id
 
     async def add_keys(self, keys: Sequence[UserKey]) -> int:
         """Insert many ``user_keys`` rows, one request per chunk."""
@@ -355,8 +360,90 @@ class SupabaseStore:
                 {**_key_json(k), "created_at": k.created_at}
                 for k in keys[start : start + self.chunk_size]
             ]
-            await self._call("adding keys", partial(self._insert, "user_keys", rows), retry=False)
+            await self._insert_keys("adding keys", rows)
         return len(keys)
+
+    async def _insert_keys(
+        self, doing: str, rows: list[dict[str, Any]], *, returning: bool = False
+    ) -> list[dict[str, Any]]:
+        """Insert key rows; when ``user_keys.id`` turns out to be an integer column (the
+        app's ``bigint`` identity refused a UUID), insert them again without the ids that
+        are not numbers, so the column's default makes them. Not retried: an insert is not
+        idempotent."""
+        method = ReturnMethod.representation if returning else ReturnMethod.minimal
+
+        async def insert(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            table = self.client.table("user_keys")
+            response = await table.insert(batch, returning=method).execute()
+            return list(response.data or [])
+
+        with self._errors(doing):
+            try:
+                return await insert(rows)
+            except APIError as exc:
+                # 22P02: invalid text representation, e.g. a UUID for a bigint column.
+                if exc.code != "22P02" or not await self._integer_ids():
+                    raise
+            numbered = [r for r in rows if str(r["id"]).strip().lstrip("-").isdigit()]
+            others = [{k: v for k, v in r.items() if k != "id"} for r in rows if r not in numbered]
+            return [*(await insert(numbered) if numbered else []), *await insert(others)]
+
+    async def _integer_ids(self) -> bool:
+        """True when ``user_keys.id`` is an integer column (asked once per connection)."""
+        if self._integer_id_column is None:
+            types = (await self.column_types()).get("user_keys", {})
+            self._integer_id_column = integer_column(types.get("id"))
+        return self._integer_id_column
+
+    async def replace_ciphertexts(self, changes: Sequence[CiphertextChange]) -> int:
+        """Swap re-encrypted ciphertexts in through ``sentinel_replace_ciphertexts``
+        (compare-and-swap, key health carried over, one transaction); return how many."""
+        if not changes:
+            return 0
+        payload = [
+            {
+                "key_id": c.key_id,
+                "old": c.old,
+                "new": c.new,
+                "old_fp": ciphertext_fingerprint(c.old),
+                "new_fp": ciphertext_fingerprint(c.new),
+            }
+            for c in changes
+        ]
+        # Retried on transient failures: a replayed swap finds the new value and does nothing.
+        replaced = await self._rpc(
+            "sentinel_replace_ciphertexts", {"p_changes": payload}, retry=True
+        )
+        return int(replaced or 0)
+
+    # -- inspection (doctor) -----------------------------------------------------------------
+
+    async def applied_migrations(self) -> list[str]:
+        """Return the names in ``sentinel_migrations``, in order."""
+        response = await self._call(
+            "reading sentinel_migrations",
+            lambda: self.client.table("sentinel_migrations").select("name").order("name").execute(),
+            retry=True,
+        )
+        return [str(r["name"]) for r in response.data or []]
+
+    async def security_facts(self) -> SecurityFacts:
+        """Who can reach our tables and functions (``sentinel_security_report()``).
+
+        Raises:
+            SchemaMissing: migration 007 is not applied.
+        """
+        report = await self._rpc("sentinel_security_report", {}, retry=True)
+        try:
+            return SecurityFacts.from_json(report)
+        except ValueError as exc:
+            raise StoreError(f"Supabase sent an unreadable security report: {exc}") from None
+
+    async def column_types(self) -> dict[str, dict[str, str]]:
+        """Return ``{table: {column: type}}`` of ``user_keys`` and ``user_data`` (from the
+        security report: the Data API shows no catalog)."""
+        types = (await self.security_facts()).column_types()
+        return {t: types[t] for t in ("user_keys", "user_data") if t in types}
 
     def _insert(self, table: str, rows: list[dict[str, Any]]) -> Any:
         return self.client.table(table).insert(rows, returning=ReturnMethod.minimal).execute()

@@ -13,6 +13,7 @@ from sentinel_kit import KeyCipher
 from sentinel_kit.testing import FakeTorn, profile_for
 
 from ..conftest import SECRET, make_key, run_cli
+from .pg_helpers import apply_supabase_roles, as_role
 
 API_ROLES = ("anon", "authenticated")
 
@@ -22,32 +23,26 @@ def supabase_like(pg_url: str) -> str:
     """A database with Supabase's API roles and default privileges, then migrated by the CLI.
 
     On Supabase, `anon` and `authenticated` get USAGE on `public` and, by default, every
-    privilege on each new table and function there; `service_role` bypasses RLS.
+    privilege on each new table and function there; `service_role` bypasses RLS
+    (tests/data/supabase_roles.sql).
     """
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        for role, extra in (("anon", ""), ("authenticated", ""), ("service_role", " BYPASSRLS")):
-            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
-            if not exists:
-                conn.execute(f"CREATE ROLE {role} NOLOGIN{extra}")
-        conn.execute("GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role")
-        for kind in ("TABLES", "FUNCTIONS", "SEQUENCES"):
-            conn.execute(
-                f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON {kind} "
-                "TO anon, authenticated, service_role"
-            )
+    apply_supabase_roles(pg_url)
     for _ in range(2):  # twice in a row: the second run must succeed and change nothing
         result = run_cli(["migrate", "--db", pg_url])
         assert result.returncode == 0, result.stderr
     assert "up to date" in result.stdout
+    assert "warning" not in result.stderr  # the tables migrate created are locked
     return pg_url
 
 
-def sentinel_objects(conn: psycopg.Connection) -> tuple[list[str], list[str]]:
+def our_objects(conn: psycopg.Connection) -> tuple[list[str], list[str]]:
+    """Every table and function migrate created: the seed tables and every sentinel_ one."""
     tables = [
         r[0]
         for r in conn.execute(
-            "SELECT relname FROM pg_class WHERE relkind = 'r' AND relname LIKE 'sentinel\\_%' "
-            "AND relnamespace = 'public'::regnamespace ORDER BY 1"
+            "SELECT relname FROM pg_class WHERE relkind = 'r' AND relnamespace = "
+            "'public'::regnamespace AND (relname LIKE 'sentinel\\_%' OR relname IN "
+            "('user_keys', 'user_data')) ORDER BY 1"
         )
     ]
     functions = [
@@ -60,27 +55,26 @@ def sentinel_objects(conn: psycopg.Connection) -> tuple[list[str], list[str]]:
     return tables, functions
 
 
-def test_api_roles_reach_no_sentinel_table_or_function(supabase_like: str) -> None:
-    """anon and authenticated can neither read any sentinel_ table nor run any sentinel_
-    function; RLS is on with no policy; the service role keeps access."""
+def test_api_roles_reach_no_table_or_function_migrate_created(supabase_like: str) -> None:
+    """anon and authenticated can neither read nor write any table migrate created (the seed
+    tables included) nor run any sentinel_ function; RLS is on with no policy; the service
+    role keeps access."""
     with psycopg.connect(supabase_like, autocommit=True) as conn:
-        tables, functions = sentinel_objects(conn)
-        assert set(tables) == {
-            "sentinel_migrations",
-            "sentinel_runs",
-            "sentinel_key_health",
-            "sentinel_leases",
-            "sentinel_jobs",
-        }
-        assert len(functions) == 6
+        tables, functions = our_objects(conn)
+        assert {"user_keys", "user_data", "sentinel_migrations", "sentinel_runs"} <= set(tables)
+        assert {"sentinel_key_health", "sentinel_leases", "sentinel_jobs"} <= set(tables)
+        assert "sentinel_upsert_user_data(text,bigint,jsonb)" in functions
+        assert "sentinel_security_report()" in functions
+        assert "sentinel_replace_ciphertexts(jsonb)" in functions
         conn.execute("INSERT INTO sentinel_leases (name, holder, fence) VALUES ('x', 'h', 1)")
+        conn.execute("INSERT INTO user_keys (user_id, api_key) VALUES ('u', 'ciphertext')")
         for table in tables:
             rls = conn.execute(
                 "SELECT relrowsecurity FROM pg_class WHERE relname = %s", (table,)
             ).fetchone()
             assert rls == (True,), table
         assert conn.execute(
-            "SELECT count(*) FROM pg_policies WHERE tablename LIKE 'sentinel\\_%'"
+            "SELECT count(*) FROM pg_policies WHERE schemaname = 'public'"
         ).fetchone() == (0,)
 
         for role in API_ROLES:
@@ -96,23 +90,35 @@ def test_api_roles_reach_no_sentinel_table_or_function(supabase_like: str) -> No
                 ).fetchone()
                 assert allowed == (False,), (role, function)
 
-            # And for real, as that role.
-            conn.execute(f"SET ROLE {role}")
-            for table in tables:
+            # And for real, as that role (what PostgREST does for the anon key).
+            with as_role(conn, role):
+                for table in tables:
+                    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                        conn.execute(f"SELECT * FROM {table}")  # noqa: S608 (names from pg_class)
                 with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                    conn.execute(f"SELECT * FROM {table}")  # noqa: S608 (names from pg_class)
-            with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                conn.execute("SELECT sentinel_claim_lease('x', 'attacker', 60)")
-            with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                conn.execute("SELECT sentinel_upsert_user_data('x', 1, '[]'::jsonb)")
-            with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                conn.execute("SELECT sentinel_set_alert_state('sync-users', 'healthy', now())")
-            conn.execute("RESET ROLE")
+                    conn.execute("INSERT INTO user_data (user_id) VALUES ('attacker')")
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    conn.execute("SELECT sentinel_claim_lease('x', 'attacker', 60)")
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    conn.execute("SELECT sentinel_upsert_user_data('x', 1, '[]'::jsonb)")
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    conn.execute("SELECT sentinel_set_alert_state('sync-users', 'healthy', now())")
 
-        conn.execute("SET ROLE service_role")
-        assert conn.execute("SELECT count(*) FROM sentinel_leases").fetchone() == (1,)
-        assert conn.execute("SELECT sentinel_claim_lease('y', 'svc', 60)").fetchone() == (1,)
-        conn.execute("RESET ROLE")
+        with as_role(conn, "service_role"):
+            assert conn.execute("SELECT count(*) FROM sentinel_leases").fetchone() == (1,)
+            assert conn.execute("SELECT count(*) FROM user_keys").fetchone() == (1,)
+            assert conn.execute("SELECT sentinel_claim_lease('y', 'svc', 60)").fetchone() == (1,)
+
+
+def test_default_privileges_alone_would_open_a_new_table(supabase_like: str) -> None:
+    """Negative control for the test above: a table created without our locking is readable
+    by anon under the emulated Supabase default privileges."""
+    with psycopg.connect(supabase_like, autocommit=True) as conn:
+        conn.execute("CREATE TABLE app_notes (id int PRIMARY KEY, api_key text)")
+        conn.execute("INSERT INTO app_notes VALUES (1, 'secret ciphertext')")
+        with as_role(conn, "anon"):
+            rows = conn.execute("SELECT api_key FROM app_notes").fetchall()
+    assert rows == [("secret ciphertext",)]
 
 
 def test_existing_seed_tables_are_left_alone(pg_url: str) -> None:

@@ -31,7 +31,7 @@ from .._models import UserDataRow, UserKey
 from .._security import SEED_TABLES, SecurityFacts, lock_statements, open_tables
 from ._migrations import MIGRATIONS_TABLE, migrations
 from ._protocols import DEFAULT_CHUNK_SIZE, CiphertextChange, Fence
-from ._rows import iso, user_data_row, user_key_row
+from ._rows import KEY_COLUMNS, iso, user_data_row, user_key_row
 from ._sql import SQL_TABLES, Row, Session, SQLStore
 
 if TYPE_CHECKING:
@@ -353,12 +353,12 @@ class PostgresStore(SQLStore):
     ) -> list[str]:
         # One statement over a JSON array: the ids and times are cast to the table's own
         # types, and `created_at` crosses as UTC text, whatever the session's TimeZone.
-        columns = "id, user_id, api_key, created_at" if with_ids else "user_id, api_key, created_at"
+        names = list(KEY_COLUMNS) if with_ids else [c for c in KEY_COLUMNS if c != "id"]
+        columns = ", ".join(names)
         stamp = datetime.now(UTC)
-        payload = dumps(
-            [{**user_key_row(k), "created_at": iso(k.created_at or stamp)} for k in keys],
-            indent=None,
-        )
+        rows_json = [{**user_key_row(k), "created_at": iso(k.created_at or stamp)} for k in keys]
+        # Only the columns inserted: jsonb_populate_recordset casts every key it is given.
+        payload = dumps([{c: r[c] for c in names} for r in rows_json], indent=None)
         rows = await session.fetch(
             f"INSERT INTO user_keys ({columns}) SELECT {columns} "  # noqa: S608 (fixed names)
             "FROM jsonb_populate_recordset(NULL::user_keys, ?::jsonb) RETURNING id::text",

@@ -58,3 +58,22 @@ def seed_keys(url: str, rows: list[tuple[object, object, str]]) -> None:
     ):
         for row in rows:
             copy.write_row(row)
+
+
+@contextmanager
+def own_database(admin: str, *, settings: dict[str, str] | None = None) -> Iterator[str]:
+    """A throw-away database of this test alone (``ALTER DATABASE ... SET`` ``settings``),
+    dropped afterwards; yields its URL."""
+    import uuid
+    from urllib.parse import urlsplit, urlunsplit
+
+    name = f"sentinel_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+        for key, value in (settings or {}).items():
+            conn.execute(f"ALTER DATABASE \"{name}\" SET {key} = '{value}'")
+    try:
+        yield urlunsplit(urlsplit(admin)._replace(path=f"/{name}"))
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

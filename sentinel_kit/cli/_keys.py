@@ -1,4 +1,4 @@
-"""``sentinel-kit keys add|list|health``: the encrypted keys in ``user_keys``."""
+"""``sentinel-kit keys add|list|health|rotate``: the encrypted keys in ``user_keys``."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ from typing import Any
 
 import click
 
-from .._config import require_secret
+from .._config import key_cipher
 from .._crypto import KeyCipher
 from .._errors import ConfigError, DecryptError
 from .._key_health import KeyHealth
 from .._models import UserKey, key_fingerprint
+from ..ops._rotation import DEFAULT_BATCH_SIZE, RotationReport, rotate_keys
 from ..stores import Store
 from ._options import db_option, json_option, logging_options, with_store
 from ._output import echo_json, table
@@ -57,7 +58,7 @@ def keys_add(db: str | None, user_id: str, api_key: str, as_json: bool) -> None:
     plaintext = _read_api_key(api_key)
     if not user_id.strip():
         raise ConfigError("--user-id is empty")
-    cipher = KeyCipher(require_secret())
+    cipher = key_cipher()
     row = UserKey(
         id=str(uuid.uuid4()),
         user_id=user_id.strip(),
@@ -65,22 +66,23 @@ def keys_add(db: str | None, user_id: str, api_key: str, as_json: bool) -> None:
         created_at=datetime.now(UTC).isoformat(),
     )
 
-    async def add(store: Store) -> None:
-        await store.add_key(row)
+    async def add(store: Store) -> str:
+        return await store.add_key(row)
 
-    with_store(db, add)
+    # An app whose user_keys.id is a bigint identity makes the id itself.
+    key_id = with_store(db, add)
     fingerprint = key_fingerprint(plaintext)
     if as_json:
         echo_json(
             {
-                "key_id": row.id,
+                "key_id": key_id,
                 "user_id": row.user_id,
                 "created_at": row.created_at,
                 "fingerprint": fingerprint,
             }
         )
     else:
-        click.echo(f"added key {row.id} for user {row.user_id} (fingerprint {fingerprint})")
+        click.echo(f"added key {key_id} for user {row.user_id} (fingerprint {fingerprint})")
 
 
 @keys.command("list")
@@ -88,9 +90,12 @@ def keys_add(db: str | None, user_id: str, api_key: str, as_json: bool) -> None:
 @json_option
 @logging_options
 def keys_list(db: str | None, as_json: bool) -> None:
-    """List stored keys (never their plaintext); with ENCRYPTION_KEY set, check each decrypts."""
+    """List stored keys (never their plaintext); with ENCRYPTION_KEY set, check each decrypts.
+
+    Keys that only ENCRYPTION_KEY_PREVIOUS decrypts say so: `keys rotate` re-encrypts them.
+    """
     try:
-        cipher: KeyCipher | None = KeyCipher(require_secret())
+        cipher: KeyCipher | None = key_cipher()
     except (ConfigError, DecryptError):
         cipher = None
 
@@ -113,8 +118,8 @@ def _key_row(key: UserKey, cipher: KeyCipher | None) -> dict[str, Any]:
     status = "unchecked (no ENCRYPTION_KEY)"
     if cipher is not None:
         try:
-            cipher.decrypt(key.api_key)
-            status = "yes"
+            _, index = cipher.open(key.api_key)
+            status = "yes (ENCRYPTION_KEY_PREVIOUS)" if index else "yes"
         except DecryptError:
             status = "no: decrypt_error"
     return {
@@ -179,3 +184,38 @@ def keys_health(db: str | None, reset_key: str | None, as_json: bool) -> None:
             ],
         )
     )
+
+
+@keys.command("rotate")
+@db_option
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 10_000),
+    default=DEFAULT_BATCH_SIZE,
+    show_default=True,
+    help="Keys per transaction.",
+)
+@json_option
+@logging_options
+def keys_rotate(db: str | None, batch_size: int, as_json: bool) -> None:
+    """Re-encrypt every key made with ENCRYPTION_KEY_PREVIOUS under ENCRYPTION_KEY.
+
+    Each key is swapped only while it still holds the ciphertext read (a key the app
+    re-saved meanwhile keeps the app's value), parked keys stay parked, and every key is
+    readable by one of the two secrets at every moment. Safe to run again: an interrupted
+    rotation finishes where it stopped. Exit 1 when keys are left that ENCRYPTION_KEY does
+    not decrypt.
+    """
+    cipher = key_cipher()
+
+    async def rotate(store: Store) -> RotationReport:
+        await store.check_schema()
+        return await rotate_keys(store, cipher, batch_size=batch_size)
+
+    report = with_store(db, rotate)
+    if as_json:
+        echo_json(report.to_dict())
+    else:
+        click.echo(report.summary())
+    if not report.complete:
+        raise click.exceptions.Exit(1)

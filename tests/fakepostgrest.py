@@ -308,7 +308,7 @@ class FakePostgREST:
                 f"Could not find the function public.{function}({', '.join(sorted(args))}) "
                 "in the schema cache",
             )
-        types = dict(zip(found[0], found[1], strict=True))
+        types = dict(zip(found[0] or [], found[1], strict=True))
         named = sql.SQL(", ").join(
             sql.SQL("{} => %s::{}").format(sql.Identifier(n), sql.SQL(types[n])) for n in args
         )

@@ -17,6 +17,7 @@ from .._config import load_env_files
 from .._errors import SentinelError
 from ._daemon import daemon
 from ._demo import demo
+from ._doctor import doctor
 from ._history import runs, status
 from ._keys import keys
 from ._migrate import migrate
@@ -47,7 +48,7 @@ def cli() -> None:
     load_env_files()
 
 
-for _command in (daemon, demo, keys, migrate, runs, status, sync):
+for _command in (daemon, demo, doctor, keys, migrate, runs, status, sync):
     cli.add_command(_command)
 
 

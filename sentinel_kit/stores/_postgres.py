@@ -22,16 +22,15 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from .._errors import ConfigError, SchemaMissing, StaleFence, StoreError
 from .._json import dumps
-from .._key_health import ciphertext_fingerprint
 from .._models import UserDataRow, UserKey
 from .._security import SEED_TABLES, SecurityFacts, lock_statements, open_tables
 from ._migrations import MIGRATIONS_TABLE, migrations
 from ._protocols import DEFAULT_CHUNK_SIZE, CiphertextChange, Fence
-from ._rows import KEY_COLUMNS, iso, user_data_row, user_key_row
+from ._rows import KEY_COLUMNS, ciphertext_change_row, iso, user_data_row, user_key_row
 from ._sql import SQL_TABLES, Row, Session, SQLStore
 
 if TYPE_CHECKING:
@@ -91,8 +90,9 @@ def pooler_mode(url: str) -> PoolerMode:
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
     ours = [v for k, v in query if k == POOLER_PARAMETER]
-    clean = parts._replace(query=urlencode([(k, v) for k, v in query if k != POOLER_PARAMETER]))
-    plain = clean.geturl() if ours else url
+    # libpq decodes %XX but not '+': re-encode spaces as %20 (e.g. in options=-c ...).
+    rest = urlencode([(k, v) for k, v in query if k != POOLER_PARAMETER], quote_via=quote)
+    plain = parts._replace(query=rest).geturl() if ours else url
     if ours:
         value = ours[-1].strip().lower()
         if value not in ("transaction", "session"):
@@ -103,13 +103,12 @@ def pooler_mode(url: str) -> PoolerMode:
             )
         return PoolerMode(plain, value == "transaction", f"{POOLER_PARAMETER}={value}", True)
     try:
-        port = parts.port
+        port = parts.port or int(dict(query).get("port") or 5432)
     except ValueError:
-        port = None
-    port = port or int(dict(query).get("port", "0") or 0) or None
+        port = 5432  # a malformed port: libpq says what is wrong when connecting
     if port == TRANSACTION_POOLER_PORT:
         return PoolerMode(plain, True, f"port {TRANSACTION_POOLER_PORT}")
-    return PoolerMode(plain, False, f"port {port or 5432}")
+    return PoolerMode(plain, False, f"port {port}")
 
 
 def _import_psycopg() -> Any:
@@ -371,19 +370,7 @@ class PostgresStore(SQLStore):
         compare-and-swap, key health carried over); return how many were replaced."""
         if not changes:
             return 0
-        payload = dumps(
-            [
-                {
-                    "key_id": c.key_id,
-                    "old": c.old,
-                    "new": c.new,
-                    "old_fp": ciphertext_fingerprint(c.old),
-                    "new_fp": ciphertext_fingerprint(c.new),
-                }
-                for c in changes
-            ],
-            indent=None,
-        )
+        payload = dumps([ciphertext_change_row(c) for c in changes], indent=None)
         rows = await self._fetch(
             "replacing ciphertexts", "SELECT sentinel_replace_ciphertexts(?::jsonb)", [payload]
         )

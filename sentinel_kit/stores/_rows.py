@@ -11,11 +11,12 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from .._key_health import HealthState, KeyHealth
+from .._key_health import HealthState, KeyHealth, ciphertext_fingerprint
 from .._models import JobState, RunRecord, StoredUser, UserDataRow, UserKey
 
 if TYPE_CHECKING:
     from ..sync._report import SyncReport
+    from ._protocols import CiphertextChange
 
 __all__ = [
     "HEALTH_COLUMNS",
@@ -23,10 +24,12 @@ __all__ = [
     "KEY_COLUMNS",
     "RUN_COLUMNS",
     "USER_COLUMNS",
+    "ciphertext_change_row",
     "health_row",
     "iso",
     "job_state",
     "key_health",
+    "numeric_id",
     "parse_time",
     "run_record",
     "run_row",
@@ -108,6 +111,12 @@ def iso(value: Any) -> str | None:
 
 def _iso_or_none(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
+
+
+def numeric_id(value: str) -> bool:
+    """True when an id is a whole number, so an integer ``user_keys.id`` column can hold it
+    (a new key's UUID cannot: the column's own default numbers that key)."""
+    return value.strip().removeprefix("-").isdigit()
 
 
 def user_key(row: Mapping[str, Any]) -> UserKey:
@@ -242,3 +251,15 @@ def job_state(row: Mapping[str, Any]) -> JobState:
         alert_as_of=parse_time(row.get("alert_as_of")),
         alert_changed_at=parse_time(row.get("alert_changed_at")),
     )
+
+
+def ciphertext_change_row(change: CiphertextChange) -> dict[str, str]:
+    """One element of ``sentinel_replace_ciphertexts``'s JSON argument: the key, its old and
+    new ciphertexts and their fingerprints (key health is keyed by them)."""
+    return {
+        "key_id": change.key_id,
+        "old": change.old,
+        "new": change.new,
+        "old_fp": ciphertext_fingerprint(change.old),
+        "new_fp": ciphertext_fingerprint(change.new),
+    }

@@ -40,6 +40,7 @@ from ._rows import (
     health_row,
     job_state,
     key_health,
+    numeric_id,
     run_record,
     run_row,
     stored_user,
@@ -209,30 +210,32 @@ class SQLStore:
     async def add_key(self, key: UserKey) -> str:
         """Insert one ``user_keys`` row; return its id (made by the database when
         ``user_keys.id`` is an integer column and ``key.id`` is not a number)."""
-        generate = await self._generates_id(key)
+        generate = await self._integer_id_column() and not numeric_id(key.id)
         async with self._use("adding a key", transaction=True) as session:
             ids = await self._insert_keys(session, [key], with_ids=not generate)
         return ids[0] if ids else key.id
 
     async def add_keys(self, keys: Sequence[UserKey]) -> int:
         """Insert many ``user_keys`` rows, one transaction per chunk."""
+        integer_ids = await self._integer_id_column()
         for start in range(0, len(keys), self.chunk_size):
             chunk = keys[start : start + self.chunk_size]
-            generated = [k for k in chunk if await self._generates_id(k)]
-            given = [k for k in chunk if k not in generated]
+            # An app's bigint identity numbers the keys whose ids are not numbers.
+            with_ids = [k for k in chunk if not integer_ids or numeric_id(k.id)]
+            numbered = [k for k in chunk if integer_ids and not numeric_id(k.id)]
             async with self._use("adding keys", transaction=True) as session:
-                for part, with_ids in ((given, True), (generated, False)):
-                    if part:
-                        await self._insert_keys(session, part, with_ids=with_ids)
+                if with_ids:
+                    await self._insert_keys(session, with_ids, with_ids=True)
+                if numbered:
+                    await self._insert_keys(session, numbered, with_ids=False)
         return len(keys)
 
-    async def _generates_id(self, key: UserKey) -> bool:
-        """True when the database makes this key's id: an integer ``user_keys.id`` (an
-        app's ``bigint`` identity) and an id that is not a number, such as a new UUID."""
+    async def _integer_id_column(self) -> bool:
+        """True when ``user_keys.id`` holds integers (read from the catalog once per open)."""
         if self._integer_ids is None:
             types = (await self.column_types()).get("user_keys", {})
             self._integer_ids = integer_column(types.get("id"), dialect=self.dialect)
-        return self._integer_ids and not key.id.strip().lstrip("-").isdigit()
+        return self._integer_ids
 
     def _key_values(self, key: UserKey) -> list[Any]:
         values = user_key_row(key)

@@ -31,7 +31,7 @@ from tenacity import (
 )
 
 from .._errors import ConfigError, SchemaMissing, StaleFence, StoreError
-from .._key_health import KeyHealth, ciphertext_fingerprint
+from .._key_health import KeyHealth
 from .._models import JobState, LeaseInfo, RunRecord, StoredUser, UserDataRow, UserKey
 from .._security import SecurityFacts, integer_column
 from ._protocols import (
@@ -48,9 +48,11 @@ from ._rows import (
     KEY_COLUMNS,
     RUN_COLUMNS,
     USER_COLUMNS,
+    ciphertext_change_row,
     health_row,
     job_state,
     key_health,
+    numeric_id,
     parse_time,
     run_record,
     run_row,
@@ -384,8 +386,12 @@ class SupabaseStore:
                 # 22P02: invalid text representation, e.g. a UUID for a bigint column.
                 if exc.code != "22P02" or not await self._integer_ids():
                     raise
-            numbered = [r for r in rows if str(r["id"]).strip().lstrip("-").isdigit()]
-            others = [{k: v for k, v in r.items() if k != "id"} for r in rows if r not in numbered]
+            numbered = [r for r in rows if numeric_id(str(r["id"]))]
+            others = [
+                {k: v for k, v in r.items() if k != "id"}
+                for r in rows
+                if not numeric_id(str(r["id"]))
+            ]
             return [*(await insert(numbered) if numbered else []), *await insert(others)]
 
     async def _integer_ids(self) -> bool:
@@ -400,16 +406,7 @@ class SupabaseStore:
         (compare-and-swap, key health carried over, one transaction); return how many."""
         if not changes:
             return 0
-        payload = [
-            {
-                "key_id": c.key_id,
-                "old": c.old,
-                "new": c.new,
-                "old_fp": ciphertext_fingerprint(c.old),
-                "new_fp": ciphertext_fingerprint(c.new),
-            }
-            for c in changes
-        ]
+        payload = [ciphertext_change_row(c) for c in changes]
         # Retried on transient failures: a replayed swap finds the new value and does nothing.
         replaced = await self._rpc(
             "sentinel_replace_ciphertexts", {"p_changes": payload}, retry=True

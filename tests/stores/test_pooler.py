@@ -60,8 +60,24 @@ from .pg_helpers import own_database
             False,
             "postgresql://u@host:6543/db",
         ),
+        (
+            "postgresql://u@host/db?options=-c%20search_path%3Dapp&sentinel_pooler=transaction",
+            True,
+            "postgresql://u@host/db?options=-c%20search_path%3Dapp",
+        ),
+        ("postgresql://u@host/db?port=6543", True, "postgresql://u@host/db?port=6543"),
+        ("postgresql://u@host/db?port=x", False, "postgresql://u@host/db?port=x"),
     ],
-    ids=["supavisor-6543", "session-5432", "direct", "forced-transaction", "forced-session"],
+    ids=[
+        "supavisor-6543",
+        "session-5432",
+        "direct",
+        "forced-transaction",
+        "forced-session",
+        "other-parameters-kept",
+        "port-parameter",
+        "bad-port-left-to-libpq",
+    ],
 )
 def test_pooler_mode_from_the_url(url: str, transaction: bool, libpq_url: str) -> None:
     """Port 6543 means a transaction pooler; ?sentinel_pooler= says so for any port and is

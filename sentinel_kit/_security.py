@@ -127,6 +127,8 @@ class TableFacts:
         name: the table name.
         rls: row-level security is enabled.
         policies: how many RLS policies it has.
+        rls_applies_to_caller: row-level security filters the rows the role that asked
+            sees (it is neither the owner nor a role with BYPASSRLS).
         grants: the table privileges each API role holds (directly, through PUBLIC or a
             role it belongs to).
         columns: ``(name, type)`` in column order; types as PostgreSQL names them.
@@ -135,6 +137,7 @@ class TableFacts:
     name: str
     rls: bool
     policies: int = 0
+    rls_applies_to_caller: bool = False
     grants: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     columns: tuple[tuple[str, str], ...] = ()
 
@@ -156,6 +159,11 @@ class TableFacts:
     def open(self) -> bool:
         """Row-level security off and an API role holds privileges: open to the Data API."""
         return not self.rls and bool(self.exposed_to)
+
+    @property
+    def hidden_from_caller(self) -> bool:
+        """Row-level security with no policy hides every row from the role that asked."""
+        return self.rls_applies_to_caller and self.policies == 0
 
     @property
     def sensitive_columns(self) -> tuple[str, ...]:
@@ -221,6 +229,7 @@ class SecurityFacts:
                     name=str(t["name"]),
                     rls=bool(t["rls"]),
                     policies=int(t.get("policies") or 0),
+                    rls_applies_to_caller=bool(t.get("rls_applies_to_caller")),
                     grants={str(r): tuple(p) for r, p in (t.get("grants") or {}).items()},
                     columns=tuple((str(c["name"]), str(c["type"])) for c in t.get("columns", [])),
                 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 from pathlib import Path
@@ -27,6 +28,7 @@ CHECKS = [
     "sensitive_columns_exposed",
     "function_search_path_mutable",
     "security_definer_executable",
+    "rows_visible",
     "pooler",
     "torn",
 ]
@@ -65,7 +67,7 @@ def test_sqlite_passes_and_says_what_does_not_apply(tmp_path: Path, torn: FakeTo
     assert code == 0
     assert statuses(checks) == {
         **dict.fromkeys(CHECKS, "pass"),
-        **dict.fromkeys(CHECKS[4:10], "n/a"),
+        **dict.fromkeys(CHECKS[4:11], "n/a"),
         "pooler": "n/a",
     }
     assert "SQLite has no roles" in checks["tables_closed"]["detail"]
@@ -83,6 +85,7 @@ def test_text_output_is_one_line_per_check_with_the_fix(tmp_path: Path, torn: Fa
     assert result.returncode == 1
     lines = result.stdout.splitlines()
     assert [line.split()[1] for line in lines] == CHECKS
+    assert len(lines) == len(CHECKS)
     assert lines[-1].startswith("fail  torn")
     assert "-> fix: check DNS, the firewall" in lines[-1]
     assert all(line.split()[0] in ("pass", "n/a") for line in lines[:-1])
@@ -244,3 +247,36 @@ def test_postgres_without_the_migration_fails_with_the_fix(pg_url: str, torn: Fa
         assert checks[name]["status"] == "fail"
         assert "sentinel-kit migrate --db" in checks[name]["fix"]
     assert checks["column_types"]["detail"].startswith("table user_keys does not exist")
+
+
+READER = "sentinel_test_reader"
+
+
+def test_a_role_that_rls_hides_every_row_from_fails(pg_url: str, torn: FakeTorn) -> None:
+    """Connected as a role that neither owns the locked tables nor has BYPASSRLS, sentinel-
+    kit would read no key at all: rows_visible fails and says which role to use."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    assert run_cli(["migrate", "--db", pg_url]).returncode == 0
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        # Roles are cluster-wide: another run may have made it already.
+        with contextlib.suppress(psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
+            conn.execute(f"CREATE ROLE {READER} LOGIN NOBYPASSRLS")
+        conn.execute(f"GRANT USAGE ON SCHEMA public TO {READER}")
+        conn.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {READER}")
+        conn.execute(f"GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO {READER}")
+        conn.execute(
+            "INSERT INTO user_keys (user_id, api_key) VALUES ('u', %s)",
+            (KeyCipher(SECRET).encrypt(make_key(1)),),
+        )
+    parts = urlsplit(pg_url)
+    as_reader = urlunsplit(parts._replace(netloc=f"{READER}@{parts.hostname}:{parts.port}"))
+    code, checks, _ = doctor(as_reader, torn.url)
+    assert code == 1
+    assert checks["rows_visible"]["status"] == "fail"
+    assert "hides every row of" in checks["rows_visible"]["detail"]
+    assert "user_keys" in checks["rows_visible"]["detail"]
+    assert "BYPASSRLS" in checks["rows_visible"]["fix"]
+
+    code, checks, _ = doctor(pg_url, torn.url)  # the owner sees every row
+    assert checks["rows_visible"]["status"] == "pass"

@@ -8,14 +8,28 @@ is open to Supabase's Data API (row-level security off while ``anon`` or
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import click
 
+from .._errors import StoreError
 from .._security import SEED_TABLES, TableFacts, lock_script, lock_statements, open_tables
 from ..stores import PostgresStore, Store
 from ..stores._migrations import render_script
 from ._options import db_option, logging_options, with_store
 
 __all__ = ["migrate"]
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """What one `migrate` did: the migrations applied, open tables found and locked."""
+
+    target: str
+    applied: list[str]
+    found: list[TableFacts] = field(default_factory=list)
+    locked: list[str] = field(default_factory=list)
+    unchecked: str | None = None
 
 
 def _warning(table: TableFacts) -> str:
@@ -60,20 +74,36 @@ def migrate(db: str | None, print_sql: bool, lock_tables: bool) -> None:
         click.echo(lock_script(SEED_TABLES) if lock_tables else _LOCK_HINT)
         return
 
-    async def apply(store: Store) -> tuple[str, list[str], list[TableFacts], list[str]]:
-        applied = await store.migrate()
+    async def apply(store: Store) -> _Outcome:
+        outcome = _Outcome(store.label, await store.migrate())
         if not isinstance(store, PostgresStore):
-            return store.label, applied, [], []
-        facts = await store.security_facts()
-        found = open_tables(facts, SEED_TABLES)
-        locked = await store.lock_tables([t.name for t in found]) if lock_tables else []
-        return store.label, applied, found, locked
+            return outcome
+        try:
+            facts = await store.security_facts()
+        except StoreError as exc:
+            if lock_tables:
+                raise
+            # The migrations are in; only the check failed (e.g. a role that may not read
+            # the catalog): say so rather than fail the command.
+            outcome.unchecked = str(exc)
+            return outcome
+        outcome.found = open_tables(facts, SEED_TABLES)
+        if lock_tables:
+            outcome.locked = await store.lock_tables([t.name for t in outcome.found])
+        return outcome
 
-    target, applied, found, locked = with_store(db, apply, create=True)
+    result = with_store(db, apply, create=True)
+    target, applied, found, locked = result.target, result.applied, result.found, result.locked
     if applied:
         click.echo(f"applied {len(applied)} migration(s) to {target}: {', '.join(applied)}")
     else:
         click.echo(f"{target} is up to date")
+    if result.unchecked:
+        click.echo(
+            "warning: could not check whether user_keys and user_data are open to Supabase's "
+            f"Data API ({result.unchecked}); `sentinel-kit doctor` checks it too",
+            err=True,
+        )
     for table in found:
         if table.name in locked:
             click.echo(

@@ -123,7 +123,7 @@ def _na(name: str, detail: str) -> Check:
     return Check(name, CheckStatus.NA, detail)
 
 
-_SECURITY_CHECKS = ("tables_closed", "functions_closed", *LINTS)
+_SECURITY_CHECKS = ("tables_closed", "functions_closed", *LINTS, "rows_visible")
 
 
 async def adiagnose(
@@ -371,7 +371,23 @@ def _security_checks(store: Store, facts: SecurityFacts) -> list[Check]:
             checks.append(_fail(lint, "; ".join(f"{f.target}: {f.detail}" for f in findings), fix))
         else:
             checks.append(_pass(lint, "clean on our tables and functions"))
+    checks.append(_visibility_check(facts))
     return checks
+
+
+def _visibility_check(facts: SecurityFacts) -> Check:
+    """Locked tables hide every row from a role that is neither their owner nor exempt
+    from row-level security: sentinel-kit would then read no key at all."""
+    hidden = [t.name for t in facts.tables if t.hidden_from_caller]
+    if hidden:
+        return _fail(
+            "rows_visible",
+            f"row-level security hides every row of {', '.join(hidden)} from the role "
+            "sentinel-kit connects as (it neither owns them nor has BYPASSRLS)",
+            "connect as the role that ran `sentinel-kit migrate` (the owner), or one with "
+            "BYPASSRLS (on Supabase: postgres, or the service_role key)",
+        )
+    return _pass("rows_visible", "row-level security hides no row from sentinel-kit's role")
 
 
 def _describe_open(table: TableFacts) -> str:

@@ -5,8 +5,10 @@
 --
 --   api_roles  Supabase's API roles that exist here (`anon`, `authenticated`).
 --   tables     user_keys, user_data and every sentinel_ table: row-level security, its
---              policies, the table privileges each API role holds (directly, through PUBLIC
---              or through a role it is a member of), and the columns with their types.
+--              policies, whether it applies to the caller (row_security_active: not for
+--              the owner or a role with BYPASSRLS), the table privileges each API role
+--              holds (directly, through PUBLIC or through a role it is a member of), and
+--              the columns with their types.
 --   functions  every sentinel_ function: SECURITY DEFINER or not, its pinned search_path
 --              (null when it has none), and the API roles that may execute it.
 CREATE OR REPLACE FUNCTION sentinel_security_report()
@@ -45,6 +47,7 @@ SELECT jsonb_build_object(
                    'name', t.name,
                    'rls', t.rls,
                    'policies', (SELECT count(*) FROM pg_catalog.pg_policy p WHERE p.polrelid = t.oid),
+                   'rls_applies_to_caller', pg_catalog.row_security_active(t.oid),
                    'grants', (
                        SELECT coalesce(jsonb_object_agg(r.name, (
                                   SELECT coalesce(jsonb_agg(v.privilege ORDER BY v.privilege), '[]'::jsonb)

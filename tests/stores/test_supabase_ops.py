@@ -1,5 +1,8 @@
 """doctor, key rotation and the app's own types through Supabase's Data API (cassettes).
 
+A new migration makes the recorded projects out of date (doctor's migrations check says
+so): re-record this module's cassettes with every migration added.
+
 Replaying (CI), vcrpy answers every request from cassettes/test_supabase_ops/. Recording
 (``--record-mode=once`` with the cassette removed) runs through the PostgREST stand-in
 over a real Postgres given Supabase's roles and default privileges first, so what the

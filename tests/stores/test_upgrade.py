@@ -21,13 +21,14 @@ import psycopg
 
 from sentinel_kit import KeyCipher
 from sentinel_kit._key_health import ciphertext_fingerprint
+from sentinel_kit.stores._migrations import migrations
 from sentinel_kit.testing import FakeTorn
 
 from ..conftest import SECRET, make_key, run_cli, sync_args
 from .pg_helpers import apply_supabase_roles, as_role
 
 OLD = Path(__file__).resolve().parent.parent / "data" / "release_8c04469"
-OLD_MIGRATIONS = [
+OLD_POSTGRES = [
     "001_seed_tables.sql",
     "002_sentinel_tables.sql",
     "003_sentinel_functions.sql",
@@ -88,13 +89,13 @@ def test_postgres_set_up_by_the_last_release_upgrades(pg_url: str, torn: FakeTor
             leaked = conn.execute("SELECT count(*) FROM user_keys").fetchone()
         assert leaked == (USERS,)
         applied = [r[0] for r in conn.execute("SELECT name FROM sentinel_migrations ORDER BY 1")]
-    assert applied == OLD_MIGRATIONS
+    assert applied == OLD_POSTGRES
 
     upgrade = run_cli(["migrate", "--db", pg_url])
     assert upgrade.returncode == 0, upgrade.stderr
-    new = upgrade.stdout.split(": ", 1)[1].strip().split(", ")
+    new = [name for name, _ in migrations("postgres") if name not in OLD_POSTGRES]
     assert new[0] == "005_run_counts.sql"
-    assert not set(new) & set(OLD_MIGRATIONS)
+    assert upgrade.stdout.split(": ", 1)[1].strip().split(", ") == new
     assert "table user_keys is open" in upgrade.stderr
     assert "table user_data is open" in upgrade.stderr
 
@@ -132,10 +133,14 @@ def test_sqlite_set_up_by_the_last_release_upgrades(tmp_path: Path, torn: FakeTo
     with sqlite3.connect(path) as conn:
         conn.executescript((OLD / "sqlite.sql").read_text())
         seed_old_data(conn.execute, "?")
+        old = {r[0] for r in conn.execute("SELECT name FROM sentinel_migrations")}
+    assert len(old) == 4
     url = f"sqlite:///{path}"
     upgrade = run_cli(["migrate", "--db", url])
     assert upgrade.returncode == 0, upgrade.stderr
-    assert upgrade.stdout.startswith(f"applied 1 migration(s) to {url}: 005_run_counts.sql")
+    new = [name for name, _ in migrations("sqlite") if name not in old]
+    assert new[0] == "005_run_counts.sql"
+    assert upgrade.stdout == f"applied {len(new)} migration(s) to {url}: {', '.join(new)}\n"
     env = {"ENCRYPTION_KEY": SECRET}
     result = run_cli(sync_args(url, torn), env=env)
     assert result.returncode == 0, result.stderr

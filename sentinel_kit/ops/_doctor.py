@@ -148,7 +148,11 @@ async def adiagnose(
 
     Returns:
         The report; nothing here raises for what a check can report.
+
+    Raises:
+        ConfigError: ``torn_url`` is not an http(s) URL (checked before anything else).
     """
+    torn_address(torn_url)
     checks: list[Check] = []
     if store is None:
         checks.append(_fail("database", store_problem or "no database", _URL_FIX))
@@ -413,6 +417,23 @@ def _pooler_check(store: Store | None) -> Check:
     return _pass("pooler", f"direct connection or session pooler ({mode.reason})")
 
 
+def torn_address(url: str) -> tuple[str, int, bool]:
+    """The host, port and TLS flag of Torn's API URL.
+
+    Raises:
+        ConfigError: the URL is not an http(s) URL with a host and a valid port.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"--torn-url {url!r} is not an http(s) URL: e.g. {_TORN_EXAMPLE}")
+    secure = parts.scheme == "https"
+    try:
+        port = parts.port or (443 if secure else 80)
+    except ValueError:
+        raise ConfigError(f"--torn-url {url!r} has a bad port: e.g. {_TORN_EXAMPLE}") from None
+    return parts.hostname, port, secure
+
+
 async def check_torn(url: str, *, timeout: float = 5.0) -> Check:
     """Connect to Torn's host (TCP, then TLS for https): no request is sent, so no key.
 
@@ -423,15 +444,7 @@ async def check_torn(url: str, *, timeout: float = 5.0) -> Check:
     Raises:
         ConfigError: the URL is not an http(s) URL with a host.
     """
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"--torn-url {url!r} is not an http(s) URL: e.g. {_TORN_EXAMPLE}")
-    host = parts.hostname
-    secure = parts.scheme == "https"
-    try:
-        port = parts.port or (443 if secure else 80)
-    except ValueError:
-        raise ConfigError(f"--torn-url {url!r} has a bad port: e.g. {_TORN_EXAMPLE}") from None
+    host, port, secure = torn_address(url)
     tls = ssl.create_default_context(cafile=certifi.where()) if secure else None
     try:
         async with asyncio.timeout(timeout):

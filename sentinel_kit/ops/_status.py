@@ -251,7 +251,7 @@ async def astatus(
     now: datetime | None = None,
 ) -> StatusReport:
     """The async twin of :func:`status`."""
-    store = db if isinstance(db, Store) else open_store(db)
+    store = open_store(db) if db is None or isinstance(db, str) else db
     async with store:
         return await job_statuses(store, jobs, schedules=schedules, min_synced=min_synced, now=now)
 

@@ -116,7 +116,8 @@ class SyncJob(Reader):
         self.torn, self.options = apply_shortcuts(
             torn or TornOptions(), options or RunOptions(), shortcuts
         )
-        self.store = db if isinstance(db, Store) else open_store(db)
+        # A URL (or nothing: the default) names a store; anything else is one.
+        self.store = open_store(db) if db is None or isinstance(db, str) else db
         self._cipher = KeyCipher(secret, previous=previous_secret)
         self.health_policy = health_policy or HealthPolicy()
         self.job = job

@@ -29,7 +29,6 @@ record the same project URL whatever the port.
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 import tempfile
@@ -56,6 +55,11 @@ ANON_KEY = "test-anon-key-public"
 #: Supabase's ``db-max-rows`` (supabase/supabase ``docker/docker-compose.yml``, PGRST_DB_MAX_ROWS).
 MAX_ROWS = 1000
 ROLES_SQL = Path(__file__).with_name("supabase_roles.sql")
+#: pytest-recording ``allowed_hosts`` entry for the stand-in's Unix sockets (``--block-network``
+#: treats a socket path as a host).
+SOCKET_HOSTS = (
+    re.escape(str(Path(tempfile.gettempdir()) / "fakepostgrest-")) + r"[^/]+/postgrest\.sock$"
+)
 #: Supabase exposes ``public`` and searches ``extensions`` too (PGRST_DB_EXTRA_SEARCH_PATH).
 SCHEMA = "public"
 EXTRA_SEARCH_PATH = ("public", "extensions")
@@ -225,10 +229,51 @@ def _pg_error(exc: psycopg.Error, *, authed: bool) -> ApiError:
     return ApiError(status, state, message, exc.diag.message_detail, exc.diag.message_hint, headers)
 
 
+def _grams(text: str, size: int) -> dict[str, int]:
+    padded = "-" + "".join(c for c in text if c.isalnum() or c.isspace() or c == ",") + "-"
+    found: dict[str, int] = {}
+    for i in range(len(padded) - size + 1):
+        found[padded[i : i + size]] = found.get(padded[i : i + size], 0) + 1
+    return found
+
+
+def _levenshtein_norm(a: str, b: str) -> float:
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (x != y))
+    return 1 - row[-1] / max(len(a), len(b), 1)
+
+
 def _closest(name: str, candidates: Sequence[str]) -> str | None:
-    # PostgREST uses a fuzzy set (Data.FuzzySet.getOne); difflib's ratio is close enough here.
-    found = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.5)
-    return found[0] if found else None
+    """PostgREST's "Perhaps you meant": ``Fuzzy.getOne`` of the fuzzyset package (an exact match,
+    else trigrams then bigrams by cosine similarity, the best 50 re-scored by normalised
+    Levenshtein distance, kept from a score of 0.33)."""
+    key = name.lower()
+    entries = {c.lower(): c for c in candidates}
+    if key in entries:
+        return entries[key]
+    for size in (3, 2):
+        query = _grams(key, size)
+        query_norm = sum(v * v for v in query.values()) ** 0.5
+        scored = []
+        for entry in entries:
+            grams = _grams(entry, size)
+            dot = sum(count * grams.get(gram, 0) for gram, count in query.items())
+            if dot:
+                scored.append(
+                    (dot / (query_norm * sum(v * v for v in grams.values()) ** 0.5), entry)
+                )
+        scored.sort(key=lambda pair: -pair[0])
+        best = sorted(
+            ((_levenshtein_norm(key, entry), entry) for _, entry in scored[:50]),
+            key=lambda pair: -pair[0],
+        )
+        kept = [entry for score, entry in best if score >= 0.33]
+        if kept:
+            return entries[kept[0]]
+    return None
 
 
 # -- requests -------------------------------------------------------------------------------------
@@ -1083,9 +1128,13 @@ class FakePostgREST:
                     )
                 else:
                     on_conflict = sql.SQL(" ON CONFLICT({}) DO NOTHING").format(target)
-            cols = sql.SQL(", ").join(sql.Identifier(n) for n in names)
+            if names:
+                cols = sql.SQL("({})").format(sql.SQL(", ").join(sql.Identifier(n) for n in names))
+            else:
+                # No keys (`[]`, `{}`): rows of defaults, one per object (QueryBuilder.hs).
+                cols, rows = sql.SQL(""), sql.SQL("SELECT FROM json_array_elements(%s::json)")
             mutation = sql.SQL(
-                "INSERT INTO {}({}) SELECT * FROM ({}) pgrst_body{}{} RETURNING {}.*"
+                "INSERT INTO {}{} SELECT * FROM ({}) pgrst_body{}{} RETURNING {}.*"
             ).format(ident, cols, rows, inserted_check, on_conflict, ident)
             inserted = (
                 sql.SQL("nullif(current_setting('pgrst.inserted', true), '')::int")

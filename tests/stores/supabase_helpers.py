@@ -23,7 +23,14 @@ from sentinel_kit import open_store
 from sentinel_kit._replay import MATCH_ON, scrub_request, scrub_response
 
 from ..conftest import LOOPBACK
-from ..fakepostgrest import ANON_KEY, PROJECT_URL, SERVICE_KEY, FakePostgREST, supabase_roles
+from ..fakepostgrest import (
+    ANON_KEY,
+    PROJECT_URL,
+    SERVICE_KEY,
+    SOCKET_HOSTS,
+    FakePostgREST,
+    supabase_roles,
+)
 
 __all__ = [
     "ANON_KEY",
@@ -111,12 +118,13 @@ def register_matchers(vcr: Any) -> None:
 
 
 def supabase_vcr_config() -> dict[str, Any]:
-    """pytest-recording's ``vcr_config`` for Supabase cassettes (Torn on 127.0.0.1 stays live)."""
+    """pytest-recording's ``vcr_config`` for Supabase cassettes (Torn on 127.0.0.1 stays live,
+    and so does the stand-in's socket in the tests that use it live)."""
     return {
         "match_on": SUPABASE_MATCH_ON,
         "before_record_request": scrub_supabase_request,
         "before_record_response": scrub_response,
-        "allowed_hosts": LOOPBACK,
+        "allowed_hosts": [*LOOPBACK, SOCKET_HOSTS],
         "ignore_hosts": ["127.0.0.1"],
     }
 
@@ -161,8 +169,11 @@ def supabase_stand_in(
 
 
 @contextmanager
-def live_stand_in(pg_url: str, *, migrate: bool = True) -> Iterator[FakePostgREST]:
-    """The PostgREST stand-in, live (no cassette), over ``pg_url`` with Supabase's roles."""
+def live_stand_in(
+    pg_url: str, *, migrate: bool = True, tcp: bool = False
+) -> Iterator[FakePostgREST]:
+    """The PostgREST stand-in, live (no cassette), over ``pg_url`` with Supabase's roles;
+    ``tcp`` also serves it on 127.0.0.1 (``.url``) for the CLI in a subprocess."""
     _prepare(pg_url, migrate=migrate)
-    with FakePostgREST(pg_url) as server:
+    with FakePostgREST(pg_url, tcp=tcp) as server:
         yield server

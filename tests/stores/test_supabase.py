@@ -175,7 +175,8 @@ def test_transient_failures_are_retried_and_auth_failures_are_not() -> None:
         return httpx.Response(201)
 
     async def upsert() -> int:
-        async with Store(PROJECT_URL, service_key="k", transport=httpx.MockTransport(answer)) as s:
+        mock = httpx.MockTransport(answer)
+        async with Store(PROJECT_URL, service_key="k", transport=mock, retry_wait=0) as s:
             rows = [UserDataRow("u", "N", 1, datetime.now(UTC))]
             return await s.upsert_user_data(rows)
 

@@ -60,7 +60,7 @@ ROLES_SQL = Path(__file__).with_name("supabase_roles.sql")
 SOCKET_HOSTS = (
     re.escape(str(Path(tempfile.gettempdir()) / "fakepostgrest-")) + r"[^/]+/postgrest\.sock$"
 )
-#: Supabase exposes ``public`` and searches ``extensions`` too (PGRST_DB_EXTRA_SEARCH_PATH).
+#: Supabase exposes ``public``; PGRST_DB_EXTRA_SEARCH_PATH is ``public,extensions``.
 SCHEMA = "public"
 EXTRA_SEARCH_PATH = ("public", "extensions")
 ANON_ROLE = "anon"
@@ -837,9 +837,8 @@ class FakePostgREST:
                 )
             if self.before_request is not None:
                 self.before_request(method, f"{path}?{query}" if query else path)
-            params = parse_qsl(
-                query, keep_blank_values=True
-            )  # '+' is a space (parseQueryReplacePlus)
+            # QueryParams.hs (parse): parseQueryReplacePlus, so a '+' is a space.
+            params = parse_qsl(query, keep_blank_values=True)
             prefer = Preferences.parse(headers.get("prefer", []))
             resource = path.removeprefix("/rest/v1/")
             request = _Request(method, resource, params, prefer, headers, body, role, one)
@@ -906,7 +905,8 @@ class FakePostgREST:
             try:
                 yield conn
             except BaseException:
-                conn.execute("ROLLBACK")
+                with suppress(psycopg.Error):  # a broken connection cannot roll back: let it go
+                    conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
 
@@ -925,7 +925,7 @@ class FakePostgREST:
         """
         request_headers = {k: v[0] for k, v in request.headers.items() if k != "cookie"}
         pairs: list[tuple[str, str]] = [
-            ("search_path", ", ".join(f'"{s}"' for s in (SCHEMA, *EXTRA_SEARCH_PATH[1:]))),
+            ("search_path", ", ".join(f'"{s}"' for s in (SCHEMA, *EXTRA_SEARCH_PATH))),
             *self.role_settings.get(request.role, {}).items(),
             ("role", request.role),
             ("request.jwt.claims", json.dumps({"role": request.role})),
@@ -1426,6 +1426,7 @@ class FakePostgREST:
         self._servers = []
         with suppress(OSError):
             Path(self.socket_path).unlink()
+            Path(self._dir).rmdir()
 
     def __enter__(self) -> FakePostgREST:
         return self.start()

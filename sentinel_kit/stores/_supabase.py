@@ -213,6 +213,8 @@ class SupabaseStore:
             yield
         except _Failed as exc:
             raise store_error(exc.failure, doing=doing) from None
+        except APIError as exc:  # a request sent directly, not through _retrying
+            raise store_error(_failure(exc), doing=doing) from None
         except httpx.TimeoutException:
             raise StoreError(
                 f"Supabase at {self.url} did not answer within {self.timeout:g}s while {doing}"

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from postgrest.exceptions import APIError
 
-from sentinel_kit import ConfigError, StoreError, UserDataRow, UserKey
+from sentinel_kit import ConfigError, SchemaMissing, StoreError, UserDataRow, UserKey
 from sentinel_kit._key_health import HealthState, KeyHealth
 from sentinel_kit.stores._supabase import SupabaseStore
 
@@ -328,3 +328,16 @@ def test_duplicate_users_never_reach_postgrest(fake: FakePostgREST, pg_url: str)
     assert run(fake, body) == 1
     assert statuses(fake) == [201]
     assert sql(pg_url, "SELECT name FROM user_data") == [("Second",)]
+
+
+def test_a_request_sent_straight_through_supabase_py_is_converted_too(
+    fake: FakePostgREST,
+) -> None:
+    """Store code that calls supabase-py inside its error guard gets our errors, not APIError."""
+
+    async def body(store: SupabaseStore) -> Any:
+        with store._errors("reading a table"):
+            return await store.client.table("nowhere").select("*").execute()
+
+    with pytest.raises(SchemaMissing, match="PGRST205"):
+        run(fake, body)

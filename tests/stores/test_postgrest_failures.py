@@ -111,3 +111,22 @@ def test_each_failure_becomes_the_error_that_says_what_to_do(
     assert type(error) is kind
     assert words in str(error)
     assert "\n" not in str(error)
+
+
+def test_no_supabase_cassette_holds_a_project_key() -> None:
+    """The recorded Supabase traffic holds neither the service key nor the anon key."""
+    from ..conftest import ROOT
+    from ..fakepostgrest import ANON_KEY, PROJECT_URL, SERVICE_KEY
+
+    recorded = [
+        p.read_text(encoding="utf-8")
+        for p in (ROOT / "cassettes").rglob("*.yaml")
+        if PROJECT_URL in p.read_text(encoding="utf-8")
+    ]
+    assert len(recorded) >= 10
+    for text in recorded:
+        assert SERVICE_KEY not in text
+        assert ANON_KEY not in text
+        headers = {line.strip().lower() for line in text.splitlines()}
+        assert "apikey:" not in headers
+        assert "authorization:" not in headers

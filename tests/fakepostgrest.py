@@ -21,10 +21,11 @@ What it serves (``/rest/v1/`` like Supabase's gateway):
 - PostgREST's error JSON and statuses for SQLSTATEs and its own ``PGRST`` codes; Supabase's
   gateway answers for a missing or wrong ``apikey``; injected faults (:meth:`fail_next`).
 
-The database must hold Supabase's roles: :func:`supabase_roles` applies ``supabase_roles.sql``
-(next to this file) before the app's tables are created, so Supabase's default privileges reach
-them, and :meth:`FakePostgREST.start` applies it again. It listens on a Unix socket, so cassettes
-record the same project URL whatever the port.
+The database must hold Supabase's roles: :func:`supabase_roles` applies
+``tests/data/supabase_roles.sql`` before the app's tables are created, so Supabase's default
+privileges reach them, and :meth:`FakePostgREST.start` applies it again. It listens on a Unix
+socket, so cassettes record the same project URL whatever the port (``tcp=True`` adds a
+loopback port for a CLI in a subprocess).
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ import json
 import re
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -47,6 +47,8 @@ import httpx
 import psycopg
 from psycopg import sql
 
+from .stores.pg_helpers import apply_supabase_roles
+
 PROJECT_URL = "http://sentinel-test.supabase.co"
 #: The project's keys. Opaque, like Supabase's ``sb_secret_``/``sb_publishable_`` keys: the
 #: gateway knows them and PostgREST runs the request as the role each one stands for.
@@ -54,7 +56,6 @@ SERVICE_KEY = "test-service-role-key-not-a-secret"
 ANON_KEY = "test-anon-key-public"
 #: Supabase's ``db-max-rows`` (supabase/supabase ``docker/docker-compose.yml``, PGRST_DB_MAX_ROWS).
 MAX_ROWS = 1000
-ROLES_SQL = Path(__file__).with_name("supabase_roles.sql")
 #: pytest-recording ``allowed_hosts`` entry for the stand-in's Unix sockets (``--block-network``
 #: treats a socket path as a host).
 SOCKET_HOSTS = (
@@ -703,21 +704,9 @@ def _column_error(table: str, column: str) -> ApiError:
 
 
 def supabase_roles(pg_url: str) -> None:
-    """Create Supabase's API roles and default privileges in the database at ``pg_url``.
-
-    Applies ``supabase_roles.sql``; idempotent. Roles are cluster-wide and other test sessions
-    may change them at the same moment, so a concurrent-update failure is retried.
-    """
-    script = ROLES_SQL.read_text(encoding="utf-8")
-    for attempt in range(5):
-        try:
-            with psycopg.connect(pg_url, autocommit=True) as conn:
-                conn.execute(script.encode())  # several statements: the simple query protocol
-            return
-        except (psycopg.errors.InternalError, psycopg.errors.UniqueViolation):
-            if attempt == 4:
-                raise
-            time.sleep(0.2 * (attempt + 1))  # "tuple concurrently updated": another session
+    """Create Supabase's API roles and default privileges in the database at ``pg_url``
+    (``tests/data/supabase_roles.sql``; idempotent, concurrent sessions tolerated)."""
+    apply_supabase_roles(pg_url)
 
 
 def _as_user(pg_url: str, user: str) -> str:

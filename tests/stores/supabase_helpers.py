@@ -4,7 +4,9 @@ Supabase requests are matched on method, URL, query, **body and ``Prefer``** (a 
 payload or preference is a different request to PostgREST). Before matching, and before
 recording, a request is scrubbed of keys (``sentinel_kit._replay.scrub_request``) and its JSON
 body is put in a canonical form with what changes on every run replaced: timestamps become
-``<timestamp>`` and random (version 4) UUIDs ``<uuid4>``; ids the tests choose stay.
+``<timestamp>``, random (version 4) UUIDs ``<uuid4>``, and a re-encrypted ciphertext (a fresh
+random IV each time) and its fingerprint a placeholder keeping the ciphertext's length; ids
+the tests choose stay.
 """
 
 from __future__ import annotations
@@ -55,9 +57,17 @@ _TIMESTAMP = re.compile(
 _UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", re.I)
 
 
+#: Fields whose value is made afresh on every run: ``sentinel_replace_ciphertexts``' new
+#: ciphertext (AES-GCM with a random IV) and its fingerprint.
+_FRESH = {"new": "<new ciphertext of {} hex digits>", "new_fp": "<its fingerprint>"}
+
+
 def _normalise(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: _normalise(v) for k, v in value.items()}
+        return {
+            k: _FRESH[k].format(len(v)) if k in _FRESH and isinstance(v, str) else _normalise(v)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [_normalise(v) for v in value]
     if isinstance(value, str):

@@ -1,12 +1,15 @@
 """The Supabase backend, through supabase-py (PostgREST, Supabase's Data API).
 
-- Keys are read with ``.range()`` in pages of at most 1000 (Supabase's ``db-max-rows``): the
-  first request asks for an exact count, and pages continue until that many rows were read,
-  so a server capping pages lower still loses nothing (the original worker read one page).
+- Keys are read with ``.range()`` in pages of at most 1000 (Supabase's ``db-max-rows``), each
+  with an exact count: pages continue until that many rows were read, so a server capping pages
+  lower (206) still loses nothing, and a 416 (the rows shrank under the offset) just ends the
+  read (the original worker read one page).
 - ``user_data`` is upserted with ``on_conflict="user_id"`` and minimal returning, in chunks,
   deduplicated; retried on transient failures because the upsert is idempotent.
 - Leases and fenced writes go through the ``sentinel_*`` SQL functions (``.rpc()``), which
-  make them atomic. supabase-py's own GET retries are off: ours apply.
+  make them atomic. supabase-py's own GET retries are off: ours apply, to idempotent requests
+  only, on PostgREST's connection faults (``PGRST000``-``PGRST003``) and the gateway's
+  502/503/504; what a failure means is decided in :mod:`._postgrest`.
 - DDL cannot go through the Data API: ``migrate`` says to paste ``migrate --print`` into the
   SQL editor, or to use the database's ``postgresql://`` connection string.
 """
@@ -15,7 +18,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, Self, TypeVar
@@ -25,15 +29,17 @@ from postgrest.exceptions import APIError
 from postgrest.types import CountMethod, ReturnMethod
 from tenacity import (
     AsyncRetrying,
+    RetryCallState,
     retry_if_exception,
     stop_after_attempt,
     wait_exponential_jitter,
 )
 
-from .._errors import ConfigError, SchemaMissing, StaleFence, StoreError
+from .._errors import ConfigError, StoreError
 from .._key_health import KeyHealth
 from .._models import JobState, LeaseInfo, RunRecord, StoredUser, UserDataRow, UserKey
 from .._security import SecurityFacts, integer_column
+from ._postgrest import Failure, is_transient, past_the_end, store_error
 from ._protocols import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_PAGE_SIZE,
@@ -71,14 +77,42 @@ T = TypeVar("T")
 
 #: Supabase's default cap on rows per response.
 SUPABASE_MAX_ROWS = 1000
-#: PostgREST codes meaning "the migration was not applied".
-_MISSING = {"42P01", "42883", "PGRST202", "PGRST204", "PGRST205"}
-#: PostgREST codes meaning "this key may not do that".
-_AUTH = {"PGRST301", "PGRST302", "42501"}
+#: The longest pause between two attempts, whatever ``Retry-After`` says.
+_MAX_WAIT = 5.0
+#: The last response of the request running in this task (set by an httpx event hook): an
+#: ``APIError`` carries no status, and the gateway's answers carry no ``code``.
+_LAST_RESPONSE: ContextVar[httpx.Response | None] = ContextVar("_LAST_RESPONSE", default=None)
 
 
-class _Transient(Exception):
-    """A failure worth retrying (5xx, connection trouble)."""
+class _Failed(Exception):
+    """A request the Data API refused, with what the store saw of it."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.code)
+        self.failure = failure
+
+
+def _failure(exc: APIError) -> Failure:
+    response = _LAST_RESPONSE.get()
+    if response is None:
+        return Failure(None, exc.code, exc.message)
+    request = response.request
+    retry_after = None
+    with suppress(ValueError):
+        retry_after = float(response.headers.get("retry-after", ""))
+    return Failure(
+        response.status_code,
+        exc.code,
+        exc.message,
+        method=request.method,
+        path=request.url.path,
+        prefer=request.headers.get("prefer", ""),
+        retry_after=retry_after,
+    )
+
+
+async def _remember(response: httpx.Response) -> None:
+    _LAST_RESPONSE.set(response)
 
 
 class SupabaseStore:
@@ -89,7 +123,10 @@ class SupabaseStore:
         service_key: the ``service_role`` key; None reads ``SUPABASE_SERVICE_ROLE_KEY``.
         chunk_size: rows per upsert request.
         timeout: seconds per HTTP request.
-        attempts: tries for a transient failure (5xx, connection errors).
+        attempts: tries for a transient failure (PostgREST's connection faults, the gateway's
+            502/503/504, connection errors), for idempotent requests only.
+        retry_wait: seconds before the first retry (doubling, with jitter, at most 5 s; longer
+            when the server's ``Retry-After`` says so); 0 in tests.
         transport: an httpx transport (tests); None uses httpx's own.
     """
 
@@ -101,6 +138,7 @@ class SupabaseStore:
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         timeout: float = 30.0,
         attempts: int = 3,
+        retry_wait: float = 0.5,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         key = (
@@ -117,6 +155,7 @@ class SupabaseStore:
         self.chunk_size = chunk_size
         self.timeout = timeout
         self.attempts = attempts
+        self.retry_wait = retry_wait
         self._transport = transport
         self.write_calls = 0
         self._http: httpx.AsyncClient | None = None
@@ -134,6 +173,7 @@ class SupabaseStore:
             http2=False,
             timeout=httpx.Timeout(self.timeout, connect=min(10.0, self.timeout)),
             transport=self._transport,
+            event_hooks={"response": [_remember]},
         )
         options = AsyncClientOptions(
             httpx_client=self._http,
@@ -168,24 +208,13 @@ class SupabaseStore:
 
     @contextmanager
     def _errors(self, doing: str) -> Iterator[None]:
+        """Turn a failed request into our own error, saying what was being done."""
         try:
             yield
-        except APIError as exc:
-            code = str(exc.code or "")
-            message = (exc.message or "no message").strip().splitlines()[0]
-            if code in _MISSING:
-                raise SchemaMissing(
-                    f"Supabase says {message!r} ({code}): the sentinel-kit migration is not "
-                    "applied; paste `sentinel-kit migrate --print` into the Supabase SQL editor"
-                ) from None
-            if code == "PT409":
-                raise StaleFence(f"write refused: {message}") from None
-            if code in _AUTH:
-                raise ConfigError(
-                    f"Supabase refused the key while {doing} ({code}: {message}): set "
-                    "SUPABASE_SERVICE_ROLE_KEY to the service_role key, not the anon key"
-                ) from None
-            raise StoreError(f"Supabase failed while {doing}: {code} {message}") from None
+        except _Failed as exc:
+            raise store_error(exc.failure, doing=doing) from None
+        except APIError as exc:  # a request sent directly, not through _retrying
+            raise store_error(_failure(exc), doing=doing) from None
         except httpx.TimeoutException:
             raise StoreError(
                 f"Supabase at {self.url} did not answer within {self.timeout:g}s while {doing}"
@@ -200,23 +229,68 @@ class SupabaseStore:
 
     async def _call(self, doing: str, request: Callable[[], Awaitable[T]], *, retry: bool) -> T:
         """Run one PostgREST request, retrying transient failures when it is idempotent."""
+        with self._errors(doing):
+            return await self._retrying(request, retry=retry)
+
+    async def _retrying(self, request: Callable[[], Awaitable[T]], *, retry: bool) -> T:
+        """Send ``request``, again on a transient failure when ``retry`` (raises ``_Failed``)."""
 
         def transient(exc: BaseException) -> bool:
             if isinstance(exc, httpx.TransportError):
                 return True
-            return isinstance(exc, APIError) and str(exc.code or "").startswith(("08", "5"))
+            return isinstance(exc, _Failed) and is_transient(exc.failure)
 
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.attempts if retry else 1),
-            wait=wait_exponential_jitter(multiplier=0.5, max=5.0, jitter=0.5),
+            wait=self._wait,
             retry=retry_if_exception(transient),
             reraise=True,
         )
-        with self._errors(doing):
-            async for attempt in retrying:
-                with attempt:
+        async for attempt in retrying:
+            with attempt:
+                _LAST_RESPONSE.set(None)
+                try:
                     return await request()
+                except APIError as exc:
+                    raise _Failed(_failure(exc)) from None
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+    def _wait(self, state: RetryCallState) -> float:
+        """Exponential back-off with jitter, but no shorter than the server's ``Retry-After``."""
+        backoff = wait_exponential_jitter(
+            multiplier=self.retry_wait, max=_MAX_WAIT, jitter=self.retry_wait
+        )(state)
+        outcome = state.outcome
+        exc = outcome.exception() if outcome is not None else None
+        if isinstance(exc, _Failed) and exc.failure.retry_after:
+            return max(backoff, min(exc.failure.retry_after, _MAX_WAIT))
+        return backoff
+
+    async def _pages(
+        self, doing: str, page: Callable[[int, int], Awaitable[Any]], size: int
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Yield the rows of an offset-paged read, each page counted (``Prefer: count=exact``).
+
+        Pages go on until the counted total was read, so a server that caps a page below
+        ``size`` (PostgREST answers 206) loses nothing; a 416 means the rows shrank below the
+        offset meanwhile: the read is over.
+        """
+        offset = 0
+        while True:
+            with self._errors(doing):
+                try:
+                    response = await self._retrying(partial(page, offset, size), retry=True)
+                except _Failed as exc:
+                    if past_the_end(exc.failure):
+                        return
+                    raise
+            rows: list[dict[str, Any]] = response.data or []
+            if rows:
+                yield rows
+            offset += len(rows)
+            total = response.count
+            if not rows or (total is not None and offset >= int(total)):
+                return
 
     async def _rpc(self, function: str, params: dict[str, Any], *, retry: bool = False) -> Any:
         response = await self._call(
@@ -262,27 +336,14 @@ class SupabaseStore:
     ) -> AsyncIterator[list[UserKey]]:
         """Yield keys in (user_id, id) order with ``.range()``, until the counted total."""
         size = min(page_size, SUPABASE_MAX_ROWS)
-        offset, total = 0, None
-        while total is None or offset < total:
-            response = await self._call(
-                "reading user_keys", partial(self._keys_page, offset, size), retry=True
-            )
-            if total is None:
-                total = int(response.count) if response.count is not None else None
-            rows = response.data or []
-            if not rows:
-                return
+        async for rows in self._pages("reading user_keys", self._keys_page, size):
             yield [user_key(r) for r in rows]
-            offset += len(rows)
-            if total is None and len(rows) < size:
-                return
 
     def _keys_page(self, start: int, size: int) -> Any:
-        # Only the first page asks for the exact count (Content-Range: 0-999/2500).
-        count = CountMethod.exact if start == 0 else None
+        # Every page is counted (Content-Range: 0-999/2500): the total says when to stop.
         return (
             self.client.table("user_keys")
-            .select(",".join(KEY_COLUMNS), count=count)
+            .select(",".join(KEY_COLUMNS), count=CountMethod.exact)
             .order("user_id")
             .order("id")
             .range(start, start + size - 1)
@@ -467,9 +528,9 @@ class SupabaseStore:
         )
         with self._errors("claiming a tick"):
             try:
-                await self._insert("sentinel_runs", [row])
-            except APIError as exc:
-                if exc.code == "23505":  # unique (job, scheduled_for): the tick is taken
+                await self._retrying(partial(self._insert, "sentinel_runs", [row]), retry=False)
+            except _Failed as exc:
+                if exc.failure.code == "23505":  # unique (job, scheduled_for): the tick is taken
                     return False
                 raise  # converted by _errors
         return True
@@ -546,25 +607,19 @@ class SupabaseStore:
     async def load_key_health(self) -> dict[str, KeyHealth]:
         """Return every parked key's health row, by key id (paged like the keys)."""
         found: dict[str, KeyHealth] = {}
-        offset = 0
-        while True:
-            response = await self._call(
-                "reading sentinel_key_health", partial(self._health_page, offset), retry=True
-            )
-            rows = response.data or []
+        pages = self._pages("reading sentinel_key_health", self._health_page, SUPABASE_MAX_ROWS)
+        async for rows in pages:
             for r in rows:
                 health = key_health(r)
                 found[health.key_id] = health
-            if not rows:
-                return found
-            offset += len(rows)
+        return found
 
-    def _health_page(self, start: int) -> Any:
+    def _health_page(self, start: int, size: int) -> Any:
         return (
             self.client.table("sentinel_key_health")
-            .select(",".join(HEALTH_COLUMNS))
+            .select(",".join(HEALTH_COLUMNS), count=CountMethod.exact)
             .order("key_id")
-            .range(start, start + SUPABASE_MAX_ROWS - 1)
+            .range(start, start + size - 1)
             .execute()
         )
 

@@ -23,30 +23,17 @@ import pytest
 
 from sentinel_kit import KeyCipher, SyncJob, open_store
 from sentinel_kit._key_health import ciphertext_fingerprint
-from sentinel_kit._replay import MATCH_ON, scrub_request, scrub_response
 from sentinel_kit.ops._doctor import DoctorReport, adiagnose
 from sentinel_kit.ops._rotation import rotate_keys
 from sentinel_kit.stores._protocols import CiphertextChange
 from sentinel_kit.stores._supabase import SupabaseStore
 from sentinel_kit.testing import FakeTorn, profile_for
 
-from ..conftest import LOOPBACK, SECRET, make_key
+from ..conftest import SECRET, make_key
 from .pg_helpers import apply_supabase_roles
 from .supabase_helpers import PROJECT_URL, SERVICE_KEY, recording, supabase_stand_in
 
 NEW_SECRET = "the app's new secret, after rotation"
-
-
-@pytest.fixture(scope="module")
-def vcr_config() -> dict[str, Any]:
-    """Record Supabase; let the fake Torn server on 127.0.0.1 answer live."""
-    return {
-        "match_on": MATCH_ON,
-        "before_record_request": scrub_request,
-        "before_record_response": scrub_response,
-        "allowed_hosts": LOOPBACK,
-        "ignore_hosts": ["127.0.0.1"],
-    }
 
 
 @contextmanager

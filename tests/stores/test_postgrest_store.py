@@ -1,0 +1,343 @@
+"""The Supabase store's answer to each PostgREST and gateway behaviour, against the live stand-in.
+
+The stand-in's side of each behaviour is in test_postgrest_standin.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psycopg
+import pytest
+from postgrest.exceptions import APIError
+
+from sentinel_kit import ConfigError, SchemaMissing, StoreError, UserDataRow, UserKey
+from sentinel_kit._key_health import HealthState, KeyHealth
+from sentinel_kit.stores._supabase import SupabaseStore
+
+from ..conftest import run_cli
+from ..fakepostgrest import FakePostgREST
+from .supabase_helpers import ANON_KEY, PROJECT_URL, SERVICE_KEY, live_stand_in
+
+pytestmark = pytest.mark.postgres
+
+T = TypeVar("T")
+T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+READ_FAULTS = [
+    "PGRST000",
+    "PGRST001",
+    "PGRST002",
+    "PGRST003",
+    "gateway-502",
+    "gateway-503",
+    "gateway-504",
+    "gateway-502-html",
+    "gateway-503-html",
+    "gateway-504-html",
+]
+
+
+@pytest.fixture
+def fake(pg_url: str) -> Iterator[FakePostgREST]:
+    """The stand-in, live, over a freshly migrated database with Supabase's roles."""
+    with live_stand_in(pg_url) as server:
+        yield server
+
+
+def run(
+    fake: FakePostgREST,
+    body: Callable[[SupabaseStore], Awaitable[T]],
+    *,
+    key: str = SERVICE_KEY,
+    **options: Any,
+) -> T:
+    """Open a store on the stand-in (no waiting between retries), run ``body``, close it."""
+
+    async def go() -> T:
+        store = SupabaseStore(
+            PROJECT_URL, service_key=key, transport=fake.transport(), retry_wait=0, **options
+        )
+        async with store:
+            return await body(store)
+
+    return asyncio.run(go())
+
+
+def sql(pg_url: str, statement: str) -> list[Any]:
+    """Run SQL as the database owner (set-up, not through the Data API)."""
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        cur = conn.execute(statement)
+        return cur.fetchall() if cur.description else []
+
+
+def statuses(fake: FakePostgREST) -> list[int]:
+    return [e.status for e in fake.exchanges]
+
+
+# -- retries --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fault", READ_FAULTS)
+def test_reads_succeed_after_two_transient_faults(fault: str, fake: FakePostgREST) -> None:
+    """PGRST000-003 and the gateway's 502/503/504 (JSON or HTML) twice, then the read succeeds."""
+    fake.fail_next(fault, times=2)
+
+    async def body(store: SupabaseStore) -> int:
+        return await store.count_keys()
+
+    assert run(fake, body) == 0
+    failed = 504 if fault in ("PGRST003", "gateway-504", "gateway-504-html") else None
+    failed = failed or (502 if "502" in fault else 503)
+    assert statuses(fake) == [failed, failed, 200]
+
+
+def test_idempotent_writes_are_retried_too(fake: FakePostgREST, pg_url: str) -> None:
+    """An upsert of user_data (idempotent) is sent again after a PGRST001 and lands once."""
+    fake.fail_next("PGRST001")
+
+    async def body(store: SupabaseStore) -> int:
+        return await store.upsert_user_data([UserDataRow("u", "N", 1, T0)])
+
+    assert run(fake, body) == 1
+    assert statuses(fake) == [503, 201]
+    assert sql(pg_url, "SELECT user_id, name FROM user_data") == [("u", "N")]
+
+
+def test_faults_past_the_attempts_are_a_store_error(fake: FakePostgREST) -> None:
+    """Three PGRST001 in a row: StoreError (exit 3) saying Supabase is unavailable, 3 requests."""
+    fake.fail_next("PGRST001", times=3)
+
+    async def body(store: SupabaseStore) -> Any:
+        return await store.list_user_data()
+
+    with pytest.raises(StoreError) as info:
+        run(fake, body)
+    assert "Supabase is unavailable while reading user_data: 503 PGRST001" in str(info.value)
+    assert info.value.exit_code == 3
+    assert statuses(fake) == [503, 503, 503]
+
+
+def test_non_idempotent_requests_are_never_retried(fake: FakePostgREST, pg_url: str) -> None:
+    """An insert and a lease claim (RPC) are sent once, whatever the fault."""
+    fake.fail_next("PGRST001", times=2)
+    key = UserKey(str(uuid.UUID(int=1)), "u", "ct", None)
+
+    async def insert(store: SupabaseStore) -> None:
+        await store.add_key(key)
+
+    async def claim(store: SupabaseStore) -> Any:
+        return await store.claim_lease("sync-users", "a", 10)
+
+    with pytest.raises(StoreError, match="PGRST001"):
+        run(fake, insert)
+    with pytest.raises(StoreError, match="PGRST001"):
+        run(fake, claim)
+    assert [(e.method, e.status) for e in fake.exchanges] == [("POST", 503), ("POST", 503)]
+    assert sql(pg_url, "SELECT count(*) FROM user_keys") == [(0,)]
+
+
+def test_supabase_py_retries_stay_off(fake: FakePostgREST) -> None:
+    """With one attempt, a 503 to a GET is one request: supabase-py does not retry it on its own."""
+    fake.fail_next("PGRST002")
+
+    async def body(store: SupabaseStore) -> int:
+        return await store.count_keys()
+
+    with pytest.raises(StoreError, match="PGRST002"):
+        run(fake, body, attempts=1)
+    assert statuses(fake) == [503]
+
+
+def test_retry_after_is_honoured(fake: FakePostgREST) -> None:
+    """PostgREST's Retry-After on a 503 sets the least wait before the next attempt."""
+    fake.retry_after = 1
+    fake.fail_next("PGRST000")
+
+    async def body(store: SupabaseStore) -> float:
+        started = time.monotonic()
+        await store.count_keys()
+        return time.monotonic() - started
+
+    assert run(fake, body) >= 1.0
+    assert statuses(fake)[0] == 503
+
+
+# -- keys and privileges --------------------------------------------------------------------------
+
+
+def test_the_gateway_answer_to_a_wrong_key_has_no_code_in_postgrest_py(
+    fake: FakePostgREST,
+) -> None:
+    """postgrest-py parses the gateway's 401 JSON as APIError(code=None): the code is not "401"."""
+
+    async def body(store: SupabaseStore) -> Any:
+        return await store.client.table("user_keys").select("id").execute()
+
+    with pytest.raises(APIError) as info:
+        run(fake, body, key="not-the-key")
+    assert (info.value.code, info.value.message) == (None, "Invalid API key")
+
+
+def test_wrong_service_key_exits_2_naming_the_variable_not_the_key(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """The CLI with a wrong service key: exit 2, one line naming SUPABASE_SERVICE_ROLE_KEY."""
+    wrong = "sb_secret_wrong-key-7f3a9c"
+    with live_stand_in(pg_url, tcp=True) as fake:
+        assert fake.url is not None
+        result = run_cli(
+            ["keys", "list", "--db", fake.url],
+            env={"SUPABASE_SERVICE_ROLE_KEY": wrong},
+            cwd=tmp_path,
+        )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: Supabase's gateway refused SUPABASE_SERVICE_ROLE_KEY")
+    assert "service_role key" in result.stderr
+    assert wrong not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_anon_key_in_place_of_the_service_key_names_the_anon_role(fake: FakePostgREST) -> None:
+    """42501 answered 401 (the anon role): ConfigError naming the role, privilege and table."""
+
+    async def body(store: SupabaseStore) -> Any:
+        return await store.list_runs()
+
+    with pytest.raises(ConfigError) as info:
+        run(fake, body, key=ANON_KEY)
+    message = str(info.value)
+    assert "as the anon role, which lacks SELECT on table sentinel_runs" in message
+    assert "SUPABASE_SERVICE_ROLE_KEY" in message
+    assert ANON_KEY not in message
+
+
+def test_missing_grant_names_the_privilege_and_the_grant(fake: FakePostgREST, pg_url: str) -> None:
+    """42501 answered 403: ConfigError naming the privilege, the table and the GRANT to run."""
+    sql(pg_url, "REVOKE INSERT, UPDATE ON user_data FROM service_role")
+
+    async def body(store: SupabaseStore) -> Any:
+        return await store.upsert_user_data([UserDataRow("u", "N", 1, T0)])
+
+    with pytest.raises(ConfigError) as info:
+        run(fake, body)
+    assert "refused INSERT, UPDATE on table user_data to the role of SUPABASE_SERVICE_ROLE_KEY" in (
+        str(info.value)
+    )
+    assert "GRANT INSERT, UPDATE ON TABLE public.user_data TO service_role;" in str(info.value)
+    assert statuses(fake) == [403]  # not retried
+
+
+# -- timeouts -------------------------------------------------------------------------------------
+
+
+def test_statement_timeout_names_the_slow_request(fake: FakePostgREST, pg_url: str) -> None:
+    """57014 (HTTP 500): StoreError naming what was slow and the setting, sent once."""
+    fake.role_settings["service_role"] = {"statement_timeout": "200ms"}
+    with psycopg.connect(pg_url) as blocker:
+        blocker.execute("LOCK TABLE user_data IN ACCESS EXCLUSIVE MODE")
+
+        async def body(store: SupabaseStore) -> Any:
+            return await store.list_user_data()
+
+        with pytest.raises(StoreError) as info:
+            run(fake, body)
+        blocker.rollback()
+    message = str(info.value)
+    assert message.startswith("Supabase cancelled reading user_data (GET /user_data)")
+    assert "statement_timeout (57014: canceling statement due to statement timeout)" in message
+    assert "ALTER ROLE service_role SET statement_timeout" in message
+    assert statuses(fake) == [500]
+
+
+# -- paging: 206 and 416 --------------------------------------------------------------------------
+
+
+def test_pages_capped_below_the_page_size_continue_to_the_total(pg_url: str) -> None:
+    """A server capping pages at 400 (206 each) still yields every key, in order, once."""
+    with live_stand_in(pg_url) as fake:
+        fake.max_rows = 400
+        keys = [
+            UserKey(str(uuid.UUID(int=n + 1)), f"u{n:04d}", f"ct{n}", None) for n in range(1000)
+        ]
+
+        async def body(store: SupabaseStore) -> list[list[UserKey]]:
+            await store.add_keys(keys)
+            return [page async for page in store.iter_key_pages(page_size=1000)]
+
+        pages = run(fake, body)
+    assert [len(p) for p in pages] == [400, 400, 200]
+    assert [k.id for p in pages for k in p] == [k.id for k in keys]
+    reads = [e for e in fake.exchanges if e.method == "GET"]
+    assert [e.status for e in reads] == [206, 206, 206]  # none of them has every row
+
+
+def test_a_416_past_the_end_ends_paging_without_error(fake: FakePostgREST, pg_url: str) -> None:
+    """Rows deleted between two pages: the second page is a 416, which means no more rows."""
+    sql(
+        pg_url,
+        "INSERT INTO sentinel_key_health (key_id, user_id, fingerprint, state, since) "
+        "SELECT 'k' || lpad(g::text, 4, '0'), 'u', 'fp', 'dead', now() "
+        "FROM generate_series(1, 1500) g",
+    )
+
+    def shrink(method: str, target: str) -> None:
+        if method == "GET" and "offset=1000" in target:
+            sql(pg_url, "DELETE FROM sentinel_key_health WHERE key_id > 'k0900'")
+
+    fake.before_request = shrink
+
+    async def body(store: SupabaseStore) -> dict[str, KeyHealth]:
+        return await store.load_key_health()
+
+    found = run(fake, body)
+    assert len(found) == 1000
+    assert found["k0001"].state is HealthState.DEAD
+    assert statuses(fake) == [206, 416]
+
+
+# -- upserts --------------------------------------------------------------------------------------
+
+
+def test_an_update_only_upsert_is_200_and_still_written(fake: FakePostgREST, pg_url: str) -> None:
+    """Upserting existing users answers 200 (nothing inserted); the store counts the rows."""
+
+    async def body(store: SupabaseStore) -> tuple[int, int]:
+        first = await store.upsert_user_data([UserDataRow("a", "A", 1, T0)])
+        second = await store.upsert_user_data([UserDataRow("a", "B", 1, T0)])
+        return first, second
+
+    assert run(fake, body) == (1, 1)
+    assert statuses(fake) == [201, 200]
+    assert sql(pg_url, "SELECT name FROM user_data") == [("B",)]
+
+
+def test_duplicate_users_never_reach_postgrest(fake: FakePostgREST, pg_url: str) -> None:
+    """Two rows of one user are deduplicated before sending: PostgREST's 500 (21000) never comes."""
+
+    async def body(store: SupabaseStore) -> int:
+        return await store.upsert_user_data(
+            [UserDataRow("dup", "First", 1, T0), UserDataRow("dup", "Second", 1, T0)]
+        )
+
+    assert run(fake, body) == 1
+    assert statuses(fake) == [201]
+    assert sql(pg_url, "SELECT name FROM user_data") == [("Second",)]
+
+
+def test_a_request_sent_straight_through_supabase_py_is_converted_too(
+    fake: FakePostgREST,
+) -> None:
+    """Store code that calls supabase-py inside its error guard gets our errors, not APIError."""
+
+    async def body(store: SupabaseStore) -> Any:
+        with store._errors("reading a table"):
+            return await store.client.table("nowhere").select("*").execute()
+
+    with pytest.raises(SchemaMissing, match="PGRST205"):
+        run(fake, body)

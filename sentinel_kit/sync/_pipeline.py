@@ -467,7 +467,8 @@ class Pipeline:
             await self.store.save_key_health(park, clear)
         # Every user reached, synced, failed or parked, moves to the back of the order;
         # users deferred or never started keep their place for the next run.
-        attempted = [u for u in dict.fromkeys(o.user_id for o in outcomes) if u in self._reached]
+        # Sorted, like the rows: the same outcomes make the same write in any arrival order.
+        attempted = sorted({o.user_id for o in outcomes if o.user_id in self._reached})
         if attempted:
             await self.store.record_attempts(attempted, at=now, job=self.job, fence=self.fence)
         return leftover

@@ -419,3 +419,18 @@ def _attempted_users(path: Path) -> list[str]:
 
     with sqlite3.connect(path) as conn:
         return [r[0] for r in conn.execute("SELECT user_id FROM sentinel_user_attempts")]
+
+
+def test_status_without_migration_011_judges_health_and_shows_no_backlog(tmp_path: Path) -> None:
+    """A database not yet migrated to 011 (no sentinel_user_attempts): `status --json`
+    still judges health, with `stale_users` null."""
+    import sqlite3
+
+    url, _ = backlog_db(tmp_path / "old.db")
+    with sqlite3.connect(tmp_path / "old.db") as conn:
+        conn.execute("DROP TABLE sentinel_user_attempts")
+        conn.execute("DELETE FROM sentinel_migrations WHERE name LIKE '011%'")
+    found = status_json(url)
+    assert found["healthy"] is False  # never ran: judged as without the migration
+    assert found["reason"]
+    assert (found["stale_users"], found["oldest_attempt_age_s"]) == (None, None)

@@ -612,6 +612,7 @@ class Daemon:
                     min_synced=self.config.min_synced,
                     now=self.clock.now(),
                     known=known,
+                    backlog=False,
                 )
             return report.healthz()
 

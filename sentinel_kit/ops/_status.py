@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -331,6 +332,7 @@ async def job_statuses(
     min_synced: float = DEFAULT_MIN_SYNCED,
     now: datetime | None = None,
     known: Mapping[str, JobState] | None = None,
+    backlog: bool = True,
 ) -> StatusReport:
     """Judge jobs against the health rule with an already open store.
 
@@ -342,6 +344,8 @@ async def job_statuses(
             own, before it could register them).
         min_synced: the share of attempted keys a partial run must sync.
         now: the time to judge at (default: now).
+        backlog: also count each sync job's backlog (a scan of ``user_keys``; ``/healthz``
+            does not show it and skips it).
 
     Returns:
         The :class:`StatusReport`.
@@ -366,10 +370,10 @@ async def job_statuses(
             (r for r in runs if r.counted and r.status in ("ok", "partial") and r.finished_at),
             None,
         )
-        try:
-            backlog = await job_backlog(store, name, plan=plan, now=moment)
-        except SchemaMissing:
-            backlog = None  # migration 011 not applied yet: health is still judged
+        behind = None
+        # Without migration 011 there is no backlog, but health is still judged.
+        with suppress(SchemaMissing):
+            behind = await job_backlog(store, name, plan=plan, now=moment) if backlog else None
         found.append(
             JobStatus(
                 job=name,
@@ -380,7 +384,7 @@ async def job_statuses(
                 last_success_at=success.finished_at if success else None,
                 next_tick=plan.next_after(moment) if plan else None,
                 schedule=state.schedule if state else None,
-                backlog=backlog,
+                backlog=behind,
             )
         )
     return StatusReport(tuple(found), moment, min_synced)

@@ -1,10 +1,10 @@
 """The Supabase backend, through supabase-py (PostgREST, Supabase's Data API).
 
 - Keys are read in fair order through the ``sentinel_key_page`` function (``.rpc()``), keyset
-  paged on (last attempt, user_id, id) in pages of at most 1000 (Supabase's ``db-max-rows``)
-  until an empty page, so a server capping pages lower still loses nothing, and the run's own
+  paged on (last attempt, user_id, id), 10,000 keys a call as one JSON array (a single
+  value, which Supabase's ``db-max-rows`` cap of 1000 rows does not cut), so the run's own
   attempt writes, which reorder the users, skip no one (offsets would). The original worker
-  read one page. Other tables are read with ``.range()`` and an exact count.
+  read one page of 1000. Other tables are read with ``.range()`` and an exact count.
 - ``user_data`` is upserted with ``on_conflict="user_id"`` and minimal returning, in chunks,
   deduplicated; retried on transient failures because the upsert is idempotent.
 - Leases and fenced writes go through the ``sentinel_*`` SQL functions (``.rpc()``), which
@@ -67,7 +67,7 @@ from ._rows import (
     user_data_row,
     user_key,
 )
-from ._sql import SQL_TABLES
+from ._sql import DEFAULT_READ_AHEAD, SQL_TABLES
 
 if TYPE_CHECKING:
     from ..sync._report import SyncReport
@@ -154,6 +154,8 @@ class SupabaseStore:
         self.label = self.url
         self._key = key
         self.chunk_size = chunk_size
+        #: Keys one ``sentinel_key_page`` call returns (see ``iter_key_pages``).
+        self.read_ahead = DEFAULT_READ_AHEAD
         self.timeout = timeout
         self.attempts = attempts
         self.retry_wait = retry_wait
@@ -339,25 +341,31 @@ class SupabaseStore:
         shard: tuple[int, int] | None = None,
         attempted_before: datetime | None = None,
     ) -> AsyncIterator[list[UserKey]]:
-        """Yield keys in fair order, one keyset page at a time, through the function
+        """Yield keys in fair order, in pages of ``page_size``, through the function
         ``sentinel_key_page`` (migration 011; see ``KeyStore.iter_key_pages``).
 
-        A page shorter than asked does not end the read (the server may cap pages below
-        ``page_size``, as ``db-max-rows`` does): only an empty page does.
+        Each call returns about :attr:`read_ahead` keys (whole pages) as one JSON array,
+        which ``db-max-rows`` does not cut; calls follow each other by keyset, and a call
+        returning fewer keys than asked is the last.
         """
-        params: dict[str, Any] = {"p_limit": min(page_size, SUPABASE_MAX_ROWS)}
+        limit = max(1, self.read_ahead // page_size) * page_size
+        params: dict[str, Any] = {"p_limit": limit}
         if attempted_before is not None:
             params["p_before"] = attempted_before
         if shard is not None:
             params["p_shard"], params["p_shards"] = shard
         while True:
             # Retried on transient failures: a read.
-            rows: list[dict[str, Any]] = (
-                await self._rpc("sentinel_key_page", _json(params), retry=True) or []
-            )
-            if not rows:
+            rows = await self._rpc("sentinel_key_page", _json(params), retry=True)
+            if not isinstance(rows, list):
+                raise StoreError(
+                    "Supabase sent an unreadable page of keys (sentinel_key_page): is "
+                    "migration 011 applied? Print it with `sentinel-kit migrate --print`"
+                )
+            for start in range(0, len(rows), page_size):
+                yield [user_key(r) for r in rows[start : start + page_size]]
+            if len(rows) < limit:
                 return
-            yield [user_key(r) for r in rows]
             last = rows[-1]
             params["p_after_attempt"] = last["attempted_at"]
             params["p_after_user"] = last["user_id"]

@@ -8,6 +8,9 @@ half), then times one full read the way a run reads: in fair order with
 runs in the query: ``sentinel_shard_of`` on every key of every page). Each page is a
 keyset query over the whole table (a join with ``sentinel_user_attempts`` and a top-N
 sort), so a full pass costs about pages x (one scan): the figures say what that is.
+On PostgreSQL it also times a pass through ``sentinel_key_page`` the way SupabaseStore
+makes it (SQL only, no HTTP), with calls of 1,000 keys (PostgREST's row cap, had the
+function returned rows) and of 10,000 (one JSON value, what the store asks for).
 SQLite always; PostgreSQL with SENTINEL_TEST_POSTGRES_URL (a throw-away database is created
 and dropped). Not collected by pytest (no test_ prefix).
 """
@@ -64,9 +67,33 @@ async def full_pass(
 def report(label: str, keys: int, pages: int, seconds: float) -> None:
     per_page = seconds / pages * 1000 if pages else 0.0
     print(
-        f"{label:<34} {keys:>7} keys {pages:>4} pages {seconds:>7.2f} s "
+        f"{label:<36} {keys:>7} keys {pages:>4} pages {seconds:>7.2f} s "
         f"{per_page:>7.1f} ms/page {keys / seconds:>9.0f} keys/s"
     )
+
+
+def rpc_pass(url: str, limit: int, shard: tuple[int, int] | None) -> tuple[int, int, float]:
+    """A pass as SupabaseStore makes it, without the HTTP: ``sentinel_key_page`` calls of
+    ``limit`` keys by keyset, each one JSON value; return (keys, calls, seconds)."""
+    import psycopg
+
+    before = datetime.now(UTC)
+    after: tuple[object, object, object] = (None, None, None)
+    keys = calls = 0
+    with psycopg.connect(url) as conn:
+        start = time.perf_counter()
+        while True:
+            row = conn.execute(
+                "SELECT sentinel_key_page(%s, %s, %s, %s, %s, %s, %s)",
+                (limit, *after, before, *(shard or (None, None))),
+            ).fetchone()
+            page = row[0] if row else []
+            calls += 1
+            keys += len(page)
+            if len(page) < limit:
+                return keys, calls, time.perf_counter() - start
+            last = page[-1]
+            after = (last["attempted_at"], last["user_id"], last["id"])
 
 
 def bench(name: str, url: str, n: int, page_size: int) -> None:
@@ -75,6 +102,17 @@ def bench(name: str, url: str, n: int, page_size: int) -> None:
         keys, pages, seconds = asyncio.run(full_pass(url, page_size, shard))
         what = "all users" if shard is None else f"shard {shard[0]}/{shard[1]}"
         report(f"{name}: full pass, {what}", keys, pages, seconds)
+    if name != "postgres":
+        return
+    for shard in (None, (0, 4)):
+        for limit in (1000, 10_000):
+            keys, calls, seconds = rpc_pass(url, limit, shard)
+            what = "all users" if shard is None else f"shard {shard[0]}/{shard[1]}"
+            label = f"sentinel_key_page x{limit}, {what}"
+            print(
+                f"{label:<36} {keys:>7} keys {calls:>4} calls {seconds:>7.2f} s "
+                f"{seconds / calls * 1000:>7.1f} ms/call {keys / seconds:>9.0f} keys/s"
+            )
 
 
 def main() -> None:

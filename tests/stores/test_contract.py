@@ -414,7 +414,7 @@ def test_every_user_is_attempted_within_ceil_n_over_b_runs(make_store: Factory) 
         return reached
 
     async def body(store: Store) -> list[list[str]]:
-        if isinstance(store, SQLStore):
+        if isinstance(store, SQLStore | SupabaseStore):
             store.read_ahead = 0  # one query per page, so the writes land between queries
         await store.add_keys(keys)
         return [await one_run(store, T0 + timedelta(hours=r)) for r in range(4)]
@@ -440,7 +440,7 @@ def test_attempts_written_while_paging_skip_no_one(make_store: Factory) -> None:
     start = T0 + timedelta(days=1)
 
     async def body(store: Store) -> list[UserKey]:
-        if isinstance(store, SQLStore):
+        if isinstance(store, SQLStore | SupabaseStore):
             store.read_ahead = 0  # one query per page, so the writes land between queries
         await store.add_keys(keys)
         # Earlier attempts, so the order is not the user_id order.

@@ -258,9 +258,10 @@ def test_statement_timeout_names_the_slow_request(fake: FakePostgREST, pg_url: s
 # -- paging: 206 and 416 --------------------------------------------------------------------------
 
 
-def test_pages_capped_below_the_page_size_continue_to_an_empty_page(pg_url: str) -> None:
-    """A server capping pages at 400 still yields every key, in order, once: keyset pages
-    (sentinel_key_page) go on until a page comes back empty, not until a short one."""
+def test_keys_are_not_cut_by_the_row_cap(pg_url: str) -> None:
+    """A server capping responses at 400 rows does not cut the keys: sentinel_key_page
+    answers one JSON value. Every key comes once, in order, in pages of page_size, with
+    as many calls as read_ahead asks for (the last one short)."""
     with live_stand_in(pg_url) as fake:
         fake.max_rows = 400
         keys = [
@@ -269,13 +270,14 @@ def test_pages_capped_below_the_page_size_continue_to_an_empty_page(pg_url: str)
 
         async def body(store: SupabaseStore) -> list[list[UserKey]]:
             await store.add_keys(keys)
-            return [page async for page in store.iter_key_pages(page_size=1000)]
+            store.read_ahead = 600  # calls of 600 keys: two pages of 300
+            return [page async for page in store.iter_key_pages(page_size=300)]
 
         pages = run(fake, body)
-    assert [len(p) for p in pages] == [400, 400, 200]
+    assert [len(p) for p in pages] == [300, 300, 300, 100]
     assert [k.id for p in pages for k in p] == [k.id for k in keys]
     reads = [e for e in fake.exchanges if e.path.endswith("/rpc/sentinel_key_page")]
-    assert len(reads) == 4  # the fourth page is empty: the end
+    assert len(reads) == 2  # 600 keys, then 400 (fewer than asked: the last)
     assert all(e.method == "POST" and e.status == 200 for e in reads)
 
 

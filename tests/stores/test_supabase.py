@@ -31,8 +31,8 @@ from .supabase_helpers import PROJECT_URL, SERVICE_KEY, recording, supabase_stan
 def test_sync_reads_2500_keys_in_three_pages(
     request: pytest.FixtureRequest, torn: FakeTorn, vcr: Any
 ) -> None:
-    """A sync through the Data API reads all 2,500 keys (keyset pages of <= 1000) and writes
-    all, recording each user's attempt."""
+    """A sync through the Data API reads all 2,500 keys (past the 1000-row cap: one JSON
+    value) and writes all, recording each user's attempt."""
     keys = [(str(uuid.UUID(int=n + 1)), f"sb-user-{n:05d}", make_key(n)) for n in range(2500)]
     with supabase_stand_in(request) as transport:
         if recording(request):
@@ -65,7 +65,7 @@ def test_sync_reads_2500_keys_in_three_pages(
         for i, r in enumerate(vcr.requests)
         if r.method == "POST" and r.path.endswith("/rpc/sentinel_key_page")
     ]
-    assert sum(page_reads) == 4  # keyset pages of 1000, 1000, 500, then an empty one ends
+    assert sum(page_reads) == 1  # up to 10,000 keys a call, one JSON value: one call
     upserts = [r for r in vcr.requests if r.method == "POST" and r.path.endswith("/user_data")]
     assert len(upserts) == 5  # 2,500 rows in chunks of 500
     attempts = [r for r in vcr.requests if r.path.endswith("/rpc/sentinel_record_attempts")]

@@ -36,14 +36,18 @@ AS $$
                    ::bit(64)::bigint AS v) AS s
 $$;
 
--- One page of keys in fair order, for the Data API (SupabaseStore; the SQL stores run the
--- same query from sentinel_kit/stores/_sql.py): keyset paging on (attempt, user_id, id),
--- never-attempted users first, only users not attempted since p_before (the run's start),
--- only the users of shard p_shard of p_shards when given. Ids and user ids come back as
--- text (compared byte-wise, COLLATE "C"), created_at as the JSON text PostgREST would send.
--- The shard test is sentinel_shard_of's expression written out: a function with a pinned
--- search_path is never inlined, and calling it on every key of every page costs 3-5x the
--- hash itself.
+-- Keys in fair order, for the Data API (SupabaseStore; the SQL stores run the same query
+-- from sentinel_kit/stores/_sql.py): keyset paging on (attempt, user_id, id), never-attempted
+-- users first, only users not attempted since p_before (the run's start), only the users of
+-- shard p_shard of p_shards when given. Ids and user ids are text (compared byte-wise,
+-- COLLATE "C"), created_at the JSON text PostgREST would send.
+--
+-- The order spans two tables, so no index serves it and every call joins and sorts the
+-- whole table: one call returns up to p_limit keys (10,000 from SupabaseStore) as ONE JSON
+-- array, which Supabase's db-max-rows (1000 rows a response) does not cut, so a pass over
+-- 100,000 keys is 10 calls rather than 100. The shard test is sentinel_shard_of's
+-- expression written out: a function with a pinned search_path is never inlined, and
+-- calling it on every key costs 3-5x the hash itself.
 CREATE OR REPLACE FUNCTION sentinel_key_page(
     p_limit integer,
     p_after_attempt timestamptz DEFAULT NULL,
@@ -53,32 +57,43 @@ CREATE OR REPLACE FUNCTION sentinel_key_page(
     p_shard integer DEFAULT NULL,
     p_shards integer DEFAULT NULL
 )
-RETURNS TABLE (id text, user_id text, api_key text, created_at text, attempted_at timestamptz)
+RETURNS jsonb
 LANGUAGE sql
 STABLE
 SECURITY INVOKER
 SET search_path = public, pg_temp
 AS $$
-    SELECT k.id::text, k.user_id::text, k.api_key, to_json(k.created_at) #>> '{}',
-           a.attempted_at
-      FROM user_keys k
-      LEFT JOIN sentinel_user_attempts a ON a.user_id = k.user_id::text
-     WHERE (p_before IS NULL OR a.attempted_at IS NULL OR a.attempted_at < p_before)
-       AND (p_shards IS NULL
-            OR (CASE WHEN ('x' || encode(substr(sha256(convert_to(k.user_id::text, 'UTF8')), 1, 8), 'hex'))::bit(64)::bigint >= 0
-                     THEN ('x' || encode(substr(sha256(convert_to(k.user_id::text, 'UTF8')), 1, 8), 'hex'))::bit(64)::bigint % p_shards
-                     ELSE (('x' || encode(substr(sha256(convert_to(k.user_id::text, 'UTF8')), 1, 8), 'hex'))::bit(64)::bigint % p_shards + p_shards
-                           + (9223372036854775807 % p_shards + 1) % p_shards * 2 % p_shards)
-                          % p_shards
-                END) = p_shard)
-       AND (p_after_user IS NULL
-            OR (coalesce(a.attempted_at, '-infinity'::timestamptz),
-                k.user_id::text COLLATE "C", k.id::text COLLATE "C")
-               > (coalesce(p_after_attempt, '-infinity'::timestamptz),
-                  p_after_user COLLATE "C", p_after_id COLLATE "C"))
-     ORDER BY coalesce(a.attempted_at, '-infinity'::timestamptz),
-              k.user_id::text COLLATE "C", k.id::text COLLATE "C"
-     LIMIT p_limit
+    SELECT coalesce(jsonb_agg(jsonb_build_object(
+               'id', p.id, 'user_id', p.user_id, 'api_key', p.api_key,
+               'created_at', p.created_at, 'attempted_at', p.attempted_at
+           ) ORDER BY p.sort_at, p.user_id COLLATE "C", p.id COLLATE "C"), '[]'::jsonb)
+      FROM (
+        SELECT k.id::text AS id, k.user_id::text AS user_id, k.api_key,
+               to_json(k.created_at) #>> '{}' AS created_at, a.attempted_at,
+               coalesce(a.attempted_at, '-infinity'::timestamptz) AS sort_at
+          FROM user_keys k
+          LEFT JOIN sentinel_user_attempts a ON a.user_id = k.user_id::text
+         WHERE (p_before IS NULL OR a.attempted_at IS NULL OR a.attempted_at < p_before)
+           AND (p_shards IS NULL
+                OR (CASE WHEN ('x' || encode(substr(sha256(convert_to(k.user_id::text, 'UTF8')), 1, 8), 'hex'))
+                          ::bit(64)::bigint >= 0
+                         THEN ('x' || encode(substr(sha256(convert_to(k.user_id::text, 'UTF8')), 1, 8), 'hex'))
+                          ::bit(64)::bigint % p_shards
+                         ELSE (('x' || encode(substr(sha256(convert_to(k.user_id::text, 'UTF8')), 1, 8), 'hex'))
+                          ::bit(64)::bigint % p_shards
+                               + p_shards
+                               + (9223372036854775807 % p_shards + 1) % p_shards * 2 % p_shards)
+                              % p_shards
+                    END) = p_shard)
+           AND (p_after_user IS NULL
+                OR (coalesce(a.attempted_at, '-infinity'::timestamptz),
+                    k.user_id::text COLLATE "C", k.id::text COLLATE "C")
+                   > (coalesce(p_after_attempt, '-infinity'::timestamptz),
+                      p_after_user COLLATE "C", p_after_id COLLATE "C"))
+         ORDER BY coalesce(a.attempted_at, '-infinity'::timestamptz),
+                  k.user_id::text COLLATE "C", k.id::text COLLATE "C"
+         LIMIT p_limit
+      ) AS p
 $$;
 
 -- Record that these users were attempted at p_at (by job p_job). With a lease (p_lease not

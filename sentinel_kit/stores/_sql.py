@@ -227,8 +227,9 @@ class SQLStore:
         user_id, then id; ids as text), in pages of ``page_size``; see ``KeyStore``.
 
         The order spans two tables, so no index serves it: every query joins and sorts the
-        whole table. Each query therefore reads about :attr:`read_ahead` keys (whole pages,
-        at least one) and the pages are cut from them; queries follow each other by keyset.
+        whole table. After a first query of one page (what a caller wanting a sample
+        reads), each query therefore reads about :attr:`read_ahead` keys (whole pages, at
+        least one) and the pages are cut from them; queries follow each other by keyset.
         """
         user_text, id_text = self._as_text("k.user_id"), self._as_text("k.id")
         order = f"COALESCE(a.attempted_at, {self._never}), {user_text}, {id_text}"
@@ -244,7 +245,7 @@ class SQLStore:
             fixed.append(attempted_before)
         if shard is not None:
             where.append(self._in_shard("CAST(k.user_id AS TEXT)", shard))
-        limit = max(1, self.read_ahead // page_size) * page_size  # whole pages per query
+        limit = page_size  # the first query reads one page: a sample (doctor) wants no more
         after: list[Any] | None = None
         while True:
             clauses, params = list(where), list(fixed)
@@ -263,6 +264,7 @@ class SQLStore:
                 return
             last = rows[-1]
             after = [last[4], last[5], last[6]]
+            limit = max(1, self.read_ahead // page_size) * page_size  # whole pages
 
     def _in_shard(self, user_text: str, shard: tuple[int, int]) -> str:
         """A condition: the user id (text) is in shard ``(i, n)`` (as :func:`shard_of`)."""

@@ -344,11 +344,12 @@ class SupabaseStore:
         """Yield keys in fair order, in pages of ``page_size``, through the function
         ``sentinel_key_page`` (migration 011; see ``KeyStore.iter_key_pages``).
 
-        Each call returns about :attr:`read_ahead` keys (whole pages) as one JSON array,
-        which ``db-max-rows`` does not cut; calls follow each other by keyset, and a call
+        After a first call for one page (what a caller wanting a sample reads), each call
+        returns about :attr:`read_ahead` keys (whole pages) as one JSON array, which
+        ``db-max-rows`` does not cut; calls follow each other by keyset, and a call
         returning fewer keys than asked is the last.
         """
-        limit = max(1, self.read_ahead // page_size) * page_size
+        limit = page_size  # the first call asks for one page: a sample (doctor) wants no more
         params: dict[str, Any] = {"p_limit": limit}
         if attempted_before is not None:
             params["p_before"] = attempted_before
@@ -370,6 +371,7 @@ class SupabaseStore:
             params["p_after_attempt"] = last["attempted_at"]
             params["p_after_user"] = last["user_id"]
             params["p_after_id"] = last["id"]
+            limit = params["p_limit"] = max(1, self.read_ahead // page_size) * page_size
 
     async def record_attempts(
         self,

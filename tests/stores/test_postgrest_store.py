@@ -260,8 +260,8 @@ def test_statement_timeout_names_the_slow_request(fake: FakePostgREST, pg_url: s
 
 def test_keys_are_not_cut_by_the_row_cap(pg_url: str) -> None:
     """A server capping responses at 400 rows does not cut the keys: sentinel_key_page
-    answers one JSON value. Every key comes once, in order, in pages of page_size, with
-    as many calls as read_ahead asks for (the last one short)."""
+    answers one JSON value. Every key comes once, in order, in pages of page_size: a
+    first call for one page, then calls of read_ahead keys (the last one short)."""
     with live_stand_in(pg_url) as fake:
         fake.max_rows = 400
         keys = [
@@ -274,11 +274,22 @@ def test_keys_are_not_cut_by_the_row_cap(pg_url: str) -> None:
             return [page async for page in store.iter_key_pages(page_size=300)]
 
         pages = run(fake, body)
+        before = len(fake.exchanges)
+
+        async def sample(store: SupabaseStore) -> list[UserKey]:
+            async for page in store.iter_key_pages(page_size=10):
+                return page  # what doctor does: the first page only
+            return []
+
+        first = run(fake, sample)
+        asked = [e for e in fake.exchanges[before:] if "sentinel_key_page" in e.path]
     assert [len(p) for p in pages] == [300, 300, 300, 100]
     assert [k.id for p in pages for k in p] == [k.id for k in keys]
-    reads = [e for e in fake.exchanges if e.path.endswith("/rpc/sentinel_key_page")]
-    assert len(reads) == 2  # 600 keys, then 400 (fewer than asked: the last)
+    reads = [e for e in fake.exchanges[:before] if e.path.endswith("/rpc/sentinel_key_page")]
+    assert len(reads) == 3  # one page first (300), then 600, then 100: fewer, the last
     assert all(e.method == "POST" and e.status == 200 for e in reads)
+    assert [k.id for k in first] == [k.id for k in keys[:10]]
+    assert len(asked) == 1  # a sample (doctor's) costs one call
 
 
 def test_a_416_past_the_end_ends_paging_without_error(fake: FakePostgREST, pg_url: str) -> None:

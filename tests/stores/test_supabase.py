@@ -65,7 +65,7 @@ def test_sync_reads_2500_keys_in_three_pages(
         for i, r in enumerate(vcr.requests)
         if r.method == "POST" and r.path.endswith("/rpc/sentinel_key_page")
     ]
-    assert sum(page_reads) == 1  # up to 10,000 keys a call, one JSON value: one call
+    assert sum(page_reads) == 2  # 1000 keys first, then up to 10,000 (one JSON value)
     upserts = [r for r in vcr.requests if r.method == "POST" and r.path.endswith("/user_data")]
     assert len(upserts) == 5  # 2,500 rows in chunks of 500
     attempts = [r for r in vcr.requests if r.path.endswith("/rpc/sentinel_record_attempts")]

@@ -268,8 +268,30 @@ class PostgresStore(SQLStore):
 
     # -- reads in the table's own types ------------------------------------------------------
 
-    def _key_select(self) -> str:
-        return "SELECT id, user_id, api_key, created_at FROM user_keys"
+    # The fair order: never-attempted users before every time, ids compared byte-wise
+    # (COLLATE "C"), the same order as sentinel_key_page (migration 011) and SQLite's.
+    _never = "'-infinity'::timestamptz"
+    _attempt_param = "COALESCE(CAST(? AS timestamptz), '-infinity'::timestamptz)"
+
+    def _as_text(self, expr: str) -> str:
+        return f'CAST({expr} AS TEXT) COLLATE "C"'
+
+    def _in_shard(self, user_text: str, shard: tuple[int, int]) -> str:
+        # sentinel_shard_of's expression, inlined: a SQL function with a pinned
+        # search_path is never inlined, and its call costs 3-5x the hash itself on every
+        # key of every query. The first 8 bytes of SHA-256 as a signed bigint v; a negative
+        # v stands for v + 2^64, so its shard is (v mod n + 2^64 mod n) mod n. mod(), not
+        # the % operator, which psycopg would take for a placeholder.
+        index, count = int(shard[0]), int(shard[1])
+        wrap = (1 << 64) % count
+        v = (
+            f"('x' || encode(substr(sha256(convert_to({user_text}, 'UTF8')), 1, 8), 'hex'))"
+            "::bit(64)::bigint"
+        )
+        return (
+            f"(CASE WHEN {v} >= 0 THEN mod({v}, {count}) "
+            f"ELSE mod(mod({v}, {count}) + {count} + {wrap}, {count}) END) = {index}"
+        )
 
     async def column_types(self) -> dict[str, dict[str, str]]:
         """Return ``{table: {column: type}}`` of ``user_keys`` and ``user_data``, from the
@@ -324,6 +346,27 @@ class PostgresStore(SQLStore):
                 "SELECT sentinel_upsert_user_data(?, ?, ?::jsonb)",
                 [fence.lease, fence.token, payload],
             )
+
+    async def _record_attempts_chunk(
+        self,
+        session: Session,
+        user_ids: Sequence[str],
+        at: datetime,
+        job: str | None,
+        fence: Fence | None,
+    ) -> None:
+        # The function of migration 011, which the Supabase store calls too: one statement,
+        # and under a fence the same lease check as sentinel_upsert_user_data.
+        await session.execute(
+            "SELECT sentinel_record_attempts(?::text[], ?, ?, ?, ?)",
+            [
+                list(user_ids),
+                at,
+                job,
+                fence.lease if fence else None,
+                fence.token if fence else None,
+            ],
+        )
 
     # -- job state ---------------------------------------------------------------------------
     # Through the same SQL functions the Supabase store calls, so both run the same SQL.

@@ -258,8 +258,10 @@ def test_statement_timeout_names_the_slow_request(fake: FakePostgREST, pg_url: s
 # -- paging: 206 and 416 --------------------------------------------------------------------------
 
 
-def test_pages_capped_below_the_page_size_continue_to_the_total(pg_url: str) -> None:
-    """A server capping pages at 400 (206 each) still yields every key, in order, once."""
+def test_keys_are_not_cut_by_the_row_cap(pg_url: str) -> None:
+    """A server capping responses at 400 rows does not cut the keys: sentinel_key_page
+    answers one JSON value. Every key comes once, in order, in pages of page_size: a
+    first call for one page, then calls of read_ahead keys (the last one short)."""
     with live_stand_in(pg_url) as fake:
         fake.max_rows = 400
         keys = [
@@ -268,13 +270,26 @@ def test_pages_capped_below_the_page_size_continue_to_the_total(pg_url: str) -> 
 
         async def body(store: SupabaseStore) -> list[list[UserKey]]:
             await store.add_keys(keys)
-            return [page async for page in store.iter_key_pages(page_size=1000)]
+            store.read_ahead = 600  # calls of 600 keys: two pages of 300
+            return [page async for page in store.iter_key_pages(page_size=300)]
 
         pages = run(fake, body)
-    assert [len(p) for p in pages] == [400, 400, 200]
+        before = len(fake.exchanges)
+
+        async def sample(store: SupabaseStore) -> list[UserKey]:
+            async for page in store.iter_key_pages(page_size=10):
+                return page  # what doctor does: the first page only
+            return []
+
+        first = run(fake, sample)
+        asked = [e for e in fake.exchanges[before:] if "sentinel_key_page" in e.path]
+    assert [len(p) for p in pages] == [300, 300, 300, 100]
     assert [k.id for p in pages for k in p] == [k.id for k in keys]
-    reads = [e for e in fake.exchanges if e.method == "GET"]
-    assert [e.status for e in reads] == [206, 206, 206]  # none of them has every row
+    reads = [e for e in fake.exchanges[:before] if e.path.endswith("/rpc/sentinel_key_page")]
+    assert len(reads) == 3  # one page first (300), then 600, then 100: fewer, the last
+    assert all(e.method == "POST" and e.status == 200 for e in reads)
+    assert [k.id for k in first] == [k.id for k in keys[:10]]
+    assert len(asked) == 1  # a sample (doctor's) costs one call
 
 
 def test_a_416_past_the_end_ends_paging_without_error(fake: FakePostgREST, pg_url: str) -> None:

@@ -166,13 +166,12 @@ class Coverage:
         b = self.budget
         full = b.full_pass_s or 0.0
         per_run = b.users_per_run
-        reach = f"a run reaches about {per_run} of {b.users} users" if per_run is not None else ""
-        runs = math.ceil(full / self.window_s)
+        reach = f" and reaches about {per_run} of {b.users} users" if per_run is not None else ""
         line = (
             f"{job}: a run cannot cover every user: a full pass of {b.requests} requests takes "
             f"{_duration(full)} at --max-rpm {b.max_rpm}, a run has {_duration(self.window_s)}"
-            f"{f' ({reach})' if reach else ''}, so each user is attempted about once every "
-            f"{runs} runs. To cover every user each run: "
+            f"{reach}, so each user is attempted about once every "
+            f"{math.ceil(full / self.window_s)} runs. To cover every user each run: "
         )
         rpm = min(b.max_rpm, TORN_RPM_PER_IP)
         ips = f"{self.shards_needed} shards, each on its own egress IP, at --max-rpm {rpm}"

@@ -490,3 +490,37 @@ def test_daemon_once_warns_too_and_suggests_shards_past_torns_limit(
     assert "sync-users:0/1: a run cannot cover every user" in log
     assert "2 shards, each on its own egress IP, at --max-rpm 1000" in log
     assert "--max-rpm would have to be 1200, over Torn's 1000 requests a minute per IP" in log
+
+
+# -- the fake Torn's fast path ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["threaded", "fast"])
+def test_fake_torn_fast_path_answers_like_the_threaded_one(tmp_path: Path, fast: bool) -> None:
+    """`FakeTorn(fast=True)` (the benchmark's) gives a sync the same outcomes as the threaded
+    server: profiles, a scripted Torn error, a slow answer, a hang-up, an outage; and the
+    same request log."""
+    from sentinel_kit.testing import hang_up, slow, torn_error
+
+    keys = simple_keys(12)
+    db = seed_sqlite(tmp_path / "f.db", keys)
+    with FakeTorn(fast=fast) as torn:
+        torn.always(keys[0].plaintext, "error_2_incorrect_key.json")
+        torn.script(keys[1].plaintext, slow(0.3))
+        torn.always(keys[2].plaintext, hang_up())
+        args = ["sync", "--db", db, "--torn-url", torn.url, "--max-rpm", "0", "--json"]
+        result = run_cli([*args, "--max-attempts", "1"], env=ENV)
+        report = json.loads(result.stdout)
+        assert (report["status"], report["synced"], report["failed"]) == ("partial", 10, 2)
+        reasons = {f["user_id"]: f["reason"] for f in report["failures"]}
+        assert reasons == {keys[0].user_id: "key_invalid", keys[2].user_id: "network"}
+        assert torn.count() == 12
+        assert {entry.fingerprint for entry in torn.log} == {k.fingerprint for k in keys}
+        assert all(h["Authorization"].startswith("ApiKey ") for h in torn.headers_seen)
+        with torn.outage(torn_error(8)):
+            blocked = run_cli(args, env=ENV)
+        assert blocked.returncode == 3, blocked.stderr
+        assert "IP" in json.loads(blocked.stdout)["error"]
+        if fast:
+            with pytest.raises(RuntimeError, match="threaded"):
+                torn.hold()

@@ -268,8 +268,13 @@ class PostgresStore(SQLStore):
 
     # -- reads in the table's own types ------------------------------------------------------
 
-    def _key_select(self) -> str:
-        return "SELECT id, user_id, api_key, created_at FROM user_keys"
+    # The fair order: never-attempted users before every time, ids compared byte-wise
+    # (COLLATE "C"), the same order as sentinel_key_page (migration 011) and SQLite's.
+    _never = "'-infinity'::timestamptz"
+    _attempt_param = "COALESCE(CAST(? AS timestamptz), '-infinity'::timestamptz)"
+
+    def _as_text(self, expr: str) -> str:
+        return f'CAST({expr} AS TEXT) COLLATE "C"'
 
     async def column_types(self) -> dict[str, dict[str, str]]:
         """Return ``{table: {column: type}}`` of ``user_keys`` and ``user_data``, from the
@@ -324,6 +329,27 @@ class PostgresStore(SQLStore):
                 "SELECT sentinel_upsert_user_data(?, ?, ?::jsonb)",
                 [fence.lease, fence.token, payload],
             )
+
+    async def _record_attempts_chunk(
+        self,
+        session: Session,
+        user_ids: Sequence[str],
+        at: datetime,
+        job: str | None,
+        fence: Fence | None,
+    ) -> None:
+        # The function of migration 011, which the Supabase store calls too: one statement,
+        # and under a fence the same lease check as sentinel_upsert_user_data.
+        await session.execute(
+            "SELECT sentinel_record_attempts(?::text[], ?, ?, ?, ?)",
+            [
+                list(user_ids),
+                at,
+                job,
+                fence.lease if fence else None,
+                fence.token if fence else None,
+            ],
+        )
 
     # -- job state ---------------------------------------------------------------------------
     # Through the same SQL functions the Supabase store calls, so both run the same SQL.

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_PAGE_SIZE",
+    "AttemptStats",
     "CiphertextChange",
     "Fence",
     "InspectableStore",
@@ -60,17 +61,78 @@ class CiphertextChange:
     new: str = field(repr=False)
 
 
+@dataclass(frozen=True, slots=True)
+class AttemptStats:
+    """The backlog: how far behind the sync is with the users of ``user_keys``.
+
+    Attributes:
+        users: distinct users in ``user_keys`` (of the shard, when one was asked for).
+        stale_users: those not attempted since the ``since`` asked for (never attempted
+            ones included).
+        never_attempted: those no run ever attempted.
+        oldest_attempt_at: the oldest last attempt among them (None when none was ever
+            attempted).
+    """
+
+    users: int
+    stale_users: int
+    never_attempted: int
+    oldest_attempt_at: datetime | None
+
+
 @runtime_checkable
 class KeyStore(Protocol):
-    """``user_keys``: the app's encrypted keys, and when each user was last attempted."""
+    """``user_keys``: the app's encrypted keys, and when each user was last attempted
+    (``sentinel_user_attempts``)."""
 
     async def count_keys(self) -> int:
         """Return how many rows ``user_keys`` holds."""
         ...
 
-    def iter_key_pages(self, *, page_size: int = DEFAULT_PAGE_SIZE) -> AsyncIterator[list[UserKey]]:
-        """Yield ``user_keys`` in pages of at most ``page_size``, each user's keys adjacent,
-        ordered by (user_id, id)."""
+    def iter_key_pages(
+        self,
+        *,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        shard: tuple[int, int] | None = None,
+        attempted_before: datetime | None = None,
+    ) -> AsyncIterator[list[UserKey]]:
+        """Yield ``user_keys`` in pages of at most ``page_size``, in fair order.
+
+        The order is each user's last attempt (never attempted first, then the oldest),
+        then ``user_id``, then the key's id, ids compared as text; so each user's keys are
+        adjacent. Pages follow each other by keyset (never by offset), so attempts written
+        while the pages are read skip no one.
+
+        Args:
+            page_size: keys per page at most.
+            shard: ``(i, n)``: only the users whose :func:`~sentinel_kit.shard_of` is ``i``
+                (filtered in the query).
+            attempted_before: only users never attempted or last attempted before this
+                time (a run passes its start, so a user it reached does not come round
+                again in the same run).
+        """
+        ...
+
+    async def record_attempts(
+        self,
+        user_ids: Sequence[str],
+        *,
+        at: datetime,
+        job: str | None = None,
+        fence: Fence | None = None,
+    ) -> int:
+        """Record that these users were attempted at ``at`` (by ``job``); return how many.
+
+        With ``fence``, written only while the fence is still the lease's current token,
+        checked in the same transaction; otherwise :class:`~sentinel_kit.StaleFence`.
+        """
+        ...
+
+    async def attempt_stats(
+        self, *, since: datetime, shard: tuple[int, int] | None = None
+    ) -> AttemptStats:
+        """Return the backlog of the users in ``user_keys`` (of ``shard`` when given):
+        how many were not attempted since ``since``, and the oldest attempt."""
         ...
 
     async def add_key(self, key: UserKey) -> str:

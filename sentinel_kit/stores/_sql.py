@@ -26,6 +26,7 @@ from .._security import SecurityFacts, integer_column
 from ._protocols import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_PAGE_SIZE,
+    AttemptStats,
     CiphertextChange,
     Fence,
     abandon_note,
@@ -41,6 +42,7 @@ from ._rows import (
     job_state,
     key_health,
     numeric_id,
+    parse_time,
     run_record,
     run_row,
     stored_user,
@@ -54,7 +56,14 @@ if TYPE_CHECKING:
 __all__ = ["SQL_TABLES", "SQLStore", "Session"]
 
 #: Every table a sync touches; a missing one means `migrate` was not run.
-SQL_TABLES = ("user_keys", "user_data", "sentinel_runs", "sentinel_key_health", "sentinel_leases")
+SQL_TABLES = (
+    "user_keys",
+    "user_data",
+    "sentinel_runs",
+    "sentinel_key_health",
+    "sentinel_leases",
+    "sentinel_user_attempts",
+)
 
 Row = tuple[Any, ...]
 
@@ -88,13 +97,19 @@ class SQLStore:
 
     Subclasses implement :meth:`_open`, :meth:`_close`, :meth:`_session`,
     :meth:`_driver_errors`, :meth:`check_schema`, :meth:`migrate`, :meth:`column_types`,
-    the lease operations, :meth:`_upsert_chunk` and :meth:`_insert_keys`.
+    the lease operations, :meth:`_upsert_chunk`, :meth:`_record_attempts_chunk` and
+    :meth:`_insert_keys`; they may change :attr:`_never`, :attr:`_attempt_param` and
+    :meth:`_as_text` (how the fair order's key sorts).
     """
 
     label: str
     chunk_size: int
     #: The dialect's name for the column-type rules of :mod:`sentinel_kit._security`.
     dialect: str
+    #: A time that sorts before every attempt: where never-attempted users sort.
+    _never: str = "''"
+    #: A keyset parameter for the attempt column (None: a never-attempted user).
+    _attempt_param: str = "COALESCE(?, '')"
 
     def __init__(self, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
         self.chunk_size = chunk_size
@@ -129,6 +144,17 @@ class SQLStore:
         self, session: Session, rows: Sequence[UserDataRow], fence: Fence | None
     ) -> None:
         """Write one chunk of ``user_data`` rows (fenced: refused when the fence is stale)."""
+        raise NotImplementedError
+
+    async def _record_attempts_chunk(
+        self,
+        session: Session,
+        user_ids: Sequence[str],
+        at: datetime,
+        job: str | None,
+        fence: Fence | None,
+    ) -> None:
+        """Upsert one chunk of ``sentinel_user_attempts`` (fenced: refused when stale)."""
         raise NotImplementedError
 
     async def _insert_keys(
@@ -183,29 +209,91 @@ class SQLStore:
         return int(rows[0][0])
 
     async def iter_key_pages(
-        self, *, page_size: int = DEFAULT_PAGE_SIZE
+        self,
+        *,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        shard: tuple[int, int] | None = None,
+        attempted_before: datetime | None = None,
     ) -> AsyncIterator[list[UserKey]]:
-        """Yield keys in (user_id, id) order, one keyset page at a time."""
-        select = self._key_select()
-        last: tuple[Any, Any] | None = None
+        """Yield keys in fair order (the user's last attempt, never attempted first, then
+        user_id, then id; ids as text), one keyset page at a time; see ``KeyStore``."""
+        user_text, id_text = self._as_text("k.user_id"), self._as_text("k.id")
+        order = f"COALESCE(a.attempted_at, {self._never}), {user_text}, {id_text}"
+        select = (
+            "SELECT k.id, k.user_id, k.api_key, k.created_at, a.attempted_at, "
+            "CAST(k.user_id AS TEXT), CAST(k.id AS TEXT) FROM user_keys k "
+            "LEFT JOIN sentinel_user_attempts a ON a.user_id = CAST(k.user_id AS TEXT)"
+        )
+        where: list[str] = []
+        fixed: list[Any] = []
+        if attempted_before is not None:
+            where.append("(a.attempted_at IS NULL OR a.attempted_at < ?)")
+            fixed.append(attempted_before)
+        if shard is not None:
+            where.append("sentinel_shard_of(CAST(k.user_id AS TEXT), ?) = ?")
+            fixed += [shard[1], shard[0]]
+        after: list[Any] | None = None
         while True:
-            if last is None:
-                sql = f"{select} ORDER BY user_id, id LIMIT ?"
-                params: list[Any] = [page_size]
-            else:
-                sql = f"{select} WHERE (user_id, id) > (?, ?) ORDER BY user_id, id LIMIT ?"
-                params = [*last, page_size]
-            rows = await self._fetch("reading user_keys", sql, params)
+            clauses, params = list(where), list(fixed)
+            if after is not None:
+                marks = f"{self._attempt_param}, {self._as_text('?')}, {self._as_text('?')}"
+                clauses.append(f"({order}) > ({marks})")
+                params += after
+            sql = select + (f" WHERE {' AND '.join(clauses)}" if clauses else "")
+            rows = await self._fetch(
+                "reading user_keys", f"{sql} ORDER BY {order} LIMIT ?", [*params, page_size]
+            )
             if not rows:
                 return
-            yield [user_key(dict(zip(KEY_COLUMNS, r, strict=True))) for r in rows]
-            last = (rows[-1][1], rows[-1][0])
+            yield [user_key(dict(zip(KEY_COLUMNS, r[:4], strict=True))) for r in rows]
+            last = rows[-1]
+            after = [last[4], last[5], last[6]]
             if len(rows) < page_size:
                 return
 
-    def _key_select(self) -> str:
-        """The key columns, in :data:`KEY_COLUMNS` order, with native sort columns."""
-        return f"SELECT {_columns(KEY_COLUMNS)} FROM user_keys"  # noqa: S608 (fixed names)
+    def _as_text(self, expr: str) -> str:
+        """``expr`` as text that sorts byte-wise, the same in every dialect."""
+        return f"CAST({expr} AS TEXT)"
+
+    async def record_attempts(
+        self,
+        user_ids: Sequence[str],
+        *,
+        at: datetime,
+        job: str | None = None,
+        fence: Fence | None = None,
+    ) -> int:
+        """Record that these users were attempted at ``at``, one transaction per chunk
+        (fenced: refused when the fence is stale); return how many users."""
+        ids = list(dict.fromkeys(user_ids))
+        for start in range(0, len(ids), self.chunk_size):
+            chunk = ids[start : start + self.chunk_size]
+            async with self._use("recording attempts", transaction=True) as session:
+                await self._record_attempts_chunk(session, chunk, at, job, fence)
+        return len(ids)
+
+    async def attempt_stats(
+        self, *, since: datetime, shard: tuple[int, int] | None = None
+    ) -> AttemptStats:
+        """Return the backlog of the users in ``user_keys`` (of ``shard`` when given)."""
+        where = ""
+        params: list[Any] = [since]
+        if shard is not None:
+            where = "WHERE sentinel_shard_of(u.user_id, ?) = ?"
+            params += [shard[1], shard[0]]
+        rows = await self._fetch(
+            "reading sentinel_user_attempts",
+            "SELECT count(*), "  # noqa: S608 (fixed text)
+            "COALESCE(SUM(CASE WHEN a.attempted_at IS NULL OR a.attempted_at < ? "
+            "THEN 1 ELSE 0 END), 0), "
+            "COALESCE(SUM(CASE WHEN a.attempted_at IS NULL THEN 1 ELSE 0 END), 0), "
+            "MIN(a.attempted_at) "
+            "FROM (SELECT DISTINCT CAST(user_id AS TEXT) AS user_id FROM user_keys) u "
+            f"LEFT JOIN sentinel_user_attempts a ON a.user_id = u.user_id {where}",
+            params,
+        )
+        users, stale, never, oldest = rows[0]
+        return AttemptStats(int(users), int(stale), int(never), parse_time(oldest))
 
     async def add_key(self, key: UserKey) -> str:
         """Insert one ``user_keys`` row; return its id (made by the database when
@@ -381,8 +469,6 @@ class SQLStore:
 
     async def get_lease(self, name: str) -> LeaseInfo | None:
         """Return a lease's holder, token and expiry."""
-        from ._rows import parse_time
-
         rows = await self._fetch(
             "reading sentinel_leases",
             "SELECT name, holder, fence, expires_at FROM sentinel_leases WHERE name = ?",

@@ -35,6 +35,11 @@ ON CONFLICT (user_id) DO UPDATE SET
     name = excluded.name, player_id = excluded.player_id, updated_at = excluded.updated_at
 """
 
+_RECORD_ATTEMPT = """
+INSERT INTO sentinel_user_attempts (user_id, attempted_at, job) VALUES (?, ?, ?)
+ON CONFLICT (user_id) DO UPDATE SET attempted_at = excluded.attempted_at, job = excluded.job
+"""
+
 
 class _SQLiteSession:
     """Statements run on the store's thread."""
@@ -226,19 +231,37 @@ class SQLiteStore(SQLStore):
             ids.append(str(rows[0][0]))
         return ids
 
+    async def _check_fence(self, session: Session, fence: Fence | None) -> None:
+        """Raise StaleFence unless ``fence`` is still the lease's token (inside the
+        transaction, which ``BEGIN IMMEDIATE`` makes exclusive)."""
+        if fence is None:
+            return
+        found = await session.fetch(
+            "SELECT fence FROM sentinel_leases WHERE name = ?", [fence.lease]
+        )
+        if not found or found[0][0] != fence.token:
+            raise self._stale(fence)
+
     async def _upsert_chunk(
         self, session: Session, rows: Sequence[UserDataRow], fence: Fence | None
     ) -> None:
-        if fence is not None:
-            found = await session.fetch(
-                "SELECT fence FROM sentinel_leases WHERE name = ?", [fence.lease]
-            )
-            if not found or found[0][0] != fence.token:
-                raise self._stale(fence)
+        await self._check_fence(session, fence)
         await session.executemany(
             _UPSERT,
             [(r.user_id, r.name, r.player_id, self._value(r.updated_at)) for r in rows],
         )
+
+    async def _record_attempts_chunk(
+        self,
+        session: Session,
+        user_ids: Sequence[str],
+        at: datetime,
+        job: str | None,
+        fence: Fence | None,
+    ) -> None:
+        await self._check_fence(session, fence)
+        stamp = self._value(at)
+        await session.executemany(_RECORD_ATTEMPT, [(user_id, stamp, job) for user_id in user_ids])
 
     # -- leases ------------------------------------------------------------------------------
 

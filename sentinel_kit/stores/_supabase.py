@@ -1,9 +1,10 @@
 """The Supabase backend, through supabase-py (PostgREST, Supabase's Data API).
 
-- Keys are read with ``.range()`` in pages of at most 1000 (Supabase's ``db-max-rows``), each
-  with an exact count: pages continue until that many rows were read, so a server capping pages
-  lower (206) still loses nothing, and a 416 (the rows shrank under the offset) just ends the
-  read (the original worker read one page).
+- Keys are read in fair order through the ``sentinel_key_page`` function (``.rpc()``), keyset
+  paged on (last attempt, user_id, id) in pages of at most 1000 (Supabase's ``db-max-rows``)
+  until an empty page, so a server capping pages lower still loses nothing, and the run's own
+  attempt writes, which reorder the users, skip no one (offsets would). The original worker
+  read one page. Other tables are read with ``.range()`` and an exact count.
 - ``user_data`` is upserted with ``on_conflict="user_id"`` and minimal returning, in chunks,
   deduplicated; retried on transient failures because the upsert is idempotent.
 - Leases and fenced writes go through the ``sentinel_*`` SQL functions (``.rpc()``), which
@@ -43,6 +44,7 @@ from ._postgrest import Failure, is_transient, past_the_end, store_error
 from ._protocols import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_PAGE_SIZE,
+    AttemptStats,
     CiphertextChange,
     Fence,
     abandon_note,
@@ -51,7 +53,6 @@ from ._protocols import (
 from ._rows import (
     HEALTH_COLUMNS,
     JOB_COLUMNS,
-    KEY_COLUMNS,
     RUN_COLUMNS,
     USER_COLUMNS,
     ciphertext_change_row,
@@ -332,22 +333,75 @@ class SupabaseStore:
         return int(response.count or 0)
 
     async def iter_key_pages(
-        self, *, page_size: int = DEFAULT_PAGE_SIZE
+        self,
+        *,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        shard: tuple[int, int] | None = None,
+        attempted_before: datetime | None = None,
     ) -> AsyncIterator[list[UserKey]]:
-        """Yield keys in (user_id, id) order with ``.range()``, until the counted total."""
-        size = min(page_size, SUPABASE_MAX_ROWS)
-        async for rows in self._pages("reading user_keys", self._keys_page, size):
-            yield [user_key(r) for r in rows]
+        """Yield keys in fair order, one keyset page at a time, through the function
+        ``sentinel_key_page`` (migration 011; see ``KeyStore.iter_key_pages``).
 
-    def _keys_page(self, start: int, size: int) -> Any:
-        # Every page is counted (Content-Range: 0-999/2500): the total says when to stop.
-        return (
-            self.client.table("user_keys")
-            .select(",".join(KEY_COLUMNS), count=CountMethod.exact)
-            .order("user_id")
-            .order("id")
-            .range(start, start + size - 1)
-            .execute()
+        A page shorter than asked does not end the read (the server may cap pages below
+        ``page_size``, as ``db-max-rows`` does): only an empty page does.
+        """
+        params: dict[str, Any] = {"p_limit": min(page_size, SUPABASE_MAX_ROWS)}
+        if attempted_before is not None:
+            params["p_before"] = attempted_before
+        if shard is not None:
+            params["p_shard"], params["p_shards"] = shard
+        while True:
+            # Retried on transient failures: a read.
+            rows: list[dict[str, Any]] = (
+                await self._rpc("sentinel_key_page", _json(params), retry=True) or []
+            )
+            if not rows:
+                return
+            yield [user_key(r) for r in rows]
+            last = rows[-1]
+            params["p_after_attempt"] = last["attempted_at"]
+            params["p_after_user"] = last["user_id"]
+            params["p_after_id"] = last["id"]
+
+    async def record_attempts(
+        self,
+        user_ids: Sequence[str],
+        *,
+        at: datetime,
+        job: str | None = None,
+        fence: Fence | None = None,
+    ) -> int:
+        """Record that these users were attempted at ``at``, through the function
+        ``sentinel_record_attempts`` (fenced like the upsert); return how many users."""
+        ids = list(dict.fromkeys(user_ids))
+        for start in range(0, len(ids), self.chunk_size):
+            params = {
+                "p_user_ids": ids[start : start + self.chunk_size],
+                "p_at": at,
+                "p_job": job,
+                "p_lease": fence.lease if fence else None,
+                "p_fence": fence.token if fence else None,
+            }
+            # Retried only without a fence: the same attempts again change nothing; under
+            # a fence a retry could meet a new holder's token, as for the upsert.
+            await self._rpc("sentinel_record_attempts", _json(params), retry=fence is None)
+        return len(ids)
+
+    async def attempt_stats(
+        self, *, since: datetime, shard: tuple[int, int] | None = None
+    ) -> AttemptStats:
+        """Return the backlog of the users in ``user_keys`` (function
+        ``sentinel_attempt_stats``)."""
+        params: dict[str, Any] = {"p_since": since}
+        if shard is not None:
+            params["p_shard"], params["p_shards"] = shard
+        rows = await self._rpc("sentinel_attempt_stats", _json(params), retry=True) or []
+        found = rows[0] if rows else {}
+        return AttemptStats(
+            int(found.get("users") or 0),
+            int(found.get("stale_users") or 0),
+            int(found.get("never_attempted") or 0),
+            parse_time(found.get("oldest_attempt_at")),
         )
 
     async def upsert_user_data(

@@ -3,14 +3,17 @@
 ::
 
     store pages ─▶ group by user ─▶ producer ─▶ groups ─▶ N workers ─▶ results ─▶ writer
-                   (shard, users)   (secret check,       (parked? decrypt,        │ chunks
-                                     time box)            fetch from Torn)        ▼
-                                                                       store.upsert_user_data
+    (fair order,    (users)         (secret check,       (parked? decrypt,        │ chunks
+     shard)                          time box)            fetch from Torn)        ▼
+                                                 store.upsert_user_data, record_attempts
 
 A user's keys travel together, so one worker fetches them one after another (Torn's limit
 is per player across all keys) and ``build_upserts`` sees all of them at once. The writer
 flushes every ``chunk_size`` rows or ``flush_interval`` seconds, so a crash loses at most
-one chunk of work. How a run ends early:
+one chunk of work. Keys come in fair order (each user's last attempt, oldest first, only
+users not attempted since the run started, only the shard's users), and every user a worker
+took up is recorded as attempted when its outcomes are written, so a run that cannot cover
+every key leaves the rest to the next run. How a run ends early:
 
 - deadline (``timeout``), stop (signal, lost lease) or interrupt (Ctrl-C, a kernel
   interrupt): stop fetching at once; keys cut short or never started are failures; what
@@ -252,6 +255,11 @@ class Pipeline:
     wrong_secret: str | None = None
     cut: Cut | None = None
     time_boxed: bool = False
+    #: When the run started reading keys: users attempted since then are not read again.
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    #: Users a worker took up (their outcomes are attempts, recorded as they are written).
+    _reached: set[str] = field(default_factory=set)
 
     _in_flight: dict[int, list[UserKey]] = field(default_factory=dict)
     _done_in_flight: dict[int, list[Outcome]] = field(default_factory=dict)
@@ -262,6 +270,7 @@ class Pipeline:
 
     async def run(self) -> Cut | None:
         """Run to the end (or the cut); return why it was cut short, if it was."""
+        self.started_at = datetime.now(UTC)
         self._groups = asyncio.Queue(maxsize=self.concurrency * 2)
         ctx = _Context(self.cipher, self.torn, self.health, self.health_policy, self.job)
         producer = asyncio.create_task(self._produce(), name="sentinel-producer")
@@ -297,16 +306,19 @@ class Pipeline:
     # -- producer ----------------------------------------------------------------------------
 
     def _wanted(self, user_id: str) -> bool:
-        shard = self.options.shard
-        if shard is not None and shard_of(user_id, shard[1]) != shard[0]:
-            return False  # another replica's shard
         return self.users is None or user_id in self.users
 
     async def _produce(self) -> None:
         check = SecretCheck(self.cipher)
         held: list[list[UserKey]] = []
         try:
-            pages = self.store.iter_key_pages(page_size=self.options.page_size)
+            # Fair order: users by their last attempt, of this shard only, and none this
+            # run already attempted (its own attempt writes reorder the rest as it pages).
+            pages = self.store.iter_key_pages(
+                page_size=self.options.page_size,
+                shard=self.options.shard,
+                attempted_before=self.started_at,
+            )
             async for group in _group_by_user(pages):
                 if not self._wanted(group[0].user_id):
                     continue
@@ -371,6 +383,7 @@ class Pipeline:
             if self._defer.is_set():
                 await self._results.put([_deferred(k) for k in group])
                 continue
+            self._reached.add(group[0].user_id)
             self._in_flight[worker_id] = group
             done: list[Outcome] = []
             self._done_in_flight[worker_id] = done
@@ -452,6 +465,12 @@ class Pipeline:
         clear = [key_id for key_id in clear if key_id in self.health]
         if park or clear:
             await self.store.save_key_health(park, clear)
+        # Every user reached, synced, failed or parked, moves to the back of the order;
+        # users deferred or never started keep their place for the next run.
+        # Sorted, like the rows: the same outcomes make the same write in any arrival order.
+        attempted = sorted({o.user_id for o in outcomes if o.user_id in self._reached})
+        if attempted:
+            await self.store.record_attempts(attempted, at=now, job=self.job, fence=self.fence)
         return leftover
 
     # -- supervision -------------------------------------------------------------------------

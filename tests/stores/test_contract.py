@@ -335,3 +335,191 @@ def test_runs_of_a_dead_holder_are_marked_abandoned(make_store: Factory) -> None
     assert "heir took the lease (fence 3)" in by_fence[1][1]
     assert by_fence[2] == ("ok", None)
     assert by_fence[3] == ("running", None)  # the current tenure's own run is untouched
+
+
+# -- fair order: users by their last attempt, keyset pages, the shard in the query ------------
+
+
+def fair_keys(users: int, *, per_user: int = 2) -> list[UserKey]:
+    """``per_user`` keys for each of ``users`` users, ids chosen so that neither the insert
+    order nor the key ids follow the user order."""
+    return [
+        UserKey(str(uuid.UUID(int=(users - u) * 16 + k)), f"user-{u:03d}", f"ct-{u}-{k}", None)
+        for u in range(users)
+        for k in range(per_user)
+    ]
+
+
+async def read_all(store: Store, **kwargs: Any) -> list[UserKey]:
+    return [k async for page in store.iter_key_pages(**kwargs) for k in page]
+
+
+def users_in_order(keys: list[UserKey]) -> list[str]:
+    """The users of ``keys`` in the order they come, checking each user's keys are adjacent."""
+    order: list[str] = []
+    for key in keys:
+        if not order or order[-1] != key.user_id:
+            assert key.user_id not in order, f"keys of {key.user_id} are not adjacent"
+            order.append(key.user_id)
+    return order
+
+
+def test_keys_come_in_fair_order(make_store: Factory) -> None:
+    """Never-attempted users first (by user_id), then the oldest attempt; each user's keys
+    together, in id order; `attempted_before` leaves out users attempted since then."""
+    keys = fair_keys(6)
+
+    async def body(store: Store) -> Any:
+        await store.add_keys(keys)
+        await store.record_attempts(["user-001"], at=T0 + timedelta(minutes=2), job="sync-users")
+        await store.record_attempts(["user-004", "user-002"], at=T0 + timedelta(minutes=1))
+        await store.record_attempts(["user-005"], at=T0 + timedelta(minutes=3))
+        everything = await read_all(store, page_size=3)
+        before = await read_all(store, page_size=4, attempted_before=T0 + timedelta(minutes=3))
+        return everything, before
+
+    everything, before = run(make_store, body)
+    assert users_in_order(everything) == [
+        "user-000",
+        "user-003",
+        "user-002",  # minute 1, tied with user-004: by user_id
+        "user-004",
+        "user-001",  # minute 2
+        "user-005",  # minute 3
+    ]
+    ids = [k.id for k in everything]
+    by_user = {u: sorted(k.id for k in keys if k.user_id == u) for u in users_in_order(everything)}
+    assert ids == [i for u in users_in_order(everything) for i in by_user[u]]
+    assert users_in_order(before) == ["user-000", "user-003", "user-002", "user-004", "user-001"]
+
+
+def test_every_user_is_attempted_within_ceil_n_over_b_runs(make_store: Factory) -> None:
+    """Runs with room for B users each, recording every user they reach (a user who always
+    fails included, as the sync records it): N users are all attempted within ceil(N/B)
+    runs, each exactly once, and the next run starts over with the oldest."""
+    users, room = 11, 4
+    keys = fair_keys(users, per_user=1)
+
+    async def one_run(store: Store, start: datetime) -> list[str]:
+        reached: list[str] = []
+        async for page in store.iter_key_pages(page_size=3, attempted_before=start):
+            for key in page:
+                if key.user_id not in reached and len(reached) < room:
+                    reached.append(key.user_id)
+            # The run writes as it goes: its attempts land while it still pages.
+            await store.record_attempts(reached, at=start + timedelta(seconds=len(reached)))
+            if len(reached) == room:
+                break
+        return reached
+
+    async def body(store: Store) -> list[list[str]]:
+        await store.add_keys(keys)
+        return [await one_run(store, T0 + timedelta(hours=r)) for r in range(4)]
+
+    runs = run(make_store, body)
+    cycle = -(-users // room)  # ceil(11 / 4) = 3
+    flat = [u for r in runs for u in r]
+    assert sorted(flat[:users]) == sorted({k.user_id for k in keys})  # everyone, once each
+    assert flat[:users] == sorted(flat[:users])  # never attempted: by user_id
+    assert len([u for r in runs[:cycle] for u in r]) == cycle * room
+    # Room left in the third run goes to the oldest attempt: user-000 (first by id, as if
+    # it always failed) comes round again only after everyone else, and the fourth run
+    # goes on with the rest of the first run's users, then the second run's.
+    assert runs[2][-1] == "user-000"
+    assert runs[3] == [*runs[0][1:], runs[1][0]]
+
+
+def test_attempts_written_while_paging_skip_no_one(make_store: Factory) -> None:
+    """A run that records each page's users as attempted while it reads the next pages
+    (so they move to the back of the order) still sees every user once, none skipped: the
+    pages follow a keyset, and users attempted since the run started are left out."""
+    keys = fair_keys(17, per_user=2)
+    start = T0 + timedelta(days=1)
+
+    async def body(store: Store) -> list[UserKey]:
+        await store.add_keys(keys)
+        # Earlier attempts, so the order is not the user_id order.
+        await store.record_attempts(["user-016", "user-000"], at=T0)
+        await store.record_attempts(["user-008"], at=T0 - timedelta(hours=1))
+        seen: list[UserKey] = []
+        async for page in store.iter_key_pages(page_size=5, attempted_before=start):
+            seen += page
+            # Users whose keys all arrived (a page may split the last user's keys).
+            done = [u for u in users_in_order(seen) if u != page[-1].user_id]
+            await store.record_attempts(done, at=start + timedelta(seconds=len(seen)))
+        return seen
+
+    seen = run(make_store, body)
+    assert sorted(k.id for k in seen) == sorted(k.id for k in keys)  # each key exactly once
+    order = users_in_order(seen)
+    assert order[-3:] == ["user-008", "user-000", "user-016"]
+    assert order[:-3] == sorted(order[:-3])
+
+
+def test_shard_filter_runs_in_the_query_and_agrees_with_shard_of(make_store: Factory) -> None:
+    """Each shard's pages hold exactly the users whose shard_of is that shard: the shards
+    partition the keys, fair order within each."""
+    from sentinel_kit import shard_of
+
+    keys = fair_keys(30, per_user=1)
+
+    async def body(store: Store) -> dict[int, list[UserKey]]:
+        await store.add_keys(keys)
+        await store.record_attempts(["user-029"], at=T0)
+        return {i: await read_all(store, page_size=4, shard=(i, 3)) for i in range(3)}
+
+    shards = run(make_store, body)
+    for i, found in shards.items():
+        expected = sorted(k.user_id for k in keys if shard_of(k.user_id, 3) == i)
+        order = users_in_order(found)
+        assert sorted(order) == expected
+        if "user-029" in order:
+            assert order[-1] == "user-029"  # attempted: after the never-attempted
+    assert sum(len(found) for found in shards.values()) == len(keys)
+
+
+def test_fenced_attempts_are_refused_with_a_stale_token(make_store: Factory) -> None:
+    """Attempts under a fence are written while it holds and refused once another holder
+    claimed the lease, like the user_data upsert."""
+
+    async def body(store: Store) -> Any:
+        await store.add_keys(fair_keys(2, per_user=1))
+        a = await store.claim_lease("sync-users", "replica-a", 0.3)
+        assert a is not None
+        assert await store.record_attempts(["user-000"], at=T0, fence=a) == 1
+        await asyncio.sleep(0.5)
+        b = await store.claim_lease("sync-users", "replica-b", 10)
+        assert b is not None
+        with pytest.raises(StaleFence):
+            await store.record_attempts(["user-001"], at=T0, fence=a)
+        return users_in_order(await read_all(store))
+
+    assert run(make_store, body) == ["user-001", "user-000"]
+
+
+def test_attempt_stats_count_the_backlog(make_store: Factory) -> None:
+    """The backlog: users, those not attempted since a time (never attempted included),
+    those never attempted, and the oldest attempt; per shard too."""
+    from sentinel_kit import shard_of
+
+    keys = fair_keys(5)
+
+    async def body(store: Store) -> Any:
+        empty = await store.attempt_stats(since=T0)
+        await store.add_keys(keys)
+        await store.record_attempts(["user-000"], at=T0 - timedelta(hours=2))
+        await store.record_attempts(["user-001", "user-002"], at=T0 + timedelta(minutes=5))
+        stats = await store.attempt_stats(since=T0)
+        shards = [await store.attempt_stats(since=T0, shard=(i, 2)) for i in range(2)]
+        return empty, stats, shards
+
+    empty, stats, shards = run(make_store, body)
+    assert (empty.users, empty.stale_users, empty.never_attempted) == (0, 0, 0)
+    assert empty.oldest_attempt_at is None
+    assert (stats.users, stats.stale_users, stats.never_attempted) == (5, 3, 2)
+    assert stats.oldest_attempt_at == T0 - timedelta(hours=2)
+    for i, part in enumerate(shards):
+        mine = [f"user-{u:03d}" for u in range(5) if shard_of(f"user-{u:03d}", 2) == i]
+        assert part.users == len(mine)
+        assert part.never_attempted == len([u for u in mine if u in ("user-003", "user-004")])
+    assert sum(p.stale_users for p in shards) == 3

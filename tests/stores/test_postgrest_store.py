@@ -258,8 +258,9 @@ def test_statement_timeout_names_the_slow_request(fake: FakePostgREST, pg_url: s
 # -- paging: 206 and 416 --------------------------------------------------------------------------
 
 
-def test_pages_capped_below_the_page_size_continue_to_the_total(pg_url: str) -> None:
-    """A server capping pages at 400 (206 each) still yields every key, in order, once."""
+def test_pages_capped_below_the_page_size_continue_to_an_empty_page(pg_url: str) -> None:
+    """A server capping pages at 400 still yields every key, in order, once: keyset pages
+    (sentinel_key_page) go on until a page comes back empty, not until a short one."""
     with live_stand_in(pg_url) as fake:
         fake.max_rows = 400
         keys = [
@@ -273,8 +274,9 @@ def test_pages_capped_below_the_page_size_continue_to_the_total(pg_url: str) -> 
         pages = run(fake, body)
     assert [len(p) for p in pages] == [400, 400, 200]
     assert [k.id for p in pages for k in p] == [k.id for k in keys]
-    reads = [e for e in fake.exchanges if e.method == "GET"]
-    assert [e.status for e in reads] == [206, 206, 206]  # none of them has every row
+    reads = [e for e in fake.exchanges if e.path.endswith("/rpc/sentinel_key_page")]
+    assert len(reads) == 4  # the fourth page is empty: the end
+    assert all(e.method == "POST" and e.status == 200 for e in reads)
 
 
 def test_a_416_past_the_end_ends_paging_without_error(fake: FakePostgREST, pg_url: str) -> None:

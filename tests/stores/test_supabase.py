@@ -31,7 +31,8 @@ from .supabase_helpers import PROJECT_URL, SERVICE_KEY, recording, supabase_stan
 def test_sync_reads_2500_keys_in_three_pages(
     request: pytest.FixtureRequest, torn: FakeTorn, vcr: Any
 ) -> None:
-    """A sync through the Data API reads all 2,500 keys (3 pages of <= 1000) and writes all."""
+    """A sync through the Data API reads all 2,500 keys (keyset pages of <= 1000) and writes
+    all, recording each user's attempt."""
     keys = [(str(uuid.UUID(int=n + 1)), f"sb-user-{n:05d}", make_key(n)) for n in range(2500)]
     with supabase_stand_in(request) as transport:
         if recording(request):
@@ -62,11 +63,13 @@ def test_sync_reads_2500_keys_in_three_pages(
     page_reads = [
         1 if recording(request) else vcr.play_counts[i]
         for i, r in enumerate(vcr.requests)
-        if r.method == "GET" and r.path.endswith("/user_keys") and "offset=" in r.uri
+        if r.method == "POST" and r.path.endswith("/rpc/sentinel_key_page")
     ]
-    assert sum(page_reads) == 3  # every page counted: the third one ends the read, no 4th
+    assert sum(page_reads) == 4  # keyset pages of 1000, 1000, 500, then an empty one ends
     upserts = [r for r in vcr.requests if r.method == "POST" and r.path.endswith("/user_data")]
     assert len(upserts) == 5  # 2,500 rows in chunks of 500
+    attempts = [r for r in vcr.requests if r.path.endswith("/rpc/sentinel_record_attempts")]
+    assert len(attempts) == 5  # every user attempted, recorded with each chunk
     assert all("merge-duplicates" in r.headers["prefer"] for r in upserts)
     statuses = [vcr.responses_of(r)[0]["status"]["code"] for r in upserts]
     assert statuses == [201] * 5  # every upsert inserted rows

@@ -18,7 +18,7 @@ from ._options import (
     min_synced_option,
     parse_duration,
     shard_job_name,
-    shard_option,
+    status_shard_option,
     with_store,
 )
 from ._output import echo_json, table
@@ -126,7 +126,7 @@ def runs(db: str | None, job: str | None, limit: int, as_json: bool) -> None:
     help="Exit 1 when a job's last healthy run (by the health rule, see --min-synced) "
     "finished longer ago than this (e.g. 90m, 2h), or never: for health checks and monitors.",
 )
-@shard_option
+@status_shard_option
 @min_synced_option
 @json_option
 @logging_options

@@ -30,6 +30,7 @@ __all__ = [
     "parse_duration",
     "shard_job_name",
     "shard_option",
+    "status_shard_option",
     "sync_options",
     "sync_settings",
     "with_store",
@@ -99,6 +100,12 @@ def with_store(db: str | None, work: Callable[[Store], Awaitable[T]], *, create:
     return run_blocking(go)
 
 
+_SHARD_SOURCES = (
+    "Default: SENTINEL_SHARD=I/N; else, with SENTINEL_SHARDS=N, the index of an Indexed Job "
+    "(JOB_COMPLETION_INDEX) or a StatefulSet pod's ordinal (the number ending its hostname)."
+)
+
+
 def shard_option(func: F) -> F:
     """``--shard I/N``; without it, the shard comes from the environment (see
     :func:`~sentinel_kit._config.resolve_shard`)."""
@@ -107,9 +114,18 @@ def shard_option(func: F) -> F:
         default=None,
         metavar="I/N",
         help="Only the users in shard I of N (a stable hash of user_id), under the job "
-        "sync-users:I/N. Default: SENTINEL_SHARD=I/N; else, with SENTINEL_SHARDS=N, the "
-        "index of an Indexed Job (JOB_COMPLETION_INDEX) or a StatefulSet pod's ordinal "
-        "(the number ending its hostname).",
+        f"sync-users:I/N. {_SHARD_SOURCES}",
+    )(func)
+
+
+def status_shard_option(func: F) -> F:
+    """``status --shard I/N``: check that shard's jobs (``sync-users:I/N``)."""
+    return click.option(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help="Check the jobs of shard I of N (sync-users:I/N), as that shard's /healthz "
+        f"does. {_SHARD_SOURCES}",
     )(func)
 
 

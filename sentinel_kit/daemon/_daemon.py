@@ -49,7 +49,7 @@ from ..ops._health_rule import (
     run_exit_code,
     run_is_healthy,
 )
-from ..ops._status import RUNS_PER_JOB, job_statuses
+from ..ops._status import RUNS_PER_JOB, job_backlog, job_statuses
 from ..stores import Fence, Store, open_store
 from ..sync import Stop, SyncReport
 from ..sync._plan import Coverage
@@ -538,11 +538,24 @@ class Daemon:
                 self.metrics.observe_run(report, healthy=healthy)
                 if report.keys_total:
                     self.metrics.set_parked((await store.load_key_health()).values())
+                await self._observe_backlog(store, lease)
             self.metrics.observe_health(lease, health.healthy, health.last_run)
         if await record_alert_state(store, health) and self.alerter is not None:
             title, body = alert_message(health, report, holder=self.config.holder)
             self._spawn(self.alerter.send(title, body, failure=not health.healthy))
         return health
+
+    async def _observe_backlog(self, store: Store, lease: str) -> None:
+        """Set the backlog gauges of a sync job after its run (ops._status.job_backlog)."""
+        if self.metrics is None:
+            return
+        plans = {self.lease_name(spec): plan for spec, plan in self.config.jobs}
+        try:
+            backlog = await job_backlog(store, lease, plan=plans.get(lease), now=self.clock.now())
+        except StoreError as exc:  # metrics must never end the daemon's loop
+            self.log.warning("{}: could not read the backlog for the metrics: {}", lease, exc)
+            return
+        self.metrics.set_backlog(lease, backlog)
 
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
         """Run ``work`` beside the schedule (an alert must never hold up the next tick)."""
@@ -658,6 +671,7 @@ class Daemon:
                     min_synced=self.config.min_synced,
                     now=self.clock.now(),
                     known=known,
+                    backlog=False,
                 )
             return report.healthz()
 

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from .._key_health import KeyHealth
     from .._models import RunRecord
     from ..sync._report import SyncReport
+    from ._status import Backlog
 
 __all__ = ["KEY_OUTCOMES", "Healthz", "Metrics", "MetricsServer"]
 
@@ -109,6 +110,19 @@ class Metrics:
             ["job"],
             registry=r,
         )
+        self.stale_users = Gauge(
+            "sentinel_stale_users",
+            "Users of the job not attempted within the last interval of its schedule "
+            "(never attempted included), after its latest run.",
+            ["job"],
+            registry=r,
+        )
+        self.oldest_attempt_age = Gauge(
+            "sentinel_oldest_attempt_age_seconds",
+            "Age of the oldest last attempt among the job's users, after its latest run.",
+            ["job"],
+            registry=r,
+        )
 
     def observe_run(self, report: SyncReport, *, healthy: bool) -> None:
         """Count a finished run: its status, its keys by outcome, its failure reasons."""
@@ -140,6 +154,14 @@ class Metrics:
         latest = max(self._last_success.get(job, 0.0), stamp)
         self._last_success[job] = latest
         self.last_success.labels(job).set(latest)
+
+    def set_backlog(self, job: str, backlog: Backlog | None) -> None:
+        """Set the backlog gauges of a sync job (nothing for other jobs; an age of 0 while
+        no user was ever attempted)."""
+        if backlog is None:
+            return
+        self.stale_users.labels(job).set(backlog.stale_users)
+        self.oldest_attempt_age.labels(job).set(backlog.oldest_attempt_age_s or 0.0)
 
     def torn_request(self, outcome: str) -> None:
         """Count one Torn request (the :class:`~sentinel_kit._client.TornClient` hook)."""

@@ -13,25 +13,43 @@ what it needs from a store.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .._blocking import run_blocking
 from .._display import html_table, to_dataframe
+from .._errors import SchemaMissing
 from .._models import JobState, RunRecord
 from .._schedule import Schedule, parse_schedule_spec
-from ..stores import Store, open_store
+from ..stores import KeyStore, Store, open_store
 from ._health_rule import DEFAULT_MIN_SYNCED, JobHealth, check_min_synced, judge_job
 
-__all__ = ["JobStatus", "StatusReport", "astatus", "job_statuses", "status"]
+__all__ = [
+    "DEFAULT_BACKLOG_INTERVAL",
+    "Backlog",
+    "JobStatus",
+    "StatusReport",
+    "astatus",
+    "job_backlog",
+    "job_statuses",
+    "status",
+]
 
 #: Runs read per job: the latest counted run is almost always among the newest few, but a
 #: burst of one-user re-runs (not counted) must not hide it.
 RUNS_PER_JOB = 100
 #: The job sync-users, named here to keep ``ops`` free of the sync package.
 _DEFAULT_JOB = "sync-users"
+#: sync-users and its shards' jobs (``sync-users:0/3``): the jobs whose users are the keys'.
+_SYNC_JOB = re.compile(r"sync-users(?::(\d+)/(\d+))?")
+#: The interval ``stale_users`` is judged over when the job's schedule is unknown (no
+#: daemon registered it and no ``--schedule``/``--interval`` was given): an hour, the
+#: daemon's default schedule for sync-users and the original worker's.
+DEFAULT_BACKLOG_INTERVAL = timedelta(hours=1)
 
 _COLUMNS = (
     "job",
@@ -49,6 +67,106 @@ def _iso(moment: datetime | None) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
+class Backlog:
+    """How far behind a sync job is with its users (the keys' users, of its shard).
+
+    Attributes:
+        users: distinct users in ``user_keys`` (of the job's shard).
+        stale_users: users not attempted within the last interval (``interval_s`` before
+            the time of the check), never-attempted ones included.
+        never_attempted: users no run ever attempted.
+        oldest_attempt_age_s: seconds since the oldest last attempt among the users (None
+            when none was ever attempted).
+        interval_s: the interval judged over: the time between two ticks of the job's
+            schedule, or :data:`DEFAULT_BACKLOG_INTERVAL` when it is unknown.
+    """
+
+    users: int
+    stale_users: int
+    never_attempted: int
+    oldest_attempt_age_s: float | None
+    interval_s: float
+
+    def describe(self) -> str:
+        """One line for humans: ``12 of 150 users not attempted within 1h (...)``."""
+        line = (
+            f"{self.stale_users} of {self.users} users not attempted within "
+            f"{_duration(self.interval_s)}"
+        )
+        extra = []
+        if self.never_attempted:
+            extra.append(f"{self.never_attempted} never")
+        if self.oldest_attempt_age_s is not None:
+            extra.append(f"oldest attempt {_duration(self.oldest_attempt_age_s)} ago")
+        return f"{line} ({', '.join(extra)})" if extra else line
+
+
+def _duration(seconds: float) -> str:
+    """A short duration: ``45s``, ``12m``, ``3h05m``, ``2d04h``."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    minutes, _ = divmod(whole, 60)
+    hours, minutes = divmod(minutes, 60)
+    if not hours:
+        return f"{minutes}m"
+    days, hours = divmod(hours, 24)
+    if not days:
+        return f"{hours}h{minutes:02d}m" if minutes else f"{hours}h"
+    return f"{days}d{hours:02d}h"
+
+
+def sync_shard(job: str) -> tuple[bool, tuple[int, int] | None]:
+    """Whether ``job`` syncs the keys' users, and of which shard: ``sync-users`` is every
+    user, ``sync-users:I/N`` shard I of N; any other job has no backlog."""
+    match = _SYNC_JOB.fullmatch(job)
+    if match is None:
+        return False, None
+    if match.group(1) is None:
+        return True, None
+    index, count = int(match.group(1)), int(match.group(2))
+    return (True, (index, count)) if 0 <= index < count else (False, None)
+
+
+def schedule_interval(plan: Schedule | None, now: datetime) -> timedelta:
+    """The time between the tick at or before ``now`` and the next one (the default when
+    there is no schedule)."""
+    if plan is None:
+        return DEFAULT_BACKLOG_INTERVAL
+    return plan.next_after(now) - plan.latest_at_or_before(now)
+
+
+async def job_backlog(
+    store: KeyStore, job: str, *, plan: Schedule | None, now: datetime
+) -> Backlog | None:
+    """The backlog of a sync job (None for any other job): users not attempted within one
+    interval of its schedule before ``now``, and the age of the oldest attempt.
+
+    Args:
+        store: an open store.
+        job: ``sync-users`` or a shard's ``sync-users:I/N``.
+        plan: the job's schedule (None: :data:`DEFAULT_BACKLOG_INTERVAL`).
+        now: the time of the check.
+
+    Raises:
+        StoreError: the database failed; SchemaMissing when migration 011 is missing.
+    """
+    syncs, shard = sync_shard(job)
+    if not syncs:
+        return None
+    interval = schedule_interval(plan, now)
+    stats = await store.attempt_stats(since=now - interval, shard=shard)
+    oldest = stats.oldest_attempt_at
+    return Backlog(
+        users=stats.users,
+        stale_users=stats.stale_users,
+        never_attempted=stats.never_attempted,
+        oldest_attempt_age_s=(now - oldest).total_seconds() if oldest is not None else None,
+        interval_s=interval.total_seconds(),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class JobStatus:
     """One job's health and whereabouts.
 
@@ -61,6 +179,8 @@ class JobStatus:
         last_success_at: when the latest ``ok`` or ``partial`` counted run finished.
         next_tick: the job's next tick, when its schedule is known.
         schedule: the schedule the daemon registered (``cron:...``, ``interval:...``).
+        backlog: how far behind the job is with its users (None for jobs other than
+            sync-users and its shards).
     """
 
     job: str
@@ -71,6 +191,17 @@ class JobStatus:
     last_success_at: datetime | None
     next_tick: datetime | None
     schedule: str | None
+    backlog: Backlog | None = None
+
+    @property
+    def stale_users(self) -> int | None:
+        """Users not attempted within the last interval (None for other jobs)."""
+        return self.backlog.stale_users if self.backlog else None
+
+    @property
+    def oldest_attempt_age_s(self) -> float | None:
+        """Seconds since the oldest last attempt among the job's users."""
+        return self.backlog.oldest_attempt_age_s if self.backlog else None
 
     @property
     def healthy(self) -> bool:
@@ -106,6 +237,14 @@ class JobStatus:
             "last_success_at": _iso(self.last_success_at),
             "next_tick": _iso(self.next_tick),
             "schedule": self.schedule,
+            "stale_users": self.stale_users,
+            "oldest_attempt_age_s": (
+                round(self.oldest_attempt_age_s, 3)
+                if self.oldest_attempt_age_s is not None
+                else None
+            ),
+            "never_attempted": self.backlog.never_attempted if self.backlog else None,
+            "backlog_interval_s": self.backlog.interval_s if self.backlog else None,
         }
 
     def healthz(self) -> dict[str, Any]:
@@ -162,7 +301,7 @@ class StatusReport:
         return {"healthy": self.healthy, "jobs": {j.job: j.healthz() for j in self.jobs}}
 
     def render_text(self) -> str:
-        """A plain-text table, one line per job."""
+        """A plain-text table, one line per job, then one backlog line per sync job."""
         rows = [j._row() for j in self.jobs]
         if not rows:
             return "(no jobs)"
@@ -171,6 +310,7 @@ class StatusReport:
         lines = ["  ".join(h.ljust(w) for h, w in zip(_COLUMNS, widths, strict=True))]
         lines.append("  ".join("-" * w for w in widths))
         lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+        lines += [f"backlog {j.job}: {j.backlog.describe()}" for j in self.jobs if j.backlog]
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -192,6 +332,7 @@ async def job_statuses(
     min_synced: float = DEFAULT_MIN_SYNCED,
     now: datetime | None = None,
     known: Mapping[str, JobState] | None = None,
+    backlog: bool = True,
 ) -> StatusReport:
     """Judge jobs against the health rule with an already open store.
 
@@ -203,6 +344,8 @@ async def job_statuses(
             own, before it could register them).
         min_synced: the share of attempted keys a partial run must sync.
         now: the time to judge at (default: now).
+        backlog: also count each sync job's backlog (a scan of ``user_keys``; ``/healthz``
+            does not show it and skips it).
 
     Returns:
         The :class:`StatusReport`.
@@ -227,6 +370,10 @@ async def job_statuses(
             (r for r in runs if r.counted and r.status in ("ok", "partial") and r.finished_at),
             None,
         )
+        behind = None
+        # Without migration 011 there is no backlog, but health is still judged.
+        with suppress(SchemaMissing):
+            behind = await job_backlog(store, name, plan=plan, now=moment) if backlog else None
         found.append(
             JobStatus(
                 job=name,
@@ -237,6 +384,7 @@ async def job_statuses(
                 last_success_at=success.finished_at if success else None,
                 next_tick=plan.next_after(moment) if plan else None,
                 schedule=state.schedule if state else None,
+                backlog=behind,
             )
         )
     return StatusReport(tuple(found), moment, min_synced)

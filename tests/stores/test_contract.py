@@ -22,6 +22,7 @@ from sentinel_kit import (
     open_store,
 )
 from sentinel_kit._key_health import HealthState, KeyHealth
+from sentinel_kit.stores._sql import SQLStore
 from sentinel_kit.stores._supabase import SupabaseStore
 
 from .supabase_helpers import PROJECT_URL, SERVICE_KEY, supabase_stand_in
@@ -413,6 +414,8 @@ def test_every_user_is_attempted_within_ceil_n_over_b_runs(make_store: Factory) 
         return reached
 
     async def body(store: Store) -> list[list[str]]:
+        if isinstance(store, SQLStore):
+            store.read_ahead = 0  # one query per page, so the writes land between queries
         await store.add_keys(keys)
         return [await one_run(store, T0 + timedelta(hours=r)) for r in range(4)]
 
@@ -437,6 +440,8 @@ def test_attempts_written_while_paging_skip_no_one(make_store: Factory) -> None:
     start = T0 + timedelta(days=1)
 
     async def body(store: Store) -> list[UserKey]:
+        if isinstance(store, SQLStore):
+            store.read_ahead = 0  # one query per page, so the writes land between queries
         await store.add_keys(keys)
         # Earlier attempts, so the order is not the user_id order.
         await store.record_attempts(["user-016", "user-000"], at=T0)
@@ -523,3 +528,33 @@ def test_attempt_stats_count_the_backlog(make_store: Factory) -> None:
         assert part.users == len(mine)
         assert part.never_attempted == len([u for u in mine if u in ("user-003", "user-004")])
     assert sum(p.stale_users for p in shards) == 3
+
+
+@pytest.mark.parametrize("read_ahead", [0, 7, 10_000], ids=["per-page", "uneven", "default"])
+def test_read_ahead_cuts_the_same_pages(
+    read_ahead: int, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """SQL stores read several pages per query (read_ahead); the pages, their order and
+    their sizes are the same whatever it is, on SQLite and PostgreSQL."""
+    keys = fair_keys(9, per_user=2)
+    found: dict[str, list[list[str]]] = {}
+    for backend in ("sqlite", "postgres"):
+        url = (
+            f"sqlite:///{tmp_path / 'ahead.db'}"
+            if backend == "sqlite"
+            else request.getfixturevalue("pg_url")
+        )
+
+        async def go(url: str = url) -> list[list[str]]:
+            async with open_store(url, create=True) as store:
+                assert isinstance(store, SQLStore)
+                store.read_ahead = read_ahead
+                await store.migrate()
+                await store.add_keys(keys)
+                await store.record_attempts(["user-003"], at=T0)
+                pages = store.iter_key_pages(page_size=4, attempted_before=T0 + timedelta(1))
+                return [[k.id for k in page] async for page in pages]
+
+        found[backend] = asyncio.run(go())
+    assert found["sqlite"] == found["postgres"]
+    assert [len(p) for p in found["sqlite"]] == [4, 4, 4, 4, 2]

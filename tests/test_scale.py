@@ -260,9 +260,13 @@ def test_sync_and_status_follow_the_shard(
     (shown,) = json.loads(status.stdout)
     assert shown["job"] == "sync-users:1/3"
     assert (shown["healthy"], shown["last_run_status"]) == (True, "ok")
-    # Outside the shard, `status` checks the unsharded job, which never ran.
+    # Its backlog is the shard's: every user of shard 1 was just attempted.
+    assert (shown["stale_users"], shown["never_attempted"]) == (0, 0)
+    # Outside the shard, `status` checks the unsharded job, which never ran: the users of
+    # the other shards were never attempted.
     (whole,) = status_json(db)
     assert (whole["job"], whole["last_run"]) == ("sync-users", None)
+    assert whole["never_attempted"] == len(keys) - len(mine)
 
 
 @pytest.mark.parametrize("command", ["sync", "daemon", "status"])

@@ -51,7 +51,7 @@ from ..ops._health_rule import (
 )
 from ..ops._status import RUNS_PER_JOB, job_backlog, job_statuses
 from ..stores import Fence, Store, open_store
-from ..sync import Stop, SyncReport
+from ..sync import SYNC_JOB_NAME, Stop, SyncReport
 from ..sync._plan import Coverage
 from ._clock import Clock, SystemClock
 from ._jobs import JobContext, JobSpec
@@ -269,14 +269,14 @@ class Daemon:
         warn when a run cannot cover every user, saying how many shards or what --max-rpm
         would. Reads the keys (no request to Torn); a database it cannot read yet is left
         to the ticks, which report it."""
-        from ..sync import SYNC_JOB_NAME
+        # Imported here: importing _sync_users registers the sync-users job.
         from ._sync_users import plan_coverage
 
-        plans = [plan for spec, plan in self.config.jobs if spec.name == SYNC_JOB_NAME]
-        if not plans or "secret" not in self.config.settings:
-            return
-        (plan,) = plans
-        lease = self.job_names()[[s.name for s, _ in self.config.jobs].index(SYNC_JOB_NAME)]
+        found = [(spec, plan) for spec, plan in self.config.jobs if spec.name == SYNC_JOB_NAME]
+        if not found or "secret" not in self.config.settings:
+            return  # no sync-users here, or a library caller without the CLI's settings
+        spec, plan = found[0]
+        lease = self.lease_name(spec)
         try:
             coverage = await plan_coverage(
                 self.config.settings,

@@ -6,6 +6,8 @@ Only the CLI calls this module: the library itself never reads the environment.
 from __future__ import annotations
 
 import os
+import re
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -15,7 +17,16 @@ from ._crypto import KeyCipher
 from ._errors import ConfigError
 from .stores import DEFAULT_DB_URL
 
-__all__ = ["key_cipher", "load_env_files", "previous_secret", "require_secret", "resolve_db_url"]
+__all__ = [
+    "key_cipher",
+    "load_env_files",
+    "parse_shard",
+    "previous_secret",
+    "require_secret",
+    "resolve_db_url",
+    "resolve_shard",
+    "shard_from_env",
+]
 
 #: Read in this order; a variable already set (in the shell or an earlier file) wins.
 ENV_FILES = (".env.local", ".env")
@@ -86,3 +97,101 @@ def key_cipher(env: Mapping[str, str] | None = None) -> KeyCipher:
         ConfigError: ``ENCRYPTION_KEY`` is not set.
     """
     return KeyCipher(require_secret(env), previous=previous_secret(env))
+
+
+# -- shards ------------------------------------------------------------------------------------
+
+_SHARD = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
+#: A StatefulSet pod's hostname: the set's name, a dash, the pod's ordinal.
+_ORDINAL = re.compile(r".+-(\d+)")
+
+
+def parse_shard(value: str | None, *, source: str = "--shard") -> tuple[int, int] | None:
+    """Parse ``I/N`` (0 <= I < N), or None for nothing.
+
+    Args:
+        value: the text, e.g. ``"2/4"``.
+        source: where it came from, for the error (``--shard``, ``SENTINEL_SHARD``).
+
+    Raises:
+        ConfigError: not of that form, or I not below N.
+    """
+    if not value:
+        return None
+    match = _SHARD.fullmatch(value)
+    if not match or not 0 <= int(match[1]) < int(match[2]):
+        raise ConfigError(f"{source} {value!r}: write I/N with 0 <= I < N, e.g. 0/3")
+    return int(match[1]), int(match[2])
+
+
+def resolve_shard(
+    flag: str | None, env: Mapping[str, str], *, hostname: str | None = None
+) -> tuple[int, int] | None:
+    """This replica's shard, from the first of these that is set (a pure function):
+
+    1. ``--shard I/N`` (``flag``);
+    2. ``SENTINEL_SHARD=I/N``;
+    3. ``SENTINEL_SHARDS=N`` with an Indexed Job's ``JOB_COMPLETION_INDEX`` (0..N-1);
+    4. ``SENTINEL_SHARDS=N`` with a StatefulSet pod's ordinal, the number at the end of its
+       hostname (``sentinel-kit-2`` is shard 2).
+
+    Args:
+        flag: the ``--shard`` value, if given.
+        env: the environment.
+        hostname: the host's name (default: ``HOSTNAME`` in ``env``).
+
+    Returns:
+        ``(i, n)``, or None when nothing asks for a shard.
+
+    Raises:
+        ConfigError: a value that cannot be a shard, or ``SENTINEL_SHARDS`` without an index.
+    """
+    if flag:
+        return parse_shard(flag, source="--shard")
+    if env.get("SENTINEL_SHARD"):
+        return parse_shard(env["SENTINEL_SHARD"], source="SENTINEL_SHARD")
+    count = env.get("SENTINEL_SHARDS", "").strip()
+    if not count:
+        return None
+    if not count.isdigit() or int(count) < 1:
+        raise ConfigError(
+            f"SENTINEL_SHARDS {count!r} is not a number of shards: set it to N >= 1, the "
+            "StatefulSet's replicas or the Indexed Job's completions"
+        )
+    shards = int(count)
+    index = env.get("JOB_COMPLETION_INDEX", "").strip()
+    if index:
+        if not index.isdigit():
+            raise ConfigError(
+                f"JOB_COMPLETION_INDEX {index!r} is not a shard index: it must be a number "
+                "(Kubernetes sets it in an Indexed Job's pods; do not set it by hand)"
+            )
+        if int(index) >= shards:
+            raise ConfigError(
+                f"JOB_COMPLETION_INDEX {index} is not below SENTINEL_SHARDS={shards}: set "
+                "SENTINEL_SHARDS to the Job's completions (and parallelism)"
+            )
+        return int(index), shards
+    name = (hostname if hostname is not None else env.get("HOSTNAME", "")).strip()
+    ordinal = _ORDINAL.fullmatch(name)
+    if ordinal is None:
+        raise ConfigError(
+            f"SENTINEL_SHARDS={shards} but no shard index: the hostname {name!r} does not end "
+            "in a StatefulSet ordinal (-0, -1, ...) and JOB_COMPLETION_INDEX is not set; set "
+            "SENTINEL_SHARD=I/N (or --shard I/N) on each replica"
+        )
+    if int(ordinal[1]) >= shards:
+        raise ConfigError(
+            f"the hostname {name!r} is pod {int(ordinal[1])} but SENTINEL_SHARDS={shards}: "
+            "keep SENTINEL_SHARDS equal to the StatefulSet's replicas"
+        )
+    return int(ordinal[1]), shards
+
+
+def shard_from_env(
+    flag: str | None, env: Mapping[str, str] | None = None
+) -> tuple[int, int] | None:
+    """:func:`resolve_shard` on this process's environment and hostname (``HOSTNAME``, else
+    the system's host name: a systemd unit does not export ``HOSTNAME``)."""
+    environ = os.environ if env is None else env
+    return resolve_shard(flag, environ, hostname=environ.get("HOSTNAME") or socket.gethostname())

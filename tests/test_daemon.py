@@ -229,6 +229,10 @@ def test_paused_holder_cannot_write_after_losing_the_lease(
         "2",
         "--lease-ttl",
         "3",
+        # No time box (the default would end the run by plan before the pause): this test
+        # needs the run still going when its holder is paused.
+        "--time-box",
+        "0",
         "--concurrency",
         "1",
     )
@@ -245,6 +249,8 @@ def test_paused_holder_cannot_write_after_losing_the_lease(
         "2.5",
         "--lease-ttl",
         "3",
+        "--time-box",
+        "0",
         "--concurrency",
         "8",
     )
@@ -327,6 +333,10 @@ def test_run_longer_than_timeout_ends_as_timeout(db: str, torn: FakeTorn, daemon
         "--once",
         "--timeout",
         "2",
+        # No time box: the daemon's default (a margin under --timeout) would end the run
+        # by plan, deferring the rest; this test is about the hard deadline.
+        "--time-box",
+        "0",
         "--concurrency",
         "1",
     )

@@ -13,12 +13,15 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from sentinel_kit import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "kubernetes"
@@ -300,6 +303,69 @@ def test_cronjob_deadline_outlasts_the_run_timeout() -> None:
     assert deadline > float(k8s_env(cron)["SENTINEL_TIMEOUT"])
     if cron["spec"]["schedule"] == "0 * * * *":
         assert deadline < 3600, "an hourly Job must end before the next tick (Forbid)"
+
+
+# -- each pod's shard, by sentinel-kit's own rule ------------------------------------------------
+
+
+def test_statefulset_pods_each_resolve_to_their_own_shard() -> None:
+    """Pod i of the StatefulSet (hostname <name>-i) is shard i/N by sentinel-kit's own rule,
+    and a pod past SENTINEL_SHARDS (scaled without it) is refused, not doubled up."""
+    from sentinel_kit._config import resolve_shard
+
+    sts = k8s_one("StatefulSet")
+    name, replicas = sts["metadata"]["name"], sts["spec"]["replicas"]
+    env = k8s_env(sts)
+    shards = [resolve_shard(None, {**env, "HOSTNAME": f"{name}-{i}"}) for i in range(replicas)]
+    assert shards == [(i, replicas) for i in range(replicas)]
+    with pytest.raises(ConfigError, match="SENTINEL_SHARDS"):
+        resolve_shard(None, {**env, "HOSTNAME": f"{name}-{replicas}"})
+
+
+def test_indexed_job_pods_each_resolve_to_their_own_shard() -> None:
+    """Pod i of the Indexed Job (JOB_COMPLETION_INDEX=i, hostname <job>-i) is shard i/N."""
+    from sentinel_kit._config import resolve_shard
+
+    cron = k8s_one("CronJob")
+    completions = cron["spec"]["jobTemplate"]["spec"]["completions"]
+    env = k8s_env(cron)
+    shards = [
+        resolve_shard(
+            None, {**env, "JOB_COMPLETION_INDEX": str(i), "HOSTNAME": f"sentinel-kit-2931-{i}"}
+        )
+        for i in range(completions)
+    ]
+    assert shards == [(i, completions) for i in range(completions)]
+
+
+def test_compose_shard_services_resolve_to_distinct_shards() -> None:
+    """Each compose shard service is its own shard by sentinel-kit's rule, covering 0..N-1."""
+    from sentinel_kit._config import resolve_shard
+
+    found = [
+        resolve_shard(None, {**compose_env(svc), "HOSTNAME": svc.get("hostname", name)})
+        for name, svc in daemon_services().items()
+        if "shards" in svc.get("profiles", [])
+    ]
+    n = len(found)
+    assert sorted(s for s in found if s is not None) == [(i, n) for i in range(n)]
+    # The unsharded daemon stays unsharded (it is the one `--scale sentinel=0` turns off).
+    assert resolve_shard(None, compose_env(services()["sentinel"])) is None
+
+
+def test_cronjob_run_ends_by_plan_before_the_job_deadline() -> None:
+    """The daemon's default time box for the CronJob's schedule and timeout ends runs by
+    plan well before the Job's activeDeadlineSeconds kills the pod."""
+    from sentinel_kit._schedule import CronSchedule
+    from sentinel_kit.daemon._daemon import schedule_period
+    from sentinel_kit.sync._plan import default_time_box
+
+    cron = k8s_one("CronJob")
+    env = k8s_env(cron)
+    period = schedule_period(CronSchedule(env["SENTINEL_SCHEDULE"]), datetime.now(UTC))
+    box = default_time_box(period, float(env["SENTINEL_TIMEOUT"]), finish_s=35)
+    assert box < float(env["SENTINEL_TIMEOUT"])
+    assert box < cron["spec"]["jobTemplate"]["spec"]["activeDeadlineSeconds"]
 
 
 # -- one egress IP ---------------------------------------------------------------------------

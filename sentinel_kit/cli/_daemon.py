@@ -3,28 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 import click
 
-from .._config import resolve_db_url
+from .._config import resolve_db_url, shard_from_env
 from .._errors import ConfigError
 from .._schedule import Schedule, parse_schedule
 from ..daemon import Daemon, DaemonConfig, default_holder
+from ..daemon._daemon import schedule_period
 from ..daemon._jobs import JobSpec, load_jobs
 from ..sync import SYNC_JOB_NAME
+from ..sync._plan import default_time_box
 from ._options import (
     alert_option,
     db_option,
     logging_options,
     make_alerter,
     min_synced_option,
-    parse_shard,
+    shard_option,
     sync_options,
     sync_settings,
 )
 
 __all__ = ["daemon"]
+
+#: Seconds, beyond the retry budget of the last users started, to write what they fetched.
+FLUSH_MARGIN_S = 5.0
 
 
 @click.command()
@@ -103,14 +109,7 @@ __all__ = ["daemon"]
     "2 the wrong secret or a configuration error, 3 aborted or timed out). For a "
     "platform's cron: schedule it like --schedule.",
 )
-@click.option(
-    "--shard",
-    envvar="SENTINEL_SHARD",
-    show_envvar=True,
-    default=None,
-    metavar="I/N",
-    help="Sync only the users in shard I of N (stable hash of user_id), with its own lease.",
-)
+@shard_option
 @click.option(
     "--holder",
     envvar="SENTINEL_HOLDER",
@@ -122,11 +121,13 @@ __all__ = ["daemon"]
     "--time-box",
     envvar="SENTINEL_TIME_BOX",
     show_envvar=True,
-    type=click.FloatRange(min=0, min_open=True),
+    type=click.FloatRange(min=0),
     default=None,
     metavar="SECONDS",
     help="Stop starting users this long into a sync-users run; the rest is deferred to the "
-    "next run (not a failure).",
+    "next run (not a failure). Default: the schedule's period or --timeout, whichever is "
+    "shorter, less a margin for the users in flight and the writes (2700 for the hourly "
+    "default); 0 turns it off.",
 )
 @min_synced_option
 @click.option(
@@ -193,6 +194,16 @@ def daemon(
         if name == SYNC_JOB_NAME and (schedule or interval):
             plan = parse_schedule(schedule, interval)
         plans.append((spec, plan))
+    if time_box is None:
+        # By plan: a run stops starting users in time to finish before the next tick.
+        sync_plan = next((p for spec, p in plans if spec.name == SYNC_JOB_NAME), None)
+        if sync_plan is not None:
+            period = schedule_period(sync_plan, datetime.now(UTC))
+            time_box = default_time_box(
+                period, timeout, finish_s=options["retry_budget"] + FLUSH_MARGIN_S
+            )
+    elif time_box == 0:
+        time_box = None
     config = DaemonConfig(
         db_url=resolve_db_url(db),
         jobs=plans,
@@ -201,7 +212,7 @@ def daemon(
         grace=grace,
         run_on_start=run_on_start,
         once=once,
-        shard=parse_shard(shard),
+        shard=shard_from_env(shard),
         holder=holder or default_holder(),
         settings={**sync_settings(options), "time_box": time_box},
         min_synced=min_synced,

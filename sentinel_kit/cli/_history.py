@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .._config import shard_from_env
 from .._models import RunRecord
 from .._schedule import Schedule, parse_schedule
 from ..daemon._jobs import load_jobs
@@ -16,6 +17,8 @@ from ._options import (
     logging_options,
     min_synced_option,
     parse_duration,
+    shard_job_name,
+    status_shard_option,
     with_store,
 )
 from ._output import echo_json, table
@@ -89,7 +92,8 @@ def runs(db: str | None, job: str | None, limit: int, as_json: bool) -> None:
     "job_names",
     multiple=True,
     metavar="NAME",
-    help="Jobs to show (repeatable). Default: sync-users and every imported job.",
+    help="Jobs to show (repeatable). Default: sync-users (in a shard, the shard's own "
+    "sync-users:I/N, see --shard) and every imported job.",
 )
 @click.option(
     "--import",
@@ -122,6 +126,7 @@ def runs(db: str | None, job: str | None, limit: int, as_json: bool) -> None:
     help="Exit 1 when a job's last healthy run (by the health rule, see --min-synced) "
     "finished longer ago than this (e.g. 90m, 2h), or never: for health checks and monitors.",
 )
+@status_shard_option
 @min_synced_option
 @json_option
 @logging_options
@@ -132,6 +137,7 @@ def status(
     schedule: str | None,
     interval: float | None,
     max_age: str | None,
+    shard: str | None,
     min_synced: float,
     as_json: bool,
 ) -> None:
@@ -140,14 +146,19 @@ def status(
     A job is healthy when its latest counted run (not a dry run, not a re-run of a few
     users) is ok, or partial with at least --min-synced of its attempted keys synced; a job
     that has not run yet is healthy until its first tick plus the daemon's --timeout. The
-    same rule as /healthz, alerts and `daemon --once`.
+    same rule as /healthz, alerts and `daemon --once`. In a shard's pod or container (see
+    --shard), it checks that shard's own job, as the shard's /healthz does.
     """
     limit = parse_duration(max_age) if max_age else None
     specs = load_jobs(imports)
-    names = list(job_names) or [SYNC_JOB_NAME, *(n for n in specs if n != SYNC_JOB_NAME)]
+    mine = shard_from_env(shard)
+    names = list(job_names) or [
+        shard_job_name(mine, SYNC_JOB_NAME),
+        *(shard_job_name(mine, n) for n in specs if n != SYNC_JOB_NAME),
+    ]
     schedules: dict[str, Schedule] = {}
     if schedule or interval:
-        schedules[SYNC_JOB_NAME] = parse_schedule(schedule, interval)
+        schedules[shard_job_name(mine, SYNC_JOB_NAME)] = parse_schedule(schedule, interval)
 
     async def gather(store: Store) -> StatusReport:
         return await job_statuses(store, names, schedules=schedules, min_synced=min_synced)

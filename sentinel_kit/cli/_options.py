@@ -17,6 +17,7 @@ from .._errors import ConfigError
 from .._torn import DEFAULT_TORN_URL
 from ..ops import DEFAULT_MIN_SYNCED, Alerter, parse_alert_urls
 from ..stores import Store, open_store
+from ..sync import SYNC_JOB_NAME
 from ._output import LEVELS, configure_logging
 
 __all__ = [
@@ -27,7 +28,9 @@ __all__ = [
     "make_alerter",
     "min_synced_option",
     "parse_duration",
-    "parse_shard",
+    "shard_job_name",
+    "shard_option",
+    "status_shard_option",
     "sync_options",
     "sync_settings",
     "with_store",
@@ -97,21 +100,38 @@ def with_store(db: str | None, work: Callable[[Store], Awaitable[T]], *, create:
     return run_blocking(go)
 
 
-_SHARD = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
+_SHARD_SOURCES = (
+    "Default: SENTINEL_SHARD=I/N; else, with SENTINEL_SHARDS=N, the index of an Indexed Job "
+    "(JOB_COMPLETION_INDEX) or a StatefulSet pod's ordinal (the number ending its hostname)."
+)
 
 
-def parse_shard(value: str | None) -> tuple[int, int] | None:
-    """Parse ``I/N`` (0 <= I < N), or None for nothing.
+def shard_option(func: F) -> F:
+    """``--shard I/N``; without it, the shard comes from the environment (see
+    :func:`~sentinel_kit._config.resolve_shard`)."""
+    return click.option(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help="Only the users in shard I of N (a stable hash of user_id), under the job "
+        f"sync-users:I/N. {_SHARD_SOURCES}",
+    )(func)
 
-    Raises:
-        ConfigError: not of that form.
-    """
-    if not value:
-        return None
-    match = _SHARD.fullmatch(value)
-    if not match or not 0 <= int(match[1]) < int(match[2]):
-        raise ConfigError(f"--shard {value!r}: write I/N with 0 <= I < N, e.g. 0/3")
-    return int(match[1]), int(match[2])
+
+def status_shard_option(func: F) -> F:
+    """``status --shard I/N``: check that shard's jobs (``sync-users:I/N``)."""
+    return click.option(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help="Check the jobs of shard I of N (sync-users:I/N), as that shard's /healthz "
+        f"does. {_SHARD_SOURCES}",
+    )(func)
+
+
+def shard_job_name(shard: tuple[int, int] | None, job: str = SYNC_JOB_NAME) -> str:
+    """A shard's job (and lease) name, as the daemon names it: ``sync-users:I/N``."""
+    return job if shard is None else f"{job}:{shard[0]}/{shard[1]}"
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")

@@ -10,14 +10,14 @@ from typing import Any
 
 import click
 
-from .._config import resolve_db_url
+from .._config import resolve_db_url, shard_from_env
 from .._errors import WrongSecret
 from .._replay import record, replay
 from ..daemon._sync_users import sync_job_from_settings
 from ..ops import Alerter, announce, judge_job
 from ..ops._status import RUNS_PER_JOB
 from ..stores import Store
-from ..sync import SyncReport
+from ..sync import Budget, SyncReport
 from ._options import (
     alert_option,
     db_option,
@@ -25,6 +25,8 @@ from ._options import (
     logging_options,
     make_alerter,
     min_synced_option,
+    shard_job_name,
+    shard_option,
     sync_options,
     sync_settings,
     with_store,
@@ -34,11 +36,16 @@ from ._output import echo_json
 __all__ = ["sync"]
 
 
-def _print_report(report: SyncReport, as_json: bool) -> None:
+def _print_report(report: SyncReport, as_json: bool, budget: Budget | None = None) -> None:
     if as_json:
-        echo_json(report.to_dict())
+        data = report.to_dict()
+        if budget is not None:
+            data["budget"] = budget.to_dict()
+        echo_json(data)
     else:
         click.echo(report.render_text())
+        if budget is not None:
+            click.echo(f"  budget: {budget.describe()}")
 
 
 @click.command()
@@ -63,7 +70,10 @@ def _print_report(report: SyncReport, as_json: bool) -> None:
     "deferred to the next run (not a failure).",
 )
 @click.option(
-    "--dry-run", is_flag=True, help="Fetch profiles but write nothing; list what would change."
+    "--dry-run",
+    is_flag=True,
+    help="Fetch profiles but write nothing; list what would change, and how long a full "
+    "pass takes at --max-rpm (and how many users fit in --time-box).",
 )
 @json_option
 @click.option(
@@ -83,6 +93,7 @@ def _print_report(report: SyncReport, as_json: bool) -> None:
     help="Record Torn traffic into a new cassette (keys replaced by fingerprints).",
 )
 @click.option("--overwrite", is_flag=True, help="With --record, replace an existing cassette.")
+@shard_option
 @alert_option
 @min_synced_option
 @logging_options
@@ -95,6 +106,7 @@ def sync(
     replay_path: Path | None,
     record_path: Path | None,
     overwrite: bool,
+    shard: str | None,
     alert_urls: tuple[str, ...],
     min_synced: float,
     **options: Any,
@@ -109,7 +121,17 @@ def sync(
         raise click.UsageError("--replay and --record cannot be used together")
     settings = {**sync_settings(options), "time_box": time_box}
     alerter = make_alerter(alert_urls)
-    job = sync_job_from_settings(settings, db=resolve_db_url(db), timeout=timeout)
+    where = shard_from_env(shard)
+    job = sync_job_from_settings(
+        settings,
+        db=resolve_db_url(db),
+        timeout=timeout,
+        shard=where,
+        # A shard's runs are its own job, as under the daemon: `status` finds them there.
+        job=shard_job_name(where),
+    )
+    # A dry run also says how Torn's budget covers the keys (read before any request).
+    budget = job.plan().budget if dry_run else None
     cassette: AbstractContextManager[Any] = nullcontext()
     if replay_path is not None:
         cassette = replay(replay_path)
@@ -122,7 +144,7 @@ def sync(
             report = job.run(dry_run=dry_run, progress=progress)
     except KeyboardInterrupt:
         if job.last_report is not None:
-            _print_report(job.last_report, as_json)
+            _print_report(job.last_report, as_json, budget)
         click.echo("error: interrupted: what was fetched is written", err=True)
         click.get_current_context().exit(130)
     except WrongSecret as exc:
@@ -130,7 +152,7 @@ def sync(
             echo_json(exc.report.to_dict())
         _alert(db, job.job, alerter, exc.report, min_synced)
         raise
-    _print_report(report, as_json)
+    _print_report(report, as_json, budget)
     _alert(db, job.job, alerter, report, min_synced)
     click.get_current_context().exit(report.exit_code)
 

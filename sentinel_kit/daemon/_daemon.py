@@ -51,17 +51,32 @@ from ..ops._health_rule import (
 )
 from ..ops._status import RUNS_PER_JOB, job_backlog, job_statuses
 from ..stores import Fence, Store, open_store
-from ..sync import Stop, SyncReport
+from ..sync import SYNC_JOB_NAME, Stop, SyncReport
+from ..sync._plan import Coverage
 from ._clock import Clock, SystemClock
 from ._jobs import JobContext, JobSpec
 
 if TYPE_CHECKING:
     from ..ops._metrics import Metrics
 
-__all__ = ["Daemon", "DaemonConfig", "TickResult", "default_holder"]
+__all__ = ["Daemon", "DaemonConfig", "TickResult", "default_holder", "schedule_period"]
 
 #: Seconds ``/healthz`` may take to read the run history before it answers 503.
 HEALTHZ_TIMEOUT = 10.0
+#: Ticks looked at to find a cron schedule's shortest period.
+PERIOD_TICKS = 48
+
+
+def schedule_period(plan: Schedule, now: datetime) -> float:
+    """The shortest time between two ticks of ``plan`` after ``now``, in seconds: the most
+    a run may take before the next tick is due (``0 9,17 * * *`` gives 8 hours)."""
+    gaps = []
+    tick = plan.next_after(now)
+    for _ in range(PERIOD_TICKS):
+        following = plan.next_after(tick)
+        gaps.append((following - tick).total_seconds())
+        tick = following
+    return min(gaps)
 
 
 def default_holder() -> str:
@@ -178,6 +193,8 @@ class Daemon:
         self._slots = self._make_slots()
         self._signals = 0
         self.log = logger.bind(holder=config.holder)
+        #: How sync-users' runs cover the users, as planned at start (None until then).
+        self.coverage: Coverage | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -237,6 +254,47 @@ class Daemon:
         for stop in list(self._runs):
             stop.stop(f"stopped by {name} after the {self.config.grace:g}s grace period")
 
+    # -- the budget ----------------------------------------------------------------------------
+
+    def run_window(self, plan: Schedule) -> float:
+        """Seconds a sync-users run may start users for: its time box, else the shorter of
+        the schedule's period and the timeout."""
+        time_box = self.config.settings.get("time_box")
+        if time_box:
+            return float(time_box)
+        return min(schedule_period(plan, self.clock.now()), self.config.timeout)
+
+    async def _announce_budget(self) -> None:
+        """Log how long a full pass of sync-users takes and how many users a run reaches;
+        warn when a run cannot cover every user, saying how many shards or what --max-rpm
+        would. Reads the keys (no request to Torn); a database it cannot read yet is left
+        to the ticks, which report it."""
+        # Imported here: importing _sync_users registers the sync-users job.
+        from ._sync_users import plan_coverage
+
+        found = [(spec, plan) for spec, plan in self.config.jobs if spec.name == SYNC_JOB_NAME]
+        if not found or "secret" not in self.config.settings:
+            return  # no sync-users here, or a library caller without the CLI's settings
+        spec, plan = found[0]
+        lease = self.lease_name(spec)
+        try:
+            coverage = await plan_coverage(
+                self.config.settings,
+                db=self.config.db_url,
+                window_s=self.run_window(plan),
+                shard=self.config.shard,
+            )
+        except SentinelError as exc:
+            self.log.warning("{}: cannot plan the request budget yet: {}", lease, exc)
+            return
+        self.coverage = coverage
+        self.log.bind(job=lease, event="budget", **coverage.to_dict()).info(
+            "{} budget: {}", lease, coverage.budget.describe()
+        )
+        warning = coverage.warning(lease)
+        if warning is not None:
+            self.log.bind(job=lease, event="budget_warning").warning(warning)
+
     # -- scheduling ----------------------------------------------------------------------------
 
     def lease_name(self, spec: JobSpec) -> str:
@@ -260,6 +318,7 @@ class Daemon:
     async def _schedule(self) -> None:
         slots = self._slots = self._make_slots()
         await self._register(slots, fail=True)
+        await self._announce_budget()
         stopping = asyncio.create_task(self._stopping.wait(), name="sentinel-stopping")
         try:
             while True:

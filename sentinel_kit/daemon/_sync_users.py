@@ -10,9 +10,10 @@ from .._client import DEFAULT_POOL_SIZE
 from .._key_health import HealthPolicy
 from .._retry import RetryPolicy
 from ..sync import SYNC_JOB_NAME, RunOptions, SyncJob, SyncReport, TornOptions
+from ..sync._plan import Coverage
 from ._jobs import JobContext, job
 
-__all__ = ["sync_job_from_settings", "sync_users"]
+__all__ = ["plan_coverage", "sync_job_from_settings", "sync_users"]
 
 
 def sync_job_from_settings(
@@ -63,3 +64,22 @@ async def sync_users(ctx: JobContext) -> SyncReport:
         job=ctx.job,
     )
     return await sync.arun(fence=ctx.fence, stop=ctx.stop, run_id=ctx.run_id, record=False)
+
+
+async def plan_coverage(
+    s: Mapping[str, Any],
+    *,
+    db: str,
+    window_s: float,
+    shard: tuple[int, int] | None = None,
+) -> Coverage:
+    """How this replica's runs cover its users: the keys to request (its shard's, parked
+    keys left out) at the settings' ``max_rpm``, against a run's window. Reads the keys;
+    sends nothing to Torn.
+
+    Raises:
+        StoreError: the database cannot be read.
+    """
+    sync = sync_job_from_settings(s, db=db, timeout=None, shard=shard)
+    plan = await sync.aplan()
+    return Coverage(plan.budget, window_s, shards=shard[1] if shard else 1)

@@ -8,7 +8,40 @@ from typing import Any
 
 from .._display import html_table, to_dataframe
 
-__all__ = ["Budget", "Plan", "PlanEntry"]
+__all__ = [
+    "TORN_RPM_PER_IP",
+    "Budget",
+    "Coverage",
+    "Plan",
+    "PlanEntry",
+    "default_time_box",
+]
+
+#: Torn's limit: requests in any rolling minute from one IP, whatever the keys.
+TORN_RPM_PER_IP = 1000
+#: Share of a run's window kept back after the time box, for users in flight and the writes.
+TIME_BOX_MARGIN = 0.1
+
+
+def default_time_box(period_s: float, timeout_s: float | None, *, finish_s: float) -> float:
+    """The daemon's time box when none is given: a run stops starting users early enough
+    that those in flight finish and are written before the next tick and the deadline.
+
+    The window is the shorter of the schedule's period and ``--timeout``; the time box is
+    that window less a margin: 10 % of it, or ``finish_s`` (the most one user may take,
+    retries included) when that is longer, but never less than half the window.
+
+    Args:
+        period_s: seconds between two ticks of the job.
+        timeout_s: the run's hard deadline (None: none).
+        finish_s: seconds a user started just before the time box may still take.
+
+    Returns:
+        Seconds, e.g. 2700 for an hourly job with ``--timeout 3000``.
+    """
+    window = period_s if timeout_s is None else min(period_s, timeout_s)
+    margin = max(window * TIME_BOX_MARGIN, finish_s)
+    return max(window - margin, window / 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +120,76 @@ class Budget:
             "time_box_s": self.time_box,
             "full_pass_s": None if self.full_pass_s is None else round(self.full_pass_s, 1),
             "users_per_run": self.users_per_run,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Coverage:
+    """Whether a schedule's runs cover every user, and what would make them.
+
+    Attributes:
+        budget: this replica's keys and rate limit (of its shard, when sharded).
+        window_s: seconds a run may start users for: the time box, else the period.
+        shards: the shards the deployment runs (1 when unsharded); the keys of the whole
+            deployment are about ``budget.requests * shards``.
+    """
+
+    budget: Budget
+    window_s: float
+    shards: int = 1
+
+    @property
+    def covers(self) -> bool:
+        """Every key fits in one run's window (always, without a rate limit)."""
+        full = self.budget.full_pass_s
+        return full is None or full <= self.window_s
+
+    @property
+    def rpm_needed(self) -> int:
+        """The ``--max-rpm`` at which one run covers every key of this replica."""
+        return math.ceil(self.budget.requests * 60.0 / self.window_s)
+
+    @property
+    def shards_needed(self) -> int:
+        """Shards, each on its own egress IP at the current ``--max-rpm`` (capped at Torn's
+        limit per IP), that cover every key of the deployment in one run."""
+        per_ip = min(self.budget.max_rpm, TORN_RPM_PER_IP) if self.budget.max_rpm else 0
+        if per_ip <= 0:
+            return self.shards
+        per_shard = self.window_s * per_ip / 60.0
+        return max(1, math.ceil(self.budget.requests * self.shards / per_shard))
+
+    def warning(self, job: str) -> str | None:
+        """One line when the runs cannot cover every user, saying what would; else None."""
+        if self.covers:
+            return None
+        b = self.budget
+        full = b.full_pass_s or 0.0
+        per_run = b.users_per_run
+        reach = f" and reaches about {per_run} of {b.users} users" if per_run is not None else ""
+        line = (
+            f"{job}: a run cannot cover every user: a full pass of {b.requests} requests takes "
+            f"{_duration(full)} at --max-rpm {b.max_rpm}, a run has {_duration(self.window_s)}"
+            f"{reach}, so each user is attempted about once every "
+            f"{math.ceil(full / self.window_s)} runs. To cover every user each run: "
+        )
+        rpm = min(b.max_rpm, TORN_RPM_PER_IP)
+        ips = f"{self.shards_needed} shards, each on its own egress IP, at --max-rpm {rpm}"
+        if self.rpm_needed <= TORN_RPM_PER_IP:
+            return line + f"--max-rpm {self.rpm_needed}, or {ips}"
+        return line + (
+            f"{ips} (--max-rpm would have to be {self.rpm_needed}, over Torn's "
+            f"{TORN_RPM_PER_IP} requests a minute per IP)"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form: the budget, the window, and what would cover every user."""
+        return {
+            **self.budget.to_dict(),
+            "window_s": round(self.window_s, 1),
+            "covers": self.covers,
+            "rpm_needed": self.rpm_needed,
+            "shards_needed": self.shards_needed,
         }
 
 

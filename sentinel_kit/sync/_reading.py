@@ -16,7 +16,6 @@ from .._crypto import KeyCipher
 from .._key_health import HealthPolicy
 from ..stores import Store
 from ._options import RunOptions, TornOptions
-from ._pipeline import shard_of
 from ._plan import Plan, PlanEntry
 from ._tables import HealthTable, KeyTable, RunHistory, UserRows, key_info
 
@@ -156,9 +155,11 @@ class Reader:
                     now=now,
                     policy=self.health_policy,
                 )
-                async for page in store.iter_key_pages(page_size=self.options.page_size)
+                # In the order the next run reads them (fair order), of the shard only.
+                async for page in store.iter_key_pages(
+                    page_size=self.options.page_size, shard=self.options.shard
+                )
                 for key in page
-                if self._in_shard(key.user_id)
             ]
         actions = [i.action for i in infos]
         caption = (
@@ -188,10 +189,6 @@ class Reader:
             runs = await store.list_runs(job=None if all_jobs else self.job, limit=limit)
         whose = "every job" if all_jobs else self.job
         return RunHistory(runs, caption=f"{_count(len(runs), 'run')} of {whose}, newest first")
-
-    def _in_shard(self, user_id: str) -> bool:
-        shard = self.options.shard
-        return shard is None or shard_of(user_id, shard[1]) == shard[0]
 
 
 def _count(n: int, noun: str) -> str:

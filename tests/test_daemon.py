@@ -218,7 +218,7 @@ def test_paused_holder_cannot_write_after_losing_the_lease(
 ) -> None:
     """SIGSTOP past the TTL, then SIGCONT: the old holder's fenced writes are refused and it
     gives up its run, while the new holder's run completes."""
-    torn.latency = 0.3
+    torn.latency = 0.3  # 20 keys at concurrency 1: a 6 s run, so paused-a is paused mid-run
     a = daemons.start(
         db,
         torn,
@@ -226,15 +226,20 @@ def test_paused_holder_cannot_write_after_losing_the_lease(
         "--interval",
         "2",
         "--timeout",
-        "2",
+        "4",
         "--lease-ttl",
-        "3",
+        "5",
         "--concurrency",
         "1",
     )
     wait_for(lambda: any(r["holder"] == "paused-a" for r in runs(db)), 15, "paused-a's run")
-    time.sleep(1.0)
+    # Pause it with rows fetched and not yet written (rows wait up to 2 s before a write):
+    # whichever it sees first on waking, its lost lease or its deadline, its write is fenced.
+    # A fixed sleep here raced --timeout on a loaded machine: the run could end before it.
+    wait_for(lambda: len(torn.requests) >= 3, 15, "paused-a's first answers")
     a.send_signal(signal.SIGSTOP)
+    (paused,) = [r for r in runs(db) if r["holder"] == "paused-a"]
+    assert paused["status"] == "running"  # paused mid-run, as this test means
     b = daemons.start(
         db,
         torn,

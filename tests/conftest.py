@@ -55,6 +55,13 @@ LOOPBACK = [r"127\.0\.0\.1", "localhost", r"::1"]
 UNIX_SOCKETS = r"/"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``slow`` (a real minute of rate limiting) go first: under xdist a worker
+    starts on them at once and the others share the rest, instead of one ending the run alone.
+    The sort is stable, so every worker collects the same order (xdist requires it)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests see none of the developer's sentinel, Supabase or Torn settings."""

@@ -10,21 +10,24 @@ SIGSTOP that only a real process can show.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from loguru import logger
 
 from sentinel_kit import JobContext, RunRecord, RunStatus, SyncReport, open_store
 from sentinel_kit._schedule import IntervalSchedule
 from sentinel_kit.daemon import Daemon, DaemonConfig, JobSpec
+from sentinel_kit.daemon._jobs import load_jobs
 from sentinel_kit.daemon._sync_users import sync_users
-from sentinel_kit.testing import FakeClock, FakeTorn
+from sentinel_kit.testing import FakeClock, FakeTorn, SentinelStore
 
-from .conftest import SECRET, seed_sqlite, simple_keys
+from .conftest import SECRET, run_cli, seed_sqlite, simple_keys
 
 #: A virtual start just after a minute boundary, so an interval of 60 ticks on the minute.
 T0 = datetime(2026, 11, 28, 12, 0, 0, 500000, tzinfo=UTC)
@@ -324,3 +327,95 @@ def test_once_runs_the_latest_tick_and_a_second_once_does_not_repeat_it(
     assert d2.results[0].health is not None and d2.results[0].health.healthy  # noqa: PT018
     assert [r.scheduled_for for r in history(db, "sync-users")] == [T0.replace(microsecond=0)]
     assert sum(torn.count(k.plaintext) for k in simple_keys(6)) == 6  # each key fetched once
+
+
+@pytest.mark.postgres
+def test_shards_split_the_users_and_each_runs_every_tick(pg_url: str, torn: FakeTorn) -> None:
+    """Shards 0/2 and 1/2 both run the same tick, with their own leases and run history, and
+    sync disjoint halves that together cover every user (two daemons, the real PostgreSQL)."""
+    store = SentinelStore(pg_url)
+    store.migrate()
+    store.seed(20)
+    spec = JobSpec("sync-users", MINUTE, sync_users)
+
+    def shard(i: int) -> Daemon:
+        settings = sync_settings(torn)
+        return Daemon(
+            config(
+                pg_url,
+                (spec, MINUTE),
+                once=True,
+                run_on_start=True,
+                shard=(i, 2),
+                holder=f"shard-{i}",
+                settings=settings,
+            ),
+            clock=FakeClock(T0),
+        )
+
+    async def both() -> list[int]:
+        first, second = shard(0), shard(1)
+        codes = await asyncio.gather(
+            first.run(handle_signals=False), second.run(handle_signals=False)
+        )
+        return list(codes)
+
+    assert asyncio.run(both()) == [0, 0]
+    zero, one = history(pg_url, "sync-users:0/2"), history(pg_url, "sync-users:1/2")
+    assert len(zero) == 1 and len(one) == 1  # noqa: PT018
+    tick = T0.replace(microsecond=0)
+    assert zero[0].scheduled_for == one[0].scheduled_for == tick  # the same tick, both ran
+    assert zero[0].synced > 0 and one[0].synced > 0  # noqa: PT018
+    assert zero[0].synced + one[0].synced == 20
+    assert sum(torn.count(k.plaintext) for k in store.keys) == 20  # each key fetched once
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT count(*) FROM user_data").fetchone() == (20,)
+        leases = conn.execute("SELECT name FROM sentinel_leases ORDER BY name").fetchall()
+    assert leases == [("sync-users:0/2",), ("sync-users:1/2",)]
+
+
+@pytest.mark.postgres
+def test_status_fails_when_the_last_success_is_too_old(pg_url: str, torn: FakeTorn) -> None:
+    """`status --fail-if-older-than 1h` exits 0 after a fresh run of the daemon (sync-users on
+    its default schedule, in-process), 1 once it is 2 h old; `runs` lists it."""
+    store = SentinelStore(pg_url)
+    store.migrate()
+    store.seed(20)
+    never = run_cli(["status", "--db", pg_url, "--fail-if-older-than", "1h"])
+    assert never.returncode == 1
+    spec = load_jobs()["sync-users"]  # hourly at minute 0, as `daemon` runs it by default
+    daemon = Daemon(
+        config(
+            pg_url,
+            (spec, spec.schedule),
+            once=True,
+            run_on_start=True,
+            holder="status-a",
+            settings=sync_settings(torn),
+        )
+    )
+    assert asyncio.run(daemon.run(handle_signals=False)) == 0
+    fresh = run_cli(["status", "--db", pg_url, "--fail-if-older-than", "1h", "--json"])
+    assert fresh.returncode == 0, fresh.stderr
+    shown = json.loads(fresh.stdout)[0]
+    assert shown["job"] == "sync-users" and shown["last_run"]["status"] == "ok"  # noqa: PT018
+    assert shown["next_tick"].endswith(":00:00+00:00")  # hourly at minute 0 by default
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("UPDATE sentinel_runs SET finished_at = finished_at - interval '2 hours'")
+    stale = run_cli(["status", "--db", pg_url, "--fail-if-older-than", "1h"])
+    assert stale.returncode == 1
+    assert "no healthy run within 1h" in stale.stderr
+    listed = run_cli(["runs", "--db", pg_url, "--json"])
+    entry = json.loads(listed.stdout)[0]
+    for field in (
+        "run_id",
+        "job",
+        "scheduled_for",
+        "holder",
+        "fence",
+        "status",
+        "started_at",
+        "finished_at",
+    ):
+        assert field in entry
+    assert entry["holder"] == "status-a"

@@ -7,6 +7,8 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
 from sentinel_kit._ratelimit import SlidingWindowLimiter
 from sentinel_kit.testing import FakeTorn
 
@@ -81,6 +83,7 @@ def test_concurrent_acquirers_never_exceed_the_window() -> None:
     assert time.monotonic() - started >= 1.0  # 12 events at 5 per 0.5 s need two full windows
 
 
+@pytest.mark.slow
 def test_cli_max_rpm_and_per_key_limit_hold_on_the_server(tmp_path: Path, torn: FakeTorn) -> None:
     """--max-rpm 60: the server never sees more than 60 requests in any rolling 60 s; a key
     retried under --per-key-rpm 2 never gets more than 2; the run takes about one window."""

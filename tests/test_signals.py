@@ -7,6 +7,7 @@ closed port.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -25,8 +27,13 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sentinel_kit import KeyCipher, SyncJob
-from sentinel_kit.testing import FakeTorn
+from sentinel_kit import JobContext, KeyCipher, SyncJob, SyncReport
+from sentinel_kit._schedule import IntervalSchedule
+from sentinel_kit.daemon import Daemon as ReplicaDaemon
+from sentinel_kit.daemon import DaemonConfig, JobSpec
+from sentinel_kit.daemon._sync_users import sync_users
+from sentinel_kit.ops._alerts import Alerter
+from sentinel_kit.testing import FakeClock, FakeTorn
 
 from .conftest import (
     ROOT,
@@ -426,41 +433,95 @@ def _epoch(stored: str) -> float:
 # -- alerts ------------------------------------------------------------------------------------
 
 
+# Apprise, imported in this process here, still imports imghdr (gone in Python 3.13).
+@pytest.mark.filterwarnings("ignore:'imghdr' is deprecated:DeprecationWarning")
 def test_alerts_once_per_change_across_restarts_and_replicas(
-    tmp_path: Path, torn: FakeTorn, daemons: list[Daemon], alert_sink: AlertSink
+    tmp_path: Path, torn: FakeTorn, alert_sink: AlertSink
 ) -> None:
     """Through Apprise's json:// to a loopback sink: exactly one message over several
     failing ticks, none more after a restart or from a second replica, one on recovery;
-    no message carries key material."""
+    no message carries key material.
+
+    The daemons run in-process on FakeClocks (ticks without waiting): the alert state lives
+    in the database, so a restart is a new Daemon on the same file and a replica another one
+    beside it. The real sync-users job runs every tick against the fake Torn.
+    """
     keys = simple_keys(6)
     path = tmp_path / "alerts.db"
     db = seed_sqlite(path, keys)
     fail_all(torn, keys)
-    args = ("--interval", "1", "--max-attempts", "1", "--alert", alert_sink.url)
+    minute = IntervalSchedule(60)
+    settings = {
+        "secret": SECRET,
+        "torn_url": torn.url,
+        "concurrency": 4,
+        "max_rpm": 0,
+        "per_key_rpm": 0,
+        "request_timeout": 5.0,
+        "max_attempts": 1,
+        "retry_budget": 5.0,
+        "park_suspended": 3600,
+        "cooldown": 60,
+    }
+    calls: list[str] = []
+    replicas: list[ReplicaDaemon] = []
 
-    def finished() -> int:
-        return len([r for r in runs(path) if r["finished_at"]])
+    def replica(holder: str, start: datetime, *, recover_at: int, stop_at: int) -> ReplicaDaemon:
+        """A daemon whose sync-users runs make Torn answer again from run ``recover_at`` on
+        (counted over every replica) and stop them all after run ``stop_at``."""
 
-    first = Daemon(tmp_path, db, torn.url, "alert-a", *args)
-    daemons.append(first)
-    wait_for(lambda: finished() >= 4, 30, "four failing runs")
-    assert first.stop() == 0
+        async def counted(ctx: JobContext) -> SyncReport:
+            calls.append(holder)
+            if len(calls) == recover_at:
+                torn.scripts.clear()  # one lease: no other run is in flight
+            report = await sync_users(ctx)
+            if len(calls) >= stop_at:
+                for daemon in replicas:
+                    daemon.stop("enough ticks")
+            return report
+
+        daemon = ReplicaDaemon(
+            DaemonConfig(
+                db_url=db,
+                jobs=[(JobSpec("sync-users", minute, counted), minute)],
+                timeout=30,
+                lease_ttl=60,
+                grace=0.5,
+                holder=holder,
+                settings=settings,
+            ),
+            clock=FakeClock(start),
+            alerter=Alerter([alert_sink.url]),
+        )
+        replicas.append(daemon)
+        return daemon
+
+    start = datetime(2026, 11, 28, 12, 0, 0, 500000, tzinfo=UTC)
+    first = replica("alert-a", start, recover_at=0, stop_at=4)
+    assert asyncio.run(first.run(handle_signals=False)) == 0  # waits for alerts in flight
+    assert [r["status"] for r in runs(path)] == ["partial"] * 4
     assert len(alert_sink.messages) == 1
     assert "is unhealthy" in alert_sink.messages[0]["title"]
 
-    seen = finished()
-    restarted = Daemon(tmp_path, db, torn.url, "alert-a2", *args)
-    replica = Daemon(tmp_path, db, torn.url, "alert-b", *args)
-    daemons += [restarted, replica]
-    wait_for(lambda: finished() >= seen + 4, 30, "four more failing runs")
-    assert len(alert_sink.messages) == 1
+    # A restart and a second replica: four more failing runs between them, then Torn
+    # answers again and three runs are ok.
+    replicas.clear()
+    later = start + timedelta(minutes=10)
+    restarted = replica("alert-a2", later, recover_at=9, stop_at=11)
+    second = replica("alert-b", later, recover_at=9, stop_at=11)
 
-    torn.scripts.clear()
-    wait_for(lambda: runs(path)[-1]["status"] == "ok" and len(alert_sink.messages) >= 2, 30, "ok")
-    time.sleep(2.5)  # two more ticks: still no third message
-    assert restarted.stop() == 0
-    assert replica.stop() == 0
-    assert len(alert_sink.messages) == 2
+    async def both() -> list[int]:
+        return list(
+            await asyncio.gather(
+                restarted.run(handle_signals=False), second.run(handle_signals=False)
+            )
+        )
+
+    assert asyncio.run(both()) == [0, 0]
+    statuses = [r["status"] for r in runs(path)]
+    assert statuses.count("partial") == 8
+    assert statuses[-1] == "ok"
+    assert len(alert_sink.messages) == 2  # none more while failing; one on recovery
     recovered = alert_sink.messages[1]
     assert "recovered" in recovered["title"]
     assert "healthy again" in recovered["message"]
@@ -510,15 +571,17 @@ def test_a_failing_alert_target_never_fails_the_run(tmp_path: Path, torn: FakeTo
 
 
 def test_alert_without_apprise_url_form_is_a_config_error(tmp_path: Path) -> None:
-    """An --alert value Apprise does not know exits 2 naming its scheme, not the token."""
+    """An --alert value Apprise does not know exits 2 naming its scheme, not the token, for
+    sync and for the daemon (whose alerts are otherwise tested in-process)."""
     path = tmp_path / "bad-alert.db"
     seed_sqlite(path, [])
-    result = run_cli(
-        ["sync", "--db", f"sqlite:///{path}", "--alert", "nosuch://token-abc123/x"], env=ENV
-    )
-    assert result.returncode == 2
-    assert "nosuch://" in result.stderr
-    assert "token-abc123" not in result.stderr
+    for command in ("sync", "daemon"):
+        result = run_cli(
+            [command, "--db", f"sqlite:///{path}", "--alert", "nosuch://token-abc123/x"], env=ENV
+        )
+        assert result.returncode == 2, (command, result.stderr)
+        assert "nosuch://" in result.stderr
+        assert "token-abc123" not in result.stderr
 
 
 # -- logs for collectors -----------------------------------------------------------------------

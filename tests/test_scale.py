@@ -528,3 +528,10 @@ def test_fake_torn_fast_path_answers_like_the_threaded_one(tmp_path: Path, fast:
         if fast:
             with pytest.raises(RuntimeError, match="threaded"):
                 torn.hold()
+
+
+def test_a_pass_shorter_than_a_second_is_not_called_0s() -> None:
+    """The demo's 5 requests at 600 a minute: half a second, said as such, not "0s"."""
+    line = Budget(users=4, requests=5, max_rpm=600).describe()
+    assert "a full pass takes under 1s at --max-rpm 600" in line
+    assert "takes 2.0 min" in Budget(users=1200, requests=1200, max_rpm=600).describe()

@@ -194,6 +194,8 @@ class Coverage:
 
 
 def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return "under 1s"
     if seconds < 120:
         return f"{seconds:.0f}s"
     if seconds < 7200:

@@ -12,6 +12,7 @@ the tests choose stay.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 from collections.abc import Iterator
@@ -78,6 +79,9 @@ def _normalise(value: Any) -> Any:
     return value
 
 
+# Matching compares every request with the cassette's, so the same recorded bodies (500-row
+# upserts among them) come back again and again: canonical once each.
+@functools.lru_cache(maxsize=512)
 def canonical_body(body: bytes | str | None) -> bytes:
     """A JSON body with sorted keys, no spaces, and run-specific values replaced."""
     if not body:

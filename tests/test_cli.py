@@ -382,3 +382,37 @@ def test_progress_bar_on_a_terminal_only_without_json(tmp_path: Path, torn: Fake
     code, shown = _stderr_on_a_terminal([*args, "--json"])
     assert code == 0
     assert "/5 [" not in shown
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["sync", "--dryrun"], "Did you mean '--dry-run'?"),
+        (["stauts"], "Did you mean 'status'?"),
+        (["runs", "--limit", "0"], "--limit"),
+        (["sync", "--torn-url", "notaurl"], "'notaurl' is not an http(s) URL"),
+        (["daemon", "--torn-url", "ftp://api.torn.com"], "is not an http(s) URL"),
+    ],
+    ids=["typo-flag", "typo-command", "out-of-range", "torn-url-sync", "torn-url-daemon"],
+)
+def test_usage_errors_are_one_line(tmp_path: Path, args: list[str], expected: str) -> None:
+    """A mistyped flag, command or value: one `error:` line naming it and where help is."""
+    result = run_cli(args, env=ENV, cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert expected in lines[0]
+    assert "--help'" in lines[0]
+
+
+def test_keys_add_without_a_terminal_says_how_to_pipe_the_key(tmp_path: Path) -> None:
+    """No --api-key and stdin not a terminal: no prompt echoing the key, one line, exit 2."""
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    assert run_cli(["migrate", "--db", url]).returncode == 0
+    result = run_cli(["keys", "add", "--db", url, "--user-id", "u1"], env=ENV, input="")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: no Torn API key given and no terminal to ask on: pass --api-key - and pipe "
+        "the key in"
+    )

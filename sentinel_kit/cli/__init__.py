@@ -28,13 +28,20 @@ __all__ = ["cli", "configure_logging", "main", "redact"]
 
 
 class SentinelGroup(click.Group):
-    """A click group that turns every :class:`SentinelError` into one line and an exit code."""
+    """A click group that turns every :class:`SentinelError` and usage error into one line
+    and an exit code."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except SentinelError as exc:
             click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except click.UsageError as exc:
+            # One line, like every other error: click's own form takes four.
+            where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
+            message = " ".join(exc.format_message().split())
+            click.echo(f"error: {message} (see '{where} --help')", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("error: interrupted", err=True)

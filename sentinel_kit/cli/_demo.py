@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .._demo import run_demo
+from .._demo import DEMO_SECRET, run_demo
 from .._errors import ConfigError
 from ._options import json_option, logging_options
 from ._output import echo_json, table
@@ -43,7 +43,10 @@ def demo(db_file: Path, as_json: bool) -> None:
     columns = ["user_id", "name", "player_id", "updated_at"]
     click.echo(table(columns, [list(r.to_dict().values()) for r in rows]))
     click.echo("")
-    click.echo(f"Explore it: sentinel-kit keys list --db sqlite:///{db_file}")
+    click.echo(
+        f"Explore it: export ENCRYPTION_KEY='{DEMO_SECRET}', then "
+        f"sentinel-kit keys list --db sqlite:///{db_file}"
+    )
 
 
 def _is_demo_database(path: Path) -> bool:

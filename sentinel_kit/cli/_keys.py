@@ -30,7 +30,14 @@ def keys() -> None:
     """Add and inspect the encrypted keys in user_keys."""
 
 
-def _read_api_key(value: str) -> str:
+def _read_api_key(value: str | None) -> str:
+    if value is None:  # not given: ask, hidden, on a terminal only
+        if not sys.stdin.isatty():
+            raise ConfigError(
+                "no Torn API key given and no terminal to ask on: pass --api-key - and pipe "
+                "the key in"
+            )
+        value = str(click.prompt("Torn API key", hide_input=True))
     if value == "-":
         value = sys.stdin.readline()
     key = value.strip()
@@ -47,13 +54,12 @@ def _read_api_key(value: str) -> str:
 @click.option("--user-id", required=True, help="The app's user id this key belongs to.")
 @click.option(
     "--api-key",
-    prompt="Torn API key",
-    hide_input=True,
+    default=None,
     help="The Torn key; '-' reads it from stdin. Prompted for (hidden) when omitted.",
 )
 @json_option
 @logging_options
-def keys_add(db: str | None, user_id: str, api_key: str, as_json: bool) -> None:
+def keys_add(db: str | None, user_id: str, api_key: str | None, as_json: bool) -> None:
     """Encrypt a key with ENCRYPTION_KEY and store it in user_keys, as the app would."""
     plaintext = _read_api_key(api_key)
     if not user_id.strip():

@@ -7,6 +7,7 @@ import re
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import click
 
@@ -150,6 +151,14 @@ def parse_duration(value: str) -> timedelta:
     return timedelta(seconds=float(match[1]) * scale)
 
 
+def _torn_url(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    """Refuse a Torn URL no request could go to, before any key is read."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise click.BadParameter(f"{value!r} is not an http(s) URL: e.g. {DEFAULT_TORN_URL}")
+    return value
+
+
 _SYNC_OPTIONS = [
     click.option(
         "--torn-url",
@@ -158,6 +167,7 @@ _SYNC_OPTIONS = [
         default=DEFAULT_TORN_URL,
         show_default=True,
         metavar="URL",
+        callback=_torn_url,
         help="Base URL of Torn's v2 API (or of a stand-in).",
     ),
     click.option(

@@ -299,7 +299,10 @@ async def _secret_check(store: _Target, cipher: KeyCipher | None, problem: str |
             "re-encrypts them)"
         )
     if broken:
-        detail += f"; {broken} decrypt with no secret (`sentinel-kit keys list` shows them)"
+        detail += (
+            f"; {broken} {'decrypts' if broken == 1 else 'decrypt'} with neither secret "
+            "(`sentinel-kit keys list` shows which)"
+        )
     return _pass("secret", detail)
 
 

@@ -67,9 +67,11 @@ class RotationReport:
         if self.changed:
             line += f"; {self.changed} re-saved by the app meanwhile, run again to check them"
         if self.unreadable:
+            keys = "key decrypts" if self.unreadable == 1 else "keys decrypt"
             line += (
-                f"; {self.unreadable} decrypt with neither ENCRYPTION_KEY nor "
-                "ENCRYPTION_KEY_PREVIOUS and were left as they are (`keys list` shows them)"
+                f"; {self.unreadable} {keys} with "
+                "neither ENCRYPTION_KEY nor ENCRYPTION_KEY_PREVIOUS and stay as they are "
+                "(`keys list` shows which)"
             )
         return line + ")"
 

@@ -406,13 +406,15 @@ def test_usage_errors_are_one_line(tmp_path: Path, args: list[str], expected: st
     assert "--help'" in lines[0]
 
 
-def test_keys_add_without_a_terminal_says_how_to_pipe_the_key(tmp_path: Path) -> None:
-    """No --api-key and stdin not a terminal: no prompt echoing the key, one line, exit 2."""
+def test_keys_add_without_a_terminal_reads_stdin_or_says_how(tmp_path: Path) -> None:
+    """No --api-key and no terminal: a piped key is read (no getpass warning); nothing piped
+    is one line naming how to pipe it, exit 2."""
     url = f"sqlite:///{tmp_path / 'k.db'}"
     assert run_cli(["migrate", "--db", url]).returncode == 0
-    result = run_cli(["keys", "add", "--db", url, "--user-id", "u1"], env=ENV, input="")
-    assert result.returncode == 2
-    assert result.stderr.strip() == (
-        "error: no Torn API key given and no terminal to ask on: pass --api-key - and pipe "
-        "the key in"
-    )
+    piped = run_cli(["keys", "add", "--db", url, "--user-id", "u1"], env=ENV, input=make_key(1))
+    assert piped.returncode == 0, piped.stderr
+    assert "Warning" not in piped.stderr
+    empty = run_cli(["keys", "add", "--db", url, "--user-id", "u2"], env=ENV, input="")
+    assert empty.returncode == 2
+    assert empty.stderr.startswith("error: no Torn API key on stdin: pipe the key in")
+    assert len(empty.stderr.strip().splitlines()) == 1

@@ -31,15 +31,16 @@ def keys() -> None:
 
 
 def _read_api_key(value: str | None) -> str:
-    if value is None:  # not given: ask, hidden, on a terminal only
-        if not sys.stdin.isatty():
-            raise ConfigError(
-                "no Torn API key given and no terminal to ask on: pass --api-key - and pipe "
-                "the key in"
-            )
-        value = str(click.prompt("Torn API key", hide_input=True))
+    if value is None:  # not given: ask, hidden, on a terminal; else read what is piped in
+        on_terminal = sys.stdin.isatty()
+        value = str(click.prompt("Torn API key", hide_input=True)) if on_terminal else "-"
     if value == "-":
         value = sys.stdin.readline()
+        if not value.strip():
+            raise ConfigError(
+                "no Torn API key on stdin: pipe the key in (`... | sentinel-kit keys add "
+                "--user-id U --api-key -`), or run it on a terminal to be asked"
+            )
     key = value.strip()
     if not _TORN_KEY.match(key):
         raise ConfigError(

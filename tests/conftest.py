@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -150,6 +151,43 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+class DaemonProcess:
+    """A `sentinel-kit daemon` subprocess writing its log to a file."""
+
+    def __init__(
+        self, log_path: Path, args: Sequence[str], *, env: dict[str, str], cwd: Path
+    ) -> None:
+        self.log_path = log_path
+        with log_path.open("wb") as sink:
+            self.proc = subprocess.Popen(
+                [cli_path(), "daemon", *args],
+                env=env,
+                cwd=cwd,
+                stdout=subprocess.DEVNULL,
+                stderr=sink,
+            )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> int:
+        """SIGTERM (the daemon's graceful stop), then its exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[DaemonProcess]]:
+    """Daemon subprocesses started by the test; killed if still running at the end."""
+    started: list[DaemonProcess] = []
+    yield started
+    for d in started:
+        if d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()
 
 
 # -- PostgreSQL ------------------------------------------------------------------------------

@@ -362,17 +362,6 @@ def test_backlog_gauges(tmp_path: Path) -> None:
     }
 
 
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    """Daemons started by the test; killed if still running at the end."""
-    started: list[Daemon] = []
-    yield started
-    for d in started:
-        if d.proc.poll() is None:
-            d.proc.kill()
-            d.proc.wait()
-
-
 def test_daemon_metrics_show_the_backlog_after_each_run(
     tmp_path: Path, daemons: list[Daemon]
 ) -> None:

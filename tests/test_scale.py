@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
-import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,15 @@ from sentinel_kit.daemon._daemon import schedule_period
 from sentinel_kit.sync._plan import Budget, Coverage, default_time_box
 from sentinel_kit.testing import FakeTorn
 
-from .conftest import SECRET, SeedKey, cli_path, make_key, run_cli, seed_sqlite, simple_keys
+from .conftest import (
+    SECRET,
+    DaemonProcess,
+    SeedKey,
+    make_key,
+    run_cli,
+    seed_sqlite,
+    simple_keys,
+)
 
 ENV = {"ENCRYPTION_KEY": SECRET}
 
@@ -55,38 +61,16 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class Daemon:
+class Daemon(DaemonProcess):
     """A `sentinel-kit daemon` subprocess logging to a file, with its own environment."""
 
     def __init__(self, tmp: Path, db: str, torn: FakeTorn, env: dict[str, str], *args: str):
-        self.log_path = tmp / f"daemon-{len(list(tmp.glob('daemon-*.log')))}.log"
-        with self.log_path.open("wb") as sink:
-            self.proc = subprocess.Popen(
-                [cli_path(), "daemon", "--db", db, "--torn-url", torn.url, *args],
-                env={**ENV, "PATH": os.environ.get("PATH", ""), "HOME": str(tmp), **env},
-                cwd=tmp,
-                stdout=subprocess.DEVNULL,
-                stderr=sink,
-            )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=30)
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    """Daemon subprocesses, killed at the end of the test."""
-    started: list[Daemon] = []
-    yield started
-    for d in started:
-        if d.proc.poll() is None:
-            d.proc.kill()
-            d.proc.wait()
+        super().__init__(
+            tmp / f"daemon-{len(list(tmp.glob('daemon-*.log')))}.log",
+            ["--db", db, "--torn-url", torn.url, *args],
+            env={**ENV, "PATH": os.environ.get("PATH", ""), "HOME": str(tmp), **env},
+            cwd=tmp,
+        )
 
 
 def status_json(db: str, env: dict[str, str] | None = None) -> list[dict[str, Any]]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -38,8 +37,8 @@ from sentinel_kit.testing import FakeClock, FakeTorn
 from .conftest import (
     ROOT,
     SECRET,
+    DaemonProcess,
     SeedKey,
-    cli_path,
     run_cli,
     seed_sqlite,
     simple_keys,
@@ -93,50 +92,16 @@ def fail_all(torn: FakeTorn, keys: list[SeedKey]) -> None:
         torn.always(key.plaintext, FAIL)
 
 
-class Daemon:
-    """A `sentinel-kit daemon` subprocess logging to a file."""
+class Daemon(DaemonProcess):
+    """A `sentinel-kit daemon` subprocess with no rate limit, named ``holder``."""
 
     def __init__(self, tmp: Path, db: str, torn_url: str, holder: str, *args: str) -> None:
-        self.log_path = tmp / f"{holder}.log"
-        with self.log_path.open("wb") as sink:
-            self.proc = subprocess.Popen(
-                [
-                    cli_path(),
-                    "daemon",
-                    "--db",
-                    db,
-                    "--torn-url",
-                    torn_url,
-                    "--max-rpm",
-                    "0",
-                    "--holder",
-                    holder,
-                    *args,
-                ],
-                env={**ENV, "PATH": os.environ.get("PATH", ""), "HOME": str(tmp)},
-                cwd=ROOT,
-                stdout=subprocess.DEVNULL,
-                stderr=sink,
-            )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=30)
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    """Daemons started by the test; killed if still running at the end."""
-    started: list[Daemon] = []
-    yield started
-    for d in started:
-        if d.proc.poll() is None:
-            d.proc.kill()
-            d.proc.wait()
+        super().__init__(
+            tmp / f"{holder}.log",
+            ["--db", db, "--torn-url", torn_url, "--max-rpm", "0", "--holder", holder, *args],
+            env={**ENV, "PATH": os.environ.get("PATH", ""), "HOME": str(tmp)},
+            cwd=ROOT,
+        )
 
 
 class AlertSink:

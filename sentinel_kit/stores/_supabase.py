@@ -72,15 +72,9 @@ class SupabaseStore(DataAPISession):
     """A :class:`~sentinel_kit.Store` on a Supabase project's Data API.
 
     Args:
-        url: the project URL, ``https://<ref>.supabase.co``.
-        service_key: the ``service_role`` key; None reads ``SUPABASE_SERVICE_ROLE_KEY``.
+        url, service_key, timeout, attempts, retry_wait, transport: the session's, see
+            :class:`~sentinel_kit.stores._dataapi.DataAPISession`.
         chunk_size: rows per upsert request.
-        timeout: seconds per HTTP request.
-        attempts: tries for a transient failure (PostgREST's connection faults, the gateway's
-            502/503/504, connection errors), for idempotent requests only.
-        retry_wait: seconds before the first retry (doubling, with jitter, at most 5 s; longer
-            when the server's ``Retry-After`` says so); 0 in tests.
-        transport: an httpx transport (tests); None uses httpx's own.
     """
 
     def __init__(

@@ -389,11 +389,19 @@ def test_progress_bar_on_a_terminal_only_without_json(tmp_path: Path, torn: Fake
     [
         (["sync", "--dryrun"], "Did you mean '--dry-run'?"),
         (["stauts"], "Did you mean 'status'?"),
+        (["--bogus"], "No such option '--bogus'"),
         (["runs", "--limit", "0"], "--limit"),
         (["sync", "--torn-url", "notaurl"], "'notaurl' is not an http(s) URL"),
         (["daemon", "--torn-url", "ftp://api.torn.com"], "is not an http(s) URL"),
     ],
-    ids=["typo-flag", "typo-command", "out-of-range", "torn-url-sync", "torn-url-daemon"],
+    ids=[
+        "typo-flag",
+        "typo-command",
+        "group-option",
+        "out-of-range",
+        "torn-url-sync",
+        "torn-url-daemon",
+    ],
 )
 def test_usage_errors_are_one_line(tmp_path: Path, args: list[str], expected: str) -> None:
     """A mistyped flag, command or value: one `error:` line naming it and where help is."""
@@ -418,3 +426,13 @@ def test_keys_add_without_a_terminal_reads_stdin_or_says_how(tmp_path: Path) -> 
     assert empty.returncode == 2
     assert empty.stderr.startswith("error: no Torn API key on stdin: pipe the key in")
     assert len(empty.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args", [[], ["keys"]], ids=["no-command", "no-subcommand"])
+def test_a_group_alone_prints_its_help(tmp_path: Path, args: list[str]) -> None:
+    """`sentinel-kit` or `sentinel-kit keys` alone: click's help, as before, not an error line."""
+    result = run_cli(args, env=ENV, cwd=tmp_path)
+    assert result.returncode == 2  # click's NoArgsIsHelpError
+    assert "Usage: sentinel-kit" in result.stderr
+    assert "Commands:" in result.stderr
+    assert not result.stderr.startswith("error:")

@@ -7,10 +7,12 @@ goes to stdout; logs go to stderr.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 import click
+from click.exceptions import NoArgsIsHelpError
 
 from .. import __version__
 from .._config import load_env_files
@@ -27,9 +29,31 @@ from ._sync import sync
 __all__ = ["cli", "configure_logging", "main", "redact"]
 
 
+def _usage_line(exc: click.UsageError, command_path: str) -> str:
+    """A usage error as one line, like every other error (click's own form takes four)."""
+    where = exc.ctx.command_path if exc.ctx is not None else command_path
+    message = " ".join(exc.format_message().split())
+    return f"error: {message} (see '{where} --help')"
+
+
 class SentinelGroup(click.Group):
     """A click group that turns every :class:`SentinelError` and usage error into one line
     and an exit code."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except NoArgsIsHelpError:
+            raise  # `sentinel-kit` alone: click prints the help
+        except click.UsageError as exc:  # an option of the group itself: `sentinel-kit --x`
+            click.echo(_usage_line(exc, info_name or "sentinel-kit"), err=True)
+            sys.exit(exc.exit_code)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -37,11 +61,10 @@ class SentinelGroup(click.Group):
         except SentinelError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except NoArgsIsHelpError:
+            raise  # `sentinel-kit keys` alone: click prints the group's help
         except click.UsageError as exc:
-            # One line, like every other error: click's own form takes four.
-            where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
-            message = " ".join(exc.format_message().split())
-            click.echo(f"error: {message} (see '{where} --help')", err=True)
+            click.echo(_usage_line(exc, ctx.command_path), err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("error: interrupted", err=True)

@@ -429,3 +429,32 @@ def test_status_without_migration_011_judges_health_and_shows_no_backlog(tmp_pat
     assert found["healthy"] is False  # never ran: judged as without the migration
     assert found["reason"]
     assert (found["stale_users"], found["oldest_attempt_age_s"]) == (None, None)
+
+
+def test_backlog_age_is_no_value_while_no_user_was_ever_attempted() -> None:
+    """A deployment that never reached a user must not show the best possible age (0): the
+    gauge is NaN, Prometheus' "no value", so an age alert is not silenced by it."""
+    import math
+
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from sentinel_kit.ops._metrics import Metrics
+    from sentinel_kit.ops._status import Backlog
+
+    metrics = Metrics()
+    metrics.set_backlog(
+        "sync-users",
+        Backlog(
+            users=5, stale_users=5, never_attempted=5, oldest_attempt_age_s=None, interval_s=3600
+        ),
+    )
+    text = generate_latest(metrics.registry).decode()
+    samples = {
+        s.name: s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name.startswith(("sentinel_stale_users", "sentinel_oldest_attempt_age"))
+    }
+    assert samples["sentinel_stale_users"] == 5
+    assert math.isnan(samples["sentinel_oldest_attempt_age_seconds"])

@@ -15,6 +15,7 @@ prometheus_client's own WSGI app.
 from __future__ import annotations
 
 import json
+import math
 import threading
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator
@@ -156,12 +157,13 @@ class Metrics:
         self.last_success.labels(job).set(latest)
 
     def set_backlog(self, job: str, backlog: Backlog | None) -> None:
-        """Set the backlog gauges of a sync job (nothing for other jobs; an age of 0 while
-        no user was ever attempted)."""
+        """Set the backlog gauges of a sync job (nothing for other jobs). While no user was
+        ever attempted the age is NaN, Prometheus' "no value": 0 would read as "all fresh"."""
         if backlog is None:
             return
         self.stale_users.labels(job).set(backlog.stale_users)
-        self.oldest_attempt_age.labels(job).set(backlog.oldest_attempt_age_s or 0.0)
+        age = backlog.oldest_attempt_age_s
+        self.oldest_attempt_age.labels(job).set(math.nan if age is None else age)
 
     def torn_request(self, outcome: str) -> None:
         """Count one Torn request (the :class:`~sentinel_kit._client.TornClient` hook)."""

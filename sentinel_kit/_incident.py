@@ -163,4 +163,7 @@ class IncidentGuard:
                 records.append(record)
             if park is not None:
                 parks.append(park)
-        return records, parks
+        return (
+            sorted(records, key=lambda r: (r.user_id, r.key_id)),
+            sorted(parks, key=lambda h: (h.user_id, h.key_id)),
+        )

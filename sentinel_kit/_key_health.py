@@ -228,12 +228,14 @@ class KeyRecord:
 
 
 def key_successes(outcomes: Iterable[Outcome], *, now: datetime) -> list[KeyRecord]:
-    """The records to write for the keys that succeeded in ``outcomes`` (strikes cleared)."""
-    return [
+    """The records to write for the keys that succeeded in ``outcomes`` (strikes cleared),
+    sorted by user and key: the same outcomes make the same write in any arrival order."""
+    found = [
         KeyRecord(o.key_id, o.user_id, o.ciphertext_fp, succeeded_at=now)
         for o in outcomes
         if o.ok and o.ciphertext_fp is not None
     ]
+    return sorted(found, key=lambda r: (r.user_id, r.key_id))
 
 
 def strike(

@@ -108,13 +108,16 @@ def test_three_no_success_runs_an_hour_apart_park() -> None:
     assert strike(first, incorrect(1), now=NOW + STRIKE_GAP / 2) == (None, None)
     second, _ = strike(first, incorrect(1), now=NOW + STRIKE_GAP)
     third, parked = strike(second, incorrect(1), now=NOW + 2 * STRIKE_GAP, run_id="r3")
-    assert third is not None and third.strikes == 3
-    assert parked is not None and parked.state is HealthState.DEAD
+    assert third is not None
+    assert third.strikes == 3
+    assert parked is not None
+    assert parked.state is HealthState.DEAD
     assert parked.run_id == "r3"
     assert (parked.reason or "").startswith("parked after 3 runs with no success anywhere")
     resaved = Outcome("k1", "u1", torn_code=2, reason=Reason.KEY_INVALID, ciphertext_fp="new")
     again, _ = strike(third, resaved, now=NOW + 3 * STRIKE_GAP)
-    assert again is not None and again.strikes == 1
+    assert again is not None
+    assert again.strikes == 1
 
 
 # -- through the CLI, on SQLite ----------------------------------------------------------------
@@ -269,8 +272,10 @@ def test_runs_with_no_success_park_nothing_until_three_an_hour_apart(
     text = run_cli(["status", "--db", db], env=ENV)
     assert "parked sync-users: 5 keys parked after 3 runs with no success anywhere" in text.stdout
     once = run_cli(
-        ["daemon", "--db", db, "--torn-url", torn.url, "--max-rpm", "0"]
-        + ["--interval", "60", "--once"],
+        [
+            *("daemon", "--db", db, "--torn-url", torn.url, "--max-rpm", "0"),
+            *("--interval", "60", "--once"),
+        ],
         env=ENV,
     )
     assert once.returncode == 1, once.stderr

@@ -492,10 +492,14 @@ class SupabaseStore(DataAPISession):
         each) in one transaction, through ``sentinel_save_key_health`` (migration 012)."""
         if not park and not clear:
             return
-        rows = [_json({**health_row(h), "run_id": h.run_id}) for h in park]
+        # Sorted: the same changes make the same request whatever order the run found them in.
+        rows = [
+            _json({**health_row(h), "run_id": h.run_id})
+            for h in sorted(park, key=lambda h: h.key_id)
+        ]
         # Retried on transient failures: the same deletes and upserts again change nothing.
         await self._rpc(
-            "sentinel_save_key_health", {"p_park": rows, "p_clear": list(clear)}, retry=True
+            "sentinel_save_key_health", {"p_park": rows, "p_clear": sorted(clear)}, retry=True
         )
 
     async def unpark_keys(

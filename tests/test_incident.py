@@ -21,7 +21,7 @@ from sentinel_kit._key_health import (
     KeyRecord,
     strike,
 )
-from sentinel_kit.testing import FakeTorn, torn_error
+from sentinel_kit.testing import FakeTorn, SentinelStore, torn_error
 
 from .conftest import SECRET, SeedKey, make_key, run_cli, seed_sqlite, simple_keys, sync_args
 
@@ -305,3 +305,31 @@ def test_measure_an_incident_stops_within_seconds(
     assert sent <= 14
     assert report["skipped"] == 0
     assert cli_json("keys", "health", "--db", db) == []
+
+
+@pytest.mark.postgres
+def test_an_incident_on_postgres_parks_none_and_the_next_run_syncs_everyone(
+    pg_url: str, torn: FakeTorn
+) -> None:
+    """On PostgreSQL too: keys that synced yesterday all answering code 2 stop the run
+    early (exit 3), none is parked, and the next run syncs every user."""
+    import psycopg
+
+    store = SentinelStore(pg_url)
+    store.migrate()
+    store.seed(40)
+    assert sync(pg_url, torn)[0] == 0
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("UPDATE sentinel_key_record SET succeeded_at = succeeded_at - interval '1d'")
+        conn.execute(
+            "UPDATE sentinel_user_attempts SET attempted_at = attempted_at - interval '1d'"
+        )
+    before = torn.count()
+    with torn.outage(torn_error(2)):
+        code, report, stderr = sync(pg_url, torn)
+    assert code == 3, stderr
+    assert torn.count() - before <= 14
+    assert "Incorrect key" in report["error"]
+    assert store.key_health() == {}
+    code, report, stderr = sync(pg_url, torn)
+    assert (code, report["synced"]) == (0, 40), stderr

@@ -172,7 +172,9 @@ _SELECTED = "\0selected"
         formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M:%S"]
     ),
     default=None,
-    help="With --reset: the keys parked at or after this time (UTC unless it says otherwise).",
+    metavar="T",
+    help="With --reset: the keys parked at or after this time, e.g. 2026-11-28T10:00:00 "
+    "(UTC unless it says otherwise).",
 )
 @json_option
 @logging_options

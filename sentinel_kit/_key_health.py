@@ -5,7 +5,13 @@ Torn called dead (codes 1, 2, 16) is *parked*: later runs skip it until its ciph
 changes, which is what happens when the player saves a new key. Suspended keys (10, 13, 18)
 are parked for a while (hours); owner-throttled keys (5, 14) cool down for minutes. Parked
 keys count as ``skipped`` in a report; ``sentinel-kit keys health`` lists them and
-``--reset KEY_ID`` un-parks one.
+``--reset KEY_ID`` un-parks one (``--run RUN_ID`` every key one run parked).
+
+Code 2 ("Incorrect key") needs care: Torn has answered it for valid keys during incidents, and
+so does a wrong ``--torn-url``. So each key's last success is kept (:class:`KeyRecord`), a
+run in which nothing succeeded parks no key for code 2 but gives each a *strike*, and only
+after :data:`STRIKES_TO_PARK` such runs at least :data:`STRIKE_GAP` apart is the key parked
+anyway; :mod:`sentinel_kit._incident` stops a run that looks like an incident.
 """
 
 from __future__ import annotations
@@ -13,20 +19,36 @@ from __future__ import annotations
 import enum
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from ._models import ErrorClass, Outcome, UserKey
 
 __all__ = [
+    "INCORRECT_KEY",
+    "NO_SUCCESS_PARK",
+    "STRIKES_TO_PARK",
+    "STRIKE_GAP",
     "HealthPolicy",
     "HealthState",
     "KeyHealth",
+    "KeyRecord",
     "ciphertext_fingerprint",
     "health_changes",
+    "key_successes",
     "parked_reason",
     "parked_until",
+    "strike",
 ]
+
+#: Torn's "Incorrect key": also answered for valid keys during incidents.
+INCORRECT_KEY = 2
+#: Runs with no success anywhere, each answering code 2 for a key, that park it anyway.
+STRIKES_TO_PARK = 3
+#: The least time between two such runs for both to count.
+STRIKE_GAP = timedelta(hours=1)
+#: How strike-parked keys' ``reason`` starts (``status`` counts them by it).
+NO_SUCCESS_PARK = "parked after"
 
 
 class HealthState(enum.StrEnum):
@@ -63,6 +85,9 @@ class KeyHealth:
     since: datetime
     retry_after: datetime | None = None
     reason: str | None = None
+    #: The run that parked the key (written to ``sentinel_key_parks``, for ``keys health
+    #: --reset --run``); not read back by ``load_key_health``, so not compared.
+    run_id: str | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, object]:
         """Return the JSON form shown by ``keys health --json``."""
@@ -126,6 +151,7 @@ def health_changes(
     *,
     now: datetime,
     policy: HealthPolicy,
+    run_id: str | None = None,
 ) -> tuple[list[KeyHealth], list[str]]:
     """Derive key-health updates from a batch of outcomes.
 
@@ -133,6 +159,7 @@ def health_changes(
         outcomes: outcomes of one run (skipped ones are ignored).
         now: the current time.
         policy: parking times.
+        run_id: the run parking them (kept so one command can un-park a run's parks).
 
     Returns:
         ``(park, clear)``: rows to upsert, and key ids whose health row to delete (the key
@@ -159,9 +186,111 @@ def health_changes(
                 since=now,
                 retry_after=retry_after,
                 reason=outcome.reason.value if outcome.reason else None,
+                run_id=run_id,
             )
         )
     return park, clear
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """One row of ``sentinel_key_record``: when a key last worked, and its strikes.
+
+    Every fact is about the ciphertext whose fingerprint it holds: a re-saved key (a new
+    ciphertext) starts fresh.
+
+    Attributes:
+        key_id: the ``user_keys`` id.
+        user_id: its user.
+        fingerprint: :func:`ciphertext_fingerprint` of the ciphertext the facts are about.
+        succeeded_at: its last success (None: none recorded).
+        strikes: runs with no success anywhere in which Torn answered code 2 for it, at
+            least :data:`STRIKE_GAP` apart.
+        first_strike_at: the first of those runs.
+        last_strike_at: the latest of those runs.
+    """
+
+    key_id: str
+    user_id: str
+    fingerprint: str
+    succeeded_at: datetime | None = None
+    strikes: int = 0
+    first_strike_at: datetime | None = None
+    last_strike_at: datetime | None = None
+
+    def worked_since(self, fingerprint: str | None, since: datetime) -> bool:
+        """True when this ciphertext (``fingerprint``) succeeded at or after ``since``."""
+        return (
+            fingerprint == self.fingerprint
+            and self.succeeded_at is not None
+            and self.succeeded_at >= since
+        )
+
+
+def key_successes(outcomes: Iterable[Outcome], *, now: datetime) -> list[KeyRecord]:
+    """The records to write for the keys that succeeded in ``outcomes`` (strikes cleared),
+    sorted by user and key: the same outcomes make the same write in any arrival order."""
+    found = [
+        KeyRecord(o.key_id, o.user_id, o.ciphertext_fp, succeeded_at=now)
+        for o in outcomes
+        if o.ok and o.ciphertext_fp is not None
+    ]
+    return sorted(found, key=lambda r: (r.user_id, r.key_id))
+
+
+def strike(
+    record: KeyRecord | None, outcome: Outcome, *, now: datetime, run_id: str | None = None
+) -> tuple[KeyRecord | None, KeyHealth | None]:
+    """Count a run with no success anywhere against a key that answered code 2.
+
+    A run less than :data:`STRIKE_GAP` after the key's last strike does not count again; a
+    new ciphertext starts at one. At :data:`STRIKES_TO_PARK` strikes the key is parked.
+
+    Args:
+        record: the key's stored record, if any.
+        outcome: the key's code-2 outcome in this run.
+        now: the current time.
+        run_id: the run that strikes (and may park) the key.
+
+    Returns:
+        ``(record, park)``: the record to write (None when nothing changes) and the health
+        row that parks the key (None while it has fewer strikes).
+    """
+    fp = outcome.ciphertext_fp
+    if fp is None:
+        return None, None
+    if record is None or record.fingerprint != fp or record.last_strike_at is None:
+        succeeded = record.succeeded_at if record and record.fingerprint == fp else None
+        new = KeyRecord(outcome.key_id, outcome.user_id, fp, succeeded, 1, now, now)
+    elif now - record.last_strike_at < STRIKE_GAP:
+        return None, None
+    else:
+        new = KeyRecord(
+            record.key_id,
+            record.user_id,
+            fp,
+            record.succeeded_at,
+            record.strikes + 1,
+            record.first_strike_at or now,
+            now,
+        )
+    if new.strikes < STRIKES_TO_PARK:
+        return new, None
+    first = (new.first_strike_at or now).isoformat(timespec="minutes")
+    park = KeyHealth(
+        key_id=new.key_id,
+        user_id=new.user_id,
+        fingerprint=fp,
+        state=HealthState.DEAD,
+        last_code=outcome.torn_code,
+        since=now,
+        reason=(
+            f"{NO_SUCCESS_PARK} {new.strikes} runs with no success anywhere, each answered "
+            f"code {outcome.torn_code} (first {first}, last {now.isoformat(timespec='minutes')})"
+        ),
+        run_id=run_id,
+    )
+    return new, park
 
 
 def _park(

@@ -121,3 +121,18 @@ def test_min_synced_must_be_a_share(value: float) -> None:
     """--min-synced outside 0..1 is a configuration error that names the flag."""
     with pytest.raises(ConfigError, match="--min-synced"):
         check_min_synced(value)
+
+
+def test_a_job_whose_every_key_is_parked_is_not_healthy() -> None:
+    """An `ok` run in which every key was parked is not healthy: the reason says `no usable
+    key: 40 parked`, and `daemon --once` exits 1; a job with no keys at all stays healthy."""
+    parked = run("ok", keys=40, synced=0, skipped=40)
+    verdict = judge_job("sync-users", [parked], now=T0 + timedelta(hours=1))
+    assert (verdict.healthy, verdict.reason, verdict.exit_code) == (
+        False,
+        "no usable key: 40 parked",
+        1,
+    )
+    assert run_exit_code(parked) == 1
+    empty = judge_job("sync-users", [run("ok", keys=0, synced=0)], now=T0 + timedelta(hours=1))
+    assert empty.healthy

@@ -137,31 +137,73 @@ def _key_row(key: UserKey, cipher: KeyCipher | None) -> dict[str, Any]:
     }
 
 
+#: ``--reset`` given without a key id: un-park what ``--run`` / ``--code`` / ``--since`` select.
+_SELECTED = "\0selected"
+
+
 @keys.command("health")
 @db_option
 @click.option(
     "--reset",
     "reset_key",
-    metavar="KEY_ID",
+    metavar="[KEY_ID]",
     default=None,
-    help="Un-park this key so the next sync requests it again.",
+    is_flag=False,
+    flag_value=_SELECTED,
+    help="Un-park this key so the next sync requests it again; without KEY_ID, un-park the "
+    "keys that --run, or --code and --since, select.",
+)
+@click.option(
+    "--run",
+    "run_id",
+    metavar="RUN_ID",
+    default=None,
+    help="With --reset: the keys this run parked (`sentinel-kit runs` lists runs).",
+)
+@click.option(
+    "--code",
+    type=int,
+    default=None,
+    help="With --reset: the keys parked for this Torn error code (2: 'Incorrect key').",
+)
+@click.option(
+    "--since",
+    type=click.DateTime(
+        formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M:%S"]
+    ),
+    default=None,
+    metavar="T",
+    help="With --reset: the keys parked at or after this time, e.g. 2026-11-28T10:00:00 "
+    "(UTC unless it says otherwise).",
 )
 @json_option
 @logging_options
-def keys_health(db: str | None, reset_key: str | None, as_json: bool) -> None:
-    """Show parked keys (dead, suspended, cooling down), or un-park one with --reset."""
-    if reset_key is not None:
-        key_id = reset_key
+def keys_health(
+    db: str | None,
+    reset_key: str | None,
+    run_id: str | None,
+    code: int | None,
+    since: datetime | None,
+    as_json: bool,
+) -> None:
+    """Show parked keys (dead, suspended, cooling down), or un-park with --reset.
 
-        async def reset(store: Store) -> bool:
-            await store.check_schema()
-            return await store.reset_key_health(key_id)
-
-        if not with_store(db, reset):
+    After a Torn incident, one command un-parks what it parked: `--reset --run RUN_ID`, or
+    `--reset --code 2 --since 2026-11-28T10:00:00`.
+    """
+    selecting = run_id is not None or code is not None or since is not None
+    if reset_key is None:
+        if selecting:
+            raise ConfigError("--run, --code and --since select keys for --reset: add --reset")
+    elif reset_key != _SELECTED:
+        if selecting:
             raise ConfigError(
-                f"key {reset_key} is not parked: `sentinel-kit keys health` lists them"
+                "--reset KEY_ID un-parks one key: drop --run, --code and --since, or KEY_ID"
             )
-        click.echo(f"key {reset_key} un-parked: the next sync will request it")
+        _reset_one(db, reset_key)
+        return
+    else:
+        _reset_selected(db, run_id=run_id, code=code, since=since, as_json=as_json)
         return
 
     async def load(store: Store) -> list[KeyHealth]:
@@ -177,7 +219,7 @@ def keys_health(db: str | None, reset_key: str | None, as_json: bool) -> None:
         return
     click.echo(
         table(
-            ["key_id", "user_id", "state", "last_code", "since", "retry_after"],
+            ["key_id", "user_id", "state", "last_code", "since", "retry_after", "reason"],
             [
                 [
                     h.key_id,
@@ -186,11 +228,56 @@ def keys_health(db: str | None, reset_key: str | None, as_json: bool) -> None:
                     h.last_code,
                     h.since.isoformat(timespec="seconds"),
                     h.retry_after.isoformat(timespec="seconds") if h.retry_after else "on re-save",
+                    h.reason or "",
                 ]
                 for h in result
             ],
         )
     )
+
+
+def _reset_one(db: str | None, key_id: str) -> None:
+    async def reset(store: Store) -> bool:
+        await store.check_schema()
+        return await store.reset_key_health(key_id)
+
+    if not with_store(db, reset):
+        raise ConfigError(f"key {key_id} is not parked: `sentinel-kit keys health` lists them")
+    click.echo(f"key {key_id} un-parked: the next sync will request it")
+
+
+def _reset_selected(
+    db: str | None,
+    *,
+    run_id: str | None,
+    code: int | None,
+    since: datetime | None,
+    as_json: bool,
+) -> None:
+    if run_id is None and code is None and since is None:
+        raise ConfigError(
+            "--reset needs a KEY_ID, or --run RUN_ID, or --code N and/or --since T to say "
+            "which keys to un-park"
+        )
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+
+    async def reset(store: Store) -> int:
+        await store.check_schema()
+        return await store.unpark_keys(run_id=run_id, code=code, since=since)
+
+    count = with_store(db, reset)
+    chosen = [
+        f"parked by run {run_id}" if run_id is not None else "",
+        f"for code {code}" if code is not None else "",
+        f"since {since.isoformat()}" if since is not None else "",
+    ]
+    what = " ".join(c for c in chosen if c)
+    if as_json:
+        echo_json({"unparked": count, "run_id": run_id, "code": code, "since": since})
+        return
+    noun = "key" if count == 1 else "keys"
+    click.echo(f"un-parked {count} {noun} {what}: the next sync will request them")
 
 
 @keys.command("rotate")

@@ -80,7 +80,11 @@ def alert_message(
     job = health.job
     run = health.last_run
     # The error gets a line of its own below; the first line says what the rule saw.
-    said = health.reason if run is None or run.status == "partial" else f"latest run {run.status}"
+    said = (
+        health.reason
+        if run is None or run.status in ("ok", "partial")
+        else f"latest run {run.status}"
+    )
     if health.healthy:
         title = f"sentinel-kit: {job} recovered"
         lines = [f"{job} is healthy again: {said}."]

@@ -5,6 +5,8 @@ DESIGN.md, "Health and operations":
 - A run's *attempted* keys are ``keys_total - skipped - deferred``. A run is healthy when it
   is ``ok``, or ``partial`` with ``synced >= min_synced x attempted``; ``aborted``,
   ``timeout`` (and ``abandoned``: its holder died) are not.
+- A run of a job that has keys but could use none of them (every key parked) is not healthy,
+  whatever its status: ``no usable key: 40 parked``.
 - Only counted runs speak for a job: not dry runs, not ``users=[...]`` re-runs, not runs a
   person interrupted. Runs still ``running`` (and ``skipped`` ones) have no verdict yet.
 - A job is healthy when its latest counted run is healthy. A job with no counted run yet is
@@ -36,6 +38,7 @@ __all__ = [
 DEFAULT_MIN_SYNCED = 0.5
 #: Statuses that carry no verdict: the run has not ended, or did no work by design.
 _NO_VERDICT = frozenset({"running", "skipped"})
+_NO_USABLE_KEY = "no usable key"
 
 
 def check_min_synced(value: float) -> float:
@@ -58,6 +61,10 @@ def run_verdict(run: RunRecord, min_synced: float = DEFAULT_MIN_SYNCED) -> str |
         run: a finished run.
         min_synced: the share of attempted keys a partial run must sync.
     """
+    if run.keys_total > 0 and run.skipped >= run.keys_total:
+        # Every key parked: "ok" with nothing to do, run after run, would hide that the job
+        # syncs no one (a Torn incident parked them, or every user's key died).
+        return f"{_NO_USABLE_KEY}: {run.skipped} parked"
     if run.status == "ok":
         return None
     if run.status == "partial":
@@ -80,11 +87,12 @@ def run_is_healthy(run: RunRecord, min_synced: float = DEFAULT_MIN_SYNCED) -> bo
 
 
 def run_exit_code(run: RunRecord, min_synced: float = DEFAULT_MIN_SYNCED) -> int:
-    """The exit code ``daemon --once`` gives for one run: 0 healthy, 1 partial below
-    ``min_synced``, 3 aborted, timed out or abandoned."""
+    """The exit code ``daemon --once`` gives for one run: 0 healthy, 1 a completed run that
+    is not (partial below ``min_synced``, or no usable key), 3 aborted, timed out or
+    abandoned."""
     if run_is_healthy(run, min_synced):
         return 0
-    return 1 if run.status == "partial" else 3
+    return 1 if run.status in ("ok", "partial") else 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +126,13 @@ class JobHealth:
 
 def _finished_at(run: RunRecord) -> datetime:
     return run.finished_at or run.started_at
+
+
+def _job_reason(run: RunRecord, why_not: str | None) -> str:
+    if why_not is None:
+        return f"latest run {run.status}"
+    # "no usable key" speaks of the job's keys, whatever the run's status.
+    return why_not if why_not.startswith(_NO_USABLE_KEY) else f"latest run {why_not}"
 
 
 def judge_job(
@@ -154,7 +169,7 @@ def judge_job(
         return JobHealth(
             job=job,
             healthy=why_not is None,
-            reason=f"latest run {latest.status}" if why_not is None else f"latest run {why_not}",
+            reason=_job_reason(latest, why_not),
             last_run=latest,
             last_healthy_at=last_healthy_at,
             as_of=_finished_at(latest),

@@ -14,7 +14,7 @@ what it needs from a store.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,6 +23,7 @@ from typing import Any
 from .._blocking import run_blocking
 from .._display import html_table, to_dataframe
 from .._errors import SchemaMissing
+from .._key_health import NO_SUCCESS_PARK, KeyHealth
 from .._models import JobState, RunRecord
 from .._schedule import Schedule, parse_schedule_spec
 from ..stores import KeyStore, Store, open_store
@@ -181,6 +182,8 @@ class JobStatus:
         schedule: the schedule the daemon registered (``cron:...``, ``interval:...``).
         backlog: how far behind the job is with its users (None for jobs other than
             sync-users and its shards).
+        no_success_parked: keys parked after three runs with no success anywhere (see
+            ``keys health``), with the latest such reason; None for other jobs.
     """
 
     job: str
@@ -192,6 +195,7 @@ class JobStatus:
     next_tick: datetime | None
     schedule: str | None
     backlog: Backlog | None = None
+    no_success_parked: tuple[int, str] | None = None
 
     @property
     def stale_users(self) -> int | None:
@@ -245,6 +249,9 @@ class JobStatus:
             ),
             "never_attempted": self.backlog.never_attempted if self.backlog else None,
             "backlog_interval_s": self.backlog.interval_s if self.backlog else None,
+            "parked_after_no_success": (
+                self.no_success_parked[0] if self.no_success_parked else None
+            ),
         }
 
     def healthz(self) -> dict[str, Any]:
@@ -311,6 +318,13 @@ class StatusReport:
         lines.append("  ".join("-" * w for w in widths))
         lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
         lines += [f"backlog {j.job}: {j.backlog.describe()}" for j in self.jobs if j.backlog]
+        lines += [
+            f"parked {j.job}: {j.no_success_parked[0]} keys {j.no_success_parked[1]} "
+            "(`sentinel-kit keys health` lists them; `keys health --reset --code 2 --since T` "
+            "un-parks them)"
+            for j in self.jobs
+            if j.no_success_parked and j.no_success_parked[0]
+        ]
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -358,6 +372,7 @@ async def job_statuses(
     states = await store.get_job_states(None if jobs is None else list(jobs))
     names = list(jobs) if jobs is not None else (sorted(states) or [_DEFAULT_JOB])
     found: list[JobStatus] = []
+    health: dict[str, KeyHealth] | None = None
     for name in names:
         state = states.get(name) or (known or {}).get(name)
         runs = await store.list_runs(job=name, limit=RUNS_PER_JOB)
@@ -371,9 +386,13 @@ async def job_statuses(
             None,
         )
         behind = None
+        struck: tuple[int, str] | None = None
         # Without migration 011 there is no backlog, but health is still judged.
         with suppress(SchemaMissing):
             behind = await job_backlog(store, name, plan=plan, now=moment) if backlog else None
+        if backlog and sync_shard(name)[0]:
+            health = health if health is not None else await store.load_key_health()
+            struck = _no_success_parked(health.values())
         found.append(
             JobStatus(
                 job=name,
@@ -385,9 +404,19 @@ async def job_statuses(
                 next_tick=plan.next_after(moment) if plan else None,
                 schedule=state.schedule if state else None,
                 backlog=behind,
+                no_success_parked=struck,
             )
         )
     return StatusReport(tuple(found), moment, min_synced)
+
+
+def _no_success_parked(health: Iterable[KeyHealth]) -> tuple[int, str]:
+    """How many keys were parked after runs with no success anywhere, and the latest reason
+    (its text starts with "parked after ...")."""
+    struck = sorted(
+        (h for h in health if (h.reason or "").startswith(NO_SUCCESS_PARK)), key=lambda h: h.since
+    )
+    return len(struck), (struck[-1].reason or "") if struck else ""
 
 
 async def astatus(

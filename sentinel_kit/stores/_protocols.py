@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol, Self, runtime_checkable
 
-from .._key_health import KeyHealth
+from .._key_health import KeyHealth, KeyRecord
 from .._models import JobState, LeaseInfo, RunRecord, StoredUser, UserDataRow, UserKey
 from .._security import SecurityFacts
 
@@ -235,11 +235,32 @@ class KeyHealthStore(Protocol):
         ...
 
     async def save_key_health(self, park: Sequence[KeyHealth], clear: Sequence[str]) -> None:
-        """Upsert ``park`` rows and delete the rows of the ``clear`` key ids, atomically."""
+        """Upsert ``park`` rows and delete the rows of the ``clear`` key ids, atomically; the
+        run that parked each key (``KeyHealth.run_id``) goes to ``sentinel_key_parks``."""
         ...
 
     async def reset_key_health(self, key_id: str) -> bool:
         """Un-park one key; return False when it was not parked."""
+        ...
+
+    async def unpark_keys(
+        self,
+        *,
+        run_id: str | None = None,
+        code: int | None = None,
+        since: datetime | None = None,
+    ) -> int:
+        """Un-park the keys parked by run ``run_id``, with Torn code ``code``, parked at or
+        after ``since`` (every condition given must hold; at least one must be given) and
+        forget their strikes, in one transaction; return how many were un-parked."""
+        ...
+
+    async def load_key_records(self) -> dict[str, KeyRecord]:
+        """Return every ``sentinel_key_record`` row (last success, strikes), by key id."""
+        ...
+
+    async def save_key_records(self, records: Sequence[KeyRecord]) -> None:
+        """Upsert whole ``sentinel_key_record`` rows (one statement per chunk)."""
         ...
 
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from .._key_health import HealthState, KeyHealth, ciphertext_fingerprint
+from .._key_health import HealthState, KeyHealth, KeyRecord, ciphertext_fingerprint
 from .._models import JobState, RunRecord, StoredUser, UserDataRow, UserKey
 
 if TYPE_CHECKING:
@@ -22,6 +22,7 @@ __all__ = [
     "HEALTH_COLUMNS",
     "JOB_COLUMNS",
     "KEY_COLUMNS",
+    "RECORD_COLUMNS",
     "RUN_COLUMNS",
     "USER_COLUMNS",
     "ciphertext_change_row",
@@ -29,8 +30,10 @@ __all__ = [
     "iso",
     "job_state",
     "key_health",
+    "key_record",
     "numeric_id",
     "parse_time",
+    "record_row",
     "run_record",
     "run_row",
     "stored_user",
@@ -68,6 +71,15 @@ HEALTH_COLUMNS = (
     "since",
     "retry_after",
     "reason",
+)
+RECORD_COLUMNS = (
+    "key_id",
+    "user_id",
+    "fingerprint",
+    "succeeded_at",
+    "strikes",
+    "first_strike_at",
+    "last_strike_at",
 )
 JOB_COLUMNS = (
     "job",
@@ -236,6 +248,32 @@ def health_row(health: KeyHealth) -> dict[str, Any]:
         "since": health.since,
         "retry_after": health.retry_after,
         "reason": health.reason,
+    }
+
+
+def key_record(row: Mapping[str, Any]) -> KeyRecord:
+    """A ``sentinel_key_record`` row."""
+    return KeyRecord(
+        key_id=str(row["key_id"]),
+        user_id=str(row["user_id"]),
+        fingerprint=str(row["fingerprint"]),
+        succeeded_at=parse_time(row.get("succeeded_at")),
+        strikes=int(row.get("strikes") or 0),
+        first_strike_at=parse_time(row.get("first_strike_at")),
+        last_strike_at=parse_time(row.get("last_strike_at")),
+    )
+
+
+def record_row(record: KeyRecord) -> dict[str, Any]:
+    """The values of a ``sentinel_key_record`` row to upsert (the whole row)."""
+    return {
+        "key_id": record.key_id,
+        "user_id": record.user_id,
+        "fingerprint": record.fingerprint,
+        "succeeded_at": record.succeeded_at,
+        "strikes": record.strikes,
+        "first_strike_at": record.first_strike_at,
+        "last_strike_at": record.last_strike_at,
     }
 
 

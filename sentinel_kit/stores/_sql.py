@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from .._errors import StaleFence, StoreError
-from .._key_health import KeyHealth, ciphertext_fingerprint
+from .._key_health import KeyHealth, KeyRecord, ciphertext_fingerprint
 from .._models import JobState, LeaseInfo, RunRecord, StoredUser, UserDataRow, UserKey
 from .._security import SecurityFacts, integer_column
 from ._protocols import (
@@ -36,13 +36,16 @@ from ._rows import (
     HEALTH_COLUMNS,
     JOB_COLUMNS,
     KEY_COLUMNS,
+    RECORD_COLUMNS,
     RUN_COLUMNS,
     USER_COLUMNS,
     health_row,
     job_state,
     key_health,
+    key_record,
     numeric_id,
     parse_time,
+    record_row,
     run_record,
     run_row,
     stored_user,
@@ -63,6 +66,8 @@ SQL_TABLES = (
     "sentinel_key_health",
     "sentinel_leases",
     "sentinel_user_attempts",
+    "sentinel_key_record",
+    "sentinel_key_parks",
 )
 
 Row = tuple[Any, ...]
@@ -520,9 +525,15 @@ class SQLStore:
             return
         updates = ", ".join(f"{c} = excluded.{c}" for c in HEALTH_COLUMNS if c != "key_id")
         async with self._use("writing sentinel_key_health", transaction=True) as session:
+            # The parks of a key cleared or parked again without a run are forgotten with it.
+            gone = [*clear, *(h.key_id for h in park if h.run_id is None)]
             if clear:
                 await session.executemany(
                     "DELETE FROM sentinel_key_health WHERE key_id = ?", [(k,) for k in clear]
+                )
+            if gone:
+                await session.executemany(
+                    "DELETE FROM sentinel_key_parks WHERE key_id = ?", [(k,) for k in gone]
                 )
             if park:
                 await session.executemany(
@@ -531,6 +542,15 @@ class SQLStore:
                     f"ON CONFLICT (key_id) DO UPDATE SET {updates}",
                     [self._values(health_row(h), HEALTH_COLUMNS) for h in park],
                 )
+            parks = [h for h in park if h.run_id is not None]
+            if parks:
+                await session.executemany(
+                    "INSERT INTO sentinel_key_parks (key_id, fingerprint, run_id, parked_at) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (key_id) DO UPDATE SET "
+                    "fingerprint = excluded.fingerprint, run_id = excluded.run_id, "
+                    "parked_at = excluded.parked_at",
+                    [[h.key_id, h.fingerprint, h.run_id, self._value(h.since)] for h in parks],
+                )
 
     async def reset_key_health(self, key_id: str) -> bool:
         """Un-park one key; return False when it was not parked."""
@@ -538,6 +558,72 @@ class SQLStore:
             "resetting key health", "DELETE FROM sentinel_key_health WHERE key_id = ?", [key_id]
         )
         return changed > 0
+
+    async def unpark_keys(
+        self,
+        *,
+        run_id: str | None = None,
+        code: int | None = None,
+        since: datetime | None = None,
+    ) -> int:
+        """Un-park the keys a run parked, or by code and time (see ``KeyHealthStore``);
+        the statements of ``sentinel_unpark_keys`` (migration 012), in one transaction."""
+        where: list[str] = []
+        params: list[Any] = []
+        if run_id is not None:
+            where.append(
+                "key_id IN (SELECT p.key_id FROM sentinel_key_parks p WHERE p.run_id = ? "
+                "AND p.fingerprint = sentinel_key_health.fingerprint)"
+            )
+            params.append(run_id)
+        if code is not None:
+            where.append("last_code = ?")
+            params.append(code)
+        if since is not None:
+            where.append("since >= ?")
+            params.append(self._value(since))
+        if not where:
+            raise StoreError("say which keys to un-park: a run, a code or a time")
+        async with self._use("un-parking keys", transaction=True) as session:
+            rows = await session.fetch(
+                f"SELECT key_id FROM sentinel_key_health WHERE {' AND '.join(where)}",  # noqa: S608
+                params,
+            )
+            ids = [(str(r[0]),) for r in rows]
+            if ids:
+                for table in ("sentinel_key_health", "sentinel_key_parks"):
+                    await session.executemany(
+                        f"DELETE FROM {table} WHERE key_id = ?",  # noqa: S608 (fixed names)
+                        ids,
+                    )
+                await session.executemany(
+                    "UPDATE sentinel_key_record SET strikes = 0, first_strike_at = NULL, "
+                    "last_strike_at = NULL WHERE key_id = ?",
+                    ids,
+                )
+        return len(ids)
+
+    async def load_key_records(self) -> dict[str, KeyRecord]:
+        """Return every ``sentinel_key_record`` row, by key id."""
+        rows = await self._fetch(
+            "reading sentinel_key_record",
+            f"SELECT {_columns(RECORD_COLUMNS)} FROM sentinel_key_record",  # noqa: S608
+        )
+        found = [key_record(dict(zip(RECORD_COLUMNS, r, strict=True))) for r in rows]
+        return {r.key_id: r for r in found}
+
+    async def save_key_records(self, records: Sequence[KeyRecord]) -> None:
+        """Upsert whole ``sentinel_key_record`` rows, one statement per chunk."""
+        updates = ", ".join(f"{c} = excluded.{c}" for c in RECORD_COLUMNS if c != "key_id")
+        for start in range(0, len(records), self.chunk_size):
+            chunk = records[start : start + self.chunk_size]
+            async with self._use("writing sentinel_key_record", transaction=True) as session:
+                await session.executemany(
+                    f"INSERT INTO sentinel_key_record ({_columns(RECORD_COLUMNS)}) "  # noqa: S608
+                    f"VALUES ({_marks(len(RECORD_COLUMNS))}) "
+                    f"ON CONFLICT (key_id) DO UPDATE SET {updates}",
+                    [self._values(record_row(r), RECORD_COLUMNS) for r in chunk],
+                )
 
     # -- job state ---------------------------------------------------------------------------
 

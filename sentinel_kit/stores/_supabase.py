@@ -27,7 +27,7 @@ from postgrest.exceptions import APIError
 from postgrest.types import CountMethod, ReturnMethod
 
 from .._errors import ConfigError, StoreError
-from .._key_health import KeyHealth
+from .._key_health import KeyHealth, KeyRecord
 from .._models import JobState, LeaseInfo, RunRecord, StoredUser, UserDataRow, UserKey
 from .._security import SecurityFacts, integer_column
 from ._dataapi import DataAPISession, RequestFailed
@@ -43,14 +43,17 @@ from ._protocols import (
 from ._rows import (
     HEALTH_COLUMNS,
     JOB_COLUMNS,
+    RECORD_COLUMNS,
     RUN_COLUMNS,
     USER_COLUMNS,
     ciphertext_change_row,
     health_row,
     job_state,
     key_health,
+    key_record,
     numeric_id,
     parse_time,
+    record_row,
     run_record,
     run_row,
     stored_user,
@@ -485,24 +488,62 @@ class SupabaseStore(DataAPISession):
         )
 
     async def save_key_health(self, park: Sequence[KeyHealth], clear: Sequence[str]) -> None:
-        """Delete the ``clear`` rows, then upsert the ``park`` rows."""
-        if clear:
-            ids = list(clear)
+        """Delete the ``clear`` rows and upsert the ``park`` rows (with the run that parked
+        each) in one transaction, through ``sentinel_save_key_health`` (migration 012)."""
+        if not park and not clear:
+            return
+        # Sorted: the same changes make the same request whatever order the run found them in.
+        rows = [
+            _json({**health_row(h), "run_id": h.run_id})
+            for h in sorted(park, key=lambda h: h.key_id)
+        ]
+        # Retried on transient failures: the same deletes and upserts again change nothing.
+        await self._rpc(
+            "sentinel_save_key_health", {"p_park": rows, "p_clear": sorted(clear)}, retry=True
+        )
+
+    async def unpark_keys(
+        self,
+        *,
+        run_id: str | None = None,
+        code: int | None = None,
+        since: datetime | None = None,
+    ) -> int:
+        """Un-park keys by run, or by code and time, through ``sentinel_unpark_keys``
+        (migration 012, one transaction); return how many."""
+        if run_id is None and code is None and since is None:
+            raise StoreError("say which keys to un-park: a run, a code or a time")
+        params = _json({"p_run": run_id, "p_code": code, "p_since": since})
+        # Not retried: a lost answer to an un-park that happened would count 0 the second time.
+        return int(await self._rpc("sentinel_unpark_keys", params) or 0)
+
+    async def load_key_records(self) -> dict[str, KeyRecord]:
+        """Return every ``sentinel_key_record`` row, by key id (paged like key health)."""
+        found: dict[str, KeyRecord] = {}
+        pages = self._pages("reading sentinel_key_record", self._record_page, SUPABASE_MAX_ROWS)
+        async for rows in pages:
+            for r in rows:
+                record = key_record(r)
+                found[record.key_id] = record
+        return found
+
+    def _record_page(self, start: int, size: int) -> Any:
+        return (
+            self.client.table("sentinel_key_record")
+            .select(",".join(RECORD_COLUMNS), count=CountMethod.exact)
+            .order("key_id")
+            .range(start, start + size - 1)
+            .execute()
+        )
+
+    async def save_key_records(self, records: Sequence[KeyRecord]) -> None:
+        """Upsert whole ``sentinel_key_record`` rows, one request per chunk (retried: the
+        same rows again change nothing)."""
+        for start in range(0, len(records), self.chunk_size):
+            rows = [_json(record_row(r)) for r in records[start : start + self.chunk_size]]
             await self._call(
-                "clearing sentinel_key_health",
-                lambda: (
-                    self.client.table("sentinel_key_health")
-                    .delete(returning=ReturnMethod.minimal)
-                    .in_("key_id", ids)
-                    .execute()
-                ),
-                retry=True,
-            )
-        if park:
-            rows = [_json(health_row(h)) for h in park]
-            await self._call(
-                "writing sentinel_key_health",
-                partial(self._upsert, "sentinel_key_health", rows, "key_id"),
+                "writing sentinel_key_record",
+                partial(self._upsert, "sentinel_key_record", rows, "key_id"),
                 retry=True,
             )
 

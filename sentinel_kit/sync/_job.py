@@ -15,6 +15,7 @@ from .._blocking import run_blocking
 from .._client import TornClient
 from .._crypto import KeyCipher
 from .._errors import ConfigError, WrongSecret
+from .._incident import IncidentGuard
 from .._key_health import HealthPolicy
 from .._models import RunStatus
 from .._replay import torn_transport
@@ -222,6 +223,10 @@ class SyncJob(Reader):
                 fence=fence,
                 users=frozenset(users) if users is not None else None,
                 stop=stop,
+                guard=IncidentGuard(
+                    await store.load_key_records(), now=started_at, torn_url=self.torn.url
+                ),
+                run_id=run_id,
             )
             if progress:
                 # The bar counts keys: known up front only for a whole, unsharded run.
@@ -296,6 +301,8 @@ def _ending(
         return RunStatus.TIMEOUT, f"the run exceeded its timeout of {timeout:g}s"
     if cut is Cut.STOPPED:
         return RunStatus.ABORTED, stop.reason if stop is not None else "stopped"
+    if pipeline.guard is not None and pipeline.guard.tripped:
+        return RunStatus.ABORTED, pipeline.guard.message
     if pipeline.torn.halted is not None:
         return RunStatus.ABORTED, f"{pipeline.torn.halted}: stopped sending requests"
     return None, None

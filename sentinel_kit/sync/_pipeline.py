@@ -20,6 +20,8 @@ every key leaves the rest to the next run. How a run ends early:
   was fetched is written;
 - time box: stop *starting* users; those in flight finish; the rest is ``deferred``;
 - a global Torn error or Torn unreachable: the client stops sending; the rest is ``aborted``;
+- a Torn incident (keys that worked answering "Incorrect key", see ``_incident.py``): the
+  same, and the code-2 parks of the run since the incident began are undone;
 - the wrong secret: nothing is fetched at all.
 """
 
@@ -40,15 +42,17 @@ from loguru import logger
 from .._client import TornClient
 from .._crypto import KeyCipher
 from .._errors import DecryptError, FetchError, StoreError
+from .._incident import IncidentGuard
 from .._key_health import (
     HealthPolicy,
     HealthState,
     KeyHealth,
     ciphertext_fingerprint,
     health_changes,
+    key_successes,
     parked_reason,
 )
-from .._models import Outcome, Reason, TornKey, UserKey
+from .._models import ErrorClass, Outcome, Reason, TornKey, UserKey
 from ..stores import Fence, Store
 from ._options import RunOptions
 from ._report import Change, Tally
@@ -247,6 +251,10 @@ class Pipeline:
     users: frozenset[str] | None = None
     stop: Stop | None = None
     bar: Any = None
+    #: Tells a Torn incident from dead keys, and holds code-2 parks (see ``_incident.py``).
+    guard: IncidentGuard | None = None
+    #: The run's id, kept with the parks it makes (``keys health --reset --run``).
+    run_id: str | None = None
 
     tally: Tally = field(default_factory=Tally)
     written: int = 0
@@ -388,9 +396,23 @@ class Pipeline:
             done: list[Outcome] = []
             self._done_in_flight[worker_id] = done
             for key in group:
-                done.append(await process_key(key, ctx))
+                done.append(self._watched(await process_key(key, ctx)))
             del self._in_flight[worker_id], self._done_in_flight[worker_id]
             await self._results.put(done)
+
+    def _watched(self, outcome: Outcome) -> Outcome:
+        """Show the guard each answer as it arrives; on an incident, stop sending."""
+        if self.guard is not None and self.guard.observe(outcome):
+            logger.bind(job=self.job).warning("{}", self.guard.message)
+            self.torn.halt(
+                FetchError(
+                    self.guard.message,
+                    error_class=ErrorClass.GLOBAL,
+                    reason=Reason.KEY_INVALID,
+                    torn_code=outcome.torn_code,
+                )
+            )
+        return outcome
 
     # -- writer ------------------------------------------------------------------------------
 
@@ -428,6 +450,23 @@ class Pipeline:
                 last_flush = time.monotonic()
         if pending and self.store_error is None:
             await self._flush(pending, whole_chunks=False)
+        if self.guard is not None and self.store_error is None and not self.dry_run:
+            try:
+                await self._settle_code2(self.guard)
+            except StoreError as exc:
+                self.store_error = exc
+
+    async def _settle_code2(self, guard: IncidentGuard) -> None:
+        """After the last write: undo the code-2 parks of an incident, or count strikes
+        against the code-2 keys of a run in which nothing succeeded."""
+        unpark = guard.to_unpark()
+        if unpark:
+            await self.store.save_key_health([], unpark)
+        records, parks = guard.strikes(now=datetime.now(UTC), run_id=self.run_id)
+        if records:
+            await self.store.save_key_records(records)
+        if parks:
+            await self.store.save_key_health(parks, [])
 
     async def _flush(self, outcomes: list[Outcome], *, whole_chunks: bool) -> list[Outcome]:
         """Write the rows (and key health) of ``outcomes``; return the outcomes held back.
@@ -461,7 +500,13 @@ class Pipeline:
             return leftover
         if rows:
             self.written += await self.store.upsert_user_data(rows, fence=self.fence)
-        park, clear = health_changes(outcomes, now=now, policy=self.health_policy)
+            # Which keys worked: an incident is told from dead keys by them.
+            await self.store.save_key_records(key_successes(outcomes, now=now))
+        park, clear = health_changes(
+            outcomes, now=now, policy=self.health_policy, run_id=self.run_id
+        )
+        if self.guard is not None:
+            park = self.guard.admit(park)
         clear = [key_id for key_id in clear if key_id in self.health]
         if park or clear:
             await self.store.save_key_health(park, clear)

@@ -21,7 +21,7 @@ from sentinel_kit import (
     UserKey,
     open_store,
 )
-from sentinel_kit._key_health import HealthState, KeyHealth
+from sentinel_kit._key_health import HealthState, KeyHealth, KeyRecord
 from sentinel_kit.stores._sql import SQLStore
 from sentinel_kit.stores._supabase import SupabaseStore
 
@@ -199,6 +199,33 @@ def test_key_health_round_trip_and_reset(make_store: Factory) -> None:
     assert first["k2"].retry_after == T0 + timedelta(minutes=5)
     assert reset == (True, False)
     assert last == {}
+
+
+def test_key_records_and_parks_by_run_round_trip(make_store: Factory) -> None:
+    """Key records (last success, strikes) are stored whole and read back; a park keeps the
+    run that made it, and unpark_keys un-parks by run, or by code and time, with strikes."""
+    success = KeyRecord("k1", "u1", "fp1", succeeded_at=T0)
+    struck = KeyRecord("k2", "u2", "fp2", None, 2, T0, T0 + timedelta(hours=1))
+    by_a = KeyHealth("k2", "u2", "fp2", HealthState.DEAD, 2, T0, run_id="run-a")
+    later = T0 + timedelta(hours=2)
+    by_b = KeyHealth("k3", "u3", "fp3", HealthState.DEAD, 2, later, run_id="run-b")
+    slow = KeyHealth("k4", "u4", "fp4", HealthState.SUSPENDED, 10, later, run_id="run-b")
+
+    async def body(store: Store) -> Any:
+        await store.save_key_records([success, struck])
+        first = await store.load_key_records()
+        await store.save_key_health([by_a, by_b, slow], [])
+        counts = [await store.unpark_keys(run_id="run-a")]
+        after_a = await store.load_key_records()
+        counts.append(await store.unpark_keys(code=2, since=T0 + timedelta(hours=1)))
+        counts.append(await store.unpark_keys(run_id="run-a"))
+        return first, counts, after_a, await store.load_key_health()
+
+    first, counts, after_a, left = run(make_store, body)
+    assert first == {"k1": success, "k2": struck}
+    assert counts == [1, 1, 0]
+    assert after_a["k2"].strikes == 0  # un-parked: its strikes are forgotten too
+    assert list(left) == ["k4"]
 
 
 def test_missing_schema_is_reported(tmp_path: Path, request: pytest.FixtureRequest) -> None:

@@ -345,6 +345,29 @@ def test_duplicate_users_never_reach_postgrest(fake: FakePostgREST, pg_url: str)
     assert sql(pg_url, "SELECT name FROM user_data") == [("Second",)]
 
 
+def test_key_health_is_one_rpc_and_a_missing_function_names_migrate(
+    fake: FakePostgREST, pg_url: str
+) -> None:
+    """save_key_health is one call of sentinel_save_key_health (one transaction); without
+    migration 012's function it fails with one line naming `sentinel-kit migrate`."""
+    dead = KeyHealth("k1", "u1", "fp1", HealthState.DEAD, 2, T0, run_id="r1")
+
+    async def save(store: SupabaseStore) -> None:
+        await store.save_key_health([dead], ["k0"])
+
+    run(fake, save)
+    assert [(e.method, e.path) for e in fake.exchanges] == [
+        ("POST", "/rest/v1/rpc/sentinel_save_key_health")
+    ]
+    assert sql(pg_url, "SELECT key_id, run_id FROM sentinel_key_parks") == [("k1", "r1")]
+    sql(pg_url, "DROP FUNCTION sentinel_save_key_health(jsonb, text[])")
+    with pytest.raises(SchemaMissing) as info:
+        run(fake, save)
+    assert "PGRST202" in str(info.value)
+    assert "sentinel-kit migrate" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
 def test_a_request_sent_straight_through_supabase_py_is_converted_too(
     fake: FakePostgREST,
 ) -> None:

@@ -14,6 +14,7 @@ Each class carries the ``exit_code`` the CLI exits with when it reaches the top:
     │   ├── TornAPIError           (1)  Torn answered {"error": {"code": N, ...}}
     │   └── UpstreamUnavailable    (1)  timeout, connection error, 5xx, non-JSON body
     ├── StoreError                 (3)  the database cannot be reached or refused a statement
+    │   ├── ConnectionLost         (3)  the connection dropped (stores retry on a fresh one first)
     │   ├── SchemaMissing          (2)  the tables are not there: run `sentinel-kit migrate`
     │   └── StaleFence             (3)  a write carried a fencing token that lost its lease
     ├── LockHeld                   (0)  another process holds the lease; the run was skipped
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ConfigError",
+    "ConnectionLost",
     "DecryptError",
     "ErrorClass",
     "FetchError",
@@ -121,6 +123,11 @@ class StoreError(SentinelError):
     """The database could not be reached, or it refused a statement."""
 
     exit_code = 3
+
+
+class ConnectionLost(StoreError):
+    """The connection to the database dropped (a NAT or load balancer closed it, the server
+    restarted). Stores reconnect and retry on a fresh connection before raising it."""
 
 
 class SchemaMissing(StoreError):

@@ -120,7 +120,11 @@ FAULTS = (
     *PGRST_FAULTS,
     *(f"gateway-{s}" for s in KONG_UPSTREAM),
     *(f"gateway-{s}-html" for s in KONG_UPSTREAM),
+    *("drop", "drop-after"),
 )
+#: The status :attr:`FakePostgREST.exchanges` logs for a request answered by closing the
+#: connection (the ``drop`` faults).
+DROPPED = 0
 
 
 # -- errors ---------------------------------------------------------------------------------------
@@ -776,7 +780,10 @@ class FakePostgREST:
 
         Faults: ``PGRST000``/``PGRST001``/``PGRST002`` (503 with ``Retry-After``),
         ``PGRST003`` (504), ``gateway-502|503|504`` (Kong's JSON, no ``code``) and
-        ``gateway-502|503|504-html`` (Cloudflare's HTML page).
+        ``gateway-502|503|504-html`` (Cloudflare's HTML page); ``drop`` closes the connection
+        without answering and without running the request (a keep-alive connection the
+        server closed as the request went out), ``drop-after`` runs it and then closes the
+        connection without answering (the answer lost on the way back).
         """
         if fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}: one of {', '.join(FAULTS)}")
@@ -788,7 +795,13 @@ class FakePostgREST:
     def handle(self, method: str, target: str, headers: dict[str, list[str]], body: bytes) -> Reply:
         """Answer one request (headers by lower-cased name, each with all its values)."""
         parts = urlsplit(target)
+        with self._lock:
+            after = bool(self._faults) and self._faults[0] == "drop-after"
+            if after:
+                self._faults.pop(0)
         reply = self._answer(method, parts.path, parts.query, headers, body)
+        if after:
+            reply = Reply(DROPPED)
         prefer = ", ".join(headers.get("prefer", []))
         self.exchanges.append(Exchange(method, parts.path, parts.query, prefer, reply.status))
         return reply
@@ -808,6 +821,8 @@ class FakePostgREST:
             return _json_reply(401, INVALID_API_KEY)
         with self._lock:
             fault = self._faults.pop(0) if self._faults else None
+        if fault == "drop":
+            return Reply(DROPPED)
         if fault is not None:
             return self._fault(fault)
         if not path.startswith("/rest/v1/"):
@@ -1380,6 +1395,9 @@ class FakePostgREST:
                 for name, value in self.headers.items():
                     headers.setdefault(name.lower(), []).append(value)
                 reply = fake.handle(self.command, self.path, headers, body)
+                if reply.status == DROPPED:
+                    self.close_connection = True  # no answer: the client sees the socket close
+                    return
                 self.send_response(reply.status, reply.reason)
                 for name, value in reply.headers.items():
                     self.send_header(name, value)

@@ -7,7 +7,9 @@ starts that job's tick as a task of its own. For each tick::
         │ fence
     begin_run(job, tick)           ──tick taken──────▶ skip quietly (another replica ran it)
         │
-    handler(ctx)  ◀── heartbeat renews the lease every ttl/3; a failed renewal stops the run
+    handler(ctx)  ◀── heartbeat renews the lease every min(ttl/3, 60 s); the run stops when
+        │             the database says another holder has the lease, or when no renewal
+        │             answered before the lease ran out (a failed one is retried meanwhile)
         │             SIGTERM: grace period, then stop; --timeout: the run's own deadline
     record_run, release lease
         │
@@ -29,6 +31,7 @@ import asyncio
 import os
 import signal
 import socket
+import time
 import uuid
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -59,12 +62,29 @@ from ._jobs import JobContext, JobSpec
 if TYPE_CHECKING:
     from ..ops._metrics import Metrics
 
-__all__ = ["Daemon", "DaemonConfig", "TickResult", "default_holder", "schedule_period"]
+__all__ = [
+    "MAX_RENEW_INTERVAL",
+    "Daemon",
+    "DaemonConfig",
+    "TickResult",
+    "default_holder",
+    "renew_interval",
+    "schedule_period",
+]
 
 #: Seconds ``/healthz`` may take to read the run history before it answers 503.
 HEALTHZ_TIMEOUT = 10.0
 #: Ticks looked at to find a cron schedule's shortest period.
 PERIOD_TICKS = 48
+#: The longest time between two lease renewals: NATs and cloud load balancers drop a TCP
+#: connection idle for 4-6 minutes, and a renewal every ttl/3 (17 minutes by default) would
+#: find its connection dropped every time.
+MAX_RENEW_INTERVAL = 60.0
+
+
+def renew_interval(ttl: float) -> float:
+    """Seconds between two lease renewals: ttl/3, at most :data:`MAX_RENEW_INTERVAL`."""
+    return min(ttl / 3, MAX_RENEW_INTERVAL)
 
 
 def schedule_period(plan: Schedule, now: datetime) -> float:
@@ -190,6 +210,9 @@ class Daemon:
         self._runs: set[Stop] = set()
         self._background: set[asyncio.Task[Any]] = set()
         self._registered: set[str] = set()
+        #: When each held lease was claimed (monotonic seconds): the heartbeat counts the
+        #: lease's validity from there until its first renewal.
+        self._claimed_at: dict[Fence, float] = {}
         self._slots = self._make_slots()
         self._signals = 0
         self.log = logger.bind(holder=config.holder)
@@ -447,6 +470,7 @@ class Daemon:
         report: SyncReport | None = None
         forced: int | None = None
         async with open_store(cfg.db_url) as store:
+            claimed_at = time.monotonic()
             fence = await store.claim_lease(lease, cfg.holder, cfg.lease_ttl)
             if fence is None:
                 current = await store.get_lease(lease)
@@ -459,9 +483,11 @@ class Daemon:
                 )
             else:
                 self._lease(lease, True)
+                self._claimed_at[fence] = claimed_at
                 try:
                     report, forced = await self._claimed(spec, store, fence, tick)
                 finally:
+                    self._claimed_at.pop(fence, None)
                     self._lease(lease, False)
                     try:
                         await store.release_lease(fence, cfg.holder)
@@ -628,22 +654,72 @@ class Daemon:
         return ctx.report(RunStatus.ABORTED, error=f"job {spec.name} failed: {cause}"), None
 
     async def _heartbeat(self, store: Store, fence: Fence, stop: Stop) -> None:
-        """Renew the lease every ttl/3 (real seconds: the lease expires by the database's
-        clock); on failure stop the run at once."""
+        """Renew the lease every :func:`renew_interval` (real seconds: the lease expires by
+        the database's clock) until the run ends or :meth:`_renew` stops it."""
+        every = renew_interval(self.config.lease_ttl)
+        valid_from: float | None = self._claimed_at.get(fence, time.monotonic())
+        while valid_from is not None:
+            await asyncio.sleep(every)
+            valid_from = await self._renew(store, fence, stop, valid_from, every)
+
+    async def _renew(
+        self, store: Store, fence: Fence, stop: Stop, valid_from: float, every: float
+    ) -> float | None:
+        """Renew the lease once, retrying a failed renewal while the lease is still ours.
+
+        The lease is ours for ``lease_ttl`` seconds from the start of the last renewal the
+        database answered (``valid_from``, monotonic; the database counts from a little
+        later). A renewal that fails (the connection dropped, the database is down) is
+        retried with a growing pause while that lasts. The run is stopped when the database
+        answers that another holder has the lease, or when the lease ran out with no
+        renewal answered.
+
+        Returns:
+            The new ``valid_from``, or None when the run was stopped.
+        """
         ttl = self.config.lease_ttl
-        while True:
-            await asyncio.sleep(ttl / 3)
+        pause = min(1.0, every / 4)
+        failures = 0
+        while (left := valid_from + ttl - time.monotonic()) > 0:
+            started = time.monotonic()
             try:
-                renewed = await store.renew_lease(fence, self.config.holder, ttl)
-            except StoreError as exc:
-                renewed = False
-                self.log.warning("lease renewal failed: {}", exc)
-            if not renewed:
+                # Bounded by the lease: an answer after it ran out would come too late.
+                async with asyncio.timeout(left):
+                    held = await store.renew_lease(fence, self.config.holder, ttl)
+            except (StoreError, TimeoutError) as exc:
+                failures += 1
+                left = valid_from + ttl - time.monotonic()
+                self.log.bind(event="lease_retry").warning(
+                    "lease {} renewal failed: {}; retrying in {:g}s, lease valid for {:,.1f}s more",
+                    fence.lease,
+                    str(exc) or "no answer in time",
+                    pause,
+                    max(left, 0.0),
+                )
+                await asyncio.sleep(min(pause, max(left, 0.0)))
+                pause = min(pause * 2, every)
+                continue
+            if not held:
                 self.log.warning(
-                    "lease {} lost (fence {}): stopping the run", fence.lease, fence.token
+                    "lease {} lost (fence {}): another replica took over; stopping the run",
+                    fence.lease,
+                    fence.token,
                 )
                 stop.stop(f"lease {fence.lease} lost: another replica took over")
-                return
+                return None
+            if failures:
+                self.log.info("lease {} renewed after {} failed attempt(s)", fence.lease, failures)
+            return started
+        self.log.error(
+            "lease {} ran out: no renewal reached the database for {:g}s; stopping the run",
+            fence.lease,
+            ttl,
+        )
+        stop.stop(
+            f"lease {fence.lease} expired: the database was unreachable for {ttl:g}s, "
+            "no renewal answered"
+        )
+        return None
 
     # -- health over HTTP ----------------------------------------------------------------------
 

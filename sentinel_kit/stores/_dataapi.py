@@ -5,6 +5,13 @@ own retries off); every request's failure turned into our :class:`StoreError` sa
 being done; idempotent requests retried on transient faults (what a failure means is decided
 in :mod:`._postgrest`); counted offset pages; RPC calls. :class:`SupabaseStore` builds the
 store on it.
+
+A dropped keep-alive connection (the server or a load balancer closed it as the request
+went out: httpx's ``RemoteProtocolError`` or ``ReadError``) is a transport error: idempotent
+requests are sent again, and httpx opens a fresh connection for them. A connection that
+could not even be opened (``ConnectError``, ``ConnectTimeout``, ``PoolTimeout``) means the
+request never left, so every request is sent again then, idempotent or not. Opening a
+session that is open already gives the caller a copy with its own client (:mod:`._reentry`).
 """
 
 from __future__ import annotations
@@ -14,9 +21,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from functools import partial
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 
 import httpx
+from loguru import logger
 from postgrest.exceptions import APIError
 from postgrest.types import ReturnMethod
 from tenacity import (
@@ -29,6 +37,7 @@ from tenacity import (
 
 from .._errors import ConfigError, StoreError
 from ._postgrest import Failure, is_transient, past_the_end, store_error
+from ._reentry import Reentrant
 
 __all__ = ["DataAPISession", "RequestFailed"]
 
@@ -36,6 +45,8 @@ T = TypeVar("T")
 
 #: The longest pause between two attempts, whatever ``Retry-After`` says.
 _MAX_WAIT = 5.0
+#: Failures after which the request certainly never reached the server.
+_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 #: The last response of the request running in this task (set by an httpx event hook): an
 #: ``APIError`` carries no status, and the gateway's answers carry no ``code``.
 _LAST_RESPONSE: ContextVar[httpx.Response | None] = ContextVar("_LAST_RESPONSE", default=None)
@@ -72,7 +83,7 @@ async def _remember(response: httpx.Response) -> None:
     _LAST_RESPONSE.set(response)
 
 
-class DataAPISession:
+class DataAPISession(Reentrant):
     """A session on a Supabase project's Data API: the client, our errors, our retries.
 
     Args:
@@ -113,11 +124,17 @@ class DataAPISession:
         self._transport = transport
         self._http: httpx.AsyncClient | None = None
         self._client: Any = None
+        self._init_reentry()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r}, service_key=***)"
 
-    async def __aenter__(self) -> Self:
+    _connection_state: tuple[str, ...] = ("_http", "_client")
+
+    def _is_open(self) -> bool:
+        return self._http is not None
+
+    async def _enter(self) -> None:
         from supabase import AsyncClientOptions, acreate_client
 
         # HTTP/1.1 with explicit timeouts; supabase-py's own retries are off (ours apply).
@@ -138,10 +155,10 @@ class DataAPISession:
             self._client = await acreate_client(self.url, self._key, options=options)
         except Exception as exc:  # supabase-py validates the URL and key shape here
             await self._http.aclose()
+            self._http = None
             raise ConfigError(f"cannot use Supabase at {self.url}: {exc}") from None
-        return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
+    async def _exit(self, *exc_info: object) -> None:
         if self._http is not None:
             await self._http.aclose()
             self._http = None
@@ -190,14 +207,19 @@ class DataAPISession:
         """
 
         def transient(exc: BaseException) -> bool:
+            if isinstance(exc, _NEVER_SENT):
+                return True  # never left: safe to send whatever it is
+            if not retry:
+                return False
             if isinstance(exc, httpx.TransportError):
-                return True
+                return True  # a dropped keep-alive connection among them
             return isinstance(exc, RequestFailed) and is_transient(exc.failure)
 
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.attempts if retry else 1),
+            stop=stop_after_attempt(self.attempts),
             wait=self._wait,
             retry=retry_if_exception(transient),
+            before_sleep=self._log_retry,
             reraise=True,
         )
         async for attempt in retrying:
@@ -208,6 +230,20 @@ class DataAPISession:
                 except APIError as exc:
                     raise RequestFailed(_failure(exc)) from None
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        """Say when a request goes out again because its connection failed."""
+        outcome = state.outcome
+        exc = outcome.exception() if outcome is not None else None
+        if isinstance(exc, httpx.TransportError):
+            logger.bind(store=self.label, event="reconnect").warning(
+                "the connection to Supabase at {} failed ({}); sending again on a fresh one "
+                "(attempt {} of {})",
+                self.url,
+                type(exc).__name__,
+                state.attempt_number + 1,
+                self.attempts,
+            )
 
     def _wait(self, state: RetryCallState) -> float:
         """Exponential back-off with jitter, but no shorter than the server's ``Retry-After``."""

@@ -13,6 +13,12 @@ session settings, and times cross as UTC ISO-8601 text or as timestamptz, so the
 TimeZone never shifts a stored time. Behind a transaction pooler (Supavisor or PgBouncer in
 transaction mode, port 6543) psycopg's server-side prepared statements are off: the next
 transaction may run on another server connection, where the statement does not exist.
+
+A connection that drops (an idle one closed by a NAT or a cloud load balancer, a server
+restart) is replaced by the SQL base (``SQLStore._run``); TCP keepalives every 30 s keep
+most such paths from dropping an idle connection in the first place, and
+``tcp_user_timeout`` ends a connection whose peer vanished in 30 s, not the kernel's 15
+minutes. Parameters of the same names in the URL win.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
-from .._errors import ConfigError, SchemaMissing, StaleFence, StoreError
+from .._errors import ConfigError, ConnectionLost, SchemaMissing, StaleFence, StoreError
 from .._json import dumps
 from .._models import UserDataRow, UserKey
 from .._security import SEED_TABLES, SecurityFacts, lock_statements, open_tables
@@ -48,6 +54,21 @@ SELECT user_id, name, player_id, updated_at
 ON CONFLICT (user_id) DO UPDATE
    SET name = EXCLUDED.name, player_id = EXCLUDED.player_id, updated_at = EXCLUDED.updated_at
 """
+
+
+#: libpq's TCP settings unless the URL sets them: a keepalive after 30 s idle (paths that
+#: drop idle connections after 4-6 minutes see traffic), and a peer that stops answering
+#: (unacknowledged data or keepalives) ends the connection after 30 s instead of the
+#: kernel's ~15 minutes of retransmissions. Ignored on Unix sockets.
+_TCP_SETTINGS: dict[str, int] = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
+#: SQLSTATEs of a server ending the session (admin shutdown, crash, restart).
+_SESSION_ENDED = frozenset({"57P01", "57P02", "57P03"})
 
 
 #: The URL query parameter that says whether a transaction pooler sits in between:
@@ -165,6 +186,8 @@ class PostgresStore(SQLStore):
     """
 
     dialect = "postgres"
+    _remote = True
+    _connection_state = ("_lock", "_integer_ids", "_conn")
 
     def __init__(
         self, url: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE, connect_timeout: float = 10.0
@@ -184,12 +207,18 @@ class PostgresStore(SQLStore):
     async def _open(self) -> None:
         psycopg = _import_psycopg()
         try:
+            given = psycopg.conninfo.conninfo_to_dict(self.pooler.url)
+        except psycopg.Error:
+            given = {}  # malformed: connect() below says what is wrong
+        tcp = {k: v for k, v in _TCP_SETTINGS.items() if k not in given}
+        try:
             self._conn = await psycopg.AsyncConnection.connect(
                 self.pooler.url,
                 autocommit=True,
                 connect_timeout=max(1, int(self.connect_timeout)),
                 # None: never prepare (psycopg prepares a statement run 5 times by default).
                 prepare_threshold=None if self.pooler.transaction else 5,
+                **tcp,
             )
         except psycopg.Error as exc:
             raise StoreError(
@@ -228,7 +257,20 @@ class PostgresStore(SQLStore):
                 ) from None
             if state == "PT409":
                 raise StaleFence(f"write refused: {text}") from None
+            if self._dropped(exc, state):
+                raise ConnectionLost(
+                    f"the connection to PostgreSQL at {self.label} dropped while {doing}: {text}"
+                ) from None
             raise StoreError(f"PostgreSQL failed while {doing}: {text}") from None
+
+    def _dropped(self, exc: Exception, state: str) -> bool:
+        """True when ``exc`` means the connection is gone (not that a statement failed)."""
+        psycopg = _import_psycopg()
+        if not isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+            return False
+        conn = self._conn
+        gone = conn is None or conn.closed or conn.broken
+        return bool(gone or state.startswith("08") or state in _SESSION_ENDED)
 
     # -- schema ------------------------------------------------------------------------------
 
@@ -247,8 +289,9 @@ class PostgresStore(SQLStore):
 
     async def migrate(self) -> list[str]:
         """Apply the packaged PostgreSQL migrations that are missing; return their names."""
-        applied: list[str] = []
-        async with self._use("applying migrations", transaction=True) as session:
+
+        async def apply(session: Session) -> list[str]:
+            applied: list[str] = []
             await session.execute("SELECT pg_advisory_xact_lock(?)", [_MIGRATE_LOCK])
             await session.execute(MIGRATIONS_TABLE["postgres"])
             done = {r[0] for r in await session.fetch("SELECT name FROM sentinel_migrations")}
@@ -258,7 +301,10 @@ class PostgresStore(SQLStore):
                 await self._script(sql)
                 await session.execute("INSERT INTO sentinel_migrations (name) VALUES (?)", [name])
                 applied.append(name)
-        return applied
+            return applied
+
+        # Idempotent: one transaction that skips what sentinel_migrations lists.
+        return await self._run("applying migrations", apply, transaction=True)
 
     async def _script(self, sql: str) -> None:
         # Our own files, no parameters: sent as one simple-protocol script.
@@ -323,12 +369,16 @@ class PostgresStore(SQLStore):
         security on, no privileges for ``anon``/``authenticated``); return their names."""
         facts = await self.security_facts()
         targets = open_tables(facts, tables)
-        async with self._use("locking tables", transaction=True) as session:
+
+        async def lock(session: Session) -> None:
             for table in targets:
                 for statement in lock_statements(
                     table.name, schema=facts.schema, roles=facts.api_roles
                 ):
                     await session.execute(statement)
+
+        # Idempotent: enabling row-level security and revoking again change nothing.
+        await self._run("locking tables", lock, transaction=True)
         return [t.name for t in targets]
 
     # -- writes ------------------------------------------------------------------------------
@@ -383,10 +433,12 @@ class PostgresStore(SQLStore):
 
     async def set_alert_state(self, job: str, *, healthy: bool, as_of: datetime) -> bool:
         """Compare-and-set a job's alert state; True when this call changed it."""
+        # Not idempotent in its answer: see SQLStore.set_alert_state.
         rows = await self._fetch(
             "setting the alert state",
             "SELECT sentinel_set_alert_state(?, ?, ?)",
             [job, "healthy" if healthy else "unhealthy", as_of],
+            idempotent=False,
         )
         return bool(rows and rows[0][0])
 
@@ -414,8 +466,12 @@ class PostgresStore(SQLStore):
         if not changes:
             return 0
         payload = dumps([ciphertext_change_row(c) for c in changes], indent=None)
+        # Not idempotent in its answer (compare-and-swap): see SQLStore.replace_ciphertexts.
         rows = await self._fetch(
-            "replacing ciphertexts", "SELECT sentinel_replace_ciphertexts(?::jsonb)", [payload]
+            "replacing ciphertexts",
+            "SELECT sentinel_replace_ciphertexts(?::jsonb)",
+            [payload],
+            idempotent=False,
         )
         return int(rows[0][0])
 
@@ -423,6 +479,8 @@ class PostgresStore(SQLStore):
 
     async def claim_lease(self, name: str, holder: str, ttl: float) -> Fence | None:
         """Take lease ``name`` for ``ttl`` seconds; None while another holder's is unexpired."""
+        # Idempotent for one holder: sent again after an unseen answer, the holder claims
+        # its own lease again and gets the next token.
         rows = await self._fetch(
             "claiming a lease", "SELECT sentinel_claim_lease(?, ?, ?)", [name, holder, ttl]
         )

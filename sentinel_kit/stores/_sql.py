@@ -9,17 +9,28 @@ turns them into ``%s``.
 
 Every statement and transaction holds the store's lock, so concurrent tasks of a run
 (the producer reading pages, the writer upserting) never interleave inside a transaction.
+
+Connections drop: a NAT or a cloud load balancer closes a TCP connection idle for 4-6
+minutes, a server restarts. Every call goes through :meth:`SQLStore._run`, which reconnects
+when the dialect says the connection is gone (:class:`ConnectionLost`) and runs idempotent
+work again on the fresh connection; work that must not run twice is preceded by a cheap
+check of the connection instead (see :meth:`SQLStore._run`). Opening a store that is open
+already gives the caller a copy with its own connection (:mod:`._reentry`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol, Self
+from functools import partial
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from .._errors import StaleFence, StoreError
+from loguru import logger
+
+from .._errors import ConnectionLost, StaleFence, StoreError
 from .._key_health import KeyHealth, KeyRecord, ciphertext_fingerprint
 from .._models import JobState, LeaseInfo, RunRecord, StoredUser, UserDataRow, UserKey
 from .._security import SecurityFacts, integer_column
@@ -32,6 +43,7 @@ from ._protocols import (
     abandon_note,
     dedupe_rows,
 )
+from ._reentry import Reentrant
 from ._rows import (
     HEALTH_COLUMNS,
     JOB_COLUMNS,
@@ -56,7 +68,9 @@ from ._rows import (
 if TYPE_CHECKING:
     from ..sync._report import SyncReport
 
-__all__ = ["DEFAULT_READ_AHEAD", "SQL_TABLES", "SQLStore", "Session"]
+__all__ = ["DEFAULT_READ_AHEAD", "RECONNECT_WAITS", "SQL_TABLES", "SQLStore", "Session"]
+
+T = TypeVar("T")
 
 #: Every table a sync touches; a missing one means `migrate` was not run.
 SQL_TABLES = (
@@ -76,6 +90,11 @@ Row = tuple[Any, ...]
 #: joins and sorts the whole table, so fewer, larger queries make a pass of 100,000 keys
 #: 10 scans instead of 100. About 2 MB of rows in memory.
 DEFAULT_READ_AHEAD = 10_000
+
+#: Seconds before each fresh connection a call gets after its connection dropped: a path
+#: that dropped an idle connection lets a new one through at once; a restarting server
+#: takes a moment. Two reconnects, then the call fails with ConnectionLost.
+RECONNECT_WAITS = (0.0, 1.0)
 
 
 class Session(Protocol):
@@ -102,11 +121,12 @@ def _marks(count: int) -> str:
     return ", ".join("?" * count)
 
 
-class SQLStore:
+class SQLStore(Reentrant):
     """A :class:`~sentinel_kit.Store` on a SQL database; see the module docstring.
 
     Subclasses implement :meth:`_open`, :meth:`_close`, :meth:`_session`,
-    :meth:`_driver_errors`, :meth:`check_schema`, :meth:`migrate`, :meth:`column_types`,
+    :meth:`_driver_errors` (raising :class:`ConnectionLost` for a connection that is gone,
+    when :attr:`_remote`), :meth:`check_schema`, :meth:`migrate`, :meth:`column_types`,
     the lease operations, :meth:`_upsert_chunk`, :meth:`_record_attempts_chunk` and
     :meth:`_insert_keys`; they may change :attr:`_never`, :attr:`_attempt_param` and
     :meth:`_as_text` (how the fair order's key sorts).
@@ -120,6 +140,9 @@ class SQLStore:
     _never: str = "''"
     #: A keyset parameter for the attempt column (None: a never-attempted user).
     _attempt_param: str = "COALESCE(?, '')"
+    #: The connection crosses a network and can drop (PostgreSQL), so calls reconnect.
+    _remote: bool = False
+    _connection_state: tuple[str, ...] = ("_lock", "_integer_ids")
 
     def __init__(
         self, *, chunk_size: int = DEFAULT_CHUNK_SIZE, read_ahead: int = DEFAULT_READ_AHEAD
@@ -128,8 +151,13 @@ class SQLStore:
         self.read_ahead = read_ahead
         self.write_calls = 0
         self._lock: asyncio.Lock | None = None
-        self._open_flag = False
         self._integer_ids: bool | None = None
+        #: The connection may be broken (it dropped, or a call was cancelled mid-statement):
+        #: the next call reconnects first.
+        self._suspect = False
+        #: Fresh connections made after a drop since the store was created (for tests and logs).
+        self.reconnects = 0
+        self._init_reentry()
 
     # -- dialect hooks ----------------------------------------------------------------------
 
@@ -183,19 +211,24 @@ class SQLStore:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def __aenter__(self) -> Self:
-        self._lock = asyncio.Lock()
-        self._integer_ids = None
-        await self._open()
-        self.write_calls = 0
-        return self
+    def _is_open(self) -> bool:
+        return self._lock is not None
 
-    async def __aexit__(self, *exc_info: object) -> None:
+    async def _enter(self) -> None:
+        self._integer_ids = None
+        self._suspect = False
+        await self._open()
+        self._lock = asyncio.Lock()
+        self.write_calls = 0
+
+    async def _exit(self, *exc_info: object) -> None:
+        self._lock = None
         await self._close()
 
     @asynccontextmanager
     async def _use(self, doing: str, *, transaction: bool = False) -> AsyncIterator[Session]:
-        """The lock, the driver's errors translated, and a session (or a transaction)."""
+        """The lock, the driver's errors translated, and a session (or a transaction), with
+        no reconnect: :meth:`_run` is the way in that survives a dropped connection."""
         if self._lock is None:
             raise StoreError(f"the store {self.label} is not open: use `async with store:`")
         async with self._lock:
@@ -203,13 +236,97 @@ class SQLStore:
                 async with self._session(transaction=transaction) as session:
                     yield session
 
-    async def _fetch(self, doing: str, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        async with self._use(doing) as session:
-            return await session.fetch(sql, [self._value(p) for p in params])
+    async def _run(
+        self,
+        doing: str,
+        work: Callable[[Session], Awaitable[T]],
+        *,
+        transaction: bool = False,
+        idempotent: bool = True,
+    ) -> T:
+        """Run ``work`` on a session (one transaction with ``transaction``), under the lock,
+        on a fresh connection again when the connection dropped.
 
-    async def _execute(self, doing: str, sql: str, params: Sequence[Any] = ()) -> int:
-        async with self._use(doing, transaction=True) as session:
-            return await session.execute(sql, [self._value(p) for p in params])
+        A dropped connection (:class:`ConnectionLost`) is replaced (after each pause of
+        :data:`RECONNECT_WAITS`) and idempotent work runs again. Work that must not run
+        twice (an insert that makes ids, a compare-and-set whose answer matters) is never
+        sent again: a drop may have taken its commit along, unseen. Instead a cheap query
+        checks the connection first (reconnecting when it dropped while idle, the usual
+        case), and a drop during the work itself is raised.
+
+        Raises:
+            ConnectionLost: the connection dropped again after the last reconnect, or
+                during work that is not idempotent.
+            StoreError: the database refused the work, or the store is not open.
+        """
+        if self._lock is None:
+            raise StoreError(f"the store {self.label} is not open: use `async with store:`")
+        async with self._lock:
+            for wait in (*RECONNECT_WAITS, None):
+                sent = False
+                try:
+                    if self._suspect:
+                        await self._reconnect(doing)
+                    if self._remote and not idempotent:
+                        await self._attempt("checking the connection", _ping, transaction=False)
+                    sent = True
+                    return await self._attempt(doing, work, transaction=transaction)
+                except ConnectionLost as exc:
+                    self._suspect = True
+                    if wait is None or (sent and not idempotent):
+                        raise
+                    logger.bind(store=self.label, event="reconnect").warning(
+                        "{}; reconnecting{}", exc, f" in {wait:g}s" if wait else ""
+                    )
+                    await asyncio.sleep(wait)
+                except asyncio.CancelledError:
+                    # Cut mid-statement, the connection's state is unknown (psycopg may be
+                    # waiting for a result): the next call starts on a fresh one.
+                    self._suspect = self._remote
+                    raise
+        raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
+
+    async def _attempt(
+        self, doing: str, work: Callable[[Session], Awaitable[T]], *, transaction: bool
+    ) -> T:
+        with self._driver_errors(doing):
+            async with self._session(transaction=transaction) as session:
+                return await work(session)
+
+    async def _reconnect(self, doing: str) -> None:
+        """Replace the connection with a fresh one.
+
+        Raises:
+            ConnectionLost: no new connection could be made.
+        """
+        # The old connection is gone; closing it can only fail in ways that do not matter.
+        with contextlib.suppress(Exception):
+            await self._close()
+        try:
+            await self._open()
+        except StoreError as exc:
+            raise ConnectionLost(f"{exc} (reconnecting while {doing})") from None
+        self._suspect = False
+        self.reconnects += 1
+
+    async def _fetch(
+        self, doing: str, sql: str, params: Sequence[Any] = (), *, idempotent: bool = True
+    ) -> list[Row]:
+        values = [self._value(p) for p in params]
+        return await self._run(
+            doing, lambda session: session.fetch(sql, values), idempotent=idempotent
+        )
+
+    async def _execute(
+        self, doing: str, sql: str, params: Sequence[Any] = (), *, idempotent: bool = True
+    ) -> int:
+        values = [self._value(p) for p in params]
+        return await self._run(
+            doing,
+            lambda session: session.execute(sql, values),
+            transaction=True,
+            idempotent=idempotent,
+        )
 
     def _values(self, mapping: Mapping[str, Any], columns: Sequence[str]) -> list[Any]:
         return [self._value(mapping[c]) for c in columns]
@@ -293,8 +410,13 @@ class SQLStore:
         ids = list(dict.fromkeys(user_ids))
         for start in range(0, len(ids), self.chunk_size):
             chunk = ids[start : start + self.chunk_size]
-            async with self._use("recording attempts", transaction=True) as session:
-                await self._record_attempts_chunk(session, chunk, at, job, fence)
+            # Idempotent: the same users at the same time again; under a fence, refused
+            # as stale if another holder took the lease meanwhile, which is the truth.
+            await self._run(
+                "recording attempts",
+                partial(self._record_attempts_chunk, user_ids=chunk, at=at, job=job, fence=fence),
+                transaction=True,
+            )
         return len(ids)
 
     async def attempt_stats(
@@ -320,8 +442,13 @@ class SQLStore:
         """Insert one ``user_keys`` row; return its id (made by the database when
         ``user_keys.id`` is an integer column and ``key.id`` is not a number)."""
         generate = await self._integer_id_column() and not numeric_id(key.id)
-        async with self._use("adding a key", transaction=True) as session:
-            ids = await self._insert_keys(session, [key], with_ids=not generate)
+        # Not idempotent: sent twice, a key whose id the database makes would be added twice.
+        ids = await self._run(
+            "adding a key",
+            lambda session: self._insert_keys(session, [key], with_ids=not generate),
+            transaction=True,
+            idempotent=False,
+        )
         return ids[0] if ids else key.id
 
     async def add_keys(self, keys: Sequence[UserKey]) -> int:
@@ -332,11 +459,19 @@ class SQLStore:
             # An app's bigint identity numbers the keys whose ids are not numbers.
             with_ids = [k for k in chunk if not integer_ids or numeric_id(k.id)]
             numbered = [k for k in chunk if integer_ids and not numeric_id(k.id)]
-            async with self._use("adding keys", transaction=True) as session:
+
+            async def insert(
+                session: Session,
+                with_ids: list[UserKey] = with_ids,
+                numbered: list[UserKey] = numbered,
+            ) -> None:
                 if with_ids:
                     await self._insert_keys(session, with_ids, with_ids=True)
                 if numbered:
                     await self._insert_keys(session, numbered, with_ids=False)
+
+            # Not idempotent, as add_key.
+            await self._run("adding keys", insert, transaction=True, idempotent=False)
         return len(keys)
 
     async def _integer_id_column(self) -> bool:
@@ -355,8 +490,9 @@ class SQLStore:
     async def replace_ciphertexts(self, changes: Sequence[CiphertextChange]) -> int:
         """Swap re-encrypted ciphertexts in, compare-and-swap, in one transaction; a parked
         key's health row follows its new fingerprint. Return how many were replaced."""
-        replaced = 0
-        async with self._use("replacing ciphertexts", transaction=True) as session:
+
+        async def swap(session: Session) -> int:
+            replaced = 0
             for change in changes:
                 swapped = await session.execute(
                     "UPDATE user_keys SET api_key = ? WHERE id = ? AND api_key = ?",
@@ -374,7 +510,11 @@ class SQLStore:
                         ciphertext_fingerprint(change.old),
                     ],
                 )
-        return replaced
+            return replaced
+
+        # Not idempotent in its answer: sent again after an unseen commit, the swaps find
+        # the new values in place and the count says 0.
+        return await self._run("replacing ciphertexts", swap, transaction=True, idempotent=False)
 
     # -- inspection (doctor, migrate) --------------------------------------------------------
 
@@ -398,8 +538,13 @@ class SQLStore:
         unique = dedupe_rows(rows)
         for start in range(0, len(unique), self.chunk_size):
             chunk = unique[start : start + self.chunk_size]
-            async with self._use("writing user_data", transaction=True) as session:
-                await self._upsert_chunk(session, chunk, fence)
+            # Idempotent: the same rows again; under a fence, refused as stale if another
+            # holder took the lease meanwhile, which is the truth.
+            await self._run(
+                "writing user_data",
+                partial(self._upsert_chunk, rows=chunk, fence=fence),
+                transaction=True,
+            )
             self.write_calls += 1
         return len(unique)
 
@@ -444,7 +589,17 @@ class SQLStore:
             "ON CONFLICT (job, scheduled_for) DO NOTHING",
             values,
         )
-        return changed > 0
+        if changed > 0:
+            return True
+        # Taken: by another replica, or by this very insert, sent again after a dropped
+        # connection took its answer. The run id tells which.
+        return await self._run_exists(record.run_id)
+
+    async def _run_exists(self, run_id: str) -> bool:
+        rows = await self._fetch(
+            "claiming a tick", "SELECT 1 FROM sentinel_runs WHERE run_id = ?", [run_id]
+        )
+        return bool(rows)
 
     async def record_run(
         self,
@@ -524,9 +679,10 @@ class SQLStore:
         if not park and not clear:
             return
         updates = ", ".join(f"{c} = excluded.{c}" for c in HEALTH_COLUMNS if c != "key_id")
-        async with self._use("writing sentinel_key_health", transaction=True) as session:
-            # The parks of a key cleared or parked again without a run are forgotten with it.
-            gone = [*clear, *(h.key_id for h in park if h.run_id is None)]
+        # The parks of a key cleared or parked again without a run are forgotten with it.
+        gone = [*clear, *(h.key_id for h in park if h.run_id is None)]
+
+        async def save(session: Session) -> None:
             if clear:
                 await session.executemany(
                     "DELETE FROM sentinel_key_health WHERE key_id = ?", [(k,) for k in clear]
@@ -552,10 +708,17 @@ class SQLStore:
                     [[h.key_id, h.fingerprint, h.run_id, self._value(h.since)] for h in parks],
                 )
 
+        # Idempotent: the same deletes and upserts again.
+        await self._run("writing sentinel_key_health", save, transaction=True)
+
     async def reset_key_health(self, key_id: str) -> bool:
         """Un-park one key; return False when it was not parked."""
+        # Not idempotent in its answer: sent again, the delete finds nothing and says so.
         changed = await self._execute(
-            "resetting key health", "DELETE FROM sentinel_key_health WHERE key_id = ?", [key_id]
+            "resetting key health",
+            "DELETE FROM sentinel_key_health WHERE key_id = ?",
+            [key_id],
+            idempotent=False,
         )
         return changed > 0
 
@@ -584,11 +747,10 @@ class SQLStore:
             params.append(self._value(since))
         if not where:
             raise StoreError("say which keys to un-park: a run, a code or a time")
-        async with self._use("un-parking keys", transaction=True) as session:
-            rows = await session.fetch(
-                f"SELECT key_id FROM sentinel_key_health WHERE {' AND '.join(where)}",  # noqa: S608
-                params,
-            )
+        sql = f"SELECT key_id FROM sentinel_key_health WHERE {' AND '.join(where)}"  # noqa: S608
+
+        async def unpark(session: Session) -> int:
+            rows = await session.fetch(sql, params)
             ids = [(str(r[0]),) for r in rows]
             if ids:
                 for table in ("sentinel_key_health", "sentinel_key_parks"):
@@ -601,7 +763,11 @@ class SQLStore:
                     "last_strike_at = NULL WHERE key_id = ?",
                     ids,
                 )
-        return len(ids)
+            return len(ids)
+
+        # Not idempotent in its answer (sent again, it finds nothing to un-park): a dropped
+        # connection is checked before, never retried after.
+        return await self._run("un-parking keys", unpark, transaction=True, idempotent=False)
 
     async def load_key_records(self) -> dict[str, KeyRecord]:
         """Return every ``sentinel_key_record`` row, by key id."""
@@ -617,13 +783,18 @@ class SQLStore:
         updates = ", ".join(f"{c} = excluded.{c}" for c in RECORD_COLUMNS if c != "key_id")
         for start in range(0, len(records), self.chunk_size):
             chunk = records[start : start + self.chunk_size]
-            async with self._use("writing sentinel_key_record", transaction=True) as session:
+            rows = [self._values(record_row(r), RECORD_COLUMNS) for r in chunk]
+
+            async def save(session: Session, rows: list[list[Any]] = rows) -> None:
                 await session.executemany(
                     f"INSERT INTO sentinel_key_record ({_columns(RECORD_COLUMNS)}) "  # noqa: S608
                     f"VALUES ({_marks(len(RECORD_COLUMNS))}) "
                     f"ON CONFLICT (key_id) DO UPDATE SET {updates}",
-                    [self._values(record_row(r), RECORD_COLUMNS) for r in chunk],
+                    rows,
                 )
+
+            # Idempotent: whole rows, upserted.
+            await self._run("writing sentinel_key_record", save, transaction=True)
 
     # -- job state ---------------------------------------------------------------------------
 
@@ -662,15 +833,27 @@ class SQLStore:
         """Compare-and-set a job's alert state in one transaction; True when it changed."""
         state = "healthy" if healthy else "unhealthy"
         now = datetime.now(UTC)
-        async with self._use("setting the alert state", transaction=True) as session:
+
+        async def compare_and_set(session: Session) -> int:
             await session.execute(
                 "INSERT INTO sentinel_jobs (job, registered_at, updated_at) VALUES (?, ?, ?) "
                 "ON CONFLICT (job) DO NOTHING",
                 [job, self._value(now), self._value(now)],
             )
-            changed = await session.execute(
+            return await session.execute(
                 "UPDATE sentinel_jobs SET alert_state = ?, alert_as_of = ?, alert_changed_at = ? "
                 "WHERE job = ? AND alert_state <> ? AND (alert_as_of IS NULL OR alert_as_of < ?)",
                 [state, self._value(as_of), self._value(now), job, state, self._value(as_of)],
             )
+
+        # Not idempotent in its answer: sent again after an unseen commit it says "not
+        # changed", and the alert would be lost.
+        changed = await self._run(
+            "setting the alert state", compare_and_set, transaction=True, idempotent=False
+        )
         return changed > 0
+
+
+async def _ping(session: Session) -> None:
+    """The cheapest round trip: does the connection still work?"""
+    await session.fetch("SELECT 1")

@@ -72,6 +72,7 @@ class SQLiteStore(SQLStore):
     """
 
     dialect = "sqlite"
+    _connection_state = ("_lock", "_integer_ids", "_conn", "_thread")
 
     def __init__(
         self, path: str | Path, *, create: bool = False, chunk_size: int = DEFAULT_CHUNK_SIZE

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from postgrest.exceptions import APIError
@@ -105,11 +105,12 @@ class SupabaseStore(DataAPISession):
         self.write_calls = 0
         self._integer_id_column: bool | None = None
 
-    async def __aenter__(self) -> Self:
-        await super().__aenter__()
+    _connection_state = ("_http", "_client", "_integer_id_column")
+
+    async def _enter(self) -> None:
+        await super()._enter()
         self.write_calls = 0
         self._integer_id_column = None
-        return self
 
     # -- the Store protocol -------------------------------------------------------------------
 
@@ -202,9 +203,9 @@ class SupabaseStore(DataAPISession):
                 "p_lease": fence.lease if fence else None,
                 "p_fence": fence.token if fence else None,
             }
-            # Retried only without a fence: the same attempts again change nothing; under
-            # a fence a retry could meet a new holder's token, as for the upsert.
-            await self._rpc("sentinel_record_attempts", _json(params), retry=fence is None)
+            # Idempotent: the same attempts again change nothing; under a fence, a retry
+            # that meets a new holder's token is refused as stale, which is the truth.
+            await self._rpc("sentinel_record_attempts", _json(params), retry=True)
         return len(ids)
 
     async def attempt_stats(
@@ -238,11 +239,12 @@ class SupabaseStore(DataAPISession):
                     retry=True,
                 )
             else:
-                # Not retried blindly: a retry after a lost answer could hit a new holder's
-                # token and be refused, which is the right outcome anyway.
+                # Idempotent: the same rows again; a retry that meets a new holder's token
+                # is refused as stale, which is the truth.
                 await self._rpc(
                     "sentinel_upsert_user_data",
                     {"p_lease": fence.lease, "p_fence": fence.token, "p_rows": chunk},
+                    retry=True,
                 )
             self.write_calls += 1
         return len(unique)
@@ -392,12 +394,25 @@ class SupabaseStore(DataAPISession):
         )
         with self._errors("claiming a tick"):
             try:
-                await self._retrying(partial(self._insert, "sentinel_runs", [row]), retry=False)
+                # Idempotent by the run id: see the conflict below.
+                await self._retrying(partial(self._insert, "sentinel_runs", [row]), retry=True)
             except RequestFailed as exc:
-                if exc.failure.code == "23505":  # unique (job, scheduled_for): the tick is taken
-                    return False
-                raise  # converted by _errors
+                if exc.failure.code != "23505":
+                    raise  # converted by _errors
+                # Unique (job, scheduled_for): the tick is taken, by another replica or by
+                # this very insert, sent again after a dropped connection lost its answer.
+                return await self._run_exists(record.run_id)
         return True
+
+    async def _run_exists(self, run_id: str) -> bool:
+        response = await self._call(
+            "claiming a tick",
+            lambda: (
+                self.client.table("sentinel_runs").select("run_id").eq("run_id", run_id).execute()
+            ),
+            retry=True,
+        )
+        return bool(response.data)
 
     async def record_run(
         self,

@@ -13,7 +13,7 @@ import httpx
 import psycopg
 import pytest
 
-from ..fakepostgrest import FAULTS, MAX_ROWS, FakePostgREST, pg_error_status
+from ..fakepostgrest import DROPPED, FAULTS, MAX_ROWS, FakePostgREST, pg_error_status
 from .supabase_helpers import ANON_KEY, PROJECT_URL, SERVICE_KEY, live_stand_in
 
 pytestmark = pytest.mark.postgres
@@ -435,8 +435,15 @@ def test_a_void_function_answers_204_without_a_body(api: httpx.Client, pg_url: s
 def test_injected_faults_answer_as_postgrest_or_the_gateway(
     fault: str, api: httpx.Client, fake: FakePostgREST
 ) -> None:
-    """fail_next answers the next request as the fault would, then serving resumes."""
+    """fail_next answers the next request as the fault would (or closes the connection
+    instead of answering), then serving resumes."""
     fake.fail_next(fault)
+    if fault.startswith("drop"):
+        with pytest.raises(httpx.RemoteProtocolError, match="without sending a response"):
+            api.get("/user_data")
+        assert [e.status for e in fake.exchanges] == [DROPPED]
+        assert api.get("/user_data").status_code == 200
+        return
     response = api.get("/user_data")
     if fault.startswith("PGRST"):
         status = 504 if fault == "PGRST003" else 503

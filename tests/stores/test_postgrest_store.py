@@ -17,12 +17,21 @@ import psycopg
 import pytest
 from postgrest.exceptions import APIError
 
-from sentinel_kit import ConfigError, SchemaMissing, StoreError, UserDataRow, UserKey
+from sentinel_kit import (
+    ConfigError,
+    RunRecord,
+    RunStatus,
+    SchemaMissing,
+    StoreError,
+    SyncReport,
+    UserDataRow,
+    UserKey,
+)
 from sentinel_kit._key_health import HealthState, KeyHealth
 from sentinel_kit.stores._supabase import SupabaseStore
 
 from ..conftest import run_cli
-from ..fakepostgrest import FakePostgREST
+from ..fakepostgrest import DROPPED, FakePostgREST
 from .supabase_helpers import ANON_KEY, PROJECT_URL, SERVICE_KEY, live_stand_in
 
 pytestmark = pytest.mark.postgres
@@ -379,3 +388,69 @@ def test_a_request_sent_straight_through_supabase_py_is_converted_too(
 
     with pytest.raises(SchemaMissing, match="PGRST205"):
         run(fake, body)
+
+
+# -- dropped connections --------------------------------------------------------------------------
+
+
+def test_a_dropped_connection_sends_the_calls_of_a_run_again(
+    fake: FakePostgREST, pg_url: str
+) -> None:
+    """The Data API closes the connection instead of answering (before running the request,
+    or after, losing the answer): a run's calls (key pages, the fenced upsert and attempts,
+    the tick claim, the run record, lease renewal and release) go out again on a fresh
+    connection and land once; the claim is ours although its first answer was lost."""
+    record = RunRecord(
+        "00000000-0000-0000-0000-0000000000c3",
+        "sync-users",
+        "running",
+        T0,
+        scheduled_for=T0,
+        holder="a",
+        fence=1,
+    )
+    report = SyncReport(record.run_id, "sync-users", RunStatus.OK, T0, T0, 1, 1, 0, 0, 1)
+
+    async def body(store: SupabaseStore) -> list[Any]:
+        fence = await store.claim_lease("sync-users", "a", 60)
+        assert fence is not None
+        calls = [
+            lambda: store.begin_run(record),
+            lambda: store.count_keys(),
+            lambda: store.upsert_user_data([UserDataRow("u", "N", 1, T0)], fence=fence),
+            lambda: store.record_attempts(["u"], at=T0, job="sync-users", fence=fence),
+            lambda: store.renew_lease(fence, "a", 60),
+            lambda: store.record_run(report, scheduled_for=T0, holder="a", fence=1),
+            lambda: store.release_lease(fence, "a"),
+        ]
+        answers = []
+        for n, call in enumerate(calls):
+            fake.fail_next("drop-after" if n % 2 == 0 else "drop")
+            answers.append(await call())
+        return answers
+
+    answers = run(fake, body)
+    # The release landed the first time; sent again, it finds the lease no longer held.
+    assert answers == [True, 0, 1, 1, True, None, False]
+    assert statuses(fake).count(DROPPED) == 7
+    assert sql(pg_url, "SELECT run_id::text, status FROM sentinel_runs") == [(record.run_id, "ok")]
+    assert sql(pg_url, "SELECT user_id, name FROM user_data") == [("u", "N")]
+    assert sql(pg_url, "SELECT user_id FROM sentinel_user_attempts") == [("u",)]
+    assert sql(pg_url, "SELECT holder FROM sentinel_leases") == [(None,)]
+
+
+def test_a_dropped_connection_never_sends_a_key_insert_twice(
+    fake: FakePostgREST, pg_url: str
+) -> None:
+    """A key insert whose answer was lost with its connection is not sent again (it may
+    have landed): StoreError, one request, one row."""
+    fake.fail_next("drop-after")
+    key = UserKey(str(uuid.UUID(int=7)), "u", "ct", None)
+
+    async def insert(store: SupabaseStore) -> None:
+        await store.add_key(key)
+
+    with pytest.raises(StoreError, match="RemoteProtocolError"):
+        run(fake, insert)
+    assert statuses(fake) == [DROPPED]
+    assert sql(pg_url, "SELECT count(*) FROM user_keys") == [(1,)]

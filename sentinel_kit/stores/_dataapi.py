@@ -28,6 +28,7 @@ from tenacity import (
 )
 
 from .._errors import ConfigError, StoreError
+from .._secrets import Secret
 from ._postgrest import Failure, is_transient, past_the_end, store_error
 
 __all__ = ["DataAPISession", "RequestFailed"]
@@ -90,7 +91,7 @@ class DataAPISession:
         self,
         url: str,
         *,
-        service_key: str | None = None,
+        service_key: str | Secret | None = None,
         timeout: float = 30.0,
         attempts: int = 3,
         retry_wait: float = 0.5,
@@ -106,7 +107,8 @@ class DataAPISession:
             )
         self.url = url.rstrip("/")
         self.label = self.url
-        self._key = key
+        #: Masked: a repr, a log line or a traceback's locals never show it.
+        self._key = Secret(key)
         self.timeout = timeout
         self.attempts = attempts
         self.retry_wait = retry_wait
@@ -135,7 +137,7 @@ class DataAPISession:
             persist_session=False,
         )
         try:
-            self._client = await acreate_client(self.url, self._key, options=options)
+            self._client = await acreate_client(self.url, self._key.reveal(), options=options)
         except Exception as exc:  # supabase-py validates the URL and key shape here
             await self._http.aclose()
             raise ConfigError(f"cannot use Supabase at {self.url}: {exc}") from None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import threading
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator
@@ -193,11 +194,28 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
     allow_reuse_address = True
 
 
+#: A query string in a request line, up to the next space or quote: a scraper's URL may
+#: carry a token (``?token=...``), and the access log is no place for it.
+_QUERY = re.compile(r"\?[^\s\"]*")
+
+
+def access_line(format: str, *args: Any) -> str:
+    """An access-log line of the HTTP server, its ``%`` arguments applied, query strings cut
+    (pure; ``BaseHTTPRequestHandler.log_message`` passes a ``%`` format and its arguments)."""
+    try:
+        line = format % args
+    except (TypeError, ValueError):  # a format that does not fit its arguments: keep both
+        line = " ".join([format, *map(str, args)])
+    return _QUERY.sub("", line)
+
+
 class _QuietHandler(WSGIRequestHandler):
     """Log requests at DEBUG through loguru instead of stderr lines of their own."""
 
     def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("metrics server: " + format, *args)
+        # loguru formats with {}: the %-format and its arguments are applied here, and the
+        # line passed as an argument, so a brace in a request line cannot break it.
+        logger.debug("metrics server: {} {}", self.address_string(), access_line(format, *args))
 
 
 class MetricsServer:

@@ -25,6 +25,7 @@ from .._display import html_table, to_dataframe
 from .._errors import SchemaMissing
 from .._models import JobState, RunRecord
 from .._schedule import Schedule, parse_schedule_spec
+from .._secrets import Secret
 from ..stores import KeyStore, Store, open_store
 from ._health_rule import DEFAULT_MIN_SYNCED, JobHealth, check_min_synced, judge_job
 
@@ -391,7 +392,7 @@ async def job_statuses(
 
 
 async def astatus(
-    db: str | Store | None = None,
+    db: str | Secret | Store | None = None,
     jobs: Sequence[str] | None = None,
     *,
     schedules: Mapping[str, Schedule] | None = None,
@@ -399,13 +400,13 @@ async def astatus(
     now: datetime | None = None,
 ) -> StatusReport:
     """The async twin of :func:`status`."""
-    store = open_store(db) if db is None or isinstance(db, str) else db
+    store: Store = open_store(db) if db is None or isinstance(db, str | Secret) else db
     async with store:
         return await job_statuses(store, jobs, schedules=schedules, min_synced=min_synced, now=now)
 
 
 def status(
-    db: str | Store | None = None,
+    db: str | Secret | Store | None = None,
     jobs: Sequence[str] | None = None,
     *,
     schedules: Mapping[str, Schedule] | None = None,

@@ -28,7 +28,7 @@ from tenacity import (
 )
 
 from .._errors import ConfigError, StoreError
-from .._secrets import Secret
+from .._secrets import Secret, reveal
 from ._postgrest import Failure, is_transient, past_the_end, store_error
 
 __all__ = ["DataAPISession", "RequestFailed"]
@@ -89,7 +89,7 @@ class DataAPISession:
 
     def __init__(
         self,
-        url: str,
+        url: str | Secret,
         *,
         service_key: str | Secret | None = None,
         timeout: float = 30.0,
@@ -105,7 +105,7 @@ class DataAPISession:
                 "SUPABASE_SERVICE_ROLE_KEY is not set: the Supabase backend needs the project's "
                 "service_role key (Settings > API), in the environment or .env.local"
             )
-        self.url = url.rstrip("/")
+        self.url = reveal(url).rstrip("/")
         self.label = self.url
         #: Masked: a repr, a log line or a traceback's locals never show it.
         self._key = Secret(key)

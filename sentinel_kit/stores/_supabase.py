@@ -80,7 +80,7 @@ class SupabaseStore(DataAPISession):
 
     def __init__(
         self,
-        url: str,
+        url: str | Secret,
         *,
         service_key: str | Secret | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,

@@ -39,6 +39,9 @@ LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 #: Libraries that log every request at INFO (httpx: the URL) or chatter at DEBUG: they
 #: speak at WARNING and above only, whatever --log-level says.
 QUIET_LIBRARIES = ("httpx", "httpcore", "hpack", "h2", "urllib3")
+#: Libraries whose lines quote secrets and that we speak for: Apprise logs alert URLs, which
+#: carry webhook tokens (the Alerter logs failures in its own words).
+SILENT_LIBRARIES = ("apprise",)
 
 
 def _redacting_patcher(record: Any) -> None:
@@ -178,6 +181,8 @@ def _intercept_stdlib(level: int) -> None:
     root.setLevel(level)
     for name in QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
+    for name in SILENT_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
 
 
 def echo_json(value: Any) -> None:

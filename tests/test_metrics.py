@@ -9,6 +9,7 @@ import httpx
 import pytest
 from loguru import logger
 
+from sentinel_kit._secrets import REDACTOR, register_secret
 from sentinel_kit.ops._metrics import Metrics, MetricsServer
 
 
@@ -49,3 +50,24 @@ def test_access_log_is_one_formatted_line_without_query_strings(
         assert "%s" not in line
         assert "s3cr3t" not in line
         assert "?" not in line
+
+
+def test_healthz_body_masks_the_secrets_in_play() -> None:
+    """/healthz shows a run error as it was read back, with the registered secrets and any
+    URL password masked (an error stored before masking existed must not print them)."""
+    secret = "enc-key: healthz maple 7"
+    register_secret(secret)
+
+    def healthz() -> tuple[int, dict[str, Any]]:
+        error = f"job failed: bad {secret} at postgresql://app:pw-in-url@db/app"
+        return 503, {"healthy": False, "jobs": {"j": {"healthy": False, "error": error}}}
+
+    server = MetricsServer(Metrics(), healthz, port=0).start()
+    try:
+        response = httpx.get(f"http://127.0.0.1:{server.port}/healthz")
+    finally:
+        server.stop()
+        REDACTOR.clear()
+    assert response.status_code == 503
+    error = response.json()["jobs"]["j"]["error"]
+    assert error == "job failed: bad [redacted] at postgresql://app:***@db/app"

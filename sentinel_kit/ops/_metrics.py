@@ -28,6 +28,7 @@ from loguru import logger
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
 from .._errors import ConfigError
+from .._secrets import redact_secrets
 
 if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIEnvironment
@@ -294,7 +295,8 @@ class MetricsServer:
             logger.warning("/healthz: {}", exc)
             code, body = 503, {"healthy": False, "jobs": {}, "error": str(exc)}
         reason = "OK" if code == 200 else "Service Unavailable"
-        payload = json.dumps(body).encode()
+        # A run error read back from the database, or a store error: masked like any output.
+        payload = redact_secrets(json.dumps(body)).encode()
         start_response(
             f"{code} {reason}",
             [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))],

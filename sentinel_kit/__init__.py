@@ -48,6 +48,7 @@ from ._models import (
 )
 from ._replay import Interaction, TornCassette, interactions, record, replay, torn_transport
 from ._retry import RetryPolicy
+from ._secrets import Secret, SecretURL
 from ._torn import (
     DEFAULT_TORN_URL,
     classify_torn_error,
@@ -127,6 +128,8 @@ __all__ = [
     "RunStatus",
     "SQLiteStore",
     "SchemaMissing",
+    "Secret",
+    "SecretURL",
     "SentinelError",
     "StaleFence",
     "StatusReport",

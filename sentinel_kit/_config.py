@@ -1,6 +1,9 @@
 """Settings from the environment, read the way the original worker read them.
 
-Only the CLI calls this module: the library itself never reads the environment.
+Only the CLI calls this module: the library itself never reads the environment. Every
+secret read here is held in a masked type (:class:`~sentinel_kit.Secret`,
+:class:`~sentinel_kit.SecretURL`) and registered with the redactor of log lines, stored
+errors and alerts (``_secrets.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dotenv import load_dotenv
 
 from ._crypto import KeyCipher
 from ._errors import ConfigError
+from ._secrets import REDACTOR, Secret, SecretURL
 from .stores import DEFAULT_DB_URL
 
 __all__ = [
@@ -22,6 +26,7 @@ __all__ = [
     "load_env_files",
     "parse_shard",
     "previous_secret",
+    "register_env_secrets",
     "require_secret",
     "resolve_db_url",
     "resolve_shard",
@@ -48,7 +53,24 @@ def load_env_files(directory: Path | None = None) -> list[Path]:
     return loaded
 
 
-def resolve_db_url(flag: str | None, env: Mapping[str, str] | None = None) -> str:
+#: Variables that hold secrets: registered with the redactor as soon as the CLI starts.
+SECRET_VARIABLES = ("ENCRYPTION_KEY", "ENCRYPTION_KEY_PREVIOUS", "SUPABASE_SERVICE_ROLE_KEY")
+#: Variables that hold URLs whose password is a secret.
+URL_VARIABLES = ("SENTINEL_DATABASE_URL", "NEXT_PUBLIC_SUPABASE_URL", "SUPABASE_URL")
+
+
+def register_env_secrets(env: Mapping[str, str] | None = None) -> None:
+    """Start the redactor afresh with the secrets of the environment (after ``.env`` files
+    are loaded): ``ENCRYPTION_KEY``, its previous value, the service key and the passwords
+    of the database URLs, so they are masked even where no command reads them."""
+    environ = os.environ if env is None else env
+    REDACTOR.clear()
+    REDACTOR.add_all(environ.get(name) for name in SECRET_VARIABLES)
+    for name in URL_VARIABLES:
+        REDACTOR.add_url(environ.get(name))
+
+
+def resolve_db_url(flag: str | None, env: Mapping[str, str] | None = None) -> SecretURL:
     """Pick the database: ``--db``/``SENTINEL_DATABASE_URL``, then the Supabase URL, then SQLite.
 
     Args:
@@ -56,19 +78,19 @@ def resolve_db_url(flag: str | None, env: Mapping[str, str] | None = None) -> st
         env: the environment (default ``os.environ``).
 
     Returns:
-        A database URL.
+        A database URL (a ``str`` whose password never prints; its password is registered
+        with the redactor).
     """
     environ = os.environ if env is None else env
-    if flag:
-        return flag
-    for name in ("NEXT_PUBLIC_SUPABASE_URL", "SUPABASE_URL"):
-        if environ.get(name):
-            return environ[name]
-    return DEFAULT_DB_URL
+    supabase = (environ.get(n) for n in ("NEXT_PUBLIC_SUPABASE_URL", "SUPABASE_URL"))
+    url = flag or next((u for u in supabase if u), DEFAULT_DB_URL)
+    REDACTOR.add_url(url)
+    return SecretURL(url)
 
 
-def require_secret(env: Mapping[str, str] | None = None) -> str:
-    """Return ``ENCRYPTION_KEY`` or raise a :class:`ConfigError` that says how to set it."""
+def require_secret(env: Mapping[str, str] | None = None) -> Secret:
+    """Return ``ENCRYPTION_KEY`` (masked, and registered with the redactor) or raise a
+    :class:`ConfigError` that says how to set it."""
     environ = os.environ if env is None else env
     secret = environ.get("ENCRYPTION_KEY", "")
     if not secret:
@@ -76,10 +98,11 @@ def require_secret(env: Mapping[str, str] | None = None) -> str:
             "ENCRYPTION_KEY is not set: export it, or put ENCRYPTION_KEY=... in .env.local "
             "(the same secret the keys were encrypted with)"
         )
-    return secret
+    REDACTOR.add(secret)
+    return Secret(secret)
 
 
-def previous_secret(env: Mapping[str, str] | None = None) -> str | None:
+def previous_secret(env: Mapping[str, str] | None = None) -> Secret | None:
     """Return ``ENCRYPTION_KEY_PREVIOUS`` (the secret being rotated away from), or None.
 
     While the app moves to a new ``ENCRYPTION_KEY``, keys saved before the switch are still
@@ -87,7 +110,11 @@ def previous_secret(env: Mapping[str, str] | None = None) -> str | None:
     ``sentinel-kit keys rotate`` re-encrypts them under the new one.
     """
     environ = os.environ if env is None else env
-    return environ.get("ENCRYPTION_KEY_PREVIOUS") or None
+    value = environ.get("ENCRYPTION_KEY_PREVIOUS") or None
+    if value is None:
+        return None
+    REDACTOR.add(value)
+    return Secret(value)
 
 
 def key_cipher(env: Mapping[str, str] | None = None) -> KeyCipher:

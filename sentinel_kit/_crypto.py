@@ -19,6 +19,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ._errors import DecryptError
+from ._secrets import Secret, reveal
 
 __all__ = ["IV_BYTES", "TAG_BYTES", "KeyCipher", "decrypt_api_key", "encrypt_api_key"]
 
@@ -42,7 +43,8 @@ class KeyCipher:
     'abcdEFGH12345678'
 
     Args:
-        secret: the current secret: encrypts, and is tried first when decrypting.
+        secret: the current secret (a ``str`` or a :class:`~sentinel_kit.Secret`): encrypts,
+            and is tried first when decrypting.
         previous: earlier secrets, tried in order after ``secret``; empty ones are ignored.
 
     Raises:
@@ -51,11 +53,20 @@ class KeyCipher:
 
     __slots__ = ("_aeads",)
 
-    def __init__(self, secret: str, *, previous: str | Sequence[str] | None = None) -> None:
-        if not isinstance(secret, str) or not secret:
+    def __init__(
+        self,
+        secret: str | Secret,
+        *,
+        previous: str | Secret | Sequence[str | Secret] | None = None,
+    ) -> None:
+        if not isinstance(secret, str | Secret) or not secret:
             raise DecryptError("the encryption secret is empty: set ENCRYPTION_KEY")
-        earlier = [previous] if isinstance(previous, str) else list(previous or ())
-        secrets = [secret, *(s for s in earlier if s and s != secret)]
+        current = reveal(secret)
+        if isinstance(previous, str | Secret):
+            earlier = [reveal(previous)]
+        else:
+            earlier = [reveal(s) for s in previous or ()]
+        secrets = [current, *(s for s in earlier if s and s != current)]
         self._aeads = tuple(AESGCM(hashlib.sha256(s.encode("utf-8")).digest()) for s in secrets)
 
     def __repr__(self) -> str:
@@ -186,12 +197,13 @@ class KeyCipher:
         return self.encrypt(plaintext) if index else None
 
 
-def encrypt_api_key(plaintext: str, secret: str, *, iv: bytes | None = None) -> str:
+def encrypt_api_key(plaintext: str, secret: str | Secret, *, iv: bytes | None = None) -> str:
     """Encrypt a Torn key as the original worker did.
 
     Args:
         plaintext: the Torn key.
-        secret: the ``ENCRYPTION_KEY`` string (hashed with SHA-256 into the AES key).
+        secret: the ``ENCRYPTION_KEY`` string or :class:`~sentinel_kit.Secret` (hashed with
+            SHA-256 into the AES key).
         iv: a 16-byte IV; random when omitted.
 
     Returns:
@@ -203,12 +215,12 @@ def encrypt_api_key(plaintext: str, secret: str, *, iv: bytes | None = None) -> 
     return KeyCipher(secret).encrypt(plaintext, iv=iv)
 
 
-def decrypt_api_key(ciphertext: str, secret: str) -> str:
+def decrypt_api_key(ciphertext: str, secret: str | Secret) -> str:
     """Decrypt a ``user_keys.api_key`` value made by the original worker or by sentinel-kit.
 
     Args:
         ciphertext: ``hex(iv) + hex(tag) + hex(ciphertext)``, any case.
-        secret: the ``ENCRYPTION_KEY`` string.
+        secret: the ``ENCRYPTION_KEY`` string or :class:`~sentinel_kit.Secret`.
 
     Returns:
         The plaintext key.

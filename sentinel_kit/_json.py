@@ -14,6 +14,8 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+from ._secrets import MASK, Secret
+
 __all__ = ["dumps", "to_jsonable"]
 
 
@@ -25,6 +27,8 @@ def to_jsonable(value: Any) -> Any:
         return str(value)
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, Secret):
+        return MASK
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, set | frozenset | tuple):

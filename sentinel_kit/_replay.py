@@ -28,6 +28,7 @@ sees Torn, so a cassette recorded against a stand-in on any port replays for
 from __future__ import annotations
 
 import contextvars
+import os
 import ssl
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -461,7 +462,10 @@ def record(path: str | Path, *, overwrite: bool = False) -> Iterator[TornCassett
     """Record the Torn traffic of the code inside the block into a new cassette.
 
     Only Torn requests are recorded (the store's traffic stays live and unrecorded); keys
-    are written as fingerprints. The file is written when the block ends.
+    are written as fingerprints. The recording goes to a temporary file beside ``path``,
+    which replaces ``path`` only when the block ends without an exception: an interrupted or
+    failed recording (Ctrl-C, a wrong secret) leaves an existing cassette as it was. A
+    block that recorded nothing leaves it too.
 
     Args:
         path: the cassette file (YAML).
@@ -474,22 +478,49 @@ def record(path: str | Path, *, overwrite: bool = False) -> Iterator[TornCassett
         ConfigError: the cassette exists and ``overwrite`` is False, or it cannot be written.
     """
     target = Path(path)
-    if target.exists() and not overwrite:
+    existed = target.exists()
+    if existed and not overwrite:
         raise ConfigError(
             f"cassette {target} already exists: choose another path, or pass "
             "overwrite=True (--overwrite on the CLI) to replace it"
         )
+    # Beside the target: same file system, so the final rename is atomic.
+    partial = target.with_name(f".{target.name}.{os.getpid()}.recording")
     try:
         # Fail before the run, not after it: the directory must exist and take a file.
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.unlink(missing_ok=True)
-        target.touch()
-        target.unlink()
+        partial.unlink(missing_ok=True)
+        partial.touch()
+        partial.unlink()
     except OSError as exc:
         raise ConfigError(f"cannot write cassette {target}: {exc.strerror}") from None
-    cassette = TornCassette(target, mode="all")
-    with cassette.activate():
-        yield cassette
+    cassette = TornCassette(partial, mode="all")
+    complete = False
+    try:
+        with cassette.activate():
+            yield cassette
+        complete = True
+    finally:
+        _finish_recording(cassette, partial, target, keep=complete or not existed)
+
+
+def _finish_recording(cassette: TornCassette, partial: Path, target: Path, *, keep: bool) -> None:
+    """Move a finished recording onto its target, or drop it and leave the target alone.
+
+    Raises:
+        ConfigError: the recording cannot be moved into place.
+    """
+    if not partial.exists():
+        cassette.path = target  # nothing was recorded: the target stays as it was
+        return
+    if not keep:
+        partial.unlink(missing_ok=True)
+        return
+    try:
+        os.replace(partial, target)
+    except OSError as exc:
+        raise ConfigError(f"cannot write cassette {target}: {exc.strerror}") from None
+    cassette.path = target
 
 
 @contextmanager

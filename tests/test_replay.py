@@ -130,6 +130,44 @@ def test_record_refuses_to_overwrite(tmp_path: Path) -> None:
     assert existing.read_text() == "keep me"
 
 
+def test_overwrite_keeps_the_old_cassette_until_the_new_one_is_complete(
+    tmp_path: Path, torn: FakeTorn
+) -> None:
+    """record(overwrite=True) writes beside the old cassette: a recording that ends by an
+    exception (Ctrl-C, a failure) leaves the old file byte for byte and no temporary file;
+    a complete one replaces it, and replays."""
+    keys = simple_keys(4)
+    url = seed_sqlite(tmp_path / "o.db", keys)
+    job = SyncJob(db=url, secret=SECRET, torn_url=torn.url, max_rpm=0)
+    cassette = tmp_path / "c.yaml"
+    with record(cassette):
+        job.run(users=[keys[0].user_id], dry_run=True)
+    old = cassette.read_bytes()
+    assert old.count(b"fp:") == 1
+
+    def record_then_fail(error: type[BaseException]) -> None:
+        with record(cassette, overwrite=True) as recording:
+            assert job.run(dry_run=True).synced == 4  # four answers recorded, then it fails
+            assert cassette.read_bytes() == old  # the old file is untouched meanwhile
+            assert recording.path != cassette
+            raise error
+
+    for interruption in (KeyboardInterrupt, RuntimeError):
+        with pytest.raises(interruption):
+            record_then_fail(interruption)
+        assert cassette.read_bytes() == old
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml", "o.db"]
+
+    with record(cassette, overwrite=True) as recording:
+        job.run(dry_run=True)
+    assert recording.path == cassette
+    assert cassette.read_bytes().count(b"fp:") == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml", "o.db"]
+    torn.stop()
+    with replay(cassette):
+        assert job.run(dry_run=True).synced == 4
+
+
 def test_replay_of_a_missing_cassette_is_a_config_error(tmp_path: Path) -> None:
     """Replaying a cassette that does not exist names the path."""
     with pytest.raises(ConfigError, match="not found"), replay(tmp_path / "missing.yaml"):

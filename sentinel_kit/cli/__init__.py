@@ -15,7 +15,7 @@ import click
 from click.exceptions import NoArgsIsHelpError
 
 from .. import __version__
-from .._config import load_env_files
+from .._config import load_env_files, register_env_secrets
 from .._errors import SentinelError
 from ._daemon import daemon
 from ._demo import demo
@@ -33,7 +33,7 @@ def _usage_line(exc: click.UsageError, command_path: str) -> str:
     """A usage error as one line, like every other error (click's own form takes four)."""
     where = exc.ctx.command_path if exc.ctx is not None else command_path
     message = " ".join(exc.format_message().split())
-    return f"error: {message} (see '{where} --help')"
+    return redact(f"error: {message} (see '{where} --help')")
 
 
 class SentinelGroup(click.Group):
@@ -59,7 +59,7 @@ class SentinelGroup(click.Group):
         try:
             return super().invoke(ctx)
         except SentinelError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(redact(f"error: {exc}"), err=True)
             ctx.exit(exc.exit_code)
         except NoArgsIsHelpError:
             raise  # `sentinel-kit keys` alone: click prints the group's help
@@ -76,6 +76,8 @@ class SentinelGroup(click.Group):
 def cli() -> None:
     """Keep a database of Torn City players in step with the API keys they gave your app."""
     load_env_files()
+    # From here on, every line this command prints masks the secrets of its environment.
+    register_env_secrets()
 
 
 for _command in (daemon, demo, doctor, keys, migrate, runs, status, sync):

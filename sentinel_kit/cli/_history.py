@@ -21,7 +21,7 @@ from ._options import (
     status_shard_option,
     with_store,
 )
-from ._output import echo_json, table
+from ._output import echo_json, echo_text, table
 
 __all__ = ["runs", "status"]
 
@@ -48,7 +48,7 @@ def runs(db: str | None, job: str | None, limit: int, as_json: bool) -> None:
     if as_json:
         echo_json([r.to_dict() for r in records])
         return
-    click.echo(
+    echo_text(
         table(
             [
                 "run_id",
@@ -167,7 +167,7 @@ def status(
     if as_json:
         echo_json(report.to_dict())
     else:
-        click.echo(report.render_text())
+        echo_text(report.render_text())
     if limit is not None:
         now = report.checked_at
         stale = [

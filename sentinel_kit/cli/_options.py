@@ -15,6 +15,7 @@ from .._blocking import run_blocking
 from .._client import DEFAULT_MAX_RPM, DEFAULT_PER_KEY_RPM, DEFAULT_POOL_SIZE
 from .._config import previous_secret, require_secret, resolve_db_url
 from .._errors import ConfigError
+from .._secrets import register_secret
 from .._torn import DEFAULT_TORN_URL
 from ..ops import DEFAULT_MIN_SYNCED, Alerter, parse_alert_urls
 from ..stores import Store, open_store
@@ -317,4 +318,6 @@ def make_alerter(values: tuple[str, ...]) -> Alerter | None:
         ConfigError: Apprise is missing, or a URL is not one it knows.
     """
     urls = parse_alert_urls(values)
+    for url in urls:
+        register_secret(url)  # webhook URLs carry tokens: never in a log line
     return Alerter(urls) if urls else None

@@ -1,9 +1,17 @@
-"""What the CLI writes: logs on stderr (keys masked), tables and JSON on stdout."""
+"""What the CLI writes: logs on stderr (secrets and keys masked), tables and JSON on stdout.
+
+Every line leaves through the redactor (``_secrets.py``), which knows the secrets the
+command read (``ENCRYPTION_KEY``, its previous value, the service key, database passwords)
+and masks anything shaped like a Torn key, as a second line of defence behind never
+logging them at all. A job's own log lines, loguru's or the standard library's, go through
+the same sinks and format.
+"""
 
 from __future__ import annotations
 
+import inspect
 import json
-import re
+import logging
 import sys
 import traceback
 from typing import Any
@@ -13,22 +21,76 @@ from loguru import logger
 
 from .._display import text_table as table
 from .._json import dumps, to_jsonable
+from .._secrets import redact, redact_secrets
 
-__all__ = ["LEVELS", "JsonLineSink", "configure_logging", "echo_json", "redact", "table"]
+__all__ = [
+    "LEVELS",
+    "InterceptHandler",
+    "JsonLineSink",
+    "RedactingStream",
+    "configure_logging",
+    "echo_json",
+    "echo_text",
+    "redact",
+    "table",
+]
 
-#: Anything shaped like a Torn key (16 letters and digits) is masked in log lines, as a second
-#: line of defence behind never logging keys at all.
-_KEY_LIKE = re.compile(r"\b[A-Za-z0-9]{16}\b")
 LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
-
-
-def redact(text: str) -> str:
-    """Mask every 16-character alphanumeric word (the shape of a Torn key)."""
-    return _KEY_LIKE.sub("[redacted]", text)
+#: Libraries that log every request at INFO (httpx: the URL) or chatter at DEBUG: they
+#: speak at WARNING and above only, whatever --log-level says.
+QUIET_LIBRARIES = ("httpx", "httpcore", "hpack", "h2", "urllib3")
+#: Libraries whose lines quote secrets and that we speak for: Apprise logs alert URLs, which
+#: carry webhook tokens (the Alerter logs failures in its own words).
+SILENT_LIBRARIES = ("apprise",)
 
 
 def _redacting_patcher(record: Any) -> None:
     record["message"] = redact(record["message"])
+
+
+class RedactingStream:
+    """A text stream that redacts what it writes: loguru's text sink writes the formatted
+    line here, traceback included, so no secret reaches the terminal.
+
+    Args:
+        stream: where the redacted text goes (``sys.stderr`` at the time of the call).
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        """Write ``text``, redacted."""
+        self.stream.write(redact(text))
+
+    def flush(self) -> None:
+        """Flush the underlying stream."""
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        """Whether the underlying stream is a terminal (loguru colours only then)."""
+        isatty = getattr(self.stream, "isatty", None)
+        return bool(isatty()) if isatty is not None else False
+
+
+class InterceptHandler(logging.Handler):
+    """Hands standard-library log records to loguru, so a job's ``logging`` lines (and
+    libraries' warnings) take our sinks, format and redaction (loguru's README recipe)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Log ``record`` through loguru, at its level, as from the code that logged it."""
+        try:
+            level: str | int = logger.level(record.levelname).name
+        except ValueError:
+            level = record.levelno
+        # Find the caller outside the logging module, so the line names the job's module.
+        frame, depth = inspect.currentframe(), 0
+        while frame is not None and (depth == 0 or frame.f_code.co_filename == logging.__file__):
+            frame = frame.f_back
+            depth += 1
+        logger.opt(depth=depth, exception=record.exc_info).bind(logger=record.name).log(
+            level, record.getMessage()
+        )
 
 
 #: The fields every JSON line starts with; a bound field of the same name cannot replace them.
@@ -46,7 +108,7 @@ class JsonLineSink:
          "module": "sentinel_kit.sync._job", "run_id": "...", "job": "sync-users",
          "status": "ok", "synced": 7, ...}
 
-    String fields are masked like messages (:func:`redact`).
+    Every string field, the traceback and the line itself are redacted (:func:`redact`).
     """
 
     def __init__(self, stream: Any = None) -> None:
@@ -57,7 +119,7 @@ class JsonLineSink:
         line: dict[str, Any] = {
             "time": record["time"].isoformat(),
             "level": record["level"].name,
-            "message": record["message"],
+            "message": redact(record["message"]),
             "module": record["name"],
         }
         for name, value in record["extra"].items():
@@ -68,7 +130,8 @@ class JsonLineSink:
                 "".join(traceback.format_exception(*record["exception"])).rstrip()
             )
         stream = self.stream or sys.stderr
-        stream.write(json.dumps(line, default=_loggable) + "\n")
+        # Again on the whole line: a secret inside a bound dict or list is masked too.
+        stream.write(redact(json.dumps(line, default=_loggable)) + "\n")
         stream.flush()
 
 
@@ -82,10 +145,16 @@ def _loggable(value: Any) -> Any:
 
 
 def configure_logging(level: str, fmt: str = "text") -> None:
-    """Send sentinel-kit's logs to stderr at ``level`` (text, or JSON lines), keys masked."""
+    """Send sentinel-kit's logs, and those of the jobs it runs, to stderr at ``level`` (text,
+    or JSON lines), secrets and keys masked.
+
+    Standard-library logging is routed into the same sinks (:class:`InterceptHandler`), so
+    a job's ``logging.getLogger(...).info(...)`` is a line like ours, in either format.
+    """
     logger.remove()
     logger.configure(patcher=_redacting_patcher)
     logger.enable("sentinel_kit")
+    _intercept_stdlib(logger.level(level.upper()).no)
     if fmt == "json":
         # backtrace/diagnose off: loguru would otherwise add local variables (keys!).
         logger.add(
@@ -94,7 +163,7 @@ def configure_logging(level: str, fmt: str = "text") -> None:
         return
     # diagnose=False: loguru would otherwise print local variables (keys!) in tracebacks.
     logger.add(
-        sys.stderr,
+        RedactingStream(sys.stderr),
         level=level.upper(),
         format="{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <7} | {message}",
         backtrace=False,
@@ -103,6 +172,25 @@ def configure_logging(level: str, fmt: str = "text") -> None:
     )
 
 
+def _intercept_stdlib(level: int) -> None:
+    """Route the root logger into loguru at ``level`` (once: the handler is reused)."""
+    root = logging.getLogger()
+    if not any(isinstance(h, InterceptHandler) for h in root.handlers):
+        root.addHandler(InterceptHandler())
+    # Python's own default is WARNING: a job's INFO lines would be dropped.
+    root.setLevel(level)
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
+    for name in SILENT_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+
+
 def echo_json(value: Any) -> None:
-    """Print ``value`` as JSON on stdout (UUIDs, times and Decimals included)."""
-    click.echo(dumps(value))
+    """Print ``value`` as JSON on stdout (UUIDs, times and Decimals included), with the
+    secrets of the command masked (data such as user ids is left as it is)."""
+    click.echo(redact_secrets(dumps(value)))
+
+
+def echo_text(text: str) -> None:
+    """Print ``text`` on stdout with the secrets of the command masked (as :func:`echo_json`)."""
+    click.echo(redact_secrets(text))

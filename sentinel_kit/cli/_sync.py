@@ -31,7 +31,7 @@ from ._options import (
     sync_settings,
     with_store,
 )
-from ._output import echo_json
+from ._output import echo_json, echo_text
 
 __all__ = ["sync"]
 
@@ -43,7 +43,7 @@ def _print_report(report: SyncReport, as_json: bool, budget: Budget | None = Non
             data["budget"] = budget.to_dict()
         echo_json(data)
     else:
-        click.echo(report.render_text())
+        echo_text(report.render_text())
         if budget is not None:
             click.echo(f"  budget: {budget.describe()}")
 

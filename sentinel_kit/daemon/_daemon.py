@@ -43,6 +43,7 @@ from loguru import logger
 from .._errors import ConfigError, SchemaMissing, SentinelError, StoreError
 from .._models import JobState, RunRecord, RunStatus
 from .._schedule import Schedule, schedule_spec
+from .._secrets import SecretURL, mask_settings
 from ..ops._alerts import Alerter, alert_message, record_alert_state
 from ..ops._health_rule import (
     DEFAULT_MIN_SYNCED,
@@ -109,7 +110,8 @@ class DaemonConfig:
     """How the daemon runs.
 
     Attributes:
-        db_url: the database URL.
+        db_url: the database URL (held as a :class:`~sentinel_kit.SecretURL`: it prints
+            with its password masked).
         jobs: the jobs to run, each with the schedule it runs on.
         timeout: a run's time budget in seconds.
         lease_ttl: seconds a lease lasts without renewal; must exceed ``timeout``.
@@ -118,7 +120,8 @@ class DaemonConfig:
         once: run each job's latest due tick now, then exit.
         shard: ``(i, n)`` when this replica syncs one shard of the users.
         holder: this replica's name.
-        settings: settings passed to job handlers (see ``JobContext.settings``).
+        settings: settings passed to job handlers (see ``JobContext.settings``); the
+            secrets among them are held as :class:`~sentinel_kit.Secret`.
         min_synced: the share of attempted keys a partial run must sync to be healthy.
     """
 
@@ -135,6 +138,8 @@ class DaemonConfig:
     min_synced: float = DEFAULT_MIN_SYNCED
 
     def __post_init__(self) -> None:
+        self.db_url = SecretURL(self.db_url)
+        self.settings = mask_settings(dict(self.settings))
         if self.lease_ttl <= self.timeout:
             raise ConfigError(
                 f"--lease-ttl ({self.lease_ttl:g}s) must be longer than --timeout "

@@ -26,6 +26,7 @@ from typing import Any
 from .._errors import ConfigError
 from .._models import RunStatus
 from .._schedule import CronSchedule, IntervalSchedule, Schedule
+from .._secrets import SecretURL, mask_settings
 from ..stores import Fence
 from ..sync import Stop, SyncReport
 
@@ -42,12 +43,19 @@ class JobContext:
         job: the job name.
         run_id: the run's id (also the row in ``sentinel_runs``).
         scheduled_for: the tick this run is for.
-        store_url: the database URL; open your own connection with ``open_store``.
+        store_url: the database URL; open your own connection with ``open_store``. A
+            :class:`~sentinel_kit.SecretURL`: a ``str`` that prints with its password
+            masked; ``.reveal()`` gives it plain.
         fence: the lease tenure: pass it to ``Store.upsert_user_data(..., fence=...)``.
         stop: set when the run must end early (deadline handled by the job, signal, lost
             lease); long handlers should check it.
         timeout: the run's time budget in seconds.
         settings: daemon settings (``torn_url``, ``concurrency``, ``secret``, ``shard``, ...).
+            ``secret`` and ``previous_secret`` are :class:`~sentinel_kit.Secret` values:
+            ``KeyCipher``, ``SyncJob`` and ``decrypt_api_key`` take them as they are; call
+            ``.reveal()`` where your own code needs the plain text.
+
+    The context prints masked: logging it, or an error quoting it, shows no secret.
     """
 
     job: str
@@ -59,6 +67,11 @@ class JobContext:
     timeout: float
     settings: dict[str, Any] = field(default_factory=dict)
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def __post_init__(self) -> None:
+        # Whoever built the context (the daemon, run_job, a test), its secrets print masked.
+        self.store_url = SecretURL(self.store_url)
+        self.settings = mask_settings(dict(self.settings))
 
     def report(self, status: RunStatus = RunStatus.OK, *, error: str | None = None) -> SyncReport:
         """A report for a job that has no keys to count."""

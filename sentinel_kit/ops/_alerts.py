@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 
 from .._errors import ConfigError, SentinelError
+from .._secrets import redact
 from ._health_rule import JobHealth
 
 if TYPE_CHECKING:
@@ -42,9 +43,6 @@ __all__ = [
 DEFAULT_ALERT_TIMEOUT = 15.0
 #: Failure reasons named in a message.
 TOP_REASONS = 3
-#: A Torn key's shape (16 letters and digits): masked in messages as a second line of
-#: defence, as the CLI's log sink does.
-_KEY_LIKE = re.compile(r"\b[A-Za-z0-9]{16}\b")
 
 
 def parse_alert_urls(values: Iterable[str]) -> list[str]:
@@ -61,7 +59,8 @@ def _scheme(url: str) -> str:
 
 
 def _mask(text: str) -> str:
-    return _KEY_LIKE.sub("[redacted]", text)
+    # The secrets in play, URL passwords and anything shaped like a Torn key.
+    return redact(text)
 
 
 def alert_message(

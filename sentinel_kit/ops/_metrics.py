@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import threading
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator
@@ -27,6 +28,7 @@ from loguru import logger
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
 from .._errors import ConfigError
+from .._secrets import redact_secrets
 
 if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIEnvironment
@@ -193,11 +195,28 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
     allow_reuse_address = True
 
 
+#: A query string in a request line, up to the next space or quote: a scraper's URL may
+#: carry a token (``?token=...``), and the access log is no place for it.
+_QUERY = re.compile(r"\?[^\s\"]*")
+
+
+def access_line(format: str, *args: Any) -> str:
+    """An access-log line of the HTTP server, its ``%`` arguments applied, query strings cut
+    (pure; ``BaseHTTPRequestHandler.log_message`` passes a ``%`` format and its arguments)."""
+    try:
+        line = format % args
+    except (TypeError, ValueError):  # a format that does not fit its arguments: keep both
+        line = " ".join([format, *map(str, args)])
+    return _QUERY.sub("", line)
+
+
 class _QuietHandler(WSGIRequestHandler):
     """Log requests at DEBUG through loguru instead of stderr lines of their own."""
 
     def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("metrics server: " + format, *args)
+        # loguru formats with {}: the %-format and its arguments are applied here, and the
+        # line passed as an argument, so a brace in a request line cannot break it.
+        logger.debug("metrics server: {} {}", self.address_string(), access_line(format, *args))
 
 
 class MetricsServer:
@@ -276,7 +295,8 @@ class MetricsServer:
             logger.warning("/healthz: {}", exc)
             code, body = 503, {"healthy": False, "jobs": {}, "error": str(exc)}
         reason = "OK" if code == 200 else "Service Unavailable"
-        payload = json.dumps(body).encode()
+        # A run error read back from the database, or a store error: masked like any output.
+        payload = redact_secrets(json.dumps(body)).encode()
         start_response(
             f"{code} {reason}",
             [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))],

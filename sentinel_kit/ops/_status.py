@@ -26,6 +26,7 @@ from .._errors import SchemaMissing
 from .._key_health import NO_SUCCESS_PARK, KeyHealth
 from .._models import JobState, RunRecord
 from .._schedule import Schedule, parse_schedule_spec
+from .._secrets import Secret
 from ..stores import KeyStore, Store, open_store
 from ._health_rule import DEFAULT_MIN_SYNCED, JobHealth, check_min_synced, judge_job
 
@@ -420,7 +421,7 @@ def _no_success_parked(health: Iterable[KeyHealth]) -> tuple[int, str]:
 
 
 async def astatus(
-    db: str | Store | None = None,
+    db: str | Secret | Store | None = None,
     jobs: Sequence[str] | None = None,
     *,
     schedules: Mapping[str, Schedule] | None = None,
@@ -428,13 +429,13 @@ async def astatus(
     now: datetime | None = None,
 ) -> StatusReport:
     """The async twin of :func:`status`."""
-    store = open_store(db) if db is None or isinstance(db, str) else db
+    store: Store = open_store(db) if db is None or isinstance(db, str | Secret) else db
     async with store:
         return await job_statuses(store, jobs, schedules=schedules, min_synced=min_synced, now=now)
 
 
 def status(
-    db: str | Store | None = None,
+    db: str | Secret | Store | None = None,
     jobs: Sequence[str] | None = None,
     *,
     schedules: Mapping[str, Schedule] | None = None,

@@ -7,9 +7,9 @@
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from .._errors import ConfigError
+from .._secrets import Secret, mask_url, reveal
 from ._postgres import PostgresStore
 from ._protocols import (
     DEFAULT_CHUNK_SIZE,
@@ -74,21 +74,19 @@ def sqlite_path(url: str) -> str:
     return url[len("sqlite:///") :]
 
 
-def redact_url(url: str) -> str:
+def redact_url(url: str | Secret) -> str:
     """Return ``url`` with any password replaced by ``***`` (safe to log)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    return mask_url(reveal(url))
 
 
-def open_store(url: str | None = None, *, create: bool = False) -> Store:
+def open_store(url: str | Secret | None = None, *, create: bool = False) -> Store:
     """Build the store for a database URL; connections open later, with ``async with``.
 
     Args:
         url: ``sqlite:///path.db``, ``postgresql://...`` or ``https://<ref>.supabase.co``;
-            None means ``sqlite:///sentinel.db`` in the working directory.
+            a ``str``, a :class:`~sentinel_kit.SecretURL` (``JobContext.store_url``) or a
+            :class:`~sentinel_kit.Secret`; None means ``sqlite:///sentinel.db`` in the
+            working directory.
         create: allow creating a missing SQLite file (``migrate``, ``demo``).
 
     Returns:
@@ -97,7 +95,7 @@ def open_store(url: str | None = None, *, create: bool = False) -> Store:
     Raises:
         ConfigError: the URL's scheme is not supported.
     """
-    url = (url or DEFAULT_DB_URL).strip()
+    url = (reveal(url) if url else DEFAULT_DB_URL).strip()
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     if scheme == "sqlite":
         return SQLiteStore(sqlite_path(url), create=create)

@@ -36,6 +36,7 @@ from tenacity import (
 )
 
 from .._errors import ConfigError, StoreError
+from .._secrets import Secret, reveal
 from ._postgrest import Failure, is_transient, past_the_end, store_error
 from ._reentry import Reentrant
 
@@ -99,9 +100,9 @@ class DataAPISession(Reentrant):
 
     def __init__(
         self,
-        url: str,
+        url: str | Secret,
         *,
-        service_key: str | None = None,
+        service_key: str | Secret | None = None,
         timeout: float = 30.0,
         attempts: int = 3,
         retry_wait: float = 0.5,
@@ -115,9 +116,10 @@ class DataAPISession(Reentrant):
                 "SUPABASE_SERVICE_ROLE_KEY is not set: the Supabase backend needs the project's "
                 "service_role key (Settings > API), in the environment or .env.local"
             )
-        self.url = url.rstrip("/")
+        self.url = reveal(url).rstrip("/")
         self.label = self.url
-        self._key = key
+        #: Masked: a repr, a log line or a traceback's locals never show it.
+        self._key = Secret(key)
         self.timeout = timeout
         self.attempts = attempts
         self.retry_wait = retry_wait
@@ -152,7 +154,7 @@ class DataAPISession(Reentrant):
             persist_session=False,
         )
         try:
-            self._client = await acreate_client(self.url, self._key, options=options)
+            self._client = await acreate_client(self.url, self._key.reveal(), options=options)
         except Exception as exc:  # supabase-py validates the URL and key shape here
             await self._http.aclose()
             self._http = None

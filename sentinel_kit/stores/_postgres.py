@@ -33,6 +33,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 from .._errors import ConfigError, ConnectionLost, SchemaMissing, StaleFence, StoreError
 from .._json import dumps
 from .._models import UserDataRow, UserKey
+from .._secrets import Secret, SecretURL
 from .._security import SEED_TABLES, SecurityFacts, lock_statements, open_tables
 from ._migrations import MIGRATIONS_TABLE, migrations
 from ._protocols import DEFAULT_CHUNK_SIZE, CiphertextChange, Fence
@@ -91,7 +92,7 @@ class PoolerMode:
         forced: the URL said so with ``?sentinel_pooler=...``.
     """
 
-    url: str
+    url: SecretURL
     transaction: bool
     reason: str
     forced: bool = False
@@ -122,14 +123,16 @@ def pooler_mode(url: str) -> PoolerMode:
                 f"{POOLER_PARAMETER}=transaction (a transaction pooler such as PgBouncer or "
                 f"Supavisor on port 6543) or {POOLER_PARAMETER}=session"
             )
-        return PoolerMode(plain, value == "transaction", f"{POOLER_PARAMETER}={value}", True)
+        return PoolerMode(
+            SecretURL(plain), value == "transaction", f"{POOLER_PARAMETER}={value}", True
+        )
     try:
         port = parts.port or int(dict(query).get("port") or 5432)
     except ValueError:
         port = 5432  # a malformed port: libpq says what is wrong when connecting
     if port == TRANSACTION_POOLER_PORT:
-        return PoolerMode(plain, True, f"port {TRANSACTION_POOLER_PORT}")
-    return PoolerMode(plain, False, f"port {port}")
+        return PoolerMode(SecretURL(plain), True, f"port {TRANSACTION_POOLER_PORT}")
+    return PoolerMode(SecretURL(plain), False, f"port {port}")
 
 
 def _import_psycopg() -> Any:
@@ -190,15 +193,18 @@ class PostgresStore(SQLStore):
     _connection_state = ("_lock", "_integer_ids", "_conn")
 
     def __init__(
-        self, url: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE, connect_timeout: float = 10.0
+        self,
+        url: str | Secret,
+        *,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        connect_timeout: float = 10.0,
     ) -> None:
-        from . import redact_url
-
         super().__init__(chunk_size=chunk_size)
-        self.url = url
-        self.pooler = pooler_mode(url)
+        #: The URL; it prints with its password masked (``.reveal()`` gives it plain).
+        self.url = SecretURL(url)
+        self.pooler = pooler_mode(self.url.reveal())
         self.connect_timeout = connect_timeout
-        self.label = redact_url(url)
+        self.label = self.url.masked
         self._conn: psycopg.AsyncConnection[Any] | None = None
 
     def __repr__(self) -> str:
@@ -213,7 +219,7 @@ class PostgresStore(SQLStore):
         tcp = {k: v for k, v in _TCP_SETTINGS.items() if k not in given}
         try:
             self._conn = await psycopg.AsyncConnection.connect(
-                self.pooler.url,
+                self.pooler.url.reveal(),
                 autocommit=True,
                 connect_timeout=max(1, int(self.connect_timeout)),
                 # None: never prepare (psycopg prepares a statement run 5 times by default).

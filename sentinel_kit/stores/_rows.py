@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._key_health import HealthState, KeyHealth, KeyRecord, ciphertext_fingerprint
 from .._models import JobState, RunRecord, StoredUser, UserDataRow, UserKey
+from .._secrets import redact
 
 if TYPE_CHECKING:
     from ..sync._report import SyncReport
@@ -217,7 +218,8 @@ def run_row(
         "failed": report.failed,
         "skipped": report.skipped,
         "written": report.written,
-        "error": report.error,
+        # A job's error may quote a secret: the stored line never does.
+        "error": redact(report.error) if report.error else report.error,
         "deferred": report.deferred,
         "counted": report.counted,
     }

@@ -29,6 +29,7 @@ from postgrest.types import CountMethod, ReturnMethod
 from .._errors import ConfigError, StoreError
 from .._key_health import KeyHealth, KeyRecord
 from .._models import JobState, LeaseInfo, RunRecord, StoredUser, UserDataRow, UserKey
+from .._secrets import Secret
 from .._security import SecurityFacts, integer_column
 from ._dataapi import DataAPISession, RequestFailed
 from ._protocols import (
@@ -82,9 +83,9 @@ class SupabaseStore(DataAPISession):
 
     def __init__(
         self,
-        url: str,
+        url: str | Secret,
         *,
-        service_key: str | None = None,
+        service_key: str | Secret | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         timeout: float = 30.0,
         attempts: int = 3,

@@ -19,6 +19,7 @@ from .._incident import IncidentGuard
 from .._key_health import HealthPolicy
 from .._models import RunStatus
 from .._replay import torn_transport
+from .._secrets import Secret
 from ..stores import Fence, Store, open_store
 from ._options import RunOptions, Shortcuts, TornOptions, apply_shortcuts
 from ._pipeline import Cut, Pipeline, Stop
@@ -78,8 +79,10 @@ class SyncJob(Reader):
     (``concurrency=``, ``max_rpm=``, ``timeout=``, ``policy=``, ...) set one field each.
 
     Args:
-        db: a database URL (see :func:`sentinel_kit.open_store`) or a store.
-        secret: the ``ENCRYPTION_KEY`` the ciphertexts were made with.
+        db: a database URL (see :func:`sentinel_kit.open_store`; a ``str``, a
+            :class:`~sentinel_kit.SecretURL` or a :class:`~sentinel_kit.Secret`) or a store.
+        secret: the ``ENCRYPTION_KEY`` the ciphertexts were made with (a ``str`` or a
+            :class:`~sentinel_kit.Secret`).
         previous_secret: the secret being rotated away from (``ENCRYPTION_KEY_PREVIOUS``):
             keys not yet re-encrypted decrypt with it.
         torn: how to talk to Torn.
@@ -101,9 +104,9 @@ class SyncJob(Reader):
     def __init__(
         self,
         *,
-        db: str | Store | None = None,
-        secret: str,
-        previous_secret: str | None = None,
+        db: str | Secret | Store | None = None,
+        secret: str | Secret,
+        previous_secret: str | Secret | None = None,
         torn: TornOptions | None = None,
         options: RunOptions | None = None,
         health_policy: HealthPolicy | None = None,
@@ -118,7 +121,7 @@ class SyncJob(Reader):
             torn or TornOptions(), options or RunOptions(), shortcuts
         )
         # A URL (or nothing: the default) names a store; anything else is one.
-        self.store = open_store(db) if db is None or isinstance(db, str) else db
+        self.store = open_store(db) if db is None or isinstance(db, str | Secret) else db
         self._cipher = KeyCipher(secret, previous=previous_secret)
         self.health_policy = health_policy or HealthPolicy()
         self.job = job

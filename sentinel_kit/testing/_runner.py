@@ -11,6 +11,7 @@ from typing import Any
 from .._blocking import run_blocking
 from .._errors import ConfigError, SentinelError
 from .._models import RunRecord, RunStatus
+from .._secrets import Secret, SecretURL
 from .._torn import DEFAULT_TORN_URL
 from ..daemon._jobs import Handler, JobContext, JobSpec, load_jobs, registered_jobs
 from ..stores import open_store
@@ -59,8 +60,8 @@ def _handler_for(job: str | JobSpec | Handler) -> tuple[str, Handler]:
 def run_job(
     job: str | JobSpec | Handler | SyncJob,
     *,
-    store_url: str,
-    secret: str,
+    store_url: str | Secret,
+    secret: str | Secret,
     torn_url: str = DEFAULT_TORN_URL,
     settings: Mapping[str, Any] | None = None,
     timeout: float = 60.0,
@@ -108,7 +109,7 @@ def run_job(
                 job=name,
                 run_id=str(uuid.uuid4()),
                 scheduled_for=started,
-                store_url=store_url,
+                store_url=SecretURL(store_url),
                 fence=fence,
                 stop=Stop(),
                 timeout=timeout,

@@ -22,6 +22,7 @@ from .._crypto import KeyCipher
 from .._errors import ConfigError
 from .._key_health import KeyHealth
 from .._models import RunRecord, StoredUser, UserKey, key_fingerprint
+from .._secrets import Secret
 from ..stores import SQLiteStore, Store, open_store, redact_url
 
 __all__ = [
@@ -90,7 +91,7 @@ def _ciphertext(cipher: KeyCipher, key: SeedKey) -> str:
     return good[:40] + ("0" if good[40] != "0" else "1") + good[41:]
 
 
-async def aseed(store: Store, keys: Iterable[SeedKey], secret: str) -> None:
+async def aseed(store: Store, keys: Iterable[SeedKey], secret: str | Secret) -> None:
     """Insert ``keys`` into an open, migrated store, encrypted with ``secret``."""
     cipher = KeyCipher(secret)
     rows = [UserKey(k.key_id, k.user_id, _ciphertext(cipher, k), k.created_at) for k in keys]
@@ -198,7 +199,7 @@ class SentinelStore:
         keys: int | Iterable[SeedKey | str] = 3,
         *,
         prefix: str = "user",
-        secret: str | None = None,
+        secret: str | Secret | None = None,
     ) -> list[SeedKey]:
         """Add keys to ``user_keys``, encrypted as the original app encrypts them.
 

@@ -3,6 +3,8 @@
 Everything that decides what an answer means lives in :mod:`sentinel_kit.torn`; this module
 only sends requests, times them, applies the rate limits and the retry policy, and stops
 sending at once after a global error (IP block, API disabled, HTTP 429, Cloudflare challenge).
+It tells its caller when a request goes out (``on_sent``: the key was attempted), and at a
+run's time box stops starting requests (:meth:`TornClient.stop_starting`).
 """
 
 from __future__ import annotations
@@ -197,6 +199,8 @@ class TornClient:
 
     async def _backoff(self, seconds: float) -> None:
         """Wait before a retry; :meth:`stop_starting` ends the wait (and the retry)."""
+        if seconds <= 0 or self._closing.is_set():
+            return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 await self._closing.wait()

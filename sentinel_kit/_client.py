@@ -3,10 +3,14 @@
 Everything that decides what an answer means lives in :mod:`sentinel_kit.torn`; this module
 only sends requests, times them, applies the rate limits and the retry policy, and stops
 sending at once after a global error (IP block, API disabled, HTTP 429, Cloudflare challenge).
+It tells its caller when a request goes out (``on_sent``: the key was attempted), and at a
+run's time box stops starting requests (:meth:`TornClient.stop_starting`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import ssl
 import time
@@ -17,7 +21,7 @@ import certifi
 import httpx
 from loguru import logger
 
-from ._errors import ErrorClass, FetchError, UpstreamUnavailable
+from ._errors import ErrorClass, FetchError, NotSent, UpstreamUnavailable
 from ._models import Profile, Reason, TornKey
 from ._ratelimit import KeyedLimiter, SlidingWindowLimiter
 from ._replay import UnrecordedRequest
@@ -105,6 +109,8 @@ class TornClient:
         self.requests_sent = 0
         #: Fingerprints of the keys in the current run of unanswered requests.
         self._unanswered: set[str] = set()
+        #: Set by :meth:`stop_starting`: no new request, no new retry.
+        self._closing = asyncio.Event()
 
     def __repr__(self) -> str:
         return f"TornClient(base_url={self.base_url!r}, concurrency={self.concurrency})"
@@ -148,35 +154,97 @@ class TornClient:
         if self.halted is None:
             self.halted = cause
 
-    async def fetch_user_basic(self, key: TornKey) -> Profile:
+    def stop_starting(self) -> None:
+        """Start no request from now on (a run's time box): requests waiting on the rate
+        limiters give up at once with :class:`NotSent`, and no retry starts (a failure
+        stands as it is); requests already sent finish."""
+        self._closing.set()
+
+    async def fetch_user_basic(
+        self, key: TornKey, *, on_sent: Callable[[], None] | None = None
+    ) -> Profile:
         """Fetch one key's profile, retrying transient failures per the policy.
 
         Args:
             key: the decrypted key.
+            on_sent: called each time a request for the key goes out (after the rate
+                limiters admitted it), so a run knows the key was attempted.
 
         Returns:
             The owner's :class:`Profile`.
 
         Raises:
+            NotSent: :meth:`stop_starting` was called before the first request went out.
             FetchError: classified (see :mod:`sentinel_kit.torn`); reason ``aborted`` when the
                 client was halted by a global error before this request went out.
         """
+        last: FetchError | None = None
         try:
-            async for attempt in self.policy.retrying():
+            async for attempt in self.policy.retrying(
+                give_up=self._closing.is_set, sleep=self._backoff
+            ):
                 with attempt:
-                    return await self._fetch_once(key)
+                    if last is not None and self._closing.is_set():
+                        raise last  # stopped during the backoff: the failure stands
+                    try:
+                        return await self._fetch_once(key, on_sent)
+                    except FetchError as exc:
+                        last = exc
+                        raise
             raise AssertionError(
                 "unreachable: tenacity re-raises the last error"
             )  # pragma: no cover
         finally:
             self.key_limiter.forget(key.fingerprint)
 
-    async def _fetch_once(self, key: TornKey) -> Profile:
+    async def _backoff(self, seconds: float) -> None:
+        """Wait before a retry; :meth:`stop_starting` ends the wait (and the retry)."""
+        if seconds <= 0 or self._closing.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._closing.wait()
+
+    async def _admit(self, key: TornKey) -> list[tuple[SlidingWindowLimiter, list[float]]]:
+        """Wait for room in the key's and the global window; return the stamps to release.
+
+        Raises:
+            NotSent: :meth:`stop_starting` came first (the wait is cancelled).
+        """
+        limiters = (self.key_limiter.get(key.fingerprint), self.global_limiter)
+        if self._closing.is_set():
+            raise NotSent()
+        if all(limiter.ready() for limiter in limiters):
+            return [(limiter, await limiter.acquire()) for limiter in limiters]
+
+        async def acquire() -> list[tuple[SlidingWindowLimiter, list[float]]]:
+            return [(limiter, await limiter.acquire()) for limiter in limiters]
+
+        # A user waiting on the limiters has not started: the time box defers it at once,
+        # rather than letting it wait (a minute, at a binding --max-rpm) into the deadline.
+        admitted = asyncio.ensure_future(acquire())
+        closing = asyncio.ensure_future(self._closing.wait())
+        try:
+            await asyncio.wait({admitted, closing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closing.cancel()
+            admitted.cancel()  # no-op once admitted; a cancelled wait stamps nothing
+        if self._closing.is_set() or not admitted.done() or admitted.cancelled():
+            raise NotSent()
+        return admitted.result()
+
+    async def _fetch_once(self, key: TornKey, on_sent: Callable[[], None] | None) -> Profile:
         self._check_halted()
-        async with self.key_limiter.get(key.fingerprint).slot(), self.global_limiter.slot():
+        stamps = await self._admit(key)
+        try:
             # A global error may have arrived while this task waited for the limiters.
             self._check_halted()
+            if on_sent is not None:
+                on_sent()
             response = await self._send(key)
+        finally:
+            for limiter, stamp in stamps:
+                limiter.release(stamp)
         try:
             profile = interpret_response(response.status_code, response.headers, response.content)
         except FetchError as exc:

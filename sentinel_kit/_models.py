@@ -158,6 +158,10 @@ class Outcome:
     key_fingerprint: str | None = None
     #: True when a time-boxed run left the key for the next run (no request was sent).
     deferred: bool = False
+    #: True when the run ended (deadline, stop, interrupt, a global error, the wrong
+    #: secret) before this key's request was sent: a failure of the run, not of the key,
+    #: counted in the report's ``not_reached`` rather than listed.
+    not_reached: bool = False
 
     @property
     def ok(self) -> bool:

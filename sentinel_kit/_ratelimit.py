@@ -65,6 +65,13 @@ class SlidingWindowLimiter:
             return 0.0
         return max(0.0, self._admitted[0][0] + self.window - now)
 
+    def ready(self) -> bool:
+        """True when :meth:`acquire` would admit an event at once, without waiting."""
+        if not self.enabled:
+            return True
+        locked = self._lock is not None and self._lock.locked()
+        return not locked and self.delay() == 0
+
     async def acquire(self) -> list[float]:
         """Wait until the window has room, then record one event; return its stamp."""
         stamp = [self._clock()]
@@ -88,7 +95,12 @@ class SlidingWindowLimiter:
         try:
             yield
         finally:
-            stamp[0] = max(stamp[0], self._clock())
+            self.release(stamp)
+
+    def release(self, stamp: list[float]) -> None:
+        """End the event of ``stamp`` (from :meth:`acquire`): it counts until ``window``
+        after now."""
+        stamp[0] = max(stamp[0], self._clock())
 
 
 class KeyedLimiter:

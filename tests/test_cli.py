@@ -121,7 +121,8 @@ def test_sync_partial_exit_1_lists_failures(tmp_path: Path, torn: FakeTorn) -> N
 
 
 def test_sync_global_error_aborts_exit_3(tmp_path: Path, torn: FakeTorn) -> None:
-    """Torn code 8 (IP block) aborts the run: exit 3, cause in the report, the rest listed."""
+    """Torn code 8 (IP block) aborts the run: exit 3, cause in the report, the rest counted
+    as not reached."""
     db = tmp_path / "x.db"
     keys = simple_keys(6)
     torn.always(keys[2].plaintext, "error_8_ip_block.json")
@@ -132,8 +133,8 @@ def test_sync_global_error_aborts_exit_3(tmp_path: Path, torn: FakeTorn) -> None
     assert report["status"] == "aborted"
     assert "Torn error 8" in report["error"]
     reasons = {f["user_id"]: (f["reason"], f["torn_code"]) for f in report["failures"]}
-    assert reasons[keys[2].user_id] == ("torn_error", 8)
-    assert all(reasons[k.user_id] == ("aborted", None) for k in keys[3:])
+    assert reasons == {keys[2].user_id: ("torn_error", 8)}
+    assert (report["not_reached"], report["failed"]) == (3, 4)
     assert len(torn.requests) == 3  # nothing was sent after the IP block
     assert set(rows(db)) == {k.user_id for k in keys[:2]}
 

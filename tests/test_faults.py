@@ -34,6 +34,11 @@ def stored_users(db: Path) -> set[str]:
         return {r[0] for r in conn.execute("SELECT user_id FROM user_data")}
 
 
+def attempted_users(db: Path) -> set[str]:
+    with sqlite3.connect(db) as conn:
+        return {r[0] for r in conn.execute("SELECT user_id FROM sentinel_user_attempts")}
+
+
 @pytest.mark.parametrize(
     "answers",
     [
@@ -229,7 +234,8 @@ def test_hanging_key_times_out_while_others_finish(tmp_path: Path, torn: FakeTor
 def test_global_errors_abort_the_run(
     tmp_path: Path, torn: FakeTorn, answer: Any, reason: str, torn_code: int | None
 ) -> None:
-    """A global error stops all sending: exit 3, cause in the report, earlier keys written."""
+    """A global error stops all sending: exit 3, cause in the report, earlier keys written;
+    the keys never sent are counted in not_reached, not listed, and keep their place."""
     keys = simple_keys(8)
     torn.script(keys[3].plaintext, answer)
     db = tmp_path / "t.db"
@@ -238,11 +244,11 @@ def test_global_errors_abort_the_run(
     assert code == 3
     assert report["status"] == "aborted"
     assert report["error"]
-    listed = failures(report)
-    assert listed[keys[3].user_id] == (reason, torn_code)
-    assert {u for u, (r, _) in listed.items() if r == "aborted"} == {k.user_id for k in keys[4:]}
+    assert failures(report) == {keys[3].user_id: (reason, torn_code)}
+    assert (report["not_reached"], report["failed"]) == (4, 5)
     assert len(torn.requests) == 4  # no request after the one that stopped the run
     assert stored_users(db) == {k.user_id for k in keys[:3]}
+    assert attempted_users(db) == {k.user_id for k in keys[:4]}
 
 
 def test_global_error_with_concurrency_lets_in_flight_finish(
@@ -260,4 +266,5 @@ def test_global_error_with_concurrency_lets_in_flight_finish(
     assert attempted <= 4 + 3  # the first wave, plus at most one per other worker in flight
     assert report["synced"] == len(stored_users(db))
     assert report["synced"] + report["failed"] == 40
-    assert sum(1 for f in report["failures"] if f["reason"] == "aborted") == 40 - attempted
+    assert report["not_reached"] == 40 - attempted
+    assert len(report["failures"]) == attempted - report["synced"]

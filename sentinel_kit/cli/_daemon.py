@@ -124,10 +124,10 @@ FLUSH_MARGIN_S = 5.0
     type=click.FloatRange(min=0),
     default=None,
     metavar="SECONDS",
-    help="Stop starting users this long into a sync-users run; the rest is deferred to the "
-    "next run (not a failure). Default: the schedule's period or --timeout, whichever is "
-    "shorter, less a margin for the users in flight and the writes (2700 for the hourly "
-    "default); 0 turns it off.",
+    help="Stop starting requests this long into a sync-users run; the rest (users waiting "
+    "on --max-rpm included) is deferred to the next run (not a failure). Default: the "
+    "schedule's period or --timeout, whichever is shorter, less a margin for the users in "
+    "flight and the writes (2700 for the hourly default); 0 turns it off.",
 )
 @min_synced_option
 @click.option(

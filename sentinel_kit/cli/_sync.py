@@ -66,8 +66,8 @@ def _print_report(report: SyncReport, as_json: bool, budget: Budget | None = Non
     type=click.FloatRange(min=0, min_open=True),
     default=None,
     metavar="SECONDS",
-    help="Stop starting users after SECONDS; those in flight finish and the rest is "
-    "deferred to the next run (not a failure).",
+    help="Stop starting requests after SECONDS; those in flight finish, and the rest "
+    "(users waiting on --max-rpm included) is deferred to the next run (not a failure).",
 )
 @click.option(
     "--dry-run",

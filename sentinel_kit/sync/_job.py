@@ -38,6 +38,7 @@ _START_FIELDS: dict[str, Any] = {
     "failed": 0,
     "skipped": 0,
     "deferred": 0,
+    "not_reached": 0,
     "written": 0,
     "duration_s": 0.0,
 }
@@ -53,6 +54,7 @@ def run_log_fields(report: SyncReport) -> dict[str, Any]:
         "failed": report.failed,
         "skipped": report.skipped,
         "deferred": report.deferred,
+        "not_reached": report.not_reached,
         "written": report.written,
         "duration_s": report.duration_s,
         "reasons": report.reasons(),

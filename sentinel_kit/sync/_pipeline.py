@@ -11,15 +11,20 @@ A user's keys travel together, so one worker fetches them one after another (Tor
 is per player across all keys) and ``build_upserts`` sees all of them at once. The writer
 flushes every ``chunk_size`` rows or ``flush_interval`` seconds, so a crash loses at most
 one chunk of work. Keys come in fair order (each user's last attempt, oldest first, only
-users not attempted since the run started, only the shard's users), and every user a worker
-took up is recorded as attempted when its outcomes are written, so a run that cannot cover
-every key leaves the rest to the next run. How a run ends early:
+users not attempted since the run started, only the shard's users), and a user is recorded
+as attempted, when its outcomes are written, once a request for it was sent (or when each of
+its keys had an outcome needing none: parked, undecryptable). A user cut before that keeps
+its place, so a run that cannot cover every key leaves the rest to the next run. How a run
+ends early:
 
 - deadline (``timeout``), stop (signal, lost lease) or interrupt (Ctrl-C, a kernel
-  interrupt): stop fetching at once; keys cut short or never started are failures; what
-  was fetched is written;
-- time box: stop *starting* users; those in flight finish; the rest is ``deferred``;
-- a global Torn error or Torn unreachable: the client stops sending; the rest is ``aborted``;
+  interrupt): stop fetching at once; a key whose request was cut is a failure; keys whose
+  request was never sent are ``not_reached`` (counted, not listed); what was fetched is
+  written;
+- time box: stop *starting* requests: users waiting on the rate limiters and the rest are
+  ``deferred``; requests in flight finish, and no retry starts;
+- a global Torn error or Torn unreachable: the client stops sending; the rest is
+  ``not_reached`` (reason ``aborted``);
 - a Torn incident (keys that worked answering "Incorrect key", see ``_incident.py``): the
   same, and the code-2 parks of the run since the incident began are undone;
 - the wrong secret: nothing is fetched at all.
@@ -32,7 +37,7 @@ import enum
 import hashlib
 import time
 from asyncio import FIRST_COMPLETED
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -41,7 +46,7 @@ from loguru import logger
 
 from .._client import TornClient
 from .._crypto import KeyCipher
-from .._errors import DecryptError, FetchError, StoreError
+from .._errors import DecryptError, FetchError, NotSent, StoreError
 from .._incident import IncidentGuard
 from .._key_health import (
     HealthPolicy,
@@ -168,6 +173,8 @@ class _Context:
     health: dict[str, KeyHealth]
     policy: HealthPolicy
     job: str
+    #: Called when a request for the key goes out.
+    on_sent: Callable[[UserKey], None]
 
 
 async def process_key(key: UserKey, ctx: _Context) -> Outcome:
@@ -192,8 +199,17 @@ async def process_key(key: UserKey, ctx: _Context) -> Outcome:
         log.debug("key {} of user {}: {}", key.id, key.user_id, exc)
         return Outcome(key.id, key.user_id, reason=Reason.DECRYPT_ERROR, detail=str(exc), **base)
     base["key_fingerprint"] = plaintext.fingerprint
+    sent = False
+
+    def mark_sent() -> None:
+        nonlocal sent
+        sent = True
+        ctx.on_sent(key)
+
     try:
-        profile = await ctx.torn.fetch_user_basic(plaintext)
+        profile = await ctx.torn.fetch_user_basic(plaintext, on_sent=mark_sent)
+    except NotSent:
+        return _deferred(key)  # the time box came while it waited on the rate limiters
     except FetchError as exc:
         if exc.reason is not Reason.ABORTED:
             log.debug("key {} of user {}: {}", key.id, key.user_id, exc)
@@ -204,13 +220,23 @@ async def process_key(key: UserKey, ctx: _Context) -> Outcome:
             torn_code=exc.torn_code,
             detail=str(exc),
             error_class=exc.error_class,
+            # Halted before its request went out: the run's failure, not the key's.
+            not_reached=not sent,
             **base,
         )
     return Outcome(key.id, key.user_id, profile=profile, **base)
 
 
-def _unattempted(key: UserKey, reason: Reason = Reason.ABORTED) -> Outcome:
-    return Outcome(key.id, key.user_id, reason=reason, key_created_at=key.created_at)
+def _unattempted(
+    key: UserKey, reason: Reason = Reason.ABORTED, *, not_reached: bool = True
+) -> Outcome:
+    return Outcome(
+        key.id,
+        key.user_id,
+        reason=reason,
+        key_created_at=key.created_at,
+        not_reached=not_reached,
+    )
 
 
 def _deferred(key: UserKey) -> Outcome:
@@ -266,8 +292,11 @@ class Pipeline:
     #: When the run started reading keys: users attempted since then are not read again.
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
-    #: Users a worker took up (their outcomes are attempts, recorded as they are written).
+    #: Users attempted: a request for them was sent, or every key of theirs had an outcome
+    #: needing none (recorded as their outcomes are written).
     _reached: set[str] = field(default_factory=set)
+    #: Keys whose request was sent and whose outcome is not in yet.
+    _sending: set[str] = field(default_factory=set)
 
     _in_flight: dict[int, list[UserKey]] = field(default_factory=dict)
     _done_in_flight: dict[int, list[Outcome]] = field(default_factory=dict)
@@ -280,7 +309,9 @@ class Pipeline:
         """Run to the end (or the cut); return why it was cut short, if it was."""
         self.started_at = datetime.now(UTC)
         self._groups = asyncio.Queue(maxsize=self.concurrency * 2)
-        ctx = _Context(self.cipher, self.torn, self.health, self.health_policy, self.job)
+        ctx = _Context(
+            self.cipher, self.torn, self.health, self.health_policy, self.job, self._sent
+        )
         producer = asyncio.create_task(self._produce(), name="sentinel-producer")
         writer = asyncio.create_task(self._write(), name="sentinel-writer")
         workers = [
@@ -310,6 +341,13 @@ class Pipeline:
         )
         self.time_boxed = True
         self._defer.set()
+        # Users waiting on the rate limiters have not started: deferred now, not at the
+        # deadline; requests already sent finish.
+        self.torn.stop_starting()
+
+    def _sent(self, key: UserKey) -> None:
+        self._reached.add(key.user_id)
+        self._sending.add(key.id)
 
     # -- producer ----------------------------------------------------------------------------
 
@@ -391,13 +429,17 @@ class Pipeline:
             if self._defer.is_set():
                 await self._results.put([_deferred(k) for k in group])
                 continue
-            self._reached.add(group[0].user_id)
             self._in_flight[worker_id] = group
             done: list[Outcome] = []
             self._done_in_flight[worker_id] = done
             for key in group:
                 done.append(self._watched(await process_key(key, ctx)))
+                self._sending.discard(key.id)
             del self._in_flight[worker_id], self._done_in_flight[worker_id]
+            if not any(o.deferred or o.not_reached for o in done):
+                # Every key had its own outcome, with or without a request (parked keys,
+                # undecryptable ones): the user was attempted.
+                self._reached.add(group[0].user_id)
             await self._results.put(done)
 
     def _watched(self, outcome: Outcome) -> Outcome:
@@ -510,8 +552,9 @@ class Pipeline:
         clear = [key_id for key_id in clear if key_id in self.health]
         if park or clear:
             await self.store.save_key_health(park, clear)
-        # Every user reached, synced, failed or parked, moves to the back of the order;
-        # users deferred or never started keep their place for the next run.
+        # Every user attempted (a request sent, or every key parked or undecryptable)
+        # moves to the back of the order; users deferred or cut before any request keep
+        # their place for the next run.
         # Sorted, like the rows: the same outcomes make the same write in any arrival order.
         attempted = sorted({o.user_id for o in outcomes if o.user_id in self._reached})
         if attempted:
@@ -566,11 +609,15 @@ class Pipeline:
         # ``gathered`` ends with the workers' CancelledError: collect it too, or asyncio
         # prints "exception was never retrieved" into the log (or the user's notebook cell).
         await asyncio.gather(gathered, *workers, return_exceptions=True)
-        # Keys whose request was cut; earlier keys of the same user keep their outcome.
+        # The key whose request was cut fails; keys after it, or a key still waiting on
+        # the rate limiters, were not reached; earlier keys of the user keep their outcome.
         reason = Reason.TIMEOUT if cut is Cut.TIMEOUT else Reason.ABORTED
         for worker_id, group in self._in_flight.items():
             finished = self._done_in_flight.get(worker_id, [])
-            left = [_unattempted(k, reason) for k in group[len(finished) :]]
+            left = [
+                _unattempted(k, reason, not_reached=k.id not in self._sending)
+                for k in group[len(finished) :]
+            ]
             await self._results.put(finished + left)
         # Drain what the producer still queues, without fetching; the drain ends at the
         # producer's first end marker, so the producer is done after it.

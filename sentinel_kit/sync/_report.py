@@ -101,8 +101,11 @@ class SyncReport:
     """What one run did; ``to_dict()`` is the JSON report contract (see ARCHITECTURE.md).
 
     ``deferred`` counts keys a time-boxed run left for the next run: neither failed nor
-    skipped. ``counted`` is False for runs the health rule ignores: dry runs, re-runs of a
-    few users, and runs a person interrupted.
+    skipped. ``not_reached`` counts keys whose request was never sent because the run
+    ended first (deadline, stop, interrupt, a global error): they are in ``failed`` but not
+    listed in ``failures``, which holds the keys that were sent or failed on their own;
+    :meth:`not_reached_keys` names them. ``counted`` is False for runs the health rule
+    ignores: dry runs, re-runs of a few users, and runs a person interrupted.
     """
 
     run_id: str
@@ -123,6 +126,10 @@ class SyncReport:
     write_calls: int = 0
     deferred: int = 0
     counted: bool = True
+    #: Keys not reached (counted in ``failed``, not in ``failures``).
+    not_reached: int = 0
+    #: The keys not reached, kept in memory only: never in the JSON report.
+    unreached: tuple[Failure, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def duration_s(self) -> float:
@@ -140,8 +147,15 @@ class SyncReport:
         return self.status.exit_code
 
     def reasons(self) -> dict[str, int]:
-        """Failures counted by reason, most frequent first."""
-        return dict(Counter(f.reason.value for f in self.failures).most_common())
+        """Failed keys counted by reason, most frequent first (the keys not reached too, so
+        the counts add up to ``failed``)."""
+        every = (*self.failures, *self.unreached)
+        return dict(Counter(f.reason.value for f in every).most_common())
+
+    def not_reached_keys(self) -> tuple[Failure, ...]:
+        """The keys the run never sent a request for because it ended first, by (user_id,
+        key_id), each with the reason the run ended (``timeout`` or ``aborted``)."""
+        return self.unreached
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON report of the contract (additions only, never removals)."""
@@ -160,6 +174,7 @@ class SyncReport:
             "written": self.written,
             "error": self.error,
             "failures": [f.to_dict() for f in self.failures],
+            "not_reached": self.not_reached,
             "dry_run": self.dry_run,
             "write_calls": self.write_calls,
         }
@@ -170,8 +185,9 @@ class SyncReport:
     def counts(self) -> str:
         """The counts as one phrase: ``7 keys, 5 synced, 2 failed, 0 skipped, ...``."""
         deferred = f", {self.deferred} deferred" if self.deferred else ""
+        unreached = f" ({self.not_reached} not reached)" if self.not_reached else ""
         return (
-            f"{self.keys_total} keys, {self.synced} synced, {self.failed} failed, "
+            f"{self.keys_total} keys, {self.synced} synced, {self.failed} failed{unreached}, "
             f"{self.skipped} skipped{deferred}, {self.written} written"
         )
 
@@ -191,6 +207,11 @@ class SyncReport:
         ]
         if self.error:
             lines.append(f"  error: {self.error}")
+        if self.not_reached:
+            lines.append(
+                f"  not reached: {self.not_reached} keys (the run ended before their "
+                "requests were sent; they keep their place for the next run)"
+            )
         for f in self.failures:
             code = f" (torn code {f.torn_code})" if f.torn_code is not None else ""
             lines.append(f"  failed: user {f.user_id} key {f.key_id}: {f.reason.value}{code}")
@@ -263,6 +284,8 @@ class Tally:
     skipped: int = 0
     deferred: int = 0
     failures: list[Failure] = field(default_factory=list)
+    #: Failed keys whose request was never sent (the run ended first).
+    not_reached: list[Failure] = field(default_factory=list)
 
     def add(self, outcomes: Iterable[Outcome]) -> None:
         """Count a batch of outcomes."""
@@ -275,9 +298,8 @@ class Tally:
             elif o.skipped:
                 self.skipped += 1
             elif o.reason is not None:
-                self.failures.append(
-                    Failure(o.user_id, o.key_id, o.reason, o.torn_code, o.key_fingerprint)
-                )
+                failure = Failure(o.user_id, o.key_id, o.reason, o.torn_code, o.key_fingerprint)
+                (self.not_reached if o.not_reached else self.failures).append(failure)
 
 
 def build_report(
@@ -312,7 +334,7 @@ def build_report(
         counted: whether the health rule counts this run.
 
     Returns:
-        The report; failures sorted by (user_id, key_id).
+        The report; failures (and the keys not reached) sorted by (user_id, key_id).
     """
     if isinstance(outcomes, Tally):
         tally = outcomes
@@ -320,8 +342,9 @@ def build_report(
         tally = Tally()
         tally.add(outcomes)
     failures = sorted(tally.failures, key=lambda f: (f.user_id, f.key_id))
+    unreached = sorted(tally.not_reached, key=lambda f: (f.user_id, f.key_id))
     if status is None:
-        status = RunStatus.PARTIAL if failures else RunStatus.OK
+        status = RunStatus.PARTIAL if failures or unreached else RunStatus.OK
     return SyncReport(
         run_id=run_id,
         job=job,
@@ -330,7 +353,7 @@ def build_report(
         finished_at=finished_at,
         keys_total=tally.total,
         synced=tally.synced,
-        failed=len(failures),
+        failed=len(failures) + len(unreached),
         skipped=tally.skipped,
         written=written,
         error=error,
@@ -340,4 +363,6 @@ def build_report(
         write_calls=write_calls,
         deferred=tally.deferred,
         counted=counted and not dry_run,
+        not_reached=len(unreached),
+        unreached=tuple(unreached),
     )

@@ -223,8 +223,10 @@ def interpret_response(status: int, headers: Mapping[str, str], body: bytes) -> 
         )
     try:
         payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError) as exc:
         what = "an empty body" if not body.strip() else f"a non-JSON body ({content_type})"
+        if isinstance(exc, UnicodeDecodeError):
+            what = f"a body that is not UTF-8 ({content_type})"
         raise UpstreamUnavailable(
             f"HTTP {status} with {what}, {len(body)} bytes",
             error_class=ErrorClass.TRANSIENT,

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
-from .._errors import ConfigError, SchemaMissing, StaleFence, StoreError
+from .._errors import ConfigError, SchemaMissing, StaleFence, StoreDataError, StoreError
 from .._json import dumps
 from .._models import UserDataRow, UserKey
 from .._security import SEED_TABLES, SecurityFacts, lock_statements, open_tables
@@ -228,6 +228,8 @@ class PostgresStore(SQLStore):
                 ) from None
             if state == "PT409":
                 raise StaleFence(f"write refused: {text}") from None
+            if state[:2] in ("22", "23"):  # data exception, integrity constraint
+                raise StoreDataError(f"PostgreSQL refused the data while {doing}: {text}") from None
             raise StoreError(f"PostgreSQL failed while {doing}: {text}") from None
 
     # -- schema ------------------------------------------------------------------------------

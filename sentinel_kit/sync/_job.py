@@ -14,11 +14,12 @@ from loguru import logger
 from .._blocking import run_blocking
 from .._client import TornClient
 from .._crypto import KeyCipher
-from .._errors import ConfigError, WrongSecret
+from .._errors import ConfigError, SentinelError, WrongSecret
 from .._key_health import HealthPolicy
 from .._models import RunStatus
 from .._replay import torn_transport
 from ..stores import Fence, Store, open_store
+from ._limits import RowLimits, row_limits
 from ._options import RunOptions, Shortcuts, TornOptions, apply_shortcuts
 from ._pipeline import Cut, Pipeline, Stop
 from ._progress import progress_bar
@@ -222,19 +223,27 @@ class SyncJob(Reader):
                 fence=fence,
                 users=frozenset(users) if users is not None else None,
                 stop=stop,
+                limits=await _row_limits(store),
             )
             if progress:
                 # The bar counts keys: known up front only for a whole, unsharded run.
                 whole = users is None and self.options.shard is None
                 total = await store.count_keys() if whole else None
                 pipeline.bar = progress_bar(total=total, desc=self.job)
+            internal: str | None = None
             try:
                 async with pipeline.torn:
                     cut = await pipeline.run()
+            except Exception as exc:
+                # A bug of ours ended the run: record and report it like any other end.
+                cut, internal = None, _internal_cause(exc)
+                log.opt(exception=exc).debug("run {}: {}", run_id, internal)
             finally:
                 if pipeline.bar is not None:
                     pipeline.bar.close()
             status, error = _ending(pipeline, cut, self.options.timeout, stop)
+            if internal is not None:
+                status, error = RunStatus.ABORTED, internal
             report = build_report(
                 pipeline.tally,
                 run_id=run_id,
@@ -279,6 +288,26 @@ class SyncJob(Reader):
             pool_size=t.pool_size,
             on_request=self.on_request,
         )
+
+
+async def _row_limits(store: Store) -> RowLimits:
+    """What the app's ``user_data`` columns hold, read from the store's catalog; the seed
+    schema's limits when the store cannot say."""
+    read = getattr(store, "column_types", None)
+    if read is None:
+        return RowLimits()
+    try:
+        return row_limits(await read())
+    except SentinelError as exc:
+        logger.debug("column types of user_data unknown ({}): assuming the seed schema", exc)
+        return RowLimits()
+
+
+def _internal_cause(exc: BaseException) -> str:
+    """The one-line cause of a run ended by an unexpected error of ours."""
+    text = str(exc).strip().splitlines()
+    what = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    return f"internal error: {what} (--log-level DEBUG logs the traceback)"
 
 
 def _ending(

@@ -117,7 +117,8 @@ class TornClient:
 
     Args:
         base_url: Torn v2 base URL (default ``https://api.torn.com/v2``).
-        request_timeout: seconds for one request (connect, read, write and pool).
+        request_timeout: seconds for one whole request, from sending it to the last byte
+            of its body (httpx alone would bound each read).
         concurrency: requests expected in flight; sizes the connection pools.
         max_rpm: global requests per rolling minute; 0 disables the global limit.
         per_key_rpm: requests per key per rolling minute; 0 disables it.

@@ -8,6 +8,7 @@ real database: the run ends ``partial``, is recorded, and every good key is sync
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -32,7 +33,7 @@ from sentinel_kit.testing import (
     truncated,
 )
 
-from .conftest import SECRET, run_cli, sync_args
+from .conftest import ROOT, SECRET, DaemonProcess, run_cli, sync_args
 
 ENV = {"ENCRYPTION_KEY": SECRET}
 
@@ -199,3 +200,33 @@ def test_a_run_ended_by_a_bug_is_recorded_aborted(tmp_path: Path, torn: FakeTorn
     runs = store.runs()
     assert [(r.run_id, r.status) for r in runs] == [(report.run_id, "aborted")]
     assert runs[0].error == report.error
+
+
+def test_daemon_run_with_hostile_answers_is_recorded_partial(
+    tmp_path: Path, torn: FakeTorn, daemons: list[DaemonProcess]
+) -> None:
+    """`daemon --once`: hostile answers and a bug of ours each fail one key; the run is
+    recorded `partial` with its counts (never left `running`), every good key is synced,
+    and the job is healthy (exit 0)."""
+    path = tmp_path / "daemon.db"
+    url = f"sqlite:///{path}"
+    store, keys = migrated(url, 12)
+    kinds = ("false-gzip", "truncated", "deep-json", "id-over-integer")
+    bad = dict(zip(kinds, keys, strict=False))
+    for kind, key in bad.items():
+        torn.always(key.plaintext, HOSTILE[kind][0])
+    blob = keys[len(kinds)]
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE user_keys SET api_key = X'00ff' WHERE id = ?", [blob.key_id])
+    args = ["--db", url, "--torn-url", torn.url, "--max-rpm", "0", "--interval", "60", "--once"]
+    env = {**ENV, "PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)}
+    daemon = DaemonProcess(tmp_path / "daemon.log", args, env=env, cwd=ROOT)
+    daemons.append(daemon)
+
+    assert daemon.proc.wait(timeout=60) == 0, daemon.log()
+    assert "Traceback" not in daemon.log()
+    (run,) = store.runs()
+    assert (run.status, run.failed, run.synced, run.written) == ("partial", 5, 7, 7)
+    assert run.finished_at is not None
+    good = {k.user_id for k in keys} - {k.user_id for k in (*bad.values(), blob)}
+    assert set(store.user_data()) == good

@@ -7,6 +7,7 @@ real database: the run ends ``partial``, is recorded, and every good key is sync
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sqlite3
@@ -17,7 +18,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from sentinel_kit import RetryPolicy, RunStatus, SQLiteStore, SyncJob
+from sentinel_kit import KeyCipher, RetryPolicy, RunStatus, SQLiteStore, SyncJob, UserKey
+from sentinel_kit.stores._supabase import SupabaseStore
 from sentinel_kit.testing import (
     Answer,
     FakeTorn,
@@ -30,10 +32,12 @@ from sentinel_kit.testing import (
     invalid_utf8,
     profile_answer,
     profile_for,
+    simple_keys,
     truncated,
 )
 
 from .conftest import ROOT, SECRET, DaemonProcess, run_cli, sync_args
+from .stores.supabase_helpers import PROJECT_URL, SERVICE_KEY, live_stand_in
 
 ENV = {"ENCRYPTION_KEY": SECRET}
 
@@ -230,3 +234,43 @@ def test_daemon_run_with_hostile_answers_is_recorded_partial(
     assert run.finished_at is not None
     good = {k.user_id for k in keys} - {k.user_id for k in (*bad.values(), blob)}
     assert set(store.user_data()) == good
+
+
+@pytest.mark.postgres
+def test_a_row_supabase_refuses_fails_only_its_user(pg_url: str, torn: FakeTorn) -> None:
+    """Through Supabase's Data API (the PostgREST stand-in over PostgreSQL), a row a CHECK
+    constraint refuses fails its user alone, and an id over INTEGER never reaches it."""
+    cipher = KeyCipher(SECRET)
+    keys = simple_keys(10)
+    with live_stand_in(pg_url) as server:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(
+                "ALTER TABLE user_data ADD CONSTRAINT no_forbidden CHECK (name <> 'Forbidden')"
+            )
+
+        def supabase() -> SupabaseStore:
+            return SupabaseStore(
+                PROJECT_URL, service_key=SERVICE_KEY, transport=server.transport(), retry_wait=0
+            )
+
+        async def seed() -> None:
+            async with supabase() as store:
+                await store.add_keys(
+                    [UserKey(k.key_id, k.user_id, cipher.encrypt(k.plaintext)) for k in keys]
+                )
+
+        asyncio.run(seed())
+        torn.script(keys[2].plaintext, profile_answer(4_000_002, "Forbidden"))
+        torn.script(keys[7].plaintext, profile_answer(2**31, "TooBig"))
+        job = SyncJob(db=supabase(), secret=SECRET, torn_url=torn.url, policy=RetryPolicy.no_wait())
+        report = job.run()
+
+    assert report.status is RunStatus.PARTIAL
+    assert {f.user_id: f.reason.value for f in report.failures} == {
+        keys[2].user_id: "bad_response",
+        keys[7].user_id: "bad_response",
+    }
+    assert (report.synced, report.written) == (8, 8)
+    with psycopg.connect(pg_url) as conn:
+        stored = {r[0] for r in conn.execute("SELECT user_id FROM user_data")}
+    assert stored == {k.user_id for k in keys} - {keys[2].user_id, keys[7].user_id}

@@ -19,6 +19,7 @@ from .._key_health import HealthPolicy
 from .._models import RunStatus
 from .._replay import torn_transport
 from ..stores import Fence, Store, open_store
+from ..stores._sql import SQLStore
 from ._limits import RowLimits, row_limits
 from ._options import RunOptions, Shortcuts, TornOptions, apply_shortcuts
 from ._pipeline import Cut, Pipeline, Stop
@@ -291,13 +292,14 @@ class SyncJob(Reader):
 
 
 async def _row_limits(store: Store) -> RowLimits:
-    """What the app's ``user_data`` columns hold, read from the store's catalog; the seed
-    schema's limits when the store cannot say."""
-    read = getattr(store, "column_types", None)
-    if read is None:
+    """What the app's ``user_data`` columns hold, read from a SQL store's catalog (one
+    query); the seed schema's limits elsewhere. Supabase's column types come from a
+    security report that is not worth a request every run: a value its columns refuse
+    anyway is caught when writing (``sync/_writes.py``)."""
+    if not isinstance(store, SQLStore):
         return RowLimits()
     try:
-        return row_limits(await read())
+        return row_limits(await store.column_types())
     except SentinelError as exc:
         logger.debug("column types of user_data unknown ({}): assuming the seed schema", exc)
         return RowLimits()

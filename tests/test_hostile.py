@@ -18,8 +18,20 @@ from typing import Any
 import psycopg
 import pytest
 
-from sentinel_kit import KeyCipher, RetryPolicy, RunStatus, SQLiteStore, SyncJob, UserKey
+from sentinel_kit import (
+    FetchError,
+    KeyCipher,
+    Profile,
+    Reason,
+    RetryPolicy,
+    RunStatus,
+    SQLiteStore,
+    SyncJob,
+    UserKey,
+)
+from sentinel_kit._torn import interpret_response
 from sentinel_kit.stores._supabase import SupabaseStore
+from sentinel_kit.sync._limits import row_limits
 from sentinel_kit.testing import (
     Answer,
     FakeTorn,
@@ -274,3 +286,53 @@ def test_a_row_supabase_refuses_fails_only_its_user(pg_url: str, torn: FakeTorn)
     with psycopg.connect(pg_url) as conn:
         stored = {r[0] for r in conn.execute("SELECT user_id FROM user_data")}
     assert stored == {k.user_id for k in keys} - {keys[2].user_id, keys[7].user_id}
+
+
+@pytest.mark.parametrize(
+    ("columns", "player_id", "name", "fits"),
+    [
+        ({}, 2**31 - 1, "Seed", True),
+        ({}, 2**31, "Seed", False),
+        ({"user_data": {"player_id": "INTEGER"}}, -(2**31) - 1, "Lite", False),
+        ({"user_data": {"player_id": "bigint"}}, 2**31, "Wide", True),
+        ({"user_data": {"player_id": "smallint"}}, 40_000, "Small", False),
+        ({"user_data": {"name": "character varying(4)"}}, 1, "Four", True),
+        ({"user_data": {"name": "VARCHAR(4)"}}, 1, "Fiver", False),
+        ({"user_data": {"name": "text"}}, 1, "N" * 500, True),
+    ],
+    ids=[
+        "int-max",
+        "int-over",
+        "sqlite-int-under",
+        "bigint",
+        "smallint",
+        "varchar-4",
+        "VARCHAR-5",
+        "text",
+    ],
+)
+def test_row_limits_follow_the_declared_columns(
+    columns: dict[str, dict[str, str]], player_id: int, name: str, fits: bool
+) -> None:
+    """A profile fits user_data by its declared types; unknown columns keep the seed
+    schema's INTEGER id and unbounded name."""
+    problem = row_limits(columns).problem(Profile(player_id, name))
+    assert (problem is None) is fits, problem
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"profile": {"id": "²", "name": "Superscript"}},
+        {"profile": {"id": "1" * 5000, "name": "Digits"}},
+        {"profile": {"id": 5, "name": "Nul\u0000Name"}},
+        {"profile": {"id": 5, "name": "Lone\ud800"}},
+    ],
+    ids=["superscript-digit-id", "5000-digit-id", "nul-in-name", "lone-surrogate"],
+)
+def test_profiles_no_column_can_store_are_bad_responses(payload: dict[str, Any]) -> None:
+    """Crafted but valid JSON that int() or a text column would choke on is bad_response."""
+    body = json.dumps(payload).encode()
+    with pytest.raises(FetchError) as caught:
+        interpret_response(200, {"content-type": "application/json"}, body)
+    assert caught.value.reason is Reason.BAD_RESPONSE

@@ -14,8 +14,10 @@ import contextlib
 import itertools
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 import certifi
 import httpx
@@ -28,10 +30,13 @@ from ._replay import UnrecordedRequest
 from ._retry import RetryPolicy
 from ._torn import (
     DEFAULT_TORN_URL,
+    MAX_BODY_BYTES,
     REQUEST_COMMENT,
     USER_AGENT,
     interpret_response,
+    oversized_body,
     request_headers,
+    undecodable_body,
     user_basic_url,
 )
 
@@ -56,6 +61,57 @@ DEFAULT_POOL_SIZE = 4
 UNREACHABLE_AFTER = 5
 
 
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """One answer, read whole: what :func:`interpret_response` needs."""
+
+    status_code: int
+    headers: Mapping[str, str]
+    content: bytes
+
+
+class _BodyTooLarge(Exception):
+    """A body passed :data:`MAX_BODY_BYTES` (raised inside :meth:`TornClient._send` only)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
+
+
+class _Phase:
+    """Follows httpcore's trace events to tell "still connecting" from "connected", so a
+    deadline that falls while connecting counts as no answer (Torn unreachable), not as a
+    slow answer."""
+
+    __slots__ = ("connecting",)
+
+    def __init__(self) -> None:
+        self.connecting = False
+
+    async def trace(self, name: str, info: Mapping[str, Any]) -> None:
+        if name.startswith(("connection.connect_", "connection.start_tls.")):
+            # ".failed" leaves it set: a deadline cancelling the connect reports it so.
+            if name.endswith(".started"):
+                self.connecting = True
+            elif name.endswith(".complete"):
+                self.connecting = False
+
+
+async def _read_capped(response: httpx.Response) -> bytes:
+    """Read a streamed body, decoded, stopping at :data:`MAX_BODY_BYTES`."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise _BodyTooLarge(int(declared))
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise _BodyTooLarge(size)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 class TornClient:
     """Fetches ``/user/basic`` for one key at a time; use it as an async context manager.
 
@@ -64,7 +120,8 @@ class TornClient:
 
     Args:
         base_url: Torn v2 base URL (default ``https://api.torn.com/v2``).
-        request_timeout: seconds for one request (connect, read, write and pool).
+        request_timeout: seconds for one whole request, from sending it to the last byte
+            of its body (httpx alone would bound each read).
         concurrency: requests expected in flight; sizes the connection pools.
         max_rpm: global requests per rolling minute; 0 disables the global limit.
         per_key_rpm: requests per key per rolling minute; 0 disables it.
@@ -259,16 +316,35 @@ class TornClient:
         if self.on_request is not None:
             self.on_request(outcome)
 
-    async def _send(self, key: TornKey) -> httpx.Response:
+    async def _send(self, key: TornKey) -> _Answer:
+        """Send one request and read its body, all within ``request_timeout``.
+
+        httpx's timeouts bound each read, so a body dripping a byte a second would hold a
+        request for as long as it drips: one deadline bounds the whole exchange instead.
+        Every failure of sending or reading is a classified :class:`FetchError`.
+        """
         if self._next_client is None:
             raise RuntimeError("TornClient is not open: use `async with TornClient(...)`")
         client = next(self._next_client)
         started = time.perf_counter()
         self.requests_sent += 1
+        phase = _Phase()
+        request = client.build_request(
+            "GET",
+            self.url,
+            params={"comment": REQUEST_COMMENT},
+            headers=request_headers(key),
+            extensions={"trace": phase.trace},
+        )
+        response: httpx.Response | None = None
         try:
-            response = await client.get(
-                self.url, params={"comment": REQUEST_COMMENT}, headers=request_headers(key)
-            )
+            async with asyncio.timeout(self.request_timeout):
+                response = await client.send(request, stream=True)
+                self._unanswered.clear()  # an answer, whatever it says: Torn is reachable
+                try:
+                    body = await self._read_body(response, key)
+                finally:
+                    await response.aclose()
         except UnrecordedRequest:
             # Replay (sentinel_kit.replay) and the cassette holds no answer for this key: it
             # fails alone, and never counts toward "Torn unreachable".
@@ -283,15 +359,22 @@ class TornClient:
             logger.debug("GET {} key={} -> {}", self.url, key.fingerprint, type(exc).__name__)
             self._observe("no_answer")
             raise self._unanswered_request(key, exc) from None
-        except httpx.TimeoutException:
+        except (httpx.TimeoutException, TimeoutError) as exc:
+            if response is None and phase.connecting:
+                # The deadline fell while connecting: no answer at all, as a connect timeout.
+                logger.debug("GET {} key={} -> connect timeout", self.url, key.fingerprint)
+                self._observe("no_answer")
+                raise self._unanswered_request(key, httpx.ConnectTimeout(str(exc))) from None
             logger.debug("GET {} key={} -> timeout", self.url, key.fingerprint)
             self._observe("timeout")
             raise UpstreamUnavailable(
-                f"no answer within {self.request_timeout:g}s",
+                f"no complete answer within {self.request_timeout:g}s",
                 error_class=ErrorClass.TRANSIENT,
                 reason=Reason.TIMEOUT,
             ) from None
-        except httpx.TransportError as exc:
+        except httpx.HTTPError as exc:
+            # Transport failures (a reset, a truncated body, a framing error) and anything
+            # else httpx raises for one request.
             logger.debug("GET {} key={} -> {}", self.url, key.fingerprint, type(exc).__name__)
             self._observe("network")
             raise UpstreamUnavailable(
@@ -299,7 +382,6 @@ class TornClient:
                 error_class=ErrorClass.TRANSIENT,
                 reason=Reason.NETWORK,
             ) from None
-        self._unanswered.clear()  # an answer, whatever it says: Torn is reachable
         logger.debug(
             "GET {} key={} -> {} in {:.0f} ms",
             self.url,
@@ -307,7 +389,25 @@ class TornClient:
             response.status_code,
             (time.perf_counter() - started) * 1000,
         )
-        return response
+        return _Answer(response.status_code, response.headers, body)
+
+    async def _read_body(self, response: httpx.Response, key: TornKey) -> bytes:
+        """Read the body, up to the cap; a body too large or not decodable is a FetchError.
+
+        Transport failures while reading (a truncated body, a reset) propagate to
+        :meth:`_send`, which classifies them with those of sending.
+        """
+        try:
+            return await _read_capped(response)
+        except _BodyTooLarge as exc:
+            logger.debug("GET {} key={} -> body over the cap", self.url, key.fingerprint)
+            self._observe("bad_response")
+            raise oversized_body(response.status_code, response.headers, exc.size) from None
+        except httpx.DecodingError:
+            # Content-Encoding says gzip (or br, ...) and the bytes are not.
+            logger.debug("GET {} key={} -> undecodable body", self.url, key.fingerprint)
+            self._observe("bad_response")
+            raise undecodable_body(response.status_code, response.headers) from None
 
     def _unanswered_request(self, key: TornKey, exc: httpx.TransportError) -> FetchError:
         """Count a request that got no HTTP answer; trip the breaker on the fifth key."""

@@ -17,6 +17,7 @@ Each class carries the ``exit_code`` the CLI exits with when it reaches the top:
     ├── StoreError                 (3)  the database cannot be reached or refused a statement
     │   ├── ConnectionLost         (3)  the connection dropped (stores retry on a fresh one first)
     │   ├── SchemaMissing          (2)  the tables are not there: run `sentinel-kit migrate`
+    │   ├── StoreDataError         (3)  the database refused a value (SQLSTATE class 22/23)
     │   └── StaleFence             (3)  a write carried a fencing token that lost its lease
     ├── LockHeld                   (0)  another process holds the lease; the run was skipped
     ├── RunAborted                 (3)  a global Torn error stopped the run
@@ -45,6 +46,7 @@ __all__ = [
     "SchemaMissing",
     "SentinelError",
     "StaleFence",
+    "StoreDataError",
     "StoreError",
     "TornAPIError",
     "UpstreamUnavailable",
@@ -146,6 +148,15 @@ class SchemaMissing(StoreError):
     """A table sentinel-kit needs does not exist; ``sentinel-kit migrate`` creates it."""
 
     exit_code = 2
+
+
+class StoreDataError(StoreError):
+    """The database refused a statement for the data in it: a value out of range, too long,
+    or breaking a constraint (SQLSTATE class 22 or 23, or the driver refusing to bind it).
+
+    A write of many rows that fails so is retried in parts, so only the rows the database
+    refuses fail (each its user's ``bad_response``).
+    """
 
 
 class StaleFence(StoreError):

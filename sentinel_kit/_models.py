@@ -102,6 +102,9 @@ class Reason(enum.StrEnum):
     NETWORK = "network"
     BAD_RESPONSE = "bad_response"
     ABORTED = "aborted"
+    #: An unexpected error of ours while processing this one key (a bug): the key fails,
+    #: the run goes on.
+    INTERNAL = "internal"
 
 
 class RunStatus(enum.StrEnum):

@@ -18,14 +18,17 @@ from ._models import Profile, Reason, TornKey
 
 __all__ = [
     "DEFAULT_TORN_URL",
+    "MAX_BODY_BYTES",
     "TORN_ERROR_CODES",
     "USER_AGENT",
     "Classification",
     "classify_http_failure",
     "classify_torn_error",
     "interpret_response",
+    "oversized_body",
     "parse_user_basic",
     "request_headers",
+    "undecodable_body",
     "user_basic_url",
 ]
 
@@ -33,6 +36,10 @@ DEFAULT_TORN_URL = "https://api.torn.com/v2"
 USER_AGENT = "sentinel-kit/0.1 (+https://github.com/sentinel-kit/sentinel-kit; user sync)"
 #: Labels our calls in the key owner's API log (Torn's ``comment`` parameter).
 REQUEST_COMMENT = "sentinel-kit"
+#: The most body bytes (after Content-Encoding) read from one answer. ``/user/basic`` is
+#: about 300 bytes; a body of megabytes is a misrouted URL or a hostile stand-in, and
+#: reading it all would hold the run's memory hostage.
+MAX_BODY_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,14 +172,27 @@ def parse_user_basic(payload: Any) -> Profile:
         keys = ", ".join(sorted(str(k) for k in payload)[:6]) or "none"
         raise _bad_shape(f"no 'profile' object in the answer (top-level keys: {keys})")
     player_id = source.get(id_field)
-    if isinstance(player_id, str) and player_id.isdigit():
-        player_id = int(player_id)
+    # ASCII digits only: str.isdigit() is also true for "²", which int() refuses; and a
+    # bounded length, as int() refuses strings over 4300 digits.
+    if isinstance(player_id, str) and player_id.isascii() and player_id.isdigit():
+        player_id = int(player_id) if len(player_id) <= 20 else None
     if not isinstance(player_id, int) or isinstance(player_id, bool) or player_id <= 0:
         raise _bad_shape(f"profile has no usable '{id_field}'")
     name = source.get("name")
     if not isinstance(name, str) or not name.strip():
         raise _bad_shape("profile has no usable 'name'")
+    if "\x00" in name or not _encodes(name):
+        # JSON can carry "\u0000" and lone surrogates ("\ud800"); no text column stores them.
+        raise _bad_shape("profile 'name' holds a NUL or an unpaired surrogate")
     return Profile(player_id=player_id, name=name)
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def interpret_response(status: int, headers: Mapping[str, str], body: bytes) -> Profile:
@@ -188,8 +208,9 @@ def interpret_response(status: int, headers: Mapping[str, str], body: bytes) -> 
 
     Raises:
         TornAPIError: a Torn error envelope.
-        UpstreamUnavailable: an HTTP error status, or a body that is not JSON.
-        FetchError: JSON of the wrong shape.
+        UpstreamUnavailable: an HTTP error status, or a body that is not JSON (or not
+            UTF-8).
+        FetchError: JSON of the wrong shape, or nested too deep to decode (no retry).
     """
     failure = classify_http_failure(status, headers)
     content_type = _header(headers, "content-type").split(";")[0].strip() or "no content type"
@@ -202,15 +223,67 @@ def interpret_response(status: int, headers: Mapping[str, str], body: bytes) -> 
         )
     try:
         payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError) as exc:
         what = "an empty body" if not body.strip() else f"a non-JSON body ({content_type})"
+        if isinstance(exc, UnicodeDecodeError):
+            what = f"a body that is not UTF-8 ({content_type})"
         raise UpstreamUnavailable(
             f"HTTP {status} with {what}, {len(body)} bytes",
             error_class=ErrorClass.TRANSIENT,
             reason=Reason.BAD_RESPONSE,
             http_status=status,
         ) from None
+    except RecursionError:
+        # 200,000 nested arrays exhaust the decoder's stack: the same body would again.
+        raise FetchError(
+            f"HTTP {status} with JSON nested too deep to decode, {len(body)} bytes",
+            error_class=ErrorClass.REQUEST_BUG,
+            reason=Reason.BAD_RESPONSE,
+            http_status=status,
+        ) from None
     return parse_user_basic(payload)
+
+
+def oversized_body(status: int, headers: Mapping[str, str], size: int) -> FetchError:
+    """The error of an answer whose body exceeds :data:`MAX_BODY_BYTES` (no retry: the same
+    URL would send the same megabytes).
+
+    Args:
+        status: HTTP status code.
+        headers: response headers.
+        size: the bytes read (or declared by ``Content-Length``) when reading stopped.
+
+    Returns:
+        A ``bad_response`` :class:`FetchError` that is not retried.
+    """
+    content_type = _header(headers, "content-type").split(";")[0].strip() or "no content type"
+    return FetchError(
+        f"HTTP {status} ({content_type}) with a body over {MAX_BODY_BYTES // 1024 // 1024} MB "
+        f"(stopped at {size} bytes)",
+        error_class=ErrorClass.REQUEST_BUG,
+        reason=Reason.BAD_RESPONSE,
+        http_status=status,
+    )
+
+
+def undecodable_body(status: int, headers: Mapping[str, str]) -> UpstreamUnavailable:
+    """The error of a body that does not decode as its ``Content-Encoding`` says (a body
+    that claims gzip and is not): retried, like any body that is not JSON.
+
+    Args:
+        status: HTTP status code.
+        headers: response headers.
+
+    Returns:
+        A transient ``bad_response`` :class:`UpstreamUnavailable`.
+    """
+    encoding = _header(headers, "content-encoding") or "its content encoding"
+    return UpstreamUnavailable(
+        f"HTTP {status} with a body that is not the {encoding} it claims",
+        error_class=ErrorClass.TRANSIENT,
+        reason=Reason.BAD_RESPONSE,
+        http_status=status,
+    )
 
 
 def _torn_error(error: Any) -> TornAPIError:

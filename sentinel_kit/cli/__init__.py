@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 from click.exceptions import NoArgsIsHelpError
+from loguru import logger
 
 from .. import __version__
 from .._config import load_env_files, register_env_secrets
@@ -69,6 +70,20 @@ class SentinelGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("error: interrupted", err=True)
             ctx.exit(130)
+        except (click.exceptions.Exit, click.Abort, click.ClickException):
+            raise
+        except Exception as exc:
+            # A bug of ours (or of a job's code): one line and exit 3, like any run that
+            # ended early; the traceback only at DEBUG, where the log's redaction applies.
+            logger.opt(exception=exc).debug("unexpected error")
+            text = str(exc).strip().splitlines()
+            what = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+            click.echo(
+                f"error: internal error: {what} (run with --log-level DEBUG for the "
+                "traceback, and please report it)",
+                err=True,
+            )
+            ctx.exit(3)
 
 
 @click.group(cls=SentinelGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -199,7 +199,7 @@ _SYNC_OPTIONS = [
         default=10.0,
         show_default=True,
         metavar="SECONDS",
-        help="Time allowed for one Torn request.",
+        help="Time allowed for one whole Torn request, from sending it to its body's last byte.",
     ),
     click.option(
         "--max-attempts",

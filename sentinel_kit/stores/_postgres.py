@@ -30,7 +30,14 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
-from .._errors import ConfigError, ConnectionLost, SchemaMissing, StaleFence, StoreError
+from .._errors import (
+    ConfigError,
+    ConnectionLost,
+    SchemaMissing,
+    StaleFence,
+    StoreDataError,
+    StoreError,
+)
 from .._json import dumps
 from .._models import UserDataRow, UserKey
 from .._secrets import Secret, SecretURL
@@ -267,6 +274,8 @@ class PostgresStore(SQLStore):
                 raise ConnectionLost(
                     f"the connection to PostgreSQL at {self.label} dropped while {doing}: {text}"
                 ) from None
+            if state[:2] in ("22", "23"):  # data exception, integrity constraint
+                raise StoreDataError(f"PostgreSQL refused the data while {doing}: {text}") from None
             raise StoreError(f"PostgreSQL failed while {doing}: {text}") from None
 
     def _dropped(self, exc: Exception, state: str) -> bool:

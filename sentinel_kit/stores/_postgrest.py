@@ -28,7 +28,14 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from .._errors import ConfigError, SchemaMissing, SentinelError, StaleFence, StoreError
+from .._errors import (
+    ConfigError,
+    SchemaMissing,
+    SentinelError,
+    StaleFence,
+    StoreDataError,
+    StoreError,
+)
 
 __all__ = ["Failure", "is_transient", "past_the_end", "store_error"]
 
@@ -125,6 +132,10 @@ def store_error(failure: Failure, *, doing: str) -> SentinelError:
         )
     if code == "PT409":
         return StaleFence(f"write refused: {message}")
+    if len(code) == 5 and code[:2] in ("22", "23"):  # SQLSTATE data exception, constraint
+        return StoreDataError(
+            f"Supabase refused the data while {doing}: {failure.status} {code} {message}"
+        )
     if failure.status == 401 and failure.from_gateway:
         return ConfigError(
             f"Supabase's gateway refused SUPABASE_SERVICE_ROLE_KEY while {doing} "

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .._errors import SchemaMissing, StoreError
+from .._errors import SchemaMissing, StoreDataError, StoreError
 from .._models import UserDataRow, UserKey
 from ._migrations import MIGRATIONS_TABLE, migrations, statements
 from ._protocols import DEFAULT_CHUNK_SIZE, Fence
@@ -162,8 +162,13 @@ class SQLiteStore(SQLStore):
                     f"`sentinel-kit migrate --db {self.label}`"
                 ) from None
             raise StoreError(f"SQLite failed while {doing}: {text}") from None
+        except (sqlite3.IntegrityError, sqlite3.DataError) as exc:
+            raise StoreDataError(f"SQLite refused the data while {doing}: {exc}") from None
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite failed while {doing}: {exc}") from None
+        except (OverflowError, UnicodeEncodeError) as exc:
+            # The driver cannot bind the value (an integer over 64 bits, a lone surrogate).
+            raise StoreDataError(f"SQLite refused the data while {doing}: {exc}") from None
 
     def _value(self, value: Any) -> Any:
         # Times as UTC ISO-8601 text, which sorts in time order.

@@ -14,13 +14,15 @@ from loguru import logger
 from .._blocking import run_blocking
 from .._client import TornClient
 from .._crypto import KeyCipher
-from .._errors import ConfigError, WrongSecret
+from .._errors import ConfigError, SentinelError, WrongSecret
 from .._incident import IncidentGuard
 from .._key_health import HealthPolicy
 from .._models import RunStatus
 from .._replay import torn_transport
 from .._secrets import Secret
 from ..stores import Fence, Store, open_store
+from ..stores._sql import SQLStore
+from ._limits import RowLimits, row_limits
 from ._options import RunOptions, Shortcuts, TornOptions, apply_shortcuts
 from ._pipeline import Cut, Pipeline, Stop
 from ._progress import progress_bar
@@ -232,19 +234,27 @@ class SyncJob(Reader):
                     await store.load_key_records(), now=started_at, torn_url=self.torn.url
                 ),
                 run_id=run_id,
+                limits=await _row_limits(store),
             )
             if progress:
                 # The bar counts keys: known up front only for a whole, unsharded run.
                 whole = users is None and self.options.shard is None
                 total = await store.count_keys() if whole else None
                 pipeline.bar = progress_bar(total=total, desc=self.job)
+            internal: str | None = None
             try:
                 async with pipeline.torn:
                     cut = await pipeline.run()
+            except Exception as exc:
+                # A bug of ours ended the run: record and report it like any other end.
+                cut, internal = None, _internal_cause(exc)
+                log.opt(exception=exc).debug("run {}: {}", run_id, internal)
             finally:
                 if pipeline.bar is not None:
                     pipeline.bar.close()
             status, error = _ending(pipeline, cut, self.options.timeout, stop)
+            if internal is not None:
+                status, error = RunStatus.ABORTED, internal
             report = build_report(
                 pipeline.tally,
                 run_id=run_id,
@@ -289,6 +299,27 @@ class SyncJob(Reader):
             pool_size=t.pool_size,
             on_request=self.on_request,
         )
+
+
+async def _row_limits(store: Store) -> RowLimits:
+    """What the app's ``user_data`` columns hold, read from a SQL store's catalog (one
+    query); the seed schema's limits elsewhere. Supabase's column types come from a
+    security report that is not worth a request every run: a value its columns refuse
+    anyway is caught when writing (``sync/_writes.py``)."""
+    if not isinstance(store, SQLStore):
+        return RowLimits()
+    try:
+        return row_limits(await store.column_types())
+    except SentinelError as exc:
+        logger.debug("column types of user_data unknown ({}): assuming the seed schema", exc)
+        return RowLimits()
+
+
+def _internal_cause(exc: BaseException) -> str:
+    """The one-line cause of a run ended by an unexpected error of ours."""
+    text = str(exc).strip().splitlines()
+    what = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    return f"internal error: {what} (--log-level DEBUG logs the traceback)"
 
 
 def _ending(

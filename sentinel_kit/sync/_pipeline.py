@@ -33,12 +33,14 @@ ends early:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import hashlib
 import time
+import traceback
 from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -57,13 +59,15 @@ from .._key_health import (
     key_successes,
     parked_reason,
 )
-from .._models import ErrorClass, Outcome, Reason, TornKey, UserKey
+from .._models import ErrorClass, Outcome, Reason, TornKey, UserDataRow, UserKey
 from ..stores import Fence, Store
+from ._limits import RowLimits
 from ._options import RunOptions
 from ._report import Change, Tally
 from ._rows import build_upserts, diff_rows
+from ._writes import upsert_isolating
 
-__all__ = ["Cut", "Pipeline", "SecretCheck", "Stop", "shard_of"]
+__all__ = ["Cut", "Pipeline", "SecretCheck", "Stop", "settle_key", "shard_of"]
 
 #: Ciphertexts looked at before deciding that ENCRYPTION_KEY is the wrong secret.
 SECRET_SAMPLE = 10
@@ -239,6 +243,42 @@ def _unattempted(
     )
 
 
+async def settle_key(key: UserKey, ctx: _Context, limits: RowLimits) -> Outcome:
+    """:func:`process_key`, which never fails the run: an unexpected error is this key's
+    ``internal`` failure (its traceback logged at DEBUG), and a profile the app's columns
+    cannot hold is this key's ``bad_response``, found before anything is written."""
+    try:
+        outcome = await process_key(key, ctx)
+    except Exception as exc:
+        return _internal_failure(key, ctx, exc)
+    problem = limits.problem(outcome.profile) if outcome.profile is not None else None
+    if problem is None:
+        return outcome
+    logger.bind(job=ctx.job).debug("key {} of user {}: {}", key.id, key.user_id, problem)
+    return replace(
+        outcome,
+        profile=None,
+        reason=Reason.BAD_RESPONSE,
+        detail=problem,
+        error_class=ErrorClass.REQUEST_BUG,
+    )
+
+
+def _internal_failure(key: UserKey, ctx: _Context, exc: Exception) -> Outcome:
+    """A bug of ours met while processing one key: that key's failure, not the run's."""
+    text = "".join(traceback.format_exception(exc))
+    # The traceback may quote the key it was handling: mask it if it decrypts.
+    with contextlib.suppress(Exception):
+        text = text.replace(ctx.cipher.decrypt(key.api_key), "[key]")
+    cause = f"internal error: {type(exc).__name__}"
+    logger.bind(job=ctx.job).debug("key {} of user {}: {}\n{}", key.id, key.user_id, cause, text)
+    # No ciphertext fingerprint: the error may be the stored value's own (not text at all),
+    # and without one key health leaves the key as it was.
+    return Outcome(
+        key.id, key.user_id, reason=Reason.INTERNAL, detail=cause, key_created_at=key.created_at
+    )
+
+
 def _deferred(key: UserKey) -> Outcome:
     return Outcome(key.id, key.user_id, key_created_at=key.created_at, deferred=True)
 
@@ -281,6 +321,8 @@ class Pipeline:
     guard: IncidentGuard | None = None
     #: The run's id, kept with the parks it makes (``keys health --reset --run``).
     run_id: str | None = None
+    #: What the app's user_data columns hold: a profile that does not fit fails its key.
+    limits: RowLimits = field(default_factory=RowLimits)
 
     tally: Tally = field(default_factory=Tally)
     written: int = 0
@@ -433,7 +475,7 @@ class Pipeline:
             done: list[Outcome] = []
             self._done_in_flight[worker_id] = done
             for key in group:
-                done.append(self._watched(await process_key(key, ctx)))
+                done.append(self._watched(await settle_key(key, ctx, self.limits)))
                 self._sending.discard(key.id)
             del self._in_flight[worker_id], self._done_in_flight[worker_id]
             if not any(o.deferred or o.not_reached for o in done):
@@ -541,8 +583,11 @@ class Pipeline:
                 self.changes.extend(diff_rows(rows, current))
             return leftover
         if rows:
-            self.written += await self.store.upsert_user_data(rows, fence=self.fence)
-            # Which keys worked: an incident is told from dead keys by them.
+            written, refused = await upsert_isolating(self.store, rows, fence=self.fence)
+            self.written += written
+            self._refused(refused, outcomes)
+            # Which keys worked (with Torn, whatever the database made of the row): an
+            # incident is told from dead keys by them.
             await self.store.save_key_records(key_successes(outcomes, now=now))
         park, clear = health_changes(
             outcomes, now=now, policy=self.health_policy, run_id=self.run_id
@@ -560,6 +605,17 @@ class Pipeline:
         if attempted:
             await self.store.record_attempts(attempted, at=now, job=self.job, fence=self.fence)
         return leftover
+
+    def _refused(
+        self, refused: Sequence[tuple[UserDataRow, StoreError]], outcomes: Sequence[Outcome]
+    ) -> None:
+        """Users whose row the database refused: their keys fail as ``bad_response``."""
+        log = logger.bind(job=self.job)
+        for row, exc in refused:
+            log.warning("user {}: the database refused its row: {}", row.user_id, exc)
+            for outcome in outcomes:
+                if outcome.user_id == row.user_id and outcome.ok:
+                    self.tally.refuse(outcome, Reason.BAD_RESPONSE)
 
     # -- supervision -------------------------------------------------------------------------
 

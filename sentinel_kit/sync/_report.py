@@ -301,6 +301,13 @@ class Tally:
                 failure = Failure(o.user_id, o.key_id, o.reason, o.torn_code, o.key_fingerprint)
                 (self.not_reached if o.not_reached else self.failures).append(failure)
 
+    def refuse(self, outcome: Outcome, reason: Reason) -> None:
+        """Count a key already counted as synced as failed: its row could not be written."""
+        self.synced -= 1
+        self.failures.append(
+            Failure(outcome.user_id, outcome.key_id, reason, None, outcome.key_fingerprint)
+        )
+
 
 def build_report(
     outcomes: Iterable[Outcome] | Tally,

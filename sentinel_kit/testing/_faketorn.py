@@ -9,7 +9,12 @@ key answers with its default profile. An answer is one of:
   ``cf-mitigated: challenge``);
 - an :class:`Answer` with an explicit status, body, headers and delay; :func:`torn_error`
   (any Torn error code), :func:`rate_limited` (HTTP 429), :func:`cloudflare_challenge`,
-  :func:`cloudflare_502`, :func:`slow` and :func:`hang_up` build the usual ones.
+  :func:`cloudflare_502`, :func:`slow` and :func:`hang_up` build the usual ones;
+- a hostile answer, as raw bytes on the wire: :func:`false_gzip` (says gzip, is not),
+  :func:`truncated` (``Content-Length`` larger than what is sent, then close),
+  :func:`deep_json`, :func:`dripping` (a byte at a time), :func:`huge_body`,
+  :func:`invalid_utf8`, and :func:`profile_answer` (any player id and name, e.g. an id no
+  INTEGER column holds).
 
 :meth:`FakeTorn.outage` answers every key alike for a while (Torn down, an IP block), and
 :meth:`FakeTorn.hold` keeps requests waiting so a test can have N in flight at once.
@@ -33,11 +38,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import sys
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -69,6 +75,13 @@ class Answer:
     drop: bool = False
     #: Answer with the key's default profile (``body`` is ignored), after ``delay``.
     profile: bool = False
+    #: The ``Content-Length`` to declare instead of the body's own (a truncated body when
+    #: larger); the connection closes after the body.
+    length: int | None = None
+    #: Send no ``Content-Length``: the body ends when the connection closes (HTTP/1.0 style).
+    unframed: bool = False
+    #: Seconds between the body's bytes, sent one at a time (a body dripping in).
+    drip: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +141,54 @@ def slow(seconds: float) -> Answer:
 def hang_up(*, delay: float = 0.0) -> Answer:
     """Close the connection without answering (a connection error for the client)."""
     return Answer(drop=True, delay=delay)
+
+
+_JSON = {"Content-Type": "application/json"}
+
+
+def profile_answer(player_id: Any, name: Any = "Player", *, delay: float = 0.0) -> Answer:
+    """Return a v2 ``/user/basic`` success with any player id and name, e.g. ``2**31`` (no
+    PostgreSQL INTEGER holds it) or a name longer than the app's column."""
+    body = json.dumps({"profile": {"id": player_id, "name": name, "level": 1}})
+    return Answer(200, body, dict(_JSON), delay)
+
+
+def false_gzip(*, delay: float = 0.0) -> Answer:
+    """Return an answer whose ``Content-Encoding: gzip`` is a lie: plain JSON bytes."""
+    body = json.dumps({"profile": {"id": 1, "name": "NotGzip"}})
+    return Answer(200, body, {**_JSON, "Content-Encoding": "gzip"}, delay)
+
+
+def truncated(*, delay: float = 0.0) -> Answer:
+    """Return a body cut short: ``Content-Length`` promises more than is sent, then the
+    connection closes."""
+    body = b'{"profile": {"id": 1234567, "na'
+    return Answer(200, body, dict(_JSON), delay, length=len(body) + 64)
+
+
+def deep_json(depth: int = 200_000, *, delay: float = 0.0) -> Answer:
+    """Return valid JSON nested ``depth`` arrays deep (a decoder's recursion limit)."""
+    return Answer(200, "[" * depth + "]" * depth, dict(_JSON), delay)
+
+
+def dripping(interval: float = 2.0, *, delay: float = 0.0) -> Answer:
+    """Return the key's default profile one byte every ``interval`` seconds: each read is
+    quick, the whole answer takes minutes."""
+    return Answer(delay=delay, profile=True, drip=interval)
+
+
+def huge_body(size: int = 8 * 1024 * 1024, *, declare: bool = False) -> Answer:
+    """Return a JSON body of ``size`` bytes; without ``declare``, with no
+    ``Content-Length`` (it ends when the connection closes), so only reading tells its size.
+    """
+    prefix, suffix = b'{"profile": {"id": 1, "name": "Huge", "pad": "', b'"}}'
+    body = prefix + b"x" * max(0, size - len(prefix) - len(suffix)) + suffix
+    return Answer(200, body, dict(_JSON), unframed=not declare)
+
+
+def invalid_utf8(*, delay: float = 0.0) -> Answer:
+    """Return a JSON-looking body with bytes that are not UTF-8."""
+    return Answer(200, b'{"profile": {"id": 7654321, "name": "\xff\xfe"}}', dict(_JSON), delay)
 
 
 class Outage:
@@ -340,7 +401,7 @@ class FakeTorn:
                 item = queue.pop(0) if queue else "ok"
         if isinstance(item, Answer):
             if item.profile:
-                return ok_answer(key, delay=item.delay)
+                return replace(ok_answer(key, delay=item.delay), drip=item.drip)
             return item
         if item == "ok":
             return ok_answer(key, delay=self.latency)
@@ -424,15 +485,36 @@ class FakeTorn:
                     self.send_response(answer.status)
                     for name, value in answer.headers.items():
                         self.send_header(name, value)
-                    self.send_header("Content-Length", str(len(body)))
+                    if not answer.unframed:
+                        length = answer.length if answer.length is not None else len(body)
+                        self.send_header("Content-Length", str(length))
                     self.end_headers()
-                    self.wfile.write(body)
+                    if answer.drip:
+                        self._drip(body, answer.drip)
+                    else:
+                        self.wfile.write(body)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (its timeout): nothing to answer
+                if answer.unframed or answer.length is not None:
+                    self.close_connection = True  # the body ends (or breaks off) here
+
+            def _drip(self, body: bytes, interval: float) -> None:
+                for i in range(len(body)):
+                    self.wfile.write(body[i : i + 1])
+                    self.wfile.flush()
+                    if i + 1 < len(body) and fake._stopping.wait(interval):
+                        self.close_connection = True  # stopped: hang up mid-body
+                        return
 
         class Server(ThreadingHTTPServer):
             daemon_threads = True
             request_queue_size = 1024
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                # A client that hangs up (its timeout, a body it refused) is no server error:
+                # socketserver would print a traceback into the test's output.
+                if not isinstance(sys.exc_info()[1], ConnectionError):
+                    super().handle_error(request, client_address)
 
         self._server = Server(("127.0.0.1", 0), Handler)
         host, port = self._server.server_address[:2]
@@ -552,5 +634,19 @@ class _FastProtocol(asyncio.Protocol):
         body = answer.body.encode() if isinstance(answer.body, str) else answer.body
         head = [f"HTTP/1.1 {answer.status} {HTTPStatus(answer.status).phrase}"]
         head += [f"{name}: {value}" for name, value in answer.headers.items()]
-        head.append(f"Content-Length: {len(body)}")
-        transport.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+        if not answer.unframed:
+            length = answer.length if answer.length is not None else len(body)
+            head.append(f"Content-Length: {length}")
+        transport.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+        if answer.drip:
+            self._drip(transport, body, answer.drip)
+            return
+        transport.write(body)
+        if answer.unframed or answer.length is not None:
+            transport.close()  # the body ends (or breaks off) here
+
+    def _drip(self, transport: asyncio.Transport, body: bytes, interval: float) -> None:
+        if transport.is_closing() or not body:
+            return
+        transport.write(body[:1])
+        asyncio.get_running_loop().call_later(interval, self._drip, transport, body[1:], interval)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sentinel_kit import ConfigError, SchemaMissing, StaleFence, StoreError
+from sentinel_kit import ConfigError, SchemaMissing, StaleFence, StoreDataError, StoreError
 from sentinel_kit.stores._postgrest import Failure, is_transient, past_the_end, store_error
 
 GET = {"method": "GET", "path": "/rest/v1/user_keys"}
@@ -100,7 +100,8 @@ def test_416_is_past_the_end_whatever_the_body() -> None:
         (Failure(500, "55P03", "lock timeout", **GET), StoreError, "waiting for a lock"),
         (Failure(503, "PGRST001", "Database client error."), StoreError, "unavailable"),
         (Failure(502, None, "An invalid response"), StoreError, "502 from the gateway"),
-        (Failure(400, "22P02", "invalid input syntax"), StoreError, "400 22P02 invalid input"),
+        # A data exception (class 22) or a constraint (23): the writer retries row by row.
+        (Failure(400, "22P02", "invalid input syntax"), StoreDataError, "400 22P02 invalid input"),
     ],
 )
 def test_each_failure_becomes_the_error_that_says_what_to_do(

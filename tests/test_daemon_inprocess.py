@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from loguru import logger
 
 from sentinel_kit import JobContext, RunRecord, RunStatus, SyncReport, open_store
 from sentinel_kit._schedule import IntervalSchedule
@@ -81,17 +80,6 @@ def history(db: str, job: str) -> list[RunRecord]:
 def db(tmp_path: Path) -> str:
     """A migrated SQLite database with 6 keys."""
     return seed_sqlite(tmp_path / "daemon.db", simple_keys(6))
-
-
-@pytest.fixture
-def logs() -> Iterator[list[str]]:
-    """sentinel-kit's log messages during the test."""
-    lines: list[str] = []
-    logger.enable("sentinel_kit")
-    sink = logger.add(lambda m: lines.append(m.record["message"]), level="DEBUG")
-    yield lines
-    logger.remove(sink)
-    logger.disable("sentinel_kit")
 
 
 def counting(calls: list[datetime], *, stop_after: int, daemon: list[Daemon]) -> Handler:

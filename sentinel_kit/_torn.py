@@ -1,7 +1,7 @@
 """The Torn API, pure part: request building, response interpretation and error classes.
 
 Torn signals most errors as HTTP 200 with ``{"error": {"code": N, "error": "text"}}``; we
-branch on the code, never on the text (DESIGN.md, "The Torn API"). Nothing here does I/O:
+branch on the code, never on the text (the text may change). Nothing here does I/O:
 :class:`sentinel_kit.client.TornClient` sends the requests and hands the raw status, headers
 and body to :func:`interpret_response`.
 """

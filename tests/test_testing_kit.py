@@ -37,6 +37,7 @@ from sentinel_kit import (
 )
 from sentinel_kit._torn import TORN_ERROR_CODES
 from sentinel_kit.testing import (
+    FIXTURES,
     TEST_SECRET,
     Answer,
     FakeTorn,
@@ -614,3 +615,53 @@ def test_fast_server_routes_per_path() -> None:
         assert ask(torn, KEY_A, "/key/info")["info"]["access"]["type"] == "Minimal Access"
         assert ask(torn, KEY_A, "/nowhere")["error"]["code"] == 4
         assert torn.count(KEY_A, path="/key/info") == 2
+
+
+def shape(value: Any) -> Any:
+    """The structure of a JSON value: keys of objects, the first item of lists, leaf types."""
+    if isinstance(value, dict):
+        return {k: shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shape(value[0])] if value else []
+    if value is None or isinstance(value, bool | str):
+        return type(value).__name__
+    return "number"
+
+
+def same_shape(answer: Any, fixture: Any) -> bool:
+    """The answer has the fixture's keys at every level (an empty list or a null matches
+    anything: the spec allows both)."""
+    if fixture == [] or answer == [] or "NoneType" in (answer, fixture):
+        return True
+    if isinstance(fixture, dict):
+        return (
+            isinstance(answer, dict)
+            and set(answer) == set(fixture)
+            and all(same_shape(answer[k], fixture[k]) for k in fixture)
+        )
+    if isinstance(fixture, list):
+        return isinstance(answer, list) and same_shape(answer[0], fixture[0])
+    return bool(answer == fixture)
+
+
+@pytest.mark.parametrize(
+    ("path", "fixture"),
+    [
+        ("/user/battlestats", "v2_user_battlestats_ok.json"),
+        ("/key/info", "v2_key_info_ok.json"),
+        ("/faction/members", "v2_faction_members_ok.json"),
+        ("/faction/attacks?limit=2", "v2_faction_attacks_ok.json"),
+        ("/user/profile", "v2_user_profile_ok.json"),
+        ("/user/basic", "v2_user_basic_ok_1.json"),
+        ("/user/nosuchselection", "error_4_wrong_fields.json"),
+    ],
+    ids=lambda v: v.split("?")[0].strip("/").replace("/", "-"),
+)
+def test_default_answers_match_the_cited_fixtures(
+    fake_torn: FakeTorn, path: str, fixture: str
+) -> None:
+    """Each default answer has the shape of its fixture, whose source the fixtures README
+    cites."""
+    expected = json.loads((FIXTURES / fixture).read_text())
+    assert same_shape(shape(ask(fake_torn, KEY_A, path)), shape(expected))
+    assert fixture in (FIXTURES / "README.md").read_text()

@@ -17,9 +17,9 @@ key's fingerprint (:func:`sentinel_kit.key_fingerprint`). Replay matches on that
 so concurrent requests each get their own user's answer whatever their order; a body that
 echoes a key is masked too. The path and the query take part in the match too (less the
 per-run ``comment`` and ``timestamp``), so ``/user/basic`` and ``/user/battlestats`` of one
-key, or two pages of one log, replay apart. Scheme, host and port are not matched: the transport only ever
-sees Torn, so a cassette recorded against a stand-in on any port replays for
-``https://api.torn.com``.
+key, or two pages of one log, replay apart. Scheme, host and port are not matched: the
+transport only ever sees Torn, so a cassette recorded against a stand-in on any port replays
+for ``https://api.torn.com``.
 
 >>> with record("cassettes/incident.yaml"):        # doctest: +SKIP
 ...     job.run(dry_run=True)
@@ -54,8 +54,8 @@ if TYPE_CHECKING:
 # vcr.matchers before pytest-recording asks pytest to rewrite its asserts.
 
 __all__ = [
-    "PER_RUN_PARAMETERS",
     "MATCH_ON",
+    "PER_RUN_PARAMETERS",
     "RECORD_MODES",
     "TORN_MATCH_ON",
     "CassetteTransport",

@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import hashlib
 import time
 import traceback
 from asyncio import FIRST_COMPLETED
@@ -60,6 +59,7 @@ from .._key_health import (
     parked_reason,
 )
 from .._models import ErrorClass, Outcome, Reason, TornKey, UserDataRow, UserKey
+from .._shard import shard_of
 from ..stores import Fence, Store
 from ._limits import RowLimits
 from ._options import RunOptions
@@ -95,16 +95,6 @@ class Cut(enum.Enum):
     TIMEOUT = "timeout"
     STOPPED = "stopped"
     INTERRUPTED = "interrupted"
-
-
-def shard_of(user_id: str, shards: int) -> int:
-    """Return the shard (0..shards-1) of a user: a stable hash, the same on every replica.
-
-    The first 8 bytes of SHA-256 of the user id, as an unsigned big-endian integer, modulo
-    ``shards``; the SQL stores compute the same in their queries.
-    """
-    digest = hashlib.sha256(user_id.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") % shards
 
 
 class SecretCheck:

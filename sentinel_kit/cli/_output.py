@@ -44,10 +44,6 @@ QUIET_LIBRARIES = ("httpx", "httpcore", "hpack", "h2", "urllib3")
 SILENT_LIBRARIES = ("apprise",)
 
 
-def _redacting_patcher(record: Any) -> None:
-    record["message"] = redact(record["message"])
-
-
 class RedactingStream:
     """A text stream that redacts what it writes: loguru's text sink writes the formatted
     line here, traceback included, so no secret reaches the terminal.
@@ -95,6 +91,10 @@ class InterceptHandler(logging.Handler):
 
 #: The fields every JSON line starts with; a bound field of the same name cannot replace them.
 _BASE_FIELDS = ("time", "level", "message", "module")
+#: Fields that name code or describe the line, never data: left as they are, so a collector
+#: can filter on them (a word of a secret must not turn ``sentinel_kit.sync._job`` into
+#: ``[redacted]_kit.sync._job``).
+_STRUCTURAL_FIELDS = frozenset(("time", "level", "module", "name", "function", "logger"))
 
 
 class JsonLineSink:
@@ -108,7 +108,9 @@ class JsonLineSink:
          "module": "sentinel_kit.sync._job", "run_id": "...", "job": "sync-users",
          "status": "ok", "synced": 7, ...}
 
-    Every string field, the traceback and the line itself are redacted (:func:`redact`).
+    Every field that can carry data (the message, bound values, nested ones included, and
+    the traceback) is redacted once (:func:`redact`); fields that name code (``module``,
+    ``level``, ``time``, a stdlib ``logger`` name) are left as they are.
     """
 
     def __init__(self, stream: Any = None) -> None:
@@ -124,22 +126,32 @@ class JsonLineSink:
         }
         for name, value in record["extra"].items():
             if name not in _BASE_FIELDS:
-                line[name] = redact(value) if isinstance(value, str) else value
+                line[name] = value if name in _STRUCTURAL_FIELDS else _redacted(value)
         if record["exception"] is not None:
             line["exception"] = redact(
                 "".join(traceback.format_exception(*record["exception"])).rstrip()
             )
         stream = self.stream or sys.stderr
-        # Again on the whole line: a secret inside a bound dict or list is masked too.
-        stream.write(redact(json.dumps(line, default=_loggable)) + "\n")
+        stream.write(json.dumps(line, default=_loggable) + "\n")
         stream.flush()
+
+
+def _redacted(value: Any) -> Any:
+    """``value`` with every string in it redacted (inside dicts, lists and tuples too)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(v) for v in value]
+    return value
 
 
 def _loggable(value: Any) -> Any:
     """JSON for a bound value: ours as in reports, anything else as its (masked) text, so a
     plugin binding an odd object never breaks a log line."""
     try:
-        return to_jsonable(value)
+        return _redacted(to_jsonable(value))
     except TypeError:
         return redact(str(value))
 
@@ -152,7 +164,8 @@ def configure_logging(level: str, fmt: str = "text") -> None:
     a job's ``logging.getLogger(...).info(...)`` is a line like ours, in either format.
     """
     logger.remove()
-    logger.configure(patcher=_redacting_patcher)
+    # No redacting patcher: each sink redacts its line once (the text sink the formatted
+    # line, the JSON sink each data field), so nothing is redacted twice.
     logger.enable("sentinel_kit")
     _intercept_stdlib(logger.level(level.upper()).no)
     if fmt == "json":

@@ -234,6 +234,7 @@ LEAKY_JOB = """
         logger.info("leaky loguru line: {}", ctx)
         logging.getLogger("leaky").info("leaky stdlib line: %r", ctx)
         logging.getLogger("leaky").info("leaky url line: " + ctx.store_url)
+        logging.info("leaky root line")
         logger.info("leaky env line: {}", os.environ["SUPABASE_SERVICE_ROLE_KEY"])
         print(ctx)
         print("leaky print:", ctx.settings, ctx.store_url)
@@ -317,7 +318,10 @@ def test_daemon_job_that_logs_its_context_and_quotes_the_secret_leaks_nothing(
     assert leaks == []
     # The job's own lines are kept, masked, in the daemon's format.
     assert "Secret('********')" in daemon.stdout
-    for line in ("leaky loguru line", "leaky stdlib line", "leaky url line", "leaky env line"):
+    for line in (
+        *("leaky loguru line", "leaky stdlib line", "leaky url line", "leaky env line"),
+        "leaky root line",
+    ):
         assert line in daemon.stderr
     if log_format == "json":
         records = [json.loads(raw) for raw in daemon.stderr.splitlines() if raw.startswith("{")]

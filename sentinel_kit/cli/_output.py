@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import os
 import sys
 import traceback
 from typing import Any
@@ -26,6 +27,7 @@ from .._secrets import redact, redact_secrets
 __all__ = [
     "LEVELS",
     "InterceptHandler",
+    "JobCodeFilter",
     "JsonLineSink",
     "RedactingStream",
     "configure_logging",
@@ -37,8 +39,9 @@ __all__ = [
 
 LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 #: Libraries that log every request at INFO (httpx: the URL) or chatter at DEBUG: they
-#: speak at WARNING and above only, whatever --log-level says.
-QUIET_LIBRARIES = ("httpx", "httpcore", "hpack", "h2", "urllib3")
+#: speak at WARNING and above only, whatever --log-level says. (Every other library does too:
+#: see :class:`JobCodeFilter`; setting these loggers' levels also saves building the records.)
+QUIET_LIBRARIES = ("httpx", "httpcore", "hpack", "h2", "urllib3", "vcr", "asyncio", "psycopg")
 #: Libraries whose lines quote secrets and that we speak for: Apprise logs alert URLs, which
 #: carry webhook tokens (the Alerter logs failures in its own words).
 SILENT_LIBRARIES = ("apprise",)
@@ -67,6 +70,47 @@ class RedactingStream:
         """Whether the underlying stream is a terminal (loguru colours only then)."""
         isatty = getattr(self.stream, "isatty", None)
         return bool(isatty()) if isatty is not None else False
+
+
+def _job_modules() -> dict[str, str | None]:
+    """The modules of the registered jobs (``--import``, entry points): name -> file."""
+    from ..daemon._jobs import registered_jobs  # the registry, not the daemon's loop
+
+    found: dict[str, str | None] = {}
+    for spec in registered_jobs().values():
+        name = getattr(spec.handler, "__module__", None)
+        if name and not name.startswith("sentinel_kit"):
+            found[name] = getattr(sys.modules.get(name), "__file__", None)
+    return found
+
+
+class JobCodeFilter(logging.Filter):
+    """Lets standard-library records below WARNING through only from the jobs' own code.
+
+    A job's module (imported with ``--import`` or by an entry point) logs at the command's
+    level, whether through ``logging.getLogger(__name__)``, a child of it, a logger of its
+    own package, any logger it names from its own file (``logging.getLogger("myjob")``) or
+    the root logger (``logging.info(...)``). Every other library (vcrpy, asyncio, psycopg,
+    ...) speaks at WARNING and above only: their INFO and DEBUG lines quote whole Torn
+    answers and flood the log.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Whether ``record`` is a warning or worse, or comes from a job's code."""
+        if record.levelno >= logging.WARNING:
+            return True
+        modules = _job_modules()
+        if not modules:
+            return False
+        packages = {name.partition(".")[0] for name in modules}
+        if any(record.name == p or record.name.startswith(p + ".") for p in packages):
+            return True
+        files = {file for file in modules.values() if file}
+        return record.pathname in files or any(
+            record.pathname.startswith(os.path.dirname(f) + os.sep)
+            for name, f in modules.items()
+            if f and "." in name  # a package's job module: its package's files are its own
+        )
 
 
 class InterceptHandler(logging.Handler):
@@ -189,7 +233,9 @@ def _intercept_stdlib(level: int) -> None:
     """Route the root logger into loguru at ``level`` (once: the handler is reused)."""
     root = logging.getLogger()
     if not any(isinstance(h, InterceptHandler) for h in root.handlers):
-        root.addHandler(InterceptHandler())
+        handler = InterceptHandler()
+        handler.addFilter(JobCodeFilter())
+        root.addHandler(handler)
     # Python's own default is WARNING: a job's INFO lines would be dropped.
     root.setLevel(level)
     for name in QUIET_LIBRARIES:

@@ -215,7 +215,9 @@ async def process_key(key: UserKey, ctx: _Context) -> Outcome:
     except NotSent:
         return _deferred(key)  # the time box came while it waited on the rate limiters
     except FetchError as exc:
-        if exc.reason is not Reason.ABORTED:
+        if exc.reason is Reason.BAD_RESPONSE:
+            _warn_bad_response(ctx.job, key, plaintext.fingerprint, str(exc))
+        elif exc.reason is not Reason.ABORTED:
             log.debug("key {} of user {}: {}", key.id, key.user_id, exc)
         return Outcome(
             key.id,
@@ -254,13 +256,21 @@ async def settle_key(key: UserKey, ctx: _Context, limits: RowLimits) -> Outcome:
     problem = limits.problem(outcome.profile) if outcome.profile is not None else None
     if problem is None:
         return outcome
-    logger.bind(job=ctx.job).debug("key {} of user {}: {}", key.id, key.user_id, problem)
+    _warn_bad_response(ctx.job, key, outcome.key_fingerprint, problem)
     return replace(
         outcome,
         profile=None,
         reason=Reason.BAD_RESPONSE,
         detail=problem,
         error_class=ErrorClass.REQUEST_BUG,
+    )
+
+
+def _warn_bad_response(job: str, key: UserKey, fingerprint: str | None, detail: str) -> None:
+    """One WARNING line saying why a key failed ``bad_response`` (its answer or a value in
+    it): the final word on that key, unlike transient attempts, which log at DEBUG."""
+    logger.bind(job=job).warning(
+        "user {} key {} ({}): bad_response: {}", key.user_id, key.id, fingerprint or "-", detail
     )
 
 

@@ -54,6 +54,18 @@ __all__ = [
 ]
 
 
+def describe_unexpected(exc: BaseException) -> str:
+    """An unexpected error (a bug of ours or of a job's code) as one redacted line: its type
+    and the first line of its message (which may quote a secret: masked).
+
+    The CLI's ``error: internal error: ...`` line and a run's recorded cause both use it.
+    """
+    from ._secrets import redact  # pure, as this module
+
+    text = str(exc).strip().splitlines()
+    return redact(f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__)
+
+
 class SentinelError(Exception):
     """Root of every error sentinel-kit raises on purpose."""
 

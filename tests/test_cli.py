@@ -319,6 +319,27 @@ def test_cli_runner_reports_errors_the_same_way(tmp_path: Path) -> None:
     assert "migrate" in result.output
 
 
+def test_an_internal_error_quoting_a_secret_prints_one_masked_line() -> None:
+    """An unexpected error reaching the top of the command line (a bug of ours or of a job's
+    code) prints one `error: internal error: ...` line with the secret it quotes masked, and
+    exits 3."""
+    from sentinel_kit._config import register_env_secrets
+    from sentinel_kit.cli import SentinelGroup
+
+    group = SentinelGroup("sentinel-kit")
+
+    @group.command("boom")
+    def boom() -> None:
+        register_env_secrets()
+        raise RuntimeError(f"cannot use {os.environ['ENCRYPTION_KEY']}\nsecond line")
+
+    result = CliRunner().invoke(group, ["boom"], env={"ENCRYPTION_KEY": SECRET})
+    assert result.exit_code == 3
+    assert SECRET not in result.output
+    assert result.output.startswith("error: internal error: RuntimeError: cannot use [redacted]")
+    assert "second line" not in result.output
+
+
 def test_dry_run_writes_nothing_and_lists_changes(tmp_path: Path, torn: FakeTorn) -> None:
     """`sync --dry-run --json` leaves every table row for row unchanged and lists changes."""
     db = tmp_path / "dry.db"

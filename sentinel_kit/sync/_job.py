@@ -14,7 +14,7 @@ from loguru import logger
 from .._blocking import run_blocking
 from .._client import TornClient
 from .._crypto import KeyCipher
-from .._errors import ConfigError, SentinelError, WrongSecret
+from .._errors import ConfigError, SentinelError, WrongSecret, describe_unexpected
 from .._incident import IncidentGuard
 from .._key_health import HealthPolicy
 from .._models import RunStatus
@@ -317,9 +317,7 @@ async def _row_limits(store: Store) -> RowLimits:
 
 def _internal_cause(exc: BaseException) -> str:
     """The one-line cause of a run ended by an unexpected error of ours."""
-    text = str(exc).strip().splitlines()
-    what = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-    return f"internal error: {what} (--log-level DEBUG logs the traceback)"
+    return f"internal error: {describe_unexpected(exc)} (--log-level DEBUG logs the traceback)"
 
 
 def _ending(

@@ -239,6 +239,39 @@ def test_reset_by_code_and_time_unparks_only_what_it_selects(
         assert "Traceback" not in bad.stderr
 
 
+def test_reset_names_unknown_runs_and_reads_durations(tmp_path: Path, torn: FakeTorn) -> None:
+    """`--reset --run` with a run id the database never recorded exits 2 naming `sentinel-kit
+    runs`; `--since 2h` means two hours back; a malformed --since is one line with an
+    example; one key un-parked reads "it"; --since without --code un-parks every kind."""
+    keys = simple_keys(3)
+    torn.always(keys[0].plaintext, torn_error(2))
+    torn.always(keys[1].plaintext, torn_error(10))
+    db = seed_sqlite(tmp_path / "u.db", keys)
+    code, _, stderr = sync(db, torn)
+    assert code == 1, stderr
+    for typo in ("nope", "00000000-0000-4000-8000-000000000000"):
+        bad = run_cli(["keys", "health", "--db", db, "--reset", "--run", typo], env=ENV)
+        assert bad.returncode == 2, bad.stdout
+        assert bad.stderr.count("\n") == 1
+        assert "sentinel-kit runs" in bad.stderr
+    malformed = run_cli(["keys", "health", "--db", db, "--reset", "--since", "2 hours"], env=ENV)
+    assert malformed.returncode == 2
+    assert malformed.stderr.count("\n") == 1
+    assert "e.g. 2026-11-28T10:00:00" in malformed.stderr
+    assert "%Y" not in malformed.stderr
+    one = run_cli(
+        ["keys", "health", "--db", db, "--reset", "--code", "2", "--since", "2h"], env=ENV
+    )
+    assert one.returncode == 0, one.stderr
+    assert "un-parked 1 key for code 2 since " in one.stdout
+    assert one.stdout.rstrip().endswith("the next sync will request it")
+    rest = run_cli(["keys", "health", "--db", db, "--reset", "--since", "1d"], env=ENV)
+    assert "un-parked 1 key since" in rest.stdout  # the suspended one: every kind of park
+    assert cli_json("keys", "health", "--db", db) == []
+    helped = run_cli(["keys", "health", "--help"], env=ENV)
+    assert "every kind of park" in " ".join(helped.stdout.split())
+
+
 def test_runs_with_no_success_park_nothing_until_three_an_hour_apart(
     tmp_path: Path, torn: FakeTorn
 ) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from sentinel_kit import ErrorClass, Outcome, Profile, Reason
+from sentinel_kit import ErrorClass, Outcome, Profile, Reason, SQLiteStore, SyncJob
 from sentinel_kit._incident import IncidentGuard
 from sentinel_kit._key_health import (
     STRIKE_GAP,
@@ -21,6 +21,7 @@ from sentinel_kit._key_health import (
     KeyRecord,
     strike,
 )
+from sentinel_kit.sync._job import KEY_RECORD_METHODS
 from sentinel_kit.testing import FakeTorn, SentinelStore, torn_error
 
 from .conftest import SECRET, SeedKey, make_key, run_cli, seed_sqlite, simple_keys, sync_args
@@ -371,3 +372,33 @@ def test_an_incident_on_postgres_parks_none_and_the_next_run_syncs_everyone(
     assert store.key_health() == {}
     code, report, stderr = sync(pg_url, torn)
     assert (code, report["synced"]) == (0, 40), stderr
+
+
+class StoreOf02(SQLiteStore):
+    """A user's store written for 0.2: it lacks the methods KeyHealthStore gained since."""
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in KEY_RECORD_METHODS:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return super().__getattribute__(name)
+
+
+def test_a_store_written_for_0_2_runs_and_parks_code_2_as_before(
+    tmp_path: Path, torn: FakeTorn
+) -> None:
+    """A store without load_key_records, save_key_records and unpark_keys runs (no
+    `internal` end): code-2 keys park as in 0.2, once warned which methods to add."""
+    keys = simple_keys(4)
+    for key in keys[:2]:
+        torn.always(key.plaintext, torn_error(2))
+    path = tmp_path / "old.db"
+    seed_sqlite(path, keys)
+    job = SyncJob(db=StoreOf02(path), secret=SECRET, torn_url=torn.url, max_rpm=0)
+    with pytest.warns(DeprecationWarning, match="load_key_records, save_key_records, unpark_keys"):
+        report = job.run()
+    assert (report.status, report.synced, report.failed) == ("partial", 2, 2)
+    assert {f.reason for f in report.failures} == {Reason.KEY_INVALID}
+    parked = cli_json("keys", "health", "--db", f"sqlite:///{path}")
+    assert sorted(h["key_id"] for h in parked) == sorted(k.key_id for k in keys[:2])
+    again = job.run()  # warned once per store class; the parked keys are skipped
+    assert (again.status, again.skipped, again.synced) == ("ok", 2, 2)

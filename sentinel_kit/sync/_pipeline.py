@@ -597,8 +597,9 @@ class Pipeline:
             self.written += written
             self._refused(refused, outcomes)
             # Which keys worked (with Torn, whatever the database made of the row): an
-            # incident is told from dead keys by them.
-            await self.store.save_key_records(key_successes(outcomes, now=now))
+            # incident is told from dead keys by them. (No guard: a store without records.)
+            if self.guard is not None:
+                await self.store.save_key_records(key_successes(outcomes, now=now))
         park, clear = health_changes(
             outcomes, now=now, policy=self.health_policy, run_id=self.run_id
         )

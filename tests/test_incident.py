@@ -178,6 +178,17 @@ def test_keys_that_synced_yesterday_all_answering_code_2_stop_early_and_park_non
     (shown,) = cli_json("status", "--db", db)
     assert shown["healthy"] is False
     assert "Incorrect key" in shown["reason"]
+    assert len(report["error"]) <= 160 + len(torn.url)
+    table = run_cli(["status", "--db", db], env=ENV).stdout
+    assert "…" in table  # the reason is cut in the table; --json keeps it whole
+    assert max(len(line) for line in table.splitlines()) <= 220
+    # In text, the cause prints once on stderr, and the code-2 keys read as one line.
+    with torn.outage(torn_error(2)):
+        text = run_cli([a for a in sync_args(db, torn) if a != "--json"], env=ENV)
+    assert text.returncode == 3, text.stderr
+    assert text.stderr.count("Torn's API status page") == 1
+    assert "failed: user" not in text.stdout
+    assert " keys: key_invalid (torn code 2) (the first: user " in text.stdout
     code, report, stderr = sync(db, torn)
     assert (code, report["synced"], report["skipped"]) == (0, 60, 0), stderr
 

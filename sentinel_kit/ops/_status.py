@@ -313,7 +313,9 @@ class StatusReport:
         rows = [j._row() for j in self.jobs]
         if not rows:
             return "(no jobs)"
-        cells = [[str(c) for c in r] for r in rows]
+        # Long reasons (an incident's, a store error's) are cut in the table; `--json` and
+        # the run's own record keep them whole.
+        cells = [[_cell(str(c)) for c in r] for r in rows]
         widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(_COLUMNS)]
         lines = ["  ".join(h.ljust(w) for h, w in zip(_COLUMNS, widths, strict=True))]
         lines.append("  ".join("-" * w for w in widths))
@@ -337,6 +339,14 @@ class StatusReport:
     def to_pandas(self) -> Any:
         """The jobs as a pandas DataFrame (needs the ``pandas`` extra)."""
         return to_dataframe([dict(zip(_COLUMNS, j._row(), strict=True)) for j in self], _COLUMNS)
+
+
+#: The widest a cell of the status table gets.
+MAX_CELL = 100
+
+
+def _cell(text: str) -> str:
+    return text if len(text) <= MAX_CELL else text[: MAX_CELL - 1] + "…"
 
 
 async def job_statuses(

@@ -497,7 +497,11 @@ class Pipeline:
     def _watched(self, outcome: Outcome) -> Outcome:
         """Show the guard each answer as it arrives; on an incident, stop sending."""
         if self.guard is not None and self.guard.observe(outcome):
-            logger.bind(job=self.job).warning("{}", self.guard.message)
+            # The cause itself is printed once, as the run's error when it ends.
+            logger.bind(job=self.job).warning(
+                "{} keys that worked answered code 2 in a row: stopped sending",
+                self.guard.threshold,
+            )
             self.torn.halt(
                 FetchError(
                     self.guard.message,

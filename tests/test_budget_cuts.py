@@ -23,12 +23,15 @@ import psycopg
 import pytest
 
 from sentinel_kit import (
+    Failure,
     FetchError,
     KeyCipher,
+    Reason,
     RetryPolicy,
     RunStatus,
     SentinelError,
     SyncJob,
+    SyncReport,
     TornKey,
     UserKey,
 )
@@ -247,3 +250,26 @@ def test_a_request_not_sent_at_the_time_box_is_no_fetch_failure(torn: FakeTorn) 
     assert isinstance(caught, NotSent)
     assert not isinstance(caught, FetchError)
     assert torn.count() == 0
+
+
+def test_not_reached_is_the_count_of_the_keys_not_reached() -> None:
+    """A report that knows the keys it never reached counts exactly those in `not_reached`
+    (JSON included), whatever count it was handed; one read back from JSON keeps its count."""
+    now = datetime.now(UTC)
+    cut = tuple(Failure(f"u{n}", f"k{n}", Reason.TIMEOUT) for n in range(3))
+    base: dict[str, Any] = {
+        "run_id": "r",
+        "job": "sync-users",
+        "status": RunStatus.TIMEOUT,
+        "started_at": now,
+        "finished_at": now,
+        "keys_total": 5,
+        "synced": 2,
+        "failed": 3,
+        "skipped": 0,
+        "written": 2,
+    }
+    report = SyncReport(**base, not_reached=7, unreached=cut)
+    assert (report.not_reached, report.to_dict()["not_reached"]) == (3, 3)
+    assert report.not_reached_keys() == cut
+    assert SyncReport(**base, not_reached=3).not_reached == 3

@@ -131,6 +131,12 @@ class SyncReport:
     #: The keys not reached, kept in memory only: never in the JSON report.
     unreached: tuple[Failure, ...] = field(default=(), repr=False, compare=False)
 
+    def __post_init__(self) -> None:
+        # When the keys are known, their count is theirs: the two never disagree. (A report
+        # read back from JSON knows only the count, and keeps it.)
+        if self.unreached and self.not_reached != len(self.unreached):
+            object.__setattr__(self, "not_reached", len(self.unreached))
+
     @property
     def duration_s(self) -> float:
         """Wall-clock seconds between start and finish."""

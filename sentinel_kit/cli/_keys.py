@@ -124,7 +124,7 @@ def keys_add(db: str | None, user_id: str, api_key: str | None, as_json: bool) -
             }
         )
     else:
-        click.echo(f"added key {key_id} for user {row.user_id} (fingerprint {fingerprint})")
+        echo_text(f"added key {key_id} for user {row.user_id} (fingerprint {fingerprint})")
 
 
 @keys.command("list")
@@ -148,7 +148,7 @@ def keys_list(db: str | None, as_json: bool) -> None:
     if as_json:
         echo_json(rows)
         return
-    click.echo(
+    echo_text(
         table(
             ["key_id", "user_id", "created_at", "decrypts"],
             [[r["key_id"], r["user_id"], r["created_at"], r["decrypts"]] for r in rows],
@@ -250,9 +250,9 @@ def keys_health(
         echo_json([h.to_dict() for h in result])
         return
     if not result:
-        click.echo("no parked keys: every key will be requested by the next sync")
+        echo_text("no parked keys: every key will be requested by the next sync")
         return
-    click.echo(
+    echo_text(
         table(
             ["key_id", "user_id", "state", "last_code", "since", "retry_after", "reason"],
             [
@@ -278,7 +278,7 @@ def _reset_one(db: str | None, key_id: str) -> None:
 
     if not with_store(db, reset):
         raise ConfigError(f"key {key_id} is not parked: `sentinel-kit keys health` lists them")
-    click.echo(f"key {key_id} un-parked: the next sync will request it")
+    echo_text(f"key {key_id} un-parked: the next sync will request it")
 
 
 def _reset_selected(
@@ -368,6 +368,6 @@ def keys_rotate(db: str | None, batch_size: int, as_json: bool) -> None:
     if as_json:
         echo_json(report.to_dict())
     else:
-        click.echo(report.summary())
+        echo_text(report.summary())
     if not report.complete:
         raise click.exceptions.Exit(1)

@@ -205,7 +205,9 @@ async def process_key(key: UserKey, ctx: _Context) -> Outcome:
     except NotSent:
         return _deferred(key)  # the time box came while it waited on the rate limiters
     except FetchError as exc:
-        if exc.reason is not Reason.ABORTED:
+        if exc.reason is Reason.BAD_RESPONSE:
+            _warn_bad_response(ctx.job, key, plaintext.fingerprint, str(exc))
+        elif exc.reason is not Reason.ABORTED:
             log.debug("key {} of user {}: {}", key.id, key.user_id, exc)
         return Outcome(
             key.id,
@@ -244,13 +246,21 @@ async def settle_key(key: UserKey, ctx: _Context, limits: RowLimits) -> Outcome:
     problem = limits.problem(outcome.profile) if outcome.profile is not None else None
     if problem is None:
         return outcome
-    logger.bind(job=ctx.job).debug("key {} of user {}: {}", key.id, key.user_id, problem)
+    _warn_bad_response(ctx.job, key, outcome.key_fingerprint, problem)
     return replace(
         outcome,
         profile=None,
         reason=Reason.BAD_RESPONSE,
         detail=problem,
         error_class=ErrorClass.REQUEST_BUG,
+    )
+
+
+def _warn_bad_response(job: str, key: UserKey, fingerprint: str | None, detail: str) -> None:
+    """One WARNING line saying why a key failed ``bad_response`` (its answer or a value in
+    it): the final word on that key, unlike transient attempts, which log at DEBUG."""
+    logger.bind(job=job).warning(
+        "user {} key {} ({}): bad_response: {}", key.user_id, key.id, fingerprint or "-", detail
     )
 
 
@@ -477,7 +487,11 @@ class Pipeline:
     def _watched(self, outcome: Outcome) -> Outcome:
         """Show the guard each answer as it arrives; on an incident, stop sending."""
         if self.guard is not None and self.guard.observe(outcome):
-            logger.bind(job=self.job).warning("{}", self.guard.message)
+            # The cause itself is printed once, as the run's error when it ends.
+            logger.bind(job=self.job).warning(
+                "{} keys that worked answered code 2 in a row: stopped sending",
+                self.guard.threshold,
+            )
             self.torn.halt(
                 FetchError(
                     self.guard.message,
@@ -577,8 +591,9 @@ class Pipeline:
             self.written += written
             self._refused(refused, outcomes)
             # Which keys worked (with Torn, whatever the database made of the row): an
-            # incident is told from dead keys by them.
-            await self.store.save_key_records(key_successes(outcomes, now=now))
+            # incident is told from dead keys by them. (No guard: a store without records.)
+            if self.guard is not None:
+                await self.store.save_key_records(key_successes(outcomes, now=now))
         park, clear = health_changes(
             outcomes, now=now, policy=self.health_policy, run_id=self.run_id
         )

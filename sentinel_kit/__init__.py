@@ -18,6 +18,7 @@ from loguru import logger
 __version__ = "0.2.0"
 
 from . import _compat
+from ._budget import TornBudget
 from ._crypto import KeyCipher, decrypt_api_key, encrypt_api_key
 from ._demo import DEMO_SECRET, create_demo_database, demo_cassette
 from ._errors import (
@@ -142,6 +143,7 @@ __all__ = [
     "SyncJob",
     "SyncReport",
     "TornAPIError",
+    "TornBudget",
     "TornCassette",
     "TornKey",
     "TornOptions",

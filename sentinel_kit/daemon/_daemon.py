@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
+from .._budget import JobDemand, daemon_budget, log_budget
 from .._errors import ConfigError, SchemaMissing, SentinelError, StoreError
 from .._models import JobState, RunRecord, RunStatus
 from .._schedule import Schedule, schedule_spec
@@ -323,6 +324,19 @@ class Daemon:
         if warning is not None:
             self.log.bind(job=lease, event="budget_warning").warning(warning)
 
+    def _demands(self) -> list[JobDemand]:
+        """What each job asks of the shared Torn budget (sync-users' requests as planned)."""
+        now = self.clock.now()
+        planned = self.coverage.budget.requests if self.coverage is not None else None
+        return [
+            JobDemand(
+                self.lease_name(spec),
+                schedule_period(plan, now),
+                planned if spec.name == SYNC_JOB_NAME else None,
+            )
+            for spec, plan in self.config.jobs
+        ]
+
     # -- scheduling ----------------------------------------------------------------------------
 
     def lease_name(self, spec: JobSpec) -> str:
@@ -347,6 +361,8 @@ class Daemon:
         slots = self._slots = self._make_slots()
         await self._register(slots, fail=True)
         await self._announce_budget()
+        # One Torn budget for every job of this process: made from --max-rpm, then logged.
+        log_budget(self.log, daemon_budget(self.config.settings), self._demands())
         stopping = asyncio.create_task(self._stopping.wait(), name="sentinel-stopping")
         try:
             while True:

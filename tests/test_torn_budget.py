@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sentinel_kit import TornBudget, TornKey
+from sentinel_kit import SyncJob, TornBudget, TornKey
 from sentinel_kit._budget import JobDemand, budget_lines
 from sentinel_kit._client import TornClient
 from sentinel_kit._ratelimit import FairLimiter
@@ -261,6 +261,41 @@ def test_two_keys_of_one_owner_share_the_players_window(torn: FakeTorn) -> None:
     assert max(owner_times) - min(owner_times) >= 0.9  # the second three waited a window
     other_times = [t for t, k in torn.requests if k == other]
     assert max(other_times) - min(owner_times) < 0.5
+
+
+def test_two_sync_jobs_of_one_process_share_the_budget_by_default(
+    tmp_path: Path, torn: FakeTorn
+) -> None:
+    """Two SyncJobs run at once from two threads (each on a loop of its own, as run() does in
+    a notebook), each allowed 6 a minute: together they send 6 in the minute, not 12, and
+    both get some of them; the rest wait for the next run (the time box)."""
+    torn.latency = 0.02
+    jobs = {
+        name: SyncJob(
+            db=seed_sqlite(tmp_path / f"{name}.db", simple_keys(6, prefix=name, start=start)),
+            secret=SECRET,
+            torn_url=torn.url,
+            concurrency=2,
+            max_rpm=6,
+            time_box=2.0,
+            job=name,
+        )
+        for name, start in (("first", 0), ("second", 100))
+    }
+    reports = {}
+
+    def run(name: str) -> None:
+        reports[name] = jobs[name].run()
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert torn.count() == 6
+    assert sorted(r.synced for r in reports.values())[0] >= 1
+    assert sum(r.synced for r in reports.values()) == 6
+    assert sum(r.deferred for r in reports.values()) == 6
 
 
 # -- the daemon ---------------------------------------------------------------------------------

@@ -200,6 +200,35 @@ def test_a_short_job_is_not_held_behind_a_long_pass(torn: FakeTorn) -> None:
     assert torn.max_in_window(1.0) <= 10
 
 
+def test_a_job_arriving_mid_pass_is_served_within_moments(torn: FakeTorn) -> None:
+    """Once a long pass keeps the window full, places free one by one, not in one burst a
+    window later: a short job arriving a while into the pass is done in a fraction of the
+    window, not after the pass's next burst."""
+    budget = TornBudget(20, per_player_rpm=0, window=2.0)
+    long_keys = [make_key(n) for n in range(200)]
+    short_keys = [make_key(n) for n in range(300, 303)]
+    took: list[float] = []
+
+    async def main() -> None:
+        async with (
+            client(torn, budget, "long", concurrency=12) as long_job,
+            client(torn, budget, "short", concurrency=3) as short_job,
+        ):
+            long_pass = asyncio.create_task(fetch_all(long_job, long_keys, concurrency=12))
+            while torn.count() < 20:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(2.3)  # past the first window: the pass runs at the limit
+            started = time.monotonic()
+            await fetch_all(short_job, short_keys, concurrency=3)
+            took.append(time.monotonic() - started)
+            long_job.stop_starting()
+            await long_pass
+
+    asyncio.run(main())
+    assert took[0] < 1.0  # a place every 0.1 s, every other one its own
+    assert torn.max_in_window(2.0) <= 20
+
+
 def test_a_stricter_limit_of_one_job_applies_on_top(torn: FakeTorn) -> None:
     """A job given a lower --max-rpm than the process keeps to it; the other job may use
     the rest of the shared window."""

@@ -40,7 +40,6 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
-from .._budget import JobDemand, daemon_budget, log_budget
 from .._errors import ConfigError, SchemaMissing, SentinelError, StoreError
 from .._models import JobState, RunRecord, RunStatus
 from .._schedule import Schedule, schedule_spec
@@ -294,6 +293,24 @@ class Daemon:
         return min(schedule_period(plan, self.clock.now()), self.config.timeout)
 
     async def _announce_budget(self) -> None:
+        """Log sync-users' coverage, then the process's one Torn budget: made from
+        --max-rpm for every job here, one line per job with its share, and the total."""
+        from .._budget import JobDemand, daemon_budget, log_budget
+
+        await self._announce_coverage()
+        now = self.clock.now()
+        planned = self.coverage.budget.requests if self.coverage is not None else None
+        demands = [
+            JobDemand(
+                self.lease_name(spec),
+                schedule_period(plan, now),
+                planned if spec.name == SYNC_JOB_NAME else None,
+            )
+            for spec, plan in self.config.jobs
+        ]
+        log_budget(self.log, daemon_budget(self.config.settings), demands)
+
+    async def _announce_coverage(self) -> None:
         """Log how long a full pass of sync-users takes and how many users a run reaches;
         warn when a run cannot cover every user, saying how many shards or what --max-rpm
         would. Reads the keys (no request to Torn); a database it cannot read yet is left
@@ -324,19 +341,6 @@ class Daemon:
         if warning is not None:
             self.log.bind(job=lease, event="budget_warning").warning(warning)
 
-    def _demands(self) -> list[JobDemand]:
-        """What each job asks of the shared Torn budget (sync-users' requests as planned)."""
-        now = self.clock.now()
-        planned = self.coverage.budget.requests if self.coverage is not None else None
-        return [
-            JobDemand(
-                self.lease_name(spec),
-                schedule_period(plan, now),
-                planned if spec.name == SYNC_JOB_NAME else None,
-            )
-            for spec, plan in self.config.jobs
-        ]
-
     # -- scheduling ----------------------------------------------------------------------------
 
     def lease_name(self, spec: JobSpec) -> str:
@@ -361,8 +365,6 @@ class Daemon:
         slots = self._slots = self._make_slots()
         await self._register(slots, fail=True)
         await self._announce_budget()
-        # One Torn budget for every job of this process: made from --max-rpm, then logged.
-        log_budget(self.log, daemon_budget(self.config.settings), self._demands())
         stopping = asyncio.create_task(self._stopping.wait(), name="sentinel-stopping")
         try:
             while True:

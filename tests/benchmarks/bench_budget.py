@@ -10,8 +10,8 @@ keys than the budget covers, under ``--max-rpm R --time-box S``. Counted at the 
 requests per job in each minute from the first request, and the busiest rolling 60 s of all.
 
 ``arrival``: one process, two ``SyncJob``s: a long pass fills the window and keeps
-``concurrency`` requests waiting; a short job (10 users) starts then. Prints how long the
-short job took and how the places of the next window were shared.
+``concurrency`` requests waiting; a short job (10 users) starts 70 s into it. Prints how long
+the short job took and how many of the next 20 places were its own.
 
 Not collected by pytest (no test_ prefix). Exit status 1 when a check fails.
 """
@@ -97,7 +97,7 @@ def arrival_section(args: argparse.Namespace, tmp: Path) -> bool:
             job="long-pass",
             max_rpm=args.rpm,
             per_key_rpm=0,
-            time_box=65.0,
+            time_box=100.0,
         )
         short_job = SyncJob(
             db=short_db,
@@ -111,7 +111,8 @@ def arrival_section(args: argparse.Namespace, tmp: Path) -> bool:
         pass_task = asyncio.create_task(long_job.arun())
         while torn.count() < args.rpm:
             await asyncio.sleep(0.05)
-        await asyncio.sleep(1.0)  # the long pass now waits on the full window
+        # Past the first window: the pass keeps the window full and its waiters queued.
+        await asyncio.sleep(70.0)
         started = time.monotonic()
         await short_job.arun()
         took = time.monotonic() - started

@@ -39,6 +39,7 @@ __all__ = [
     "JobDemand",
     "TornBudget",
     "budget_lines",
+    "client_windows",
     "daemon_budget",
     "log_budget",
 ]
@@ -149,6 +150,33 @@ class TornBudget:
         global _PROCESS
         with _PROCESS_LOCK:
             _PROCESS = None
+
+
+def client_windows(
+    budget: TornBudget, max_rpm: int, per_key_rpm: int
+) -> tuple[list[FairLimiter], KeyedFairLimiter | None]:
+    """The per-IP windows a client with these limits goes through, and its own per-owner
+    windows (None: the budget's alone), by the rules in this module's docstring.
+
+    Args:
+        budget: the budget the client shares.
+        max_rpm: the client's own per-IP limit (0: none, the shared one included).
+        per_key_rpm: the client's own per-owner limit (0: none).
+
+    Returns:
+        The per-IP windows, its own (when stricter) before the shared one; and its own
+        per-owner windows when stricter than the budget's.
+    """
+    ip: list[FairLimiter] = []
+    if max_rpm > 0:
+        if not budget.max_rpm or max_rpm < budget.max_rpm:
+            ip.append(FairLimiter(max_rpm, window=budget.window))
+        if budget.max_rpm:
+            ip.append(budget.ip)
+    own_players = None
+    if per_key_rpm > 0 and (not budget.per_player_rpm or per_key_rpm < budget.per_player_rpm):
+        own_players = KeyedFairLimiter(per_key_rpm, window=budget.window)
+    return ip, own_players
 
 
 def daemon_budget(settings: Mapping[str, Any]) -> TornBudget:

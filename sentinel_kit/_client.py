@@ -23,10 +23,10 @@ import certifi
 import httpx
 from loguru import logger
 
-from ._budget import DEFAULT_MAX_RPM, DEFAULT_PER_KEY_RPM, TornBudget
+from ._budget import DEFAULT_MAX_RPM, DEFAULT_PER_KEY_RPM, TornBudget, client_windows
 from ._errors import ErrorClass, FetchError, NotSent, UpstreamUnavailable
 from ._models import Profile, Reason, TornKey
-from ._ratelimit import FairLimiter, KeyedFairLimiter
+from ._ratelimit import FairLimiter
 from ._replay import UnrecordedRequest
 from ._retry import RetryPolicy
 from ._torn import (
@@ -164,7 +164,7 @@ class TornClient:
         self.per_key_rpm = per_key_rpm
         self.budget = budget or TornBudget.process(max_rpm=max_rpm, per_player_rpm=per_key_rpm)
         self.job = job or f"torn-client-{next(_CLIENTS)}"
-        self._ip_gates, self._own_players = _gates(self.budget, max_rpm, per_key_rpm)
+        self._ip_gates, self._own_players = client_windows(self.budget, max_rpm, per_key_rpm)
         self._transport = transport
         self._clients: list[httpx.AsyncClient] = []
         self._next_client: itertools.cycle[httpx.AsyncClient] | None = None
@@ -481,21 +481,3 @@ class TornClient:
 
 
 _CLIENTS = itertools.count(1)
-
-
-def _gates(
-    budget: TornBudget, max_rpm: int, per_key_rpm: int
-) -> tuple[list[FairLimiter], KeyedFairLimiter | None]:
-    """A client's windows besides the budget's: the shared per-IP window (unless its own
-    limit is 0: no limit), its own per-IP window when stricter than the budget's, and its
-    own per-owner windows when stricter than the budget's."""
-    ip: list[FairLimiter] = []
-    if max_rpm > 0:
-        if not budget.max_rpm or max_rpm < budget.max_rpm:
-            ip.append(FairLimiter(max_rpm, window=budget.window))
-        if budget.max_rpm:
-            ip.append(budget.ip)
-    own_players = None
-    if per_key_rpm > 0 and (not budget.per_player_rpm or per_key_rpm < budget.per_player_rpm):
-        own_players = KeyedFairLimiter(per_key_rpm, window=budget.window)
-    return ip, own_players

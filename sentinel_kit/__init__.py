@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 
 from . import _compat
+from ._budget import TornBudget
 from ._crypto import KeyCipher, decrypt_api_key, encrypt_api_key
 from ._demo import DEMO_SECRET, create_demo_database, demo_cassette
 from ._errors import (
@@ -141,6 +142,7 @@ __all__ = [
     "SyncJob",
     "SyncReport",
     "TornAPIError",
+    "TornBudget",
     "TornCassette",
     "TornKey",
     "TornOptions",

@@ -23,9 +23,10 @@ import certifi
 import httpx
 from loguru import logger
 
+from ._budget import DEFAULT_MAX_RPM, DEFAULT_PER_KEY_RPM, TornBudget, client_windows
 from ._errors import ErrorClass, FetchError, NotSent, UpstreamUnavailable
 from ._models import Profile, Reason, TornKey
-from ._ratelimit import KeyedLimiter, SlidingWindowLimiter
+from ._ratelimit import FairLimiter
 from ._replay import UnrecordedRequest
 from ._retry import RetryPolicy
 from ._torn import (
@@ -48,11 +49,6 @@ __all__ = [
     "TornClient",
 ]
 
-#: Global requests per rolling minute: well under Torn's 1000 per IP.
-DEFAULT_MAX_RPM = 600
-#: Requests per key per rolling minute: half of Torn's 100 per player, leaving room for the
-#: key owner's other tools.
-DEFAULT_PER_KEY_RPM = 50
 #: Connections per httpx client. httpcore scans its whole pool for every queued request
 #: (encode/httpx#3215), so several small pools beat one large one (see the benchmark).
 DEFAULT_POOL_SIZE = 4
@@ -123,8 +119,10 @@ class TornClient:
         request_timeout: seconds for one whole request, from sending it to the last byte
             of its body (httpx alone would bound each read).
         concurrency: requests expected in flight; sizes the connection pools.
-        max_rpm: global requests per rolling minute; 0 disables the global limit.
-        per_key_rpm: requests per key per rolling minute; 0 disables it.
+        max_rpm: global requests per rolling minute; 0 disables the global limit (the
+            shared one too). Stricter than the budget's, it applies on top of it.
+        per_key_rpm: requests per key owner (all their keys) per rolling minute; 0
+            disables it. Stricter than the budget's, it applies on top of it.
         policy: the retry policy for transient failures.
         transport: an httpx transport for every client (tests, cassettes); None uses
             httpx's own.
@@ -135,6 +133,9 @@ class TornClient:
             without an answer, ``no_answer`` (connect failed), ``timeout``, ``network`` or
             ``replay_miss``. The daemon counts these in its metrics; the client itself
             knows nothing of metrics.
+        budget: the Torn budget this client shares with the other jobs (see
+            :mod:`sentinel_kit._budget`); None uses the process budget.
+        job: the job this client sends for: jobs take turns in the shared budget.
     """
 
     def __init__(
@@ -149,6 +150,8 @@ class TornClient:
         transport: httpx.AsyncBaseTransport | None = None,
         pool_size: int = DEFAULT_POOL_SIZE,
         on_request: Callable[[str], None] | None = None,
+        budget: TornBudget | None = None,
+        job: str | None = None,
     ) -> None:
         self.base_url = base_url
         self.on_request = on_request
@@ -157,8 +160,11 @@ class TornClient:
         self.request_timeout = request_timeout
         self.concurrency = max(1, concurrency)
         self.policy = policy or RetryPolicy()
-        self.global_limiter = SlidingWindowLimiter(max_rpm)
-        self.key_limiter = KeyedLimiter(per_key_rpm)
+        self.max_rpm = max_rpm
+        self.per_key_rpm = per_key_rpm
+        self.budget = budget or TornBudget.process(max_rpm=max_rpm, per_player_rpm=per_key_rpm)
+        self.job = job or f"torn-client-{next(_CLIENTS)}"
+        self._ip_gates, self._own_players = client_windows(self.budget, max_rpm, per_key_rpm)
         self._transport = transport
         self._clients: list[httpx.AsyncClient] = []
         self._next_client: itertools.cycle[httpx.AsyncClient] | None = None
@@ -218,7 +224,11 @@ class TornClient:
         self._closing.set()
 
     async def fetch_user_basic(
-        self, key: TornKey, *, on_sent: Callable[[], None] | None = None
+        self,
+        key: TornKey,
+        *,
+        on_sent: Callable[[], None] | None = None,
+        owner: str | None = None,
     ) -> Profile:
         """Fetch one key's profile, retrying transient failures per the policy.
 
@@ -226,6 +236,9 @@ class TornClient:
             key: the decrypted key.
             on_sent: called each time a request for the key goes out (after the rate
                 limiters admitted it), so a run knows the key was attempted.
+            owner: who Torn counts the request against (100 a minute per player, all
+                their keys): ``player:ID`` where known, else ``user:ID``; None counts the
+                key alone.
 
         Returns:
             The owner's :class:`Profile`.
@@ -236,23 +249,19 @@ class TornClient:
                 client was halted by a global error before this request went out.
         """
         last: FetchError | None = None
-        try:
-            async for attempt in self.policy.retrying(
-                give_up=self._closing.is_set, sleep=self._backoff
-            ):
-                with attempt:
-                    if last is not None and self._closing.is_set():
-                        raise last  # stopped during the backoff: the failure stands
-                    try:
-                        return await self._fetch_once(key, on_sent)
-                    except FetchError as exc:
-                        last = exc
-                        raise
-            raise AssertionError(
-                "unreachable: tenacity re-raises the last error"
-            )  # pragma: no cover
-        finally:
-            self.key_limiter.forget(key.fingerprint)
+        label = owner or f"key:{key.fingerprint}"
+        async for attempt in self.policy.retrying(
+            give_up=self._closing.is_set, sleep=self._backoff
+        ):
+            with attempt:
+                if last is not None and self._closing.is_set():
+                    raise last  # stopped during the backoff: the failure stands
+                try:
+                    return await self._fetch_once(key, on_sent, label)
+                except FetchError as exc:
+                    last = exc
+                    raise
+        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
     async def _backoff(self, seconds: float) -> None:
         """Wait before a retry; :meth:`stop_starting` ends the wait (and the retry)."""
@@ -262,37 +271,64 @@ class TornClient:
             async with asyncio.timeout(seconds):
                 await self._closing.wait()
 
-    async def _admit(self, key: TornKey) -> list[tuple[SlidingWindowLimiter, list[float]]]:
-        """Wait for room in the key's and the global window; return the stamps to release.
+    def _limiters(self, owner: str) -> list[FairLimiter]:
+        """The windows a request of ``owner`` needs room in: the owner's, then the IP's
+        (the last is the contended one: a place there is never held while waiting on
+        another)."""
+        gates: list[FairLimiter] = []
+        if self.per_key_rpm > 0:
+            if self._own_players is not None:
+                gates.append(self._own_players.get(owner))
+            if self.budget.per_player_rpm > 0:
+                gates.append(self.budget.players.get(owner))
+        return gates + self._ip_gates
+
+    async def _acquire(self, limiters: list[FairLimiter]) -> list[tuple[FairLimiter, list[float]]]:
+        taken: list[tuple[FairLimiter, list[float]]] = []
+        try:
+            for limiter in limiters:
+                taken.append((limiter, await limiter.acquire(self.job)))
+        except BaseException:
+            # Cancelled half-way: the request is not sent, so it counts nowhere.
+            for limiter, stamp in taken:
+                limiter.cancel(stamp)
+            raise
+        return taken
+
+    async def _admit(self, owner: str) -> list[tuple[FairLimiter, list[float]]]:
+        """Wait for room in the owner's and the IP's windows; return the stamps to release.
 
         Raises:
             NotSent: :meth:`stop_starting` came first (the wait is cancelled).
         """
-        limiters = (self.key_limiter.get(key.fingerprint), self.global_limiter)
+        limiters = self._limiters(owner)
         if self._closing.is_set():
             raise NotSent()
         if all(limiter.ready() for limiter in limiters):
-            return [(limiter, await limiter.acquire()) for limiter in limiters]
-
-        async def acquire() -> list[tuple[SlidingWindowLimiter, list[float]]]:
-            return [(limiter, await limiter.acquire()) for limiter in limiters]
-
+            return await self._acquire(limiters)
         # A user waiting on the limiters has not started: the time box defers it at once,
         # rather than letting it wait (a minute, at a binding --max-rpm) into the deadline.
-        admitted = asyncio.ensure_future(acquire())
+        admitted = asyncio.ensure_future(self._acquire(limiters))
         closing = asyncio.ensure_future(self._closing.wait())
         try:
             await asyncio.wait({admitted, closing}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             closing.cancel()
             admitted.cancel()  # no-op once admitted; a cancelled wait stamps nothing
-        if self._closing.is_set() or not admitted.done() or admitted.cancelled():
+            with contextlib.suppress(asyncio.CancelledError):
+                await admitted  # let a cancelled wait give back what it took
+        if self._closing.is_set() or admitted.cancelled():
+            if not admitted.cancelled():
+                for limiter, stamp in admitted.result():
+                    limiter.cancel(stamp)
             raise NotSent()
         return admitted.result()
 
-    async def _fetch_once(self, key: TornKey, on_sent: Callable[[], None] | None) -> Profile:
+    async def _fetch_once(
+        self, key: TornKey, on_sent: Callable[[], None] | None, owner: str
+    ) -> Profile:
         self._check_halted()
-        stamps = await self._admit(key)
+        stamps = await self._admit(owner)
         try:
             # A global error may have arrived while this task waited for the limiters.
             self._check_halted()
@@ -442,3 +478,6 @@ class TornClient:
                 error_class=ErrorClass.GLOBAL,
                 reason=Reason.ABORTED,
             )
+
+
+_CLIENTS = itertools.count(1)

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from loguru import logger
 
-from sentinel_kit import ConfigError
+from sentinel_kit import ConfigError, TornBudget
 from sentinel_kit._replay import MATCH_ON, scrub_request, scrub_response, torn_key_matcher
 from sentinel_kit.testing import (
     TEST_SECRET,
@@ -73,6 +73,15 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
             "SENTINEL_TEST_"
         ):
             monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_torn_budget() -> Iterator[None]:
+    """Each test starts with no process Torn budget, as a new process would: a budget
+    made by one test's --max-rpm never limits the next test."""
+    TornBudget.reset()
+    yield
+    TornBudget.reset()
 
 
 # -- VCR (pytest-recording) ---------------------------------------------------------------------

@@ -183,7 +183,8 @@ _SYNC_OPTIONS = [
         type=click.IntRange(min=0),
         default=DEFAULT_MAX_RPM,
         show_default=True,
-        help="Requests allowed in any rolling minute, for the whole run. 0 means no limit "
+        help="Requests allowed in any rolling minute, for the whole process: every job "
+        "shares it in turns. 0 means no limit "
         "(for benchmarks and private stand-ins only: Torn allows 1000 per IP).",
     ),
     click.option(
@@ -191,7 +192,8 @@ _SYNC_OPTIONS = [
         type=click.IntRange(min=0),
         default=DEFAULT_PER_KEY_RPM,
         show_default=True,
-        help="Requests allowed per key in any rolling minute. 0 means no limit.",
+        help="Requests allowed per player (all their keys, every job of the process) in "
+        "any rolling minute. 0 means no limit.",
     ),
     click.option(
         "--request-timeout",

@@ -212,6 +212,24 @@ class Daemon:
         return min(schedule_period(plan, self.clock.now()), self.config.timeout)
 
     async def _announce_budget(self) -> None:
+        """Log sync-users' coverage, then the process's one Torn budget: made from
+        --max-rpm for every job here, one line per job with its share, and the total."""
+        from .._budget import JobDemand, daemon_budget, log_budget
+
+        await self._announce_coverage()
+        now = self.clock.now()
+        planned = self.coverage.budget.requests if self.coverage is not None else None
+        demands = [
+            JobDemand(
+                self.lease_name(spec),
+                schedule_period(plan, now),
+                planned if spec.name == SYNC_JOB_NAME else None,
+            )
+            for spec, plan in self.config.jobs
+        ]
+        log_budget(self.log, daemon_budget(self.config.settings), demands)
+
+    async def _announce_coverage(self) -> None:
         """Log how long a full pass of sync-users takes and how many users a run reaches;
         warn when a run cannot cover every user, saying how many shards or what --max-rpm
         would. Reads the keys (no request to Torn); a database it cannot read yet is left

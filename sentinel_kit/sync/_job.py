@@ -297,6 +297,8 @@ class SyncJob(Reader):
             transport=transport,
             pool_size=t.pool_size,
             on_request=self.on_request,
+            # The process's one Torn budget, in which this job takes its turn.
+            job=self.job,
         )
 
 

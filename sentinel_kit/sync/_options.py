@@ -27,8 +27,11 @@ class TornOptions:
     Attributes:
         url: Torn's v2 base URL (or a stand-in's).
         concurrency: users fetched at the same time.
-        max_rpm: requests in any rolling minute for the run; 0 means no limit.
-        per_key_rpm: requests per key in any rolling minute; 0 means no limit.
+        max_rpm: requests in any rolling minute; 0 means no limit. Every job of the process
+            shares one such window in turns (:class:`~sentinel_kit.TornBudget`); a value
+            stricter than the process's applies on top of it.
+        per_key_rpm: requests per key owner (all their keys) in any rolling minute, shared
+            by the process like ``max_rpm``; 0 means no limit.
         request_timeout: seconds for one request.
         pool_size: connections per httpx client (``concurrency / pool_size`` clients).
         retry: the retry policy of transient failures.

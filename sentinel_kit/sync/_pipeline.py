@@ -201,7 +201,11 @@ async def process_key(key: UserKey, ctx: _Context) -> Outcome:
         ctx.on_sent(key)
 
     try:
-        profile = await ctx.torn.fetch_user_basic(plaintext, on_sent=mark_sent)
+        # Torn counts per player, all their keys: the user stands for the player until the
+        # key's owner is known.
+        profile = await ctx.torn.fetch_user_basic(
+            plaintext, on_sent=mark_sent, owner=f"user:{key.user_id}"
+        )
     except NotSent:
         return _deferred(key)  # the time box came while it waited on the rate limiters
     except FetchError as exc:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
+from .._budget import JobDemand, daemon_budget, log_budget
 from .._errors import ConfigError, SentinelError
 from .._schedule import Schedule
 from .._secrets import SecretURL, mask_settings
@@ -214,8 +215,6 @@ class Daemon:
     async def _announce_budget(self) -> None:
         """Log sync-users' coverage, then the process's one Torn budget: made from
         --max-rpm for every job here, one line per job with its share, and the total."""
-        from .._budget import JobDemand, daemon_budget, log_budget
-
         await self._announce_coverage()
         now = self.clock.now()
         planned = self.coverage.budget.requests if self.coverage is not None else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -165,11 +166,14 @@ class Outcome:
     #: secret) before this key's request was sent: a failure of the run, not of the key,
     #: counted in the report's ``not_reached`` rather than listed.
     not_reached: bool = False
+    #: The rows a declared sync's ``parse`` made of the answer (column -> value each);
+    #: None for a failure.
+    rows: tuple[Mapping[str, Any], ...] | None = None
 
     @property
     def ok(self) -> bool:
-        """True when the key produced a profile."""
-        return self.profile is not None
+        """True when the key produced a profile (or a declared sync's rows)."""
+        return self.profile is not None or self.rows is not None
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ minutes. Parameters of the same names in the URL win.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -62,6 +62,11 @@ SELECT user_id, name, player_id, updated_at
 ON CONFLICT (user_id) DO UPDATE
    SET name = EXCLUDED.name, player_id = EXCLUDED.player_id, updated_at = EXCLUDED.updated_at
 """
+
+
+def _json_cell(value: Any) -> Any:
+    """A value of a declared column as JSON: times as ISO-8601 text, the rest as it is."""
+    return iso(value) if isinstance(value, datetime) else value
 
 
 #: libpq's TCP settings unless the URL sets them: a keepalive after 30 s idle (paths that
@@ -411,6 +416,28 @@ class PostgresStore(SQLStore):
                 "SELECT sentinel_upsert_user_data(?, ?, ?::jsonb)",
                 [fence.lease, fence.token, payload],
             )
+
+    async def _upsert_rows_chunk(
+        self,
+        session: Session,
+        table: str,
+        key: tuple[str, ...],
+        rows: Sequence[Mapping[str, Any]],
+        fence: Fence | None,
+    ) -> None:
+        # The function of migration 013, which the Supabase store calls too: names quoted
+        # with format('%I'), values read as the table's own column types, fenced.
+        payload = dumps([{c: _json_cell(v) for c, v in row.items()} for row in rows], indent=None)
+        await session.execute(
+            "SELECT sentinel_upsert_rows(?, ?::text[], ?::jsonb, ?, ?)",
+            [
+                table,
+                list(key),
+                payload,
+                fence.lease if fence else None,
+                fence.token if fence else None,
+            ],
+        )
 
     async def _record_attempts_chunk(
         self,

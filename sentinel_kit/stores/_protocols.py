@@ -8,10 +8,10 @@ jobs; ``status``, ``/healthz`` and alerts read the run history and the job state
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol, Self, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, Self, runtime_checkable
 
 from .._key_health import KeyHealth, KeyRecord
 from .._models import JobState, LeaseInfo, RunRecord, StoredUser, UserDataRow, UserKey
@@ -32,6 +32,7 @@ __all__ = [
     "KeyStore",
     "RunStore",
     "Store",
+    "TableStore",
     "UserDataStore",
     "abandon_note",
     "dedupe_rows",
@@ -181,6 +182,30 @@ class UserDataStore(Protocol):
 
 
 @runtime_checkable
+class TableStore(Protocol):
+    """Any declared table: the rows of a sync other than the user sync."""
+
+    async def upsert_rows(
+        self,
+        table: str,
+        key: Sequence[str],
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        fence: Fence | None = None,
+    ) -> int:
+        """Insert or update rows of ``table`` on the ``key`` columns, in chunks; return rows
+        written. Every row has the same columns; names are validated and quoted, never taken
+        as SQL. Fenced like :meth:`UserDataStore.upsert_user_data`.
+
+        Raises:
+            ConfigError: a name is not an identifier, or names a table no sync may write
+                (``user_keys``, sentinel-kit's own).
+            StoreDataError: the database refused a value.
+        """
+        ...
+
+
+@runtime_checkable
 class RunStore(Protocol):
     """``sentinel_runs`` and ``sentinel_leases``: run history, one run per tick, fencing."""
 
@@ -295,7 +320,7 @@ class JobStateStore(Protocol):
 
 
 @runtime_checkable
-class Store(KeyStore, UserDataStore, RunStore, KeyHealthStore, JobStateStore, Protocol):
+class Store(KeyStore, UserDataStore, TableStore, RunStore, KeyHealthStore, JobStateStore, Protocol):
     """A database holding ``user_keys`` and ``user_data`` and sentinel's own tables.
 
     Connections are opened by ``async with store:`` inside the run's event loop, so a store

@@ -57,12 +57,14 @@ from ._rows import (
     key_record,
     numeric_id,
     parse_time,
+    quoted,
     record_row,
     run_record,
     run_row,
     stored_user,
     user_key,
     user_key_row,
+    writable_table,
 )
 
 if TYPE_CHECKING:
@@ -547,6 +549,43 @@ class SQLStore(Reentrant):
             )
             self.write_calls += 1
         return len(unique)
+
+    async def upsert_rows(
+        self,
+        table: str,
+        key: Sequence[str],
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        fence: Fence | None = None,
+    ) -> int:
+        """Insert or update rows of a declared table on its key, in chunks; return rows
+        written (see :class:`~sentinel_kit.stores.TableStore`)."""
+        writable_table(table)
+        for name in (*key, *(rows[0] if rows else ())):
+            quoted(name)
+        for start in range(0, len(rows), self.chunk_size):
+            chunk = rows[start : start + self.chunk_size]
+            # Idempotent, like user_data: the same rows again; fenced like it.
+            await self._run(
+                f"writing {table}",
+                partial(
+                    self._upsert_rows_chunk, table=table, key=tuple(key), rows=chunk, fence=fence
+                ),
+                transaction=True,
+            )
+            self.write_calls += 1
+        return len(rows)
+
+    async def _upsert_rows_chunk(
+        self,
+        session: Session,
+        table: str,
+        key: tuple[str, ...],
+        rows: Sequence[Mapping[str, Any]],
+        fence: Fence | None,
+    ) -> None:
+        """Write one chunk of a declared table (fenced: refused when the fence is stale)."""
+        raise NotImplementedError
 
     async def fetch_user_data(self, user_ids: Sequence[str]) -> dict[str, StoredUser]:
         """Return the current rows of these users."""

@@ -54,12 +54,14 @@ from ._rows import (
     key_record,
     numeric_id,
     parse_time,
+    quoted,
     record_row,
     run_record,
     run_row,
     stored_user,
     user_data_row,
     user_key,
+    writable_table,
 )
 from ._sql import DEFAULT_READ_AHEAD, SQL_TABLES
 
@@ -249,6 +251,37 @@ class SupabaseStore(DataAPISession):
                 )
             self.write_calls += 1
         return len(unique)
+
+    async def upsert_rows(
+        self,
+        table: str,
+        key: Sequence[str],
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        fence: Fence | None = None,
+    ) -> int:
+        """Upsert rows of a declared table in chunks, through the one generic fenced SQL
+        function (``sentinel_upsert_rows``, migration 013), which quotes every name."""
+        writable_table(table)
+        for name in (*key, *(rows[0] if rows else ())):
+            quoted(name)
+        for start in range(0, len(rows), self.chunk_size):
+            chunk = [_json(dict(r)) for r in rows[start : start + self.chunk_size]]
+            # Idempotent: the same rows again; under a fence, refused as stale if another
+            # holder took the lease meanwhile.
+            await self._rpc(
+                "sentinel_upsert_rows",
+                {
+                    "p_table": table,
+                    "p_key": list(key),
+                    "p_rows": chunk,
+                    "p_lease": fence.lease if fence else None,
+                    "p_fence": fence.token if fence else None,
+                },
+                retry=True,
+            )
+            self.write_calls += 1
+        return len(rows)
 
     async def fetch_user_data(self, user_ids: Sequence[str]) -> dict[str, StoredUser]:
         """Return the current rows of these users (in batches that keep URLs short)."""

@@ -39,9 +39,10 @@ import hashlib
 import time
 import traceback
 from asyncio import FIRST_COMPLETED
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from loguru import logger
@@ -59,13 +60,14 @@ from .._key_health import (
     key_successes,
     parked_reason,
 )
-from .._models import ErrorClass, Outcome, Reason, TornKey, UserDataRow, UserKey
+from .._models import ErrorClass, Outcome, Reason, TornKey, UserKey
 from ..stores import Fence, Store
+from ._builtin import SYNC_USERS
 from ._limits import RowLimits
 from ._options import RunOptions
 from ._report import Change, Tally
-from ._rows import build_upserts, diff_rows
-from ._writes import upsert_isolating
+from ._sinks import Sink, sink_for
+from ._spec import Row, TornSync
 
 __all__ = ["Cut", "Pipeline", "SecretCheck", "Stop", "settle_key", "shard_of"]
 
@@ -179,10 +181,31 @@ class _Context:
     job: str
     #: Called when a request for the key goes out.
     on_sent: Callable[[UserKey], None]
+    #: The sync: which endpoint, and how its answer becomes rows.
+    spec: TornSync = SYNC_USERS
+
+
+def as_rows(parse: Callable[[Any], Any], answer: Any) -> tuple[Row, ...]:
+    """Run a sync's ``parse`` on an answer; its result as rows.
+
+    Raises:
+        TypeError: ``parse`` returned something that is not a row (a mapping) or a
+            sequence of rows; the client makes it that key's ``bad_response``.
+    """
+    parsed = parse(answer)
+    if isinstance(parsed, Mapping):
+        return (parsed,)
+    if (
+        isinstance(parsed, Sequence)
+        and not isinstance(parsed, str | bytes)
+        and all(isinstance(row, Mapping) for row in parsed)
+    ):
+        return tuple(parsed)
+    raise TypeError(f"parse returned a {type(parsed).__name__}, not a row or rows")
 
 
 async def process_key(key: UserKey, ctx: _Context) -> Outcome:
-    """Skip a parked key, or decrypt it and fetch its profile: one :class:`Outcome`."""
+    """Skip a parked key, or decrypt it and fetch its sync's answer: one :class:`Outcome`."""
     cfp = ciphertext_fingerprint(key.api_key)
     base: dict[str, Any] = {"key_created_at": key.created_at, "ciphertext_fp": cfp}
     parked = parked_reason(ctx.health.get(key.id), key, now=datetime.now(UTC), policy=ctx.policy)
@@ -211,7 +234,13 @@ async def process_key(key: UserKey, ctx: _Context) -> Outcome:
         ctx.on_sent(key)
 
     try:
-        profile = await ctx.torn.fetch_user_basic(plaintext, on_sent=mark_sent)
+        rows = await ctx.torn.fetch(
+            plaintext,
+            ctx.spec.endpoint,
+            ctx.spec.params,
+            on_sent=mark_sent,
+            parse=partial(as_rows, ctx.spec.parse),
+        )
     except NotSent:
         return _deferred(key)  # the time box came while it waited on the rate limiters
     except FetchError as exc:
@@ -228,7 +257,7 @@ async def process_key(key: UserKey, ctx: _Context) -> Outcome:
             not_reached=not sent,
             **base,
         )
-    return Outcome(key.id, key.user_id, profile=profile, **base)
+    return Outcome(key.id, key.user_id, rows=rows, **base)
 
 
 def _unattempted(
@@ -243,25 +272,17 @@ def _unattempted(
     )
 
 
-async def settle_key(key: UserKey, ctx: _Context, limits: RowLimits) -> Outcome:
+async def settle_key(key: UserKey, ctx: _Context, sink: Sink) -> Outcome:
     """:func:`process_key`, which never fails the run: an unexpected error is this key's
-    ``internal`` failure (its traceback logged at DEBUG), and a profile the app's columns
-    cannot hold is this key's ``bad_response``, found before anything is written."""
+    ``internal`` failure (its traceback logged at DEBUG), and rows the table cannot hold
+    are this key's ``bad_response``, found before anything is written."""
     try:
-        outcome = await process_key(key, ctx)
+        outcome = sink.admit(await process_key(key, ctx))
     except Exception as exc:
         return _internal_failure(key, ctx, exc)
-    problem = limits.problem(outcome.profile) if outcome.profile is not None else None
-    if problem is None:
-        return outcome
-    logger.bind(job=ctx.job).debug("key {} of user {}: {}", key.id, key.user_id, problem)
-    return replace(
-        outcome,
-        profile=None,
-        reason=Reason.BAD_RESPONSE,
-        detail=problem,
-        error_class=ErrorClass.REQUEST_BUG,
-    )
+    if outcome.reason is Reason.BAD_RESPONSE and outcome.torn_code is None:
+        logger.bind(job=ctx.job).debug("key {} of user {}: {}", key.id, key.user_id, outcome.detail)
+    return outcome
 
 
 def _internal_failure(key: UserKey, ctx: _Context, exc: Exception) -> Outcome:
@@ -323,10 +344,14 @@ class Pipeline:
     run_id: str | None = None
     #: What the app's user_data columns hold: a profile that does not fit fails its key.
     limits: RowLimits = field(default_factory=RowLimits)
+    #: The sync this run runs (the user sync unless told).
+    spec: TornSync = SYNC_USERS
 
     tally: Tally = field(default_factory=Tally)
     written: int = 0
     changes: list[Change] = field(default_factory=list)
+    #: A dry run's would-be rows of a declared table (which has no name/player-id diff).
+    dry_rows: list[Any] = field(default_factory=list)
     store_error: StoreError | None = None
     wrong_secret: str | None = None
     cut: Cut | None = None
@@ -346,13 +371,15 @@ class Pipeline:
     _results: asyncio.Queue[list[Outcome] | None] = field(default_factory=asyncio.Queue)
     _stop_feeding: asyncio.Event = field(default_factory=asyncio.Event)
     _defer: asyncio.Event = field(default_factory=asyncio.Event)
+    _sink: Sink | None = None
 
     async def run(self) -> Cut | None:
         """Run to the end (or the cut); return why it was cut short, if it was."""
         self.started_at = datetime.now(UTC)
         self._groups = asyncio.Queue(maxsize=self.concurrency * 2)
+        self._sink = sink_for(self.spec, self.limits)
         ctx = _Context(
-            self.cipher, self.torn, self.health, self.health_policy, self.job, self._sent
+            self.cipher, self.torn, self.health, self.health_policy, self.job, self._sent, self.spec
         )
         producer = asyncio.create_task(self._produce(), name="sentinel-producer")
         writer = asyncio.create_task(self._write(), name="sentinel-writer")
@@ -475,7 +502,7 @@ class Pipeline:
             done: list[Outcome] = []
             self._done_in_flight[worker_id] = done
             for key in group:
-                done.append(self._watched(await settle_key(key, ctx, self.limits)))
+                done.append(self._watched(await settle_key(key, ctx, self.sink)))
                 self._sending.discard(key.id)
             del self._in_flight[worker_id], self._done_in_flight[worker_id]
             if not any(o.deferred or o.not_reached for o in done):
@@ -565,25 +592,33 @@ class Pipeline:
             self._stop_feeding.set()
             return []
 
+    @property
+    def sink(self) -> Sink:
+        """The sink of the run's table."""
+        if self._sink is None:
+            self._sink = sink_for(self.spec, self.limits)
+        return self._sink
+
     async def _write_outcomes(
         self, outcomes: list[Outcome], *, whole_chunks: bool
     ) -> list[Outcome]:
         now = datetime.now(UTC)
-        rows = build_upserts(outcomes, now=now)
+        sink = self.sink
+        rows = sink.build(outcomes, now=now)
         leftover: list[Outcome] = []
         keep = len(rows) % self.options.chunk_size if whole_chunks else 0
         if keep:
-            held = {r.user_id for r in rows[-keep:]}
-            rows = rows[:-keep]
+            held = {sink.unit_of(r) for r in rows[-keep:]}
+            rows = [r for r in rows if sink.unit_of(r) not in held]
             leftover = [o for o in outcomes if o.user_id in held]
             outcomes = [o for o in outcomes if o.user_id not in held]
         if self.dry_run:
             if rows:
-                current = await self.store.fetch_user_data([r.user_id for r in rows])
-                self.changes.extend(diff_rows(rows, current))
+                self.changes.extend(await sink.diff(self.store, rows))
+                self.dry_rows.extend(rows)
             return leftover
         if rows:
-            written, refused = await upsert_isolating(self.store, rows, fence=self.fence)
+            written, refused = await sink.write(self.store, rows, fence=self.fence)
             self.written += written
             self._refused(refused, outcomes)
             # Which keys worked (with Torn, whatever the database made of the row): an
@@ -607,14 +642,19 @@ class Pipeline:
         return leftover
 
     def _refused(
-        self, refused: Sequence[tuple[UserDataRow, StoreError]], outcomes: Sequence[Outcome]
+        self, refused: Sequence[tuple[Any, StoreError]], outcomes: Sequence[Outcome]
     ) -> None:
         """Users whose row the database refused: their keys fail as ``bad_response``."""
         log = logger.bind(job=self.job)
+        failed: set[str] = set()
         for row, exc in refused:
-            log.warning("user {}: the database refused its row: {}", row.user_id, exc)
+            user_id = self.sink.unit_of(row)
+            log.warning("user {}: the database refused its row: {}", user_id, exc)
+            if user_id in failed:
+                continue  # a user with several rows fails once
+            failed.add(user_id)
             for outcome in outcomes:
-                if outcome.user_id == row.user_id and outcome.ok:
+                if outcome.user_id == user_id and outcome.ok:
                     self.tally.refuse(outcome, Reason.BAD_RESPONSE)
 
     # -- supervision -------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from .._schedule import CronSchedule, IntervalSchedule, Schedule
 from .._secrets import SecretURL, mask_settings
 from ..stores import Fence
 from ..sync import Stop, SyncReport
+from ..sync._registry import declared_syncs
 
 __all__ = ["ENTRY_POINT_GROUP", "JobContext", "JobSpec", "job", "load_jobs", "registered_jobs"]
 
@@ -148,7 +149,7 @@ def load_jobs(imports: tuple[str, ...] | list[str] = ()) -> dict[str, JobSpec]:
     Raises:
         ConfigError: a module cannot be imported.
     """
-    from . import _sync_users  # noqa: F401 (registers sync-users)
+    from . import _sync_users  # registers sync-users
 
     for point in entry_points(group=ENTRY_POINT_GROUP):
         try:
@@ -163,4 +164,9 @@ def load_jobs(imports: tuple[str, ...] | list[str] = ()) -> dict[str, JobSpec]:
                 f"cannot import job module {module!r}: {type(exc).__name__}: {exc} "
                 "(is it on PYTHONPATH?)"
             ) from None
+    # A module's declared syncs (TornSync) are jobs too, run by the one engine.
+    for spec in declared_syncs(imports).values():
+        existing = _REGISTRY.get(spec.name)
+        if existing is None:
+            _REGISTRY[spec.name] = JobSpec(spec.name, spec.schedule, _sync_users.sync_handler(spec))
     return registered_jobs()

@@ -41,7 +41,7 @@ from .._errors import (
 from .._json import dumps
 from .._models import UserDataRow, UserKey
 from .._secrets import Secret, SecretURL
-from .._security import SEED_TABLES, SecurityFacts, lock_statements, open_tables
+from .._security import SEED_TABLES, SecurityFacts, lock_script, lock_statements, open_tables
 from ._migrations import MIGRATIONS_TABLE, migrations
 from ._protocols import DEFAULT_CHUNK_SIZE, CiphertextChange, Fence
 from ._rows import KEY_COLUMNS, ciphertext_change_row, iso, user_data_row, user_key_row
@@ -358,6 +358,18 @@ class PostgresStore(SQLStore):
             f"(CASE WHEN {v} >= 0 THEN mod({v}, {count}) "
             f"ELSE mod(mod({v}, {count}) + {count} + {wrap}, {count}) END) = {index}"
         )
+
+    def _columns_query(self) -> str:
+        return (
+            "SELECT a.attname::text, pg_catalog.format_type(a.atttypid, a.atttypmod) "
+            "FROM pg_catalog.pg_attribute a WHERE a.attrelid = to_regclass(?) "
+            "AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"
+        )
+
+    async def _lock_new_table(self, table: str) -> None:
+        # The same static script `migrate --print` gives: roles that do not exist skipped.
+        script = lock_script([table])
+        await self._run("locking " + table, lambda _session: self._script(script))
 
     async def column_types(self) -> dict[str, dict[str, str]]:
         """Return ``{table: {column: type}}`` of ``user_keys`` and ``user_data``, from the

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from loguru import logger
 
+from .._declared import add_column_sql, create_table_sql
 from .._errors import ConnectionLost, StaleFence, StoreError
 from .._key_health import KeyHealth, KeyRecord, ciphertext_fingerprint
 from .._models import JobState, LeaseInfo, RunRecord, StoredUser, UserDataRow, UserKey
@@ -586,6 +587,54 @@ class SQLStore(Reentrant):
     ) -> None:
         """Write one chunk of a declared table (fenced: refused when the fence is stale)."""
         raise NotImplementedError
+
+    async def table_columns(self, table: str) -> dict[str, str]:
+        """Return ``{column: declared type}`` of any table (empty when it does not exist)."""
+        quoted(table)
+        rows = await self._fetch("reading column types", self._columns_query(), [table])
+        return {str(r[0]): str(r[1]) for r in rows}
+
+    def _columns_query(self) -> str:
+        """One parameter, the table name: rows of (column, type)."""
+        raise NotImplementedError
+
+    async def ensure_table(
+        self, table: str, columns: Mapping[str, str], key: Sequence[str]
+    ) -> list[str]:
+        """Create a declared table (locked), or add the declared columns it lacks; never
+        drop or retype one. Returns what was done, one line each.
+
+        Raises:
+            ConfigError: a name is not an identifier, or not a table a sync may write.
+        """
+        writable_table(table)
+        for name in (*columns, *key):
+            quoted(name)
+        existing = await self.table_columns(table)
+        done: list[str] = []
+        statements: list[str] = []
+        if not existing:
+            statements.append(create_table_sql(self.dialect, table, columns, key))
+            done.append(f"created table {table}")
+        else:
+            for column, kind in columns.items():
+                if column not in existing:
+                    statements.append(add_column_sql(self.dialect, table, column, kind))
+                    done.append(f"added column {table}.{column} ({kind})")
+
+        async def apply(session: Session) -> None:
+            for statement in statements:
+                await session.execute(statement)
+
+        if statements:
+            # Idempotent: IF NOT EXISTS, and columns read just before.
+            await self._run(f"creating {table}", apply, transaction=True)
+        if not existing:
+            await self._lock_new_table(table)
+        return done
+
+    async def _lock_new_table(self, table: str) -> None:
+        """Lock a table just created (row-level security, no API roles); SQLite has none."""
 
     async def fetch_user_data(self, user_ids: Sequence[str]) -> dict[str, StoredUser]:
         """Return the current rows of these users."""

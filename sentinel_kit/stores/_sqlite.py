@@ -205,6 +205,9 @@ class SQLiteStore(SQLStore):
             applied.append(name)
         return applied
 
+    def _columns_query(self) -> str:
+        return "SELECT name, type FROM pragma_table_info(?) ORDER BY cid"
+
     async def column_types(self) -> dict[str, dict[str, str]]:
         """Return ``{table: {column: declared type}}`` of ``user_keys`` and ``user_data``."""
         found: dict[str, dict[str, str]] = {}

@@ -277,10 +277,11 @@ async def settle_key(key: UserKey, ctx: _Context, sink: Sink) -> Outcome:
     ``internal`` failure (its traceback logged at DEBUG), and rows the table cannot hold
     are this key's ``bad_response``, found before anything is written."""
     try:
-        outcome = sink.admit(await process_key(key, ctx))
+        fetched = await process_key(key, ctx)
+        outcome = sink.admit(fetched)
     except Exception as exc:
         return _internal_failure(key, ctx, exc)
-    if outcome.reason is Reason.BAD_RESPONSE and outcome.torn_code is None:
+    if outcome is not fetched:
         logger.bind(job=ctx.job).debug("key {} of user {}: {}", key.id, key.user_id, outcome.detail)
     return outcome
 

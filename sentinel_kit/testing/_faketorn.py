@@ -437,7 +437,12 @@ class FakeTorn:
 
     def _choose(self, path: str, key: str) -> Answer:
         if path.rstrip("/") != "/v2/user/basic":
-            return Answer(404, b'{"error": "not found"}', {"Content-Type": "application/json"})
+            # Another endpoint answers what the key's script says (a declared sync's test
+            # scripts its answers); unscripted, it is not found.
+            with self._lock:
+                scripted = bool(self.scripts.get(key)) or self._outage is not None
+            if not path.startswith("/v2/") or not scripted:
+                return Answer(404, b'{"error": "not found"}', {"Content-Type": "application/json"})
         return self._next_answer(key)
 
     def _leave(self) -> None:

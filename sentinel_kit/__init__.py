@@ -15,8 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
-__version__ = "0.2.0"
-
 from . import _compat
 from ._crypto import KeyCipher, decrypt_api_key, encrypt_api_key
 from ._demo import DEMO_SECRET, create_demo_database, demo_cassette
@@ -56,6 +54,7 @@ from ._torn import (
     interpret_response,
     parse_user_basic,
 )
+from ._version import __version__
 from .daemon import JobContext, job
 from .ops import JobHealth, JobStatus, StatusReport, astatus, status
 from .stores import DEFAULT_DB_URL, Fence, PostgresStore, SQLiteStore, Store, open_store

@@ -81,7 +81,7 @@ class TornKey:
 
 
 class ErrorClass(enum.StrEnum):
-    """How sentinel-kit reacts to a failed Torn request (DESIGN.md, "The Torn API")."""
+    """How sentinel-kit reacts to a failed Torn request (README, "How a sync works")."""
 
     KEY_DEAD = "key_dead"  # 1, 2, 16: never retry; park until the ciphertext changes
     KEY_SUSPENDED = "key_suspended"  # 10, 13, 18: park for hours
@@ -119,7 +119,7 @@ class RunStatus(enum.StrEnum):
 
     @property
     def exit_code(self) -> int:
-        """The CLI exit code of DESIGN.md for this status."""
+        """The CLI exit code for this status: 0 ok or skipped, 1 partial, 3 otherwise."""
         return {"ok": 0, "skipped": 0, "partial": 1}.get(self.value, 3)
 
 

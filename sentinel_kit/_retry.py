@@ -40,7 +40,7 @@ class RetryPolicy:
     """How often and how patiently a transient failure is retried.
 
     Attributes:
-        attempts: attempts in all, the first included (DESIGN.md: at least 3 by default).
+        attempts: attempts in all, the first included (3 by default: one blip must not fail a key).
         initial_wait: seconds before the first retry; doubles each time, plus jitter.
         max_wait: cap on one wait, in seconds.
         max_total: cap on the time spent on one key, in seconds.

@@ -1,7 +1,7 @@
 """The Torn API, pure part: request building, response interpretation and error classes.
 
 Torn signals most errors as HTTP 200 with ``{"error": {"code": N, "error": "text"}}``; we
-branch on the code, never on the text (DESIGN.md, "The Torn API"). Nothing here does I/O:
+branch on the code, never on the text (the text may change). Nothing here does I/O:
 :class:`sentinel_kit.client.TornClient` sends the requests and hands the raw status, headers
 and body to :func:`interpret_response`.
 """
@@ -15,6 +15,7 @@ from typing import Any
 
 from ._errors import ErrorClass, FetchError, TornAPIError, UpstreamUnavailable
 from ._models import Profile, Reason, TornKey
+from ._version import __version__
 
 __all__ = [
     "DEFAULT_TORN_URL",
@@ -35,7 +36,10 @@ __all__ = [
 ]
 
 DEFAULT_TORN_URL = "https://api.torn.com/v2"
-USER_AGENT = "sentinel-kit/0.1 (+https://github.com/sentinel-kit/sentinel-kit; user sync)"
+#: Names us (and our version) to Torn and to any proxy between.
+USER_AGENT = (
+    f"sentinel-kit/{__version__} (+https://github.com/sentinel-kit/sentinel-kit; user sync)"
+)
 #: Labels our calls in the key owner's API log (Torn's ``comment`` parameter).
 REQUEST_COMMENT = "sentinel-kit"
 #: The most body bytes (after Content-Encoding) read from one answer. ``/user/basic`` is

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from loguru import logger
 
 from sentinel_kit import ConfigError
 from sentinel_kit._replay import MATCH_ON, scrub_request, scrub_response, torn_key_matcher
@@ -219,3 +220,14 @@ def pg_url(pg_database: str) -> str:
     """The throw-away database with an empty `public` schema, for one test."""
     reset_postgres_schema(pg_database)
     return pg_database
+
+
+@pytest.fixture
+def logs() -> Iterator[list[str]]:
+    """sentinel-kit's log messages (DEBUG and up) while the test runs."""
+    lines: list[str] = []
+    logger.enable("sentinel_kit")
+    sink = logger.add(lambda m: lines.append(m.record["message"]), level="DEBUG")
+    yield lines
+    logger.remove(sink)
+    logger.disable("sentinel_kit")

@@ -56,7 +56,7 @@ def rows(db: Path) -> dict[str, tuple[str, int, str]]:
 
 
 def test_sync_json_report_and_rows(tmp_path: Path, torn: FakeTorn) -> None:
-    """`sync --json` syncs every key, prints DESIGN.md's report, and refreshes updated_at."""
+    """`sync --json` syncs every key, prints the JSON report, and refreshes updated_at."""
     db = tmp_path / "x.db"
     keys = simple_keys(12)
     seed_sqlite(db, keys)

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from loguru import logger
 
-from sentinel_kit import JobContext, RunRecord, RunStatus, SyncReport, open_store
+from sentinel_kit import ConfigError, JobContext, RunRecord, RunStatus, SyncReport, open_store
 from sentinel_kit._schedule import IntervalSchedule
 from sentinel_kit.daemon import Daemon, DaemonConfig, JobSpec
 from sentinel_kit.daemon._jobs import load_jobs
@@ -81,17 +80,6 @@ def history(db: str, job: str) -> list[RunRecord]:
 def db(tmp_path: Path) -> str:
     """A migrated SQLite database with 6 keys."""
     return seed_sqlite(tmp_path / "daemon.db", simple_keys(6))
-
-
-@pytest.fixture
-def logs() -> Iterator[list[str]]:
-    """sentinel-kit's log messages during the test."""
-    lines: list[str] = []
-    logger.enable("sentinel_kit")
-    sink = logger.add(lambda m: lines.append(m.record["message"]), level="DEBUG")
-    yield lines
-    logger.remove(sink)
-    logger.disable("sentinel_kit")
 
 
 def counting(calls: list[datetime], *, stop_after: int, daemon: list[Daemon]) -> Handler:
@@ -419,3 +407,62 @@ def test_status_fails_when_the_last_success_is_too_old(pg_url: str, torn: FakeTo
     ):
         assert field in entry
     assert entry["holder"] == "status-a"
+
+
+def test_a_job_sees_its_deadline_from_the_timeout(db: str) -> None:
+    """ctx.deadline is the run's start plus --timeout, and ctx.seconds_left() counts to it."""
+    seen: list[tuple[float, float]] = []
+
+    async def timed(ctx: JobContext) -> SyncReport:
+        seen.append(((ctx.deadline - ctx.started_at).total_seconds(), ctx.seconds_left()))
+        return ctx.report(RunStatus.OK)
+
+    daemon = Daemon(config(db, (JobSpec("timed", MINUTE, timed), MINUTE), once=True))
+    assert asyncio.run(daemon.run(handle_signals=False)) == 0
+    ((budget, left),) = seen
+    assert budget == 30  # config()'s timeout
+    assert 20 < left <= 30
+
+
+def test_a_plugin_that_fails_to_import_is_named_with_its_cause_and_chained(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """load_jobs raises one line naming the module and the cause, the plugin's own error
+    chained for library callers."""
+    (tmp_path / "broken_plugin.py").write_text(
+        "import json\n\ndef helper():\n    raise RuntimeError('boom\\nsecond line')\n\nhelper()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError) as caught:
+        load_jobs(["broken_plugin"])
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "'broken_plugin'" in message
+    assert "RuntimeError: boom" in message
+    assert "second line" not in message
+    assert "PYTHONPATH" not in message  # it was found: the hint would mislead
+    assert isinstance(caught.value.__cause__, RuntimeError)
+    with pytest.raises(ConfigError, match=r"'no_such_plugin'.*PYTHONPATH"):
+        load_jobs(["no_such_plugin"])
+
+
+def test_the_cli_shows_a_plugin_traceback_only_at_debug(tmp_path: Path) -> None:
+    """`--import` of a failing plugin prints one error line; --log-level DEBUG adds the
+    plugin's traceback, down to its own line."""
+    (tmp_path / "broken_plugin.py").write_text(
+        "def helper():\n    raise RuntimeError('boom')\n\nhelper()\n"
+    )
+    db = seed_sqlite(tmp_path / "s.db", simple_keys(1))
+    env = {"PYTHONPATH": str(tmp_path)}
+    args = ["status", "--db", db, "--import", "broken_plugin"]
+    quiet = run_cli(args, env=env)
+    assert quiet.returncode == 2, quiet.stderr
+    lines = quiet.stderr.strip().splitlines()
+    assert len(lines) == 1, quiet.stderr
+    assert lines[0].startswith("error: cannot import job module 'broken_plugin': RuntimeError")
+    assert "RuntimeError: boom" in lines[0]
+    loud = run_cli([*args, "--log-level", "DEBUG"], env=env)
+    assert loud.returncode == 2
+    assert "Traceback" in loud.stderr
+    assert "broken_plugin.py" in loud.stderr
+    assert "in helper" in loud.stderr

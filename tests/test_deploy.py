@@ -2,7 +2,7 @@
 
 Offline and without Docker or Kubernetes: every manifest under deploy/kubernetes/, the compose
 file, the Dockerfile and .env.example are read as text or YAML and checked for the shard,
-health and environment rules of DESIGN.md ("Health and operations").
+health and environment rules of the README ("Health and operations", "Configuration").
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 ENV_EXAMPLE = ROOT / ".env.example"
 
-#: The environment variables sentinel-kit reads (DESIGN.md and the daemon, status and alert
-#: contracts). A deployment file that sets any other name configures nothing, silently.
+#: The environment variables sentinel-kit reads (the README's "Configuration" and the daemon,
+#: status and alert contracts). A deployment file that sets any other name configures
+#: nothing, silently.
 CONTRACT_ENV = frozenset(
     {
         # The original worker's variables.

@@ -11,14 +11,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from loguru import logger
 
 from sentinel_kit import (
     JobContext,
@@ -42,17 +41,6 @@ from .linkproxy import LinkProxy
 
 MINUTE = IntervalSchedule(60)
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def logs() -> Iterator[list[str]]:
-    """sentinel-kit's log messages during the test."""
-    lines: list[str] = []
-    logger.enable("sentinel_kit")
-    sink = logger.add(lambda m: lines.append(m.record["message"]), level="DEBUG")
-    yield lines
-    logger.remove(sink)
-    logger.disable("sentinel_kit")
 
 
 @pytest.fixture

@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
-from loguru import logger
 
 from sentinel_kit._secrets import REDACTOR, register_secret
 from sentinel_kit.ops._metrics import Metrics, MetricsServer
 
 
-@pytest.fixture
-def debug_lines() -> Iterator[list[str]]:
-    """sentinel-kit's DEBUG log lines while the test runs (as `--log-level DEBUG` shows them)."""
-    lines: list[str] = []
-    logger.enable("sentinel_kit")
-    sink = logger.add(lambda m: lines.append(m.record["message"]), level="DEBUG")
-    yield lines
-    logger.remove(sink)
-    logger.disable("sentinel_kit")
-
-
 def test_access_log_is_one_formatted_line_without_query_strings(
-    debug_lines: list[str],
+    logs: list[str],
 ) -> None:
     """Each request to /metrics and /healthz logs its request line and status at DEBUG, with
     the arguments filled in and no query string (a scraper's token stays out of the log)."""
@@ -41,8 +27,8 @@ def test_access_log_is_one_formatted_line_without_query_strings(
         assert httpx.get(f"{base}/nope?x={{1}}").status_code == 404
     finally:
         server.stop()
-    access = [line for line in debug_lines if line.startswith("metrics server:")]
-    assert len(access) == 3, debug_lines
+    access = [line for line in logs if line.startswith("metrics server:")]
+    assert len(access) == 3, logs
     assert access[0].startswith('metrics server: 127.0.0.1 "GET /metrics HTTP/1.1" 200 ')
     assert '"GET /healthz HTTP/1.1" 200 ' in access[1]
     assert '"GET /nope HTTP/1.1" 404 ' in access[2]

@@ -111,6 +111,21 @@ def test_sync_writes_every_profile(tmp_path: Path, torn: FakeTorn) -> None:
     assert all("sentinel-kit" in h["User-Agent"] for h in torn.headers_seen)
 
 
+def test_user_agent_carries_the_installed_version(tmp_path: Path, torn: FakeTorn) -> None:
+    """Torn sees ``sentinel-kit/<version>``: the version pip installed, not a stale literal."""
+    from importlib.metadata import version
+
+    import sentinel_kit
+
+    url = seed_sqlite(tmp_path / "s.db", simple_keys(2))
+    job_for(url, torn).run()
+    installed = version("sentinel-kit")
+    assert sentinel_kit.__version__ == installed
+    agents = {h["User-Agent"] for h in torn.headers_seen}
+    assert len(agents) == 1
+    assert agents.pop().startswith(f"sentinel-kit/{installed} ")
+
+
 def test_second_run_refreshes_updated_at(tmp_path: Path, torn: FakeTorn) -> None:
     """updated_at is set on insert and refreshed on every later update."""
     url = seed_sqlite(tmp_path / "s.db", simple_keys(3))

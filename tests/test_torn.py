@@ -131,7 +131,7 @@ EXPECTED_CLASS = {
 
 @pytest.mark.parametrize("code", range(33))
 def test_every_code_0_to_32_is_classified(code: int) -> None:
-    """Codes 0..32 map to DESIGN.md's classes; everything unlisted is a request bug."""
+    """Codes 0..32 map to the README's classes; everything unlisted is a request bug."""
     assert classify_torn_error(code).error_class is EXPECTED_CLASS.get(code, ErrorClass.REQUEST_BUG)
 
 

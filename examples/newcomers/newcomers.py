@@ -6,8 +6,8 @@ who just linked their key sees their name at once. Run it next to the built-in j
 
     sentinel-kit daemon --import newcomers --job sync-users --job welcome-newcomers
 
-It follows Torn's rules the way sentinel-kit does (see its DESIGN notes): a dead key (Torn
-codes 1, 2, 16) is never asked again in the run, a global stop (IP block, API disabled,
+It follows Torn's rules the way sentinel-kit does (its README, "How a sync works"): a dead
+key (Torn codes 1, 2, 16) is never asked again in the run, a global stop (IP block, API disabled,
 HTTP 429, a Cloudflare challenge) ends the run at once, only transient failures are retried
 (once), and keys appear in logs as fingerprints only.
 """

@@ -7,7 +7,7 @@ A job is one module with a decorator::
 
     @job("refresh-factions", schedule="*/15 * * * *")
     async def refresh_factions(ctx: JobContext):
-        ...                                   # ctx.store_url, ctx.fence, ctx.stop, ctx.deadline
+        ...            # ctx.store_url, ctx.fence, ctx.stop, ctx.deadline, ctx.seconds_left()
         return ctx.report(RunStatus.OK)
 
 and is found with ``sentinel-kit daemon --import my_jobs``, or through the
@@ -19,9 +19,11 @@ from __future__ import annotations
 import importlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib.metadata import entry_points
 from typing import Any
+
+from loguru import logger
 
 from .._errors import ConfigError
 from .._models import RunStatus
@@ -50,7 +52,7 @@ class JobContext:
         fence: the lease tenure: pass it to ``Store.upsert_user_data(..., fence=...)``.
         stop: set when the run must end early (deadline handled by the job, signal, lost
             lease); long handlers should check it.
-        timeout: the run's time budget in seconds.
+        timeout: the run's time budget in seconds (``--timeout``); see :attr:`deadline`.
         settings: daemon settings (``torn_url``, ``concurrency``, ``secret``, ``shard``, ...).
             ``secret`` and ``previous_secret`` are :class:`~sentinel_kit.Secret` values:
             ``KeyCipher``, ``SyncJob`` and ``decrypt_api_key`` take them as they are; call
@@ -73,6 +75,19 @@ class JobContext:
         # Whoever built the context (the daemon, run_job, a test), its secrets print masked.
         self.store_url = SecretURL(self.store_url)
         self.settings = mask_settings(dict(self.settings))
+
+    @property
+    def deadline(self) -> datetime:
+        """When the run's time is up (UTC): ``started_at`` plus ``timeout``.
+
+        A handler that loops checks it with :meth:`seconds_left` (and ``stop``): past it,
+        the daemon records the run ``timeout`` after its grace period.
+        """
+        return self.started_at + timedelta(seconds=self.timeout)
+
+    def seconds_left(self) -> float:
+        """Seconds until :attr:`deadline` by the wall clock (negative once it passed)."""
+        return (self.deadline - datetime.now(UTC)).total_seconds()
 
     def report(self, status: RunStatus = RunStatus.OK, *, error: str | None = None) -> SyncReport:
         """A report for a job that has no keys to count."""
@@ -147,7 +162,9 @@ def load_jobs(imports: tuple[str, ...] | list[str] = ()) -> dict[str, JobSpec]:
     """Import job modules (``--import``) and entry points; return every registered job.
 
     Raises:
-        ConfigError: a module cannot be imported.
+        ConfigError: a module cannot be imported: one line naming it and the cause; the
+            plugin's own error is chained (``__cause__``), and its traceback is logged at
+            DEBUG (``--log-level DEBUG``).
     """
     from . import _sync_users  # registers sync-users
 
@@ -155,18 +172,34 @@ def load_jobs(imports: tuple[str, ...] | list[str] = ()) -> dict[str, JobSpec]:
         try:
             point.load()
         except Exception as exc:
-            raise ConfigError(f"cannot load job entry point {point.name!r}: {exc}") from None
+            raise _plugin_error(f"cannot load job entry point {point.name!r}", exc) from exc
     for module in imports:
         try:
             importlib.import_module(module)
         except Exception as exc:
-            raise ConfigError(
-                f"cannot import job module {module!r}: {type(exc).__name__}: {exc} "
-                "(is it on PYTHONPATH?)"
-            ) from None
+            hint = " (is it on PYTHONPATH?)" if _is_missing(exc, module) else ""
+            raise _plugin_error(f"cannot import job module {module!r}", exc, hint) from exc
     # A module's declared syncs (TornSync) are jobs too, run by the one engine.
     for spec in declared_syncs(imports).values():
-        existing = _REGISTRY.get(spec.name)
-        if existing is None:
+        if spec.name not in _REGISTRY:
             _REGISTRY[spec.name] = JobSpec(spec.name, spec.schedule, _sync_users.sync_handler(spec))
     return registered_jobs()
+
+
+def _plugin_error(what: str, exc: BaseException, hint: str = "") -> ConfigError:
+    """One line naming the plugin and the cause; the traceback goes to the DEBUG log.
+
+    A plugin's own bug (a typo, a missing dependency) is found from its traceback, which a
+    one-line error hides: it is logged where ``--log-level DEBUG`` shows it.
+    """
+    lines = str(exc).strip().splitlines()
+    cause = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    logger.opt(exception=exc).debug("{}: the traceback", what)
+    return ConfigError(f"{what}: {cause}{hint} (--log-level DEBUG shows the traceback)")
+
+
+def _is_missing(exc: BaseException, module: str) -> bool:
+    """Whether ``module`` itself (or its package) was not found, rather than failing inside."""
+    if not isinstance(exc, ModuleNotFoundError) or exc.name is None:
+        return False
+    return module == exc.name or module.startswith(f"{exc.name}.")

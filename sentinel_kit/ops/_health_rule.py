@@ -1,6 +1,6 @@
 """The one health rule of ``status``, ``/healthz``, alerts and ``daemon --once`` (pure).
 
-DESIGN.md, "Health and operations":
+The rule (README, "Health and operations"):
 
 - A run's *attempted* keys are ``keys_total - skipped - deferred``. A run is healthy when it
   is ``ok``, or ``partial`` with ``synced >= min_synced x attempted``; ``aborted``,

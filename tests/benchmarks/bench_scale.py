@@ -19,7 +19,7 @@ a few minutes can beat the ideal by up to a minute).
 
 ``converge``: a deployment 3x over its budget. Each run gets a time box a third of the time
 a full pass of its shard takes at the fake Torn's pace (concurrency / latency); the S shards
-run together, run after run. It checks that every run is healthy by DESIGN.md's rule (ok, or
+run together, run after run. It checks that every run is healthy by the health rule (ok, or
 partial with synced >= 0.5 x (keys_total - skipped - deferred)) and reports deferred keys,
 and prints how many users each run reached and the longest streak of runs any user went
 without an attempt: fair order bounds it by ceil(N / B) - 1 for B users a run, so at most 3
@@ -143,7 +143,7 @@ def max_in_window(times: list[float], window: float = WINDOW_S) -> int:
 
 
 def healthy(report: dict[str, Any], min_synced: float = 0.5) -> bool:
-    """DESIGN.md's rule for one run."""
+    """The health rule (ops._health_rule) for one run."""
     attempted = report["keys_total"] - report["skipped"] - report["deferred"]
     if report["status"] == "ok":
         return True

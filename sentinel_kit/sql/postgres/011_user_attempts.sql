@@ -1,4 +1,4 @@
--- Fair order (sentinel-kit 0.4). Each run requests users in order of their last attempt
+-- Fair order (sentinel-kit 0.2). Each run requests users in order of their last attempt
 -- (never attempted first, then the oldest attempt, then user_id), so a run that cannot
 -- cover every key leaves the rest to the next run, not to never. A run records an attempt
 -- for every user it reached, synced or failed (parked keys too), as it writes.

@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from sentinel_kit import RetryPolicy, RunStatus, SyncJob, Table, TornSync
+from sentinel_kit import RetryPolicy, RunStatus, SyncJob, Table, TornSync, key_fingerprint
 from sentinel_kit.stores import open_store
 from sentinel_kit.stores._sql import SQLStore
 from sentinel_kit.stores._supabase import SupabaseStore
@@ -284,3 +284,32 @@ def test_a_sync_may_not_write_the_keys_or_our_own_tables() -> None:
 
     with pytest.raises(Exception, match="may not write user_keys"):
         asyncio.run(go())
+
+
+def test_each_sync_keeps_its_own_fair_order(
+    lite: tuple[Path, SentinelStore], torn: FakeTorn
+) -> None:
+    """Attempts are kept per sync: battle stats' attempts of two users do not move them in
+    sync-users' order, and its own next run asks the users it never attempted first."""
+    path, store = lite
+    keys = store.seed(4)
+    db = f"sqlite:///{path}"
+    by_fp = {key_fingerprint(k.plaintext): k.user_id for k in keys}
+
+    def order(run: Any) -> list[str]:
+        start = len(torn.log)
+        run()
+        return [by_fp[r.fingerprint] for r in torn.log[start:]]
+
+    users = [k.user_id for k in keys]
+    script(torn, keys[:2])
+    first = SyncJob(db=db, secret=SECRET, torn_url=torn.url, sync=BATTLESTATS, concurrency=1)
+    assert order(lambda: first.run(users=users[:2])) == users[:2]
+    plain = SyncJob(db=db, secret=SECRET, torn_url=torn.url, concurrency=1)
+    assert order(plain.run) == users  # never attempted by sync-users: user_id order
+    script(torn, keys)
+    again = SyncJob(db=db, secret=SECRET, torn_url=torn.url, sync=BATTLESTATS, concurrency=1)
+    assert order(again.run) == users[2:] + users[:2]
+    with sqlite3.connect(path) as conn:
+        kept = conn.execute("SELECT sync, count(*) FROM sentinel_unit_attempts GROUP BY sync")
+        assert kept.fetchall() == [("sync-battlestats", 4)]

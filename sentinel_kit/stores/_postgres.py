@@ -451,6 +451,26 @@ class PostgresStore(SQLStore):
             ],
         )
 
+    async def _record_unit_attempts_chunk(
+        self,
+        session: Session,
+        sync: str,
+        unit_ids: Sequence[str],
+        at: datetime,
+        fence: Fence | None,
+    ) -> None:
+        # The function of migration 013, which the Supabase store calls too.
+        await session.execute(
+            "SELECT sentinel_record_unit_attempts(?, ?::text[], ?, ?, ?)",
+            [
+                sync,
+                list(unit_ids),
+                at,
+                fence.lease if fence else None,
+                fence.token if fence else None,
+            ],
+        )
+
     async def _record_attempts_chunk(
         self,
         session: Session,

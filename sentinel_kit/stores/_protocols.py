@@ -96,8 +96,12 @@ class KeyStore(Protocol):
         page_size: int = DEFAULT_PAGE_SIZE,
         shard: tuple[int, int] | None = None,
         attempted_before: datetime | None = None,
+        sync: str | None = None,
     ) -> AsyncIterator[list[UserKey]]:
         """Yield ``user_keys`` in pages of at most ``page_size``, in fair order.
+
+        With ``sync`` (a declared sync's name), the order is that sync's own attempts
+        (``sentinel_unit_attempts``); without, sync-users' (``sentinel_user_attempts``).
 
         The order is each user's last attempt (never attempted first, then the oldest),
         then ``user_id``, then the key's id, ids compared as text; so each user's keys are
@@ -121,8 +125,10 @@ class KeyStore(Protocol):
         at: datetime,
         job: str | None = None,
         fence: Fence | None = None,
+        sync: str | None = None,
     ) -> int:
         """Record that these users were attempted at ``at`` (by ``job``); return how many.
+        With ``sync``, as that declared sync's own attempts, which order only its runs.
 
         With ``fence``, written only while the fence is still the lease's current token,
         checked in the same transaction; otherwise :class:`~sentinel_kit.StaleFence`.

@@ -347,9 +347,11 @@ class SQLStore(Reentrant):
         page_size: int = DEFAULT_PAGE_SIZE,
         shard: tuple[int, int] | None = None,
         attempted_before: datetime | None = None,
+        sync: str | None = None,
     ) -> AsyncIterator[list[UserKey]]:
         """Yield keys in fair order (the user's last attempt, never attempted first, then
-        user_id, then id; ids as text), in pages of ``page_size``; see ``KeyStore``.
+        user_id, then id; ids as text), in pages of ``page_size``; see ``KeyStore``. With
+        ``sync``, by that sync's own attempts (``sentinel_unit_attempts``).
 
         The order spans two tables, so no index serves it: every query joins and sorts the
         whole table. After a first query of one page (what a caller wanting a sample
@@ -358,13 +360,19 @@ class SQLStore(Reentrant):
         """
         user_text, id_text = self._as_text("k.user_id"), self._as_text("k.id")
         order = f"COALESCE(a.attempted_at, {self._never}), {user_text}, {id_text}"
-        select = (
-            "SELECT k.id, k.user_id, k.api_key, k.created_at, a.attempted_at, "
-            "CAST(k.user_id AS TEXT), CAST(k.id AS TEXT) FROM user_keys k "
+        # A fixed choice of two joins; the sync's name is a parameter.
+        join = (
             "LEFT JOIN sentinel_user_attempts a ON a.user_id = CAST(k.user_id AS TEXT)"
+            if sync is None
+            else "LEFT JOIN sentinel_unit_attempts a "
+            "ON a.sync = ? AND a.unit_id = CAST(k.user_id AS TEXT)"
+        )
+        select = (
+            "SELECT k.id, k.user_id, k.api_key, k.created_at, a.attempted_at, "  # noqa: S608
+            f"CAST(k.user_id AS TEXT), CAST(k.id AS TEXT) FROM user_keys k {join}"
         )
         where: list[str] = []
-        fixed: list[Any] = []
+        fixed: list[Any] = [] if sync is None else [sync]
         if attempted_before is not None:
             where.append("(a.attempted_at IS NULL OR a.attempted_at < ?)")
             fixed.append(attempted_before)
@@ -407,20 +415,36 @@ class SQLStore(Reentrant):
         at: datetime,
         job: str | None = None,
         fence: Fence | None = None,
+        sync: str | None = None,
     ) -> int:
         """Record that these users were attempted at ``at``, one transaction per chunk
-        (fenced: refused when the fence is stale); return how many users."""
+        (fenced: refused when the fence is stale); return how many users. With ``sync``,
+        as that sync's attempts (``sentinel_unit_attempts``)."""
         ids = list(dict.fromkeys(user_ids))
         for start in range(0, len(ids), self.chunk_size):
             chunk = ids[start : start + self.chunk_size]
             # Idempotent: the same users at the same time again; under a fence, refused
             # as stale if another holder took the lease meanwhile, which is the truth.
-            await self._run(
-                "recording attempts",
-                partial(self._record_attempts_chunk, user_ids=chunk, at=at, job=job, fence=fence),
-                transaction=True,
+            work = (
+                partial(self._record_attempts_chunk, user_ids=chunk, at=at, job=job, fence=fence)
+                if sync is None
+                else partial(
+                    self._record_unit_attempts_chunk, sync=sync, unit_ids=chunk, at=at, fence=fence
+                )
             )
+            await self._run("recording attempts", work, transaction=True)
         return len(ids)
+
+    async def _record_unit_attempts_chunk(
+        self,
+        session: Session,
+        sync: str,
+        unit_ids: Sequence[str],
+        at: datetime,
+        fence: Fence | None,
+    ) -> None:
+        """Upsert one chunk of ``sentinel_unit_attempts`` (fenced: refused when stale)."""
+        raise NotImplementedError
 
     async def attempt_stats(
         self, *, since: datetime, shard: tuple[int, int] | None = None

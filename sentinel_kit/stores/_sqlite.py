@@ -294,6 +294,22 @@ class SQLiteStore(SQLStore):
             return dumps(value, indent=None)
         return self._value(value)
 
+    async def _record_unit_attempts_chunk(
+        self,
+        session: Session,
+        sync: str,
+        unit_ids: Sequence[str],
+        at: datetime,
+        fence: Fence | None,
+    ) -> None:
+        await self._check_fence(session, fence)
+        stamp = self._value(at)
+        await session.executemany(
+            "INSERT INTO sentinel_unit_attempts (sync, unit_id, attempted_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (sync, unit_id) DO UPDATE SET attempted_at = excluded.attempted_at",
+            [(sync, unit_id, stamp) for unit_id in unit_ids],
+        )
+
     async def _record_attempts_chunk(
         self,
         session: Session,

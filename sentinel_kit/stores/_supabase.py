@@ -154,6 +154,7 @@ class SupabaseStore(DataAPISession):
         page_size: int = DEFAULT_PAGE_SIZE,
         shard: tuple[int, int] | None = None,
         attempted_before: datetime | None = None,
+        sync: str | None = None,
     ) -> AsyncIterator[list[UserKey]]:
         """Yield keys in fair order, in pages of ``page_size``, through the function
         ``sentinel_key_page`` (migration 011; see ``KeyStore.iter_key_pages``).
@@ -169,9 +170,13 @@ class SupabaseStore(DataAPISession):
             params["p_before"] = attempted_before
         if shard is not None:
             params["p_shard"], params["p_shards"] = shard
+        # With a sync, by its own attempts (migration 013).
+        function = "sentinel_key_page" if sync is None else "sentinel_unit_key_page"
+        if sync is not None:
+            params["p_sync"] = sync
         while True:
             # Retried on transient failures: a read.
-            rows = await self._rpc("sentinel_key_page", _json(params), retry=True)
+            rows = await self._rpc(function, _json(params), retry=True)
             if not isinstance(rows, list):
                 raise StoreError(
                     "Supabase sent an unreadable page of keys (sentinel_key_page): is "
@@ -194,10 +199,24 @@ class SupabaseStore(DataAPISession):
         at: datetime,
         job: str | None = None,
         fence: Fence | None = None,
+        sync: str | None = None,
     ) -> int:
         """Record that these users were attempted at ``at``, through the function
-        ``sentinel_record_attempts`` (fenced like the upsert); return how many users."""
+        ``sentinel_record_attempts`` (fenced like the upsert); return how many users. With
+        ``sync``, as that sync's own attempts (``sentinel_record_unit_attempts``)."""
         ids = list(dict.fromkeys(user_ids))
+        if sync is not None:
+            for start in range(0, len(ids), self.chunk_size):
+                unit = {
+                    "p_sync": sync,
+                    "p_unit_ids": ids[start : start + self.chunk_size],
+                    "p_at": at,
+                    "p_lease": fence.lease if fence else None,
+                    "p_fence": fence.token if fence else None,
+                }
+                # Idempotent, and fenced, like the attempts of sync-users.
+                await self._rpc("sentinel_record_unit_attempts", _json(unit), retry=True)
+            return len(ids)
         for start in range(0, len(ids), self.chunk_size):
             params = {
                 "p_user_ids": ids[start : start + self.chunk_size],

@@ -434,6 +434,7 @@ class Pipeline:
                 page_size=self.options.page_size,
                 shard=self.options.shard,
                 attempted_before=self.started_at,
+                sync=self.sink.attempts,
             )
             async for group in _group_by_user(pages):
                 if not self._wanted(group[0].user_id):
@@ -639,7 +640,9 @@ class Pipeline:
         # Sorted, like the rows: the same outcomes make the same write in any arrival order.
         attempted = sorted({o.user_id for o in outcomes if o.user_id in self._reached})
         if attempted:
-            await self.store.record_attempts(attempted, at=now, job=self.job, fence=self.fence)
+            await self.store.record_attempts(
+                attempted, at=now, job=self.job, fence=self.fence, sync=sink.attempts
+            )
         return leftover
 
     def _refused(

@@ -49,6 +49,11 @@ class Sink(Protocol):
         """The unit (user id) a row belongs to."""
         ...
 
+    @property
+    def attempts(self) -> str | None:
+        """Whose attempts order the keys (``sync=`` of the store's paging)."""
+        ...
+
     async def write(
         self, store: Store, rows: Sequence[Any], *, fence: Fence | None
     ) -> tuple[int, list[tuple[Any, StoreDataError]]]:
@@ -80,6 +85,9 @@ class UserDataSink:
     """``user_data``: one row per user (name and player id), by the rules of 0.2."""
 
     limits: RowLimits
+    #: Whose attempts order the keys: None for ``sentinel_user_attempts``, which replicas
+    #: of 0.2 share.
+    attempts: str | None = None
 
     def admit(self, outcome: Outcome) -> Outcome:
         if outcome.rows is None:
@@ -115,6 +123,11 @@ class TableSink:
     """A declared table: the rows ``parse`` returned, with ``user_id`` and ``updated_at``."""
 
     spec: TornSync
+
+    @property
+    def attempts(self) -> str | None:
+        """The sync's own attempts (``sentinel_unit_attempts``) order its keys."""
+        return self.spec.name
 
     def admit(self, outcome: Outcome) -> Outcome:
         if outcome.rows is None:

@@ -56,8 +56,105 @@ BEGIN
 END
 $$;
 
--- Only the service role reaches it (see 004_sentinel_security.sql).
+-- Fair order per sync: when each unit (a user) was last attempted BY EACH SYNC, so one
+-- sync's attempts never reorder another's. sync-users keeps sentinel_user_attempts (which
+-- replicas of 0.2 read and write); every other sync keeps its attempts here.
+CREATE TABLE IF NOT EXISTS sentinel_unit_attempts (
+    sync          text NOT NULL,
+    unit_id       text NOT NULL,
+    attempted_at  timestamptz NOT NULL,
+    PRIMARY KEY (sync, unit_id)
+);
+CREATE INDEX IF NOT EXISTS sentinel_unit_attempts_attempted_at
+    ON sentinel_unit_attempts (sync, attempted_at);
+
+-- Keys in fair order for one sync, for the Data API (SupabaseStore; the SQL stores run the
+-- same query from sentinel_kit/stores/_sql.py): sentinel_key_page with the attempts of
+-- p_sync (see 011_user_attempts.sql for the shard expression written out).
+CREATE OR REPLACE FUNCTION sentinel_unit_key_page(
+    p_sync text,
+    p_limit integer,
+    p_after_attempt timestamptz DEFAULT NULL,
+    p_after_user text DEFAULT NULL,
+    p_after_id text DEFAULT NULL,
+    p_before timestamptz DEFAULT NULL,
+    p_shard integer DEFAULT NULL,
+    p_shards integer DEFAULT NULL
+)
+RETURNS jsonb
+LANGUAGE sql
+STABLE
+SECURITY INVOKER
+SET search_path = public, pg_temp
+AS $$
+    SELECT coalesce(jsonb_agg(jsonb_build_object(
+               'id', p.id, 'user_id', p.user_id, 'api_key', p.api_key,
+               'created_at', p.created_at, 'attempted_at', p.attempted_at
+           ) ORDER BY p.sort_at, p.user_id COLLATE "C", p.id COLLATE "C"), '[]'::jsonb)
+      FROM (
+        SELECT k.id::text AS id, k.user_id::text AS user_id, k.api_key,
+               to_json(k.created_at) #>> '{}' AS created_at, a.attempted_at,
+               coalesce(a.attempted_at, '-infinity'::timestamptz) AS sort_at
+          FROM user_keys k
+          LEFT JOIN sentinel_unit_attempts a ON a.sync = p_sync AND a.unit_id = k.user_id::text
+         WHERE (p_before IS NULL OR a.attempted_at IS NULL OR a.attempted_at < p_before)
+           AND (p_shards IS NULL
+                OR (CASE WHEN ('x' || encode(substr(sha256(convert_to(k.user_id::text, 'UTF8')), 1, 8), 'hex'))
+                          ::bit(64)::bigint >= 0
+                         THEN ('x' || encode(substr(sha256(convert_to(k.user_id::text, 'UTF8')), 1, 8), 'hex'))
+                          ::bit(64)::bigint % p_shards
+                         ELSE (('x' || encode(substr(sha256(convert_to(k.user_id::text, 'UTF8')), 1, 8), 'hex'))
+                          ::bit(64)::bigint % p_shards
+                               + p_shards
+                               + (9223372036854775807 % p_shards + 1) % p_shards * 2 % p_shards)
+                              % p_shards
+                    END) = p_shard)
+           AND (p_after_user IS NULL
+                OR (coalesce(a.attempted_at, '-infinity'::timestamptz),
+                    k.user_id::text COLLATE "C", k.id::text COLLATE "C")
+                   > (coalesce(p_after_attempt, '-infinity'::timestamptz),
+                      p_after_user COLLATE "C", p_after_id COLLATE "C"))
+         ORDER BY coalesce(a.attempted_at, '-infinity'::timestamptz),
+                  k.user_id::text COLLATE "C", k.id::text COLLATE "C"
+         LIMIT p_limit
+      ) AS p
+$$;
+
+
+-- Record that these units were attempted by p_sync at p_at; fenced like
+-- sentinel_record_attempts (a stale token raises SQLSTATE PT409).
+CREATE OR REPLACE FUNCTION sentinel_record_unit_attempts(
+    p_sync text, p_unit_ids text[], p_at timestamptz, p_lease text, p_fence bigint
+)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY INVOKER
+SET search_path = public, pg_temp
+AS $$
+DECLARE
+    v_count integer;
+BEGIN
+    IF p_lease IS NOT NULL THEN
+        PERFORM 1 FROM sentinel_leases WHERE name = p_lease AND fence = p_fence FOR SHARE;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'sentinel: stale fencing token % for lease %', p_fence, p_lease
+                USING ERRCODE = 'PT409';
+        END IF;
+    END IF;
+    INSERT INTO sentinel_unit_attempts (sync, unit_id, attempted_at)
+    SELECT DISTINCT p_sync, u.unit_id, p_at FROM unnest(p_unit_ids) AS u(unit_id)
+    ON CONFLICT (sync, unit_id) DO UPDATE SET attempted_at = EXCLUDED.attempted_at;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    RETURN v_count;
+END
+$$;
+
+-- Only the service role reaches them (see 004_sentinel_security.sql).
+ALTER TABLE sentinel_unit_attempts ENABLE ROW LEVEL SECURITY;
+REVOKE ALL ON TABLE sentinel_unit_attempts FROM PUBLIC;
 REVOKE ALL ON FUNCTION sentinel_upsert_rows(text, text[], jsonb, text, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sentinel_unit_key_page(text, integer, timestamptz, text, text, timestamptz, integer, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sentinel_record_unit_attempts(text, text[], timestamptz, text, bigint) FROM PUBLIC;
 
 DO $$
 DECLARE
@@ -65,13 +162,24 @@ DECLARE
 BEGIN
     FOREACH r IN ARRAY ARRAY['anon', 'authenticated'] LOOP
         IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
+            EXECUTE format('REVOKE ALL ON TABLE sentinel_unit_attempts FROM %I', r);
             EXECUTE format('REVOKE ALL ON FUNCTION '
-                           'sentinel_upsert_rows(text, text[], jsonb, text, bigint) FROM %I', r);
+                           '%s, %s, %s FROM %I',
+                           'sentinel_upsert_rows(text, text[], jsonb, text, bigint)',
+                           'sentinel_unit_key_page(text, integer, timestamptz, text, text, '
+                           'timestamptz, integer, integer)',
+                           'sentinel_record_unit_attempts(text, text[], timestamptz, text, bigint)',
+                           r);
         END IF;
     END LOOP;
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'service_role') THEN
+        GRANT ALL ON TABLE sentinel_unit_attempts TO service_role;
         GRANT EXECUTE ON FUNCTION
-            sentinel_upsert_rows(text, text[], jsonb, text, bigint) TO service_role;
+            sentinel_upsert_rows(text, text[], jsonb, text, bigint),
+            sentinel_unit_key_page(text, integer, timestamptz, text, text, timestamptz,
+                                   integer, integer),
+            sentinel_record_unit_attempts(text, text[], timestamptz, text, bigint)
+            TO service_role;
     END IF;
 END
 $$;

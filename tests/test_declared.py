@@ -313,3 +313,19 @@ def test_each_sync_keeps_its_own_fair_order(
     with sqlite3.connect(path) as conn:
         kept = conn.execute("SELECT sync, count(*) FROM sentinel_unit_attempts GROUP BY sync")
         assert kept.fetchall() == [("sync-battlestats", 4)]
+
+
+def test_the_daemon_runs_a_declared_sync_once(
+    lite: tuple[Path, SentinelStore], torn: FakeTorn
+) -> None:
+    """`daemon --import M --job NAME --once` runs the declared sync's latest due tick on its
+    own schedule, records it under its name, and exits 0 for a healthy run."""
+    path, store = lite
+    keys = store.seed(3)
+    totals = script(torn, keys)
+    args = ["daemon", "--db", f"sqlite:///{path}", "--torn-url", torn.url, "--max-rpm", "0"]
+    result = run_cli([*args, *DECLARED, "--once"], env=ENV, cwd=ROOT, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert stored_sqlite(path) == {u: (t // 4, t) for u, t in totals.items()}
+    (run,) = store.runs()
+    assert (run.job, run.status, run.synced) == ("sync-battlestats", "ok", 3)

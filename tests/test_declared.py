@@ -24,6 +24,7 @@ from sentinel_kit.testing import (
     FakeTorn,
     SeedKey,
     SentinelStore,
+    make_key,
     simple_keys,
     torn_error,
 )
@@ -329,3 +330,27 @@ def test_the_daemon_runs_a_declared_sync_once(
     assert stored_sqlite(path) == {u: (t // 4, t) for u, t in totals.items()}
     (run,) = store.runs()
     assert (run.job, run.status, run.synced) == ("sync-battlestats", "ok", 3)
+
+
+def test_a_per_user_sync_asks_one_key_per_user(
+    lite: tuple[Path, SentinelStore], torn: FakeTorn
+) -> None:
+    """A declared per-user sync asks each user's newest key, and the next one only after a
+    key-scoped failure (here code 2); the keys it did not ask are skipped, never failed."""
+    path, store = lite
+    made = [f"2026-01-0{day}T00:00:00+00:00" for day in (1, 2, 3)]
+    keys = [SeedKey(f"k-a{n}", "user-a", make_key(n), created_at=made[n]) for n in range(3)] + [
+        SeedKey(f"k-b{n}", "user-b", make_key(10 + n), created_at=made[n]) for n in range(2)
+    ]
+    store.seed(keys)
+    torn.script(keys[2].plaintext, torn_error(2))  # user-a's newest key: dead
+    torn.script(keys[1].plaintext, stats(2_000))
+    torn.script(keys[4].plaintext, stats(5_000))  # user-b's newest key
+    job = SyncJob(db=f"sqlite:///{path}", secret=SECRET, torn_url=torn.url, sync=BATTLESTATS)
+    report = job.run()
+    assert (report.synced, report.skipped, report.failed) == (2, 2, 1)
+    assert [torn.count(k.plaintext) for k in keys] == [0, 1, 1, 0, 1]
+    assert {u: t for u, (_, t) in stored_sqlite(path).items()} == {
+        "user-a": 2_000,
+        "user-b": 5_000,
+    }

@@ -301,6 +301,41 @@ def _internal_failure(key: UserKey, ctx: _Context, exc: Exception) -> Outcome:
     )
 
 
+#: Failures of the key itself, after which a per-user sync asks the user's next key.
+_KEY_SCOPED = frozenset({Reason.KEY_INVALID, Reason.KEY_SUSPENDED, Reason.DECRYPT_ERROR})
+#: Torn's "access level too low" (16) and "no faction API access" (7): this key, this sync.
+_NO_ACCESS_CODES = frozenset({7, 16})
+
+
+def _newest_first(group: list[UserKey]) -> list[UserKey]:
+    """A user's keys, the newest first (latest ``created_at``, then the greatest id)."""
+    return sorted(group, key=lambda k: (k.created_at or "", k.id), reverse=True)
+
+
+def _ask_next(outcome: Outcome) -> bool:
+    """Whether a per-user sync asks the user's next key after this outcome: only after a
+    failure of the key itself (parked, dead, suspended, undecryptable, no access)."""
+    if outcome.ok or outcome.deferred or outcome.not_reached:
+        return False
+    return outcome.skipped or outcome.reason in _KEY_SCOPED or outcome.torn_code in _NO_ACCESS_CODES
+
+
+def _not_asked(key: UserKey, last: Outcome) -> Outcome:
+    """A key a per-user sync did not ask: another key of its user answered for it (or the
+    run ended first, when the last key's request was deferred or never sent)."""
+    if last.deferred:
+        return _deferred(key)
+    if last.not_reached:
+        return _unattempted(key, last.reason or Reason.ABORTED)
+    return Outcome(
+        key.id,
+        key.user_id,
+        key_created_at=key.created_at,
+        skipped=True,
+        detail="not asked: one key per user",
+    )
+
+
 def _deferred(key: UserKey) -> Outcome:
     return Outcome(key.id, key.user_id, key_created_at=key.created_at, deferred=True)
 
@@ -500,12 +535,19 @@ class Pipeline:
             if self._defer.is_set():
                 await self._results.put([_deferred(k) for k in group])
                 continue
+            if self.sink.one_key:
+                group = _newest_first(group)
             self._in_flight[worker_id] = group
             done: list[Outcome] = []
             self._done_in_flight[worker_id] = done
-            for key in group:
-                done.append(self._watched(await settle_key(key, ctx, self.sink)))
+            for n, key in enumerate(group):
+                outcome = self._watched(await settle_key(key, ctx, self.sink))
+                done.append(outcome)
                 self._sending.discard(key.id)
+                if self.sink.one_key and not _ask_next(outcome):
+                    # One key per user: the rest of the user's keys are not asked.
+                    done.extend(_not_asked(k, outcome) for k in group[n + 1 :])
+                    break
             del self._in_flight[worker_id], self._done_in_flight[worker_id]
             if not any(o.deferred or o.not_reached for o in done):
                 # Every key had its own outcome, with or without a request (parked keys,

@@ -54,6 +54,12 @@ class Sink(Protocol):
         """Whose attempts order the keys (``sync=`` of the store's paging)."""
         ...
 
+    @property
+    def one_key(self) -> bool:
+        """Ask one key per user (the newest usable), the next only after a key-scoped
+        failure; False asks every key of a user."""
+        ...
+
     async def write(
         self, store: Store, rows: Sequence[Any], *, fence: Fence | None
     ) -> tuple[int, list[tuple[Any, StoreDataError]]]:
@@ -88,6 +94,8 @@ class UserDataSink:
     #: Whose attempts order the keys: None for ``sentinel_user_attempts``, which replicas
     #: of 0.2 share.
     attempts: str | None = None
+    #: sync-users asks every key of a user (the newest key's profile wins), as in 0.2.
+    one_key: bool = False
 
     def admit(self, outcome: Outcome) -> Outcome:
         if outcome.rows is None:
@@ -128,6 +136,11 @@ class TableSink:
     def attempts(self) -> str | None:
         """The sync's own attempts (``sentinel_unit_attempts``) order its keys."""
         return self.spec.name
+
+    @property
+    def one_key(self) -> bool:
+        """A declared per-user sync asks one key per user."""
+        return True
 
     def admit(self, outcome: Outcome) -> Outcome:
         if outcome.rows is None:

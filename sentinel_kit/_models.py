@@ -83,12 +83,15 @@ class TornKey:
 class ErrorClass(enum.StrEnum):
     """How sentinel-kit reacts to a failed Torn request (README, "How a sync works")."""
 
-    KEY_DEAD = "key_dead"  # 1, 2, 16: never retry; park until the ciphertext changes
+    KEY_DEAD = "key_dead"  # 1, 2: never retry; park until the ciphertext changes
     KEY_SUSPENDED = "key_suspended"  # 10, 13, 18: park for hours
     OWNER_THROTTLED = "owner_throttled"  # 5, 14: fail this run, cool down
     GLOBAL = "global"  # 8, 9, 24, HTTP 429, Cloudflare challenge: abort the run
     TRANSIENT = "transient"  # 0, 12, 15, 17, timeouts, network, 5xx, non-JSON: retry
     REQUEST_BUG = "request_bug"  # anything else: fail the item, no retry
+    #: 16 (the key's access level is too low for this endpoint): not dead; marked for this
+    #: sync only, until the key is re-saved.
+    NO_ACCESS = "no_access"
 
 
 class Reason(enum.StrEnum):

@@ -62,6 +62,7 @@ _THROTTLED = Classification(ErrorClass.OWNER_THROTTLED, Reason.RATE_LIMITED)
 _GLOBAL = Classification(ErrorClass.GLOBAL, Reason.TORN_ERROR)
 _TRANSIENT = Classification(ErrorClass.TRANSIENT, Reason.TORN_ERROR)
 _BUG = Classification(ErrorClass.REQUEST_BUG, Reason.TORN_ERROR)
+_NO_ACCESS = Classification(ErrorClass.NO_ACCESS, Reason.TORN_ERROR)
 
 #: Torn's documented error codes and how sentinel-kit treats each. Unlisted codes are request
 #: bugs: the item fails once, without retry.
@@ -82,7 +83,7 @@ TORN_ERROR_CODES: Mapping[int, tuple[str, Classification]] = {
     13: ("Key temporarily disabled due to owner inactivity", _SUSPENDED),
     14: ("Daily read limit reached", _THROTTLED),
     15: ("Temporary error", _TRANSIENT),
-    16: ("Access level of this key is not high enough", _DEAD),
+    16: ("Access level of this key is not high enough", _NO_ACCESS),
     17: ("Backend error occurred", _TRANSIENT),
     18: ("API key has been paused by the owner", _SUSPENDED),
     19: ("Must be migrated to crimes 2.0", _BUG),

@@ -15,7 +15,15 @@ from typing import Any
 import psycopg
 import pytest
 
-from sentinel_kit import RetryPolicy, RunStatus, SyncJob, Table, TornSync, key_fingerprint
+from sentinel_kit import (
+    KeyCipher,
+    RetryPolicy,
+    RunStatus,
+    SyncJob,
+    Table,
+    TornSync,
+    key_fingerprint,
+)
 from sentinel_kit.stores import open_store
 from sentinel_kit.stores._sql import SQLStore
 from sentinel_kit.stores._supabase import SupabaseStore
@@ -354,3 +362,33 @@ def test_a_per_user_sync_asks_one_key_per_user(
         "user-a": 2_000,
         "user-b": 5_000,
     }
+
+
+def test_code_16_marks_the_key_for_that_sync_only(
+    lite: tuple[Path, SentinelStore], torn: FakeTorn
+) -> None:
+    """A key whose access is too low for the new endpoint (16) is not parked: sync-users
+    keeps using it, the declared sync does not ask it again, until the key is re-saved."""
+    path, store = lite
+    keys = store.seed(2)
+    script(torn, keys, {0: torn_error(16)})
+    db = f"sqlite:///{path}"
+    first = SyncJob(db=db, secret=SECRET, torn_url=torn.url, sync=BATTLESTATS).run()
+    assert [(f.reason.value, f.torn_code) for f in first.failures] == [("torn_error", 16)]
+    assert store.key_health() == {}
+    users = SyncJob(db=db, secret=SECRET, torn_url=torn.url).run()
+    assert (users.synced, users.skipped) == (2, 0)
+    asked = torn.count(keys[0].plaintext)
+    script(torn, keys[1:])
+    second = SyncJob(db=db, secret=SECRET, torn_url=torn.url, sync=BATTLESTATS).run()
+    assert (second.synced, second.skipped, second.failed) == (1, 1, 0)
+    assert torn.count(keys[0].plaintext) == asked
+    # Re-saved (a new ciphertext): asked again.
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "UPDATE user_keys SET api_key = ? WHERE id = ?",
+            [KeyCipher(SECRET).encrypt(keys[0].plaintext), keys[0].key_id],
+        )
+    script(torn, keys)
+    third = SyncJob(db=db, secret=SECRET, torn_url=torn.url, sync=BATTLESTATS).run()
+    assert (third.synced, third.skipped) == (2, 0)

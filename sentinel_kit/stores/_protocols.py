@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, Self, runtime_checkable
 
-from .._key_health import KeyHealth, KeyRecord
+from .._key_health import KeyAccess, KeyHealth, KeyRecord
 from .._models import JobState, LeaseInfo, RunRecord, StoredUser, UserDataRow, UserKey
 from .._security import SecurityFacts
 
@@ -28,6 +28,7 @@ __all__ = [
     "Fence",
     "InspectableStore",
     "JobStateStore",
+    "KeyAccessStore",
     "KeyHealthStore",
     "KeyStore",
     "RunStore",
@@ -258,6 +259,20 @@ class RunStore(Protocol):
 
 
 @runtime_checkable
+class KeyAccessStore(Protocol):
+    """``sentinel_key_access``: keys without access for one sync (Torn code 16)."""
+
+    async def load_key_access(self, sync: str) -> dict[str, str]:
+        """Return the keys marked for ``sync``: key id -> the ciphertext fingerprint it was
+        marked under (empty when the table is not there yet: migration 013)."""
+        ...
+
+    async def save_key_access(self, sync: str, marks: Sequence[KeyAccess]) -> None:
+        """Mark keys for ``sync`` (upserted on key id and sync)."""
+        ...
+
+
+@runtime_checkable
 class KeyHealthStore(Protocol):
     """``sentinel_key_health``: keys parked because Torn called them dead or suspended."""
 
@@ -326,7 +341,16 @@ class JobStateStore(Protocol):
 
 
 @runtime_checkable
-class Store(KeyStore, UserDataStore, TableStore, RunStore, KeyHealthStore, JobStateStore, Protocol):
+class Store(
+    KeyStore,
+    UserDataStore,
+    TableStore,
+    RunStore,
+    KeyHealthStore,
+    KeyAccessStore,
+    JobStateStore,
+    Protocol,
+):
     """A database holding ``user_keys`` and ``user_data`` and sentinel's own tables.
 
     Connections are opened by ``async with store:`` inside the run's event loop, so a store

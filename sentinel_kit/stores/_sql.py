@@ -32,7 +32,7 @@ from loguru import logger
 
 from .._declared import add_column_sql, create_table_sql
 from .._errors import ConnectionLost, StaleFence, StoreError
-from .._key_health import KeyHealth, KeyRecord, ciphertext_fingerprint
+from .._key_health import KeyAccess, KeyHealth, KeyRecord, ciphertext_fingerprint
 from .._models import JobState, LeaseInfo, RunRecord, StoredUser, UserDataRow, UserKey
 from .._security import SecurityFacts, integer_column
 from ._protocols import (
@@ -880,6 +880,34 @@ class SQLStore(Reentrant):
         # Not idempotent in its answer (sent again, it finds nothing to un-park): a dropped
         # connection is checked before, never retried after.
         return await self._run("un-parking keys", unpark, transaction=True, idempotent=False)
+
+    async def load_key_access(self, sync: str) -> dict[str, str]:
+        """Return the keys marked for ``sync`` (no access), by key id: their fingerprint."""
+        if not await self.table_columns("sentinel_key_access"):
+            return {}  # migration 013 not applied yet: no key was ever marked
+        rows = await self._fetch(
+            "reading sentinel_key_access",
+            "SELECT key_id, fingerprint FROM sentinel_key_access WHERE sync = ?",
+            [sync],
+        )
+        return {str(r[0]): str(r[1]) for r in rows}
+
+    async def save_key_access(self, sync: str, marks: Sequence[KeyAccess]) -> None:
+        """Mark keys for ``sync`` (upserted on key id and sync)."""
+        if not marks:
+            return
+        rows = [[m.key_id, sync, m.fingerprint, m.code, self._value(m.since)] for m in marks]
+
+        async def save(session: Session) -> None:
+            await session.executemany(
+                "INSERT INTO sentinel_key_access (key_id, sync, fingerprint, code, since) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (key_id, sync) DO UPDATE SET "
+                "fingerprint = excluded.fingerprint, code = excluded.code, since = excluded.since",
+                rows,
+            )
+
+        # Idempotent: the same marks again.
+        await self._run("writing sentinel_key_access", save, transaction=True)
 
     async def load_key_records(self) -> dict[str, KeyRecord]:
         """Return every ``sentinel_key_record`` row, by key id."""

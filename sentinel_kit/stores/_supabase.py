@@ -27,7 +27,7 @@ from postgrest.exceptions import APIError
 from postgrest.types import CountMethod, ReturnMethod
 
 from .._errors import ConfigError, StoreError
-from .._key_health import KeyHealth, KeyRecord
+from .._key_health import KeyAccess, KeyHealth, KeyRecord
 from .._models import JobState, LeaseInfo, RunRecord, StoredUser, UserDataRow, UserKey
 from .._secrets import Secret
 from .._security import SecurityFacts, integer_column
@@ -584,6 +584,28 @@ class SupabaseStore(DataAPISession):
         params = _json({"p_run": run_id, "p_code": code, "p_since": since})
         # Not retried: a lost answer to an un-park that happened would count 0 the second time.
         return int(await self._rpc("sentinel_unpark_keys", params) or 0)
+
+    async def load_key_access(self, sync: str) -> dict[str, str]:
+        """Return the keys marked for ``sync`` (no access): their fingerprint, by key id,
+        through ``sentinel_key_access_of`` (migration 013; one JSON array)."""
+        rows = await self._rpc("sentinel_key_access_of", {"p_sync": sync}, retry=True)
+        return {str(r["key_id"]): str(r["fingerprint"]) for r in rows or []}
+
+    async def save_key_access(self, sync: str, marks: Sequence[KeyAccess]) -> None:
+        """Mark keys for ``sync`` through ``sentinel_save_key_access``."""
+        if not marks:
+            return
+        rows = [
+            {
+                "key_id": m.key_id,
+                "fingerprint": m.fingerprint,
+                "code": m.code,
+                "since": m.since.astimezone(UTC).isoformat(),
+            }
+            for m in marks
+        ]
+        # Idempotent: the same marks again.
+        await self._rpc("sentinel_save_key_access", {"p_sync": sync, "p_rows": rows}, retry=True)
 
     async def load_key_records(self) -> dict[str, KeyRecord]:
         """Return every ``sentinel_key_record`` row, by key id (paged like key health)."""

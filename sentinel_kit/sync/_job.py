@@ -246,6 +246,7 @@ class SyncJob(Reader):
                 run_id=run_id,
                 limits=await _row_limits(store),
                 spec=self.sync,
+                access=await _key_access(store, self.sync.name),
             )
             if progress:
                 # The bar counts keys: known up front only for a whole, unsharded run.
@@ -326,6 +327,16 @@ async def _row_limits(store: Store) -> RowLimits:
     except SentinelError as exc:
         logger.debug("column types of user_data unknown ({}): assuming the seed schema", exc)
         return RowLimits()
+
+
+async def _key_access(store: Store, sync: str) -> dict[str, str]:
+    """The keys without access for ``sync``; none when the database cannot say (a
+    Supabase project without migration 013): the run then asks them, as before."""
+    try:
+        return await store.load_key_access(sync)
+    except SentinelError as exc:
+        logger.debug("key access marks of {} unknown ({}): asking every key", sync, exc)
+        return {}
 
 
 def _internal_cause(exc: BaseException) -> str:

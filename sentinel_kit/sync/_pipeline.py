@@ -55,6 +55,7 @@ from .._key_health import (
     HealthPolicy,
     HealthState,
     KeyHealth,
+    access_marks,
     ciphertext_fingerprint,
     health_changes,
     key_successes,
@@ -183,6 +184,8 @@ class _Context:
     on_sent: Callable[[UserKey], None]
     #: The sync: which endpoint, and how its answer becomes rows.
     spec: TornSync = SYNC_USERS
+    #: Keys without access for this sync (Torn code 16): key id -> ciphertext fingerprint.
+    access: dict[str, str] = field(default_factory=dict)
 
 
 def as_rows(parse: Callable[[Any], Any], answer: Any) -> tuple[Row, ...]:
@@ -217,6 +220,19 @@ async def process_key(key: UserKey, ctx: _Context) -> Outcome:
             torn_code=parked.last_code,
             detail=f"parked ({parked.state.value}) since {parked.since.isoformat()}",
             skipped=True,
+            **base,
+        )
+    if ctx.access.get(key.id) == cfp:
+        # Torn said this key's access is too low for this sync's endpoint: not asked again
+        # until the key is re-saved; other syncs use it.
+        return Outcome(
+            key.id,
+            key.user_id,
+            reason=Reason.TORN_ERROR,
+            torn_code=16,
+            detail=f"no access for {ctx.spec.name} (until the key is re-saved)",
+            skipped=True,
+            error_class=ErrorClass.NO_ACCESS,
             **base,
         )
     log = logger.bind(job=ctx.job)
@@ -382,6 +398,8 @@ class Pipeline:
     limits: RowLimits = field(default_factory=RowLimits)
     #: The sync this run runs (the user sync unless told).
     spec: TornSync = SYNC_USERS
+    #: Keys without access for this sync (``Store.load_key_access``).
+    access: dict[str, str] = field(default_factory=dict)
 
     tally: Tally = field(default_factory=Tally)
     written: int = 0
@@ -415,7 +433,14 @@ class Pipeline:
         self._groups = asyncio.Queue(maxsize=self.concurrency * 2)
         self._sink = sink_for(self.spec, self.limits)
         ctx = _Context(
-            self.cipher, self.torn, self.health, self.health_policy, self.job, self._sent, self.spec
+            self.cipher,
+            self.torn,
+            self.health,
+            self.health_policy,
+            self.job,
+            self._sent,
+            self.spec,
+            self.access,
         )
         producer = asyncio.create_task(self._produce(), name="sentinel-producer")
         writer = asyncio.create_task(self._write(), name="sentinel-writer")
@@ -676,6 +701,12 @@ class Pipeline:
         clear = [key_id for key_id in clear if key_id in self.health]
         if park or clear:
             await self.store.save_key_health(park, clear)
+        # A key without access for this endpoint is marked for this sync only.
+        marks = [
+            m for m in access_marks(outcomes, now=now) if self.access.get(m.key_id) != m.fingerprint
+        ]
+        if marks:
+            await self.store.save_key_access(self.spec.name, marks)
         # Every user attempted (a request sent, or every key parked or undecryptable)
         # moves to the back of the order; users deferred or cut before any request keep
         # their place for the next run.

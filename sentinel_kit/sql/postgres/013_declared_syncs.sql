@@ -149,9 +149,60 @@ BEGIN
 END
 $$;
 
+-- Key access by sync: a key whose access level is too low for one sync's endpoint (Torn
+-- code 16) is marked for that sync only; other syncs keep using it, and that sync asks it
+-- again once the key is re-saved (`fingerprint` hashes the ciphertext). No key material.
+CREATE TABLE IF NOT EXISTS sentinel_key_access (
+    key_id       text NOT NULL,
+    sync         text NOT NULL,
+    fingerprint  text NOT NULL,
+    code         integer NOT NULL,
+    since        timestamptz NOT NULL,
+    PRIMARY KEY (key_id, sync)
+);
+
+-- The marks of one sync as one JSON array (db-max-rows does not cut it), for the Data API.
+CREATE OR REPLACE FUNCTION sentinel_key_access_of(p_sync text)
+RETURNS jsonb
+LANGUAGE sql
+STABLE
+SECURITY INVOKER
+SET search_path = public, pg_temp
+AS $$
+    SELECT coalesce(jsonb_agg(jsonb_build_object(
+               'key_id', a.key_id, 'fingerprint', a.fingerprint, 'code', a.code,
+               'since', a.since) ORDER BY a.key_id), '[]'::jsonb)
+      FROM sentinel_key_access a
+     WHERE a.sync = p_sync
+$$;
+
+-- Mark keys for one sync (a JSON array of {key_id, fingerprint, code, since}).
+CREATE OR REPLACE FUNCTION sentinel_save_key_access(p_sync text, p_rows jsonb)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY INVOKER
+SET search_path = public, pg_temp
+AS $$
+DECLARE
+    v_count integer;
+BEGIN
+    INSERT INTO sentinel_key_access (key_id, sync, fingerprint, code, since)
+    SELECT r.key_id, p_sync, r.fingerprint, r.code, r.since
+      FROM jsonb_to_recordset(coalesce(p_rows, '[]')) AS r(
+           key_id text, fingerprint text, code integer, since timestamptz)
+    ON CONFLICT (key_id, sync) DO UPDATE
+       SET fingerprint = EXCLUDED.fingerprint, code = EXCLUDED.code, since = EXCLUDED.since;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    RETURN v_count;
+END
+$$;
+
 -- Only the service role reaches them (see 004_sentinel_security.sql).
 ALTER TABLE sentinel_unit_attempts ENABLE ROW LEVEL SECURITY;
-REVOKE ALL ON TABLE sentinel_unit_attempts FROM PUBLIC;
+ALTER TABLE sentinel_key_access ENABLE ROW LEVEL SECURITY;
+REVOKE ALL ON TABLE sentinel_unit_attempts, sentinel_key_access FROM PUBLIC;
+REVOKE ALL ON FUNCTION sentinel_key_access_of(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sentinel_save_key_access(text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION sentinel_upsert_rows(text, text[], jsonb, text, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION sentinel_unit_key_page(text, integer, timestamptz, text, text, timestamptz, integer, integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION sentinel_record_unit_attempts(text, text[], timestamptz, text, bigint) FROM PUBLIC;
@@ -162,7 +213,10 @@ DECLARE
 BEGIN
     FOREACH r IN ARRAY ARRAY['anon', 'authenticated'] LOOP
         IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
-            EXECUTE format('REVOKE ALL ON TABLE sentinel_unit_attempts FROM %I', r);
+            EXECUTE format('REVOKE ALL ON TABLE sentinel_unit_attempts, sentinel_key_access '
+                           'FROM %I', r);
+            EXECUTE format('REVOKE ALL ON FUNCTION sentinel_key_access_of(text), '
+                           'sentinel_save_key_access(text, jsonb) FROM %I', r);
             EXECUTE format('REVOKE ALL ON FUNCTION '
                            '%s, %s, %s FROM %I',
                            'sentinel_upsert_rows(text, text[], jsonb, text, bigint)',
@@ -173,7 +227,9 @@ BEGIN
         END IF;
     END LOOP;
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'service_role') THEN
-        GRANT ALL ON TABLE sentinel_unit_attempts TO service_role;
+        GRANT ALL ON TABLE sentinel_unit_attempts, sentinel_key_access TO service_role;
+        GRANT EXECUTE ON FUNCTION
+            sentinel_key_access_of(text), sentinel_save_key_access(text, jsonb) TO service_role;
         GRANT EXECUTE ON FUNCTION
             sentinel_upsert_rows(text, text[], jsonb, text, bigint),
             sentinel_unit_key_page(text, integer, timestamptz, text, text, timestamptz,

@@ -10,3 +10,13 @@ CREATE TABLE IF NOT EXISTS sentinel_unit_attempts (
 );
 CREATE INDEX IF NOT EXISTS sentinel_unit_attempts_attempted_at
     ON sentinel_unit_attempts (sync, attempted_at);
+-- Key access by sync: a key whose access level is too low for one sync's endpoint (Torn
+-- code 16) is marked for that sync only, until the key is re-saved (`fingerprint`).
+CREATE TABLE IF NOT EXISTS sentinel_key_access (
+    key_id       TEXT NOT NULL,
+    sync         TEXT NOT NULL,
+    fingerprint  TEXT NOT NULL,
+    code         INTEGER NOT NULL,
+    since        TEXT NOT NULL,
+    PRIMARY KEY (key_id, sync)
+);

@@ -392,3 +392,26 @@ def test_code_16_marks_the_key_for_that_sync_only(
     script(torn, keys)
     third = SyncJob(db=db, secret=SECRET, torn_url=torn.url, sync=BATTLESTATS).run()
     assert (third.synced, third.skipped) == (2, 0)
+
+
+def test_doctor_names_a_declared_column_whose_type_differs(tmp_path: Path, torn: FakeTorn) -> None:
+    """`doctor --import` checks each declared table: a column of another type than declared
+    is named (and left as it is); a table as declared passes."""
+    path = tmp_path / "doctor.db"
+    url = f"sqlite:///{path}"
+    assert run_cli(["migrate", "--db", url], env=ENV, cwd=ROOT).returncode == 0
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE user_battlestats (user_id TEXT PRIMARY KEY, updated_at TEXT, "
+            "strength INTEGER, total TEXT)"
+        )
+    args = ["doctor", "--db", url, "--torn-url", torn.url, "--json", *IMPORT]
+    checks = {c["name"]: c for c in json.loads(run_cli(args, env=ENV, cwd=ROOT).stdout)["checks"]}
+    declared = checks["declared_tables"]
+    assert declared["status"] == "fail"
+    assert "user_battlestats.total is TEXT, declared bigint" in declared["detail"]
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE user_battlestats")
+    assert run_cli(["migrate", "--db", url, *IMPORT], env=ENV, cwd=ROOT).returncode == 0
+    checks = {c["name"]: c for c in json.loads(run_cli(args, env=ENV, cwd=ROOT).stdout)["checks"]}
+    assert checks["declared_tables"]["status"] == "pass"

@@ -21,4 +21,5 @@ BATTLESTATS = sentinel_kit.TornSync(
         "user_battlestats", key=["user_id"], columns={"strength": "bigint", "total": "bigint"}
     ),
     schedule="15 */6 * * *",
+    needs="limited",
 )

@@ -246,7 +246,7 @@ class SyncJob(Reader):
                 run_id=run_id,
                 limits=await _row_limits(store),
                 spec=self.sync,
-                access=await _key_access(store, self.sync.name),
+                access=await _key_access(store, self.sync),
             )
             if progress:
                 # The bar counts keys: known up front only for a whole, unsharded run.
@@ -329,11 +329,16 @@ async def _row_limits(store: Store) -> RowLimits:
         return RowLimits()
 
 
-async def _key_access(store: Store, sync: str) -> dict[str, str]:
+async def _key_access(store: Store, sync: TornSync) -> dict[str, str]:
     """The keys without access for ``sync``; none when the database cannot say (a
-    Supabase project without migration 013): the run then asks them, as before."""
+    Supabase project without migration 013): the run then asks them, as before.
+
+    A sync that needs only public access (sync-users) reads nothing: every key has it, so
+    Torn never refuses one for its access level (and a 0.2 database is read as before)."""
+    if not sync.needs_access:
+        return {}
     try:
-        return await store.load_key_access(sync)
+        return await store.load_key_access(sync.name)
     except SentinelError as exc:
         logger.debug("key access marks of {} unknown ({}): asking every key", sync, exc)
         return {}

@@ -703,7 +703,9 @@ class Pipeline:
             await self.store.save_key_health(park, clear)
         # A key without access for this endpoint is marked for this sync only.
         marks = [
-            m for m in access_marks(outcomes, now=now) if self.access.get(m.key_id) != m.fingerprint
+            m
+            for m in access_marks(outcomes, now=now)
+            if self.spec.needs_access and self.access.get(m.key_id) != m.fingerprint
         ]
         if marks:
             await self.store.save_key_access(self.spec.name, marks)

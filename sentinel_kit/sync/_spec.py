@@ -244,6 +244,12 @@ class TornSync:
         object.__setattr__(self, "per", per)
 
     @property
+    def needs_access(self) -> bool:
+        """Whether keys may lack access for this sync (it needs more than public access):
+        only then does a key that Torn refuses for its access level get marked."""
+        return self.needs != ACCESS_LEVELS[0]
+
+    @property
     def unit_column(self) -> str:
         """The column every row carries its unit in (``user_id``)."""
         return UNIT_COLUMNS[self.per]

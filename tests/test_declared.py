@@ -415,3 +415,31 @@ def test_doctor_names_a_declared_column_whose_type_differs(tmp_path: Path, torn:
     assert run_cli(["migrate", "--db", url, *IMPORT], env=ENV, cwd=ROOT).returncode == 0
     checks = {c["name"]: c for c in json.loads(run_cli(args, env=ENV, cwd=ROOT).stdout)["checks"]}
     assert checks["declared_tables"]["status"] == "pass"
+
+
+def test_a_declared_sync_records_and_replays_its_endpoint(
+    tmp_path: Path, lite: tuple[Path, SentinelStore], torn: FakeTorn
+) -> None:
+    """`sync --record` keeps the new endpoint's answers (keys as fingerprints), and
+    `sync --replay` runs the declared sync from them alone, writing the same rows."""
+    path, store = lite
+    keys = store.seed(3)
+    totals = script(torn, keys)
+    cassette = tmp_path / "battlestats.yaml"
+    recorded = run_cli(
+        sync_args(path, torn, *DECLARED, "--record", str(cassette)), env=ENV, cwd=ROOT
+    )
+    assert recorded.returncode == 0, recorded.stderr
+    text = cassette.read_text()
+    assert "/user/battlestats" in text
+    assert not any(k.plaintext in text for k in keys)
+    with sqlite3.connect(path) as conn:
+        conn.execute("DELETE FROM user_battlestats")
+        conn.execute("DELETE FROM sentinel_unit_attempts")
+    sent = len(torn.log)
+    replayed = run_cli(
+        sync_args(path, torn, *DECLARED, "--replay", str(cassette)), env=ENV, cwd=ROOT
+    )
+    assert replayed.returncode == 0, replayed.stderr
+    assert len(torn.log) == sent  # nothing reached the fake Torn
+    assert stored_sqlite(path) == {u: (t // 4, t) for u, t in totals.items()}

@@ -12,8 +12,8 @@ Each class carries the ``exit_code`` the CLI exits with when it reaches the top:
     ├── DecryptError               (1)  one ciphertext cannot be decrypted
     ├── FetchError                 (1)  one key's Torn request failed; carries reason + torn_code
     │   ├── TornAPIError           (1)  Torn answered {"error": {"code": N, ...}}
-    │   ├── UpstreamUnavailable    (1)  timeout, connection error, 5xx, non-JSON body
-    │   └── NotSent                (1)  the run stopped starting requests (time box) first
+    │   └── UpstreamUnavailable    (1)  timeout, connection error, 5xx, non-JSON body
+    ├── NotSent                    (1)  the run stopped starting requests (time box) first
     ├── StoreError                 (3)  the database cannot be reached or refused a statement
     │   ├── ConnectionLost         (3)  the connection dropped (stores retry on a fresh one first)
     │   ├── SchemaMissing          (2)  the tables are not there: run `sentinel-kit migrate`
@@ -52,6 +52,18 @@ __all__ = [
     "UpstreamUnavailable",
     "WrongSecret",
 ]
+
+
+def describe_unexpected(exc: BaseException) -> str:
+    """An unexpected error (a bug of ours or of a job's code) as one redacted line: its type
+    and the first line of its message (which may quote a secret: masked).
+
+    The CLI's ``error: internal error: ...`` line and a run's recorded cause both use it.
+    """
+    from ._secrets import redact  # pure, as this module
+
+    text = str(exc).strip().splitlines()
+    return redact(f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__)
 
 
 class SentinelError(Exception):
@@ -123,14 +135,16 @@ class UpstreamUnavailable(FetchError):
     """No usable answer: timeout, connection failure, HTTP error status or a non-JSON body."""
 
 
-class NotSent(FetchError):
+class NotSent(SentinelError):
     """The client stopped starting requests (a run's time box) before this one went out.
 
-    Not the key's failure: a run turns it into a ``deferred`` key that keeps its place.
+    Not the key's failure, nor a Torn error: not a :class:`FetchError`, so no code that
+    handles fetch failures (retries, the global stop) takes it for one. A run turns it into
+    a ``deferred`` key that keeps its place.
     """
 
     def __init__(self, message: str = "not sent: the run stopped starting requests") -> None:
-        super().__init__(message, error_class=ErrorClass.GLOBAL, reason=Reason.ABORTED)
+        super().__init__(message)
 
 
 class StoreError(SentinelError):

@@ -112,10 +112,9 @@ class IncidentGuard:
         """The run's one-line error after an incident."""
         days = self.window.days or 1
         return (
-            f"Torn answered 'Incorrect key' (code {INCORRECT_KEY}) for {self.threshold} keys "
-            f"that worked within {days} days, with no success between them: probably a Torn "
-            f"incident, or --torn-url ({self.torn_url}) is not Torn's API; stopped sending and "
-            "parked none of those keys. Check --torn-url and Torn's API status, then run again"
+            f"Incorrect key (code {INCORRECT_KEY}) from {self.threshold} keys that worked "
+            f"within {days} days: a Torn incident? parked none; check --torn-url "
+            f"({self.torn_url}) and Torn's API status page"
         )
 
     def admit(self, park: Sequence[KeyHealth]) -> list[KeyHealth]:

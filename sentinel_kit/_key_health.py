@@ -49,7 +49,8 @@ INCORRECT_KEY = 2
 STRIKES_TO_PARK = 3
 #: The least time between two such runs for both to count.
 STRIKE_GAP = timedelta(hours=1)
-#: How strike-parked keys' ``reason`` starts (``status`` counts them by it).
+#: How strike-parked keys' ``reason`` starts (words for people: ``status`` counts them by
+#: their strikes in ``sentinel_key_record``).
 NO_SUCCESS_PARK = "parked after"
 
 

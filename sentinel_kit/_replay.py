@@ -15,9 +15,11 @@ Before a request is recorded, and before a live request is matched during replay
 ``Authorization: ApiKey <key>`` header (and any ``key=`` query parameter) is replaced by the
 key's fingerprint (:func:`sentinel_kit.key_fingerprint`). Replay matches on that fingerprint,
 so concurrent requests each get their own user's answer whatever their order; a body that
-echoes a key is masked too. Scheme, host and port are not matched: the transport only ever
-sees Torn, so a cassette recorded against a stand-in on any port replays for
-``https://api.torn.com``.
+echoes a key is masked too. The path and the query take part in the match too (less the
+per-run ``comment`` and ``timestamp``), so ``/user/basic`` and ``/user/battlestats`` of one
+key, or two pages of one log, replay apart. Scheme, host and port are not matched: the
+transport only ever sees Torn, so a cassette recorded against a stand-in on any port replays
+for ``https://api.torn.com``.
 
 >>> with record("cassettes/incident.yaml"):        # doctest: +SKIP
 ...     job.run(dry_run=True)
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MATCH_ON",
+    "PER_RUN_PARAMETERS",
     "RECORD_MODES",
     "TORN_MATCH_ON",
     "CassetteTransport",
@@ -67,6 +70,7 @@ __all__ = [
     "scrub_request",
     "scrub_response",
     "torn_key_matcher",
+    "torn_query_matcher",
     "torn_transport",
 ]
 
@@ -75,7 +79,10 @@ __all__ = [
 MATCH_ON = ("method", "scheme", "host", "port", "path", "query", "torn_key")
 #: How a Torn request finds its recorded answer on the Torn transport, which sees nothing
 #: but Torn: the host and port may differ between recording (a stand-in) and replay.
-TORN_MATCH_ON = ("method", "path", "query", "torn_key")
+TORN_MATCH_ON = ("method", "path", "torn_query", "torn_key")
+#: Query parameters that change from run to run without changing the answer asked for: the
+#: label in the key owner's log and Torn's cache-buster.
+PER_RUN_PARAMETERS = frozenset({"comment", "timestamp"})
 #: Headers that identify the caller and never belong in a cassette.
 _DROP_REQUEST_HEADERS = ("apikey", "x-client-info", "cookie")
 _DROP_RESPONSE_HEADERS = ("set-cookie", "cf-ray", "report-to", "nel")
@@ -162,6 +169,19 @@ def torn_key_matcher(r1: Any, r2: Any) -> None:
         raise AssertionError(f"key fingerprints differ: {a} != {b}")
 
 
+def _torn_query(request: Any) -> list[tuple[str, str]]:
+    query: list[tuple[str, str]] = request.query
+    return sorted((k, v) for k, v in query if k not in PER_RUN_PARAMETERS)
+
+
+def torn_query_matcher(r1: Any, r2: Any) -> None:
+    """vcrpy matcher: the same query parameters, in any order, less the per-run ``comment``
+    and ``timestamp`` (a cassette recorded with another label or clock still replays)."""
+    a, b = _torn_query(r1), _torn_query(r2)
+    if a != b:
+        raise AssertionError(f"queries differ: {a} != {b}")
+
+
 def _matchers(names: tuple[str, ...]) -> list[Callable[[Any, Any], None]]:
     from vcr import matchers
 
@@ -173,6 +193,7 @@ def _matchers(names: tuple[str, ...]) -> list[Callable[[Any, Any], None]]:
         "path": matchers.path,
         "query": matchers.query,
         "torn_key": torn_key_matcher,
+        "torn_query": torn_query_matcher,
     }
     return [known[name] for name in names]
 

@@ -50,14 +50,20 @@ __all__ = [
     "register_secret",
     "register_url",
     "reveal",
+    "searchable",
 ]
 
 #: What a masked value prints as: the same for every value, so it says nothing of the length.
 MASK = "********"
 #: What the redactor puts where a secret was found in text.
 REDACTED = "[redacted]"
-#: Shorter values are not searched for in text: "abc" would blank every word containing it.
-MIN_REDACTED_CHARS = 4
+#: Shorter values are not searched for in text: a password such as ``sentinel`` or
+#: ``postgres`` would blank every word containing it (``sentinel-kit``, ``postgresql://``).
+MIN_REDACTED_CHARS = 12
+#: Nor are values of fewer kinds of character (lower, upper, digit, other) or fewer distinct
+#: characters than these: such values are words, not secrets worth blanking text for.
+MIN_REDACTED_KINDS = 2
+MIN_REDACTED_DISTINCT = 6
 
 #: Anything shaped like a Torn key (16 letters and digits).
 _KEY_LIKE = re.compile(r"\b[A-Za-z0-9]{16}\b")
@@ -227,8 +233,30 @@ def mask_settings(settings: dict[str, Any]) -> dict[str, Any]:
     return settings
 
 
+def searchable(value: str) -> bool:
+    """Whether ``value`` is long and varied enough to be searched for in free text.
+
+    ENCRYPTION_KEY values, service keys and generated passwords are; a short or plain-word
+    password (``sentinel``, ``postgres``) is not: searching for it would mangle every line
+    that contains the word. Such a password is still masked wherever it appears in a URL
+    (the URL pattern), and a :class:`Secret` still prints masked.
+    """
+    kinds = sum(
+        any(test(c) for c in value)
+        for test in (str.islower, str.isupper, str.isdigit, lambda c: not c.isalnum())
+    )
+    return (
+        len(value) >= MIN_REDACTED_CHARS
+        and kinds >= MIN_REDACTED_KINDS
+        and len(set(value)) >= MIN_REDACTED_DISTINCT
+    )
+
+
 class Redactor:
     """Replaces the secrets it knows, URL passwords and Torn-key-shaped words in text.
+
+    Known values are searched for in free text only when :func:`searchable`; URL passwords
+    are masked by the URL pattern wherever a URL appears, whatever their length.
 
     Thread-safe: values may be added while other threads redact.
     """
@@ -239,11 +267,12 @@ class Redactor:
         self._pattern: re.Pattern[str] | None = None
 
     def add(self, value: str | Secret | None) -> None:
-        """Know ``value`` (its plain text), unless it is empty or too short to search for."""
+        """Know ``value`` (its plain text), unless it is empty or too short or plain to
+        search for (see :func:`searchable`)."""
         if value is None:
             return
         plain = reveal(value)
-        if len(plain) < MIN_REDACTED_CHARS or plain in self._values:
+        if not searchable(plain) or plain in self._values:
             return
         # Also as it appears inside JSON text (quotes, backslashes, non-ASCII escaped).
         forms = {plain, json.dumps(plain)[1:-1]}
@@ -255,7 +284,8 @@ class Redactor:
             self._values = values
 
     def add_url(self, url: str | None) -> None:
-        """Know the password of ``url``, as written in it and decoded."""
+        """Know the password of ``url``, as written in it and decoded, for free-text search
+        when it is :func:`searchable` (in a URL the URL pattern masks it anyway)."""
         if not url:
             return
         try:

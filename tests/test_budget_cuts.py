@@ -22,7 +22,21 @@ from typing import Any
 import psycopg
 import pytest
 
-from sentinel_kit import KeyCipher, RetryPolicy, RunStatus, SyncJob, UserKey
+from sentinel_kit import (
+    Failure,
+    FetchError,
+    KeyCipher,
+    Reason,
+    RetryPolicy,
+    RunStatus,
+    SentinelError,
+    SyncJob,
+    SyncReport,
+    TornKey,
+    UserKey,
+)
+from sentinel_kit._client import TornClient
+from sentinel_kit._errors import NotSent
 from sentinel_kit.stores import open_store
 from sentinel_kit.testing import FakeTorn, cloudflare_502, make_key, slow
 
@@ -213,3 +227,49 @@ def test_parked_keys_count_as_attempted_but_not_beside_a_key_cut_before_its_requ
 def _attempts_at(db: str) -> dict[str, str]:
     with sqlite3.connect(db.removeprefix("sqlite:///")) as conn:
         return dict(conn.execute("SELECT user_id, attempted_at FROM sentinel_user_attempts"))
+
+
+def test_a_request_not_sent_at_the_time_box_is_no_fetch_failure(torn: FakeTorn) -> None:
+    """After stop_starting (the time box), a request raises NotSent before anything is
+    sent: a SentinelError that no `except FetchError` (retries, the global stop) takes for
+    a Torn failure."""
+    key = TornKey(make_key(5))
+
+    async def go() -> BaseException | None:
+        async with TornClient(base_url=torn.url, max_rpm=0) as client:
+            client.stop_starting()
+            try:
+                await client.fetch_user_basic(key)
+            except FetchError as exc:  # what a handler of fetch failures would write
+                return exc
+            except SentinelError as exc:
+                return exc
+        return None
+
+    caught = asyncio.run(go())
+    assert isinstance(caught, NotSent)
+    assert not isinstance(caught, FetchError)
+    assert torn.count() == 0
+
+
+def test_not_reached_is_the_count_of_the_keys_not_reached() -> None:
+    """A report that knows the keys it never reached counts exactly those in `not_reached`
+    (JSON included), whatever count it was handed; one read back from JSON keeps its count."""
+    now = datetime.now(UTC)
+    cut = tuple(Failure(f"u{n}", f"k{n}", Reason.TIMEOUT) for n in range(3))
+    base: dict[str, Any] = {
+        "run_id": "r",
+        "job": "sync-users",
+        "status": RunStatus.TIMEOUT,
+        "started_at": now,
+        "finished_at": now,
+        "keys_total": 5,
+        "synced": 2,
+        "failed": 3,
+        "skipped": 0,
+        "written": 2,
+    }
+    report = SyncReport(**base, not_reached=7, unreached=cut)
+    assert (report.not_reached, report.to_dict()["not_reached"]) == (3, 3)
+    assert report.not_reached_keys() == cut
+    assert SyncReport(**base, not_reached=3).not_reached == 3

@@ -259,6 +259,25 @@ def test_demo_runs_offline_with_synced_and_failed_keys(tmp_path: Path) -> None:
     assert run_cli(["demo"], cwd=tmp_path).returncode == 0
 
 
+@pytest.mark.parametrize("level", ["INFO", "DEBUG"])
+def test_demo_logs_only_its_own_lines_not_the_libraries(tmp_path: Path, level: str) -> None:
+    """`demo` (a replay) logs its run's start and end, and at DEBUG its requests: never
+    vcrpy's or asyncio's lines, which quote whole Torn answers."""
+    result = run_cli(["demo", "--log-level", level], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert "Appending request" not in result.stderr
+    assert "Scrubber" not in result.stderr
+    assert "selector" not in result.stderr  # asyncio's DEBUG line
+    if level == "INFO":
+        assert len(lines) == 2, result.stderr
+        assert " started (" in lines[0]
+        assert " finished: partial" in lines[1]
+    else:
+        assert all(" | DEBUG " in line or " | INFO " in line for line in lines)
+        assert sum(" | INFO " in line for line in lines) == 2
+
+
 def test_demo_refuses_to_replace_a_foreign_database(tmp_path: Path) -> None:
     """demo never overwrites a database that is not a demo database."""
     db = tmp_path / "real.db"
@@ -298,6 +317,27 @@ def test_cli_runner_reports_errors_the_same_way(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "migrate" in result.output
+
+
+def test_an_internal_error_quoting_a_secret_prints_one_masked_line() -> None:
+    """An unexpected error reaching the top of the command line (a bug of ours or of a job's
+    code) prints one `error: internal error: ...` line with the secret it quotes masked, and
+    exits 3."""
+    from sentinel_kit._config import register_env_secrets
+    from sentinel_kit.cli import SentinelGroup
+
+    group = SentinelGroup("sentinel-kit")
+
+    @group.command("boom")
+    def boom() -> None:
+        register_env_secrets()
+        raise RuntimeError(f"cannot use {os.environ['ENCRYPTION_KEY']}\nsecond line")
+
+    result = CliRunner().invoke(group, ["boom"], env={"ENCRYPTION_KEY": SECRET})
+    assert result.exit_code == 3
+    assert SECRET not in result.output
+    assert result.output.startswith("error: internal error: RuntimeError: cannot use [redacted]")
+    assert "second line" not in result.output
 
 
 def test_dry_run_writes_nothing_and_lists_changes(tmp_path: Path, torn: FakeTorn) -> None:

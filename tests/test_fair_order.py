@@ -24,7 +24,9 @@ from typing import Any
 import psycopg
 import pytest
 
+import sentinel_kit
 from sentinel_kit import KeyCipher, RetryPolicy, RunStatus, Store, SyncJob, UserKey, shard_of
+from sentinel_kit._shard import shard_hash_sql, shard_mod_sql, shard_sql
 from sentinel_kit.stores import open_store
 from sentinel_kit.stores._supabase import SupabaseStore
 from sentinel_kit.testing import Answer, FakeTorn, Outage, make_key
@@ -42,6 +44,9 @@ USERS = 150
 ROOM, CONCURRENCY, TIME_BOX, SLOW = 20, 30, 2.0, 2.5
 
 Factory = Callable[[], Store]
+
+#: PostgreSQL's migrations, as the package ships them.
+MIGRATIONS = Path(sentinel_kit.__file__).parent / "sql" / "postgres"
 
 
 def user(n: int) -> str:
@@ -230,6 +235,56 @@ def test_sql_shard_function_agrees_with_shard_of(pg_url: str) -> None:
     assert [(u, n, got) for u, n, got in rows if got != shard_of(u, n)] == []
     top_bit = [u for u in MIXED_IDS if hashlib.sha256(u.encode()).digest()[0] >= 0x80]
     assert len(top_bit) > 100  # the signed-bigint branch is exercised
+
+
+def _squeezed(sql: str) -> str:
+    """SQL text without whitespace (the migration wraps its lines differently)."""
+    return "".join(sql.split())
+
+
+def test_migration_shard_copies_are_the_generated_expression() -> None:
+    """Each copy of the shard hash written out in migration 011 (the function,
+    sentinel_key_page, sentinel_attempt_stats) is the text _shard.shard_sql generates: one
+    definition, copied, never edited by hand."""
+    text = _squeezed((MIGRATIONS / "011_user_attempts.sql").read_text())
+    copies = {
+        "sentinel_shard_of's hash": shard_hash_sql("p_user_id"),
+        "sentinel_shard_of's modulo": shard_mod_sql("s.v", "p_shards"),
+        "sentinel_key_page": shard_sql("k.user_id::text", "p_shards"),
+        "sentinel_attempt_stats": shard_sql("u.user_id", "p_shards"),
+    }
+    assert [name for name, sql in copies.items() if _squeezed(sql) not in text] == []
+
+
+def test_migration_shard_copies_agree_with_shard_of(pg_url: str) -> None:
+    """sentinel_key_page and sentinel_attempt_stats (the Supabase store's reads) put in each
+    shard exactly the users shard_of puts there, and so does the store's generated query
+    text evaluated on its own."""
+    asyncio.run(_migrate(open_store(pg_url)))
+    ids = MIXED_IDS[:400]
+    with psycopg.connect(pg_url) as conn:
+        conn.execute(
+            "INSERT INTO user_keys (id, user_id, api_key) "
+            "SELECT gen_random_uuid(), u, 'ct' FROM unnest(%s::text[]) u",
+            (ids,),
+        )
+        for n in (2, 3, 7):
+            for i in range(n):
+                expected = {u for u in ids if shard_of(u, n) == i}
+                (page,) = conn.execute(
+                    "SELECT sentinel_key_page(100000, p_shard => %s, p_shards => %s)", (i, n)
+                ).fetchone()
+                assert {k["user_id"] for k in page} == expected, ("key_page", i, n)
+                (users,) = conn.execute(
+                    "SELECT users FROM sentinel_attempt_stats(now(), %s, %s)", (i, n)
+                ).fetchone()
+                assert users == len(expected), ("attempt_stats", i, n)
+                generated = shard_sql("u", str(n)).replace("%", "%%")
+                rows = conn.execute(
+                    f"SELECT u FROM unnest(%s::text[]) u WHERE {generated} = %s",  # noqa: S608
+                    (ids, i),
+                ).fetchall()
+                assert {r[0] for r in rows} == expected, ("generated", i, n)
 
 
 @pytest.mark.parametrize("dialect", ["sqlite", "postgres"])

@@ -8,7 +8,13 @@ import pytest
 
 from sentinel_kit import ConfigError, RunRecord
 from sentinel_kit._models import JobState
-from sentinel_kit.ops import check_min_synced, judge_job, run_exit_code, run_is_healthy
+from sentinel_kit.ops import (
+    VerdictKind,
+    check_min_synced,
+    judge_job,
+    run_exit_code,
+    run_is_healthy,
+)
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -133,6 +139,9 @@ def test_a_job_whose_every_key_is_parked_is_not_healthy() -> None:
         "no usable key: 40 parked",
         1,
     )
+    assert verdict.kind is VerdictKind.NO_USABLE_KEY
     assert run_exit_code(parked) == 1
+    aborted = judge_job("j", [run("aborted", error="x")], now=T0 + timedelta(hours=1))
+    assert aborted.kind is VerdictKind.ENDED_EARLY
     empty = judge_job("sync-users", [run("ok", keys=0, synced=0)], now=T0 + timedelta(hours=1))
     assert empty.healthy

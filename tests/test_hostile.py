@@ -28,6 +28,7 @@ from sentinel_kit import (
     SQLiteStore,
     SyncJob,
     UserKey,
+    key_fingerprint,
 )
 from sentinel_kit._torn import interpret_response
 from sentinel_kit.stores._supabase import SupabaseStore
@@ -117,6 +118,34 @@ def test_hostile_answers_fail_their_key_alone(tmp_path: Path, torn: FakeTorn) ->
     # A dripping body times out per attempt (3 attempts of 3 s), not after minutes of drip.
     assert torn.count(bad["dripping"].plaintext) == 3
     assert elapsed < 30
+
+
+def test_each_bad_response_says_why_in_one_warning(tmp_path: Path, torn: FakeTorn) -> None:
+    """At the default log level, each key failing `bad_response` (deep JSON, a huge body, a
+    player id no INTEGER holds) gets one WARNING line naming its user, key fingerprint and
+    why; never the key itself."""
+    url = f"sqlite:///{tmp_path / 'why.db'}"
+    _, keys = migrated(url, 6)
+    why = {
+        keys[0]: (deep_json(200_000), "nested"),
+        keys[1]: (huge_body(8 * 1024 * 1024), "a body over 4 MB"),
+        keys[2]: (profile_answer(2**31, "TooBig"), "outside the range of user_data.player_id"),
+    }
+    for key, (answer, _) in why.items():
+        torn.always(key.plaintext, answer)
+
+    code, report, stderr, _ = sync(url, torn)
+
+    assert (code, report["status"]) == (1, "partial")
+    assert reasons(report) == {k.user_id: "bad_response" for k in why}
+    warnings = [line for line in stderr.splitlines() if "WARNING" in line]
+    for key, (_, text) in why.items():
+        mine = [line for line in warnings if f"user {key.user_id} " in line]
+        assert len(mine) == 1, stderr
+        assert "bad_response: " in mine[0]
+        assert text in mine[0]
+        assert key_fingerprint(key.plaintext) in mine[0]
+        assert key.plaintext not in stderr
 
 
 def test_a_bug_of_ours_in_one_key_is_that_keys_internal_failure(

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from sentinel_kit import ErrorClass, Outcome, Profile, Reason
+from sentinel_kit import ErrorClass, Outcome, Profile, Reason, SQLiteStore, SyncJob
 from sentinel_kit._incident import IncidentGuard
 from sentinel_kit._key_health import (
     STRIKE_GAP,
@@ -21,6 +21,7 @@ from sentinel_kit._key_health import (
     KeyRecord,
     strike,
 )
+from sentinel_kit.sync._job import KEY_RECORD_METHODS
 from sentinel_kit.testing import FakeTorn, SentinelStore, torn_error
 
 from .conftest import SECRET, SeedKey, make_key, run_cli, seed_sqlite, simple_keys, sync_args
@@ -177,6 +178,17 @@ def test_keys_that_synced_yesterday_all_answering_code_2_stop_early_and_park_non
     (shown,) = cli_json("status", "--db", db)
     assert shown["healthy"] is False
     assert "Incorrect key" in shown["reason"]
+    assert len(report["error"]) <= 160 + len(torn.url)
+    table = run_cli(["status", "--db", db], env=ENV).stdout
+    assert "…" in table  # the reason is cut in the table; --json keeps it whole
+    assert max(len(line) for line in table.splitlines()) <= 220
+    # In text, the cause prints once on stderr, and the code-2 keys read as one line.
+    with torn.outage(torn_error(2)):
+        text = run_cli([a for a in sync_args(db, torn) if a != "--json"], env=ENV)
+    assert text.returncode == 3, text.stderr
+    assert text.stderr.count("Torn's API status page") == 1
+    assert "failed: user" not in text.stdout
+    assert " keys: key_invalid (torn code 2) (the first: user " in text.stdout
     code, report, stderr = sync(db, torn)
     assert (code, report["synced"], report["skipped"]) == (0, 60, 0), stderr
 
@@ -239,6 +251,39 @@ def test_reset_by_code_and_time_unparks_only_what_it_selects(
         assert "Traceback" not in bad.stderr
 
 
+def test_reset_names_unknown_runs_and_reads_durations(tmp_path: Path, torn: FakeTorn) -> None:
+    """`--reset --run` with a run id the database never recorded exits 2 naming `sentinel-kit
+    runs`; `--since 2h` means two hours back; a malformed --since is one line with an
+    example; one key un-parked reads "it"; --since without --code un-parks every kind."""
+    keys = simple_keys(3)
+    torn.always(keys[0].plaintext, torn_error(2))
+    torn.always(keys[1].plaintext, torn_error(10))
+    db = seed_sqlite(tmp_path / "u.db", keys)
+    code, _, stderr = sync(db, torn)
+    assert code == 1, stderr
+    for typo in ("nope", "00000000-0000-4000-8000-000000000000"):
+        bad = run_cli(["keys", "health", "--db", db, "--reset", "--run", typo], env=ENV)
+        assert bad.returncode == 2, bad.stdout
+        assert bad.stderr.count("\n") == 1
+        assert "sentinel-kit runs" in bad.stderr
+    malformed = run_cli(["keys", "health", "--db", db, "--reset", "--since", "2 hours"], env=ENV)
+    assert malformed.returncode == 2
+    assert malformed.stderr.count("\n") == 1
+    assert "e.g. 2026-11-28T10:00:00" in malformed.stderr
+    assert "%Y" not in malformed.stderr
+    one = run_cli(
+        ["keys", "health", "--db", db, "--reset", "--code", "2", "--since", "2h"], env=ENV
+    )
+    assert one.returncode == 0, one.stderr
+    assert "un-parked 1 key for code 2 since " in one.stdout
+    assert one.stdout.rstrip().endswith("the next sync will request it")
+    rest = run_cli(["keys", "health", "--db", db, "--reset", "--since", "1d"], env=ENV)
+    assert "un-parked 1 key since" in rest.stdout  # the suspended one: every kind of park
+    assert cli_json("keys", "health", "--db", db) == []
+    helped = run_cli(["keys", "health", "--help"], env=ENV)
+    assert "every kind of park" in " ".join(helped.stdout.split())
+
+
 def test_runs_with_no_success_park_nothing_until_three_an_hour_apart(
     tmp_path: Path, torn: FakeTorn
 ) -> None:
@@ -269,8 +314,13 @@ def test_runs_with_no_success_park_nothing_until_three_an_hour_apart(
     (shown,) = cli_json("status", "--db", db)
     assert (shown["healthy"], shown["reason"]) == (False, "no usable key: 5 parked")
     assert shown["parked_after_no_success"] == 5
+    # Known by the strikes stored, not by the words of the reason (other words, same count).
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE sentinel_key_health SET reason = 'struck: ' || reason")
+    (reworded,) = cli_json("status", "--db", db)
+    assert reworded["parked_after_no_success"] == 5
     text = run_cli(["status", "--db", db], env=ENV)
-    assert "parked sync-users: 5 keys parked after 3 runs with no success anywhere" in text.stdout
+    assert "parked sync-users: 5 keys struck: parked after 3 runs with no success" in text.stdout
     once = run_cli(
         [
             *("daemon", "--db", db, "--torn-url", torn.url, "--max-rpm", "0"),
@@ -333,3 +383,33 @@ def test_an_incident_on_postgres_parks_none_and_the_next_run_syncs_everyone(
     assert store.key_health() == {}
     code, report, stderr = sync(pg_url, torn)
     assert (code, report["synced"]) == (0, 40), stderr
+
+
+class StoreOf02(SQLiteStore):
+    """A user's store written for 0.2: it lacks the methods KeyHealthStore gained since."""
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in KEY_RECORD_METHODS:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return super().__getattribute__(name)
+
+
+def test_a_store_written_for_0_2_runs_and_parks_code_2_as_before(
+    tmp_path: Path, torn: FakeTorn
+) -> None:
+    """A store without load_key_records, save_key_records and unpark_keys runs (no
+    `internal` end): code-2 keys park as in 0.2, once warned which methods to add."""
+    keys = simple_keys(4)
+    for key in keys[:2]:
+        torn.always(key.plaintext, torn_error(2))
+    path = tmp_path / "old.db"
+    seed_sqlite(path, keys)
+    job = SyncJob(db=StoreOf02(path), secret=SECRET, torn_url=torn.url, max_rpm=0)
+    with pytest.warns(DeprecationWarning, match="load_key_records, save_key_records, unpark_keys"):
+        report = job.run()
+    assert (report.status, report.synced, report.failed) == ("partial", 2, 2)
+    assert {f.reason for f in report.failures} == {Reason.KEY_INVALID}
+    parked = cli_json("keys", "health", "--db", f"sqlite:///{path}")
+    assert sorted(h["key_id"] for h in parked) == sorted(k.key_id for k in keys[:2])
+    again = job.run()  # warned once per store class; the parked keys are skipped
+    assert (again.status, again.skipped, again.synced) == ("ok", 2, 2)

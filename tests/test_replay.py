@@ -27,6 +27,7 @@ from sentinel_kit import (
     open_store,
     record,
     replay,
+    torn_transport,
 )
 from sentinel_kit._demo import DEMO_KEYS
 from sentinel_kit.stores._supabase import SupabaseStore
@@ -442,3 +443,47 @@ def test_record_to_an_unwritable_place_fails_before_the_run(tmp_path: Path) -> N
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: cannot write cassette")
+
+
+def test_two_endpoints_of_one_key_record_and_replay_apart(tmp_path: Path, torn: FakeTorn) -> None:
+    """A cassette recorded against the fake Torn with /user/basic, /user/battlestats and two
+    pages of /faction/attacks of one key replays each answer to its own request, in any order
+    and with another per-run comment; an endpoint it never recorded is refused."""
+    key = "KeyA000000000001"
+    torn.key_access(key, "limited", faction=True)
+    cassette = tmp_path / "endpoints.yaml"
+    asks = [
+        ("/user/basic", {}),
+        ("/user/battlestats", {}),
+        ("/faction/attacks", {"limit": "10"}),
+        ("/faction/attacks", {"limit": "10", "to": "1780012599"}),
+    ]
+
+    async def fetch(base: str, order: list[tuple[str, dict[str, str]]], comment: str) -> list[Any]:
+        async with httpx.AsyncClient(base_url=base, transport=torn_transport()) as client:
+            answers = []
+            for path, params in order:
+                reply = await client.get(
+                    path,
+                    params={**params, "comment": comment},
+                    headers={"Authorization": f"ApiKey {key}"},
+                )
+                answers.append(reply.json())
+            return answers
+
+    with record(cassette):
+        recorded = asyncio.run(fetch(torn.url, asks, "sentinel-kit"))
+    assert leaks_in(cassette.read_text()) == []
+    assert [urlsplit(i.uri).path for i in interactions(cassette)] == [
+        f"/v2{path}" for path, _ in asks
+    ]
+    assert recorded[1]["battlestats"]["total"] > 0
+    assert recorded[2]["attacks"] != recorded[3]["attacks"]
+
+    torn.stop()  # replay must not need the server
+    with replay(cassette) as played:
+        replayed = asyncio.run(fetch("https://api.torn.com/v2", asks[::-1], "another-run"))
+        assert played.all_played
+    assert replayed[::-1] == recorded
+    with replay(cassette), pytest.raises(httpx.TransportError, match="holds no answer"):
+        asyncio.run(fetch("https://api.torn.com/v2", [("/key/info", {})], "sentinel-kit"))

@@ -234,6 +234,7 @@ LEAKY_JOB = """
         logger.info("leaky loguru line: {}", ctx)
         logging.getLogger("leaky").info("leaky stdlib line: %r", ctx)
         logging.getLogger("leaky").info("leaky url line: " + ctx.store_url)
+        logging.info("leaky root line")
         logger.info("leaky env line: {}", os.environ["SUPABASE_SERVICE_ROLE_KEY"])
         print(ctx)
         print("leaky print:", ctx.settings, ctx.store_url)
@@ -317,7 +318,10 @@ def test_daemon_job_that_logs_its_context_and_quotes_the_secret_leaks_nothing(
     assert leaks == []
     # The job's own lines are kept, masked, in the daemon's format.
     assert "Secret('********')" in daemon.stdout
-    for line in ("leaky loguru line", "leaky stdlib line", "leaky url line", "leaky env line"):
+    for line in (
+        *("leaky loguru line", "leaky stdlib line", "leaky url line", "leaky env line"),
+        "leaky root line",
+    ):
         assert line in daemon.stderr
     if log_format == "json":
         records = [json.loads(raw) for raw in daemon.stderr.splitlines() if raw.startswith("{")]
@@ -328,3 +332,32 @@ def test_daemon_job_that_logs_its_context_and_quotes_the_secret_leaks_nothing(
         assert mine["leaky stdlib line"]["level"] == "INFO"
         assert "Secret('********')" in mine["leaky stdlib line"]["message"]
         assert "postgresql://postgres:***@" in mine["leaky url line"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("user", "password"),
+    [("sentinel", "sentinel"), ("postgres", "postgres")],
+    ids=["docker-compose", "postgres"],
+)
+def test_a_plain_word_password_is_masked_in_urls_and_mangles_nothing_else(
+    pg_url: str, user: str, password: str
+) -> None:
+    """A database password that is a plain word (docker-compose's `sentinel`, `postgres`) is
+    masked where a URL shows it, and no other word of the output (`sentinel-kit migrate`,
+    `role "sentinel"`, `postgresql://`, a JSON line's module) is touched."""
+    parts = urlsplit(pg_url)
+    db = parts._replace(netloc=f"{user}:{password}@{parts.hostname}:{parts.port or 5432}").geturl()
+    env = {"ENCRYPTION_KEY": SECRET, "SENTINEL_DATABASE_URL": db}
+    result = run_cli(["sync", "--log-format", "json", "--torn-url", "http://127.0.0.1:9"], env=env)
+    doctor = run_cli(["doctor", "--json"], env=env)
+    outputs = result.stdout + result.stderr + doctor.stdout + doctor.stderr
+    assert "[redacted]" not in outputs
+    assert f"postgresql://{user}:***@" in result.stderr
+    assert f":{password}@" not in outputs
+    if user == "sentinel":  # no such role on the test server
+        assert 'role "sentinel" does not exist' in result.stderr
+    else:
+        assert "run `sentinel-kit migrate" in result.stderr
+        assert "sentinel_runs" in result.stderr
+        started = json.loads(result.stderr.splitlines()[0])
+        assert started["module"] == "sentinel_kit.sync._job"

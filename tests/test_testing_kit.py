@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from importlib.metadata import distribution
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -36,6 +37,7 @@ from sentinel_kit import (
 )
 from sentinel_kit._torn import TORN_ERROR_CODES
 from sentinel_kit.testing import (
+    FIXTURES,
     TEST_SECRET,
     Answer,
     FakeTorn,
@@ -45,6 +47,7 @@ from sentinel_kit.testing import (
     cloudflare_challenge,
     find_key_material,
     hang_up,
+    profile_for,
     rate_limited,
     record,
     rekey_cassette,
@@ -439,3 +442,226 @@ def test_readme_outage_recipes(
     assert fake_torn.count() == 1
     fake_torn.outage("cloudflare_502.html", requests=2)
     assert run_job("sync-users").synced == 3
+
+
+# -- routes per path ------------------------------------------------------------------------
+
+KEY_A, KEY_B = "KeyA000000000001", "KeyB000000000002"
+
+
+def ask(torn: FakeTorn, key: str, path: str, **params: Any) -> Any:
+    """GET a v2 path of the fake Torn as the Torn client does (key in the header)."""
+    answer = httpx.get(
+        f"{torn.url}{path}", params=params, headers={"Authorization": f"ApiKey {key}"}
+    )
+    assert answer.status_code == 200  # Torn's errors are HTTP 200 too
+    return answer.json()
+
+
+#: Each default path and the fields Torn's spec gives its answer, or each item of its list
+#: (torngen/schema/).
+SHAPES: dict[str, tuple[str, set[str]]] = {
+    "/user/basic": ("profile", {"id", "name", "level", "gender", "status"}),
+    "/user/profile": ("profile", {"id", "name", "level", "faction_id", "status", "life"}),
+    "/user/battlestats": ("battlestats", {"total", "strength", "speed", "dexterity", "defense"}),
+    "/key/info": ("info", {"user", "selections", "access"}),
+    "/faction/members": ("members", {"id", "name", "position", "status", "last_action"}),
+    "/faction/attacks": ("attacks", {"id", "started", "attacker", "defender", "result"}),
+}
+
+
+@pytest.mark.parametrize("path", list(SHAPES), ids=lambda p: p.strip("/").replace("/", "-"))
+def test_default_paths_answer_torn_shaped_data(fake_torn: FakeTorn, path: str) -> None:
+    """Each path the kit ships answers Torn's shape, the same for a key every time."""
+    top, fields = SHAPES[path]
+    body = ask(fake_torn, KEY_A, path)
+    assert set(body) >= {top}
+    items = body[top] if isinstance(body[top], list) else [body[top]]
+    assert items
+    assert all(set(item) >= fields for item in items)
+    assert ask(fake_torn, KEY_A, path) == body  # deterministic per key
+
+
+def test_default_answers_follow_the_owner(fake_torn: FakeTorn) -> None:
+    """Battle stats, key info and members answer for the key's owner: two keys of one player
+    read the same stats; members include the owner; numbers add up."""
+    player_id, _ = profile_for(KEY_A)
+    stats = ask(fake_torn, KEY_A, "/user/battlestats")["battlestats"]
+    parts = [stats[s]["value"] for s in ("strength", "speed", "dexterity", "defense")]
+    assert stats["total"] == sum(parts)
+    info = ask(fake_torn, KEY_A, "/key/info")["info"]
+    assert info["user"]["id"] == player_id
+    assert info["access"] == {
+        "type": "Full Access",
+        "log": {"custom_permissions": False, "available": []},
+        "level": 4,
+        "faction": True,
+        "company": False,
+    }
+    members = ask(fake_torn, KEY_A, "/faction/members")["members"]
+    assert player_id in {m["id"] for m in members}
+
+    fake_torn.key_access(KEY_B, "limited", owner=(player_id, info["user"]["faction_id"]))
+    assert ask(fake_torn, KEY_B, "/user/battlestats")["battlestats"] == stats
+    assert ask(fake_torn, KEY_B, "/user/basic")["profile"]["id"] == player_id
+    assert ask(fake_torn, KEY_B, "/key/info")["info"]["access"]["type"] == "Limited Access"
+
+
+def test_key_access_gates_paths_with_torns_codes(fake_torn: FakeTorn) -> None:
+    """A key below a path's level answers code 16; faction data without faction API access
+    code 7; public paths answer either key."""
+    fake_torn.key_access(KEY_A, "public")
+    fake_torn.key_access(KEY_B, "limited", faction=False)
+    assert ask(fake_torn, KEY_A, "/user/battlestats")["error"]["code"] == 16
+    assert ask(fake_torn, KEY_A, "/faction/attacks")["error"]["code"] == 16
+    assert ask(fake_torn, KEY_B, "/faction/attacks")["error"]["code"] == 7
+    assert "battlestats" in ask(fake_torn, KEY_B, "/user/battlestats")
+    for key in (KEY_A, KEY_B):
+        assert "profile" in ask(fake_torn, key, "/user/basic")
+        assert "members" in ask(fake_torn, key, "/faction/members")
+    assert ask(fake_torn, KEY_A, "/key/info")["info"]["access"]["level"] == 1
+    with pytest.raises(ValueError, match="not one of"):
+        fake_torn.key_access(KEY_A, "admin")
+
+
+def test_unknown_path_answers_torns_wrong_fields(fake_torn: FakeTorn) -> None:
+    """A path Torn does not serve answers code 4 "Wrong fields" as HTTP 200, not a 404."""
+    assert ask(fake_torn, KEY_A, "/user/nosuchselection") == {
+        "error": {"code": 4, "error": "Wrong fields"}
+    }
+
+
+def test_faction_attacks_page_by_links_next(fake_torn: FakeTorn) -> None:
+    """/faction/attacks honours limit, sort and from, and links.next walks the whole log
+    once, newest first."""
+    seen: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"limit": 10}
+    while True:
+        body = ask(fake_torn, KEY_A, "/faction/attacks", **params)
+        seen += body["attacks"]
+        following = body["_metadata"]["links"]["next"]
+        if following is None:
+            break
+        params = dict(httpx.URL(following).params)
+    started = [a["started"] for a in seen]
+    assert started == sorted(started, reverse=True)
+    assert len({a["id"] for a in seen}) == len(seen) == 24
+    since = started[5]
+    ascending = ask(fake_torn, KEY_A, "/faction/attacks", sort="ASC", **{"from": since})
+    assert [a["started"] for a in ascending["attacks"]] == sorted(started[:6])
+
+
+def test_scripts_per_path_leave_other_paths_alone(fake_torn: FakeTorn) -> None:
+    """A script for one path answers only that path; a path's script goes before the key's
+    any-path script; scripts run out into the defaults."""
+    fake_torn.script(KEY_A, torn_error(16), path="/user/battlestats")
+    assert "profile" in ask(fake_torn, KEY_A, "/user/basic")
+    assert ask(fake_torn, KEY_A, "/user/battlestats")["error"]["code"] == 16
+    assert "battlestats" in ask(fake_torn, KEY_A, "/user/battlestats")
+
+    fake_torn.script(KEY_B, torn_error(2))  # any path
+    fake_torn.script(KEY_B, "ok", path="v2/key/info/")  # spelled loosely, still one path
+    assert "info" in ask(fake_torn, KEY_B, "/key/info")
+    assert ask(fake_torn, KEY_B, "/key/info")["error"]["code"] == 2
+    fake_torn.always(KEY_B, torn_error(18), times=2, path="/user/basic")
+    assert [ask(fake_torn, KEY_B, "/user/basic")["error"]["code"] for _ in range(2)] == [18, 18]
+    assert "profile" in ask(fake_torn, KEY_B, "/user/basic")
+
+
+def test_counts_and_windows_per_path(fake_torn: FakeTorn) -> None:
+    """Counts, the request log and rolling windows are kept per path and in all."""
+    for key, path in [
+        (KEY_A, "/user/basic"),
+        (KEY_A, "/user/battlestats"),
+        (KEY_A, "/user/battlestats"),
+        (KEY_B, "/user/battlestats"),
+        (KEY_B, "/user/nosuchselection"),
+    ]:
+        ask(fake_torn, key, path)
+    assert fake_torn.count() == 5
+    assert fake_torn.count(KEY_A) == 3
+    assert fake_torn.count(path="/user/battlestats") == 3
+    assert fake_torn.count(KEY_A, path="/user/battlestats") == 2
+    assert fake_torn.count(KEY_B, path="/user/basic") == 0
+    assert fake_torn.per_path == {
+        "/user/basic": 1,
+        "/user/battlestats": 3,
+        "/user/nosuchselection": 1,
+    }
+    assert fake_torn.max_in_window(60, path="/user/battlestats") == 3
+    assert fake_torn.max_in_window(60, key=KEY_B, path="/user/battlestats") == 1
+    logged = fake_torn.requests_for(KEY_A, path="/user/battlestats")
+    assert [e.fingerprint for e in logged] == [key_fingerprint(KEY_A)] * 2
+    assert all(e.path.startswith("/v2/user/battlestats") for e in logged)
+
+
+def test_own_route_and_outage_cover_every_path(fake_torn: FakeTorn) -> None:
+    """route() serves a path of the user's own, per key; an outage answers every path."""
+    fake_torn.route("/user/personalstats", lambda key: {"personalstats": {"key": key[:4]}})
+    assert ask(fake_torn, KEY_A, "/user/personalstats") == {"personalstats": {"key": "KeyA"}}
+    with fake_torn.outage(torn_error(8), requests=2):
+        assert ask(fake_torn, KEY_A, "/user/battlestats")["error"]["code"] == 8
+        assert ask(fake_torn, KEY_B, "/key/info")["error"]["code"] == 8
+    assert "info" in ask(fake_torn, KEY_B, "/key/info")
+
+
+def test_fast_server_routes_per_path() -> None:
+    """FakeTorn(fast=True) serves the same paths, scripts and counts per path."""
+    with FakeTorn(fast=True) as torn:
+        torn.key_access(KEY_A, "minimal")
+        torn.script(KEY_A, torn_error(5), path="/key/info")
+        assert ask(torn, KEY_A, "/user/battlestats")["error"]["code"] == 16
+        assert ask(torn, KEY_A, "/key/info")["error"]["code"] == 5
+        assert ask(torn, KEY_A, "/key/info")["info"]["access"]["type"] == "Minimal Access"
+        assert ask(torn, KEY_A, "/nowhere")["error"]["code"] == 4
+        assert torn.count(KEY_A, path="/key/info") == 2
+
+
+def shape(value: Any) -> Any:
+    """The structure of a JSON value: keys of objects, the first item of lists, leaf types."""
+    if isinstance(value, dict):
+        return {k: shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shape(value[0])] if value else []
+    if value is None or isinstance(value, bool | str):
+        return type(value).__name__
+    return "number"
+
+
+def same_shape(answer: Any, fixture: Any) -> bool:
+    """The answer has the fixture's keys at every level (an empty list or a null matches
+    anything: the spec allows both)."""
+    if fixture == [] or answer == [] or "NoneType" in (answer, fixture):
+        return True
+    if isinstance(fixture, dict):
+        return (
+            isinstance(answer, dict)
+            and set(answer) == set(fixture)
+            and all(same_shape(answer[k], fixture[k]) for k in fixture)
+        )
+    if isinstance(fixture, list):
+        return isinstance(answer, list) and same_shape(answer[0], fixture[0])
+    return bool(answer == fixture)
+
+
+@pytest.mark.parametrize(
+    ("path", "fixture"),
+    [
+        ("/user/battlestats", "v2_user_battlestats_ok.json"),
+        ("/key/info", "v2_key_info_ok.json"),
+        ("/faction/members", "v2_faction_members_ok.json"),
+        ("/faction/attacks?limit=2", "v2_faction_attacks_ok.json"),
+        ("/user/profile", "v2_user_profile_ok.json"),
+        ("/user/basic", "v2_user_basic_ok_1.json"),
+        ("/user/nosuchselection", "error_4_wrong_fields.json"),
+    ],
+    ids=lambda v: v.split("?")[0].strip("/").replace("/", "-"),
+)
+def test_default_answers_match_the_cited_fixtures(
+    fake_torn: FakeTorn, path: str, fixture: str
+) -> None:
+    """Each default answer has the shape of its fixture, whose source the fixtures README
+    cites."""
+    expected = json.loads((FIXTURES / fixture).read_text())
+    assert same_shape(shape(ask(fake_torn, KEY_A, path)), shape(expected))
+    assert fixture in (FIXTURES / "README.md").read_text()

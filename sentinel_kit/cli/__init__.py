@@ -17,7 +17,7 @@ from loguru import logger
 
 from .. import __version__
 from .._config import load_env_files, register_env_secrets
-from .._errors import SentinelError
+from .._errors import SentinelError, describe_unexpected
 from ._daemon import daemon
 from ._demo import demo
 from ._doctor import doctor
@@ -76,11 +76,9 @@ class SentinelGroup(click.Group):
             # A bug of ours (or of a job's code): one line and exit 3, like any run that
             # ended early; the traceback only at DEBUG, where the log's redaction applies.
             logger.opt(exception=exc).debug("unexpected error")
-            text = str(exc).strip().splitlines()
-            what = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
             click.echo(
-                f"error: internal error: {what} (run with --log-level DEBUG for the "
-                "traceback, and please report it)",
+                f"error: internal error: {describe_unexpected(exc)} (run with --log-level "
+                "DEBUG for the traceback, and please report it)",
                 err=True,
             )
             ctx.exit(3)

@@ -13,7 +13,7 @@ from ..ops._doctor import DoctorReport, adiagnose
 from ..stores import Store, open_store
 from ..sync._registry import declared_syncs
 from ._options import db_option, json_option, logging_options
-from ._output import echo_json
+from ._output import echo_json, echo_text
 
 __all__ = ["doctor"]
 
@@ -82,6 +82,6 @@ def doctor(db: str | None, torn_url: str, as_json: bool, imports: tuple[str, ...
     if as_json:
         echo_json(report.to_dict())
     else:
-        click.echo(report.render_text())
+        echo_text(report.render_text())
     if not report.ok:
         raise click.exceptions.Exit(report.exit_code)

@@ -6,7 +6,7 @@ import re
 import sys
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -17,12 +17,47 @@ from .._key_health import KeyHealth
 from .._models import UserKey, key_fingerprint
 from ..ops._rotation import DEFAULT_BATCH_SIZE, RotationReport, rotate_keys
 from ..stores import Store
-from ._options import db_option, json_option, logging_options, with_store
-from ._output import echo_json, table
+from ._options import db_option, json_option, logging_options, parse_duration, with_store
+from ._output import echo_json, echo_text, table
 
 __all__ = ["keys"]
 
 _TORN_KEY = re.compile(r"^[A-Za-z0-9]{16}$")
+
+
+if TYPE_CHECKING:
+    _MomentParam = click.ParamType[datetime]
+else:  # click before 8.2 has no generic ParamType
+    _MomentParam = click.ParamType
+
+
+class SinceType(_MomentParam):
+    """A moment: an ISO time (UTC unless it has an offset) or a duration back from now."""
+
+    name = "time"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> datetime:
+        """``value`` as an aware datetime; a one-line usage error with an example if not."""
+        if isinstance(value, datetime):
+            return value if value.tzinfo else value.replace(tzinfo=UTC)
+        text = str(value).strip()
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            pass
+        else:
+            return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        try:
+            return datetime.now(UTC) - parse_duration(text)
+        except ConfigError:
+            self.fail(
+                f"{text!r} is neither a time nor a duration: write e.g. 2026-11-28T10:00:00 "
+                "(UTC unless it has an offset) or 2h, 30m, 1d (back from now)",
+                param,
+                ctx,
+            )
 
 
 @click.group()
@@ -89,7 +124,7 @@ def keys_add(db: str | None, user_id: str, api_key: str | None, as_json: bool) -
             }
         )
     else:
-        click.echo(f"added key {key_id} for user {row.user_id} (fingerprint {fingerprint})")
+        echo_text(f"added key {key_id} for user {row.user_id} (fingerprint {fingerprint})")
 
 
 @keys.command("list")
@@ -113,7 +148,7 @@ def keys_list(db: str | None, as_json: bool) -> None:
     if as_json:
         echo_json(rows)
         return
-    click.echo(
+    echo_text(
         table(
             ["key_id", "user_id", "created_at", "decrypts"],
             [[r["key_id"], r["user_id"], r["created_at"], r["decrypts"]] for r in rows],
@@ -168,13 +203,13 @@ _SELECTED = "\0selected"
 )
 @click.option(
     "--since",
-    type=click.DateTime(
-        formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M:%S"]
-    ),
+    type=SinceType(),
     default=None,
     metavar="T",
-    help="With --reset: the keys parked at or after this time, e.g. 2026-11-28T10:00:00 "
-    "(UTC unless it says otherwise).",
+    help="With --reset: the keys parked at or after this time: an ISO time such as "
+    "2026-11-28T10:00:00 (UTC unless it has an offset), or a duration back from now such "
+    "as 2h, 30m or 1d. Without --code it un-parks every kind of park (dead, suspended, "
+    "cooling down) since then, e.g. after an incident of another code.",
 )
 @json_option
 @logging_options
@@ -215,9 +250,9 @@ def keys_health(
         echo_json([h.to_dict() for h in result])
         return
     if not result:
-        click.echo("no parked keys: every key will be requested by the next sync")
+        echo_text("no parked keys: every key will be requested by the next sync")
         return
-    click.echo(
+    echo_text(
         table(
             ["key_id", "user_id", "state", "last_code", "since", "retry_after", "reason"],
             [
@@ -243,7 +278,7 @@ def _reset_one(db: str | None, key_id: str) -> None:
 
     if not with_store(db, reset):
         raise ConfigError(f"key {key_id} is not parked: `sentinel-kit keys health` lists them")
-    click.echo(f"key {key_id} un-parked: the next sync will request it")
+    echo_text(f"key {key_id} un-parked: the next sync will request it")
 
 
 def _reset_selected(
@@ -261,9 +296,16 @@ def _reset_selected(
         )
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=UTC)
+    if run_id is not None:
+        try:
+            run_id = str(uuid.UUID(run_id))
+        except ValueError:
+            raise ConfigError(_unknown_run(run_id)) from None
 
     async def reset(store: Store) -> int:
         await store.check_schema()
+        if run_id is not None and not await _run_known(store, run_id):
+            raise ConfigError(_unknown_run(run_id))
         return await store.unpark_keys(run_id=run_id, code=code, since=since)
 
     count = with_store(db, reset)
@@ -276,8 +318,24 @@ def _reset_selected(
     if as_json:
         echo_json({"unparked": count, "run_id": run_id, "code": code, "since": since})
         return
-    noun = "key" if count == 1 else "keys"
-    click.echo(f"un-parked {count} {noun} {what}: the next sync will request them")
+    noun, them = ("key", "it") if count == 1 else ("keys", "them")
+    echo_text(f"un-parked {count} {noun} {what}: the next sync will request {them}")
+
+
+#: How far back `--reset --run` looks for the run among recorded runs (beyond it, a run is
+#: known by the keys it parked).
+_RUNS_SEARCHED = 1000
+
+
+def _unknown_run(run_id: str) -> str:
+    return f"no run {run_id} is recorded: `sentinel-kit runs` lists the runs and their ids"
+
+
+async def _run_known(store: Store, run_id: str) -> bool:
+    """Whether ``run_id`` names a recorded run (or one that parked a key still parked)."""
+    if any(h.run_id == run_id for h in (await store.load_key_health()).values()):
+        return True
+    return any(r.run_id == run_id for r in await store.list_runs(limit=_RUNS_SEARCHED))
 
 
 @keys.command("rotate")
@@ -310,6 +368,6 @@ def keys_rotate(db: str | None, batch_size: int, as_json: bool) -> None:
     if as_json:
         echo_json(report.to_dict())
     else:
-        click.echo(report.summary())
+        echo_text(report.summary())
     if not report.complete:
         raise click.exceptions.Exit(1)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import os
 import sys
 import traceback
 from typing import Any
@@ -26,6 +27,7 @@ from .._secrets import redact, redact_secrets
 __all__ = [
     "LEVELS",
     "InterceptHandler",
+    "JobCodeFilter",
     "JsonLineSink",
     "RedactingStream",
     "configure_logging",
@@ -37,15 +39,12 @@ __all__ = [
 
 LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 #: Libraries that log every request at INFO (httpx: the URL) or chatter at DEBUG: they
-#: speak at WARNING and above only, whatever --log-level says.
-QUIET_LIBRARIES = ("httpx", "httpcore", "hpack", "h2", "urllib3")
+#: speak at WARNING and above only, whatever --log-level says. (Every other library does too:
+#: see :class:`JobCodeFilter`; setting these loggers' levels also saves building the records.)
+QUIET_LIBRARIES = ("httpx", "httpcore", "hpack", "h2", "urllib3", "vcr", "asyncio", "psycopg")
 #: Libraries whose lines quote secrets and that we speak for: Apprise logs alert URLs, which
 #: carry webhook tokens (the Alerter logs failures in its own words).
 SILENT_LIBRARIES = ("apprise",)
-
-
-def _redacting_patcher(record: Any) -> None:
-    record["message"] = redact(record["message"])
 
 
 class RedactingStream:
@@ -73,6 +72,47 @@ class RedactingStream:
         return bool(isatty()) if isatty is not None else False
 
 
+def _job_modules() -> dict[str, str | None]:
+    """The modules of the registered jobs (``--import``, entry points): name -> file."""
+    from ..daemon._jobs import registered_jobs  # the registry, not the daemon's loop
+
+    found: dict[str, str | None] = {}
+    for spec in registered_jobs().values():
+        name = getattr(spec.handler, "__module__", None)
+        if name and not name.startswith("sentinel_kit"):
+            found[name] = getattr(sys.modules.get(name), "__file__", None)
+    return found
+
+
+class JobCodeFilter(logging.Filter):
+    """Lets standard-library records below WARNING through only from the jobs' own code.
+
+    A job's module (imported with ``--import`` or by an entry point) logs at the command's
+    level, whether through ``logging.getLogger(__name__)``, a child of it, a logger of its
+    own package, any logger it names from its own file (``logging.getLogger("myjob")``) or
+    the root logger (``logging.info(...)``). Every other library (vcrpy, asyncio, psycopg,
+    ...) speaks at WARNING and above only: their INFO and DEBUG lines quote whole Torn
+    answers and flood the log.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Whether ``record`` is a warning or worse, or comes from a job's code."""
+        if record.levelno >= logging.WARNING:
+            return True
+        modules = _job_modules()
+        if not modules:
+            return False
+        packages = {name.partition(".")[0] for name in modules}
+        if any(record.name == p or record.name.startswith(p + ".") for p in packages):
+            return True
+        files = {file for file in modules.values() if file}
+        return record.pathname in files or any(
+            record.pathname.startswith(os.path.dirname(f) + os.sep)
+            for name, f in modules.items()
+            if f and "." in name  # a package's job module: its package's files are its own
+        )
+
+
 class InterceptHandler(logging.Handler):
     """Hands standard-library log records to loguru, so a job's ``logging`` lines (and
     libraries' warnings) take our sinks, format and redaction (loguru's README recipe)."""
@@ -95,6 +135,10 @@ class InterceptHandler(logging.Handler):
 
 #: The fields every JSON line starts with; a bound field of the same name cannot replace them.
 _BASE_FIELDS = ("time", "level", "message", "module")
+#: Fields that name code or describe the line, never data: left as they are, so a collector
+#: can filter on them (a word of a secret must not turn ``sentinel_kit.sync._job`` into
+#: ``[redacted]_kit.sync._job``).
+_STRUCTURAL_FIELDS = frozenset(("time", "level", "module", "name", "function", "logger"))
 
 
 class JsonLineSink:
@@ -108,7 +152,9 @@ class JsonLineSink:
          "module": "sentinel_kit.sync._job", "run_id": "...", "job": "sync-users",
          "status": "ok", "synced": 7, ...}
 
-    Every string field, the traceback and the line itself are redacted (:func:`redact`).
+    Every field that can carry data (the message, bound values, nested ones included, and
+    the traceback) is redacted once (:func:`redact`); fields that name code (``module``,
+    ``level``, ``time``, a stdlib ``logger`` name) are left as they are.
     """
 
     def __init__(self, stream: Any = None) -> None:
@@ -124,22 +170,32 @@ class JsonLineSink:
         }
         for name, value in record["extra"].items():
             if name not in _BASE_FIELDS:
-                line[name] = redact(value) if isinstance(value, str) else value
+                line[name] = value if name in _STRUCTURAL_FIELDS else _redacted(value)
         if record["exception"] is not None:
             line["exception"] = redact(
                 "".join(traceback.format_exception(*record["exception"])).rstrip()
             )
         stream = self.stream or sys.stderr
-        # Again on the whole line: a secret inside a bound dict or list is masked too.
-        stream.write(redact(json.dumps(line, default=_loggable)) + "\n")
+        stream.write(json.dumps(line, default=_loggable) + "\n")
         stream.flush()
+
+
+def _redacted(value: Any) -> Any:
+    """``value`` with every string in it redacted (inside dicts, lists and tuples too)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(v) for v in value]
+    return value
 
 
 def _loggable(value: Any) -> Any:
     """JSON for a bound value: ours as in reports, anything else as its (masked) text, so a
     plugin binding an odd object never breaks a log line."""
     try:
-        return to_jsonable(value)
+        return _redacted(to_jsonable(value))
     except TypeError:
         return redact(str(value))
 
@@ -152,7 +208,8 @@ def configure_logging(level: str, fmt: str = "text") -> None:
     a job's ``logging.getLogger(...).info(...)`` is a line like ours, in either format.
     """
     logger.remove()
-    logger.configure(patcher=_redacting_patcher)
+    # No redacting patcher: each sink redacts its line once (the text sink the formatted
+    # line, the JSON sink each data field), so nothing is redacted twice.
     logger.enable("sentinel_kit")
     _intercept_stdlib(logger.level(level.upper()).no)
     if fmt == "json":
@@ -176,7 +233,9 @@ def _intercept_stdlib(level: int) -> None:
     """Route the root logger into loguru at ``level`` (once: the handler is reused)."""
     root = logging.getLogger()
     if not any(isinstance(h, InterceptHandler) for h in root.handlers):
-        root.addHandler(InterceptHandler())
+        handler = InterceptHandler()
+        handler.addFilter(JobCodeFilter())
+        root.addHandler(handler)
     # Python's own default is WARNING: a job's INFO lines would be dropped.
     root.setLevel(level)
     for name in QUIET_LIBRARIES:

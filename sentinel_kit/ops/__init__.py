@@ -10,11 +10,14 @@ from ._alerts import Alerter, alert_message, announce, parse_alert_urls, record_
 from ._health_rule import (
     DEFAULT_MIN_SYNCED,
     JobHealth,
+    Verdict,
+    VerdictKind,
     check_min_synced,
     judge_job,
     run_exit_code,
     run_is_healthy,
     run_verdict,
+    run_verdict_of,
 )
 from ._status import JobStatus, StatusReport, astatus, job_statuses, status
 
@@ -24,6 +27,8 @@ __all__ = [
     "JobHealth",
     "JobStatus",
     "StatusReport",
+    "Verdict",
+    "VerdictKind",
     "alert_message",
     "announce",
     "astatus",
@@ -35,5 +40,6 @@ __all__ = [
     "run_exit_code",
     "run_is_healthy",
     "run_verdict",
+    "run_verdict_of",
     "status",
 ]

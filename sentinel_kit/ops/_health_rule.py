@@ -17,6 +17,7 @@ Times are arguments; nothing here reads the clock, the environment or a database
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -27,18 +28,40 @@ from .._models import JobState, RunRecord
 __all__ = [
     "DEFAULT_MIN_SYNCED",
     "JobHealth",
+    "Verdict",
+    "VerdictKind",
     "check_min_synced",
     "judge_job",
     "run_exit_code",
     "run_is_healthy",
     "run_verdict",
+    "run_verdict_of",
 ]
 
 #: The share of attempted keys a partial run must sync to be healthy.
 DEFAULT_MIN_SYNCED = 0.5
 #: Statuses that carry no verdict: the run has not ended, or did no work by design.
 _NO_VERDICT = frozenset({"running", "skipped"})
-_NO_USABLE_KEY = "no usable key"
+
+
+class VerdictKind(enum.StrEnum):
+    """Why a run is not healthy: code branches on this, never on the text."""
+
+    #: The job has keys but could use none (every key parked): about the job's keys,
+    #: whatever the run's status.
+    NO_USABLE_KEY = "no_usable_key"
+    #: A partial run that synced less than ``min_synced`` of its attempted keys.
+    BELOW_MIN_SYNCED = "below_min_synced"
+    #: The run ended aborted, timed out or abandoned.
+    ENDED_EARLY = "ended_early"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Why a run is not healthy: a :class:`VerdictKind` and its words for people."""
+
+    kind: VerdictKind
+    text: str
 
 
 def check_min_synced(value: float) -> float:
@@ -54,8 +77,8 @@ def check_min_synced(value: float) -> float:
     return value
 
 
-def run_verdict(run: RunRecord, min_synced: float = DEFAULT_MIN_SYNCED) -> str | None:
-    """Why ``run`` is not healthy, in a few words; None when it is healthy.
+def run_verdict_of(run: RunRecord, min_synced: float = DEFAULT_MIN_SYNCED) -> Verdict | None:
+    """Why ``run`` is not healthy, as a :class:`Verdict`; None when it is healthy.
 
     Args:
         run: a finished run.
@@ -64,26 +87,38 @@ def run_verdict(run: RunRecord, min_synced: float = DEFAULT_MIN_SYNCED) -> str |
     if run.keys_total > 0 and run.skipped >= run.keys_total:
         # Every key parked: "ok" with nothing to do, run after run, would hide that the job
         # syncs no one (a Torn incident parked them, or every user's key died).
-        return f"{_NO_USABLE_KEY}: {run.skipped} parked"
+        return Verdict(VerdictKind.NO_USABLE_KEY, f"no usable key: {run.skipped} parked")
     if run.status == "ok":
         return None
     if run.status == "partial":
         attempted = run.attempted
         if run.synced >= min_synced * attempted:
             return None
-        return (
+        return Verdict(
+            VerdictKind.BELOW_MIN_SYNCED,
             f"partial: {run.synced} of {attempted} attempted keys synced, "
-            f"below --min-synced {min_synced:g}"
+            f"below --min-synced {min_synced:g}",
         )
     if run.error and run.error.startswith(run.status):
-        return run.error  # "abandoned: ..." says its status already
+        return Verdict(VerdictKind.ENDED_EARLY, run.error)  # "abandoned: ..." says its status
     cause = f": {run.error}" if run.error else ""
-    return f"{run.status}{cause}"
+    return Verdict(VerdictKind.ENDED_EARLY, f"{run.status}{cause}")
+
+
+def run_verdict(run: RunRecord, min_synced: float = DEFAULT_MIN_SYNCED) -> str | None:
+    """Why ``run`` is not healthy, in a few words; None when it is healthy.
+
+    Args:
+        run: a finished run.
+        min_synced: the share of attempted keys a partial run must sync.
+    """
+    verdict = run_verdict_of(run, min_synced)
+    return verdict.text if verdict is not None else None
 
 
 def run_is_healthy(run: RunRecord, min_synced: float = DEFAULT_MIN_SYNCED) -> bool:
     """True when ``run`` is ``ok``, or ``partial`` with enough of its attempted keys synced."""
-    return run_verdict(run, min_synced) is None
+    return run_verdict_of(run, min_synced) is None
 
 
 def run_exit_code(run: RunRecord, min_synced: float = DEFAULT_MIN_SYNCED) -> int:
@@ -108,6 +143,8 @@ class JobHealth:
         as_of: the moment the verdict speaks for: the end of ``last_run``, or of the grace
             period; alerts only move forward in it.
         exit_code: what ``daemon --once`` exits with for this job (0 when healthy).
+        kind: why the latest counted run is not healthy (None when it is, or when no run
+            speaks yet): branch on this, not on ``reason``'s words.
     """
 
     job: str
@@ -117,6 +154,7 @@ class JobHealth:
     last_healthy_at: datetime | None
     as_of: datetime | None
     exit_code: int
+    kind: VerdictKind | None = None
 
     @property
     def last_run_status(self) -> str | None:
@@ -128,11 +166,13 @@ def _finished_at(run: RunRecord) -> datetime:
     return run.finished_at or run.started_at
 
 
-def _job_reason(run: RunRecord, why_not: str | None) -> str:
+def _job_reason(run: RunRecord, why_not: Verdict | None) -> str:
     if why_not is None:
         return f"latest run {run.status}"
     # "no usable key" speaks of the job's keys, whatever the run's status.
-    return why_not if why_not.startswith(_NO_USABLE_KEY) else f"latest run {why_not}"
+    if why_not.kind is VerdictKind.NO_USABLE_KEY:
+        return why_not.text
+    return f"latest run {why_not.text}"
 
 
 def judge_job(
@@ -165,7 +205,7 @@ def judge_job(
     last_healthy_at = _finished_at(last_healthy) if last_healthy else None
     if counted:
         latest = counted[0]
-        why_not = run_verdict(latest, min_synced)
+        why_not = run_verdict_of(latest, min_synced)
         return JobHealth(
             job=job,
             healthy=why_not is None,
@@ -174,6 +214,7 @@ def judge_job(
             last_healthy_at=last_healthy_at,
             as_of=_finished_at(latest),
             exit_code=run_exit_code(latest, min_synced),
+            kind=why_not.kind if why_not is not None else None,
         )
     if state is None or state.first_tick is None:
         return JobHealth(

@@ -23,7 +23,7 @@ from typing import Any
 from .._blocking import run_blocking
 from .._display import html_table, to_dataframe
 from .._errors import SchemaMissing
-from .._key_health import NO_SUCCESS_PARK, KeyHealth
+from .._key_health import STRIKES_TO_PARK, HealthState, KeyHealth, KeyRecord
 from .._models import JobState, RunRecord
 from .._schedule import Schedule, parse_schedule_spec
 from .._secrets import Secret
@@ -313,7 +313,9 @@ class StatusReport:
         rows = [j._row() for j in self.jobs]
         if not rows:
             return "(no jobs)"
-        cells = [[str(c) for c in r] for r in rows]
+        # Long reasons (an incident's, a store error's) are cut in the table; `--json` and
+        # the run's own record keep them whole.
+        cells = [[_cell(str(c)) for c in r] for r in rows]
         widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(_COLUMNS)]
         lines = ["  ".join(h.ljust(w) for h, w in zip(_COLUMNS, widths, strict=True))]
         lines.append("  ".join("-" * w for w in widths))
@@ -337,6 +339,14 @@ class StatusReport:
     def to_pandas(self) -> Any:
         """The jobs as a pandas DataFrame (needs the ``pandas`` extra)."""
         return to_dataframe([dict(zip(_COLUMNS, j._row(), strict=True)) for j in self], _COLUMNS)
+
+
+#: The widest a cell of the status table gets.
+MAX_CELL = 100
+
+
+def _cell(text: str) -> str:
+    return text if len(text) <= MAX_CELL else text[: MAX_CELL - 1] + "…"
 
 
 async def job_statuses(
@@ -374,6 +384,7 @@ async def job_statuses(
     names = list(jobs) if jobs is not None else (sorted(states) or [_DEFAULT_JOB])
     found: list[JobStatus] = []
     health: dict[str, KeyHealth] | None = None
+    records: dict[str, KeyRecord] | None = None
     for name in names:
         state = states.get(name) or (known or {}).get(name)
         runs = await store.list_runs(job=name, limit=RUNS_PER_JOB)
@@ -393,7 +404,8 @@ async def job_statuses(
             behind = await job_backlog(store, name, plan=plan, now=moment) if backlog else None
         if backlog and sync_shard(name)[0]:
             health = health if health is not None else await store.load_key_health()
-            struck = _no_success_parked(health.values())
+            records = records if records is not None else await _key_records(store)
+            struck = _no_success_parked(health.values(), records)
         found.append(
             JobStatus(
                 job=name,
@@ -411,13 +423,32 @@ async def job_statuses(
     return StatusReport(tuple(found), moment, min_synced)
 
 
-def _no_success_parked(health: Iterable[KeyHealth]) -> tuple[int, str]:
-    """How many keys were parked after runs with no success anywhere, and the latest reason
-    (its text starts with "parked after ...")."""
-    struck = sorted(
-        (h for h in health if (h.reason or "").startswith(NO_SUCCESS_PARK)), key=lambda h: h.since
-    )
-    return len(struck), (struck[-1].reason or "") if struck else ""
+async def _key_records(store: Store) -> dict[str, KeyRecord]:
+    """The store's key records; none from a store written for 0.2 (without the method)."""
+    load = getattr(store, "load_key_records", None)
+    return await load() if load is not None else {}
+
+
+def _no_success_parked(
+    health: Iterable[KeyHealth], records: Mapping[str, KeyRecord]
+) -> tuple[int, str]:
+    """How many keys are parked after runs with no success anywhere, and the latest reason.
+
+    Known by the stored facts, not the words: a key parked dead whose record (for the same
+    ciphertext) holds :data:`STRIKES_TO_PARK` strikes or more.
+    """
+
+    def struck(h: KeyHealth) -> bool:
+        record = records.get(h.key_id)
+        return (
+            h.state is HealthState.DEAD
+            and record is not None
+            and record.fingerprint == h.fingerprint
+            and record.strikes >= STRIKES_TO_PARK
+        )
+
+    parked = sorted((h for h in health if struck(h)), key=lambda h: h.since)
+    return len(parked), (parked[-1].reason or "") if parked else ""
 
 
 async def astatus(

@@ -42,7 +42,9 @@ from .._json import dumps
 from .._models import UserDataRow, UserKey
 from .._secrets import Secret, SecretURL
 from .._security import SEED_TABLES, SecurityFacts, lock_script, lock_statements, open_tables
+from .._shard import shard_sql
 from ._migrations import MIGRATIONS_TABLE, migrations
+from ._paramstyle import to_pyformat
 from ._protocols import DEFAULT_CHUNK_SIZE, CiphertextChange, Fence
 from ._rows import KEY_COLUMNS, ciphertext_change_row, iso, user_data_row, user_key_row
 from ._sql import SQL_TABLES, Row, Session, SQLStore
@@ -163,22 +165,23 @@ def _first_line(exc: BaseException) -> str:
 
 
 class _PostgresSession:
-    """Statements on the psycopg connection; ``?`` placeholders become ``%s``."""
+    """Statements on the psycopg connection; ``?`` placeholders become ``%s`` outside
+    literals and comments, and every ``%`` is escaped (see ``_paramstyle.py``)."""
 
     def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
         self._conn = conn
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        cursor = await self._conn.execute(sql.replace("?", "%s"), params)
+        cursor = await self._conn.execute(to_pyformat(sql), params)
         return list(await cursor.fetchall())
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        cursor = await self._conn.execute(sql.replace("?", "%s"), params)
+        cursor = await self._conn.execute(to_pyformat(sql), params)
         return cursor.rowcount
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         async with self._conn.cursor() as cursor:
-            await cursor.executemany(sql.replace("?", "%s"), rows)
+            await cursor.executemany(to_pyformat(sql), rows)
 
 
 class PostgresStore(SQLStore):
@@ -343,21 +346,10 @@ class PostgresStore(SQLStore):
         return f'CAST({expr} AS TEXT) COLLATE "C"'
 
     def _in_shard(self, user_text: str, shard: tuple[int, int]) -> str:
-        # sentinel_shard_of's expression, inlined: a SQL function with a pinned
-        # search_path is never inlined, and its call costs 3-5x the hash itself on every
-        # key of every query. The first 8 bytes of SHA-256 as a signed bigint v; a negative
-        # v stands for v + 2^64, so its shard is (v mod n + 2^64 mod n) mod n. mod(), not
-        # the % operator, which psycopg would take for a placeholder.
+        # sentinel_shard_of's expression, written out (see _shard.py: a SQL function with a
+        # pinned search_path is never inlined). Integers: safe as literals.
         index, count = int(shard[0]), int(shard[1])
-        wrap = (1 << 64) % count
-        v = (
-            f"('x' || encode(substr(sha256(convert_to({user_text}, 'UTF8')), 1, 8), 'hex'))"
-            "::bit(64)::bigint"
-        )
-        return (
-            f"(CASE WHEN {v} >= 0 THEN mod({v}, {count}) "
-            f"ELSE mod(mod({v}, {count}) + {count} + {wrap}, {count}) END) = {index}"
-        )
+        return f"{shard_sql(user_text, str(count))} = {index}"
 
     def _columns_query(self) -> str:
         return (

@@ -5,7 +5,8 @@ connection is opened and statements are run (:class:`Session`), which driver err
 what, how times are stored, the bulk upsert of ``user_data`` (``executemany`` vs one
 statement over a JSON array), the fenced write and the lease operations (plain SQL vs the
 ``sentinel_*`` functions). Statements here use ``?`` placeholders; the PostgreSQL session
-turns them into ``%s``.
+turns those outside literals and comments into ``%s`` (``_paramstyle.py``), so a ``?`` or
+``%`` in a literal, and the ``%`` operator, mean what they say.
 
 Every statement and transaction holds the store's lock, so concurrent tasks of a run
 (the producer reading pages, the writer upserting) never interleave inside a transaction.

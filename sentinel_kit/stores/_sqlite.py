@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from .._errors import SchemaMissing, StoreDataError, StoreError
 from .._json import dumps
 from .._models import UserDataRow, UserKey
+from .._shard import shard_of
 from ._migrations import MIGRATIONS_TABLE, migrations, statements
 from ._protocols import DEFAULT_CHUNK_SIZE, Fence
 from ._rows import quoted, writable_table
@@ -124,8 +125,6 @@ class SQLiteStore(SQLStore):
         if not self._memory:
             conn.execute("PRAGMA journal_mode = WAL")
         # The shard of a user, as sentinel_kit.shard_of computes it, for the key query.
-        from ..sync._pipeline import shard_of
-
         conn.create_function("sentinel_shard_of", 2, shard_of, deterministic=True)
         return conn
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+import warnings
 from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any, Unpack
@@ -14,7 +15,7 @@ from loguru import logger
 from .._blocking import run_blocking
 from .._client import TornClient
 from .._crypto import KeyCipher
-from .._errors import ConfigError, SentinelError, WrongSecret
+from .._errors import ConfigError, SentinelError, WrongSecret, describe_unexpected
 from .._incident import IncidentGuard
 from .._key_health import HealthPolicy
 from .._models import RunStatus
@@ -240,9 +241,7 @@ class SyncJob(Reader):
                 fence=fence,
                 users=frozenset(users) if users is not None else None,
                 stop=stop,
-                guard=IncidentGuard(
-                    await store.load_key_records(), now=started_at, torn_url=self.torn.url
-                ),
+                guard=await _incident_guard(store, now=started_at, torn_url=self.torn.url),
                 run_id=run_id,
                 limits=await _row_limits(store),
                 spec=self.sync,
@@ -344,11 +343,34 @@ async def _key_access(store: Store, sync: TornSync) -> dict[str, str]:
         return {}
 
 
+#: What ``KeyHealthStore`` gained after 0.2: a store without them runs as under 0.2.
+KEY_RECORD_METHODS = ("load_key_records", "save_key_records", "unpark_keys")
+_warned_stores: set[type] = set()
+
+
+async def _incident_guard(store: Store, *, now: datetime, torn_url: str) -> IncidentGuard | None:
+    """The run's incident guard, from the store's key records; None for a store written for
+    0.2 (without :data:`KEY_RECORD_METHODS`): no key is known to have worked, so code 2
+    parks as it did in 0.2. Such a store gets one DeprecationWarning naming what to add."""
+    missing = [m for m in KEY_RECORD_METHODS if not callable(getattr(store, m, None))]
+    if not missing:
+        return IncidentGuard(await store.load_key_records(), now=now, torn_url=torn_url)
+    kind = type(store)
+    if kind not in _warned_stores:
+        _warned_stores.add(kind)
+        message = (
+            f"{kind.__name__} lacks {', '.join(missing)}: without them an incident (keys "
+            "that worked answering code 2) parks keys as in 0.2; add them (see "
+            "sentinel_kit.stores.KeyHealthStore)"
+        )
+        warnings.warn(message, DeprecationWarning, stacklevel=2)
+        logger.warning("{}", message)
+    return None
+
+
 def _internal_cause(exc: BaseException) -> str:
     """The one-line cause of a run ended by an unexpected error of ours."""
-    text = str(exc).strip().splitlines()
-    what = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-    return f"internal error: {what} (--log-level DEBUG logs the traceback)"
+    return f"internal error: {describe_unexpected(exc)} (--log-level DEBUG logs the traceback)"
 
 
 def _ending(

@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import hashlib
 import time
 import traceback
 from asyncio import FIRST_COMPLETED
@@ -62,6 +61,7 @@ from .._key_health import (
     parked_reason,
 )
 from .._models import ErrorClass, Outcome, Reason, TornKey, UserKey
+from .._shard import shard_of
 from ..stores import Fence, Store
 from ._builtin import SYNC_USERS
 from ._limits import RowLimits
@@ -98,16 +98,6 @@ class Cut(enum.Enum):
     TIMEOUT = "timeout"
     STOPPED = "stopped"
     INTERRUPTED = "interrupted"
-
-
-def shard_of(user_id: str, shards: int) -> int:
-    """Return the shard (0..shards-1) of a user: a stable hash, the same on every replica.
-
-    The first 8 bytes of SHA-256 of the user id, as an unsigned big-endian integer, modulo
-    ``shards``; the SQL stores compute the same in their queries.
-    """
-    digest = hashlib.sha256(user_id.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") % shards
 
 
 class SecretCheck:
@@ -260,7 +250,9 @@ async def process_key(key: UserKey, ctx: _Context) -> Outcome:
     except NotSent:
         return _deferred(key)  # the time box came while it waited on the rate limiters
     except FetchError as exc:
-        if exc.reason is not Reason.ABORTED:
+        if exc.reason is Reason.BAD_RESPONSE:
+            _warn_bad_response(ctx.job, key, plaintext.fingerprint, str(exc))
+        elif exc.reason is not Reason.ABORTED:
             log.debug("key {} of user {}: {}", key.id, key.user_id, exc)
         return Outcome(
             key.id,
@@ -297,9 +289,17 @@ async def settle_key(key: UserKey, ctx: _Context, sink: Sink) -> Outcome:
         outcome = sink.admit(fetched)
     except Exception as exc:
         return _internal_failure(key, ctx, exc)
-    if outcome is not fetched:
-        logger.bind(job=ctx.job).debug("key {} of user {}: {}", key.id, key.user_id, outcome.detail)
+    if outcome is not fetched and outcome.detail is not None:
+        _warn_bad_response(ctx.job, key, outcome.key_fingerprint, outcome.detail)
     return outcome
+
+
+def _warn_bad_response(job: str, key: UserKey, fingerprint: str | None, detail: str) -> None:
+    """One WARNING line saying why a key failed ``bad_response`` (its answer or a value in
+    it): the final word on that key, unlike transient attempts, which log at DEBUG."""
+    logger.bind(job=job).warning(
+        "user {} key {} ({}): bad_response: {}", key.user_id, key.id, fingerprint or "-", detail
+    )
 
 
 def _internal_failure(key: UserKey, ctx: _Context, exc: Exception) -> Outcome:
@@ -583,7 +583,11 @@ class Pipeline:
     def _watched(self, outcome: Outcome) -> Outcome:
         """Show the guard each answer as it arrives; on an incident, stop sending."""
         if self.guard is not None and self.guard.observe(outcome):
-            logger.bind(job=self.job).warning("{}", self.guard.message)
+            # The cause itself is printed once, as the run's error when it ends.
+            logger.bind(job=self.job).warning(
+                "{} keys that worked answered code 2 in a row: stopped sending",
+                self.guard.threshold,
+            )
             self.torn.halt(
                 FetchError(
                     self.guard.message,
@@ -691,8 +695,9 @@ class Pipeline:
             self.written += written
             self._refused(refused, outcomes)
             # Which keys worked (with Torn, whatever the database made of the row): an
-            # incident is told from dead keys by them.
-            await self.store.save_key_records(key_successes(outcomes, now=now))
+            # incident is told from dead keys by them. (No guard: a store without records.)
+            if self.guard is not None:
+                await self.store.save_key_records(key_successes(outcomes, now=now))
         park, clear = health_changes(
             outcomes, now=now, policy=self.health_policy, run_id=self.run_id
         )

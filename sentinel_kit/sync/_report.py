@@ -131,6 +131,12 @@ class SyncReport:
     #: The keys not reached, kept in memory only: never in the JSON report.
     unreached: tuple[Failure, ...] = field(default=(), repr=False, compare=False)
 
+    def __post_init__(self) -> None:
+        # When the keys are known, their count is theirs: the two never disagree. (A report
+        # read back from JSON knows only the count, and keeps it.)
+        if self.unreached and self.not_reached != len(self.unreached):
+            object.__setattr__(self, "not_reached", len(self.unreached))
+
     @property
     def duration_s(self) -> float:
         """Wall-clock seconds between start and finish."""
@@ -212,9 +218,7 @@ class SyncReport:
                 f"  not reached: {self.not_reached} keys (the run ended before their "
                 "requests were sent; they keep their place for the next run)"
             )
-        for f in self.failures:
-            code = f" (torn code {f.torn_code})" if f.torn_code is not None else ""
-            lines.append(f"  failed: user {f.user_id} key {f.key_id}: {f.reason.value}{code}")
+        lines += _failure_lines(self.failures)
         for c in self.changes:
             lines.append(
                 f"  would write: user {c.user_id}: {c.kind.value} -> {c.name} [{c.player_id}]"
@@ -307,6 +311,31 @@ class Tally:
         self.failures.append(
             Failure(outcome.user_id, outcome.key_id, reason, None, outcome.key_fingerprint)
         )
+
+
+#: More failures of one reason and code than this read as one line in the text summary
+#: (`failures` in the JSON still lists each).
+GROUPED_FAILURES = 5
+
+
+def _failure_lines(failures: Sequence[Failure]) -> list[str]:
+    """One line per failure, except a reason and code shared by many: one line for them
+    (an incident's ten keys answering code 2 read as one fact, not ten)."""
+    groups: dict[tuple[Reason, int | None], list[Failure]] = {}
+    for f in failures:
+        groups.setdefault((f.reason, f.torn_code), []).append(f)
+    lines = []
+    for (reason, torn_code), group in groups.items():
+        code = f" (torn code {torn_code})" if torn_code is not None else ""
+        if len(group) > GROUPED_FAILURES:
+            first = group[0]
+            lines.append(
+                f"  failed: {len(group)} keys: {reason.value}{code} (the first: user "
+                f"{first.user_id} key {first.key_id}; `--json` lists them all)"
+            )
+            continue
+        lines += [f"  failed: user {f.user_id} key {f.key_id}: {reason.value}{code}" for f in group]
+    return lines
 
 
 def build_report(

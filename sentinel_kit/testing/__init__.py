@@ -7,8 +7,9 @@ Install with ``pip install 'sentinel-kit[testing]'``. The pytest plugin is opt-i
 loads it with ``pytest_plugins = ["sentinel_kit.testing"]`` in its top conftest.py, or with
 ``pytest -p sentinel_kit.testing``; it then gets these fixtures:
 
-- ``fake_torn``: a :class:`FakeTorn` on 127.0.0.1, scripted per key (success, every Torn
-  error code, HTML and Cloudflare pages, 429, delays), with outages and held requests;
+- ``fake_torn``: a :class:`FakeTorn` on 127.0.0.1 serving Torn's v2 paths with Torn-shaped
+  answers per key and its access, scripted per key and path (success, every Torn error code,
+  HTML and Cloudflare pages, 429, delays), with outages and held requests;
 - ``sentinel_store``: a migrated throw-away :class:`SentinelStore` (SQLite, or PostgreSQL
   when ``SENTINEL_TEST_POSTGRES_URL`` is set), and ``seed_keys`` to fill it with keys
   encrypted as the original app encrypts them;
@@ -38,6 +39,7 @@ from ._faketorn import (
     Hold,
     LoggedRequest,
     Outage,
+    RouteAnswer,
     cloudflare_502,
     cloudflare_challenge,
     deep_json,
@@ -78,8 +80,10 @@ from ._stores import (
     seed_sqlite,
     simple_keys,
 )
+from ._tornroutes import ACCESS_LEVELS, KeyAccess
 
 __all__ = [
+    "ACCESS_LEVELS",
     "DEFAULT_JOB_SETTINGS",
     "FIXTURES",
     "KEY_PATTERNS",
@@ -90,8 +94,10 @@ __all__ = [
     "FakeTorn",
     "Hold",
     "JobRunner",
+    "KeyAccess",
     "LoggedRequest",
     "Outage",
+    "RouteAnswer",
     "SeedKey",
     "SentinelStore",
     "TornCassette",

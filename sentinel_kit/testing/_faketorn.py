@@ -1,9 +1,18 @@
 """A scripted stand-in for Torn's API on 127.0.0.1, for tests and benchmarks.
 
-Each key gets a script: a list of answers served in order, one per request, after which the
-key answers with its default profile. An answer is one of:
+It serves Torn's v2 paths: ``/user/basic``, ``/user/{id}/basic``, ``/user/profile``,
+``/user/battlestats``, ``/key/info``, ``/faction/members``, ``/faction/{id}/members`` and
+``/faction/attacks`` answer Torn-shaped data, deterministic per key, that respects the key's
+access (:meth:`FakeTorn.key_access`: code 16 below the path's level, code 7 for faction data
+without faction API access); any other path answers code 4 ("Wrong fields"), as Torn does
+for an unknown selection. :meth:`FakeTorn.route` serves a path of your own.
 
-- ``"ok"``: the key's default profile (see :func:`profile_for`);
+Each key gets a script: a list of answers served in order, one per request, after which the
+key answers with its default. A script is for one path (``script(key, ..., path=...)``) or
+for any path; a key's script for the asked path goes first. An answer is one of:
+
+- ``"ok"``: the default answer for the asked path (on ``/user/basic``, the key's profile,
+  see :func:`profile_for`);
 - a fixture file name from ``sentinel_kit/testing/torn/`` (realistic Torn bodies, see its
   README: JSON errors as HTTP 200; Cloudflare pages as 502, or 403 with
   ``cf-mitigated: challenge``);
@@ -19,9 +28,10 @@ key answers with its default profile. An answer is one of:
 :meth:`FakeTorn.outage` answers every key alike for a while (Torn down, an IP block), and
 :meth:`FakeTorn.hold` keeps requests waiting so a test can have N in flight at once.
 
-The server logs every request (:attr:`FakeTorn.log`), counts them per key and keeps their
-times, so tests can check "requested exactly once" and "never more than N in any rolling
-60 s" (:meth:`FakeTorn.max_in_window`).
+The server logs every request (:attr:`FakeTorn.log`), counts them per key and per path and
+keeps their times, so tests can check "requested exactly once" and "never more than N in any
+rolling 60 s", in all or for one path (:meth:`FakeTorn.count`,
+:meth:`FakeTorn.max_in_window`, :meth:`FakeTorn.requests_for`).
 
 ``FakeTorn(fast=True)`` serves from an asyncio loop instead of a thread per connection, for
 benchmarks that send a hundred thousand requests: about ten times the requests a second,
@@ -36,13 +46,12 @@ the same scripts, outages and request log, but no :meth:`FakeTorn.hold`.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import sys
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -52,15 +61,20 @@ from urllib.parse import parse_qs, urlsplit
 
 from .._models import key_fingerprint
 from .._torn import TORN_ERROR_CODES
+from ._tornroutes import (
+    ACCESS_LEVELS,
+    KeyAccess,
+    RouteRequest,
+    default_access,
+    find_route,
+    normalize_path,
+    torn_error_payload,
+)
+from ._tornroutes import (
+    profile_for as profile_for,
+)
 
 FIXTURES = Path(__file__).parent / "torn"
-
-
-def profile_for(key: str) -> tuple[int, str]:
-    """Return the (player id, name) the fake server reports for a key by default."""
-    digest = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)
-    player_id = 1_000_000 + digest % 8_000_000
-    return player_id, f"Player{player_id}"
 
 
 @dataclass(frozen=True)
@@ -73,7 +87,8 @@ class Answer:
     delay: float = 0.0
     #: Hang up without answering (a connection error for the client).
     drop: bool = False
-    #: Answer with the key's default profile (``body`` is ignored), after ``delay``.
+    #: Answer with the default for the asked path (``body`` is ignored; on ``/user/basic``
+    #: the key's profile), after ``delay``.
     profile: bool = False
     #: The ``Content-Length`` to declare instead of the body's own (a truncated body when
     #: larger); the connection closes after the body.
@@ -82,6 +97,11 @@ class Answer:
     unframed: bool = False
     #: Seconds between the body's bytes, sent one at a time (a body dripping in).
     drip: float = 0.0
+
+
+#: A path of your own (:meth:`FakeTorn.route`): a fixed JSON payload or answer, or a function
+#: of the asking key returning one.
+RouteAnswer = Mapping[str, Any] | Answer | Callable[[str], Mapping[str, Any] | Answer]
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,7 +313,7 @@ def ok_answer(key: str, *, delay: float = 0.0) -> Answer:
 
 
 class FakeTorn:
-    """Torn's ``/v2/user/basic`` on 127.0.0.1, answering each key from its script.
+    """Torn's v2 API on 127.0.0.1, answering each key from its script, else by path.
 
     Start it with :meth:`start` or ``with FakeTorn() as torn:``; point the code under test
     at :attr:`url`. The ``fake_torn`` pytest fixture gives a started one.
@@ -307,12 +327,23 @@ class FakeTorn:
     def __init__(self, *, latency: float = 0.0, fast: bool = False) -> None:
         self.latency = latency
         self.fast = fast
+        #: Scripts for any path, per key.
         self.scripts: dict[str, list[Answer | str]] = {}
+        #: Scripts for one path, per (key, path).
+        self.path_scripts: dict[tuple[str, str], list[Answer | str]] = {}
+        #: Keys' access and owners set by :meth:`key_access` (others: :func:`default_access`).
+        self.access: dict[str, KeyAccess] = {}
+        #: Paths served by :meth:`route`, beside the built-in ones.
+        self.routes: dict[str, RouteAnswer] = {}
         #: (arrival time, plaintext key) of every request.
         self.requests: list[tuple[float, str]] = []
         #: Every request, its key as a fingerprint (see :class:`LoggedRequest`).
         self.log: list[LoggedRequest] = []
         self.per_key: dict[str, int] = defaultdict(int)
+        #: Requests per path (as :meth:`script` names it: ``/user/basic``).
+        self.per_path: dict[str, int] = defaultdict(int)
+        # (arrival time, plaintext key, path) of every request, for counts and windows.
+        self._arrivals: list[tuple[float, str, str]] = []
         self.paths: list[str] = []
         self.headers_seen: list[dict[str, str]] = []
         #: Requests being answered right now, and the most there ever were at once.
@@ -331,13 +362,74 @@ class FakeTorn:
 
     # -- scripting --------------------------------------------------------------------------
 
-    def script(self, key: str, *answers: Answer | str) -> None:
-        """Queue answers for ``key``; after them it answers with its default profile."""
-        self.scripts.setdefault(key, []).extend(answers)
+    def script(self, key: str, *answers: Answer | str, path: str | None = None) -> None:
+        """Queue answers for ``key``; after them it answers with its defaults.
 
-    def always(self, key: str, answer: Answer | str, times: int = 1000) -> None:
-        """Give ``key`` the same answer for its next ``times`` requests."""
-        self.script(key, *([answer] * times))
+        Args:
+            key: the key (plaintext) the answers are for.
+            answers: served in order, one per request.
+            path: only requests for this path get them (``/user/battlestats``; a leading
+                ``/v2`` or a trailing slash does not matter); None: requests for any path.
+                A script for the asked path is served before the key's any-path script.
+        """
+        if path is None:
+            self.scripts.setdefault(key, []).extend(answers)
+        else:
+            self.path_scripts.setdefault((key, normalize_path(path)), []).extend(answers)
+
+    def always(
+        self, key: str, answer: Answer | str, times: int = 1000, *, path: str | None = None
+    ) -> None:
+        """Give ``key`` the same answer for its next ``times`` requests (for ``path`` only,
+        when given)."""
+        self.script(key, *([answer] * times), path=path)
+
+    def key_access(
+        self,
+        key: str,
+        level: str = "full",
+        *,
+        faction: bool = True,
+        owner: tuple[int, int | None] | None = None,
+    ) -> KeyAccess:
+        """Set what ``key`` may read and whose it is; the default answers follow it.
+
+        A path above the key's level answers code 16, faction data without faction API
+        access code 7; ``/key/info`` tells the same; ``/user/basic`` and the others answer
+        for the owner (two keys of one owner read the same player).
+
+        Args:
+            key: the key (plaintext).
+            level: ``public``, ``minimal``, ``limited`` or ``full`` (the default for every
+                key a test leaves alone).
+            faction: the key has faction API access.
+            owner: (player id, faction id or None); by default the player of
+                :func:`profile_for` in a faction of its own.
+
+        Returns:
+            The access now in force for the key.
+
+        Raises:
+            ValueError: an unknown level.
+        """
+        if level not in ACCESS_LEVELS:
+            raise ValueError(f"access level {level!r} is not one of {', '.join(ACCESS_LEVELS)}")
+        base = default_access(key)
+        player_id, faction_id = owner if owner is not None else (base.player_id, base.faction_id)
+        access = KeyAccess(level, faction, player_id, faction_id)
+        with self._lock:
+            self.access[key] = access
+        return access
+
+    def route(self, path: str, answer: RouteAnswer) -> None:
+        """Serve ``path`` (one the fake does not know, or in place of a built-in one).
+
+        Args:
+            path: the v2 path, e.g. ``/user/personalstats``.
+            answer: its default answer: a JSON payload, an :class:`Answer`, or a function of
+                the asking key (plaintext) returning either. Scripts still go first.
+        """
+        self.routes[normalize_path(path)] = answer
 
     def outage(
         self, answer: Answer | str = "cloudflare_502.html", *, requests: int | None = None
@@ -366,18 +458,48 @@ class FakeTorn:
             self._hold = gate
         return gate
 
-    def count(self, key: str | None = None) -> int:
-        """Requests received for ``key``, or in all when None."""
+    def count(self, key: str | None = None, *, path: str | None = None) -> int:
+        """Requests received for ``key`` (all keys when None), for ``path`` (all paths when
+        None)."""
         with self._lock:
-            return self.per_key[key] if key is not None else len(self.requests)
+            if path is None:
+                return self.per_key[key] if key is not None else len(self.requests)
+            return len(self._select(key, path))
 
-    def max_in_window(self, window: float = 60.0, *, key: str | None = None) -> int:
-        """The most requests seen in any rolling ``window`` seconds, for one key or all.
+    def requests_for(
+        self, key: str | None = None, *, path: str | None = None
+    ) -> list[LoggedRequest]:
+        """The logged requests for ``key`` and ``path`` (None: any), in arrival order."""
+        fingerprint = key_fingerprint(key) if key else None
+        route = normalize_path(path) if path is not None else None
+        with self._lock:
+            entries = list(zip(self.log, self._arrivals, strict=True))
+        return [
+            logged
+            for logged, (_, k, p) in entries
+            if (key is None or k == key or logged.fingerprint == fingerprint)
+            and (route is None or p == route)
+        ]
+
+    def _select(self, key: str | None, path: str | None) -> list[float]:
+        """Arrival times for ``key`` and ``path`` (None: any); the caller holds the lock."""
+        route = normalize_path(path) if path is not None else None
+        return [
+            t
+            for t, k, p in self._arrivals
+            if (key is None or k == key) and (route is None or p == route)
+        ]
+
+    def max_in_window(
+        self, window: float = 60.0, *, key: str | None = None, path: str | None = None
+    ) -> int:
+        """The most requests seen in any rolling ``window`` seconds, for one key or all, on
+        one path or all.
 
         Torn's limits are rolling windows: 100 requests a minute per player, 1000 per IP.
         """
         with self._lock:
-            times = sorted(t for t, k in self.requests if key is None or k == key)
+            times = sorted(self._select(key, path))
         best, start = 0, 0
         for end, t in enumerate(times):
             while t - times[start] >= window:
@@ -385,9 +507,8 @@ class FakeTorn:
             best = max(best, end - start + 1)
         return best
 
-    def _next_answer(self, key: str) -> Answer:
+    def _next_answer(self, key: str, path: str, query: Mapping[str, str]) -> Answer:
         with self._lock:
-            self.per_key[key] += 1
             outage = self._outage
             if outage is not None:
                 item: Answer | str = outage.answer
@@ -397,15 +518,32 @@ class FakeTorn:
                     if outage.remaining <= 0:
                         self._outage = None
             else:
-                queue = self.scripts.get(key)
+                queue = self.path_scripts.get((key, path)) or self.scripts.get(key)
                 item = queue.pop(0) if queue else "ok"
         if isinstance(item, Answer):
             if item.profile:
-                return replace(ok_answer(key, delay=item.delay), drip=item.drip)
+                return replace(self._default(key, path, query, item.delay), drip=item.drip)
             return item
         if item == "ok":
-            return ok_answer(key, delay=self.latency)
+            return self._default(key, path, query, self.latency)
         return fixture_answer(item, delay=self.latency)
+
+    def _default(self, key: str, path: str, query: Mapping[str, str], delay: float) -> Answer:
+        """The answer for ``path`` when no script says otherwise."""
+        own = self.routes.get(path)
+        if own is not None:
+            payload = own(key) if callable(own) else own
+            if isinstance(payload, Answer):
+                return replace(payload, delay=max(payload.delay, delay))
+            return Answer(200, json.dumps(payload), dict(_JSON), delay)
+        route, ident = find_route(path)
+        if route is None:
+            # Torn answers an unknown selection with code 4 as HTTP 200, not a 404 page.
+            return Answer(200, json.dumps(torn_error_payload(4)), dict(_JSON), delay)
+        with self._lock:
+            access = self.access.get(key)
+        request = RouteRequest(access or default_access(key), ident, query)
+        return Answer(200, json.dumps(route.answer(request)), dict(_JSON), delay)
 
     # -- serving ----------------------------------------------------------------------------
 
@@ -418,14 +556,18 @@ class FakeTorn:
         return f"http://{host!s}:{port}/v2"
 
     def _arrive(self, target: str, headers: dict[str, str]) -> tuple[str, str, Hold | None]:
-        """Log a request; return its path, its key and the hold it must wait at, if any."""
+        """Log a request; return its target, its key and the hold it must wait at, if any."""
         parts = urlsplit(target)
         auth = headers.get("Authorization") or headers.get("authorization") or ""
         key = auth[len("ApiKey ") :] if auth.startswith("ApiKey ") else ""
         key = key or parse_qs(parts.query).get("key", [""])[0]
+        path = normalize_path(parts.path)
         now = time.monotonic()
         with self._lock:
             self.requests.append((now, key))
+            self._arrivals.append((now, key, path))
+            self.per_key[key] += 1
+            self.per_path[path] += 1
             self.log.append(
                 LoggedRequest(now, key_fingerprint(key) if key else "", target, headers)
             )
@@ -433,17 +575,12 @@ class FakeTorn:
             self.headers_seen.append(headers)
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
-            return parts.path, key, self._hold
+            return target, key, self._hold
 
-    def _choose(self, path: str, key: str) -> Answer:
-        if path.rstrip("/") != "/v2/user/basic":
-            # Another endpoint answers what the key's script says (a declared sync's test
-            # scripts its answers); unscripted, it is not found.
-            with self._lock:
-                scripted = bool(self.scripts.get(key)) or self._outage is not None
-            if not path.startswith("/v2/") or not scripted:
-                return Answer(404, b'{"error": "not found"}', {"Content-Type": "application/json"})
-        return self._next_answer(key)
+    def _choose(self, target: str, key: str) -> Answer:
+        parts = urlsplit(target)
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        return self._next_answer(key, normalize_path(parts.path), query)
 
     def _leave(self) -> None:
         with self._lock:

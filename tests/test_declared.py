@@ -443,3 +443,25 @@ def test_a_declared_sync_records_and_replays_its_endpoint(
     assert replayed.returncode == 0, replayed.stderr
     assert len(torn.log) == sent  # nothing reached the fake Torn
     assert stored_sqlite(path) == {u: (t // 4, t) for u, t in totals.items()}
+
+
+def test_an_incident_during_a_declared_sync_stops_it_and_parks_none(
+    lite: tuple[Path, SentinelStore], torn: FakeTorn
+) -> None:
+    """Keys that worked (on sync-users) all answering code 2 on the new endpoint are an
+    incident, not dead keys: the declared sync stops after about ten requests, exits 3,
+    and parks none of them."""
+    path, store = lite
+    keys = store.seed(40)
+    users = run_cli(sync_args(path, torn), env=ENV, cwd=ROOT)
+    assert users.returncode == 0, users.stderr
+    before = torn.count()
+    with torn.outage(torn_error(2)):
+        args = sync_args(path, torn, *DECLARED, "--concurrency", "4")
+        result = run_cli(args, env=ENV, cwd=ROOT)
+    report = json.loads(result.stdout)
+    assert result.returncode == 3, result.stderr
+    assert (report["status"], "Incorrect key" in report["error"]) == ("aborted", True)
+    assert 10 <= torn.count() - before <= 14  # ten, and what other workers had in flight
+    assert store.key_health() == {}
+    assert len(keys) == 40

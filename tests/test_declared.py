@@ -125,6 +125,10 @@ def test_the_cli_runs_a_declared_sync_into_its_table(
     assert all("/user/battlestats" in r.path for r in torn.log)
     assert store.user_data() == {}
     assert [r.job for r in store.runs()] == ["sync-battlestats"]
+    job = SyncJob(db=f"sqlite:///{path}", secret=SECRET, sync=BATTLESTATS)
+    shown = job.rows()
+    assert {r["user_id"]: r["total"] for r in shown} == totals
+    assert "user_battlestats: 4 rows" in repr(shown)
     with sqlite3.connect(path) as conn:
         stamps = conn.execute("SELECT count(*) FROM user_battlestats WHERE updated_at IS NOT NULL")
         assert stamps.fetchone()[0] == 4
@@ -244,6 +248,10 @@ def test_a_declared_sync_writes_its_table_on_postgres_and_supabase(
         report = job.run()
         assert (report.status, report.synced, report.written) == (RunStatus.OK, 5, 5)
     assert stored_pg(pg_url) == {u: (t // 4, t) for u, t in totals.items()}
+    shown = job.rows()
+    assert {r["user_id"]: r["total"] for r in shown} == totals
+    assert shown.columns[:2] == ("user_id", "updated_at")
+    assert [r["user_id"] for r in job.rows(users=[keys[1].user_id])] == [keys[1].user_id]
 
 
 @pytest.mark.postgres

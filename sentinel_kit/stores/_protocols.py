@@ -211,6 +211,18 @@ class TableStore(Protocol):
         """
         ...
 
+    async def list_rows(
+        self,
+        table: str,
+        *,
+        order_by: Sequence[str],
+        limit: int = 100,
+        users: Sequence[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Return up to ``limit`` rows of a declared table ordered by ``order_by`` (only the
+        rows of ``users``, by ``user_id``, when given): for the notebook's ``job.rows()``."""
+        ...
+
 
 @runtime_checkable
 class RunStore(Protocol):

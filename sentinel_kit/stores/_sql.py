@@ -613,6 +613,37 @@ class SQLStore(Reentrant):
         """Write one chunk of a declared table (fenced: refused when the fence is stale)."""
         raise NotImplementedError
 
+    async def list_rows(
+        self,
+        table: str,
+        *,
+        order_by: Sequence[str],
+        limit: int = 100,
+        users: Sequence[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Return up to ``limit`` rows of a declared table (of ``users`` when given)."""
+        writable_table(table)
+        columns = list(await self.table_columns(table))
+        if not columns:
+            return []
+        order = ", ".join(quoted(c) for c in order_by)
+        picked = ", ".join(quoted(c) for c in columns)
+        params: list[Any] = []
+        where = ""
+        if users is not None:
+            ids = list(dict.fromkeys(users))[:900]  # SQLite's host parameter limit
+            where = (
+                f' WHERE CAST("user_id" AS TEXT) IN ({_marks(len(ids))})' if ids else " WHERE 1 = 0"
+            )
+            params += ids
+        rows = await self._fetch(
+            f"reading {table}",
+            # Names validated and quoted (quoted()); values are parameters.
+            f"SELECT {picked} FROM {quoted(table)}{where} ORDER BY {order} LIMIT ?",  # noqa: S608
+            [*params, limit],
+        )
+        return [dict(zip(columns, r, strict=True)) for r in rows]
+
     async def table_columns(self, table: str) -> dict[str, str]:
         """Return ``{column: declared type}`` of any table (empty when it does not exist)."""
         quoted(table)

@@ -323,6 +323,30 @@ class SupabaseStore(DataAPISession):
                 found[user.user_id] = user
         return found
 
+    async def list_rows(
+        self,
+        table: str,
+        *,
+        order_by: Sequence[str],
+        limit: int = 100,
+        users: Sequence[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Return up to ``limit`` rows of a declared table (of ``users`` when given)."""
+        writable_table(table)
+        for name in order_by:
+            quoted(name)
+
+        def query() -> Any:
+            request = self.client.table(table).select("*")
+            if users is not None:
+                request = request.in_("user_id", list(dict.fromkeys(users))[:200])
+            for name in order_by:
+                request = request.order(name)
+            return request.limit(min(limit, SUPABASE_MAX_ROWS)).execute()
+
+        response = await self._call(f"reading {table}", query, retry=True)
+        return [dict(r) for r in response.data or []]
+
     async def list_user_data(self, *, limit: int = 100) -> list[StoredUser]:
         """Return up to ``limit`` rows of ``user_data`` ordered by user_id."""
         response = await self._call(

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import certifi
 import httpx
@@ -34,8 +34,10 @@ from ._torn import (
     MAX_BODY_BYTES,
     REQUEST_COMMENT,
     USER_AGENT,
+    endpoint_url,
     interpret_response,
     oversized_body,
+    read_answer,
     request_headers,
     undecodable_body,
     user_basic_url,
@@ -55,6 +57,8 @@ DEFAULT_POOL_SIZE = 4
 #: Consecutive requests, from this many different keys, that got no HTTP answer at all (DNS,
 #: refused, TLS, connect timeout) with no answer between: Torn is unreachable.
 UNREACHABLE_AFTER = 5
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +252,68 @@ class TornClient:
             FetchError: classified (see :mod:`sentinel_kit.torn`); reason ``aborted`` when the
                 client was halted by a global error before this request went out.
         """
+        return await self._fetch(key, self.url, None, interpret_response, on_sent, owner)
+
+    async def fetch(
+        self,
+        key: TornKey,
+        path: str,
+        params: Mapping[str, str] | None = None,
+        *,
+        on_sent: Callable[[], None] | None = None,
+        parse: Callable[[Any], Any] | None = None,
+        owner: str | None = None,
+    ) -> Any:
+        """Fetch one Torn v2 path with one key, retrying transient failures per the policy.
+
+        The same limits, retries, classification and global stop as every request.
+
+        Args:
+            key: the decrypted key.
+            path: the Torn v2 path, e.g. ``/user/battlestats``.
+            params: its query (the key never goes in it: it is sent in a header).
+            on_sent: called each time a request for the key goes out.
+            parse: applied to the decoded answer; anything it raises is a ``bad_response``
+                (not retried: the same answer would fail again), counted as such.
+            owner: who Torn counts the request against, as for :meth:`fetch_user_basic`.
+
+        Returns:
+            The decoded JSON answer (or what ``parse`` made of it); a Torn error envelope
+            is raised, never returned.
+
+        Raises:
+            NotSent: :meth:`stop_starting` was called before the first request went out.
+            FetchError: classified, as for :meth:`fetch_user_basic`.
+        """
+        url = endpoint_url(self.base_url, path)
+
+        def read(status: int, headers: Mapping[str, str], body: bytes) -> Any:
+            answer = read_answer(status, headers, body)
+            if parse is None:
+                return answer
+            try:
+                return parse(answer)
+            except FetchError:
+                raise
+            except Exception as exc:
+                cause = f"{type(exc).__name__}: {exc}"[:200]
+                raise FetchError(
+                    f"the answer does not parse ({cause})",
+                    error_class=ErrorClass.REQUEST_BUG,
+                    reason=Reason.BAD_RESPONSE,
+                ) from None
+
+        return await self._fetch(key, url, dict(params or {}), read, on_sent, owner)
+
+    async def _fetch(
+        self,
+        key: TornKey,
+        url: str,
+        params: dict[str, str] | None,
+        read: Callable[[int, Mapping[str, str], bytes], T],
+        on_sent: Callable[[], None] | None,
+        owner: str | None,
+    ) -> T:
         last: FetchError | None = None
         label = owner or f"key:{key.fingerprint}"
         async for attempt in self.policy.retrying(
@@ -257,7 +323,7 @@ class TornClient:
                 if last is not None and self._closing.is_set():
                     raise last  # stopped during the backoff: the failure stands
                 try:
-                    return await self._fetch_once(key, on_sent, label)
+                    return await self._fetch_once(key, on_sent, label, url, params, read)
                 except FetchError as exc:
                     last = exc
                     raise
@@ -325,8 +391,14 @@ class TornClient:
         return admitted.result()
 
     async def _fetch_once(
-        self, key: TornKey, on_sent: Callable[[], None] | None, owner: str
-    ) -> Profile:
+        self,
+        key: TornKey,
+        on_sent: Callable[[], None] | None,
+        owner: str,
+        url: str,
+        params: dict[str, str] | None,
+        read: Callable[[int, Mapping[str, str], bytes], T],
+    ) -> T:
         self._check_halted()
         stamps = await self._admit(owner)
         try:
@@ -334,25 +406,25 @@ class TornClient:
             self._check_halted()
             if on_sent is not None:
                 on_sent()
-            response = await self._send(key)
+            response = await self._send(key, url, params)
         finally:
             for limiter, stamp in stamps:
                 limiter.release(stamp)
         try:
-            profile = interpret_response(response.status_code, response.headers, response.content)
+            answer = read(response.status_code, response.headers, response.content)
         except FetchError as exc:
             self._observe(exc.reason.value)
             if exc.error_class is ErrorClass.GLOBAL:
                 self.halt(exc)
             raise
         self._observe("ok")
-        return profile
+        return answer
 
     def _observe(self, outcome: str) -> None:
         if self.on_request is not None:
             self.on_request(outcome)
 
-    async def _send(self, key: TornKey) -> _Answer:
+    async def _send(self, key: TornKey, url: str, params: dict[str, str] | None) -> _Answer:
         """Send one request and read its body, all within ``request_timeout``.
 
         httpx's timeouts bound each read, so a body dripping a byte a second would hold a
@@ -367,8 +439,8 @@ class TornClient:
         phase = _Phase()
         request = client.build_request(
             "GET",
-            self.url,
-            params={"comment": REQUEST_COMMENT},
+            url,
+            params={**(params or {}), "comment": REQUEST_COMMENT},
             headers=request_headers(key),
             extensions={"trace": phase.trace},
         )
@@ -384,7 +456,7 @@ class TornClient:
         except UnrecordedRequest:
             # Replay (sentinel_kit.replay) and the cassette holds no answer for this key: it
             # fails alone, and never counts toward "Torn unreachable".
-            logger.debug("GET {} key={} -> not in the cassette", self.url, key.fingerprint)
+            logger.debug("GET {} key={} -> not in the cassette", url, key.fingerprint)
             self._observe("replay_miss")
             raise FetchError(
                 "no recorded answer for this key in the replay cassette",
@@ -392,16 +464,16 @@ class TornClient:
                 reason=Reason.NETWORK,
             ) from None
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            logger.debug("GET {} key={} -> {}", self.url, key.fingerprint, type(exc).__name__)
+            logger.debug("GET {} key={} -> {}", url, key.fingerprint, type(exc).__name__)
             self._observe("no_answer")
             raise self._unanswered_request(key, exc) from None
         except (httpx.TimeoutException, TimeoutError) as exc:
             if response is None and phase.connecting:
                 # The deadline fell while connecting: no answer at all, as a connect timeout.
-                logger.debug("GET {} key={} -> connect timeout", self.url, key.fingerprint)
+                logger.debug("GET {} key={} -> connect timeout", url, key.fingerprint)
                 self._observe("no_answer")
                 raise self._unanswered_request(key, httpx.ConnectTimeout(str(exc))) from None
-            logger.debug("GET {} key={} -> timeout", self.url, key.fingerprint)
+            logger.debug("GET {} key={} -> timeout", url, key.fingerprint)
             self._observe("timeout")
             raise UpstreamUnavailable(
                 f"no complete answer within {self.request_timeout:g}s",
@@ -411,7 +483,7 @@ class TornClient:
         except httpx.HTTPError as exc:
             # Transport failures (a reset, a truncated body, a framing error) and anything
             # else httpx raises for one request.
-            logger.debug("GET {} key={} -> {}", self.url, key.fingerprint, type(exc).__name__)
+            logger.debug("GET {} key={} -> {}", url, key.fingerprint, type(exc).__name__)
             self._observe("network")
             raise UpstreamUnavailable(
                 f"connection failed ({type(exc).__name__})",
@@ -420,7 +492,7 @@ class TornClient:
             ) from None
         logger.debug(
             "GET {} key={} -> {} in {:.0f} ms",
-            self.url,
+            url,
             key.fingerprint,
             response.status_code,
             (time.perf_counter() - started) * 1000,

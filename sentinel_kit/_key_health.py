@@ -31,8 +31,10 @@ __all__ = [
     "STRIKE_GAP",
     "HealthPolicy",
     "HealthState",
+    "KeyAccess",
     "KeyHealth",
     "KeyRecord",
+    "access_marks",
     "ciphertext_fingerprint",
     "health_changes",
     "key_successes",
@@ -304,3 +306,30 @@ def _park(
     if error_class is ErrorClass.OWNER_THROTTLED:
         return HealthState.COOLDOWN, now + policy.cooldown_for
     return None, None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyAccess:
+    """A key without access for one sync (Torn code 16): that sync does not ask it again
+    until the key is re-saved (its ciphertext, and so ``fingerprint``, changes).
+
+    Attributes:
+        key_id: the ``user_keys`` id.
+        fingerprint: :func:`ciphertext_fingerprint` of the ciphertext that lacked access.
+        code: Torn's error code.
+        since: when it was marked.
+    """
+
+    key_id: str
+    fingerprint: str
+    code: int
+    since: datetime
+
+
+def access_marks(outcomes: Iterable[Outcome], *, now: datetime) -> list[KeyAccess]:
+    """The keys of ``outcomes`` Torn refused for lack of access: marks for this sync."""
+    return [
+        KeyAccess(o.key_id, o.ciphertext_fp, o.torn_code or 16, now)
+        for o in outcomes
+        if o.error_class is ErrorClass.NO_ACCESS and o.ciphertext_fp is not None
+    ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -82,12 +83,15 @@ class TornKey:
 class ErrorClass(enum.StrEnum):
     """How sentinel-kit reacts to a failed Torn request (README, "How a sync works")."""
 
-    KEY_DEAD = "key_dead"  # 1, 2, 16: never retry; park until the ciphertext changes
+    KEY_DEAD = "key_dead"  # 1, 2: never retry; park until the ciphertext changes
     KEY_SUSPENDED = "key_suspended"  # 10, 13, 18: park for hours
     OWNER_THROTTLED = "owner_throttled"  # 5, 14: fail this run, cool down
     GLOBAL = "global"  # 8, 9, 24, HTTP 429, Cloudflare challenge: abort the run
     TRANSIENT = "transient"  # 0, 12, 15, 17, timeouts, network, 5xx, non-JSON: retry
     REQUEST_BUG = "request_bug"  # anything else: fail the item, no retry
+    #: 16 (the key's access level is too low for this endpoint): not dead; marked for this
+    #: sync only, until the key is re-saved.
+    NO_ACCESS = "no_access"
 
 
 class Reason(enum.StrEnum):
@@ -165,11 +169,14 @@ class Outcome:
     #: secret) before this key's request was sent: a failure of the run, not of the key,
     #: counted in the report's ``not_reached`` rather than listed.
     not_reached: bool = False
+    #: The rows a declared sync's ``parse`` made of the answer (column -> value each);
+    #: None for a failure.
+    rows: tuple[Mapping[str, Any], ...] | None = None
 
     @property
     def ok(self) -> bool:
-        """True when the key produced a profile."""
-        return self.profile is not None
+        """True when the key produced a profile (or a declared sync's rows)."""
+        return self.profile is not None or self.rows is not None
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,9 +25,11 @@ __all__ = [
     "Classification",
     "classify_http_failure",
     "classify_torn_error",
+    "endpoint_url",
     "interpret_response",
     "oversized_body",
     "parse_user_basic",
+    "read_answer",
     "request_headers",
     "undecodable_body",
     "user_basic_url",
@@ -60,6 +62,7 @@ _THROTTLED = Classification(ErrorClass.OWNER_THROTTLED, Reason.RATE_LIMITED)
 _GLOBAL = Classification(ErrorClass.GLOBAL, Reason.TORN_ERROR)
 _TRANSIENT = Classification(ErrorClass.TRANSIENT, Reason.TORN_ERROR)
 _BUG = Classification(ErrorClass.REQUEST_BUG, Reason.TORN_ERROR)
+_NO_ACCESS = Classification(ErrorClass.NO_ACCESS, Reason.TORN_ERROR)
 
 #: Torn's documented error codes and how sentinel-kit treats each. Unlisted codes are request
 #: bugs: the item fails once, without retry.
@@ -80,7 +83,7 @@ TORN_ERROR_CODES: Mapping[int, tuple[str, Classification]] = {
     13: ("Key temporarily disabled due to owner inactivity", _SUSPENDED),
     14: ("Daily read limit reached", _THROTTLED),
     15: ("Temporary error", _TRANSIENT),
-    16: ("Access level of this key is not high enough", _DEAD),
+    16: ("Access level of this key is not high enough", _NO_ACCESS),
     17: ("Backend error occurred", _TRANSIENT),
     18: ("API key has been paused by the owner", _SUSPENDED),
     19: ("Must be migrated to crimes 2.0", _BUG),
@@ -137,7 +140,12 @@ def _header(headers: Mapping[str, str], name: str) -> str:
 
 def user_basic_url(base_url: str) -> str:
     """Return the ``/user/basic`` URL under a Torn v2 base URL (no key in it)."""
-    return base_url.rstrip("/") + "/user/basic"
+    return endpoint_url(base_url, "/user/basic")
+
+
+def endpoint_url(base_url: str, path: str) -> str:
+    """Return the URL of a Torn v2 path (``/user/battlestats``) under a base URL (no key)."""
+    return base_url.rstrip("/") + "/" + path.lstrip("/")
 
 
 def request_headers(key: TornKey) -> dict[str, str]:
@@ -199,8 +207,9 @@ def _encodes(text: str) -> bool:
     return True
 
 
-def interpret_response(status: int, headers: Mapping[str, str], body: bytes) -> Profile:
-    """Turn one raw HTTP answer into a profile or a classified :class:`FetchError`.
+def read_answer(status: int, headers: Mapping[str, str], body: bytes) -> Any:
+    """Turn one raw HTTP answer of any endpoint into its JSON value, or a classified
+    :class:`FetchError` (an HTTP failure, a body that is not JSON, a Torn error envelope).
 
     Args:
         status: HTTP status code.
@@ -208,13 +217,13 @@ def interpret_response(status: int, headers: Mapping[str, str], body: bytes) -> 
         body: the raw body.
 
     Returns:
-        The :class:`Profile`.
+        The decoded JSON answer, which is not an error envelope.
 
     Raises:
         TornAPIError: a Torn error envelope.
         UpstreamUnavailable: an HTTP error status, or a body that is not JSON (or not
             UTF-8).
-        FetchError: JSON of the wrong shape, or nested too deep to decode (no retry).
+        FetchError: JSON nested too deep to decode (no retry).
     """
     failure = classify_http_failure(status, headers)
     content_type = _header(headers, "content-type").split(";")[0].strip() or "no content type"
@@ -245,7 +254,29 @@ def interpret_response(status: int, headers: Mapping[str, str], body: bytes) -> 
             reason=Reason.BAD_RESPONSE,
             http_status=status,
         ) from None
-    return parse_user_basic(payload)
+    if isinstance(payload, Mapping) and "error" in payload:
+        raise _torn_error(payload["error"])
+    return payload
+
+
+def interpret_response(status: int, headers: Mapping[str, str], body: bytes) -> Profile:
+    """Turn one raw ``/user/basic`` answer into a profile or a classified :class:`FetchError`.
+
+    Args:
+        status: HTTP status code.
+        headers: response headers.
+        body: the raw body.
+
+    Returns:
+        The :class:`Profile`.
+
+    Raises:
+        TornAPIError: a Torn error envelope.
+        UpstreamUnavailable: an HTTP error status, or a body that is not JSON (or not
+            UTF-8).
+        FetchError: JSON of the wrong shape, or nested too deep to decode (no retry).
+    """
+    return parse_user_basic(read_answer(status, headers, body))
 
 
 def oversized_body(status: int, headers: Mapping[str, str], size: int) -> FetchError:

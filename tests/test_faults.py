@@ -148,7 +148,7 @@ def test_dead_key_is_requested_once_then_parked_until_resaved(
 def test_keys_health_reset_unparks(tmp_path: Path, torn: FakeTorn) -> None:
     """`keys health --reset KEY_ID` makes the next sync request a parked key again."""
     keys = simple_keys(2)
-    torn.script(keys[0].plaintext, "error_16_access_level_too_low.json")
+    torn.script(keys[0].plaintext, "error_2_incorrect_key.json")
     db = tmp_path / "t.db"
     seed_sqlite(db, keys)
     sync(db, torn)

@@ -322,7 +322,7 @@ def test_run_job_runs_a_registered_job_by_name(
 ) -> None:
     """run_job("sync-users") runs the daemon's job on the test store and records the run."""
     keys = seed_keys(3)
-    fake_torn.script(keys[0].plaintext, torn_error(16))
+    fake_torn.script(keys[0].plaintext, torn_error(2))
     report = run_job("sync-users")
     assert (report.status, report.synced) == (RunStatus.PARTIAL, 2)
     assert set(sentinel_store.user_data()) == {k.user_id for k in keys[1:]}

@@ -102,7 +102,8 @@ def test_parse_rejects_unusable_shapes(payload: object) -> None:
         ("error_12_key_read_error.json", 12, ErrorClass.TRANSIENT, Reason.TORN_ERROR),
         ("error_13_key_inactive_owner.json", 13, ErrorClass.KEY_SUSPENDED, Reason.KEY_SUSPENDED),
         ("error_14_daily_read_limit.json", 14, ErrorClass.OWNER_THROTTLED, Reason.RATE_LIMITED),
-        ("error_16_access_level_too_low.json", 16, ErrorClass.KEY_DEAD, Reason.KEY_INVALID),
+        # Not dead: the key lacks access for this endpoint, marked for that sync only.
+        ("error_16_access_level_too_low.json", 16, ErrorClass.NO_ACCESS, Reason.TORN_ERROR),
         ("error_17_backend_error.json", 17, ErrorClass.TRANSIENT, Reason.TORN_ERROR),
         ("error_18_key_paused.json", 18, ErrorClass.KEY_SUSPENDED, Reason.KEY_SUSPENDED),
         ("error_24_closed_temporarily.json", 24, ErrorClass.GLOBAL, Reason.TORN_ERROR),
@@ -121,7 +122,8 @@ def test_error_fixtures_keep_their_code(
 
 
 EXPECTED_CLASS = {
-    **dict.fromkeys([1, 2, 16], ErrorClass.KEY_DEAD),
+    **dict.fromkeys([1, 2], ErrorClass.KEY_DEAD),
+    16: ErrorClass.NO_ACCESS,
     **dict.fromkeys([10, 13, 18], ErrorClass.KEY_SUSPENDED),
     **dict.fromkeys([5, 14], ErrorClass.OWNER_THROTTLED),
     **dict.fromkeys([8, 9, 24], ErrorClass.GLOBAL),

@@ -11,6 +11,7 @@ from .._errors import ConfigError
 from .._torn import DEFAULT_TORN_URL
 from ..ops._doctor import DoctorReport, adiagnose
 from ..stores import Store, open_store
+from ..sync._registry import declared_syncs
 from ._options import db_option, json_option, logging_options
 from ._output import echo_json, echo_text
 
@@ -28,15 +29,29 @@ __all__ = ["doctor"]
     metavar="URL",
     help="Torn's API (or a stand-in): only a connection to its host is tried, no key is sent.",
 )
+@click.option(
+    "--import",
+    "imports",
+    multiple=True,
+    envvar="SENTINEL_IMPORT",
+    show_envvar=True,
+    metavar="MODULE",
+    help="Import a module that declares syncs (repeatable): their tables are checked too.",
+)
 @json_option
 @logging_options
-def doctor(db: str | None, torn_url: str, as_json: bool) -> None:
+def doctor(db: str | None, torn_url: str, as_json: bool, imports: tuple[str, ...]) -> None:
     """Check the database, the migration, ENCRYPTION_KEY, who can reach the tables, the
     connection pooler and Torn: one line per check, with the fix when it fails.
 
     Exit 0 when every check passes (checks that do not apply to the backend say n/a), 1 when
     one fails, 2 for a bad flag or URL.
     """
+    tables = [
+        (s.table.name, s.table.columns, s.table.key)
+        for s in declared_syncs(imports).values()
+        if s.table.columns is not None or s.table.name != "user_data"
+    ]
     url = resolve_db_url(db)
     store: Store | None = None
     store_problem: str | None = None
@@ -60,6 +75,7 @@ def doctor(db: str | None, torn_url: str, as_json: bool) -> None:
             cipher=cipher,
             secret_problem=secret_problem,
             torn_url=torn_url,
+            tables=tables,
         )
 
     report = run_blocking(diagnose)

@@ -12,10 +12,14 @@ from dataclasses import dataclass, field
 
 import click
 
+from .._declared import create_table_sql, table_script
 from .._errors import StoreError
 from .._security import SEED_TABLES, TableFacts, lock_script, lock_statements, open_tables
 from ..stores import PostgresStore, Store
 from ..stores._migrations import render_script
+from ..stores._sql import SQLStore
+from ..sync._registry import declared_syncs
+from ..sync._spec import Table
 from ._options import db_option, logging_options, with_store
 
 __all__ = ["migrate"]
@@ -30,6 +34,13 @@ class _Outcome:
     found: list[TableFacts] = field(default_factory=list)
     locked: list[str] = field(default_factory=list)
     unchecked: str | None = None
+    declared: list[str] = field(default_factory=list)
+
+
+def _declared_tables(imports: tuple[str, ...]) -> list[Table]:
+    """The tables with declared columns of the syncs the ``imports`` modules declare."""
+    syncs = declared_syncs(imports)
+    return [s.table for s in syncs.values() if s.table.columns is not None]
 
 
 def _warning(table: TableFacts) -> str:
@@ -58,24 +69,46 @@ def _warning(table: TableFacts) -> str:
     "API: enable row-level security (no policy) and revoke anon's and authenticated's "
     "privileges. Tables sentinel-kit creates are locked already.",
 )
+@click.option(
+    "--import",
+    "imports",
+    multiple=True,
+    envvar="SENTINEL_IMPORT",
+    show_envvar=True,
+    metavar="MODULE",
+    help="Import a module that declares syncs (TornSync, repeatable): their tables with "
+    "columns are created locked, and declared columns they lack are added (never dropped "
+    "or retyped).",
+)
 @logging_options
-def migrate(db: str | None, print_sql: bool, lock_tables: bool) -> None:
+def migrate(db: str | None, print_sql: bool, lock_tables: bool, imports: tuple[str, ...]) -> None:
     """Create the tables sentinel-kit needs; safe to run again (applies only what is missing).
 
     Existing user_keys and user_data tables are never altered without --lock-tables.
     """
+    tables = _declared_tables(imports)
     if print_sql:
         # Printing is for pasting into Supabase's SQL editor or a migrations folder, so it
         # is PostgreSQL unless a SQLite database was named.
         if db and db.startswith("sqlite:"):
             click.echo(render_script("sqlite"))
+            for declared in tables:
+                columns = declared.all_columns()
+                click.echo(create_table_sql("sqlite", declared.name, columns, declared.key) + ";")
             return
         click.echo(render_script("postgres"))
+        for declared in tables:
+            click.echo(table_script(declared.name, declared.all_columns(), declared.key))
         click.echo(lock_script(SEED_TABLES) if lock_tables else _LOCK_HINT)
         return
 
     async def apply(store: Store) -> _Outcome:
         outcome = _Outcome(store.label, await store.migrate())
+        if isinstance(store, SQLStore):
+            for declared in tables:
+                outcome.declared += await store.ensure_table(
+                    declared.name, declared.all_columns(), declared.key
+                )
         if not isinstance(store, PostgresStore):
             return outcome
         try:
@@ -96,8 +129,10 @@ def migrate(db: str | None, print_sql: bool, lock_tables: bool) -> None:
     target, applied, found, locked = result.target, result.applied, result.found, result.locked
     if applied:
         click.echo(f"applied {len(applied)} migration(s) to {target}: {', '.join(applied)}")
-    else:
+    elif not result.declared:
         click.echo(f"{target} is up to date")
+    for line in result.declared:
+        click.echo(f"{line} in {target}")
     if result.unchecked:
         click.echo(
             "warning: could not check whether user_keys and user_data are open to Supabase's "

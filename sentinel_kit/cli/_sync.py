@@ -17,7 +17,8 @@ from ..daemon._sync_users import sync_job_from_settings
 from ..ops import Alerter, announce, judge_job
 from ..ops._status import RUNS_PER_JOB
 from ..stores import Store
-from ..sync import Budget, SyncReport
+from ..sync import SYNC_JOB_NAME, Budget, SyncReport
+from ..sync._registry import find_sync
 from ._options import (
     alert_option,
     db_option,
@@ -93,6 +94,23 @@ def _print_report(report: SyncReport, as_json: bool, budget: Budget | None = Non
     help="Record Torn traffic into a new cassette (keys replaced by fingerprints).",
 )
 @click.option("--overwrite", is_flag=True, help="With --record, replace an existing cassette.")
+@click.option(
+    "--job",
+    "job_name",
+    default=SYNC_JOB_NAME,
+    show_default=True,
+    metavar="NAME",
+    help="The sync to run: sync-users, or one a module declares (TornSync; see --import).",
+)
+@click.option(
+    "--import",
+    "imports",
+    multiple=True,
+    envvar="SENTINEL_IMPORT",
+    show_envvar=True,
+    metavar="MODULE",
+    help="Import a module that declares syncs (repeatable).",
+)
 @shard_option
 @alert_option
 @min_synced_option
@@ -109,6 +127,8 @@ def sync(
     shard: str | None,
     alert_urls: tuple[str, ...],
     min_synced: float,
+    job_name: str,
+    imports: tuple[str, ...],
     **options: Any,
 ) -> None:
     """Run the user sync once: fetch every key's profile and update user_data.
@@ -119,6 +139,7 @@ def sync(
     """
     if replay_path and record_path:
         raise click.UsageError("--replay and --record cannot be used together")
+    spec = find_sync(job_name, imports)
     settings = {**sync_settings(options), "time_box": time_box}
     alerter = make_alerter(alert_urls)
     where = shard_from_env(shard)
@@ -128,7 +149,8 @@ def sync(
         timeout=timeout,
         shard=where,
         # A shard's runs are its own job, as under the daemon: `status` finds them there.
-        job=shard_job_name(where),
+        job=shard_job_name(where, spec.name),
+        sync=spec,
     )
     # A dry run also says how Torn's budget covers the keys (read before any request).
     budget = job.plan().budget if dry_run else None

@@ -31,6 +31,7 @@ from .._schedule import CronSchedule, IntervalSchedule, Schedule
 from .._secrets import SecretURL, mask_settings
 from ..stores import Fence
 from ..sync import Stop, SyncReport
+from ..sync._registry import declared_syncs
 
 __all__ = ["ENTRY_POINT_GROUP", "JobContext", "JobSpec", "job", "load_jobs", "registered_jobs"]
 
@@ -165,7 +166,7 @@ def load_jobs(imports: tuple[str, ...] | list[str] = ()) -> dict[str, JobSpec]:
             plugin's own error is chained (``__cause__``), and its traceback is logged at
             DEBUG (``--log-level DEBUG``).
     """
-    from . import _sync_users  # noqa: F401 (registers sync-users)
+    from . import _sync_users  # registers sync-users
 
     for point in entry_points(group=ENTRY_POINT_GROUP):
         try:
@@ -178,6 +179,10 @@ def load_jobs(imports: tuple[str, ...] | list[str] = ()) -> dict[str, JobSpec]:
         except Exception as exc:
             hint = " (is it on PYTHONPATH?)" if _is_missing(exc, module) else ""
             raise _plugin_error(f"cannot import job module {module!r}", exc, hint) from exc
+    # A module's declared syncs (TornSync) are jobs too, run by the one engine.
+    for spec in declared_syncs(imports).values():
+        if spec.name not in _REGISTRY:
+            _REGISTRY[spec.name] = JobSpec(spec.name, spec.schedule, _sync_users.sync_handler(spec))
     return registered_jobs()
 
 

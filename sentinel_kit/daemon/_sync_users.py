@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
 from .._client import DEFAULT_POOL_SIZE
 from .._key_health import HealthPolicy
 from .._retry import RetryPolicy
-from ..sync import SYNC_JOB_NAME, RunOptions, SyncJob, SyncReport, TornOptions
+from ..sync import SYNC_JOB_NAME, RunOptions, SyncJob, SyncReport, TornOptions, TornSync
 from ..sync._plan import Coverage
 from ._jobs import JobContext, job
 
-__all__ = ["plan_coverage", "sync_job_from_settings", "sync_users"]
+__all__ = ["plan_coverage", "sync_handler", "sync_job_from_settings", "sync_users"]
 
 
 def sync_job_from_settings(
@@ -23,8 +23,10 @@ def sync_job_from_settings(
     timeout: float | None,
     shard: tuple[int, int] | None = None,
     job: str = SYNC_JOB_NAME,
+    sync: TornSync | None = None,
 ) -> SyncJob:
-    """Build a SyncJob from the CLI's sync settings (shared by `sync` and the daemon)."""
+    """Build a SyncJob from the CLI's sync settings (shared by `sync` and the daemon); of
+    ``sync`` (a declaration), the user sync by default."""
     torn = TornOptions(
         url=s["torn_url"],
         concurrency=s["concurrency"],
@@ -50,6 +52,7 @@ def sync_job_from_settings(
         job=job,
         # The daemon's metrics count every Torn request by outcome.
         on_request=metrics.torn_request if metrics is not None else None,
+        sync=sync,
     )
 
 
@@ -64,6 +67,25 @@ async def sync_users(ctx: JobContext) -> SyncReport:
         job=ctx.job,
     )
     return await sync.arun(fence=ctx.fence, stop=ctx.stop, run_id=ctx.run_id, record=False)
+
+
+def sync_handler(spec: TornSync) -> Callable[[JobContext], Awaitable[SyncReport]]:
+    """The daemon's handler of a declared sync: the engine, under the run's fence and
+    deadline, with the daemon's settings (the same as ``sync-users``)."""
+
+    async def run_sync(ctx: JobContext) -> SyncReport:
+        sync = sync_job_from_settings(
+            ctx.settings,
+            db=ctx.store_url,
+            timeout=ctx.timeout,
+            shard=ctx.settings.get("shard"),
+            job=ctx.job,
+            sync=spec,
+        )
+        return await sync.arun(fence=ctx.fence, stop=ctx.stop, run_id=ctx.run_id, record=False)
+
+    run_sync.__qualname__ = f"sync_handler.<{spec.name}>"
+    return run_sync
 
 
 async def plan_coverage(

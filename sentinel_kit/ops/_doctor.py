@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import enum
 import ssl
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 from urllib.parse import urlsplit
@@ -23,12 +24,14 @@ from urllib.parse import urlsplit
 import certifi
 
 from .._crypto import KeyCipher
+from .._declared import type_differs
 from .._errors import ConfigError, DecryptError, SchemaMissing, StoreError
 from .._models import UserKey
-from .._security import LINTS, SecurityFacts, TableFacts, unsupported_columns
+from .._security import LINTS, SecurityFacts, TableFacts, open_tables, unsupported_columns
 from ..stores import PostgresStore, SQLiteStore, Store
 from ..stores._migrations import migrations
 from ..stores._protocols import InspectableStore
+from ..stores._sql import SQLStore
 from ..sync._pipeline import SecretCheck
 
 __all__ = ["Check", "CheckStatus", "DoctorReport", "adiagnose", "check_torn"]
@@ -134,6 +137,7 @@ async def adiagnose(
     secret_problem: str | None = None,
     torn_url: str,
     torn_timeout: float = 5.0,
+    tables: Sequence[DeclaredTable] = (),
 ) -> DoctorReport:
     """Run every check.
 
@@ -145,6 +149,8 @@ async def adiagnose(
         secret_problem: why ``cipher`` is None.
         torn_url: Torn's API base URL (only its host and port are used).
         torn_timeout: seconds allowed to connect to Torn.
+        tables: declared syncs' tables (``--import``): each must exist with its declared
+            columns and types, and be locked.
 
     Returns:
         The report; nothing here raises for what a check can report.
@@ -162,6 +168,8 @@ async def adiagnose(
             async with store:
                 checks.append(_pass("database", f"reachable: {store.label}"))
                 checks += await _database_checks(store, cipher, secret_problem)
+                if tables:
+                    checks.append(await _declared_check(store, tables))
         except (StoreError, ConfigError) as exc:
             if checks:  # the connection dropped half-way
                 checks.append(_fail("database", f"failed during the checks: {exc}", _URL_FIX))
@@ -335,6 +343,40 @@ async def _types_check(store: _Target) -> Check:
         )
     )
     return _pass("column_types", f"supported: {shown}")
+
+
+#: A declared table as doctor sees it: name, declared columns (None: must exist), key.
+DeclaredTable = tuple[str, Mapping[str, str] | None, Sequence[str]]
+
+
+async def _declared_check(store: Store, tables: Sequence[DeclaredTable]) -> Check:
+    """Declared tables exist, hold their declared columns in the declared types, and are
+    locked (PostgreSQL); a type that differs is named, never changed."""
+    fix = (
+        "run `sentinel-kit migrate --import MODULE` (it creates a declared table and adds "
+        "missing columns; a column whose type differs needs your own migration)"
+    )
+    if not isinstance(store, SQLStore):
+        return _na("declared_tables", "checked on PostgreSQL and SQLite (use --db postgresql://)")
+    problems: list[str] = []
+    for name, columns, _key in tables:
+        found = await store.table_columns(name)
+        if not found:
+            problems.append(f"table {name} is missing")
+            continue
+        for column, kind in (columns or {}).items():
+            if column not in found:
+                problems.append(f"{name}.{column} is missing")
+            elif type_differs(store.dialect, kind, found[column]):
+                problems.append(f"{name}.{column} is {found[column]}, declared {kind}")
+    if not problems and isinstance(store, PostgresStore):
+        facts = await store.security_facts()
+        open_ = open_tables(facts, [name for name, _, _ in tables])
+        problems += [f"table {t.name} is open: {_describe_open(t)}" for t in open_]
+    names = ", ".join(name for name, _, _ in tables)
+    if problems:
+        return _fail("declared_tables", "; ".join(problems), fix)
+    return _pass("declared_tables", f"present and as declared: {names}")
 
 
 def _security_checks(store: Store, facts: SecurityFacts) -> list[Check]:

@@ -23,7 +23,7 @@ minutes. Parameters of the same names in the URL win.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,7 +41,7 @@ from .._errors import (
 from .._json import dumps
 from .._models import UserDataRow, UserKey
 from .._secrets import Secret, SecretURL
-from .._security import SEED_TABLES, SecurityFacts, lock_statements, open_tables
+from .._security import SEED_TABLES, SecurityFacts, lock_script, lock_statements, open_tables
 from .._shard import shard_sql
 from ._migrations import MIGRATIONS_TABLE, migrations
 from ._paramstyle import to_pyformat
@@ -64,6 +64,11 @@ SELECT user_id, name, player_id, updated_at
 ON CONFLICT (user_id) DO UPDATE
    SET name = EXCLUDED.name, player_id = EXCLUDED.player_id, updated_at = EXCLUDED.updated_at
 """
+
+
+def _json_cell(value: Any) -> Any:
+    """A value of a declared column as JSON: times as ISO-8601 text, the rest as it is."""
+    return iso(value) if isinstance(value, datetime) else value
 
 
 #: libpq's TCP settings unless the URL sets them: a keepalive after 30 s idle (paths that
@@ -346,6 +351,18 @@ class PostgresStore(SQLStore):
         index, count = int(shard[0]), int(shard[1])
         return f"{shard_sql(user_text, str(count))} = {index}"
 
+    def _columns_query(self) -> str:
+        return (
+            "SELECT a.attname::text, pg_catalog.format_type(a.atttypid, a.atttypmod) "
+            "FROM pg_catalog.pg_attribute a WHERE a.attrelid = to_regclass(?) "
+            "AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"
+        )
+
+    async def _lock_new_table(self, table: str) -> None:
+        # The same static script `migrate --print` gives: roles that do not exist skipped.
+        script = lock_script([table])
+        await self._run("locking " + table, lambda _session: self._script(script))
+
     async def column_types(self) -> dict[str, dict[str, str]]:
         """Return ``{table: {column: type}}`` of ``user_keys`` and ``user_data``, from the
         catalog (no migration needed)."""
@@ -403,6 +420,48 @@ class PostgresStore(SQLStore):
                 "SELECT sentinel_upsert_user_data(?, ?, ?::jsonb)",
                 [fence.lease, fence.token, payload],
             )
+
+    async def _upsert_rows_chunk(
+        self,
+        session: Session,
+        table: str,
+        key: tuple[str, ...],
+        rows: Sequence[Mapping[str, Any]],
+        fence: Fence | None,
+    ) -> None:
+        # The function of migration 013, which the Supabase store calls too: names quoted
+        # with format('%I'), values read as the table's own column types, fenced.
+        payload = dumps([{c: _json_cell(v) for c, v in row.items()} for row in rows], indent=None)
+        await session.execute(
+            "SELECT sentinel_upsert_rows(?, ?::text[], ?::jsonb, ?, ?)",
+            [
+                table,
+                list(key),
+                payload,
+                fence.lease if fence else None,
+                fence.token if fence else None,
+            ],
+        )
+
+    async def _record_unit_attempts_chunk(
+        self,
+        session: Session,
+        sync: str,
+        unit_ids: Sequence[str],
+        at: datetime,
+        fence: Fence | None,
+    ) -> None:
+        # The function of migration 013, which the Supabase store calls too.
+        await session.execute(
+            "SELECT sentinel_record_unit_attempts(?, ?::text[], ?, ?, ?)",
+            [
+                sync,
+                list(unit_ids),
+                at,
+                fence.lease if fence else None,
+                fence.token if fence else None,
+            ],
+        )
 
     async def _record_attempts_chunk(
         self,

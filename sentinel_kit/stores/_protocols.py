@@ -8,12 +8,12 @@ jobs; ``status``, ``/healthz`` and alerts read the run history and the job state
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol, Self, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, Self, runtime_checkable
 
-from .._key_health import KeyHealth, KeyRecord
+from .._key_health import KeyAccess, KeyHealth, KeyRecord
 from .._models import JobState, LeaseInfo, RunRecord, StoredUser, UserDataRow, UserKey
 from .._security import SecurityFacts
 
@@ -28,10 +28,12 @@ __all__ = [
     "Fence",
     "InspectableStore",
     "JobStateStore",
+    "KeyAccessStore",
     "KeyHealthStore",
     "KeyStore",
     "RunStore",
     "Store",
+    "TableStore",
     "UserDataStore",
     "abandon_note",
     "dedupe_rows",
@@ -95,8 +97,12 @@ class KeyStore(Protocol):
         page_size: int = DEFAULT_PAGE_SIZE,
         shard: tuple[int, int] | None = None,
         attempted_before: datetime | None = None,
+        sync: str | None = None,
     ) -> AsyncIterator[list[UserKey]]:
         """Yield ``user_keys`` in pages of at most ``page_size``, in fair order.
+
+        With ``sync`` (a declared sync's name), the order is that sync's own attempts
+        (``sentinel_unit_attempts``); without, sync-users' (``sentinel_user_attempts``).
 
         The order is each user's last attempt (never attempted first, then the oldest),
         then ``user_id``, then the key's id, ids compared as text; so each user's keys are
@@ -120,8 +126,10 @@ class KeyStore(Protocol):
         at: datetime,
         job: str | None = None,
         fence: Fence | None = None,
+        sync: str | None = None,
     ) -> int:
         """Record that these users were attempted at ``at`` (by ``job``); return how many.
+        With ``sync``, as that declared sync's own attempts, which order only its runs.
 
         With ``fence``, written only while the fence is still the lease's current token,
         checked in the same transaction; otherwise :class:`~sentinel_kit.StaleFence`.
@@ -181,6 +189,42 @@ class UserDataStore(Protocol):
 
 
 @runtime_checkable
+class TableStore(Protocol):
+    """Any declared table: the rows of a sync other than the user sync."""
+
+    async def upsert_rows(
+        self,
+        table: str,
+        key: Sequence[str],
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        fence: Fence | None = None,
+    ) -> int:
+        """Insert or update rows of ``table`` on the ``key`` columns, in chunks; return rows
+        written. Every row has the same columns; names are validated and quoted, never taken
+        as SQL. Fenced like :meth:`UserDataStore.upsert_user_data`.
+
+        Raises:
+            ConfigError: a name is not an identifier, or names a table no sync may write
+                (``user_keys``, sentinel-kit's own).
+            StoreDataError: the database refused a value.
+        """
+        ...
+
+    async def list_rows(
+        self,
+        table: str,
+        *,
+        order_by: Sequence[str],
+        limit: int = 100,
+        users: Sequence[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Return up to ``limit`` rows of a declared table ordered by ``order_by`` (only the
+        rows of ``users``, by ``user_id``, when given): for the notebook's ``job.rows()``."""
+        ...
+
+
+@runtime_checkable
 class RunStore(Protocol):
     """``sentinel_runs`` and ``sentinel_leases``: run history, one run per tick, fencing."""
 
@@ -223,6 +267,20 @@ class RunStore(Protocol):
 
     async def release_lease(self, fence: Fence, holder: str) -> bool:
         """Give a lease up; False when it was no longer ours."""
+        ...
+
+
+@runtime_checkable
+class KeyAccessStore(Protocol):
+    """``sentinel_key_access``: keys without access for one sync (Torn code 16)."""
+
+    async def load_key_access(self, sync: str) -> dict[str, str]:
+        """Return the keys marked for ``sync``: key id -> the ciphertext fingerprint it was
+        marked under (empty when the table is not there yet: migration 013)."""
+        ...
+
+    async def save_key_access(self, sync: str, marks: Sequence[KeyAccess]) -> None:
+        """Mark keys for ``sync`` (upserted on key id and sync)."""
         ...
 
 
@@ -295,7 +353,16 @@ class JobStateStore(Protocol):
 
 
 @runtime_checkable
-class Store(KeyStore, UserDataStore, RunStore, KeyHealthStore, JobStateStore, Protocol):
+class Store(
+    KeyStore,
+    UserDataStore,
+    TableStore,
+    RunStore,
+    KeyHealthStore,
+    KeyAccessStore,
+    JobStateStore,
+    Protocol,
+):
     """A database holding ``user_keys`` and ``user_data`` and sentinel's own tables.
 
     Connections are opened by ``async with store:`` inside the run's event loop, so a store

@@ -7,10 +7,12 @@ mappings these functions build, so a column is named and converted in one place.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from .._errors import ConfigError
 from .._key_health import HealthState, KeyHealth, KeyRecord, ciphertext_fingerprint
 from .._models import JobState, RunRecord, StoredUser, UserDataRow, UserKey
 from .._secrets import redact
@@ -34,6 +36,7 @@ __all__ = [
     "key_record",
     "numeric_id",
     "parse_time",
+    "quoted",
     "record_row",
     "run_record",
     "run_row",
@@ -41,6 +44,7 @@ __all__ = [
     "user_data_row",
     "user_key",
     "user_key_row",
+    "writable_table",
 ]
 
 KEY_COLUMNS = ("id", "user_id", "api_key", "created_at")
@@ -303,3 +307,28 @@ def ciphertext_change_row(change: CiphertextChange) -> dict[str, str]:
         "old_fp": ciphertext_fingerprint(change.old),
         "new_fp": ciphertext_fingerprint(change.new),
     }
+
+
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def quoted(name: str) -> str:
+    """Return ``name`` double-quoted as an SQL identifier, once it is known to be one.
+
+    Raises:
+        ConfigError: ``name`` is not a lower-case identifier (so it never reaches SQL).
+    """
+    if not isinstance(name, str) or not _IDENTIFIER.match(name):
+        raise ConfigError(f"{name!r} is not a valid table or column name")
+    return f'"{name}"'
+
+
+def writable_table(name: str) -> str:
+    """Return ``name`` quoted, if a sync may write it (not the keys, not our own tables).
+
+    Raises:
+        ConfigError: it is not an identifier, or a table no sync may write.
+    """
+    if name == "user_keys" or name.startswith("sentinel_"):
+        raise ConfigError(f"a sync may not write {name}: choose a table of its own")
+    return quoted(name)

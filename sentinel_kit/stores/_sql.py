@@ -31,8 +31,9 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from loguru import logger
 
+from .._declared import add_column_sql, create_table_sql
 from .._errors import ConnectionLost, StaleFence, StoreError
-from .._key_health import KeyHealth, KeyRecord, ciphertext_fingerprint
+from .._key_health import KeyAccess, KeyHealth, KeyRecord, ciphertext_fingerprint
 from .._models import JobState, LeaseInfo, RunRecord, StoredUser, UserDataRow, UserKey
 from .._security import SecurityFacts, integer_column
 from ._protocols import (
@@ -58,12 +59,14 @@ from ._rows import (
     key_record,
     numeric_id,
     parse_time,
+    quoted,
     record_row,
     run_record,
     run_row,
     stored_user,
     user_key,
     user_key_row,
+    writable_table,
 )
 
 if TYPE_CHECKING:
@@ -345,9 +348,11 @@ class SQLStore(Reentrant):
         page_size: int = DEFAULT_PAGE_SIZE,
         shard: tuple[int, int] | None = None,
         attempted_before: datetime | None = None,
+        sync: str | None = None,
     ) -> AsyncIterator[list[UserKey]]:
         """Yield keys in fair order (the user's last attempt, never attempted first, then
-        user_id, then id; ids as text), in pages of ``page_size``; see ``KeyStore``.
+        user_id, then id; ids as text), in pages of ``page_size``; see ``KeyStore``. With
+        ``sync``, by that sync's own attempts (``sentinel_unit_attempts``).
 
         The order spans two tables, so no index serves it: every query joins and sorts the
         whole table. After a first query of one page (what a caller wanting a sample
@@ -356,13 +361,19 @@ class SQLStore(Reentrant):
         """
         user_text, id_text = self._as_text("k.user_id"), self._as_text("k.id")
         order = f"COALESCE(a.attempted_at, {self._never}), {user_text}, {id_text}"
-        select = (
-            "SELECT k.id, k.user_id, k.api_key, k.created_at, a.attempted_at, "
-            "CAST(k.user_id AS TEXT), CAST(k.id AS TEXT) FROM user_keys k "
+        # A fixed choice of two joins; the sync's name is a parameter.
+        join = (
             "LEFT JOIN sentinel_user_attempts a ON a.user_id = CAST(k.user_id AS TEXT)"
+            if sync is None
+            else "LEFT JOIN sentinel_unit_attempts a "
+            "ON a.sync = ? AND a.unit_id = CAST(k.user_id AS TEXT)"
+        )
+        select = (
+            "SELECT k.id, k.user_id, k.api_key, k.created_at, a.attempted_at, "  # noqa: S608
+            f"CAST(k.user_id AS TEXT), CAST(k.id AS TEXT) FROM user_keys k {join}"
         )
         where: list[str] = []
-        fixed: list[Any] = []
+        fixed: list[Any] = [] if sync is None else [sync]
         if attempted_before is not None:
             where.append("(a.attempted_at IS NULL OR a.attempted_at < ?)")
             fixed.append(attempted_before)
@@ -405,20 +416,36 @@ class SQLStore(Reentrant):
         at: datetime,
         job: str | None = None,
         fence: Fence | None = None,
+        sync: str | None = None,
     ) -> int:
         """Record that these users were attempted at ``at``, one transaction per chunk
-        (fenced: refused when the fence is stale); return how many users."""
+        (fenced: refused when the fence is stale); return how many users. With ``sync``,
+        as that sync's attempts (``sentinel_unit_attempts``)."""
         ids = list(dict.fromkeys(user_ids))
         for start in range(0, len(ids), self.chunk_size):
             chunk = ids[start : start + self.chunk_size]
             # Idempotent: the same users at the same time again; under a fence, refused
             # as stale if another holder took the lease meanwhile, which is the truth.
-            await self._run(
-                "recording attempts",
-                partial(self._record_attempts_chunk, user_ids=chunk, at=at, job=job, fence=fence),
-                transaction=True,
+            work = (
+                partial(self._record_attempts_chunk, user_ids=chunk, at=at, job=job, fence=fence)
+                if sync is None
+                else partial(
+                    self._record_unit_attempts_chunk, sync=sync, unit_ids=chunk, at=at, fence=fence
+                )
             )
+            await self._run("recording attempts", work, transaction=True)
         return len(ids)
+
+    async def _record_unit_attempts_chunk(
+        self,
+        session: Session,
+        sync: str,
+        unit_ids: Sequence[str],
+        at: datetime,
+        fence: Fence | None,
+    ) -> None:
+        """Upsert one chunk of ``sentinel_unit_attempts`` (fenced: refused when stale)."""
+        raise NotImplementedError
 
     async def attempt_stats(
         self, *, since: datetime, shard: tuple[int, int] | None = None
@@ -548,6 +575,122 @@ class SQLStore(Reentrant):
             )
             self.write_calls += 1
         return len(unique)
+
+    async def upsert_rows(
+        self,
+        table: str,
+        key: Sequence[str],
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        fence: Fence | None = None,
+    ) -> int:
+        """Insert or update rows of a declared table on its key, in chunks; return rows
+        written (see :class:`~sentinel_kit.stores.TableStore`)."""
+        writable_table(table)
+        for name in (*key, *(rows[0] if rows else ())):
+            quoted(name)
+        for start in range(0, len(rows), self.chunk_size):
+            chunk = rows[start : start + self.chunk_size]
+            # Idempotent, like user_data: the same rows again; fenced like it.
+            await self._run(
+                f"writing {table}",
+                partial(
+                    self._upsert_rows_chunk, table=table, key=tuple(key), rows=chunk, fence=fence
+                ),
+                transaction=True,
+            )
+            self.write_calls += 1
+        return len(rows)
+
+    async def _upsert_rows_chunk(
+        self,
+        session: Session,
+        table: str,
+        key: tuple[str, ...],
+        rows: Sequence[Mapping[str, Any]],
+        fence: Fence | None,
+    ) -> None:
+        """Write one chunk of a declared table (fenced: refused when the fence is stale)."""
+        raise NotImplementedError
+
+    async def list_rows(
+        self,
+        table: str,
+        *,
+        order_by: Sequence[str],
+        limit: int = 100,
+        users: Sequence[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Return up to ``limit`` rows of a declared table (of ``users`` when given)."""
+        writable_table(table)
+        columns = list(await self.table_columns(table))
+        if not columns:
+            return []
+        order = ", ".join(quoted(c) for c in order_by)
+        picked = ", ".join(quoted(c) for c in columns)
+        params: list[Any] = []
+        where = ""
+        if users is not None:
+            ids = list(dict.fromkeys(users))[:900]  # SQLite's host parameter limit
+            where = (
+                f' WHERE CAST("user_id" AS TEXT) IN ({_marks(len(ids))})' if ids else " WHERE 1 = 0"
+            )
+            params += ids
+        rows = await self._fetch(
+            f"reading {table}",
+            # Names validated and quoted (quoted()); values are parameters.
+            f"SELECT {picked} FROM {quoted(table)}{where} ORDER BY {order} LIMIT ?",  # noqa: S608
+            [*params, limit],
+        )
+        return [dict(zip(columns, r, strict=True)) for r in rows]
+
+    async def table_columns(self, table: str) -> dict[str, str]:
+        """Return ``{column: declared type}`` of any table (empty when it does not exist)."""
+        quoted(table)
+        rows = await self._fetch("reading column types", self._columns_query(), [table])
+        return {str(r[0]): str(r[1]) for r in rows}
+
+    def _columns_query(self) -> str:
+        """One parameter, the table name: rows of (column, type)."""
+        raise NotImplementedError
+
+    async def ensure_table(
+        self, table: str, columns: Mapping[str, str], key: Sequence[str]
+    ) -> list[str]:
+        """Create a declared table (locked), or add the declared columns it lacks; never
+        drop or retype one. Returns what was done, one line each.
+
+        Raises:
+            ConfigError: a name is not an identifier, or not a table a sync may write.
+        """
+        writable_table(table)
+        for name in (*columns, *key):
+            quoted(name)
+        existing = await self.table_columns(table)
+        done: list[str] = []
+        statements: list[str] = []
+        if not existing:
+            statements.append(create_table_sql(self.dialect, table, columns, key))
+            done.append(f"created table {table}")
+        else:
+            for column, kind in columns.items():
+                if column not in existing:
+                    statements.append(add_column_sql(self.dialect, table, column, kind))
+                    done.append(f"added column {table}.{column} ({kind})")
+
+        async def apply(session: Session) -> None:
+            for statement in statements:
+                await session.execute(statement)
+
+        if statements:
+            # Idempotent: IF NOT EXISTS, and columns read just before.
+            await self._run(f"creating {table}", apply, transaction=True)
+        if not existing:
+            await self._lock_new_table(table)
+        return done
+
+    async def _lock_new_table(self, table: str) -> None:
+        """Lock a table just created (row-level security, no API roles); SQLite has none."""
 
     async def fetch_user_data(self, user_ids: Sequence[str]) -> dict[str, StoredUser]:
         """Return the current rows of these users."""
@@ -769,6 +912,34 @@ class SQLStore(Reentrant):
         # Not idempotent in its answer (sent again, it finds nothing to un-park): a dropped
         # connection is checked before, never retried after.
         return await self._run("un-parking keys", unpark, transaction=True, idempotent=False)
+
+    async def load_key_access(self, sync: str) -> dict[str, str]:
+        """Return the keys marked for ``sync`` (no access), by key id: their fingerprint."""
+        if not await self.table_columns("sentinel_key_access"):
+            return {}  # migration 013 not applied yet: no key was ever marked
+        rows = await self._fetch(
+            "reading sentinel_key_access",
+            "SELECT key_id, fingerprint FROM sentinel_key_access WHERE sync = ?",
+            [sync],
+        )
+        return {str(r[0]): str(r[1]) for r in rows}
+
+    async def save_key_access(self, sync: str, marks: Sequence[KeyAccess]) -> None:
+        """Mark keys for ``sync`` (upserted on key id and sync)."""
+        if not marks:
+            return
+        rows = [[m.key_id, sync, m.fingerprint, m.code, self._value(m.since)] for m in marks]
+
+        async def save(session: Session) -> None:
+            await session.executemany(
+                "INSERT INTO sentinel_key_access (key_id, sync, fingerprint, code, since) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (key_id, sync) DO UPDATE SET "
+                "fingerprint = excluded.fingerprint, code = excluded.code, since = excluded.since",
+                rows,
+            )
+
+        # Idempotent: the same marks again.
+        await self._run("writing sentinel_key_access", save, transaction=True)
 
     async def load_key_records(self) -> dict[str, KeyRecord]:
         """Return every ``sentinel_key_record`` row, by key id."""

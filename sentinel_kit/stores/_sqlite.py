@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .._errors import SchemaMissing, StoreDataError, StoreError
+from .._json import dumps
 from .._models import UserDataRow, UserKey
 from .._shard import shard_of
 from ._migrations import MIGRATIONS_TABLE, migrations, statements
 from ._protocols import DEFAULT_CHUNK_SIZE, Fence
+from ._rows import quoted, writable_table
 from ._sql import SQL_TABLES, Row, Session, SQLStore
 
 __all__ = ["SQLiteStore"]
@@ -202,6 +204,9 @@ class SQLiteStore(SQLStore):
             applied.append(name)
         return applied
 
+    def _columns_query(self) -> str:
+        return "SELECT name, type FROM pragma_table_info(?) ORDER BY cid"
+
     async def column_types(self) -> dict[str, dict[str, str]]:
         """Return ``{table: {column: declared type}}`` of ``user_keys`` and ``user_data``."""
         found: dict[str, dict[str, str]] = {}
@@ -254,6 +259,54 @@ class SQLiteStore(SQLStore):
         await session.executemany(
             _UPSERT,
             [(r.user_id, r.name, r.player_id, self._value(r.updated_at)) for r in rows],
+        )
+
+    async def _upsert_rows_chunk(
+        self,
+        session: Session,
+        table: str,
+        key: tuple[str, ...],
+        rows: Sequence[Mapping[str, Any]],
+        fence: Fence | None,
+    ) -> None:
+        await self._check_fence(session, fence)
+        if not rows:
+            return
+        columns = list(rows[0])
+        updates = [c for c in columns if c not in key]
+        action = (
+            "DO UPDATE SET " + ", ".join(f"{quoted(c)} = excluded.{quoted(c)}" for c in updates)
+            if updates
+            else "DO NOTHING"
+        )
+        # Every name went through quoted(): validated identifiers, never data.
+        sql = (
+            f"INSERT INTO {writable_table(table)} ({', '.join(quoted(c) for c in columns)}) "  # noqa: S608
+            f"VALUES ({', '.join('?' for _ in columns)}) "
+            f"ON CONFLICT ({', '.join(quoted(k) for k in key)}) {action}"
+        )
+        await session.executemany(sql, [[self._cell(row[c]) for c in columns] for row in rows])
+
+    def _cell(self, value: Any) -> Any:
+        """A value of a declared column as SQLite stores it: JSON as text, times as text."""
+        if isinstance(value, dict | list):
+            return dumps(value, indent=None)
+        return self._value(value)
+
+    async def _record_unit_attempts_chunk(
+        self,
+        session: Session,
+        sync: str,
+        unit_ids: Sequence[str],
+        at: datetime,
+        fence: Fence | None,
+    ) -> None:
+        await self._check_fence(session, fence)
+        stamp = self._value(at)
+        await session.executemany(
+            "INSERT INTO sentinel_unit_attempts (sync, unit_id, attempted_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (sync, unit_id) DO UPDATE SET attempted_at = excluded.attempted_at",
+            [(sync, unit_id, stamp) for unit_id in unit_ids],
         )
 
     async def _record_attempts_chunk(

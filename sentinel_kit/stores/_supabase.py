@@ -27,7 +27,7 @@ from postgrest.exceptions import APIError
 from postgrest.types import CountMethod, ReturnMethod
 
 from .._errors import ConfigError, StoreError
-from .._key_health import KeyHealth, KeyRecord
+from .._key_health import KeyAccess, KeyHealth, KeyRecord
 from .._models import JobState, LeaseInfo, RunRecord, StoredUser, UserDataRow, UserKey
 from .._secrets import Secret
 from .._security import SecurityFacts, integer_column
@@ -54,12 +54,14 @@ from ._rows import (
     key_record,
     numeric_id,
     parse_time,
+    quoted,
     record_row,
     run_record,
     run_row,
     stored_user,
     user_data_row,
     user_key,
+    writable_table,
 )
 from ._sql import DEFAULT_READ_AHEAD, SQL_TABLES
 
@@ -152,6 +154,7 @@ class SupabaseStore(DataAPISession):
         page_size: int = DEFAULT_PAGE_SIZE,
         shard: tuple[int, int] | None = None,
         attempted_before: datetime | None = None,
+        sync: str | None = None,
     ) -> AsyncIterator[list[UserKey]]:
         """Yield keys in fair order, in pages of ``page_size``, through the function
         ``sentinel_key_page`` (migration 011; see ``KeyStore.iter_key_pages``).
@@ -167,9 +170,13 @@ class SupabaseStore(DataAPISession):
             params["p_before"] = attempted_before
         if shard is not None:
             params["p_shard"], params["p_shards"] = shard
+        # With a sync, by its own attempts (migration 013).
+        function = "sentinel_key_page" if sync is None else "sentinel_unit_key_page"
+        if sync is not None:
+            params["p_sync"] = sync
         while True:
             # Retried on transient failures: a read.
-            rows = await self._rpc("sentinel_key_page", _json(params), retry=True)
+            rows = await self._rpc(function, _json(params), retry=True)
             if not isinstance(rows, list):
                 raise StoreError(
                     "Supabase sent an unreadable page of keys (sentinel_key_page): is "
@@ -192,10 +199,24 @@ class SupabaseStore(DataAPISession):
         at: datetime,
         job: str | None = None,
         fence: Fence | None = None,
+        sync: str | None = None,
     ) -> int:
         """Record that these users were attempted at ``at``, through the function
-        ``sentinel_record_attempts`` (fenced like the upsert); return how many users."""
+        ``sentinel_record_attempts`` (fenced like the upsert); return how many users. With
+        ``sync``, as that sync's own attempts (``sentinel_record_unit_attempts``)."""
         ids = list(dict.fromkeys(user_ids))
+        if sync is not None:
+            for start in range(0, len(ids), self.chunk_size):
+                unit = {
+                    "p_sync": sync,
+                    "p_unit_ids": ids[start : start + self.chunk_size],
+                    "p_at": at,
+                    "p_lease": fence.lease if fence else None,
+                    "p_fence": fence.token if fence else None,
+                }
+                # Idempotent, and fenced, like the attempts of sync-users.
+                await self._rpc("sentinel_record_unit_attempts", _json(unit), retry=True)
+            return len(ids)
         for start in range(0, len(ids), self.chunk_size):
             params = {
                 "p_user_ids": ids[start : start + self.chunk_size],
@@ -250,6 +271,37 @@ class SupabaseStore(DataAPISession):
             self.write_calls += 1
         return len(unique)
 
+    async def upsert_rows(
+        self,
+        table: str,
+        key: Sequence[str],
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        fence: Fence | None = None,
+    ) -> int:
+        """Upsert rows of a declared table in chunks, through the one generic fenced SQL
+        function (``sentinel_upsert_rows``, migration 013), which quotes every name."""
+        writable_table(table)
+        for name in (*key, *(rows[0] if rows else ())):
+            quoted(name)
+        for start in range(0, len(rows), self.chunk_size):
+            chunk = [_json(dict(r)) for r in rows[start : start + self.chunk_size]]
+            # Idempotent: the same rows again; under a fence, refused as stale if another
+            # holder took the lease meanwhile.
+            await self._rpc(
+                "sentinel_upsert_rows",
+                {
+                    "p_table": table,
+                    "p_key": list(key),
+                    "p_rows": chunk,
+                    "p_lease": fence.lease if fence else None,
+                    "p_fence": fence.token if fence else None,
+                },
+                retry=True,
+            )
+            self.write_calls += 1
+        return len(rows)
+
     async def fetch_user_data(self, user_ids: Sequence[str]) -> dict[str, StoredUser]:
         """Return the current rows of these users (in batches that keep URLs short)."""
         found: dict[str, StoredUser] = {}
@@ -270,6 +322,30 @@ class SupabaseStore(DataAPISession):
                 user = stored_user(r)
                 found[user.user_id] = user
         return found
+
+    async def list_rows(
+        self,
+        table: str,
+        *,
+        order_by: Sequence[str],
+        limit: int = 100,
+        users: Sequence[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Return up to ``limit`` rows of a declared table (of ``users`` when given)."""
+        writable_table(table)
+        for name in order_by:
+            quoted(name)
+
+        def query() -> Any:
+            request = self.client.table(table).select("*")
+            if users is not None:
+                request = request.in_("user_id", list(dict.fromkeys(users))[:200])
+            for name in order_by:
+                request = request.order(name)
+            return request.limit(min(limit, SUPABASE_MAX_ROWS)).execute()
+
+        response = await self._call(f"reading {table}", query, retry=True)
+        return [dict(r) for r in response.data or []]
 
     async def list_user_data(self, *, limit: int = 100) -> list[StoredUser]:
         """Return up to ``limit`` rows of ``user_data`` ordered by user_id."""
@@ -532,6 +608,28 @@ class SupabaseStore(DataAPISession):
         params = _json({"p_run": run_id, "p_code": code, "p_since": since})
         # Not retried: a lost answer to an un-park that happened would count 0 the second time.
         return int(await self._rpc("sentinel_unpark_keys", params) or 0)
+
+    async def load_key_access(self, sync: str) -> dict[str, str]:
+        """Return the keys marked for ``sync`` (no access): their fingerprint, by key id,
+        through ``sentinel_key_access_of`` (migration 013; one JSON array)."""
+        rows = await self._rpc("sentinel_key_access_of", {"p_sync": sync}, retry=True)
+        return {str(r["key_id"]): str(r["fingerprint"]) for r in rows or []}
+
+    async def save_key_access(self, sync: str, marks: Sequence[KeyAccess]) -> None:
+        """Mark keys for ``sync`` through ``sentinel_save_key_access``."""
+        if not marks:
+            return
+        rows = [
+            {
+                "key_id": m.key_id,
+                "fingerprint": m.fingerprint,
+                "code": m.code,
+                "since": m.since.astimezone(UTC).isoformat(),
+            }
+            for m in marks
+        ]
+        # Idempotent: the same marks again.
+        await self._rpc("sentinel_save_key_access", {"p_sync": sync, "p_rows": rows}, retry=True)
 
     async def load_key_records(self) -> dict[str, KeyRecord]:
         """Return every ``sentinel_key_record`` row, by key id (paged like key health)."""

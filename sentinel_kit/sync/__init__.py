@@ -6,6 +6,7 @@ from ._pipeline import Cut, Pipeline, SecretCheck, Stop, shard_of
 from ._plan import Budget, Plan, PlanEntry
 from ._report import Change, ChangeKind, Failure, SyncReport, Tally, build_report
 from ._rows import build_upserts, diff_rows
+from ._spec import Table, TornSync
 from ._tables import HealthTable, KeyInfo, KeyTable, RunHistory, UserRows
 
 __all__ = [
@@ -27,8 +28,10 @@ __all__ = [
     "Stop",
     "SyncJob",
     "SyncReport",
+    "Table",
     "Tally",
     "TornOptions",
+    "TornSync",
     "UserRows",
     "build_report",
     "build_upserts",

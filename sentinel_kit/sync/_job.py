@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 import warnings
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any, Unpack
 
@@ -23,16 +23,18 @@ from .._replay import torn_transport
 from .._secrets import Secret
 from ..stores import Fence, Store, open_store
 from ..stores._sql import SQLStore
+from ._builtin import SYNC_USERS
 from ._limits import RowLimits, row_limits
 from ._options import RunOptions, Shortcuts, TornOptions, apply_shortcuts
 from ._pipeline import Cut, Pipeline, Stop
 from ._progress import progress_bar
 from ._reading import Reader
 from ._report import SyncReport, build_report
+from ._spec import TornSync
 
 __all__ = ["SYNC_JOB_NAME", "SyncJob", "run_log_fields"]
 
-SYNC_JOB_NAME = "sync-users"
+SYNC_JOB_NAME = SYNC_USERS.name
 
 #: The counts on a run's start line, so every start and finish line has the same fields.
 _START_FIELDS: dict[str, Any] = {
@@ -93,7 +95,9 @@ class SyncJob(Reader):
         torn: how to talk to Torn.
         options: the shape of a run (deadline, time box, shard, chunk sizes).
         health_policy: how long suspended and throttled keys stay parked.
-        job: the job name in reports and run history.
+        job: the job name in reports and run history (the sync's name by default).
+        sync: the sync to run, a :class:`~sentinel_kit.TornSync` declaration; the user sync
+            (``sync-users``: ``/user/basic`` into ``user_data``) by default.
         transport: an httpx transport for the Torn client (tests). Inside
             :func:`~sentinel_kit.record` or :func:`~sentinel_kit.replay`, the Torn client
             goes through the active cassette instead, which sends what it records through
@@ -115,9 +119,10 @@ class SyncJob(Reader):
         torn: TornOptions | None = None,
         options: RunOptions | None = None,
         health_policy: HealthPolicy | None = None,
-        job: str = SYNC_JOB_NAME,
+        job: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         on_request: Callable[[str], None] | None = None,
+        sync: TornSync | None = None,
         **shortcuts: Unpack[Shortcuts],
     ) -> None:
         if not secret:
@@ -129,11 +134,16 @@ class SyncJob(Reader):
         self.store = open_store(db) if db is None or isinstance(db, str | Secret) else db
         self._cipher = KeyCipher(secret, previous=previous_secret)
         self.health_policy = health_policy or HealthPolicy()
-        self.job = job
+        if sync is not None and not isinstance(sync, TornSync):
+            raise ConfigError("sync= must be a sentinel_kit.TornSync declaration")
+        self.sync = sync or SYNC_USERS
+        self.job = job or self.sync.name
         self.transport = transport
         self.on_request = on_request
         #: The report of the latest run, also when it was interrupted.
         self.last_report: SyncReport | None = None
+        #: The rows the latest dry run would have written into a declared table.
+        self.dry_rows: list[dict[str, Any]] = []
 
     def __repr__(self) -> str:
         return (
@@ -234,6 +244,8 @@ class SyncJob(Reader):
                 guard=await _incident_guard(store, now=started_at, torn_url=self.torn.url),
                 run_id=run_id,
                 limits=await _row_limits(store),
+                spec=self.sync,
+                access=await _key_access(store, self.sync),
             )
             if progress:
                 # The bar counts keys: known up front only for a whole, unsharded run.
@@ -270,6 +282,8 @@ class SyncJob(Reader):
                 counted=users is None and cut is not Cut.INTERRUPTED,
             )
             self.last_report = report
+            if dry_run:
+                self.dry_rows = [dict(r) for r in pipeline.dry_rows if isinstance(r, Mapping)]
             if record and not dry_run and pipeline.store_error is None:
                 try:
                     await store.record_run(report)
@@ -314,6 +328,21 @@ async def _row_limits(store: Store) -> RowLimits:
     except SentinelError as exc:
         logger.debug("column types of user_data unknown ({}): assuming the seed schema", exc)
         return RowLimits()
+
+
+async def _key_access(store: Store, sync: TornSync) -> dict[str, str]:
+    """The keys without access for ``sync``; none when the database cannot say (a
+    Supabase project without migration 013): the run then asks them, as before.
+
+    A sync that needs only public access (sync-users) reads nothing: every key has it, so
+    Torn never refuses one for its access level (and a 0.2 database is read as before)."""
+    if not sync.needs_access:
+        return {}
+    try:
+        return await store.load_key_access(sync.name)
+    except SentinelError as exc:
+        logger.debug("key access marks of {} unknown ({}): asking every key", sync, exc)
+        return {}
 
 
 #: What ``KeyHealthStore`` gained after 0.2: a store without them runs as under 0.2.

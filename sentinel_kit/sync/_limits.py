@@ -7,13 +7,17 @@ sent to PostgreSQL it would fail a whole chunk of good rows with it.
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from .._models import Profile
 
-__all__ = ["INTEGER_RANGE", "RowLimits", "row_limits"]
+__all__ = ["INTEGER_RANGE", "RowLimits", "column_problem", "row_limits"]
 
 #: PostgreSQL ``integer``: the seed schema's ``user_data.player_id``.
 INTEGER_RANGE = (-(2**31), 2**31 - 1)
@@ -72,3 +76,64 @@ def row_limits(columns: Mapping[str, Mapping[str, str]]) -> RowLimits:
         id_range = _SMALLINT_RANGE
     found = _LENGTH.match(table.get("name", ""))
     return RowLimits(id_range, int(found[1]) if found else None)
+
+
+def _text_problem(text: str) -> str | None:
+    if "\x00" in text:
+        return "holds a NUL character"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "holds an unpaired surrogate"
+    return None
+
+
+def column_problem(column: str, kind: str | None, value: Any) -> str | None:
+    """Say why ``value`` cannot go in a declared column of type ``kind``, or None.
+
+    A value a declared table cannot hold (an int past ``bigint``, text with a NUL, a dict
+    for a number) is found before writing and fails that one key as ``bad_response``,
+    rather than a whole chunk of good rows at the database. ``kind`` None (a table
+    without declared columns) checks only what no column stores: NULs, lone surrogates.
+
+    Args:
+        column: the column's name (for the message).
+        kind: one of the portable types of ``sync/_spec.py``, or None.
+        value: what the sync's ``parse`` returned for the column.
+
+    Returns:
+        One line naming the column and the problem, or None when the value fits.
+    """
+    if value is None:
+        return None
+    problem: str | None = None
+    if isinstance(value, str):
+        problem = _text_problem(value)
+    if problem is None and kind in ("integer", "bigint"):
+        low, high = INTEGER_RANGE if kind == "integer" else _BIGINT_RANGE
+        if isinstance(value, bool) or not isinstance(value, int):
+            problem = f"is a {type(value).__name__}, not an integer"
+        elif not low <= value <= high:
+            problem = f"is outside the range of {kind} ({low}..{high})"
+    elif problem is None and kind == "double precision":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            problem = f"is a {type(value).__name__}, not a number"
+        elif isinstance(value, float) and not math.isfinite(value):
+            problem = "is not a finite number"
+        elif isinstance(value, int) and abs(value) > 2**53:
+            problem = "is an integer too large for double precision"
+    elif problem is None and kind == "boolean" and not isinstance(value, bool):
+        problem = f"is a {type(value).__name__}, not a boolean"
+    elif problem is None and kind == "text" and not isinstance(value, str):
+        problem = f"is a {type(value).__name__}, not text"
+    elif problem is None and kind == "timestamptz":
+        if not isinstance(value, datetime) or value.tzinfo is None:
+            problem = "is not a datetime with a time zone"
+    elif problem is None and kind == "jsonb":
+        try:
+            text = json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError, RecursionError):
+            problem = "cannot be written as JSON"
+        else:
+            problem = _text_problem(text) if "\\u0000" not in text else "holds a NUL character"
+    return None if problem is None else f"column {column} {problem}"

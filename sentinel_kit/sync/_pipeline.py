@@ -38,9 +38,10 @@ import enum
 import time
 import traceback
 from asyncio import FIRST_COMPLETED
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from loguru import logger
@@ -53,19 +54,21 @@ from .._key_health import (
     HealthPolicy,
     HealthState,
     KeyHealth,
+    access_marks,
     ciphertext_fingerprint,
     health_changes,
     key_successes,
     parked_reason,
 )
-from .._models import ErrorClass, Outcome, Reason, TornKey, UserDataRow, UserKey
+from .._models import ErrorClass, Outcome, Reason, TornKey, UserKey
 from .._shard import shard_of
 from ..stores import Fence, Store
+from ._builtin import SYNC_USERS
 from ._limits import RowLimits
 from ._options import RunOptions
 from ._report import Change, Tally
-from ._rows import build_upserts, diff_rows
-from ._writes import upsert_isolating
+from ._sinks import Sink, sink_for
+from ._spec import Row, TornSync
 
 __all__ = ["Cut", "Pipeline", "SecretCheck", "Stop", "settle_key", "shard_of"]
 
@@ -169,10 +172,33 @@ class _Context:
     job: str
     #: Called when a request for the key goes out.
     on_sent: Callable[[UserKey], None]
+    #: The sync: which endpoint, and how its answer becomes rows.
+    spec: TornSync = SYNC_USERS
+    #: Keys without access for this sync (Torn code 16): key id -> ciphertext fingerprint.
+    access: dict[str, str] = field(default_factory=dict)
+
+
+def as_rows(parse: Callable[[Any], Any], answer: Any) -> tuple[Row, ...]:
+    """Run a sync's ``parse`` on an answer; its result as rows.
+
+    Raises:
+        TypeError: ``parse`` returned something that is not a row (a mapping) or a
+            sequence of rows; the client makes it that key's ``bad_response``.
+    """
+    parsed = parse(answer)
+    if isinstance(parsed, Mapping):
+        return (parsed,)
+    if (
+        isinstance(parsed, Sequence)
+        and not isinstance(parsed, str | bytes)
+        and all(isinstance(row, Mapping) for row in parsed)
+    ):
+        return tuple(parsed)
+    raise TypeError(f"parse returned a {type(parsed).__name__}, not a row or rows")
 
 
 async def process_key(key: UserKey, ctx: _Context) -> Outcome:
-    """Skip a parked key, or decrypt it and fetch its profile: one :class:`Outcome`."""
+    """Skip a parked key, or decrypt it and fetch its sync's answer: one :class:`Outcome`."""
     cfp = ciphertext_fingerprint(key.api_key)
     base: dict[str, Any] = {"key_created_at": key.created_at, "ciphertext_fp": cfp}
     parked = parked_reason(ctx.health.get(key.id), key, now=datetime.now(UTC), policy=ctx.policy)
@@ -184,6 +210,19 @@ async def process_key(key: UserKey, ctx: _Context) -> Outcome:
             torn_code=parked.last_code,
             detail=f"parked ({parked.state.value}) since {parked.since.isoformat()}",
             skipped=True,
+            **base,
+        )
+    if ctx.access.get(key.id) == cfp:
+        # Torn said this key's access is too low for this sync's endpoint: not asked again
+        # until the key is re-saved; other syncs use it.
+        return Outcome(
+            key.id,
+            key.user_id,
+            reason=Reason.TORN_ERROR,
+            torn_code=16,
+            detail=f"no access for {ctx.spec.name} (until the key is re-saved)",
+            skipped=True,
+            error_class=ErrorClass.NO_ACCESS,
             **base,
         )
     log = logger.bind(job=ctx.job)
@@ -203,8 +242,13 @@ async def process_key(key: UserKey, ctx: _Context) -> Outcome:
     try:
         # Torn counts per player, all their keys: the user stands for the player until the
         # key's owner is known.
-        profile = await ctx.torn.fetch_user_basic(
-            plaintext, on_sent=mark_sent, owner=f"user:{key.user_id}"
+        rows = await ctx.torn.fetch(
+            plaintext,
+            ctx.spec.endpoint,
+            ctx.spec.params,
+            on_sent=mark_sent,
+            parse=partial(as_rows, ctx.spec.parse),
+            owner=f"user:{key.user_id}",
         )
     except NotSent:
         return _deferred(key)  # the time box came while it waited on the rate limiters
@@ -224,7 +268,7 @@ async def process_key(key: UserKey, ctx: _Context) -> Outcome:
             not_reached=not sent,
             **base,
         )
-    return Outcome(key.id, key.user_id, profile=profile, **base)
+    return Outcome(key.id, key.user_id, rows=rows, **base)
 
 
 def _unattempted(
@@ -239,25 +283,18 @@ def _unattempted(
     )
 
 
-async def settle_key(key: UserKey, ctx: _Context, limits: RowLimits) -> Outcome:
+async def settle_key(key: UserKey, ctx: _Context, sink: Sink) -> Outcome:
     """:func:`process_key`, which never fails the run: an unexpected error is this key's
-    ``internal`` failure (its traceback logged at DEBUG), and a profile the app's columns
-    cannot hold is this key's ``bad_response``, found before anything is written."""
+    ``internal`` failure (its traceback logged at DEBUG), and rows the table cannot hold
+    are this key's ``bad_response``, found before anything is written."""
     try:
-        outcome = await process_key(key, ctx)
+        fetched = await process_key(key, ctx)
+        outcome = sink.admit(fetched)
     except Exception as exc:
         return _internal_failure(key, ctx, exc)
-    problem = limits.problem(outcome.profile) if outcome.profile is not None else None
-    if problem is None:
-        return outcome
-    _warn_bad_response(ctx.job, key, outcome.key_fingerprint, problem)
-    return replace(
-        outcome,
-        profile=None,
-        reason=Reason.BAD_RESPONSE,
-        detail=problem,
-        error_class=ErrorClass.REQUEST_BUG,
-    )
+    if outcome is not fetched and outcome.detail is not None:
+        _warn_bad_response(ctx.job, key, outcome.key_fingerprint, outcome.detail)
+    return outcome
 
 
 def _warn_bad_response(job: str, key: UserKey, fingerprint: str | None, detail: str) -> None:
@@ -280,6 +317,41 @@ def _internal_failure(key: UserKey, ctx: _Context, exc: Exception) -> Outcome:
     # and without one key health leaves the key as it was.
     return Outcome(
         key.id, key.user_id, reason=Reason.INTERNAL, detail=cause, key_created_at=key.created_at
+    )
+
+
+#: Failures of the key itself, after which a per-user sync asks the user's next key.
+_KEY_SCOPED = frozenset({Reason.KEY_INVALID, Reason.KEY_SUSPENDED, Reason.DECRYPT_ERROR})
+#: Torn's "access level too low" (16) and "no faction API access" (7): this key, this sync.
+_NO_ACCESS_CODES = frozenset({7, 16})
+
+
+def _newest_first(group: list[UserKey]) -> list[UserKey]:
+    """A user's keys, the newest first (latest ``created_at``, then the greatest id)."""
+    return sorted(group, key=lambda k: (k.created_at or "", k.id), reverse=True)
+
+
+def _ask_next(outcome: Outcome) -> bool:
+    """Whether a per-user sync asks the user's next key after this outcome: only after a
+    failure of the key itself (parked, dead, suspended, undecryptable, no access)."""
+    if outcome.ok or outcome.deferred or outcome.not_reached:
+        return False
+    return outcome.skipped or outcome.reason in _KEY_SCOPED or outcome.torn_code in _NO_ACCESS_CODES
+
+
+def _not_asked(key: UserKey, last: Outcome) -> Outcome:
+    """A key a per-user sync did not ask: another key of its user answered for it (or the
+    run ended first, when the last key's request was deferred or never sent)."""
+    if last.deferred:
+        return _deferred(key)
+    if last.not_reached:
+        return _unattempted(key, last.reason or Reason.ABORTED)
+    return Outcome(
+        key.id,
+        key.user_id,
+        key_created_at=key.created_at,
+        skipped=True,
+        detail="not asked: one key per user",
     )
 
 
@@ -327,10 +399,16 @@ class Pipeline:
     run_id: str | None = None
     #: What the app's user_data columns hold: a profile that does not fit fails its key.
     limits: RowLimits = field(default_factory=RowLimits)
+    #: The sync this run runs (the user sync unless told).
+    spec: TornSync = SYNC_USERS
+    #: Keys without access for this sync (``Store.load_key_access``).
+    access: dict[str, str] = field(default_factory=dict)
 
     tally: Tally = field(default_factory=Tally)
     written: int = 0
     changes: list[Change] = field(default_factory=list)
+    #: A dry run's would-be rows of a declared table (which has no name/player-id diff).
+    dry_rows: list[Any] = field(default_factory=list)
     store_error: StoreError | None = None
     wrong_secret: str | None = None
     cut: Cut | None = None
@@ -350,13 +428,22 @@ class Pipeline:
     _results: asyncio.Queue[list[Outcome] | None] = field(default_factory=asyncio.Queue)
     _stop_feeding: asyncio.Event = field(default_factory=asyncio.Event)
     _defer: asyncio.Event = field(default_factory=asyncio.Event)
+    _sink: Sink | None = None
 
     async def run(self) -> Cut | None:
         """Run to the end (or the cut); return why it was cut short, if it was."""
         self.started_at = datetime.now(UTC)
         self._groups = asyncio.Queue(maxsize=self.concurrency * 2)
+        self._sink = sink_for(self.spec, self.limits)
         ctx = _Context(
-            self.cipher, self.torn, self.health, self.health_policy, self.job, self._sent
+            self.cipher,
+            self.torn,
+            self.health,
+            self.health_policy,
+            self.job,
+            self._sent,
+            self.spec,
+            self.access,
         )
         producer = asyncio.create_task(self._produce(), name="sentinel-producer")
         writer = asyncio.create_task(self._write(), name="sentinel-writer")
@@ -410,6 +497,7 @@ class Pipeline:
                 page_size=self.options.page_size,
                 shard=self.options.shard,
                 attempted_before=self.started_at,
+                sync=self.sink.attempts,
             )
             async for group in _group_by_user(pages):
                 if not self._wanted(group[0].user_id):
@@ -475,12 +563,19 @@ class Pipeline:
             if self._defer.is_set():
                 await self._results.put([_deferred(k) for k in group])
                 continue
+            if self.sink.one_key:
+                group = _newest_first(group)
             self._in_flight[worker_id] = group
             done: list[Outcome] = []
             self._done_in_flight[worker_id] = done
-            for key in group:
-                done.append(self._watched(await settle_key(key, ctx, self.limits)))
+            for n, key in enumerate(group):
+                outcome = self._watched(await settle_key(key, ctx, self.sink))
+                done.append(outcome)
                 self._sending.discard(key.id)
+                if self.sink.one_key and not _ask_next(outcome):
+                    # One key per user: the rest of the user's keys are not asked.
+                    done.extend(_not_asked(k, outcome) for k in group[n + 1 :])
+                    break
             del self._in_flight[worker_id], self._done_in_flight[worker_id]
             if not any(o.deferred or o.not_reached for o in done):
                 # Every key had its own outcome, with or without a request (parked keys,
@@ -573,25 +668,33 @@ class Pipeline:
             self._stop_feeding.set()
             return []
 
+    @property
+    def sink(self) -> Sink:
+        """The sink of the run's table."""
+        if self._sink is None:
+            self._sink = sink_for(self.spec, self.limits)
+        return self._sink
+
     async def _write_outcomes(
         self, outcomes: list[Outcome], *, whole_chunks: bool
     ) -> list[Outcome]:
         now = datetime.now(UTC)
-        rows = build_upserts(outcomes, now=now)
+        sink = self.sink
+        rows = sink.build(outcomes, now=now)
         leftover: list[Outcome] = []
         keep = len(rows) % self.options.chunk_size if whole_chunks else 0
         if keep:
-            held = {r.user_id for r in rows[-keep:]}
-            rows = rows[:-keep]
+            held = {sink.unit_of(r) for r in rows[-keep:]}
+            rows = [r for r in rows if sink.unit_of(r) not in held]
             leftover = [o for o in outcomes if o.user_id in held]
             outcomes = [o for o in outcomes if o.user_id not in held]
         if self.dry_run:
             if rows:
-                current = await self.store.fetch_user_data([r.user_id for r in rows])
-                self.changes.extend(diff_rows(rows, current))
+                self.changes.extend(await sink.diff(self.store, rows))
+                self.dry_rows.extend(rows)
             return leftover
         if rows:
-            written, refused = await upsert_isolating(self.store, rows, fence=self.fence)
+            written, refused = await sink.write(self.store, rows, fence=self.fence)
             self.written += written
             self._refused(refused, outcomes)
             # Which keys worked (with Torn, whatever the database made of the row): an
@@ -606,24 +709,39 @@ class Pipeline:
         clear = [key_id for key_id in clear if key_id in self.health]
         if park or clear:
             await self.store.save_key_health(park, clear)
+        # A key without access for this endpoint is marked for this sync only.
+        marks = [
+            m
+            for m in access_marks(outcomes, now=now)
+            if self.spec.needs_access and self.access.get(m.key_id) != m.fingerprint
+        ]
+        if marks:
+            await self.store.save_key_access(self.spec.name, marks)
         # Every user attempted (a request sent, or every key parked or undecryptable)
         # moves to the back of the order; users deferred or cut before any request keep
         # their place for the next run.
         # Sorted, like the rows: the same outcomes make the same write in any arrival order.
         attempted = sorted({o.user_id for o in outcomes if o.user_id in self._reached})
         if attempted:
-            await self.store.record_attempts(attempted, at=now, job=self.job, fence=self.fence)
+            await self.store.record_attempts(
+                attempted, at=now, job=self.job, fence=self.fence, sync=sink.attempts
+            )
         return leftover
 
     def _refused(
-        self, refused: Sequence[tuple[UserDataRow, StoreError]], outcomes: Sequence[Outcome]
+        self, refused: Sequence[tuple[Any, StoreError]], outcomes: Sequence[Outcome]
     ) -> None:
         """Users whose row the database refused: their keys fail as ``bad_response``."""
         log = logger.bind(job=self.job)
+        failed: set[str] = set()
         for row, exc in refused:
-            log.warning("user {}: the database refused its row: {}", row.user_id, exc)
+            user_id = self.sink.unit_of(row)
+            log.warning("user {}: the database refused its row: {}", user_id, exc)
+            if user_id in failed:
+                continue  # a user with several rows fails once
+            failed.add(user_id)
             for outcome in outcomes:
-                if outcome.user_id == row.user_id and outcome.ok:
+                if outcome.user_id == user_id and outcome.ok:
                     self.tally.refuse(outcome, Reason.BAD_RESPONSE)
 
     # -- supervision -------------------------------------------------------------------------

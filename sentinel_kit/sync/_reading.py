@@ -17,7 +17,17 @@ from .._key_health import HealthPolicy
 from ..stores import Store
 from ._options import RunOptions, TornOptions
 from ._plan import Plan, PlanEntry
-from ._tables import HealthTable, KeyTable, RunHistory, UserRows, key_info
+from ._sinks import USER_DATA
+from ._spec import TornSync
+from ._tables import (
+    DeclaredRows,
+    HealthTable,
+    KeyTable,
+    RunHistory,
+    UserRows,
+    declared_rows,
+    key_info,
+)
 
 __all__ = ["Reader"]
 
@@ -34,6 +44,8 @@ class Reader:
     torn: TornOptions
     health_policy: HealthPolicy
     _cipher: KeyCipher
+    #: The job's sync: its table is what :meth:`rows` reads.
+    sync: TornSync
 
     # -- blocking ----------------------------------------------------------------------------
 
@@ -42,15 +54,18 @@ class Reader:
         by key health and which fail to decrypt, and how Torn's budget covers them."""
         return run_blocking(self.aplan)
 
-    def rows(self, users: Collection[str] | None = None, *, limit: int = DEFAULT_ROWS) -> UserRows:
-        """Return ``user_data`` rows: those of ``users``, or the first ``limit`` by user id.
+    def rows(
+        self, users: Collection[str] | None = None, *, limit: int = DEFAULT_ROWS
+    ) -> UserRows | DeclaredRows:
+        """Return the sync's rows (``user_data`` for the user sync; a declared sync's own
+        table otherwise): those of ``users``, or the first ``limit`` by key.
 
         Args:
             users: these user ids only (ids with no row are left out).
             limit: without ``users``, at most this many rows.
 
         Returns:
-            A :class:`UserRows` table.
+            A :class:`UserRows` table, or a :class:`DeclaredRows` one of a declared table.
 
         Raises:
             SchemaMissing: the tables are missing (``sentinel-kit migrate``).
@@ -127,8 +142,18 @@ class Reader:
 
     async def arows(
         self, users: Collection[str] | None = None, *, limit: int = DEFAULT_ROWS
-    ) -> UserRows:
+    ) -> UserRows | DeclaredRows:
         """The async twin of :meth:`rows`."""
+        table = self.sync.table
+        if table.name != USER_DATA or table.columns is not None:
+            async with self.store as store:
+                listed = await store.list_rows(
+                    table.name,
+                    order_by=table.key,
+                    limit=limit,
+                    users=list(users) if users is not None else None,
+                )
+            return declared_rows(listed, caption=f"{table.name}: {_count(len(listed), 'row')}")
         async with self.store as store:
             await store.check_schema()
             if users is not None:

@@ -16,7 +16,16 @@ from .._errors import DecryptError
 from .._key_health import HealthPolicy, HealthState, KeyHealth, parked_reason, parked_until
 from .._models import RunRecord, StoredUser, UserKey, key_fingerprint
 
-__all__ = ["HealthTable", "KeyInfo", "KeyTable", "RunHistory", "UserRows", "key_info"]
+__all__ = [
+    "DeclaredRows",
+    "HealthTable",
+    "KeyInfo",
+    "KeyTable",
+    "RunHistory",
+    "UserRows",
+    "declared_rows",
+    "key_info",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,3 +167,22 @@ class RunHistory(Table[RunRecord]):
         )
         values = {c: getattr(item, c) for c in self.columns if c != "duration_s"}
         return {**values, "duration_s": duration}
+
+
+class DeclaredRows(Table[dict[str, Any]]):
+    """Rows of a declared sync's table (column -> value each), in the table's columns."""
+
+    __slots__ = ()
+
+    def record(self, item: dict[str, Any]) -> dict[str, Any]:
+        """Return one row as a record, keyed by :attr:`columns`."""
+        return {c: item.get(c) for c in self.columns}
+
+
+def declared_rows(rows: list[dict[str, Any]], *, caption: str) -> DeclaredRows:
+    """A :class:`DeclaredRows` table whose columns are those of ``rows``."""
+    columns = tuple(rows[0]) if rows else ("user_id",)
+    kind: type[DeclaredRows] = type(
+        "DeclaredRows", (DeclaredRows,), {"__slots__": (), "columns": columns}
+    )
+    return kind(rows, caption=caption)

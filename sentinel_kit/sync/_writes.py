@@ -10,13 +10,16 @@ trigger, a check constraint, a column type changed under a running daemon).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 from .._errors import StoreDataError
 from .._models import UserDataRow
 from ..stores import Fence, Store
 
-__all__ = ["upsert_isolating"]
+__all__ = ["upsert_isolating", "write_isolating"]
+
+R = TypeVar("R")
 
 
 async def upsert_isolating(
@@ -49,4 +52,29 @@ async def upsert_isolating(
     middle = len(rows) // 2
     written_a, refused_a = await upsert_isolating(store, rows[:middle], fence=fence)
     written_b, refused_b = await upsert_isolating(store, rows[middle:], fence=fence)
+    return written_a + written_b, refused_a + refused_b
+
+
+async def write_isolating(
+    write: Callable[[Sequence[R]], Awaitable[int]], rows: Sequence[R]
+) -> tuple[int, list[tuple[R, StoreDataError]]]:
+    """Write ``rows`` with ``write`` (an upsert of any table); on a data error, bisect until
+    the refused rows are alone, as :func:`upsert_isolating` does for ``user_data``.
+
+    Returns:
+        ``(written, refused)``.
+
+    Raises:
+        StoreError: any failure that is not about the data.
+    """
+    if not rows:
+        return 0, []
+    try:
+        return await write(rows), []
+    except StoreDataError as exc:
+        if len(rows) == 1:
+            return 0, [(rows[0], exc)]
+    middle = len(rows) // 2
+    written_a, refused_a = await write_isolating(write, rows[:middle])
+    written_b, refused_b = await write_isolating(write, rows[middle:])
     return written_a + written_b, refused_a + refused_b

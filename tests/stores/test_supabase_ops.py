@@ -220,3 +220,53 @@ def test_keys_added_through_the_data_api_to_a_bigint_identity(
         first, keys = asyncio.run(scenario())
     assert first == "1"
     assert keys == [("1", "42"), ("2", "43"), ("500", "44")]
+
+
+@pytest.mark.vcr
+def test_fenced_declared_sync_through_the_data_api(
+    request: pytest.FixtureRequest, torn: FakeTorn
+) -> None:
+    """A declared sync (battle stats) under a fence writes its own table through the one
+    generic function, sentinel_upsert_rows, and keeps its attempts apart from sync-users'."""
+    from ..declared_syncs import BATTLESTATS
+
+    users = [uuid.UUID(int=0xE000 + n) for n in range(6)]
+    app_tables = (
+        "CREATE TABLE user_keys (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), "
+        "user_id uuid NOT NULL, api_key text NOT NULL, created_at timestamptz DEFAULT now());"
+    )
+    with supabase_project(request, setup=app_tables) as transport:
+        if recording(request):
+            cipher = KeyCipher(SECRET)
+            pg_url = request.getfixturevalue("pg_url")
+            with psycopg.connect(pg_url, autocommit=True) as conn:
+                for n, user in enumerate(users):
+                    conn.execute(
+                        "INSERT INTO user_keys (user_id, api_key) VALUES (%s, %s)",
+                        (user, cipher.encrypt(make_key(n))),
+                    )
+
+            async def create() -> None:
+                table = BATTLESTATS.table
+                async with open_store(pg_url) as pg:
+                    await pg.ensure_table(table.name, table.all_columns(), table.key)  # type: ignore[attr-defined]
+
+            asyncio.run(create())
+
+        async def scenario() -> tuple[int, int]:
+            s = store(transport)
+            async with s:
+                fence = await s.claim_lease("sync-battlestats", "replica-a", 60)
+            assert fence is not None
+            job = SyncJob(
+                db=s, secret=SECRET, torn_url=torn.url, max_rpm=0, concurrency=2, sync=BATTLESTATS
+            )
+            report = await job.arun(fence=fence, record=False)
+            return report.synced, report.written
+
+        assert asyncio.run(scenario()) == (6, 6)
+        if recording(request):
+            with psycopg.connect(request.getfixturevalue("pg_url")) as conn:
+                rows = conn.execute("SELECT count(*) FROM user_battlestats").fetchone()
+                kept = conn.execute("SELECT count(*) FROM sentinel_unit_attempts").fetchone()
+            assert (rows, kept) == ((6,), (6,))

@@ -1,0 +1,222 @@
+"""Where a sync's rows go: the one seam between the engine and a declared table.
+
+The engine (``sync/_pipeline.py``) knows no table. It hands each key's outcome to the sink of
+its sync's table, which checks the rows against what the table holds (a value that does not
+fit fails that key as ``bad_response``), builds the rows of a chunk (one row set per unit:
+the newest key's), writes them fenced and chunked with refused rows isolated, and says what
+a dry run would change.
+
+Two sinks: :class:`TableSink` for any declared table (the generic fenced upsert of every
+store), and :class:`UserDataSink` for the app's own ``user_data``, which keeps the write path
+of 0.2 (its columns read from the database, its dry-run diff by name and player id, its
+existing fenced function that replicas of 0.2 still call).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, Protocol
+
+from .._errors import StoreDataError
+from .._models import ErrorClass, Outcome, Profile, Reason
+from ..stores import Fence, Store
+from ._limits import RowLimits, column_problem
+from ._report import Change
+from ._rows import build_upserts, diff_rows
+from ._spec import Row, TornSync
+from ._writes import upsert_isolating, write_isolating
+
+__all__ = ["USER_DATA", "Sink", "TableSink", "UserDataSink", "sink_for"]
+
+#: The app's table of the user sync.
+USER_DATA = "user_data"
+
+
+class Sink(Protocol):
+    """What the engine asks of a table."""
+
+    def admit(self, outcome: Outcome) -> Outcome:
+        """The outcome as the table sees it: rows that do not fit fail the key."""
+        ...
+
+    def build(self, outcomes: Sequence[Outcome], *, now: datetime) -> list[Any]:
+        """The rows to write for these outcomes, sorted, one set per unit."""
+        ...
+
+    def unit_of(self, row: Any) -> str:
+        """The unit (user id) a row belongs to."""
+        ...
+
+    @property
+    def attempts(self) -> str | None:
+        """Whose attempts order the keys (``sync=`` of the store's paging)."""
+        ...
+
+    @property
+    def one_key(self) -> bool:
+        """Ask one key per user (the newest usable), the next only after a key-scoped
+        failure; False asks every key of a user."""
+        ...
+
+    async def write(
+        self, store: Store, rows: Sequence[Any], *, fence: Fence | None
+    ) -> tuple[int, list[tuple[Any, StoreDataError]]]:
+        """Write the rows; return how many, and the rows refused with their error."""
+        ...
+
+    async def diff(self, store: Store, rows: Sequence[Any]) -> list[Change]:
+        """What writing the rows would change (dry run)."""
+        ...
+
+
+def _bad(outcome: Outcome, problem: str) -> Outcome:
+    return replace(
+        outcome,
+        profile=None,
+        rows=None,
+        reason=Reason.BAD_RESPONSE,
+        detail=problem,
+        error_class=ErrorClass.REQUEST_BUG,
+    )
+
+
+def _winner_key(outcome: Outcome) -> tuple[str, str]:
+    return (outcome.key_created_at or "", outcome.key_id)
+
+
+@dataclass(slots=True)
+class UserDataSink:
+    """``user_data``: one row per user (name and player id), by the rules of 0.2."""
+
+    limits: RowLimits
+    #: Whose attempts order the keys: None for ``sentinel_user_attempts``, which replicas
+    #: of 0.2 share.
+    attempts: str | None = None
+    #: sync-users asks every key of a user (the newest key's profile wins), as in 0.2.
+    one_key: bool = False
+
+    def admit(self, outcome: Outcome) -> Outcome:
+        if outcome.rows is None:
+            return outcome
+        if len(outcome.rows) != 1:
+            return _bad(outcome, "expected one user_data row per answer")
+        row = outcome.rows[0]
+        profile = Profile(player_id=row["player_id"], name=row["name"])
+        problem = self.limits.problem(profile)
+        if problem is not None:
+            return _bad(outcome, problem)
+        return replace(outcome, profile=profile, rows=None)
+
+    def build(self, outcomes: Sequence[Outcome], *, now: datetime) -> list[Any]:
+        return list(build_upserts(outcomes, now=now))
+
+    def unit_of(self, row: Any) -> str:
+        return str(row.user_id)
+
+    async def write(
+        self, store: Store, rows: Sequence[Any], *, fence: Fence | None
+    ) -> tuple[int, list[tuple[Any, StoreDataError]]]:
+        written, refused = await upsert_isolating(store, rows, fence=fence)
+        return written, list(refused)
+
+    async def diff(self, store: Store, rows: Sequence[Any]) -> list[Change]:
+        current = await store.fetch_user_data([r.user_id for r in rows])
+        return diff_rows(rows, current)
+
+
+@dataclass(slots=True)
+class TableSink:
+    """A declared table: the rows ``parse`` returned, with ``user_id`` and ``updated_at``."""
+
+    spec: TornSync
+
+    @property
+    def attempts(self) -> str | None:
+        """The sync's own attempts (``sentinel_unit_attempts``) order its keys."""
+        return self.spec.name
+
+    @property
+    def one_key(self) -> bool:
+        """A declared per-user sync asks one key per user."""
+        return True
+
+    def admit(self, outcome: Outcome) -> Outcome:
+        if outcome.rows is None:
+            return outcome
+        table = self.spec.table
+        declared = table.all_columns() if table.columns is not None else None
+        unit = self.spec.unit_column
+        for row in outcome.rows:
+            for column, value in row.items():
+                if column in (unit, "updated_at"):
+                    return _bad(outcome, f"parse set column {column}, which sentinel-kit fills in")
+                if declared is not None and column not in declared:
+                    return _bad(outcome, f"parse returned column {column!r}, not in {table.name}")
+                problem = column_problem(
+                    str(column), declared.get(column) if declared else None, value
+                )
+                if problem is not None:
+                    return _bad(outcome, problem)
+            missing = [k for k in table.key if k != unit and k not in row]
+            if missing:
+                return _bad(outcome, f"a row has no value for key column {missing[0]}")
+        return outcome
+
+    def build(self, outcomes: Sequence[Outcome], *, now: datetime) -> list[Any]:
+        best: dict[str, Outcome] = {}
+        for outcome in outcomes:
+            if outcome.rows is None:
+                continue
+            current = best.get(outcome.user_id)
+            if current is None or _winner_key(outcome) > _winner_key(current):
+                best[outcome.user_id] = outcome
+        unit = self.spec.unit_column
+        keyed: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for user_id in sorted(best):
+            for parsed in best[user_id].rows or ():
+                row = {unit: user_id, **parsed, "updated_at": now}
+                # One row per key value: two in one statement would be refused together.
+                keyed[tuple(str(row[k]) for k in self.spec.table.key)] = row
+        return [keyed[k] for k in sorted(keyed)]
+
+    def unit_of(self, row: Any) -> str:
+        return str(row[self.spec.unit_column])
+
+    async def write(
+        self, store: Store, rows: Sequence[Any], *, fence: Fence | None
+    ) -> tuple[int, list[tuple[Any, StoreDataError]]]:
+        table = self.spec.table
+        columns = list(table.all_columns()) or _columns_of(rows)
+
+        async def upsert(part: Sequence[Mapping[str, Any]]) -> int:
+            full = [{c: r.get(c) for c in columns} for r in part]
+            return await store.upsert_rows(table.name, table.key, full, fence=fence)
+
+        written, refused = await write_isolating(upsert, rows)
+        return written, list(refused)
+
+    async def diff(self, store: Store, rows: Sequence[Any]) -> list[Change]:
+        # A declared table has no name/player-id diff: the dry run shows its rows instead.
+        return []
+
+
+def _columns_of(rows: Sequence[Row]) -> list[str]:
+    """The columns of rows for a table without declared columns, in first-seen order."""
+    seen: dict[str, None] = {}
+    for row in rows:
+        seen.update(dict.fromkeys(row))
+    return list(seen)
+
+
+def sink_for(spec: TornSync, limits: RowLimits) -> Sink:
+    """The sink of a sync's table.
+
+    Args:
+        spec: the sync.
+        limits: what ``user_data``'s columns hold (read from the database at the start).
+    """
+    if spec.table.name == USER_DATA and spec.table.columns is None:
+        return UserDataSink(limits)
+    return TableSink(spec)

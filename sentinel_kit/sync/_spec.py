@@ -1,0 +1,261 @@
+"""Syncs as declarations: :class:`TornSync` and :class:`Table` (pure).
+
+A sync is data: which Torn endpoint to ask, how to read its answer (``parse``, the only code a
+user writes) and which table the rows go to. The engine (``sync/_pipeline.py``) owns the rest:
+units and keys in fair order, the Torn budget, retries, key health, the time box, fenced and
+chunked writes, dry run, reports. Both values are frozen and validated when they are built, so
+a bad declaration fails when its module is imported, with one line naming what is wrong::
+
+    BATTLESTATS = TornSync(
+        "sync-battlestats",
+        endpoint="/user/battlestats",
+        parse=parse_battlestats,
+        table=Table("user_battlestats", key=["user_id"],
+                    columns={"strength": "bigint", "total": "bigint"}),
+        schedule="15 */6 * * *",
+    )
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from .._errors import ConfigError
+from .._schedule import CronSchedule, IntervalSchedule, Schedule
+
+__all__ = [
+    "ACCESS_LEVELS",
+    "COLUMN_TYPES",
+    "UNIT_COLUMNS",
+    "Row",
+    "Table",
+    "TornSync",
+]
+
+#: One row of a declared table: column name -> value.
+Row = Mapping[str, Any]
+
+#: The portable column types a :class:`Table` may declare (the same words on every backend;
+#: SQLite stores them by its affinity rules).
+COLUMN_TYPES = frozenset(
+    {"text", "integer", "bigint", "double precision", "boolean", "timestamptz", "jsonb"}
+)
+
+#: Key access levels Torn grants, from least to most (``needs=``).
+ACCESS_LEVELS = ("public", "minimal", "limited", "full")
+
+#: The column each unit kind fills in on every row: the app user a key belongs to.
+UNIT_COLUMNS = MappingProxyType({"user": "user_id"})
+
+#: Columns the engine fills in itself: the unit's key column and the write time.
+_ENGINE_COLUMNS = MappingProxyType({"user_id": "text", "updated_at": "timestamptz"})
+
+# Lower-case SQL identifiers only: they are quoted anyway, but a name that needs quoting to be
+# read back (spaces, capitals) is a mistake in a declaration, not a wish.
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_SYNC_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+_ENDPOINT = re.compile(r"^/[A-Za-z0-9_/{}.-]*$")
+
+
+def _identifier(what: str, value: object) -> str:
+    if not isinstance(value, str) or not _IDENTIFIER.match(value):
+        raise ConfigError(
+            f"{what} {value!r} is not a valid name: use lower-case letters, digits and "
+            "underscores, starting with a letter or underscore (at most 63 characters)"
+        )
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """Where a sync's rows go: a table, its key, and optionally its columns.
+
+    With ``columns``, ``sentinel-kit migrate`` creates the table (locked like every table it
+    creates) and adds declared columns missing from an existing one; it never drops or
+    retypes a column. Without ``columns`` the table must already exist.
+
+    Args:
+        name: the table's name (a lower-case SQL identifier).
+        key: the columns rows are upserted on; ``user_id`` for one row per user.
+        columns: column name -> one of :data:`COLUMN_TYPES`, besides the engine's own
+            ``user_id`` (text) and ``updated_at`` (timestamptz).
+
+    Raises:
+        ConfigError: a bad name, an unknown column type, or a key column that is neither
+            declared nor one the engine fills in.
+    """
+
+    name: str
+    key: tuple[str, ...] = ("user_id",)
+    columns: Mapping[str, str] | None = field(default=None)
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        key: Sequence[str] = ("user_id",),
+        columns: Mapping[str, str] | None = None,
+    ) -> None:
+        _identifier("table name", name)
+        if isinstance(key, str) or not key:
+            raise ConfigError(f"table {name}: key must be a non-empty list of column names")
+        keys = tuple(_identifier(f"table {name}: key column", k) for k in key)
+        if len(set(keys)) != len(keys):
+            raise ConfigError(f"table {name}: key {list(keys)} names a column twice")
+        frozen: Mapping[str, str] | None = None
+        if columns is not None:
+            checked: dict[str, str] = {}
+            for column, kind in columns.items():
+                _identifier(f"table {name}: column", column)
+                spelled = " ".join(str(kind).lower().split()) if isinstance(kind, str) else kind
+                if spelled not in COLUMN_TYPES:
+                    raise ConfigError(
+                        f"table {name}: column {column} has type {kind!r}; use one of "
+                        + ", ".join(sorted(COLUMN_TYPES))
+                    )
+                engine = _ENGINE_COLUMNS.get(column)
+                if engine is not None and spelled != engine:
+                    raise ConfigError(
+                        f"table {name}: column {column} is filled in by sentinel-kit as "
+                        f"{engine}; declare it as {engine} or leave it out"
+                    )
+                checked[column] = str(spelled)
+            frozen = MappingProxyType(checked)
+            missing = [k for k in keys if k not in checked and k not in _ENGINE_COLUMNS]
+            if missing:
+                raise ConfigError(
+                    f"table {name}: key column {missing[0]} is not among its columns: "
+                    "declare it in columns="
+                )
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "key", keys)
+        object.__setattr__(self, "columns", frozen)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.key, tuple((self.columns or {}).items())))
+
+    def all_columns(self) -> dict[str, str]:
+        """Every column of a table with declared ``columns``: the engine's, then the declared
+        ones, in declaration order (empty without ``columns``)."""
+        if self.columns is None:
+            return {}
+        return {**_ENGINE_COLUMNS, **self.columns}
+
+
+def _schedule(name: str, schedule: str | None, interval: float | None) -> Schedule:
+    if (schedule is None) == (interval is None):
+        raise ConfigError(
+            f"sync {name}: give exactly one of schedule= (a cron expression) or interval= (seconds)"
+        )
+    if schedule is not None:
+        return CronSchedule(schedule)
+    if isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0:
+        raise ConfigError(f"sync {name}: interval= must be a positive number of seconds")
+    return IntervalSchedule(float(interval))
+
+
+@dataclass(frozen=True, slots=True)
+class TornSync:
+    """A sync, declared: one Torn endpoint read for every unit into one table.
+
+    Args:
+        name: the job's name (``sync --job NAME``, run history, metrics).
+        endpoint: a Torn v2 path, e.g. ``/user/battlestats``.
+        parse: pure; receives Torn's decoded JSON answer (its error envelope already
+            handled) and returns a row (a mapping of column -> value) or a sequence of
+            rows. Whatever it raises, or returns that is not rows, is that key's
+            ``bad_response``. The engine adds ``user_id`` and ``updated_at`` to each row.
+        table: where the rows go (:class:`Table`).
+        schedule: a 5-field cron expression (UTC) for the daemon; or
+        interval: seconds between runs (exactly one of the two).
+        params: the query of every request (``{"stat": "strength"}``).
+        needs: the least key access the endpoint needs (one of :data:`ACCESS_LEVELS`).
+        per: the unit a run iterates: ``"user"`` (one request per app user).
+
+    Raises:
+        ConfigError: anything the declaration gets wrong, in one line naming it.
+    """
+
+    name: str
+    endpoint: str
+    parse: Callable[[Any], Any]
+    table: Table
+    schedule: Schedule
+    params: Mapping[str, str]
+    needs: str
+    per: str
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        endpoint: str,
+        parse: Callable[[Any], Any],
+        table: Table,
+        schedule: str | None = None,
+        interval: float | None = None,
+        params: Mapping[str, Any] | None = None,
+        needs: str = "public",
+        per: str = "user",
+    ) -> None:
+        if not isinstance(name, str) or not _SYNC_NAME.match(name):
+            raise ConfigError(
+                f"sync name {name!r} is not valid: use lower-case letters, digits, '-', '_' "
+                "or '.' (at most 63 characters)"
+            )
+        if not isinstance(endpoint, str) or not _ENDPOINT.match(endpoint) or "?" in endpoint:
+            raise ConfigError(
+                f"sync {name}: endpoint {endpoint!r} must be a Torn v2 path such as "
+                "'/user/battlestats' (put its query in params=)"
+            )
+        if not callable(parse):
+            raise ConfigError(f"sync {name}: parse= must be a function of Torn's answer")
+        if not isinstance(table, Table):
+            raise ConfigError(f"sync {name}: table= must be a sentinel_kit.Table")
+        if per not in UNIT_COLUMNS:
+            raise ConfigError(
+                f"sync {name}: per={per!r} is not supported; use one of "
+                + ", ".join(repr(p) for p in UNIT_COLUMNS)
+            )
+        if needs not in ACCESS_LEVELS:
+            raise ConfigError(
+                f"sync {name}: needs={needs!r} is not a key access level; use one of "
+                + ", ".join(ACCESS_LEVELS)
+            )
+        query: dict[str, str] = {}
+        for param, value in (params or {}).items():
+            if not isinstance(param, str) or not param or param.lower() == "key":
+                raise ConfigError(
+                    f"sync {name}: query parameter {param!r} is not allowed (the key is "
+                    "sent in a header, never in the URL)"
+                )
+            query[param] = str(value)
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "endpoint", endpoint)
+        object.__setattr__(self, "parse", parse)
+        object.__setattr__(self, "table", table)
+        object.__setattr__(self, "schedule", _schedule(name, schedule, interval))
+        object.__setattr__(self, "params", MappingProxyType(query))
+        object.__setattr__(self, "needs", needs)
+        object.__setattr__(self, "per", per)
+
+    @property
+    def needs_access(self) -> bool:
+        """Whether keys may lack access for this sync (it needs more than public access):
+        only then does a key that Torn refuses for its access level get marked."""
+        return self.needs != ACCESS_LEVELS[0]
+
+    @property
+    def unit_column(self) -> str:
+        """The column every row carries its unit in (``user_id``)."""
+        return UNIT_COLUMNS[self.per]
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.endpoint, self.table))
+
+    def __repr__(self) -> str:
+        return f"TornSync({self.name!r}, endpoint={self.endpoint!r}, table={self.table.name!r})"

@@ -3,7 +3,6 @@ the protections every sync gets (key health by scope, the global stop, the share
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 import subprocess
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 from battlestats import BATTLESTATS
 
-from sentinel_kit import RunStatus, SyncReport
+from sentinel_kit import RunStatus
 from sentinel_kit.testing import Answer, torn_error
 
 HERE = Path(__file__).resolve().parent.parent
@@ -133,24 +132,23 @@ def test_an_ip_block_aborts_the_run(fake_torn, seed_keys, sentinel_store, db):
     assert sentinel_store.key_health() == {}
 
 
-def test_two_syncs_in_one_process_share_one_budget(fake_torn, seed_keys, run_job, db):
-    """sync-users and sync-battlestats at once, each told max_rpm=4: together they send at
-    most 4 requests in any minute, counted at the fake Torn, and each gets a share."""
+def test_two_syncs_in_one_daemon_share_one_budget(fake_torn, seed_keys, sentinel_store, db):
+    """sync-users and sync-battlestats at once in one daemon under --max-rpm 4: together
+    they send 4 requests in the minute, not 4 each, counted at the fake Torn; the time box
+    defers the users left to the next runs."""
     keys = seed_keys(6)
     for n, key in enumerate(keys):
         fake_torn.always(key.plaintext, answer(1_000 * (n + 1)), times=4)
-
-    async def both() -> list[SyncReport]:
-        jobs = [
-            run_job.sync_job(max_rpm=4, time_box=2.0),
-            run_job.sync_job(sync=BATTLESTATS, max_rpm=4, time_box=2.0),
-        ]
-        return await asyncio.gather(*(job.arun() for job in jobs))
-
-    users, stats = asyncio.run(both())
-    assert fake_torn.max_in_window(60) <= 4
-    assert users.synced >= 1
-    assert stats.synced >= 1
+    jobs = ["--job", "sync-users", "--job", SYNC]
+    limits = ["--max-rpm", "4", "--time-box", "2", "--once"]
+    args = ["--db", db, "--torn-url", fake_torn.url, *jobs, *limits]
+    result = cli("daemon", "--import", "battlestats", *args, secret=sentinel_store.secret)
+    assert result.returncode == 0, result.stderr
+    assert fake_torn.max_in_window(60) == fake_torn.count() == 4
+    runs = {run.job: run for run in sentinel_store.runs()}
+    assert sorted(runs) == sorted(["sync-users", SYNC])
+    assert sum(run.synced for run in runs.values()) == 4
+    assert sum(run.deferred for run in runs.values()) == 8
 
 
 def test_the_daemon_runs_it_under_its_name(fake_torn, seed_keys, sentinel_store, db):

@@ -105,7 +105,8 @@ def main() -> None:
     for target, exchanges in outputs.items():
         count = write_cassette(target, exchanges)
         print(f"wrote {target.relative_to(ROOT)}: {count} interactions")
-    # The example project's custom job labels its calls "newcomers" (examples/newcomers).
+    # The example project's job runs sync-users for newcomers: the same requests, the same
+    # comment (examples/newcomers).
     example = ROOT / "examples" / "newcomers" / "tests" / "cassettes" / "test_newcomers"
     count = write_cassette(
         example / "newcomers.yaml",
@@ -114,7 +115,6 @@ def main() -> None:
             (test_key(1), "v2_user_basic_ok_2.json"),
             (test_key(2), "error_2_incorrect_key.json"),
         ],
-        comment="newcomers",
     )
     print(f"wrote {example.relative_to(ROOT)}/newcomers.yaml: {count} interactions")
 

@@ -96,20 +96,25 @@ def failed_tests(result: subprocess.CompletedProcess[str]) -> set[str]:
 #: Named breakages of examples/newcomers/newcomers.py: (snippet, replacement, the test that
 #: must then fail).
 BREAKAGES = {
-    "retries-a-dead-key": (
-        "if failure.error_class is not ErrorClass.TRANSIENT or attempt == 2:",
-        "if attempt == 2:",
-        "test_a_dead_key_is_asked_once",
+    "fetches-everyone": (
+        "pending.update(user for user in users if user not in known)",
+        "pending.update(users)",
+        "test_only_users_without_a_name_are_fetched",
     ),
-    "logs-a-plaintext-key": (
-        '"key %s of user %s failed: %s", torn_key.fingerprint, key.user_id, exc',
-        '"key %s of user %s failed: %s", torn_key.reveal(), key.user_id, exc',
-        "test_logs_never_show_a_key",
+    "ignores-its-shard": (
+        'shard=s.get("shard"),',
+        "shard=None,",
+        "test_the_run_keeps_to_its_shard",
     ),
-    "ignores-an-ip-block": (
-        "if exc.error_class is ErrorClass.GLOBAL:",
-        "if exc.error_class is None:",
-        "test_an_ip_block_stops_the_run",
+    "ignores-the-rate-limit": (
+        'max_rpm=s["max_rpm"],',
+        "max_rpm=0,",
+        "test_the_rate_limit_and_the_time_box_hold",
+    ),
+    "never-retries": (
+        'RetryPolicy(attempts=s["max_attempts"]',
+        "RetryPolicy(attempts=1",
+        "test_a_transient_error_is_retried",
     ),
 }
 
@@ -131,7 +136,7 @@ def test_example_project_passes(tmp_path: Path) -> None:
     """The example's tests pass as shipped (the control for the breakages below)."""
     result = run_pytest(example_copy(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert " 7 passed" in result.stdout
+    assert " 9 passed" in result.stdout
 
 
 @pytest.mark.parametrize("breakage", sorted(BREAKAGES))

@@ -31,14 +31,10 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
 
 from .._replay import TornCassette, UnrecordedRequest, record, replay, torn_transport
 from ..daemon._clock import FakeClock
-from ._cassettes import KEY_PATTERNS, find_key_material, rekey_cassette
-from ._faketorn import (
+from ._answers import (
     FIXTURES,
     Answer,
-    FakeTorn,
-    Hold,
     LoggedRequest,
-    Outage,
     RouteAnswer,
     cloudflare_502,
     cloudflare_challenge,
@@ -51,12 +47,13 @@ from ._faketorn import (
     invalid_utf8,
     ok_answer,
     profile_answer,
-    profile_for,
     rate_limited,
     slow,
     torn_error,
     truncated,
 )
+from ._cassettes import KEY_PATTERNS, find_key_material, rekey_cassette
+from ._faketorn import FakeTorn, Hold, Outage
 from ._plugin import (
     POSTGRES_URL_ENV,
     JobRunner,
@@ -80,7 +77,7 @@ from ._stores import (
     seed_sqlite,
     simple_keys,
 )
-from ._tornroutes import ACCESS_LEVELS, KeyAccess
+from ._tornroutes import ACCESS_LEVELS, KeyAccess, profile_for
 
 __all__ = [
     "ACCESS_LEVELS",

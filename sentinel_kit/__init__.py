@@ -15,7 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
-from . import _compat
+from . import (
+    _compat,
+    _sync_jobs,  # noqa: F401  (registers the syncs as the daemon's jobs)
+)
 from ._crypto import KeyCipher, decrypt_api_key, encrypt_api_key
 from ._demo import DEMO_SECRET, create_demo_database, demo_cassette
 from ._errors import (

@@ -20,7 +20,7 @@ __all__ = ["MOVED_MODULES", "REMOVED_NAMES", "deprecated_attribute", "install_mo
 
 #: 0.1 module path -> where it lives now.
 MOVED_MODULES = {
-    "sentinel_kit.builtin_jobs": "sentinel_kit.daemon._sync_users",
+    "sentinel_kit.builtin_jobs": "sentinel_kit._sync_jobs",
     "sentinel_kit.client": "sentinel_kit._client",
     "sentinel_kit.config": "sentinel_kit._config",
     "sentinel_kit.crypto": "sentinel_kit._crypto",
@@ -58,10 +58,10 @@ REMOVED_NAMES: dict[str, tuple[str, str, str]] = {
     "LockHeld": ("sentinel_kit._errors", "LockHeld", "runs report a `skipped` status"),
     "RunAborted": ("sentinel_kit._errors", "RunAborted", "runs report an `aborted` status"),
     "SlidingWindowLimiter": ("sentinel_kit._ratelimit", "SlidingWindowLimiter", "internal"),
-    "Stop": ("sentinel_kit.sync._pipeline", "Stop", "JobContext.stop is one"),
-    "Tally": ("sentinel_kit.sync._report", "Tally", "internal"),
+    "Stop": ("sentinel_kit._stop", "Stop", "JobContext.stop is one"),
+    "Tally": ("sentinel_kit._report", "Tally", "internal"),
     "TornClient": ("sentinel_kit._client", "TornClient", "SyncJob builds it"),
-    "build_report": ("sentinel_kit.sync._report", "build_report", "internal"),
+    "build_report": ("sentinel_kit._report", "build_report", "internal"),
     "classify_http_failure": ("sentinel_kit._torn", "classify_http_failure", "internal"),
     "load_jobs": ("sentinel_kit.daemon._jobs", "load_jobs", "internal"),
 }

@@ -37,7 +37,6 @@ from ._errors import (
 )
 from ._key_health import HealthPolicy, HealthState, KeyHealth
 from ._models import (
-    Outcome,
     Profile,
     Reason,
     RunRecord,
@@ -60,18 +59,14 @@ from ._torn import (
 from ._version import __version__
 from .daemon import JobContext, job
 from .ops import JobHealth, JobStatus, StatusReport, astatus, status
-from .stores import DEFAULT_DB_URL, Fence, PostgresStore, SQLiteStore, Store, open_store
+from .stores import Fence, PostgresStore, SQLiteStore, Store, open_store
 from .sync import (
-    SYNC_JOB_NAME,
     Budget,
-    Change,
     ChangeKind,
     Failure,
     HealthTable,
-    KeyInfo,
     KeyTable,
     Plan,
-    PlanEntry,
     RunHistory,
     RunOptions,
     SyncJob,
@@ -81,7 +76,6 @@ from .sync import (
     TornSync,
     UserRows,
     build_upserts,
-    diff_rows,
     shard_of,
 )
 
@@ -96,12 +90,9 @@ logger.disable("sentinel_kit")
 _compat.install_module_aliases()
 
 __all__ = [
-    "DEFAULT_DB_URL",
     "DEFAULT_TORN_URL",
     "DEMO_SECRET",
-    "SYNC_JOB_NAME",
     "Budget",
-    "Change",
     "ChangeKind",
     "ConfigError",
     "DecryptError",
@@ -118,11 +109,8 @@ __all__ = [
     "JobStatus",
     "KeyCipher",
     "KeyHealth",
-    "KeyInfo",
     "KeyTable",
-    "Outcome",
     "Plan",
-    "PlanEntry",
     "PostgresStore",
     "Profile",
     "Reason",
@@ -163,7 +151,6 @@ __all__ = [
     "create_demo_database",
     "decrypt_api_key",
     "demo_cassette",
-    "diff_rows",
     "encrypt_api_key",
     "interactions",
     "interpret_response",

@@ -15,7 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
-from . import _compat
+from . import (
+    _compat,
+    _sync_jobs,  # noqa: F401  (registers the syncs as the daemon's jobs)
+)
 from ._budget import TornBudget
 from ._crypto import KeyCipher, decrypt_api_key, encrypt_api_key
 from ._demo import DEMO_SECRET, create_demo_database, demo_cassette
@@ -35,7 +38,6 @@ from ._errors import (
 )
 from ._key_health import HealthPolicy, HealthState, KeyHealth
 from ._models import (
-    Outcome,
     Profile,
     Reason,
     RunRecord,
@@ -58,18 +60,14 @@ from ._torn import (
 from ._version import __version__
 from .daemon import JobContext, job
 from .ops import JobHealth, JobStatus, StatusReport, astatus, status
-from .stores import DEFAULT_DB_URL, Fence, PostgresStore, SQLiteStore, Store, open_store
+from .stores import Fence, PostgresStore, SQLiteStore, Store, open_store
 from .sync import (
-    SYNC_JOB_NAME,
     Budget,
-    Change,
     ChangeKind,
     Failure,
     HealthTable,
-    KeyInfo,
     KeyTable,
     Plan,
-    PlanEntry,
     RunHistory,
     RunOptions,
     SyncJob,
@@ -79,7 +77,6 @@ from .sync import (
     TornSync,
     UserRows,
     build_upserts,
-    diff_rows,
     shard_of,
 )
 
@@ -94,12 +91,9 @@ logger.disable("sentinel_kit")
 _compat.install_module_aliases()
 
 __all__ = [
-    "DEFAULT_DB_URL",
     "DEFAULT_TORN_URL",
     "DEMO_SECRET",
-    "SYNC_JOB_NAME",
     "Budget",
-    "Change",
     "ChangeKind",
     "ConfigError",
     "DecryptError",
@@ -116,11 +110,8 @@ __all__ = [
     "JobStatus",
     "KeyCipher",
     "KeyHealth",
-    "KeyInfo",
     "KeyTable",
-    "Outcome",
     "Plan",
-    "PlanEntry",
     "PostgresStore",
     "Profile",
     "Reason",
@@ -162,7 +153,6 @@ __all__ = [
     "create_demo_database",
     "decrypt_api_key",
     "demo_cassette",
-    "diff_rows",
     "encrypt_api_key",
     "interactions",
     "interpret_response",

@@ -1,8 +1,10 @@
-"""Names and module paths of 0.1 that moved: importable until 0.3, with a DeprecationWarning.
+"""Names and module paths that moved: importable for one more minor release, with a
+DeprecationWarning.
 
 0.2 made every module private (``sentinel_kit.models`` is now ``sentinel_kit._models``) and
-trimmed ``sentinel_kit.__all__`` to what users build, call or catch. Code written against
-0.1 keeps working for one more minor release and is told, once per name, what to use.
+trimmed ``sentinel_kit.__all__`` to what users build, call or catch; 0.3 trimmed it again
+(:data:`LEAVING_IN_04`). Code written against the older release keeps working for one more
+minor release and is told, once per name, what to use.
 """
 
 from __future__ import annotations
@@ -16,11 +18,17 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["MOVED_MODULES", "REMOVED_NAMES", "deprecated_attribute", "install_module_aliases"]
+__all__ = [
+    "LEAVING_IN_04",
+    "MOVED_MODULES",
+    "REMOVED_NAMES",
+    "deprecated_attribute",
+    "install_module_aliases",
+]
 
 #: 0.1 module path -> where it lives now.
 MOVED_MODULES = {
-    "sentinel_kit.builtin_jobs": "sentinel_kit.daemon._sync_users",
+    "sentinel_kit.builtin_jobs": "sentinel_kit._sync_jobs",
     "sentinel_kit.client": "sentinel_kit._client",
     "sentinel_kit.config": "sentinel_kit._config",
     "sentinel_kit.crypto": "sentinel_kit._crypto",
@@ -58,23 +66,42 @@ REMOVED_NAMES: dict[str, tuple[str, str, str]] = {
     "LockHeld": ("sentinel_kit._errors", "LockHeld", "runs report a `skipped` status"),
     "RunAborted": ("sentinel_kit._errors", "RunAborted", "runs report an `aborted` status"),
     "SlidingWindowLimiter": ("sentinel_kit._ratelimit", "SlidingWindowLimiter", "internal"),
-    "Stop": ("sentinel_kit.sync._pipeline", "Stop", "JobContext.stop is one"),
-    "Tally": ("sentinel_kit.sync._report", "Tally", "internal"),
+    "Stop": ("sentinel_kit._stop", "Stop", "JobContext.stop is one"),
+    "Tally": ("sentinel_kit._report", "Tally", "internal"),
     "TornClient": ("sentinel_kit._client", "TornClient", "SyncJob builds it"),
-    "build_report": ("sentinel_kit.sync._report", "build_report", "internal"),
+    "build_report": ("sentinel_kit._report", "build_report", "internal"),
     "classify_http_failure": ("sentinel_kit._torn", "classify_http_failure", "internal"),
     "load_jobs": ("sentinel_kit.daemon._jobs", "load_jobs", "internal"),
 }
 
 
+#: Names 0.2 exported from ``sentinel_kit`` that 0.3 does not (internals: constants of the
+#: CLI, rows of the tables a notebook is shown, values of the engine): (module, attribute,
+#: advice). They leave in 0.4.
+LEAVING_IN_04: dict[str, tuple[str, str, str]] = {
+    "Change": ("sentinel_kit._report", "Change", "read SyncReport.changes; kinds are ChangeKind"),
+    "DEFAULT_DB_URL": ("sentinel_kit.stores", "DEFAULT_DB_URL", "pass db= explicitly"),
+    "KeyInfo": ("sentinel_kit.sync._tables", "KeyInfo", "read the rows of job.keys()"),
+    "Outcome": ("sentinel_kit._models", "Outcome", "reports list Failure"),
+    "PlanEntry": ("sentinel_kit._plan", "PlanEntry", "read the rows of job.plan()"),
+    "SYNC_JOB_NAME": ("sentinel_kit._report", "SYNC_JOB_NAME", 'the job is "sync-users"'),
+    "diff_rows": ("sentinel_kit.sync._rows", "diff_rows", "a dry run's SyncReport.changes"),
+}
+
+
 def deprecated_attribute(name: str) -> Any:
-    """Return a name 0.1 exported (with a DeprecationWarning), or raise AttributeError."""
+    """Return a name an earlier release exported (with a DeprecationWarning), or raise
+    AttributeError."""
     moved = REMOVED_NAMES.get(name)
+    leaves = "0.3"
+    if moved is None:
+        moved = LEAVING_IN_04.get(name)
+        leaves = "0.4"
     if moved is None:
         raise AttributeError(f"module 'sentinel_kit' has no attribute {name!r}")
     module, attribute, advice = moved
     warnings.warn(
-        f"sentinel_kit.{name} is deprecated and leaves in 0.3 ({advice})",
+        f"sentinel_kit.{name} is deprecated and leaves in {leaves} ({advice})",
         DeprecationWarning,
         stacklevel=3,
     )

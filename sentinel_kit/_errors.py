@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 from ._models import ErrorClass, Reason
 
 if TYPE_CHECKING:
-    from .sync._report import SyncReport
+    from ._report import SyncReport
 
 __all__ = [
     "ConfigError",

@@ -21,9 +21,9 @@ import pytest
 
 from sentinel_kit import ConfigError, JobContext, RunRecord, RunStatus, SyncReport, open_store
 from sentinel_kit._schedule import IntervalSchedule
+from sentinel_kit._sync_jobs import sync_users
 from sentinel_kit.daemon import Daemon, DaemonConfig, JobSpec
 from sentinel_kit.daemon._jobs import load_jobs
-from sentinel_kit.daemon._sync_users import sync_users
 from sentinel_kit.testing import FakeClock, FakeTorn, SentinelStore
 
 from .conftest import SECRET, run_cli, seed_sqlite, simple_keys

@@ -357,9 +357,9 @@ def test_compose_shard_services_resolve_to_distinct_shards() -> None:
 def test_cronjob_run_ends_by_plan_before_the_job_deadline() -> None:
     """The daemon's default time box for the CronJob's schedule and timeout ends runs by
     plan well before the Job's activeDeadlineSeconds kills the pod."""
+    from sentinel_kit._plan import default_time_box
     from sentinel_kit._schedule import CronSchedule
     from sentinel_kit.daemon._daemon import schedule_period
-    from sentinel_kit.sync._plan import default_time_box
 
     cron = k8s_one("CronJob")
     env = k8s_env(cron)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sentinel_kit import ErrorClass, Outcome, Profile, Reason, UserKey, encrypt_api_key
+from sentinel_kit import ErrorClass, Profile, Reason, UserKey, encrypt_api_key
 from sentinel_kit._key_health import (
     HealthPolicy,
     HealthState,
@@ -15,6 +15,7 @@ from sentinel_kit._key_health import (
     health_changes,
     parked_reason,
 )
+from sentinel_kit._models import Outcome
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 POLICY = HealthPolicy(suspend_for=timedelta(hours=6), cooldown_for=timedelta(minutes=5))

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from sentinel_kit import ErrorClass, Outcome, Profile, Reason, SQLiteStore, SyncJob
+from sentinel_kit import ErrorClass, Profile, Reason, SQLiteStore, SyncJob
 from sentinel_kit._incident import IncidentGuard
 from sentinel_kit._key_health import (
     STRIKE_GAP,
@@ -21,6 +21,7 @@ from sentinel_kit._key_health import (
     KeyRecord,
     strike,
 )
+from sentinel_kit._models import Outcome
 from sentinel_kit.sync._job import KEY_RECORD_METHODS
 from sentinel_kit.testing import FakeTorn, SentinelStore, torn_error
 

@@ -30,9 +30,9 @@ from sentinel_kit import (
 )
 from sentinel_kit._key_health import HealthState, KeyHealth
 from sentinel_kit._schedule import IntervalSchedule
+from sentinel_kit._sync_jobs import sync_users
 from sentinel_kit.daemon import Daemon, DaemonConfig, JobSpec
 from sentinel_kit.daemon._daemon import MAX_RENEW_INTERVAL, renew_interval
-from sentinel_kit.daemon._sync_users import sync_users
 from sentinel_kit.stores import PostgresStore
 from sentinel_kit.testing import FakeTorn, SentinelStore
 

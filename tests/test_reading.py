@@ -16,7 +16,6 @@ from sentinel_kit import (
     HealthState,
     HealthTable,
     KeyCipher,
-    KeyInfo,
     KeyTable,
     Reason,
     RetryPolicy,
@@ -30,6 +29,7 @@ from sentinel_kit import (
     key_fingerprint,
     open_store,
 )
+from sentinel_kit.sync._tables import KeyInfo
 from sentinel_kit.testing import FakeTorn, profile_for
 
 from .conftest import SECRET, SeedKey, make_key, simple_keys

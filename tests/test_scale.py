@@ -22,9 +22,9 @@ import pytest
 
 from sentinel_kit import ConfigError, shard_of
 from sentinel_kit._config import resolve_shard
+from sentinel_kit._plan import Budget, Coverage, default_time_box
 from sentinel_kit._schedule import CronSchedule, IntervalSchedule
 from sentinel_kit.daemon._daemon import schedule_period
-from sentinel_kit.sync._plan import Budget, Coverage, default_time_box
 from sentinel_kit.testing import FakeTorn
 
 from .conftest import (

@@ -28,9 +28,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sentinel_kit import JobContext, KeyCipher, SyncJob, SyncReport
 from sentinel_kit._schedule import IntervalSchedule
+from sentinel_kit._sync_jobs import sync_users
 from sentinel_kit.daemon import Daemon as ReplicaDaemon
 from sentinel_kit.daemon import DaemonConfig, JobSpec
-from sentinel_kit.daemon._sync_users import sync_users
 from sentinel_kit.ops._alerts import Alerter
 from sentinel_kit.testing import FakeClock, FakeTorn
 

@@ -11,7 +11,6 @@ import pytest
 
 from sentinel_kit import (
     ChangeKind,
-    Outcome,
     Profile,
     Reason,
     RetryPolicy,
@@ -21,8 +20,9 @@ from sentinel_kit import (
     UserDataRow,
     WrongSecret,
     build_upserts,
-    diff_rows,
 )
+from sentinel_kit._models import Outcome
+from sentinel_kit.sync._rows import diff_rows
 from sentinel_kit.testing import FakeTorn, TornCassette, profile_for
 
 from .conftest import SECRET, SeedKey, make_key, seed_sqlite, simple_keys

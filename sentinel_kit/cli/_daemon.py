@@ -10,12 +10,12 @@ import click
 
 from .._config import resolve_db_url, shard_from_env
 from .._errors import ConfigError
+from .._plan import default_time_box
 from .._schedule import Schedule, parse_schedule
 from ..daemon import Daemon, DaemonConfig, default_holder
 from ..daemon._jobs import JobSpec, load_jobs
 from ..daemon._scheduler import schedule_period
 from ..sync import SYNC_JOB_NAME
-from ..sync._plan import default_time_box
 from ._options import (
     alert_option,
     db_option,

@@ -13,7 +13,7 @@ import click
 from .._config import resolve_db_url, shard_from_env
 from .._errors import WrongSecret
 from .._replay import record, replay
-from ..daemon._sync_users import sync_job_from_settings
+from .._sync_jobs import sync_job_from_settings
 from ..ops import Alerter, announce, judge_job
 from ..ops._status import RUNS_PER_JOB
 from ..stores import Store

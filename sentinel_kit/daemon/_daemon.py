@@ -28,13 +28,13 @@ from loguru import logger
 
 from .._budget import JobDemand, daemon_budget, log_budget
 from .._errors import ConfigError, SentinelError
+from .._plan import Coverage
+from .._report import SYNC_JOB_NAME, SyncReport
 from .._schedule import Schedule
 from .._secrets import SecretURL, mask_settings
 from ..ops._alerts import Alerter
 from ..ops._health_rule import DEFAULT_MIN_SYNCED, check_min_synced, run_exit_code
 from ..stores import open_store
-from ..sync import SYNC_JOB_NAME, SyncReport
-from ..sync._plan import Coverage
 from ._clock import Clock, SystemClock
 from ._jobs import JobSpec
 from ._observe import Observer, record_of
@@ -233,16 +233,16 @@ class Daemon:
         warn when a run cannot cover every user, saying how many shards or what --max-rpm
         would. Reads the keys (no request to Torn); a database it cannot read yet is left
         to the ticks, which report it."""
-        # Imported here: importing _sync_users registers the sync-users job.
-        from ._sync_users import plan_coverage
-
         found = [(spec, plan) for spec, plan in self.config.jobs if spec.name == SYNC_JOB_NAME]
         if not found or "secret" not in self.config.settings:
             return  # no sync-users here, or a library caller without the CLI's settings
         spec, plan = found[0]
+        planner = spec.coverage  # offered by the sync's adapter; the daemon knows no engine
+        if planner is None:
+            return
         lease = self.lease_name(spec)
         try:
-            coverage = await plan_coverage(
+            coverage = await planner(
                 self.config.settings,
                 db=self.config.db_url,
                 window_s=self.run_window(plan),

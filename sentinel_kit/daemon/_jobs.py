@@ -17,23 +17,35 @@ and is found with ``sentinel-kit daemon --import my_jobs``, or through the
 from __future__ import annotations
 
 import importlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, Protocol
 
 from loguru import logger
 
 from .._errors import ConfigError
 from .._models import RunStatus
+from .._plan import Coverage
+from .._report import SyncReport
 from .._schedule import CronSchedule, IntervalSchedule, Schedule
 from .._secrets import SecretURL, mask_settings
+from .._stop import Stop
 from ..stores import Fence
-from ..sync import Stop, SyncReport
-from ..sync._registry import declared_syncs
 
-__all__ = ["ENTRY_POINT_GROUP", "JobContext", "JobSpec", "job", "load_jobs", "registered_jobs"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "CoveragePlanner",
+    "JobContext",
+    "JobSource",
+    "JobSpec",
+    "add_job_source",
+    "job",
+    "load_jobs",
+    "register_job",
+    "registered_jobs",
+]
 
 ENTRY_POINT_GROUP = "sentinel_kit.jobs"
 
@@ -109,16 +121,69 @@ class JobContext:
 Handler = Callable[[JobContext], Awaitable[SyncReport]]
 
 
+class CoveragePlanner(Protocol):
+    """How a job's runs cover its units, planned from the daemon's settings (reads the
+    database, sends nothing to Torn); logged at the daemon's start."""
+
+    async def __call__(
+        self,
+        settings: Mapping[str, Any],
+        /,
+        *,
+        db: str,
+        window_s: float,
+        shard: tuple[int, int] | None = None,
+    ) -> Coverage: ...
+
+
 @dataclass(frozen=True, slots=True)
 class JobSpec:
-    """A registered job."""
+    """A registered job.
+
+    ``coverage`` plans the request budget of a job that has one (a sync); None for a
+    plain ``@job`` handler.
+    """
 
     name: str
     schedule: Schedule
     handler: Handler
+    coverage: CoveragePlanner | None = None
 
+
+#: Jobs that other layers offer from the modules ``--import`` names (the syncs a module
+#: declares): called by :func:`load_jobs` after importing them. The job layer knows no
+#: engine; the engine plugs in here (``sentinel_kit/_sync_jobs.py``).
+JobSource = Callable[[tuple[str, ...]], Iterable[JobSpec]]
 
 _REGISTRY: dict[str, JobSpec] = {}
+_SOURCES: list[JobSource] = []
+
+
+def register_job(spec: JobSpec) -> None:
+    """Register a built job (what :func:`job` does for a decorated handler).
+
+    Raises:
+        ConfigError: the name is taken by another job.
+    """
+    existing = _REGISTRY.get(spec.name)
+    if existing is not None and existing != spec and not _same_handler(existing, spec):
+        raise ConfigError(f"two jobs are named {spec.name!r}: rename one of them")
+    _REGISTRY[spec.name] = spec
+
+
+def _same_handler(a: JobSpec, b: JobSpec) -> bool:
+    # A module imported twice (as a script and by name) defines the same handler again.
+    return (a.handler.__module__, a.handler.__qualname__) == (
+        b.handler.__module__,
+        b.handler.__qualname__,
+    )
+
+
+def add_job_source(source: JobSource) -> None:
+    """Offer jobs found in imported modules: ``source(imports)`` is called by every
+    :func:`load_jobs`, and the jobs it yields are registered unless a name is taken."""
+    if source not in _SOURCES:
+        _SOURCES.append(source)
 
 
 def job(
@@ -140,14 +205,10 @@ def job(
 
     def register(handler: Handler) -> Handler:
         existing = _REGISTRY.get(name)
-        if existing is not None and existing.handler is not handler:
-            same = (existing.handler.__module__, existing.handler.__qualname__) == (
-                handler.__module__,
-                handler.__qualname__,
-            )
-            if not same:
-                raise ConfigError(f"two jobs are named {name!r}: rename one of them")
-        _REGISTRY[name] = JobSpec(name, plan, handler)
+        if existing is not None and existing.handler is handler:
+            _REGISTRY[name] = JobSpec(name, plan, handler, existing.coverage)
+        else:
+            register_job(JobSpec(name, plan, handler))
         return handler
 
     return register
@@ -166,8 +227,6 @@ def load_jobs(imports: tuple[str, ...] | list[str] = ()) -> dict[str, JobSpec]:
             plugin's own error is chained (``__cause__``), and its traceback is logged at
             DEBUG (``--log-level DEBUG``).
     """
-    from . import _sync_users  # registers sync-users
-
     for point in entry_points(group=ENTRY_POINT_GROUP):
         try:
             point.load()
@@ -179,10 +238,10 @@ def load_jobs(imports: tuple[str, ...] | list[str] = ()) -> dict[str, JobSpec]:
         except Exception as exc:
             hint = " (is it on PYTHONPATH?)" if _is_missing(exc, module) else ""
             raise _plugin_error(f"cannot import job module {module!r}", exc, hint) from exc
-    # A module's declared syncs (TornSync) are jobs too, run by the one engine.
-    for spec in declared_syncs(imports).values():
-        if spec.name not in _REGISTRY:
-            _REGISTRY[spec.name] = JobSpec(spec.name, spec.schedule, _sync_users.sync_handler(spec))
+    # What other layers find in those modules (their declared syncs) are jobs too.
+    for source in _SOURCES:
+        for spec in source(tuple(imports)):
+            _REGISTRY.setdefault(spec.name, spec)
     return registered_jobs()
 
 

@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import SentinelError, StoreError
 from .._models import JobState, RunRecord
+from .._report import SyncReport
 from .._schedule import Schedule
 from ..ops._alerts import Alerter, alert_message, record_alert_state
 from ..ops._health_rule import JobHealth, judge_job, run_is_healthy
 from ..ops._status import RUNS_PER_JOB, job_backlog, job_statuses
 from ..stores import Store, open_store
-from ..sync import SyncReport
 from ._clock import Clock
 
 if TYPE_CHECKING:

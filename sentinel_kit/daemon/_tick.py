@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import SentinelError, StoreError
 from .._models import RunRecord, RunStatus
+from .._report import SyncReport, run_log_fields
+from .._stop import Stop
 from ..stores import Fence, Store
-from ..sync import Stop, SyncReport
 from ._jobs import JobContext, JobSpec
 
 if TYPE_CHECKING:
@@ -330,6 +331,4 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _fields(report: SyncReport) -> dict[str, Any]:
-    from ..sync._job import run_log_fields
-
     return run_log_fields(report)

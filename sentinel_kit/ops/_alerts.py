@@ -28,8 +28,8 @@ from .._secrets import redact
 from ._health_rule import JobHealth
 
 if TYPE_CHECKING:
+    from .._report import SyncReport
     from ..stores import JobStateStore
-    from ..sync._report import SyncReport
 
 __all__ = [
     "Alerter",

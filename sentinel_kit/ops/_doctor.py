@@ -27,12 +27,12 @@ from .._crypto import KeyCipher
 from .._declared import type_differs
 from .._errors import ConfigError, DecryptError, SchemaMissing, StoreError
 from .._models import UserKey
+from .._secret_check import SecretCheck
 from .._security import LINTS, SecurityFacts, TableFacts, open_tables, unsupported_columns
 from ..stores import PostgresStore, SQLiteStore, Store
 from ..stores._migrations import migrations
 from ..stores._protocols import InspectableStore
 from ..stores._sql import SQLStore
-from ..sync._pipeline import SecretCheck
 
 __all__ = ["Check", "CheckStatus", "DoctorReport", "adiagnose", "check_torn"]
 

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
     from .._key_health import KeyHealth
     from .._models import RunRecord
-    from ..sync._report import SyncReport
+    from .._report import SyncReport
     from ._status import Backlog
 
 __all__ = ["KEY_OUTCOMES", "Healthz", "Metrics", "MetricsServer"]

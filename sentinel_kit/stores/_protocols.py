@@ -18,7 +18,7 @@ from .._models import JobState, LeaseInfo, RunRecord, StoredUser, UserDataRow, U
 from .._security import SecurityFacts
 
 if TYPE_CHECKING:
-    from ..sync._report import SyncReport
+    from .._report import SyncReport
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",

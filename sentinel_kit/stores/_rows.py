@@ -18,7 +18,7 @@ from .._models import JobState, RunRecord, StoredUser, UserDataRow, UserKey
 from .._secrets import redact
 
 if TYPE_CHECKING:
-    from ..sync._report import SyncReport
+    from .._report import SyncReport
     from ._protocols import CiphertextChange
 
 __all__ = [

@@ -70,7 +70,7 @@ from ._rows import (
 )
 
 if TYPE_CHECKING:
-    from ..sync._report import SyncReport
+    from .._report import SyncReport
 
 __all__ = ["DEFAULT_READ_AHEAD", "RECONNECT_WAITS", "SQL_TABLES", "SQLStore", "Session"]
 

@@ -66,7 +66,7 @@ from ._rows import (
 from ._sql import DEFAULT_READ_AHEAD, SQL_TABLES
 
 if TYPE_CHECKING:
-    from ..sync._report import SyncReport
+    from .._report import SyncReport
 
 __all__ = ["SUPABASE_MAX_ROWS", "SupabaseStore"]
 

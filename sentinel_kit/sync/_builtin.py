@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._report import SYNC_JOB_NAME
 from .._torn import parse_user_basic
 from ._spec import Table, TornSync
 
@@ -28,7 +29,7 @@ def user_basic_row(payload: Any) -> dict[str, Any]:
 
 #: The user sync: every key of every user, newest key's profile wins, one row per user.
 SYNC_USERS = TornSync(
-    "sync-users",
+    SYNC_JOB_NAME,
     endpoint="/user/basic",
     parse=user_basic_row,
     table=Table("user_data", key=["user_id"]),

@@ -20,6 +20,7 @@ from .._incident import IncidentGuard
 from .._key_health import HealthPolicy
 from .._models import RunStatus
 from .._replay import torn_transport
+from .._report import SYNC_JOB_NAME, SyncReport, build_report, run_log_fields
 from .._secrets import Secret
 from ..stores import Fence, Store, open_store
 from ..stores._sql import SQLStore
@@ -29,12 +30,10 @@ from ._options import RunOptions, Shortcuts, TornOptions, apply_shortcuts
 from ._pipeline import Cut, Pipeline, Stop
 from ._progress import progress_bar
 from ._reading import Reader
-from ._report import SyncReport, build_report
 from ._spec import TornSync
 
 __all__ = ["SYNC_JOB_NAME", "SyncJob", "run_log_fields"]
 
-SYNC_JOB_NAME = SYNC_USERS.name
 
 #: The counts on a run's start line, so every start and finish line has the same fields.
 _START_FIELDS: dict[str, Any] = {
@@ -47,26 +46,6 @@ _START_FIELDS: dict[str, Any] = {
     "written": 0,
     "duration_s": 0.0,
 }
-
-
-def run_log_fields(report: SyncReport) -> dict[str, Any]:
-    """The fields of a run's finish line (top-level keys of ``--log-format json``): the
-    counts, and the failures by reason, so a 10,000-key run logs one line, not 10,000."""
-    return {
-        "status": report.status.value,
-        "keys_total": report.keys_total,
-        "synced": report.synced,
-        "failed": report.failed,
-        "skipped": report.skipped,
-        "deferred": report.deferred,
-        "not_reached": report.not_reached,
-        "written": report.written,
-        "duration_s": report.duration_s,
-        "reasons": report.reasons(),
-        "counted": report.counted,
-        "dry_run": report.dry_run,
-        "error": report.error,
-    }
 
 
 class SyncJob(Reader):

@@ -61,35 +61,18 @@ from .._key_health import (
     parked_reason,
 )
 from .._models import ErrorClass, Outcome, Reason, TornKey, UserKey
+from .._report import Change, Tally
+from .._secret_check import SecretCheck
 from .._shard import shard_of
+from .._stop import Stop
 from ..stores import Fence, Store
 from ._builtin import SYNC_USERS
 from ._limits import RowLimits
 from ._options import RunOptions
-from ._report import Change, Tally
 from ._sinks import Sink, sink_for
 from ._spec import Row, TornSync
 
 __all__ = ["Cut", "Pipeline", "SecretCheck", "Stop", "settle_key", "shard_of"]
-
-#: Ciphertexts looked at before deciding that ENCRYPTION_KEY is the wrong secret.
-SECRET_SAMPLE = 10
-
-
-class Stop(asyncio.Event):
-    """An event that ends a run early, like its deadline would, with a reason.
-
-    The daemon sets it on SIGTERM (after the grace period) or when the lease is lost; the
-    run then stops fetching, writes what it has, and ends ``aborted`` with the reason.
-    """
-
-    reason: str = "stopped"
-
-    def stop(self, reason: str) -> None:
-        """Set the event, keeping the first reason given."""
-        if not self.is_set():
-            self.reason = reason
-            self.set()
 
 
 class Cut(enum.Enum):
@@ -98,53 +81,6 @@ class Cut(enum.Enum):
     TIMEOUT = "timeout"
     STOPPED = "stopped"
     INTERRUPTED = "interrupted"
-
-
-class SecretCheck:
-    """Decides from the first well-formed ciphertexts whether ``ENCRYPTION_KEY`` is wrong.
-
-    A few corrupt rows among good ones are each a ``decrypt_error``; but when none of the
-    first :data:`SECRET_SAMPLE` well-formed ciphertexts (or all, if fewer) decrypt, the
-    secret itself is wrong and the run must not send a single request.
-    """
-
-    def __init__(self, cipher: KeyCipher, sample: int = SECRET_SAMPLE) -> None:
-        self._cipher = cipher
-        self._sample = sample
-        self.failures = 0
-        self.decided = False
-        self.wrong = False
-
-    def observe(self, keys: Sequence[UserKey]) -> None:
-        """Look at more ciphertexts, until a verdict."""
-        for key in keys:
-            if self.decided:
-                return
-            if not KeyCipher.well_formed(key.api_key):
-                continue
-            try:
-                self._cipher.decrypt(key.api_key)
-            except DecryptError:
-                self.failures += 1
-                if self.failures >= self._sample:
-                    self.decided = self.wrong = True
-            else:
-                self.decided = True
-
-    def finish(self) -> None:
-        """No more keys: wrong when every well-formed ciphertext seen failed."""
-        if not self.decided:
-            self.decided = True
-            self.wrong = self.failures > 0
-
-    @property
-    def message(self) -> str:
-        """The one-line error of a wrong secret."""
-        return (
-            f"none of the first {self.failures} well-formed keys decrypt with ENCRYPTION_KEY: "
-            "it is not the secret the keys were encrypted with (set ENCRYPTION_KEY to the "
-            "app's secret; nothing was sent to Torn)"
-        )
 
 
 _PARKED_REASON = {

@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 from .._blocking import run_blocking
 from .._crypto import KeyCipher
 from .._key_health import HealthPolicy
+from .._plan import Plan, PlanEntry
 from ..stores import Store
 from ._options import RunOptions, TornOptions
-from ._plan import Plan, PlanEntry
 from ._sinks import USER_DATA
 from ._spec import TornSync
 from ._tables import (

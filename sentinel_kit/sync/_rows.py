@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
 from .._models import Outcome, StoredUser, UserDataRow
-from ._report import Change, ChangeKind
+from .._report import Change, ChangeKind
 
 __all__ = ["build_upserts", "diff_rows"]
 

@@ -21,9 +21,9 @@ from typing import Any, Protocol
 
 from .._errors import StoreDataError
 from .._models import ErrorClass, Outcome, Profile, Reason
+from .._report import Change
 from ..stores import Fence, Store
 from ._limits import RowLimits, column_problem
-from ._report import Change
 from ._rows import build_upserts, diff_rows
 from ._spec import Row, TornSync
 from ._writes import upsert_isolating, write_isolating

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .._display import html_table, to_dataframe
+from ._display import html_table, to_dataframe
 
 __all__ = [
     "TORN_RPM_PER_IP",

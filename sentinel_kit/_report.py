@@ -9,10 +9,22 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from .._display import html_table, to_dataframe
-from .._models import Outcome, Reason, RunStatus
+from ._display import html_table, to_dataframe
+from ._models import Outcome, Reason, RunStatus
 
-__all__ = ["Change", "ChangeKind", "Failure", "SyncReport", "Tally", "build_report"]
+__all__ = [
+    "SYNC_JOB_NAME",
+    "Change",
+    "ChangeKind",
+    "Failure",
+    "SyncReport",
+    "Tally",
+    "build_report",
+    "run_log_fields",
+]
+
+#: The built-in user sync's job name (``sync/_builtin.py`` declares it under this name).
+SYNC_JOB_NAME = "sync-users"
 
 
 class ChangeKind(enum.StrEnum):
@@ -402,3 +414,23 @@ def build_report(
         not_reached=len(unreached),
         unreached=tuple(unreached),
     )
+
+
+def run_log_fields(report: SyncReport) -> dict[str, Any]:
+    """The fields of a run's finish line (top-level keys of ``--log-format json``): the
+    counts, and the failures by reason, so a 10,000-key run logs one line, not 10,000."""
+    return {
+        "status": report.status.value,
+        "keys_total": report.keys_total,
+        "synced": report.synced,
+        "failed": report.failed,
+        "skipped": report.skipped,
+        "deferred": report.deferred,
+        "not_reached": report.not_reached,
+        "written": report.written,
+        "duration_s": report.duration_s,
+        "reasons": report.reasons(),
+        "counted": report.counted,
+        "dry_run": report.dry_run,
+        "error": report.error,
+    }

@@ -1,4 +1,10 @@
-"""The built-in ``sync-users`` job: the original worker's hourly sync, run by the daemon."""
+"""The syncs as daemon jobs: ``sync-users`` (the original worker's hourly sync) and every
+declared :class:`TornSync` a ``--import`` module holds.
+
+The job layer (``daemon/``) knows no engine: this adapter registers the syncs with its
+registry (``register_job``, ``add_job_source``). ``sentinel_kit`` imports it, so the jobs
+are there whenever the daemon is.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +12,23 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
-from .._client import DEFAULT_POOL_SIZE
-from .._key_health import HealthPolicy
-from .._retry import RetryPolicy
-from ..sync import SYNC_JOB_NAME, RunOptions, SyncJob, SyncReport, TornOptions, TornSync
-from ..sync._plan import Coverage
-from ._jobs import JobContext, job
+from ._client import DEFAULT_POOL_SIZE
+from ._key_health import HealthPolicy
+from ._plan import Coverage
+from ._report import SYNC_JOB_NAME, SyncReport
+from ._retry import RetryPolicy
+from ._schedule import CronSchedule
+from .daemon._jobs import JobContext, JobSpec, add_job_source, register_job
+from .sync import RunOptions, SyncJob, TornOptions, TornSync
+from .sync._registry import declared_syncs
 
-__all__ = ["plan_coverage", "sync_handler", "sync_job_from_settings", "sync_users"]
+__all__ = [
+    "declared_jobs",
+    "plan_coverage",
+    "sync_handler",
+    "sync_job_from_settings",
+    "sync_users",
+]
 
 
 def sync_job_from_settings(
@@ -56,7 +71,6 @@ def sync_job_from_settings(
     )
 
 
-@job(SYNC_JOB_NAME, schedule="0 * * * *")
 async def sync_users(ctx: JobContext) -> SyncReport:
     """Sync every key (of this replica's shard) under the run's fence and deadline."""
     sync = sync_job_from_settings(
@@ -105,3 +119,20 @@ async def plan_coverage(
     sync = sync_job_from_settings(s, db=db, timeout=None, shard=shard)
     plan = await sync.aplan()
     return Coverage(plan.budget, window_s, shards=shard[1] if shard else 1)
+
+
+def declared_jobs(imports: tuple[str, ...]) -> list[JobSpec]:
+    """The daemon's jobs of the syncs the ``imports`` modules declare, run by the engine.
+
+    Raises:
+        ConfigError: a module cannot be imported, or two different syncs share a name.
+    """
+    return [
+        JobSpec(spec.name, spec.schedule, sync_handler(spec))
+        for spec in declared_syncs(imports).values()
+        if spec.name != SYNC_JOB_NAME
+    ]
+
+
+register_job(JobSpec(SYNC_JOB_NAME, CronSchedule("0 * * * *"), sync_users, coverage=plan_coverage))
+add_job_source(declared_jobs)

@@ -16,18 +16,30 @@ the rows it returns.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from .._models import UserKey
 from ._protocols import DEFAULT_PAGE_SIZE
 
-__all__ = ["Cursor", "KeysetPaging", "read_size"]
+__all__ = ["Cursor", "KeyQuery", "KeysetPaging", "read_size"]
 
 R = TypeVar("R")
 
 #: Where a read starts: after the key whose (last attempt, user_id, id) this is.
 Cursor = tuple[Any, Any, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyQuery:
+    """Which keys a pass reads, the same for each of its reads (see
+    ``KeyStore.iter_key_pages``): a shard, users not attempted since a time, and whose
+    attempts order them (a declared sync's, or sync-users' for None)."""
+
+    shard: tuple[int, int] | None = None
+    attempted_before: datetime | None = None
+    sync: str | None = None
 
 
 def read_size(read_ahead: int, page_size: int) -> int:
@@ -58,12 +70,11 @@ class KeysetPaging(Generic[R]):
         (whole pages) and the pages are cut from them; reads follow each other by keyset,
         and a read returning fewer keys than asked is the last.
         """
+        query = KeyQuery(shard, attempted_before, sync)
         limit = page_size  # the first read asks for one page: a sample (doctor) wants no more
         after: Cursor | None = None
         while True:
-            rows = await self._key_page(
-                after, limit, shard=shard, attempted_before=attempted_before, sync=sync
-            )
+            rows = await self._key_page(query, after, limit)
             for start in range(0, len(rows), page_size):
                 yield [self._key_of(r) for r in rows[start : start + page_size]]
             if len(rows) < limit:
@@ -71,17 +82,9 @@ class KeysetPaging(Generic[R]):
             after = self._cursor_of(rows[-1])
             limit = read_size(self.read_ahead, page_size)
 
-    async def _key_page(
-        self,
-        after: Cursor | None,
-        limit: int,
-        *,
-        shard: tuple[int, int] | None,
-        attempted_before: datetime | None,
-        sync: str | None,
-    ) -> Sequence[R]:
-        """Read up to ``limit`` keys in fair order, after ``after`` (from the first with
-        None); see ``KeyStore.iter_key_pages`` for ``shard``, ``attempted_before``, ``sync``."""
+    async def _key_page(self, query: KeyQuery, after: Cursor | None, limit: int) -> Sequence[R]:
+        """Read up to ``limit`` keys of ``query`` in fair order, after ``after`` (from the
+        first with None)."""
         raise NotImplementedError
 
     def _key_of(self, row: R) -> UserKey:

@@ -45,7 +45,7 @@ from .._key_health import KeyAccess, KeyHealth, KeyRecord, ciphertext_fingerprin
 from .._models import JobState, LeaseInfo, RunRecord, StoredUser, UserDataRow, UserKey
 from .._security import SecurityFacts, integer_column
 from ._chunks import ChunkedWrites, chunks
-from ._paging import Cursor, KeysetPaging
+from ._paging import Cursor, KeyQuery, KeysetPaging
 from ._protocols import (
     DEFAULT_CHUNK_SIZE,
     AttemptStats,
@@ -355,23 +355,15 @@ class SQLStore(KeysetPaging[Row], ChunkedWrites, Reentrant):
         rows = await self._fetch("counting keys", "SELECT count(*) FROM user_keys")
         return int(rows[0][0])
 
-    async def _key_page(
-        self,
-        after: Cursor | None,
-        limit: int,
-        *,
-        shard: tuple[int, int] | None,
-        attempted_before: datetime | None,
-        sync: str | None,
-    ) -> list[Row]:
+    async def _key_page(self, query: KeyQuery, after: Cursor | None, limit: int) -> list[Row]:
         """One query of the fair order (:mod:`._paging`): up to ``limit`` keys after
-        ``after``. With ``sync``, by that sync's own attempts (``sentinel_unit_attempts``)."""
+        ``after``; with ``query.sync``, by that sync's own attempts (``sentinel_unit_attempts``)."""
         user_text, id_text = self._as_text("k.user_id"), self._as_text("k.id")
         order = f"COALESCE(a.attempted_at, {self._never}), {user_text}, {id_text}"
         # A fixed choice of two joins; the sync's name is a parameter.
         join = (
             "LEFT JOIN sentinel_user_attempts a ON a.user_id = CAST(k.user_id AS TEXT)"
-            if sync is None
+            if query.sync is None
             else "LEFT JOIN sentinel_unit_attempts a "
             "ON a.sync = ? AND a.unit_id = CAST(k.user_id AS TEXT)"
         )
@@ -380,12 +372,12 @@ class SQLStore(KeysetPaging[Row], ChunkedWrites, Reentrant):
             f"CAST(k.user_id AS TEXT), CAST(k.id AS TEXT) FROM user_keys k {join}"
         )
         clauses: list[str] = []
-        params: list[Any] = [] if sync is None else [sync]
-        if attempted_before is not None:
+        params: list[Any] = [] if query.sync is None else [query.sync]
+        if query.attempted_before is not None:
             clauses.append("(a.attempted_at IS NULL OR a.attempted_at < ?)")
-            params.append(attempted_before)
-        if shard is not None:
-            clauses.append(self._in_shard("CAST(k.user_id AS TEXT)", shard))
+            params.append(query.attempted_before)
+        if query.shard is not None:
+            clauses.append(self._in_shard("CAST(k.user_id AS TEXT)", query.shard))
         if after is not None:
             marks = f"{self._attempt_param}, {self._as_text('?')}, {self._as_text('?')}"
             clauses.append(f"({order}) > ({marks})")

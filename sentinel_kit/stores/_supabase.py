@@ -33,7 +33,7 @@ from .._secrets import Secret
 from .._security import SecurityFacts, integer_column
 from ._chunks import ChunkedWrites, chunks, fence_values
 from ._dataapi import DataAPISession, RequestFailed
-from ._paging import Cursor, KeysetPaging
+from ._paging import Cursor, KeyQuery, KeysetPaging
 from ._protocols import (
     DEFAULT_CHUNK_SIZE,
     AttemptStats,
@@ -153,13 +153,7 @@ class SupabaseStore(KeysetPaging[dict[str, Any]], ChunkedWrites, DataAPISession)
         return int(response.count or 0)
 
     async def _key_page(
-        self,
-        after: Cursor | None,
-        limit: int,
-        *,
-        shard: tuple[int, int] | None,
-        attempted_before: datetime | None,
-        sync: str | None,
+        self, query: KeyQuery, after: Cursor | None, limit: int
     ) -> list[dict[str, Any]]:
         """One call of ``sentinel_key_page`` (migration 011; with ``sync``, of
         ``sentinel_unit_key_page``, migration 013, by that sync's own attempts): up to
@@ -167,13 +161,13 @@ class SupabaseStore(KeysetPaging[dict[str, Any]], ChunkedWrites, DataAPISession)
         ``db-max-rows`` does not cut (:mod:`._paging`)."""
         # The keys in this order: the request's body is the same byte for byte (cassettes).
         params: dict[str, Any] = {"p_limit": limit}
-        if attempted_before is not None:
-            params["p_before"] = attempted_before
-        if shard is not None:
-            params["p_shard"], params["p_shards"] = shard
-        function = "sentinel_key_page" if sync is None else "sentinel_unit_key_page"
-        if sync is not None:
-            params["p_sync"] = sync
+        if query.attempted_before is not None:
+            params["p_before"] = query.attempted_before
+        if query.shard is not None:
+            params["p_shard"], params["p_shards"] = query.shard
+        function = "sentinel_key_page" if query.sync is None else "sentinel_unit_key_page"
+        if query.sync is not None:
+            params["p_sync"] = query.sync
         if after is not None:
             params["p_after_attempt"], params["p_after_user"], params["p_after_id"] = after
         # Retried on transient failures: a read.

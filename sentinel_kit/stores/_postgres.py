@@ -43,6 +43,7 @@ from .._models import UserDataRow, UserKey
 from .._secrets import Secret, SecretURL
 from .._security import SEED_TABLES, SecurityFacts, lock_script, lock_statements, open_tables
 from .._shard import shard_sql
+from ._chunks import fence_values
 from ._migrations import MIGRATIONS_TABLE, migrations
 from ._paramstyle import to_pyformat
 from ._protocols import DEFAULT_CHUNK_SIZE, CiphertextChange, Fence
@@ -438,8 +439,7 @@ class PostgresStore(SQLStore):
                 table,
                 list(key),
                 payload,
-                fence.lease if fence else None,
-                fence.token if fence else None,
+                *fence_values(fence),
             ],
         )
 
@@ -458,8 +458,7 @@ class PostgresStore(SQLStore):
                 sync,
                 list(unit_ids),
                 at,
-                fence.lease if fence else None,
-                fence.token if fence else None,
+                *fence_values(fence),
             ],
         )
 
@@ -479,8 +478,7 @@ class PostgresStore(SQLStore):
                 list(user_ids),
                 at,
                 job,
-                fence.lease if fence else None,
-                fence.token if fence else None,
+                *fence_values(fence),
             ],
         )
 

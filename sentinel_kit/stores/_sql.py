@@ -23,7 +23,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from functools import partial
@@ -36,14 +44,14 @@ from .._errors import ConnectionLost, StaleFence, StoreError
 from .._key_health import KeyAccess, KeyHealth, KeyRecord, ciphertext_fingerprint
 from .._models import JobState, LeaseInfo, RunRecord, StoredUser, UserDataRow, UserKey
 from .._security import SecurityFacts, integer_column
+from ._chunks import ChunkedWrites, chunks
+from ._paging import Cursor, KeyQuery, KeysetPaging
 from ._protocols import (
     DEFAULT_CHUNK_SIZE,
-    DEFAULT_PAGE_SIZE,
     AttemptStats,
     CiphertextChange,
     Fence,
     abandon_note,
-    dedupe_rows,
 )
 from ._reentry import Reentrant
 from ._rows import (
@@ -125,13 +133,16 @@ def _marks(count: int) -> str:
     return ", ".join("?" * count)
 
 
-class SQLStore(Reentrant):
-    """A :class:`~sentinel_kit.Store` on a SQL database; see the module docstring.
+class SQLStore(KeysetPaging[Row], ChunkedWrites, Reentrant):
+    """A :class:`~sentinel_kit.Store` on a SQL database; see the module docstring. The
+    paging (:mod:`._paging`) and chunk loops (:mod:`._chunks`) are the ones every store
+    shares; this class supplies their primitives: one query, one transaction.
 
     Subclasses implement :meth:`_open`, :meth:`_close`, :meth:`_session`,
     :meth:`_driver_errors` (raising :class:`ConnectionLost` for a connection that is gone,
     when :attr:`_remote`), :meth:`check_schema`, :meth:`migrate`, :meth:`column_types`,
-    the lease operations, :meth:`_upsert_chunk`, :meth:`_record_attempts_chunk` and
+    the lease operations, :meth:`_upsert_chunk`, :meth:`_upsert_rows_chunk`,
+    :meth:`_record_attempts_chunk`, :meth:`_record_unit_attempts_chunk` and
     :meth:`_insert_keys`; they may change :attr:`_never`, :attr:`_attempt_param` and
     :meth:`_as_text` (how the fair order's key sorts).
     """
@@ -147,6 +158,8 @@ class SQLStore(Reentrant):
     #: The connection crosses a network and can drop (PostgreSQL), so calls reconnect.
     _remote: bool = False
     _connection_state: tuple[str, ...] = ("_lock", "_integer_ids")
+    #: Users per read of ``user_data``: SQLite allows 999 host parameters in older builds.
+    _read_batch = 900
 
     def __init__(
         self, *, chunk_size: int = DEFAULT_CHUNK_SIZE, read_ahead: int = DEFAULT_READ_AHEAD
@@ -342,29 +355,15 @@ class SQLStore(Reentrant):
         rows = await self._fetch("counting keys", "SELECT count(*) FROM user_keys")
         return int(rows[0][0])
 
-    async def iter_key_pages(
-        self,
-        *,
-        page_size: int = DEFAULT_PAGE_SIZE,
-        shard: tuple[int, int] | None = None,
-        attempted_before: datetime | None = None,
-        sync: str | None = None,
-    ) -> AsyncIterator[list[UserKey]]:
-        """Yield keys in fair order (the user's last attempt, never attempted first, then
-        user_id, then id; ids as text), in pages of ``page_size``; see ``KeyStore``. With
-        ``sync``, by that sync's own attempts (``sentinel_unit_attempts``).
-
-        The order spans two tables, so no index serves it: every query joins and sorts the
-        whole table. After a first query of one page (what a caller wanting a sample
-        reads), each query therefore reads about :attr:`read_ahead` keys (whole pages, at
-        least one) and the pages are cut from them; queries follow each other by keyset.
-        """
+    async def _key_page(self, query: KeyQuery, after: Cursor | None, limit: int) -> list[Row]:
+        """One query of the fair order (:mod:`._paging`): up to ``limit`` keys after
+        ``after``; with ``query.sync``, by that sync's own attempts (``sentinel_unit_attempts``)."""
         user_text, id_text = self._as_text("k.user_id"), self._as_text("k.id")
         order = f"COALESCE(a.attempted_at, {self._never}), {user_text}, {id_text}"
         # A fixed choice of two joins; the sync's name is a parameter.
         join = (
             "LEFT JOIN sentinel_user_attempts a ON a.user_id = CAST(k.user_id AS TEXT)"
-            if sync is None
+            if query.sync is None
             else "LEFT JOIN sentinel_unit_attempts a "
             "ON a.sync = ? AND a.unit_id = CAST(k.user_id AS TEXT)"
         )
@@ -372,33 +371,28 @@ class SQLStore(Reentrant):
             "SELECT k.id, k.user_id, k.api_key, k.created_at, a.attempted_at, "  # noqa: S608
             f"CAST(k.user_id AS TEXT), CAST(k.id AS TEXT) FROM user_keys k {join}"
         )
-        where: list[str] = []
-        fixed: list[Any] = [] if sync is None else [sync]
-        if attempted_before is not None:
-            where.append("(a.attempted_at IS NULL OR a.attempted_at < ?)")
-            fixed.append(attempted_before)
-        if shard is not None:
-            where.append(self._in_shard("CAST(k.user_id AS TEXT)", shard))
-        limit = page_size  # the first query reads one page: a sample (doctor) wants no more
-        after: list[Any] | None = None
-        while True:
-            clauses, params = list(where), list(fixed)
-            if after is not None:
-                marks = f"{self._attempt_param}, {self._as_text('?')}, {self._as_text('?')}"
-                clauses.append(f"({order}) > ({marks})")
-                params += after
-            sql = select + (f" WHERE {' AND '.join(clauses)}" if clauses else "")
-            rows = await self._fetch(
-                "reading user_keys", f"{sql} ORDER BY {order} LIMIT ?", [*params, limit]
-            )
-            for start in range(0, len(rows), page_size):
-                part = rows[start : start + page_size]
-                yield [user_key(dict(zip(KEY_COLUMNS, r[:4], strict=True))) for r in part]
-            if len(rows) < limit:
-                return
-            last = rows[-1]
-            after = [last[4], last[5], last[6]]
-            limit = max(1, self.read_ahead // page_size) * page_size  # whole pages
+        clauses: list[str] = []
+        params: list[Any] = [] if query.sync is None else [query.sync]
+        if query.attempted_before is not None:
+            clauses.append("(a.attempted_at IS NULL OR a.attempted_at < ?)")
+            params.append(query.attempted_before)
+        if query.shard is not None:
+            clauses.append(self._in_shard("CAST(k.user_id AS TEXT)", query.shard))
+        if after is not None:
+            marks = f"{self._attempt_param}, {self._as_text('?')}, {self._as_text('?')}"
+            clauses.append(f"({order}) > ({marks})")
+            params += after
+        sql = select + (f" WHERE {' AND '.join(clauses)}" if clauses else "")
+        return await self._fetch(
+            "reading user_keys", f"{sql} ORDER BY {order} LIMIT ?", [*params, limit]
+        )
+
+    def _key_of(self, row: Row) -> UserKey:
+        return user_key(dict(zip(KEY_COLUMNS, row[:4], strict=True)))
+
+    def _cursor_of(self, row: Row) -> Cursor:
+        # The attempt, and the user id and key id as text: the order's own values.
+        return (row[4], row[5], row[6])
 
     def _in_shard(self, user_text: str, shard: tuple[int, int]) -> str:
         """A condition: the user id (text) is in shard ``(i, n)`` (as :func:`shard_of`)."""
@@ -409,32 +403,24 @@ class SQLStore(Reentrant):
         """``expr`` as text that sorts byte-wise, the same in every dialect."""
         return f"CAST({expr} AS TEXT)"
 
-    async def record_attempts(
+    async def _write_attempts(
         self,
         user_ids: Sequence[str],
         *,
         at: datetime,
-        job: str | None = None,
-        fence: Fence | None = None,
-        sync: str | None = None,
-    ) -> int:
-        """Record that these users were attempted at ``at``, one transaction per chunk
-        (fenced: refused when the fence is stale); return how many users. With ``sync``,
-        as that sync's attempts (``sentinel_unit_attempts``)."""
-        ids = list(dict.fromkeys(user_ids))
-        for start in range(0, len(ids), self.chunk_size):
-            chunk = ids[start : start + self.chunk_size]
-            # Idempotent: the same users at the same time again; under a fence, refused
-            # as stale if another holder took the lease meanwhile, which is the truth.
-            work = (
-                partial(self._record_attempts_chunk, user_ids=chunk, at=at, job=job, fence=fence)
-                if sync is None
-                else partial(
-                    self._record_unit_attempts_chunk, sync=sync, unit_ids=chunk, at=at, fence=fence
-                )
+        job: str | None,
+        fence: Fence | None,
+        sync: str | None,
+    ) -> None:
+        """One transaction of attempts (:class:`._chunks.ChunkedWrites`)."""
+        work = (
+            partial(self._record_attempts_chunk, user_ids=user_ids, at=at, job=job, fence=fence)
+            if sync is None
+            else partial(
+                self._record_unit_attempts_chunk, sync=sync, unit_ids=user_ids, at=at, fence=fence
             )
-            await self._run("recording attempts", work, transaction=True)
-        return len(ids)
+        )
+        await self._run("recording attempts", work, transaction=True)
 
     async def _record_unit_attempts_chunk(
         self,
@@ -482,8 +468,7 @@ class SQLStore(Reentrant):
     async def add_keys(self, keys: Sequence[UserKey]) -> int:
         """Insert many ``user_keys`` rows, one transaction per chunk."""
         integer_ids = await self._integer_id_column()
-        for start in range(0, len(keys), self.chunk_size):
-            chunk = keys[start : start + self.chunk_size]
+        for chunk in chunks(keys, self.chunk_size):
             # An app's bigint identity numbers the keys whose ids are not numbers.
             with_ids = [k for k in chunk if not integer_ids or numeric_id(k.id)]
             numbered = [k for k in chunk if integer_ids and not numeric_id(k.id)]
@@ -559,48 +544,27 @@ class SQLStore(Reentrant):
 
     # -- user data ---------------------------------------------------------------------------
 
-    async def upsert_user_data(
-        self, rows: Sequence[UserDataRow], *, fence: Fence | None = None
-    ) -> int:
-        """Insert or update ``user_data`` by ``user_id`` in chunks; return rows written."""
-        unique = dedupe_rows(rows)
-        for start in range(0, len(unique), self.chunk_size):
-            chunk = unique[start : start + self.chunk_size]
-            # Idempotent: the same rows again; under a fence, refused as stale if another
-            # holder took the lease meanwhile, which is the truth.
-            await self._run(
-                "writing user_data",
-                partial(self._upsert_chunk, rows=chunk, fence=fence),
-                transaction=True,
-            )
-            self.write_calls += 1
-        return len(unique)
+    async def _write_user_data(self, rows: Sequence[UserDataRow], fence: Fence | None) -> None:
+        """One transaction of ``user_data`` (:class:`._chunks.ChunkedWrites`)."""
+        await self._run(
+            "writing user_data",
+            partial(self._upsert_chunk, rows=rows, fence=fence),
+            transaction=True,
+        )
 
-    async def upsert_rows(
+    async def _write_rows(
         self,
         table: str,
-        key: Sequence[str],
+        key: tuple[str, ...],
         rows: Sequence[Mapping[str, Any]],
-        *,
-        fence: Fence | None = None,
-    ) -> int:
-        """Insert or update rows of a declared table on its key, in chunks; return rows
-        written (see :class:`~sentinel_kit.stores.TableStore`)."""
-        writable_table(table)
-        for name in (*key, *(rows[0] if rows else ())):
-            quoted(name)
-        for start in range(0, len(rows), self.chunk_size):
-            chunk = rows[start : start + self.chunk_size]
-            # Idempotent, like user_data: the same rows again; fenced like it.
-            await self._run(
-                f"writing {table}",
-                partial(
-                    self._upsert_rows_chunk, table=table, key=tuple(key), rows=chunk, fence=fence
-                ),
-                transaction=True,
-            )
-            self.write_calls += 1
-        return len(rows)
+        fence: Fence | None,
+    ) -> None:
+        """One transaction of a declared table (:class:`._chunks.ChunkedWrites`)."""
+        await self._run(
+            f"writing {table}",
+            partial(self._upsert_rows_chunk, table=table, key=key, rows=rows, fence=fence),
+            transaction=True,
+        )
 
     async def _upsert_rows_chunk(
         self,
@@ -692,25 +656,17 @@ class SQLStore(Reentrant):
     async def _lock_new_table(self, table: str) -> None:
         """Lock a table just created (row-level security, no API roles); SQLite has none."""
 
-    async def fetch_user_data(self, user_ids: Sequence[str]) -> dict[str, StoredUser]:
-        """Return the current rows of these users."""
-        found: dict[str, StoredUser] = {}
-        ids = list(dict.fromkeys(user_ids))
-        # SQLite allows 999 host parameters in older builds: stay under it.
-        for start in range(0, len(ids), 900):
-            part = ids[start : start + 900]
-            rows = await self._fetch(
-                "reading user_data",
-                # The ids compare in the column's own type (text, uuid, bigint), so the
-                # primary key's index serves the lookup.
-                f"SELECT {_columns(USER_COLUMNS)} FROM user_data "  # noqa: S608 (placeholders only)
-                f"WHERE user_id IN ({_marks(len(part))})",
-                part,
-            )
-            for r in rows:
-                user = stored_user(dict(zip(USER_COLUMNS, r, strict=True)))
-                found[user.user_id] = user
-        return found
+    async def _read_user_data(self, user_ids: Sequence[str]) -> Iterable[StoredUser]:
+        """One query of ``user_data`` rows (:class:`._chunks.ChunkedWrites`)."""
+        rows = await self._fetch(
+            "reading user_data",
+            # The ids compare in the column's own type (text, uuid, bigint), so the
+            # primary key's index serves the lookup.
+            f"SELECT {_columns(USER_COLUMNS)} FROM user_data "  # noqa: S608 (placeholders only)
+            f"WHERE user_id IN ({_marks(len(user_ids))})",
+            user_ids,
+        )
+        return [stored_user(dict(zip(USER_COLUMNS, r, strict=True))) for r in rows]
 
     async def list_user_data(self, *, limit: int = 100) -> list[StoredUser]:
         """Return up to ``limit`` rows of ``user_data`` ordered by user_id."""
@@ -950,23 +906,21 @@ class SQLStore(Reentrant):
         found = [key_record(dict(zip(RECORD_COLUMNS, r, strict=True))) for r in rows]
         return {r.key_id: r for r in found}
 
-    async def save_key_records(self, records: Sequence[KeyRecord]) -> None:
-        """Upsert whole ``sentinel_key_record`` rows, one statement per chunk."""
+    async def _write_key_records(self, records: Sequence[KeyRecord]) -> None:
+        """One statement of ``sentinel_key_record`` rows (:class:`._chunks.ChunkedWrites`)."""
         updates = ", ".join(f"{c} = excluded.{c}" for c in RECORD_COLUMNS if c != "key_id")
-        for start in range(0, len(records), self.chunk_size):
-            chunk = records[start : start + self.chunk_size]
-            rows = [self._values(record_row(r), RECORD_COLUMNS) for r in chunk]
+        rows = [self._values(record_row(r), RECORD_COLUMNS) for r in records]
 
-            async def save(session: Session, rows: list[list[Any]] = rows) -> None:
-                await session.executemany(
-                    f"INSERT INTO sentinel_key_record ({_columns(RECORD_COLUMNS)}) "  # noqa: S608
-                    f"VALUES ({_marks(len(RECORD_COLUMNS))}) "
-                    f"ON CONFLICT (key_id) DO UPDATE SET {updates}",
-                    rows,
-                )
+        async def save(session: Session) -> None:
+            await session.executemany(
+                f"INSERT INTO sentinel_key_record ({_columns(RECORD_COLUMNS)}) "  # noqa: S608
+                f"VALUES ({_marks(len(RECORD_COLUMNS))}) "
+                f"ON CONFLICT (key_id) DO UPDATE SET {updates}",
+                rows,
+            )
 
-            # Idempotent: whole rows, upserted.
-            await self._run("writing sentinel_key_record", save, transaction=True)
+        # Idempotent: whole rows, upserted.
+        await self._run("writing sentinel_key_record", save, transaction=True)
 
     # -- job state ---------------------------------------------------------------------------
 

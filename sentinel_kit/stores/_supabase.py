@@ -17,7 +17,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -31,15 +31,15 @@ from .._key_health import KeyAccess, KeyHealth, KeyRecord
 from .._models import JobState, LeaseInfo, RunRecord, StoredUser, UserDataRow, UserKey
 from .._secrets import Secret
 from .._security import SecurityFacts, integer_column
+from ._chunks import ChunkedWrites, chunks, fence_values
 from ._dataapi import DataAPISession, RequestFailed
+from ._paging import Cursor, KeyQuery, KeysetPaging
 from ._protocols import (
     DEFAULT_CHUNK_SIZE,
-    DEFAULT_PAGE_SIZE,
     AttemptStats,
     CiphertextChange,
     Fence,
     abandon_note,
-    dedupe_rows,
 )
 from ._rows import (
     HEALTH_COLUMNS,
@@ -74,8 +74,10 @@ __all__ = ["SUPABASE_MAX_ROWS", "SupabaseStore"]
 SUPABASE_MAX_ROWS = 1000
 
 
-class SupabaseStore(DataAPISession):
-    """A :class:`~sentinel_kit.Store` on a Supabase project's Data API.
+class SupabaseStore(KeysetPaging[dict[str, Any]], ChunkedWrites, DataAPISession):
+    """A :class:`~sentinel_kit.Store` on a Supabase project's Data API. The paging
+    (:mod:`._paging`) and chunk loops (:mod:`._chunks`) are the ones every store shares;
+    this class supplies their primitives: one function call, one request.
 
     Args:
         url, service_key, timeout, attempts, retry_wait, transport: the session's, see
@@ -109,6 +111,8 @@ class SupabaseStore(DataAPISession):
         self._integer_id_column: bool | None = None
 
     _connection_state = ("_http", "_client", "_integer_id_column")
+    #: Users per read of ``user_data``: their ids go in the URL, which must stay short.
+    _read_batch = 200
 
     async def _enter(self) -> None:
         await super()._enter()
@@ -148,87 +152,70 @@ class SupabaseStore(DataAPISession):
         )
         return int(response.count or 0)
 
-    async def iter_key_pages(
-        self,
-        *,
-        page_size: int = DEFAULT_PAGE_SIZE,
-        shard: tuple[int, int] | None = None,
-        attempted_before: datetime | None = None,
-        sync: str | None = None,
-    ) -> AsyncIterator[list[UserKey]]:
-        """Yield keys in fair order, in pages of ``page_size``, through the function
-        ``sentinel_key_page`` (migration 011; see ``KeyStore.iter_key_pages``).
-
-        After a first call for one page (what a caller wanting a sample reads), each call
-        returns about :attr:`read_ahead` keys (whole pages) as one JSON array, which
-        ``db-max-rows`` does not cut; calls follow each other by keyset, and a call
-        returning fewer keys than asked is the last.
-        """
-        limit = page_size  # the first call asks for one page: a sample (doctor) wants no more
+    async def _key_page(
+        self, query: KeyQuery, after: Cursor | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """One call of ``sentinel_key_page`` (migration 011; with ``sync``, of
+        ``sentinel_unit_key_page``, migration 013, by that sync's own attempts): up to
+        ``limit`` keys after ``after`` in fair order, as one JSON array, which
+        ``db-max-rows`` does not cut (:mod:`._paging`)."""
+        # The keys in this order: the request's body is the same byte for byte (cassettes).
         params: dict[str, Any] = {"p_limit": limit}
-        if attempted_before is not None:
-            params["p_before"] = attempted_before
-        if shard is not None:
-            params["p_shard"], params["p_shards"] = shard
-        # With a sync, by its own attempts (migration 013).
-        function = "sentinel_key_page" if sync is None else "sentinel_unit_key_page"
-        if sync is not None:
-            params["p_sync"] = sync
-        while True:
-            # Retried on transient failures: a read.
-            rows = await self._rpc(function, _json(params), retry=True)
-            if not isinstance(rows, list):
-                raise StoreError(
-                    "Supabase sent an unreadable page of keys (sentinel_key_page): is "
-                    "migration 011 applied? Print it with `sentinel-kit migrate --print`"
-                )
-            for start in range(0, len(rows), page_size):
-                yield [user_key(r) for r in rows[start : start + page_size]]
-            if len(rows) < limit:
-                return
-            last = rows[-1]
-            params["p_after_attempt"] = last["attempted_at"]
-            params["p_after_user"] = last["user_id"]
-            params["p_after_id"] = last["id"]
-            limit = params["p_limit"] = max(1, self.read_ahead // page_size) * page_size
+        if query.attempted_before is not None:
+            params["p_before"] = query.attempted_before
+        if query.shard is not None:
+            params["p_shard"], params["p_shards"] = query.shard
+        function = "sentinel_key_page" if query.sync is None else "sentinel_unit_key_page"
+        if query.sync is not None:
+            params["p_sync"] = query.sync
+        if after is not None:
+            params["p_after_attempt"], params["p_after_user"], params["p_after_id"] = after
+        # Retried on transient failures: a read.
+        rows = await self._rpc(function, _json(params), retry=True)
+        if not isinstance(rows, list):
+            raise StoreError(
+                "Supabase sent an unreadable page of keys (sentinel_key_page): is "
+                "migration 011 applied? Print it with `sentinel-kit migrate --print`"
+            )
+        return rows
 
-    async def record_attempts(
+    def _key_of(self, row: dict[str, Any]) -> UserKey:
+        return user_key(row)
+
+    def _cursor_of(self, row: dict[str, Any]) -> Cursor:
+        return (row["attempted_at"], row["user_id"], row["id"])
+
+    async def _write_attempts(
         self,
         user_ids: Sequence[str],
         *,
         at: datetime,
-        job: str | None = None,
-        fence: Fence | None = None,
-        sync: str | None = None,
-    ) -> int:
-        """Record that these users were attempted at ``at``, through the function
-        ``sentinel_record_attempts`` (fenced like the upsert); return how many users. With
-        ``sync``, as that sync's own attempts (``sentinel_record_unit_attempts``)."""
-        ids = list(dict.fromkeys(user_ids))
+        job: str | None,
+        fence: Fence | None,
+        sync: str | None,
+    ) -> None:
+        """One call of ``sentinel_record_attempts``, or with ``sync`` of
+        ``sentinel_record_unit_attempts`` (:class:`._chunks.ChunkedWrites`)."""
+        lease, token = fence_values(fence)
+        # Retried: idempotent, and fenced (see ChunkedWrites.record_attempts).
         if sync is not None:
-            for start in range(0, len(ids), self.chunk_size):
-                unit = {
-                    "p_sync": sync,
-                    "p_unit_ids": ids[start : start + self.chunk_size],
-                    "p_at": at,
-                    "p_lease": fence.lease if fence else None,
-                    "p_fence": fence.token if fence else None,
-                }
-                # Idempotent, and fenced, like the attempts of sync-users.
-                await self._rpc("sentinel_record_unit_attempts", _json(unit), retry=True)
-            return len(ids)
-        for start in range(0, len(ids), self.chunk_size):
-            params = {
-                "p_user_ids": ids[start : start + self.chunk_size],
+            unit = {
+                "p_sync": sync,
+                "p_unit_ids": list(user_ids),
                 "p_at": at,
-                "p_job": job,
-                "p_lease": fence.lease if fence else None,
-                "p_fence": fence.token if fence else None,
+                "p_lease": lease,
+                "p_fence": token,
             }
-            # Idempotent: the same attempts again change nothing; under a fence, a retry
-            # that meets a new holder's token is refused as stale, which is the truth.
-            await self._rpc("sentinel_record_attempts", _json(params), retry=True)
-        return len(ids)
+            await self._rpc("sentinel_record_unit_attempts", _json(unit), retry=True)
+            return
+        params = {
+            "p_user_ids": list(user_ids),
+            "p_at": at,
+            "p_job": job,
+            "p_lease": lease,
+            "p_fence": token,
+        }
+        await self._rpc("sentinel_record_attempts", _json(params), retry=True)
 
     async def attempt_stats(
         self, *, since: datetime, shard: tuple[int, int] | None = None
@@ -247,81 +234,60 @@ class SupabaseStore(DataAPISession):
             parse_time(found.get("oldest_attempt_at")),
         )
 
-    async def upsert_user_data(
-        self, rows: Sequence[UserDataRow], *, fence: Fence | None = None
-    ) -> int:
-        """Upsert ``user_data`` in chunks; a fenced write goes through the SQL function."""
-        unique = dedupe_rows(rows)
-        for start in range(0, len(unique), self.chunk_size):
-            chunk = [_json(user_data_row(r)) for r in unique[start : start + self.chunk_size]]
-            if fence is None:
-                await self._call(
-                    "writing user_data",
-                    partial(self._upsert, "user_data", chunk, "user_id"),
-                    retry=True,
-                )
-            else:
-                # Idempotent: the same rows again; a retry that meets a new holder's token
-                # is refused as stale, which is the truth.
-                await self._rpc(
-                    "sentinel_upsert_user_data",
-                    {"p_lease": fence.lease, "p_fence": fence.token, "p_rows": chunk},
-                    retry=True,
-                )
-            self.write_calls += 1
-        return len(unique)
+    async def _write_user_data(self, rows: Sequence[UserDataRow], fence: Fence | None) -> None:
+        """One request of ``user_data`` rows; a fenced one through the SQL function
+        ``sentinel_upsert_user_data`` (:class:`._chunks.ChunkedWrites`)."""
+        chunk = [_json(user_data_row(r)) for r in rows]
+        if fence is None:
+            await self._call(
+                "writing user_data",
+                partial(self._upsert, "user_data", chunk, "user_id"),
+                retry=True,
+            )
+        else:
+            # Retried: see ChunkedWrites.upsert_user_data.
+            await self._rpc(
+                "sentinel_upsert_user_data",
+                {"p_lease": fence.lease, "p_fence": fence.token, "p_rows": chunk},
+                retry=True,
+            )
 
-    async def upsert_rows(
+    async def _write_rows(
         self,
         table: str,
-        key: Sequence[str],
+        key: tuple[str, ...],
         rows: Sequence[Mapping[str, Any]],
-        *,
-        fence: Fence | None = None,
-    ) -> int:
-        """Upsert rows of a declared table in chunks, through the one generic fenced SQL
-        function (``sentinel_upsert_rows``, migration 013), which quotes every name."""
-        writable_table(table)
-        for name in (*key, *(rows[0] if rows else ())):
-            quoted(name)
-        for start in range(0, len(rows), self.chunk_size):
-            chunk = [_json(dict(r)) for r in rows[start : start + self.chunk_size]]
-            # Idempotent: the same rows again; under a fence, refused as stale if another
-            # holder took the lease meanwhile.
-            await self._rpc(
-                "sentinel_upsert_rows",
-                {
-                    "p_table": table,
-                    "p_key": list(key),
-                    "p_rows": chunk,
-                    "p_lease": fence.lease if fence else None,
-                    "p_fence": fence.token if fence else None,
-                },
-                retry=True,
-            )
-            self.write_calls += 1
-        return len(rows)
+        fence: Fence | None,
+    ) -> None:
+        """One call of the generic fenced SQL function ``sentinel_upsert_rows`` (migration
+        013), which quotes every name (:class:`._chunks.ChunkedWrites`)."""
+        lease, token = fence_values(fence)
+        # Retried: see ChunkedWrites.upsert_rows.
+        await self._rpc(
+            "sentinel_upsert_rows",
+            {
+                "p_table": table,
+                "p_key": list(key),
+                "p_rows": [_json(dict(r)) for r in rows],
+                "p_lease": lease,
+                "p_fence": token,
+            },
+            retry=True,
+        )
 
-    async def fetch_user_data(self, user_ids: Sequence[str]) -> dict[str, StoredUser]:
-        """Return the current rows of these users (in batches that keep URLs short)."""
-        found: dict[str, StoredUser] = {}
-        ids = list(dict.fromkeys(user_ids))
-        for start in range(0, len(ids), 200):
-            part = ids[start : start + 200]
-            response = await self._call(
-                "reading user_data",
-                lambda p=part: (
-                    self.client.table("user_data")  # type: ignore[misc]
-                    .select(",".join(USER_COLUMNS))
-                    .in_("user_id", p)
-                    .execute()
-                ),
-                retry=True,
-            )
-            for r in response.data or []:
-                user = stored_user(r)
-                found[user.user_id] = user
-        return found
+    async def _read_user_data(self, user_ids: Sequence[str]) -> Iterable[StoredUser]:
+        """One request of ``user_data`` rows (:class:`._chunks.ChunkedWrites`)."""
+        response = await self._call(
+            "reading user_data",
+            lambda: (
+                self.client.table("user_data")
+                .select(",".join(USER_COLUMNS))
+                .in_("user_id", list(user_ids))
+                .execute()
+            ),
+            retry=True,
+        )
+        return [stored_user(r) for r in response.data or []]
 
     async def list_rows(
         self,
@@ -370,12 +336,9 @@ class SupabaseStore(DataAPISession):
 
     async def add_keys(self, keys: Sequence[UserKey]) -> int:
         """Insert many ``user_keys`` rows, one request per chunk."""
-        for start in range(0, len(keys), self.chunk_size):
+        for chunk in chunks(keys, self.chunk_size):
             # A list insert names its columns (`columns=`): every row carries all four.
-            rows = [
-                {**_key_json(k), "created_at": k.created_at}
-                for k in keys[start : start + self.chunk_size]
-            ]
+            rows = [{**_key_json(k), "created_at": k.created_at} for k in chunk]
             await self._insert_keys("adding keys", rows)
         return len(keys)
 
@@ -650,16 +613,15 @@ class SupabaseStore(DataAPISession):
             .execute()
         )
 
-    async def save_key_records(self, records: Sequence[KeyRecord]) -> None:
-        """Upsert whole ``sentinel_key_record`` rows, one request per chunk (retried: the
-        same rows again change nothing)."""
-        for start in range(0, len(records), self.chunk_size):
-            rows = [_json(record_row(r)) for r in records[start : start + self.chunk_size]]
-            await self._call(
-                "writing sentinel_key_record",
-                partial(self._upsert, "sentinel_key_record", rows, "key_id"),
-                retry=True,
-            )
+    async def _write_key_records(self, records: Sequence[KeyRecord]) -> None:
+        """One upsert request of ``sentinel_key_record`` rows (retried: the same rows again
+        change nothing)."""
+        rows = [_json(record_row(r)) for r in records]
+        await self._call(
+            "writing sentinel_key_record",
+            partial(self._upsert, "sentinel_key_record", rows, "key_id"),
+            retry=True,
+        )
 
     async def reset_key_health(self, key_id: str) -> bool:
         """Un-park one key; return False when it was not parked."""

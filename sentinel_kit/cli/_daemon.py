@@ -51,7 +51,8 @@ FLUSH_MARGIN_S = 5.0
     envvar="SENTINEL_IMPORT",
     show_envvar=True,
     metavar="MODULE",
-    help="Import a module that defines jobs with @sentinel_kit.job (repeatable).",
+    help="Import a module that defines jobs (@sentinel_kit.job) or TornSync declarations "
+    "(repeatable).",
 )
 @click.option(
     "--schedule",

@@ -160,3 +160,51 @@ def test_two_syncs_of_one_name_are_refused_naming_both_modules(tmp_path: Path) -
     assert result.returncode == 2, result.stderr
     assert "'first_mod'" in result.stderr
     assert "'second_mod'" in result.stderr
+
+
+NO_COLUMNS = (
+    "import sentinel_kit\n"
+    "THEIRS = sentinel_kit.TornSync('sync-theirs', endpoint='/user/battlestats', parse=dict,\n"
+    "    table=sentinel_kit.Table('their_stats', key=['user_id']), interval=3600)\n"
+)
+
+
+def test_a_missing_declared_table_is_refused_before_any_request(
+    tmp_path: Path, fake_torn: FakeTorn
+) -> None:
+    """`sync --job` of a declared table that `migrate --import` never created exits 2 at
+    once, naming `migrate --import MODULE`, and sends Torn nothing."""
+    declare(tmp_path, "late_mod", "sync-late")
+    db = tmp_path / "s.db"
+    assert run_cli(["migrate", "--db", f"sqlite:///{db}"], cwd=tmp_path).returncode == 0
+    keys = SentinelStore(f"sqlite:///{db}", secret=SECRET).seed(3)
+    script(fake_torn, keys)
+    args = sync_args(db, fake_torn, "--import", "late_mod", "--job", "sync-late")
+    result = run_cli(args, env={"ENCRYPTION_KEY": SECRET}, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "table user_totals of sync-late does not exist" in result.stderr
+    assert "sentinel-kit migrate --import late_mod" in result.stderr
+    assert fake_torn.count() == 0
+
+
+def test_a_table_declared_without_columns_says_create_it_yourself(
+    tmp_path: Path, fake_torn: FakeTorn
+) -> None:
+    """A missing table declared without columns: `migrate --import` notes it, `sync --job`
+    exits 2 before any request and `doctor` fails, each saying to create it yourself."""
+    (tmp_path / "theirs_mod.py").write_text(NO_COLUMNS)
+    db = tmp_path / "s.db"
+    url = f"sqlite:///{db}"
+    env = {"ENCRYPTION_KEY": SECRET}
+    migrated = run_cli(["migrate", "--db", url, "--import", "theirs_mod"], env=env, cwd=tmp_path)
+    assert migrated.returncode == 0, migrated.stderr
+    assert "note: table their_stats does not exist: create it yourself" in migrated.stderr
+    SentinelStore(url, secret=SECRET).seed(1)
+    args = sync_args(db, fake_torn, "--import", "theirs_mod", "--job", "sync-theirs")
+    synced = run_cli(args, env=env, cwd=tmp_path)
+    assert synced.returncode == 2, synced.stderr
+    assert "create it yourself (declared without columns" in synced.stderr
+    assert fake_torn.count() == 0
+    doctor = run_cli(["doctor", "--db", url, "--import", "theirs_mod"], env=env, cwd=tmp_path)
+    assert doctor.returncode == 1, doctor.stdout
+    assert "table their_stats is missing: create it yourself" in doctor.stdout

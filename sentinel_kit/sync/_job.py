@@ -28,6 +28,7 @@ from ._builtin import SYNC_USERS
 from ._limits import RowLimits, row_limits
 from ._options import RunOptions, Shortcuts, TornOptions, apply_shortcuts
 from ._pipeline import Cut, Pipeline, Stop
+from ._preflight import check_declared_table
 from ._progress import progress_bar
 from ._reading import Reader
 from ._spec import TornSync
@@ -207,6 +208,7 @@ class SyncJob(Reader):
         )
         async with self.store as store:
             await store.check_schema()
+            await check_declared_table(store, self.sync)
             pipeline = Pipeline(
                 store=store,
                 torn=self._torn_client(),

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from sentinel_kit import SyncJob
 from sentinel_kit.testing import FakeTorn, SentinelStore
 
 from .conftest import SECRET, run_cli, sync_args
+from .declared_syncs import BATTLESTATS
 from .test_declared import script
 
 DECLARATION = (
@@ -208,3 +210,22 @@ def test_a_table_declared_without_columns_says_create_it_yourself(
     doctor = run_cli(["doctor", "--db", url, "--import", "theirs_mod"], env=env, cwd=tmp_path)
     assert doctor.returncode == 1, doctor.stdout
     assert "table their_stats is missing: create it yourself" in doctor.stdout
+
+
+def test_help_names_the_sync_of_job_and_declarations() -> None:
+    """`sync --help` speaks of the sync --job names (not only user_data); daemon, status
+    and runs say --import also finds TornSync declarations."""
+    text = run_cli(["sync", "--help"]).stdout
+    assert "Run one sync once: the one named by --job" in text
+    assert "NAME:I/N" in text
+    for command in ("daemon", "status", "runs"):
+        shown = " ".join(run_cli([command, "--help"]).stdout.split())
+        assert "or TornSync declarations" in shown, command
+
+
+def test_a_sync_jobs_repr_names_its_sync(tmp_path: Path) -> None:
+    """`repr(SyncJob(sync=...))` shows which sync it runs, and no secret."""
+    job = SyncJob(db=f"sqlite:///{tmp_path}/s.db", secret=SECRET, sync=BATTLESTATS)
+    assert "sync='sync-battlestats'" in repr(job)
+    assert SECRET not in repr(job)
+    assert "sync='sync-users'" in repr(SyncJob(db=f"sqlite:///{tmp_path}/s.db", secret=SECRET))

@@ -127,8 +127,8 @@ class SyncJob(Reader):
 
     def __repr__(self) -> str:
         return (
-            f"SyncJob(db={self.store.label!r}, torn_url={self.torn.url!r}, "
-            f"concurrency={self.torn.concurrency}, secret=***)"
+            f"SyncJob(db={self.store.label!r}, sync={self.sync.name!r}, "
+            f"torn_url={self.torn.url!r}, concurrency={self.torn.concurrency}, secret=***)"
         )
 
     # -- entry points ---------------------------------------------------------------------

@@ -229,3 +229,39 @@ def test_a_sync_jobs_repr_names_its_sync(tmp_path: Path) -> None:
     assert "sync='sync-battlestats'" in repr(job)
     assert SECRET not in repr(job)
     assert "sync='sync-users'" in repr(SyncJob(db=f"sqlite:///{tmp_path}/s.db", secret=SECRET))
+
+
+UNSCHEDULED = (
+    "import sentinel_kit\n"
+    "\n"
+    "def parse(answer):\n"
+    "    return {'total': answer['battlestats']['total']}\n"
+    "\n"
+    "ONCE = sentinel_kit.TornSync('sync-once', endpoint='/user/battlestats', parse=parse,\n"
+    "    table=sentinel_kit.Table('once_totals', key=['user_id'], columns={'total': 'bigint'}))\n"
+)
+
+
+def test_a_sync_without_a_schedule_runs_on_demand_and_the_daemon_refuses_it(
+    tmp_path: Path, fake_torn: FakeTorn
+) -> None:
+    """A TornSync with neither schedule= nor interval= runs with `sync --job`; `daemon --job`
+    refuses it in one line naming the sync and schedule=/interval=."""
+    (tmp_path / "once_mod.py").write_text(UNSCHEDULED)
+    db = tmp_path / "s.db"
+    env = {"ENCRYPTION_KEY": SECRET}
+    migrate = ["migrate", "--db", f"sqlite:///{db}", "--import", "once_mod"]
+    assert run_cli(migrate, env=env, cwd=tmp_path).returncode == 0
+    keys = SentinelStore(f"sqlite:///{db}", secret=SECRET).seed(2)
+    script(fake_torn, keys)
+    args = sync_args(db, fake_torn, "--import", "once_mod", "--job", "sync-once")
+    synced = run_cli(args, env=env, cwd=tmp_path)
+    assert synced.returncode == 0, synced.stderr
+    daemon = ["daemon", "--once", "--db", f"sqlite:///{db}", "--import", "once_mod"]
+    refused = run_cli([*daemon, "--job", "sync-once"], env=env, cwd=tmp_path)
+    assert refused.returncode == 2, refused.stderr
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1, refused.stderr
+    assert "sync sync-once has no schedule" in lines[0]
+    assert "schedule=" in lines[0]
+    assert "interval=" in lines[0]

@@ -12,7 +12,14 @@ from collections.abc import Mapping, Sequence
 
 from ._security import lock_script
 
-__all__ = ["SQLITE_TYPES", "add_column_sql", "create_table_sql", "table_script", "type_differs"]
+__all__ = [
+    "SQLITE_TYPES",
+    "add_column_sql",
+    "create_table_sql",
+    "missing_table_fix",
+    "table_script",
+    "type_differs",
+]
 
 #: How SQLite spells the portable types (its affinity rules keep the values).
 SQLITE_TYPES = {
@@ -78,3 +85,21 @@ def type_differs(dialect: str, declared: str, found: str) -> bool:
     if dialect == "sqlite":
         return found != SQLITE_TYPES[declared].lower()
     return found not in _POSTGRES_CATALOG[declared]
+
+
+def missing_table_fix(with_columns: bool, module: str = "MODULE") -> str:
+    """What to do about a declared table that does not exist, in one phrase.
+
+    Args:
+        with_columns: the table is declared with ``columns`` (``migrate`` can create it).
+        module: the module that declares it, as ``--import`` names it.
+
+    Returns:
+        ``run `sentinel-kit migrate --import MODULE` ...``, or, for a table declared
+        without columns, that the user creates it.
+    """
+    if with_columns:
+        return (
+            f"run `sentinel-kit migrate --import {module}` with this --db (it creates it, locked)"
+        )
+    return "create it yourself (declared without columns, so migrate cannot)"

@@ -130,7 +130,8 @@ def declared_jobs(imports: tuple[str, ...]) -> list[JobSpec]:
     return [
         JobSpec(spec.name, spec.schedule, sync_handler(spec))
         for spec in declared_syncs(imports).values()
-        if spec.name != SYNC_JOB_NAME
+        # A sync declared without schedule= or interval= is not a daemon job.
+        if spec.name != SYNC_JOB_NAME and spec.schedule is not None
     ]
 
 

@@ -41,6 +41,7 @@ TOP_LEVEL = {
     "_torn": PURE,
     "_version": PURE,
     "_budget": IO,
+    "_plugins": IO,
     "_client": IO,
     "_replay": IO,
     "_blocking": ORCHESTRATION,
@@ -196,6 +197,6 @@ def test_only_the_cli_imports_the_cli() -> None:
 def test_the_rules_see_imports_of_every_kind() -> None:
     """The import reader finds relative, ``from . import``, absolute and TYPE_CHECKING imports."""
     found = _imports(PACKAGE / "daemon" / "_jobs.py")
-    assert {"_report", "_stop", "stores", "loguru", "importlib"} <= found
+    assert {"_report", "_stop", "stores", "_plugins", "dataclasses"} <= found
     assert "_compat" in _imports(PACKAGE / "__init__.py")
     assert "_report" in _imports(PACKAGE / "stores" / "_protocols.py")  # under TYPE_CHECKING

@@ -16,6 +16,7 @@ from ..daemon import Daemon, DaemonConfig, default_holder
 from ..daemon._jobs import JobSpec, load_jobs
 from ..daemon._scheduler import schedule_period
 from ..sync import SYNC_JOB_NAME
+from ..sync._registry import declared_syncs
 from ._options import (
     alert_option,
     db_option,
@@ -51,7 +52,8 @@ FLUSH_MARGIN_S = 5.0
     envvar="SENTINEL_IMPORT",
     show_envvar=True,
     metavar="MODULE",
-    help="Import a module that defines jobs with @sentinel_kit.job (repeatable).",
+    help="Import a module that defines jobs (@sentinel_kit.job) or TornSync declarations "
+    "(repeatable).",
 )
 @click.option(
     "--schedule",
@@ -182,6 +184,14 @@ def daemon(
     imported = [n for n in specs if n != SYNC_JOB_NAME]
     wanted = list(job_names) or [SYNC_JOB_NAME, *imported]
     unknown = [n for n in wanted if n not in specs]
+    for name in unknown:
+        declared = declared_syncs(imports).get(name)
+        if declared is not None and declared.schedule is None:
+            raise ConfigError(
+                f"sync {name} has no schedule: give its TornSync schedule= (a cron "
+                "expression) or interval= (seconds) to run it under the daemon; "
+                f"`sentinel-kit sync --job {name}` runs it once"
+            )
     if unknown:
         raise ConfigError(
             f"unknown job(s) {', '.join(unknown)}: known jobs are {', '.join(sorted(specs))} "

@@ -36,10 +36,24 @@ __all__ = ["runs", "status"]
     show_default=True,
     help="How many runs, newest first.",
 )
+@click.option(
+    "--import",
+    "imports",
+    multiple=True,
+    envvar="SENTINEL_IMPORT",
+    show_envvar=True,
+    metavar="MODULE",
+    help="Import a module that defines jobs (@sentinel_kit.job) or TornSync declarations "
+    "(repeatable), as the other commands do.",
+)
 @json_option
 @logging_options
-def runs(db: str | None, job: str | None, limit: int, as_json: bool) -> None:
+def runs(
+    db: str | None, job: str | None, limit: int, imports: tuple[str, ...], as_json: bool
+) -> None:
     """List recent runs from the run history, newest first."""
+    # The same modules as every other command: one that fails says so here too.
+    load_jobs(imports)
 
     async def load(store: Store) -> list[RunRecord]:
         return await store.list_runs(job=job, limit=limit)
@@ -101,7 +115,8 @@ def runs(db: str | None, job: str | None, limit: int, as_json: bool) -> None:
     multiple=True,
     envvar="SENTINEL_IMPORT",
     metavar="MODULE",
-    help="Import a module that defines jobs.",
+    help="Import a module that defines jobs (@sentinel_kit.job) or TornSync declarations "
+    "(repeatable).",
 )
 @click.option(
     "--schedule",

@@ -12,13 +12,14 @@ from dataclasses import dataclass, field
 
 import click
 
-from .._declared import create_table_sql, table_script
+from .._declared import create_table_sql, missing_table_fix, table_script
 from .._errors import StoreError
 from .._security import SEED_TABLES, TableFacts, lock_script, lock_statements, open_tables
 from ..stores import PostgresStore, Store
 from ..stores._migrations import render_script
 from ..stores._sql import SQLStore
 from ..sync._registry import declared_syncs
+from ..sync._sinks import USER_DATA
 from ..sync._spec import Table
 from ._options import db_option, logging_options, with_store
 
@@ -35,12 +36,16 @@ class _Outcome:
     locked: list[str] = field(default_factory=list)
     unchecked: str | None = None
     declared: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
-def _declared_tables(imports: tuple[str, ...]) -> list[Table]:
-    """The tables with declared columns of the syncs the ``imports`` modules declare."""
-    syncs = declared_syncs(imports)
-    return [s.table for s in syncs.values() if s.table.columns is not None]
+def _declared_tables(imports: tuple[str, ...]) -> tuple[list[Table], list[Table]]:
+    """The tables of the syncs the loaded modules declare: those with declared columns
+    (``migrate`` creates them), and those without (the user's own; ``user_data`` aside)."""
+    tables = [s.table for s in declared_syncs(imports).values()]
+    with_columns = [t for t in tables if t.columns is not None]
+    without = [t for t in tables if t.columns is None and t.name != USER_DATA]
+    return with_columns, without
 
 
 def _warning(table: TableFacts) -> str:
@@ -86,7 +91,7 @@ def migrate(db: str | None, print_sql: bool, lock_tables: bool, imports: tuple[s
 
     Existing user_keys and user_data tables are never altered without --lock-tables.
     """
-    tables = _declared_tables(imports)
+    tables, theirs = _declared_tables(imports)
     if print_sql:
         # Printing is for pasting into Supabase's SQL editor or a migrations folder, so it
         # is PostgreSQL unless a SQLite database was named.
@@ -109,6 +114,11 @@ def migrate(db: str | None, print_sql: bool, lock_tables: bool, imports: tuple[s
                 outcome.declared += await store.ensure_table(
                     declared.name, declared.all_columns(), declared.key
                 )
+            for declared in theirs:
+                if not await store.table_columns(declared.name):
+                    outcome.notes.append(
+                        f"note: table {declared.name} does not exist: {missing_table_fix(False)}"
+                    )
         if not isinstance(store, PostgresStore):
             return outcome
         try:
@@ -133,6 +143,8 @@ def migrate(db: str | None, print_sql: bool, lock_tables: bool, imports: tuple[s
         click.echo(f"{target} is up to date")
     for line in result.declared:
         click.echo(f"{line} in {target}")
+    for note in result.notes:
+        click.echo(note, err=True)
     if result.unchecked:
         click.echo(
             "warning: could not check whether user_keys and user_data are open to Supabase's "

@@ -116,7 +116,7 @@ def shard_option(func: F) -> F:
         default=None,
         metavar="I/N",
         help="Only the users in shard I of N (a stable hash of user_id), under the job "
-        f"sync-users:I/N. {_SHARD_SOURCES}",
+        f"NAME:I/N (NAME: the sync of --job, sync-users by default). {_SHARD_SOURCES}",
     )(func)
 
 

@@ -1,4 +1,4 @@
-"""``sentinel-kit sync``: one run of the user sync."""
+"""``sentinel-kit sync``: one run of a sync (``--job``; the user sync by default)."""
 
 from __future__ import annotations
 
@@ -131,7 +131,8 @@ def sync(
     imports: tuple[str, ...],
     **options: Any,
 ) -> None:
-    """Run the user sync once: fetch every key's profile and update user_data.
+    """Run one sync once: the one named by --job (sync-users by default, which fetches every
+    key's profile into user_data), or one a module declares (--import).
 
     Exit codes: 0 every key synced, 1 some keys failed, 2 usage or configuration error,
     3 the run was aborted (global Torn error, Torn unreachable, store failure, timeout),

@@ -16,18 +16,15 @@ and is found with ``sentinel-kit daemon --import my_jobs``, or through the
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from importlib.metadata import entry_points
 from typing import Any, Protocol
-
-from loguru import logger
 
 from .._errors import ConfigError
 from .._models import RunStatus
 from .._plan import Coverage
+from .._plugins import ENTRY_POINT_GROUP, load_modules
 from .._report import SyncReport
 from .._schedule import CronSchedule, IntervalSchedule, Schedule
 from .._secrets import SecretURL, mask_settings
@@ -46,8 +43,6 @@ __all__ = [
     "register_job",
     "registered_jobs",
 ]
-
-ENTRY_POINT_GROUP = "sentinel_kit.jobs"
 
 
 @dataclass(slots=True)
@@ -225,40 +220,12 @@ def load_jobs(imports: tuple[str, ...] | list[str] = ()) -> dict[str, JobSpec]:
     Raises:
         ConfigError: a module cannot be imported: one line naming it and the cause; the
             plugin's own error is chained (``__cause__``), and its traceback is logged at
-            DEBUG (``--log-level DEBUG``).
+            DEBUG (``--log-level DEBUG``). Or a job of another layer (a declared sync) has
+            the name of an ``@job``.
     """
-    for point in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            point.load()
-        except Exception as exc:
-            raise _plugin_error(f"cannot load job entry point {point.name!r}", exc) from exc
-    for module in imports:
-        try:
-            importlib.import_module(module)
-        except Exception as exc:
-            hint = " (is it on PYTHONPATH?)" if _is_missing(exc, module) else ""
-            raise _plugin_error(f"cannot import job module {module!r}", exc, hint) from exc
+    load_modules(imports)
     # What other layers find in those modules (their declared syncs) are jobs too.
     for source in _SOURCES:
         for spec in source(tuple(imports)):
             _REGISTRY.setdefault(spec.name, spec)
     return registered_jobs()
-
-
-def _plugin_error(what: str, exc: BaseException, hint: str = "") -> ConfigError:
-    """One line naming the plugin and the cause; the traceback goes to the DEBUG log.
-
-    A plugin's own bug (a typo, a missing dependency) is found from its traceback, which a
-    one-line error hides: it is logged where ``--log-level DEBUG`` shows it.
-    """
-    lines = str(exc).strip().splitlines()
-    cause = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
-    logger.opt(exception=exc).debug("{}: the traceback", what)
-    return ConfigError(f"{what}: {cause}{hint} (--log-level DEBUG shows the traceback)")
-
-
-def _is_missing(exc: BaseException, module: str) -> bool:
-    """Whether ``module`` itself (or its package) was not found, rather than failing inside."""
-    if not isinstance(exc, ModuleNotFoundError) or exc.name is None:
-        return False
-    return module == exc.name or module.startswith(f"{exc.name}.")

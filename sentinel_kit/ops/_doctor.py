@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import certifi
 
 from .._crypto import KeyCipher
-from .._declared import type_differs
+from .._declared import missing_table_fix, type_differs
 from .._errors import ConfigError, DecryptError, SchemaMissing, StoreError
 from .._models import UserKey
 from .._secret_check import SecretCheck
@@ -361,6 +361,10 @@ async def _declared_check(store: Store, tables: Sequence[DeclaredTable]) -> Chec
     problems: list[str] = []
     for name, columns, _key in tables:
         found = await store.table_columns(name)
+        if not found and columns is None:
+            # migrate cannot create it: the check's fix alone would mislead.
+            problems.append(f"table {name} is missing: {missing_table_fix(False)}")
+            continue
         if not found:
             problems.append(f"table {name} is missing")
             continue

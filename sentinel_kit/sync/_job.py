@@ -28,6 +28,7 @@ from ._builtin import SYNC_USERS
 from ._limits import RowLimits, row_limits
 from ._options import RunOptions, Shortcuts, TornOptions, apply_shortcuts
 from ._pipeline import Cut, Pipeline, Stop
+from ._preflight import check_declared_table
 from ._progress import progress_bar
 from ._reading import Reader
 from ._spec import TornSync
@@ -126,8 +127,8 @@ class SyncJob(Reader):
 
     def __repr__(self) -> str:
         return (
-            f"SyncJob(db={self.store.label!r}, torn_url={self.torn.url!r}, "
-            f"concurrency={self.torn.concurrency}, secret=***)"
+            f"SyncJob(db={self.store.label!r}, sync={self.sync.name!r}, "
+            f"torn_url={self.torn.url!r}, concurrency={self.torn.concurrency}, secret=***)"
         )
 
     # -- entry points ---------------------------------------------------------------------
@@ -207,6 +208,7 @@ class SyncJob(Reader):
         )
         async with self.store as store:
             await store.check_schema()
+            await check_declared_table(store, self.sync)
             pipeline = Pipeline(
                 store=store,
                 torn=self._torn_client(),

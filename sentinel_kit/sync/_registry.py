@@ -1,18 +1,19 @@
 """Which syncs exist: the built-in ones, and every :class:`TornSync` a module declares.
 
 A module that declares a sync at module level (``BATTLESTATS = TornSync(...)``) and is
-imported with ``--import MODULE`` makes it available by name to ``migrate``, ``sync --job``,
-``daemon --job``, ``status``, ``runs`` and ``doctor``. No decorator and no registration
-call: the declaration is the whole of it.
+imported with ``--import MODULE`` (or installed with a ``sentinel_kit.jobs`` entry point)
+makes it available by name to ``migrate``, ``sync --job``, ``daemon --job``, ``status``,
+``runs`` and ``doctor``. No decorator and no registration call: the declaration is the
+whole of it.
 """
 
 from __future__ import annotations
 
-import importlib
-import sys
 from collections.abc import Iterable
 
 from .._errors import ConfigError
+from .._plugins import load_modules
+from ..daemon._jobs import registered_jobs
 from ._builtin import SYNC_USERS
 from ._spec import TornSync
 
@@ -20,40 +21,45 @@ __all__ = ["declared_syncs", "find_sync", "import_module"]
 
 
 def import_module(name: str) -> None:
-    """Import a module named by ``--import``.
+    """Import a module named by ``--import`` (the loader of every command).
 
     Raises:
         ConfigError: it cannot be imported (its error in one line).
     """
-    if name in sys.modules:
-        return
-    try:
-        importlib.import_module(name)
-    except ConfigError as exc:
-        # A declaration of the module is wrong: that one line says which.
-        raise ConfigError(f"in module {name!r}: {exc}") from None
-    except Exception as exc:
-        raise ConfigError(
-            f"cannot import job module {name!r}: {type(exc).__name__}: {exc} (is it on PYTHONPATH?)"
-        ) from exc
+    load_modules([name])
 
 
 def declared_syncs(imports: Iterable[str] = ()) -> dict[str, TornSync]:
-    """The built-in syncs and those the ``imports`` modules declare, by name.
+    """The built-in syncs and those the loaded modules declare (``imports`` and the entry
+    points), by name.
 
     Raises:
-        ConfigError: a module cannot be imported, or two different syncs share a name.
+        ConfigError: a module cannot be imported; two different syncs share a name, or a
+            sync has the name of an ``@job`` (naming both modules).
     """
     found: dict[str, TornSync] = {SYNC_USERS.name: SYNC_USERS}
-    for name in imports:
-        import_module(name)
-        for value in vars(sys.modules[name]).values():
+    where: dict[str, str] = {SYNC_USERS.name: "sentinel_kit"}
+    for module in load_modules(imports):
+        for value in vars(module).values():
             if not isinstance(value, TornSync):
                 continue
             existing = found.get(value.name)
             if existing is not None and existing is not value and existing != value:
-                raise ConfigError(f"two syncs are named {value.name!r}: rename one of them")
-            found[value.name] = value
+                raise ConfigError(
+                    f"two syncs are named {value.name!r}, in modules {where[value.name]!r} "
+                    f"and {module.__name__!r}: rename one of them"
+                )
+            found.setdefault(value.name, value)
+            where.setdefault(value.name, module.__name__)
+    jobs = registered_jobs()
+    for name in found:
+        job = jobs.get(name)
+        if job is None or job.handler.__module__.startswith("sentinel_kit."):
+            continue  # no job, or the job the engine made of this very sync
+        raise ConfigError(
+            f"the sync {name!r} declared in module {where[name]!r} has the name of the @job "
+            f"in module {job.handler.__module__!r}: rename one of them"
+        )
     return found
 
 

@@ -146,10 +146,13 @@ class Table:
         return {**_ENGINE_COLUMNS, **self.columns}
 
 
-def _schedule(name: str, schedule: str | None, interval: float | None) -> Schedule:
-    if (schedule is None) == (interval is None):
+def _schedule(name: str, schedule: str | None, interval: float | None) -> Schedule | None:
+    if schedule is None and interval is None:
+        return None  # run by `sync --job` and SyncJob(sync=) only; the daemon needs one
+    if schedule is not None and interval is not None:
         raise ConfigError(
-            f"sync {name}: give exactly one of schedule= (a cron expression) or interval= (seconds)"
+            f"sync {name}: give one of schedule= (a cron expression) or interval= (seconds), "
+            "not both"
         )
     if schedule is not None:
         return CronSchedule(schedule)
@@ -171,7 +174,8 @@ class TornSync:
             ``bad_response``. The engine adds ``user_id`` and ``updated_at`` to each row.
         table: where the rows go (:class:`Table`).
         schedule: a 5-field cron expression (UTC) for the daemon; or
-        interval: seconds between runs (exactly one of the two).
+        interval: seconds between runs (at most one of the two; neither: not scheduled,
+            run by ``sync --job`` and ``SyncJob(sync=)``, refused by the daemon).
         params: the query of every request (``{"stat": "strength"}``).
         needs: the least key access the endpoint needs (one of :data:`ACCESS_LEVELS`).
         per: the unit a run iterates: ``"user"`` (one request per app user).
@@ -184,7 +188,7 @@ class TornSync:
     endpoint: str
     parse: Callable[[Any], Any]
     table: Table
-    schedule: Schedule
+    schedule: Schedule | None
     params: Mapping[str, str]
     needs: str
     per: str

@@ -1,4 +1,4 @@
--- Syncs as declarations (sentinel-kit 0.6). Any sync writes its rows into its own table
+-- Syncs as declarations (unreleased). Any sync writes its rows into its own table
 -- through one generic fenced upsert, for the Data API (SupabaseStore) and PostgresStore
 -- alike. The table, key and column names are identifiers: sentinel-kit validates them
 -- before calling, and this function quotes each with format('%I'), so no name is ever read

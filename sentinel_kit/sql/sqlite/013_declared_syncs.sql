@@ -1,4 +1,4 @@
--- Fair order per sync (sentinel-kit 0.6): when each unit (a user) was last attempted by
+-- Fair order per sync (unreleased): when each unit (a user) was last attempted by
 -- each sync, so one sync's attempts never reorder another's. sync-users keeps
 -- sentinel_user_attempts (which replicas of 0.2 read and write); every other sync keeps its
 -- attempts here. Times are UTC ISO-8601 text.

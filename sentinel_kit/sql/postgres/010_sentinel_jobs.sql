@@ -1,4 +1,4 @@
--- Job state for the health rule and for alerts (sentinel-kit 0.3). `first_tick` is the first
+-- Job state for the health rule and for alerts (sentinel-kit 0.2). `first_tick` is the first
 -- tick a daemon scheduled for the job: a job with no counted run yet is healthy until
 -- first_tick + timeout_s (`status` runs in another process than the daemon, so this lives
 -- here). `alert_state` is what the last alert announced; it changes only through

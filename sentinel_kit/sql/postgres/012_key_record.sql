@@ -1,4 +1,4 @@
--- An incident is not mass death (sentinel-kit 0.5). Torn has answered code 2 ("Incorrect
+-- An incident is not mass death (unreleased). Torn has answered code 2 ("Incorrect
 -- key") for valid keys during incidents, so the sync keeps which keys worked: each key's last
 -- success, and its strikes (runs with no success anywhere in which Torn answered code 2 for
 -- it, an hour apart or more; the third parks it). `fingerprint` hashes the ciphertext the

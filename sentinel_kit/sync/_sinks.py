@@ -217,6 +217,7 @@ def sink_for(spec: TornSync, limits: RowLimits) -> Sink:
         spec: the sync.
         limits: what ``user_data``'s columns hold (read from the database at the start).
     """
-    if spec.table.name == USER_DATA and spec.table.columns is None:
+    # Chosen by the declaration, never by a table's name: only sync-users keeps 0.2's rules.
+    if spec.user_data_rules:
         return UserDataSink(limits)
     return TableSink(spec)

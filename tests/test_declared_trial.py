@@ -1,0 +1,87 @@
+"""What a new user's first declarations met: a sync without `needs=` or `columns=`
+(`tests/declared_trial.py`), run from the CLI against the fake Torn on SQLite."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sentinel_kit import ConfigError, Table, TornSync
+from sentinel_kit.testing import Answer, FakeTorn, SentinelStore, torn_error
+
+from .conftest import ROOT, SECRET, run_cli, sync_args
+
+ENV = {"ENCRYPTION_KEY": SECRET, "PYTHONPATH": str(ROOT)}
+LAX = ("--import", "tests.declared_trial", "--job", "sync-lax")
+
+
+def totals(total: int, **extra: Any) -> Answer:
+    """A /user/battlestats answer with ``total`` (and ``extra`` for parse_lax to copy)."""
+    body: dict[str, Any] = {"battlestats": {"total": total}}
+    if extra:
+        body["extra"] = extra
+    return Answer(200, json.dumps(body))
+
+
+@pytest.fixture
+def made(tmp_path: Path) -> tuple[Path, SentinelStore]:
+    """A migrated SQLite database with the user's own user_totals table."""
+    path = tmp_path / "trial.db"
+    result = run_cli(["migrate", "--db", f"sqlite:///{path}"], env=ENV, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE user_totals (user_id TEXT PRIMARY KEY, total BIGINT, updated_at TEXT)"
+        )
+    return path, SentinelStore(f"sqlite:///{path}", secret=SECRET)
+
+
+def stored(path: Path) -> dict[str, int]:
+    with sqlite3.connect(path) as conn:
+        return dict(conn.execute("SELECT user_id, total FROM user_totals").fetchall())
+
+
+def test_code_16_is_marked_for_a_sync_without_needs(
+    made: tuple[Path, SentinelStore], torn: FakeTorn
+) -> None:
+    """A declaration that leaves needs= out still marks a key Torn refuses with code 16:
+    the next run does not ask it, and ends ok instead of partial every time."""
+    path, store = made
+    keys = store.seed(2)
+    torn.script(keys[0].plaintext, torn_error(16))
+    torn.script(keys[1].plaintext, totals(7))
+    first = run_cli(sync_args(path, torn, *LAX), env=ENV, cwd=ROOT)
+    assert json.loads(first.stdout)["status"] == "partial", first.stderr
+    asked = torn.count(keys[0].plaintext)
+    second = run_cli(sync_args(path, torn, *LAX), env=ENV, cwd=ROOT)
+    report = json.loads(second.stdout)
+    assert second.returncode == 0, second.stderr
+    assert (report["status"], report["synced"], report["skipped"]) == ("ok", 1, 1)
+    assert torn.count(keys[0].plaintext) == asked
+    assert store.key_health() == {}
+
+
+@pytest.mark.parametrize(
+    ("table", "why"),
+    [
+        ("user_data", "sync-users writes"),
+        ("user_keys", "the app's keys"),
+        ("sentinel_runs", "sentinel-kit's own"),
+    ],
+)
+def test_a_declaration_may_not_take_a_reserved_table(table: str, why: str) -> None:
+    """user_data, user_keys and sentinel_* are refused as the table of a user's declaration,
+    in one line when it is built (no silent borrowing of sync-users' rules)."""
+    with pytest.raises(ConfigError, match=f"table {table} is .*{why}") as raised:
+        TornSync(
+            "sync-mine",
+            endpoint="/user/basic",
+            parse=lambda answer: {"name": answer["name"]},
+            table=Table(table, key=["user_id"]),
+            interval=60,
+        )
+    assert "\n" not in str(raised.value)

@@ -85,3 +85,28 @@ def test_a_declaration_may_not_take_a_reserved_table(table: str, why: str) -> No
             interval=60,
         )
     assert "\n" not in str(raised.value)
+
+
+def test_a_column_parse_makes_up_fails_only_that_key(
+    made: tuple[Path, SentinelStore], torn: FakeTorn
+) -> None:
+    """A row with a column the existing table lacks, or a name no column can have, fails
+    only its key as bad_response with one WARNING naming the column; the others are
+    written (names never come from data, and never abort the run)."""
+    path, store = made
+    keys = store.seed(3)
+    torn.script(keys[0].plaintext, totals(1, nope=2))
+    torn.script(keys[1].plaintext, totals(2, **{'x"; DROP TABLE user_keys; --': 3}))
+    torn.script(keys[2].plaintext, totals(3))
+    result = run_cli(sync_args(path, torn, *LAX), env=ENV, cwd=ROOT)
+    report = json.loads(result.stdout)
+    assert (report["status"], report["synced"], report["written"]) == ("partial", 1, 1)
+    assert {f["user_id"]: f["reason"] for f in report["failures"]} == {
+        keys[0].user_id: "bad_response",
+        keys[1].user_id: "bad_response",
+    }
+    assert stored(path) == {keys[2].user_id: 3}
+    warnings = [line for line in result.stderr.splitlines() if "bad_response" in line]
+    assert len(warnings) == 2, result.stderr
+    assert any("'nope', not in user_totals" in line for line in warnings)
+    assert any("not a valid column name" in line for line in warnings)

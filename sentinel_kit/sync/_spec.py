@@ -76,6 +76,11 @@ def _reserved(table: str) -> str | None:
     return None
 
 
+def is_column_name(value: object) -> bool:
+    """Whether ``value`` is a name a column of a declared table may have."""
+    return isinstance(value, str) and bool(_IDENTIFIER.match(value))
+
+
 def _identifier(what: str, value: object) -> str:
     if not isinstance(value, str) or not _IDENTIFIER.match(value):
         raise ConfigError(

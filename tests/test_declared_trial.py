@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from sentinel_kit import ConfigError, Table, TornSync
-from sentinel_kit.testing import Answer, FakeTorn, SentinelStore, torn_error
+from sentinel_kit.testing import Answer, FakeTorn, SeedKey, SentinelStore, make_key, torn_error
 
 from .conftest import ROOT, SECRET, run_cli, sync_args
 
@@ -110,3 +111,30 @@ def test_a_column_parse_makes_up_fails_only_that_key(
     assert len(warnings) == 2, result.stderr
     assert any("'nope', not in user_totals" in line for line in warnings)
     assert any("not a valid column name" in line for line in warnings)
+
+
+def test_the_daemon_gives_a_declared_job_its_own_time_box_and_budget(
+    made: tuple[Path, SentinelStore], torn: FakeTorn
+) -> None:
+    """`daemon --job sync-lax` alone gets a time box from its own schedule and --timeout
+    (none came from sync-users' schedule before), and the start logs its requests per run:
+    one per user, not one per key."""
+    path, store = made
+    keys = [
+        SeedKey(f"k-{u}-{n}", f"user-{u:02d}", make_key(100 * u + n))
+        for u in range(12)
+        for n in range(2)
+    ]
+    store.seed(keys)
+    for key in keys:
+        # One request at a time: 12 users take ~5s, past --timeout 4.
+        torn.script(key.plaintext, replace(totals(5), delay=0.4))
+    args = ["daemon", "--db", f"sqlite:///{path}", "--torn-url", torn.url, *LAX, "--once"]
+    result = run_cli([*args, "--concurrency", "1", "--timeout", "4"], env=ENV, cwd=ROOT, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "sync-lax budget: 12 requests for 12 users" in result.stderr
+    assert "budget: sync-lax: every 5 min, 12 requests a run" in result.stderr
+    assert "time box of 2s reached" in result.stderr
+    (run,) = store.runs()
+    assert run.status == "ok"
+    assert 0 < len(stored(path)) < 12

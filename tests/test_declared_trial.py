@@ -138,3 +138,22 @@ def test_the_daemon_gives_a_declared_job_its_own_time_box_and_budget(
     (run,) = store.runs()
     assert run.status == "ok"
     assert 0 < len(stored(path)) < 12
+
+
+def test_a_parse_bug_names_the_function_not_torn(
+    made: tuple[Path, SentinelStore], torn: FakeTorn
+) -> None:
+    """A parse that raises fails its key as bad_response with a line naming the function
+    and the error (not 'the answer does not parse'), its traceback at DEBUG."""
+    path, store = made
+    keys = store.seed(2)
+    torn.script(keys[0].plaintext, Answer(200, json.dumps({"nope": 1})))
+    torn.script(keys[1].plaintext, totals(4))
+    result = run_cli([*sync_args(path, torn, *LAX), "--log-level", "DEBUG"], env=ENV, cwd=ROOT)
+    report = json.loads(result.stdout)
+    assert [f["reason"] for f in report["failures"]] == ["bad_response"], result.stderr
+    assert "bad_response: parse_lax raised KeyError: 'battlestats'" in result.stderr
+    assert "does not parse" not in result.stderr
+    assert "Traceback" in result.stderr
+    assert 'row = {"total": answer["battlestats"]["total"]}' in result.stderr
+    assert stored(path) == {keys[1].user_id: 4}

@@ -330,8 +330,9 @@ async def _key_access(store: Store, sync: TornSync) -> dict[str, str]:
     """The keys without access for ``sync``; none when the database cannot say (a
     Supabase project without migration 013): the run then asks them, as before.
 
-    A sync that needs only public access (sync-users) reads nothing: every key has it, so
-    Torn never refuses one for its access level (and a 0.2 database is read as before)."""
+    sync-users reads nothing: ``/user/basic`` needs only public access, which every key
+    has (and a 0.2 database is read as before). Every declared sync reads its marks,
+    whatever its ``needs=`` says."""
     if not sync.needs_access:
         return {}
     try:

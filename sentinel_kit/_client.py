@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import ssl
 import time
@@ -110,6 +111,15 @@ async def _read_capped(response: httpx.Response) -> bytes:
             raise _BodyTooLarge(size)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _parse_name(parse: Callable[[Any], Any]) -> str:
+    """The name of a sync's own parse function, for a line that blames it (the engine
+    hands the client ``functools.partial(as_rows, parse)``)."""
+    inner: Any = parse
+    while isinstance(inner, functools.partial):
+        inner = next((a for a in inner.args if callable(a)), inner.func)
+    return str(getattr(inner, "__qualname__", None) or type(inner).__name__)
 
 
 class TornClient:
@@ -296,9 +306,12 @@ class TornClient:
             except FetchError:
                 raise
             except Exception as exc:
-                cause = f"{type(exc).__name__}: {exc}"[:200]
+                # A bug in the sync's own parse, not a bad answer from Torn: name the
+                # function, and keep its traceback at DEBUG for whoever fixes it.
+                cause = f"{_parse_name(parse)} raised {type(exc).__name__}: {exc}"[:200]
+                logger.opt(exception=exc).debug("{} {}: {}", path, "parse failed", cause)
                 raise FetchError(
-                    f"the answer does not parse ({cause})",
+                    cause,
                     error_class=ErrorClass.REQUEST_BUG,
                     reason=Reason.BAD_RESPONSE,
                 ) from None

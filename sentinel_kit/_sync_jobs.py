@@ -9,21 +9,31 @@ are there whenever the daemon is.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 from ._client import DEFAULT_POOL_SIZE
+from ._errors import ConfigError
 from ._key_health import HealthPolicy
 from ._plan import Coverage
 from ._report import SYNC_JOB_NAME, SyncReport
 from ._retry import RetryPolicy
-from ._schedule import CronSchedule
-from .daemon._jobs import JobContext, JobSpec, add_job_source, register_job
+from .daemon._jobs import (
+    CoveragePlanner,
+    JobContext,
+    JobSpec,
+    add_job_source,
+    register_job,
+)
 from .sync import RunOptions, SyncJob, TornOptions, TornSync
+from .sync._builtin import SYNC_USERS
 from .sync._registry import declared_syncs
 
 __all__ = [
+    "coverage_of",
     "declared_jobs",
+    "job_of",
     "plan_coverage",
     "sync_handler",
     "sync_job_from_settings",
@@ -55,7 +65,9 @@ def sync_job_from_settings(
         suspend_for=timedelta(seconds=s["park_suspended"]),
         cooldown_for=timedelta(seconds=s["cooldown"]),
     )
-    options = RunOptions(timeout=timeout, time_box=s.get("time_box"), shard=shard)
+    # The job's own time box (the daemon's default, from its schedule), else the one given.
+    time_box = s.get("time_boxes", {}).get((sync or SYNC_USERS).name, s.get("time_box"))
+    options = RunOptions(timeout=timeout, time_box=time_box, shard=shard)
     metrics = s.get("metrics")
     return SyncJob(
         db=db,
@@ -69,18 +81,6 @@ def sync_job_from_settings(
         on_request=metrics.torn_request if metrics is not None else None,
         sync=sync,
     )
-
-
-async def sync_users(ctx: JobContext) -> SyncReport:
-    """Sync every key (of this replica's shard) under the run's fence and deadline."""
-    sync = sync_job_from_settings(
-        ctx.settings,
-        db=ctx.store_url,
-        timeout=ctx.timeout,
-        shard=ctx.settings.get("shard"),
-        job=ctx.job,
-    )
-    return await sync.arun(fence=ctx.fence, stop=ctx.stop, run_id=ctx.run_id, record=False)
 
 
 def sync_handler(spec: TornSync) -> Callable[[JobContext], Awaitable[SyncReport]]:
@@ -108,17 +108,56 @@ async def plan_coverage(
     db: str,
     window_s: float,
     shard: tuple[int, int] | None = None,
+    sync: TornSync | None = None,
 ) -> Coverage:
-    """How this replica's runs cover its users: the keys to request (its shard's, parked
-    keys left out) at the settings' ``max_rpm``, against a run's window. Reads the keys;
-    sends nothing to Torn.
+    """How this replica's runs of ``sync`` (sync-users by default) cover its users: the
+    requests a run makes (its shard's keys, parked keys left out; one per user for a sync
+    that asks one key per user) at the settings' ``max_rpm``, against a run's window.
+    Reads the keys; sends nothing to Torn.
 
     Raises:
         StoreError: the database cannot be read.
     """
-    sync = sync_job_from_settings(s, db=db, timeout=None, shard=shard)
-    plan = await sync.aplan()
+    spec = sync or SYNC_USERS
+    job = sync_job_from_settings(s, db=db, timeout=None, shard=shard, sync=spec)
+    plan = await job.aplan()
+    if not spec.user_data_rules:
+        # A declared per-user sync asks one key per user (the next only after a failure).
+        asked: set[str] = set()
+        entries = []
+        for entry in plan.entries:
+            if entry.action == "request":
+                if entry.user_id in asked:
+                    continue
+                asked.add(entry.user_id)
+            entries.append(entry)
+        plan = replace(plan, entries=tuple(entries))
     return Coverage(plan.budget, window_s, shards=shard[1] if shard else 1)
+
+
+def coverage_of(spec: TornSync) -> CoveragePlanner:
+    """The daemon's coverage planner of one sync (:func:`plan_coverage` for it)."""
+
+    async def plan(
+        s: Mapping[str, Any], *, db: str, window_s: float, shard: tuple[int, int] | None = None
+    ) -> Coverage:
+        return await plan_coverage(s, db=db, window_s=window_s, shard=shard, sync=spec)
+
+    return plan
+
+
+def job_of(spec: TornSync) -> JobSpec:
+    """The daemon's job of one sync: its schedule, the engine, its coverage planner.
+
+    Raises:
+        ConfigError: the sync has no schedule (it runs on demand only).
+    """
+    if spec.schedule is None:
+        raise ConfigError(
+            f"sync {spec.name} has no schedule: give its TornSync schedule= or interval= "
+            "to run it from the daemon"
+        )
+    return JobSpec(spec.name, spec.schedule, sync_handler(spec), coverage=coverage_of(spec))
 
 
 def declared_jobs(imports: tuple[str, ...]) -> list[JobSpec]:
@@ -128,12 +167,18 @@ def declared_jobs(imports: tuple[str, ...]) -> list[JobSpec]:
         ConfigError: a module cannot be imported, or two different syncs share a name.
     """
     return [
-        JobSpec(spec.name, spec.schedule, sync_handler(spec))
+        job_of(spec)
         for spec in declared_syncs(imports).values()
         # A sync declared without schedule= or interval= is not a daemon job.
-        if spec.name != SYNC_JOB_NAME and spec.schedule is not None
+        if spec.schedule is not None
     ]
 
 
-register_job(JobSpec(SYNC_JOB_NAME, CronSchedule("0 * * * *"), sync_users, coverage=plan_coverage))
+#: sync-users' handler (sync every key of this replica's shard under the run's fence and
+#: deadline): the engine's, like every sync's.
+sync_users = sync_handler(SYNC_USERS)
+
+# Every sync registers the same way, sync-users (always there) first.
+for _job in declared_jobs(()):
+    register_job(_job)
 add_job_source(declared_jobs)

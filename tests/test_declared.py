@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from sentinel_kit import (
+    ConfigError,
     KeyCipher,
     RetryPolicy,
     RunStatus,
@@ -286,18 +287,19 @@ def test_a_sync_may_not_write_the_keys_or_our_own_tables() -> None:
     def parse(answer: Any) -> dict[str, Any]:
         return {"api_key": "x"}
 
-    hostile = TornSync(
-        "sync-hostile",
-        endpoint="/user/basic",
-        parse=parse,
-        interval=60,
-        table=Table("user_keys", key=["user_id"]),
-    )
+    with pytest.raises(ConfigError, match="table user_keys is the app's keys"):
+        TornSync(
+            "sync-hostile",
+            endpoint="/user/basic",
+            parse=parse,
+            interval=60,
+            table=Table("user_keys", key=["user_id"]),
+        )
 
     async def go() -> None:
         async with open_store("sqlite:///:memory:", create=True) as store:
             await store.migrate()
-            await store.upsert_rows(hostile.table.name, hostile.table.key, [{"user_id": "u"}])
+            await store.upsert_rows("user_keys", ["user_id"], [{"user_id": "u"}])
 
     with pytest.raises(Exception, match="may not write user_keys"):
         asyncio.run(go())

@@ -204,14 +204,15 @@ def daemon(
         if name == SYNC_JOB_NAME and (schedule or interval):
             plan = parse_schedule(schedule, interval)
         plans.append((spec, plan))
+    # By plan, each job its own: a run stops starting users in time to finish before its
+    # next tick and the deadline. An explicit --time-box applies to every job (0: none).
+    time_boxes: dict[str, float | None] = {}
     if time_box is None:
-        # By plan: a run stops starting users in time to finish before the next tick.
-        sync_plan = next((p for spec, p in plans if spec.name == SYNC_JOB_NAME), None)
-        if sync_plan is not None:
-            period = schedule_period(sync_plan, datetime.now(UTC))
-            time_box = default_time_box(
-                period, timeout, finish_s=options["retry_budget"] + FLUSH_MARGIN_S
-            )
+        now = datetime.now(UTC)
+        finish_s = options["retry_budget"] + FLUSH_MARGIN_S
+        for spec, plan in plans:
+            period = schedule_period(plan, now)
+            time_boxes[spec.name] = default_time_box(period, timeout, finish_s=finish_s)
     elif time_box == 0:
         time_box = None
     config = DaemonConfig(
@@ -224,7 +225,7 @@ def daemon(
         once=once,
         shard=shard_from_env(shard),
         holder=holder or default_holder(),
-        settings={**sync_settings(options), "time_box": time_box},
+        settings={**sync_settings(options), "time_box": time_box, "time_boxes": time_boxes},
         min_synced=min_synced,
     )
     alerter = make_alerter(alert_urls)

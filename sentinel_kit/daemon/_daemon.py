@@ -204,60 +204,58 @@ class Daemon:
 
     # -- the budget ----------------------------------------------------------------------------
 
-    def run_window(self, plan: Schedule) -> float:
-        """Seconds a sync-users run may start users for: its time box, else the shorter of
-        the schedule's period and the timeout."""
-        time_box = self.config.settings.get("time_box")
+    def run_window(self, plan: Schedule, name: str = SYNC_JOB_NAME) -> float:
+        """Seconds a run of job ``name`` may start users for: its time box, else the
+        shorter of the schedule's period and the timeout."""
+        settings = self.config.settings
+        time_box = settings.get("time_boxes", {}).get(name, settings.get("time_box"))
         if time_box:
             return float(time_box)
         return min(schedule_period(plan, self.clock.now()), self.config.timeout)
 
     async def _announce_budget(self) -> None:
-        """Log sync-users' coverage, then the process's one Torn budget: made from
+        """Log each job's coverage, then the process's one Torn budget: made from
         --max-rpm for every job here, one line per job with its share, and the total."""
-        await self._announce_coverage()
+        planned: dict[str, int] = {}
+        for spec, plan in self.config.jobs:
+            coverage = await self._announce_coverage(spec, plan)
+            if coverage is not None:
+                planned[spec.name] = coverage.budget.requests
+                if spec.name == SYNC_JOB_NAME:
+                    self.coverage = coverage
         now = self.clock.now()
-        planned = self.coverage.budget.requests if self.coverage is not None else None
         demands = [
-            JobDemand(
-                self.lease_name(spec),
-                schedule_period(plan, now),
-                planned if spec.name == SYNC_JOB_NAME else None,
-            )
+            JobDemand(self.lease_name(spec), schedule_period(plan, now), planned.get(spec.name))
             for spec, plan in self.config.jobs
         ]
         log_budget(self.log, daemon_budget(self.config.settings), demands)
 
-    async def _announce_coverage(self) -> None:
-        """Log how long a full pass of sync-users takes and how many users a run reaches;
+    async def _announce_coverage(self, spec: JobSpec, plan: Schedule) -> Coverage | None:
+        """Log how long a full pass of a sync takes and how many users a run reaches;
         warn when a run cannot cover every user, saying how many shards or what --max-rpm
         would. Reads the keys (no request to Torn); a database it cannot read yet is left
-        to the ticks, which report it."""
-        found = [(spec, plan) for spec, plan in self.config.jobs if spec.name == SYNC_JOB_NAME]
-        if not found or "secret" not in self.config.settings:
-            return  # no sync-users here, or a library caller without the CLI's settings
-        spec, plan = found[0]
+        to the ticks, which report it. None for a job without a planner."""
         planner = spec.coverage  # offered by the sync's adapter; the daemon knows no engine
-        if planner is None:
-            return
+        if planner is None or "secret" not in self.config.settings:
+            return None  # not a sync, or a library caller without the CLI's settings
         lease = self.lease_name(spec)
         try:
             coverage = await planner(
                 self.config.settings,
                 db=self.config.db_url,
-                window_s=self.run_window(plan),
+                window_s=self.run_window(plan, spec.name),
                 shard=self.config.shard,
             )
         except SentinelError as exc:
             self.log.warning("{}: cannot plan the request budget yet: {}", lease, exc)
-            return
-        self.coverage = coverage
+            return None
         self.log.bind(job=lease, event="budget", **coverage.to_dict()).info(
             "{} budget: {}", lease, coverage.budget.describe()
         )
         warning = coverage.warning(lease)
         if warning is not None:
             self.log.bind(job=lease, event="budget_warning").warning(warning)
+        return coverage
 
     # -- scheduling ----------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from .._report import SYNC_JOB_NAME
 from .._torn import parse_user_basic
-from ._spec import Table, TornSync
+from ._spec import _BUILTIN, Table, TornSync
 
 __all__ = ["SYNC_USERS", "user_basic_row"]
 
@@ -35,4 +35,6 @@ SYNC_USERS = TornSync(
     table=Table("user_data", key=["user_id"]),
     schedule="0 * * * *",
     needs="public",
+    # The one declaration allowed user_data, with the write path of 0.2 (see _sinks.py).
+    _owner=_BUILTIN,
 )

@@ -227,6 +227,7 @@ class SyncJob(Reader):
                 limits=await _row_limits(store),
                 spec=self.sync,
                 access=await _key_access(store, self.sync),
+                existing=await _existing_columns(store, self.sync),
             )
             if progress:
                 # The bar counts keys: known up front only for a whole, unsharded run.
@@ -311,12 +312,29 @@ async def _row_limits(store: Store) -> RowLimits:
         return RowLimits()
 
 
+async def _existing_columns(store: Store, sync: TornSync) -> dict[str, str] | None:
+    """The columns of a sync's table without declared ``columns``, read once so that a row
+    with a column the table lacks fails its key, not the run. None when the columns are
+    declared, the table is sync-users' ``user_data``, or the store cannot say (Supabase:
+    the database then refuses such a row, which fails that key too)."""
+    if sync.table.columns is not None or sync.user_data_rules:
+        return None
+    if not isinstance(store, SQLStore):
+        return None
+    try:
+        return await store.table_columns(sync.table.name) or None
+    except SentinelError as exc:
+        logger.debug("columns of {} unknown ({}): checking names only", sync.table.name, exc)
+        return None
+
+
 async def _key_access(store: Store, sync: TornSync) -> dict[str, str]:
     """The keys without access for ``sync``; none when the database cannot say (a
     Supabase project without migration 013): the run then asks them, as before.
 
-    A sync that needs only public access (sync-users) reads nothing: every key has it, so
-    Torn never refuses one for its access level (and a 0.2 database is read as before)."""
+    sync-users reads nothing: ``/user/basic`` needs only public access, which every key
+    has (and a 0.2 database is read as before). Every declared sync reads its marks,
+    whatever its ``needs=`` says."""
     if not sync.needs_access:
         return {}
     try:

@@ -339,6 +339,8 @@ class Pipeline:
     spec: TornSync = SYNC_USERS
     #: Keys without access for this sync (``Store.load_key_access``).
     access: dict[str, str] = field(default_factory=dict)
+    #: The columns of a declared table without ``columns``, read at the start (or None).
+    existing: dict[str, str] | None = None
 
     tally: Tally = field(default_factory=Tally)
     written: int = 0
@@ -370,7 +372,7 @@ class Pipeline:
         """Run to the end (or the cut); return why it was cut short, if it was."""
         self.started_at = datetime.now(UTC)
         self._groups = asyncio.Queue(maxsize=self.concurrency * 2)
-        self._sink = sink_for(self.spec, self.limits)
+        self._sink = sink_for(self.spec, self.limits, self.existing)
         ctx = _Context(
             self.cipher,
             self.torn,
@@ -608,7 +610,7 @@ class Pipeline:
     def sink(self) -> Sink:
         """The sink of the run's table."""
         if self._sink is None:
-            self._sink = sink_for(self.spec, self.limits)
+            self._sink = sink_for(self.spec, self.limits, self.existing)
         return self._sink
 
     async def _write_outcomes(

@@ -25,7 +25,7 @@ from .._report import Change
 from ..stores import Fence, Store
 from ._limits import RowLimits, column_problem
 from ._rows import build_upserts, diff_rows
-from ._spec import Row, TornSync
+from ._spec import Row, TornSync, is_column_name
 from ._writes import upsert_isolating, write_isolating
 
 __all__ = ["USER_DATA", "Sink", "TableSink", "UserDataSink", "sink_for"]
@@ -131,6 +131,9 @@ class TableSink:
     """A declared table: the rows ``parse`` returned, with ``user_id`` and ``updated_at``."""
 
     spec: TornSync
+    #: The table's columns as the database has them, read once at the start of the run for
+    #: a table without declared ``columns`` (None when the store cannot say: Supabase).
+    existing: Mapping[str, str] | None = None
 
     @property
     def attempts(self) -> str | None:
@@ -147,12 +150,17 @@ class TableSink:
             return outcome
         table = self.spec.table
         declared = table.all_columns() if table.columns is not None else None
+        # Names never come from data: a column the table does not have (or no column can
+        # have) fails this key here, not the run at the database.
+        known = declared if declared is not None else self.existing
         unit = self.spec.unit_column
         for row in outcome.rows:
             for column, value in row.items():
+                if not is_column_name(column):
+                    return _bad(outcome, f"parse returned {column!r}, not a valid column name")
                 if column in (unit, "updated_at"):
                     return _bad(outcome, f"parse set column {column}, which sentinel-kit fills in")
-                if declared is not None and column not in declared:
+                if known is not None and column not in known:
                     return _bad(outcome, f"parse returned column {column!r}, not in {table.name}")
                 problem = column_problem(
                     str(column), declared.get(column) if declared else None, value
@@ -210,13 +218,16 @@ def _columns_of(rows: Sequence[Row]) -> list[str]:
     return list(seen)
 
 
-def sink_for(spec: TornSync, limits: RowLimits) -> Sink:
+def sink_for(spec: TornSync, limits: RowLimits, existing: Mapping[str, str] | None = None) -> Sink:
     """The sink of a sync's table.
 
     Args:
         spec: the sync.
         limits: what ``user_data``'s columns hold (read from the database at the start).
+        existing: the columns of a table without declared ``columns``, as the database has
+            them (read at the start); None when unknown.
     """
-    if spec.table.name == USER_DATA and spec.table.columns is None:
+    # Chosen by the declaration, never by a table's name: only sync-users keeps 0.2's rules.
+    if spec.user_data_rules:
         return UserDataSink(limits)
-    return TableSink(spec)
+    return TableSink(spec, existing)

@@ -60,6 +60,26 @@ _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _SYNC_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 _ENDPOINT = re.compile(r"^/[A-Za-z0-9_/{}.-]*$")
 
+#: Passed only by sentinel-kit's own sync-users (``sync/_builtin.py``): the one declaration
+#: that writes the app's ``user_data`` by the rules of 0.2.
+_BUILTIN = object()
+
+
+def _reserved(table: str) -> str | None:
+    """Why no user's declaration may write ``table``, or None when it may."""
+    if table == "user_data":
+        return "the app's table that sync-users writes by its own rules"
+    if table == "user_keys":
+        return "the app's keys"
+    if table.startswith("sentinel_"):
+        return "one of sentinel-kit's own tables"
+    return None
+
+
+def is_column_name(value: object) -> bool:
+    """Whether ``value`` is a name a column of a declared table may have."""
+    return isinstance(value, str) and bool(_IDENTIFIER.match(value))
+
 
 def _identifier(what: str, value: object) -> str:
     if not isinstance(value, str) or not _IDENTIFIER.match(value):
@@ -192,6 +212,7 @@ class TornSync:
     params: Mapping[str, str]
     needs: str
     per: str
+    _builtin: bool
 
     def __init__(
         self,
@@ -205,6 +226,7 @@ class TornSync:
         params: Mapping[str, Any] | None = None,
         needs: str = "public",
         per: str = "user",
+        _owner: object = None,
     ) -> None:
         if not isinstance(name, str) or not _SYNC_NAME.match(name):
             raise ConfigError(
@@ -220,6 +242,12 @@ class TornSync:
             raise ConfigError(f"sync {name}: parse= must be a function of Torn's answer")
         if not isinstance(table, Table):
             raise ConfigError(f"sync {name}: table= must be a sentinel_kit.Table")
+        builtin = _owner is _BUILTIN
+        reserved = _reserved(table.name)
+        if reserved is not None and not builtin:
+            raise ConfigError(
+                f"sync {name}: table {table.name} is {reserved}; declare a table of its own"
+            )
         if per not in UNIT_COLUMNS:
             raise ConfigError(
                 f"sync {name}: per={per!r} is not supported; use one of "
@@ -246,12 +274,21 @@ class TornSync:
         object.__setattr__(self, "params", MappingProxyType(query))
         object.__setattr__(self, "needs", needs)
         object.__setattr__(self, "per", per)
+        object.__setattr__(self, "_builtin", builtin)
 
     @property
     def needs_access(self) -> bool:
-        """Whether keys may lack access for this sync (it needs more than public access):
-        only then does a key that Torn refuses for its access level get marked."""
-        return self.needs != ACCESS_LEVELS[0]
+        """Whether a key Torn refuses for its access level (codes 16 and 7) is marked for
+        this sync, so that it is not asked again: every declared sync, whatever ``needs=``
+        says (a declaration may understate it). Not sync-users: ``/user/basic`` needs only
+        public access, and a 0.2 database has nowhere to keep the marks."""
+        return not self._builtin
+
+    @property
+    def user_data_rules(self) -> bool:
+        """Whether this is sentinel-kit's own sync-users, which writes ``user_data`` by the
+        rules of 0.2 (every key of a user asked, its own attempts, its fenced function)."""
+        return self._builtin and self.table.name == "user_data"
 
     @property
     def unit_column(self) -> str:

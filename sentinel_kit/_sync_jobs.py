@@ -178,7 +178,8 @@ def declared_jobs(imports: tuple[str, ...]) -> list[JobSpec]:
 #: deadline): the engine's, like every sync's.
 sync_users = sync_handler(SYNC_USERS)
 
-# Every sync registers the same way, sync-users (always there) first.
-for _job in declared_jobs(()):
-    register_job(_job)
+# Every sync registers the same way: the built-in one now (loading plugins here, while
+# sentinel_kit itself is still being imported, would import them half-made), the declared
+# ones when load_jobs calls declared_jobs.
+register_job(job_of(SYNC_USERS))
 add_job_source(declared_jobs)

@@ -473,3 +473,47 @@ def test_an_incident_during_a_declared_sync_stops_it_and_parks_none(
     assert 10 <= torn.count() - before <= 14  # ten, and what other workers had in flight
     assert store.key_health() == {}
     assert len(keys) == 40
+
+
+def test_the_plan_and_keys_of_a_per_user_sync_count_one_key_per_user(
+    lite: tuple[Path, SentinelStore], torn: FakeTorn
+) -> None:
+    """`job.plan()` of a declared per-user sync budgets one request per user (the newest
+    usable key; the others spare) and leaves out a key marked without access for it;
+    `job.keys()` shows that mark per key; sync-users' plan still counts every key."""
+    path, store = lite
+    made = [f"2026-01-0{day}T00:00:00+00:00" for day in (1, 2, 3)]
+    keys = [SeedKey(f"k-a{n}", "user-a", make_key(n), created_at=made[n]) for n in range(3)] + [
+        SeedKey(f"k-b{n}", "user-b", make_key(10 + n), created_at=made[n]) for n in range(2)
+    ]
+    store.seed(keys)
+    db = f"sqlite:///{path}"
+    job = SyncJob(db=db, secret=SECRET, torn_url=torn.url, max_rpm=60, sync=BATTLESTATS)
+    plan = job.plan()
+    assert {e.key_id: e.action for e in plan.entries} == {
+        "k-a0": "spare",
+        "k-a1": "spare",
+        "k-a2": "request",
+        "k-b0": "spare",
+        "k-b1": "request",
+    }
+    assert (plan.budget.users, plan.budget.requests) == (2, 2)
+
+    torn.script(keys[2].plaintext, torn_error(16))  # user-a's newest key: no access
+    torn.script(keys[1].plaintext, stats(2_000))
+    torn.script(keys[4].plaintext, stats(5_000))
+    assert job.run().synced == 2
+    plan = job.plan()
+    actions = {e.key_id: e.action for e in plan.entries}
+    assert (actions["k-a2"], actions["k-a1"], actions["k-a0"]) == ("no_access", "request", "spare")
+    assert (plan.budget.users, plan.budget.requests) == (2, 2)
+    assert "1 no access" in plan.render_text().splitlines()[0]
+    table = job.keys()
+    shown = {k.key_id: k.no_access for k in table}
+    assert shown == {"k-a0": False, "k-a1": False, "k-a2": True, "k-b0": False, "k-b1": False}
+    assert "no_access" in table.columns
+
+    users = SyncJob(db=db, secret=SECRET, torn_url=torn.url, max_rpm=60).plan()
+    assert (users.budget.users, users.budget.requests) == (2, 5)
+    every = SyncJob(db=db, secret=SECRET).keys()
+    assert not any(k.no_access for k in every)

@@ -517,3 +517,52 @@ def test_the_plan_and_keys_of_a_per_user_sync_count_one_key_per_user(
     assert (users.budget.users, users.budget.requests) == (2, 5)
     every = SyncJob(db=db, secret=SECRET).keys()
     assert not any(k.no_access for k in every)
+
+
+def test_a_dry_run_of_a_declared_sync_shows_its_diff_by_key(
+    lite: tuple[Path, SentinelStore], torn: FakeTorn
+) -> None:
+    """A dry run of a declared sync lists, per would-be row, whether it is new, changed
+    (with the old values of the columns that differ) or unchanged against the table's
+    current rows by key, in `changes` of `sync --dry-run --json` and the report; it writes
+    nothing."""
+    path, store = lite
+    keys = store.seed(3)
+    script(torn, keys[:2])
+    db = f"sqlite:///{path}"
+    job = SyncJob(db=db, secret=SECRET, torn_url=torn.url, sync=BATTLESTATS)
+    assert job.run(users=[keys[0].user_id, keys[1].user_id]).written == 2
+    before = stored_sqlite(path)
+    script(torn, keys, {1: stats(9_000, strength=2_000)})
+    result = run_cli(sync_args(path, torn, *DECLARED, "--dry-run"), env=ENV, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    changes = {c["user_id"]: c for c in json.loads(result.stdout)["changes"]}
+    assert changes == {
+        keys[0].user_id: {
+            "user_id": keys[0].user_id,
+            "change": "unchanged",
+            "key": {"user_id": keys[0].user_id},
+            "row": {"strength": 250, "total": 1_000},
+            "old": {},
+        },
+        keys[1].user_id: {
+            "user_id": keys[1].user_id,
+            "change": "changed",
+            "key": {"user_id": keys[1].user_id},
+            "row": {"strength": 2_000, "total": 9_000},
+            "old": {"strength": 500, "total": 2_000},
+        },
+        keys[2].user_id: {
+            "user_id": keys[2].user_id,
+            "change": "new",
+            "key": {"user_id": keys[2].user_id},
+            "row": {"strength": 750, "total": 3_000},
+            "old": None,
+        },
+    }
+    script(torn, keys, {1: stats(9_000, strength=2_000)})
+    report = job.run(dry_run=True)
+    assert [c.kind.value for c in report.changes] == ["unchanged", "changed", "new"]
+    assert f"user {keys[1].user_id}: changed -> strength=2000, total=9000" in str(report)
+    assert "<th>old</th>" in report._repr_html_()
+    assert stored_sqlite(path) == before

@@ -66,7 +66,7 @@ from ..stores import Fence, Store
 from ._builtin import SYNC_USERS
 from ._limits import RowLimits
 from ._options import RunOptions
-from ._report import Change, Tally
+from ._report import Change, RowChange, Tally
 from ._sinks import Sink, sink_for
 from ._spec import Row, TornSync
 
@@ -406,7 +406,7 @@ class Pipeline:
 
     tally: Tally = field(default_factory=Tally)
     written: int = 0
-    changes: list[Change] = field(default_factory=list)
+    changes: list[Change | RowChange] = field(default_factory=list)
     #: A dry run's would-be rows of a declared table (which has no name/player-id diff).
     dry_rows: list[Any] = field(default_factory=list)
     store_error: StoreError | None = None

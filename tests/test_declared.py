@@ -566,3 +566,68 @@ def test_a_dry_run_of_a_declared_sync_shows_its_diff_by_key(
     assert f"user {keys[1].user_id}: changed -> strength=2000, total=9000" in str(report)
     assert "<th>old</th>" in report._repr_html_()
     assert stored_sqlite(path) == before
+
+
+def test_status_lists_every_registered_job_and_a_declared_syncs_own_backlog(
+    lite: tuple[Path, SentinelStore], torn: FakeTorn
+) -> None:
+    """`status` lists every job a daemon registered in the database, also when its module
+    is not imported here; with it imported, a declared sync's stale_users counts its own
+    attempts (sentinel_unit_attempts), not sync-users'."""
+    path, store = lite
+    keys = store.seed(3)
+    script(torn, keys)
+    db = ["--db", f"sqlite:///{path}"]
+    daemon = ["daemon", *db, "--torn-url", torn.url, "--max-rpm", "0", *DECLARED, "--once"]
+    assert run_cli(daemon, env=ENV, cwd=ROOT, timeout=60).returncode == 0
+    plain = run_cli(["status", *db, "--json"], env=ENV, cwd=ROOT)
+    assert plain.returncode == 0, plain.stderr
+    jobs = {j["job"]: j for j in json.loads(plain.stdout)}
+    assert list(jobs) == ["sync-users", "sync-battlestats"]
+    assert jobs["sync-battlestats"]["last_run_status"] == "ok"
+    assert jobs["sync-users"]["stale_users"] == 3  # sync-users never ran
+    imported = run_cli(["status", *db, "--json", *IMPORT], env=ENV, cwd=ROOT)
+    assert imported.returncode == 0, imported.stderr
+    jobs = {j["job"]: j for j in json.loads(imported.stdout)}
+    assert list(jobs) == ["sync-users", "sync-battlestats"]
+    assert (
+        jobs["sync-battlestats"]["stale_users"],
+        jobs["sync-battlestats"]["never_attempted"],
+    ) == (0, 0)
+    assert jobs["sync-users"]["stale_users"] == 3
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_attempt_stats_of_a_declared_sync_count_its_own_attempts(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A store's attempt_stats(sync=NAME) counts that sync's attempts only: users another
+    sync (or sync-users) attempted are still stale for it, on SQLite and PostgreSQL."""
+    from datetime import UTC, datetime, timedelta
+
+    url = (
+        f"sqlite:///{tmp_path / 'stats.db'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
+    seeded = SentinelStore(url)
+    seeded.migrate()
+    keys = seeded.seed(4)
+    now = datetime.now(UTC)
+
+    async def scenario() -> list[tuple[int, int, int]]:
+        async with open_store(url) as store:
+            users = [k.user_id for k in keys]
+            await store.record_attempts(users[:3], at=now)
+            await store.record_attempts(users[:1], at=now, sync="sync-battlestats")
+            await store.record_attempts(users[1:2], at=now, sync="sync-other")
+            since = now - timedelta(minutes=1)
+            found = []
+            for sync in (None, "sync-battlestats", "sync-other", "sync-never"):
+                stats = await store.attempt_stats(since=since, sync=sync)
+                found.append((stats.users, stats.stale_users, stats.never_attempted))
+            return found
+
+    assert asyncio.run(scenario()) == [(4, 1, 1), (4, 3, 3), (4, 3, 3), (4, 4, 4)]

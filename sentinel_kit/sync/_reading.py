@@ -15,6 +15,7 @@ from .._blocking import run_blocking
 from .._crypto import KeyCipher
 from .._errors import SentinelError
 from .._key_health import HealthPolicy, ciphertext_fingerprint
+from .._models import UserKey
 from ..stores import Store
 from ._limits import RowLimits
 from ._options import RunOptions, TornOptions
@@ -187,7 +188,7 @@ class Reader:
                     health=health.get(key.id),
                     now=now,
                     policy=self.health_policy,
-                    no_access=access.get(key.id) == ciphertext_fingerprint(key.api_key),
+                    no_access=_marked(access, key),
                 )
                 # In the order the next run reads them (fair order), of the shard only.
                 async for page in store.iter_key_pages(
@@ -238,6 +239,17 @@ async def _access_marks(store: Store, sync: TornSync) -> dict[str, str]:
         return await store.load_key_access(sync.name)
     except SentinelError:
         return {}
+
+
+def _marked(access: dict[str, str], key: UserKey) -> bool:
+    """Whether ``key`` is marked without access under its current ciphertext (re-saved:
+    no longer). A ciphertext no fingerprint reads (not text) carries no mark."""
+    if key.id not in access:
+        return False
+    try:
+        return access[key.id] == ciphertext_fingerprint(key.api_key)
+    except (AttributeError, TypeError, ValueError):
+        return False
 
 
 def _count(n: int, noun: str) -> str:

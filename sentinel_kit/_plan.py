@@ -50,7 +50,7 @@ class PlanEntry:
 
     user_id: str
     key_id: str
-    action: str  # "request", "parked" or "decrypt_error"
+    action: str  # "request", "parked", "decrypt_error", "no_access" or "spare"
     detail: str = ""
 
 
@@ -229,7 +229,12 @@ class Plan:
         """One line per key, after a summary line and the budget."""
         lines = [
             f"plan: {len(self.entries)} keys: {self.count('request')} to request, "
-            f"{self.count('parked')} parked, {self.count('decrypt_error')} not decryptable",
+            f"{self.count('parked')} parked, {self.count('decrypt_error')} not decryptable"
+            + "".join(
+                f", {self.count(a)} {a.replace('_', ' ')}"
+                for a in ("no_access", "spare")
+                if self.count(a)
+            ),
             f"budget: {self.budget.describe()}",
         ]
         lines += [

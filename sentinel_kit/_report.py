@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import enum
+import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from ._display import html_table, to_dataframe
@@ -17,6 +19,7 @@ __all__ = [
     "Change",
     "ChangeKind",
     "Failure",
+    "RowChange",
     "SyncReport",
     "Tally",
     "build_report",
@@ -28,15 +31,18 @@ SYNC_JOB_NAME = "sync-users"
 
 
 class ChangeKind(enum.StrEnum):
-    """What an upsert does to a ``user_data`` row (shown by dry runs)."""
+    """What an upsert does to a row (shown by dry runs): ``user_data``'s kinds, and
+    ``changed`` for a declared table's row whose columns differ."""
 
     NEW = "new"
     NAME_CHANGED = "name_changed"
     PLAYER_ID_CHANGED = "player_id_changed"
     UNCHANGED = "unchanged"
+    CHANGED = "changed"
 
 
 _CHANGE_COLUMNS = ("user_id", "change", "name", "player_id", "old_name", "old_player_id")
+_ROW_CHANGE_COLUMNS = ("user_id", "change", "key", "row", "old")
 _FAILURE_COLUMNS = ("user_id", "key_id", "reason", "torn_code", "key_fingerprint")
 _SUMMARY_COLUMNS = (
     "run",
@@ -80,6 +86,54 @@ class Change:
                 strict=True,
             )
         )
+
+
+def _plain(value: Any) -> Any:
+    """A column value as JSON shows it (a report is dumped as JSON)."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class RowChange:
+    """The difference between a would-be row of a declared table and its current row.
+
+    Attributes:
+        user_id: the unit the row belongs to.
+        kind: ``new``, ``changed`` or ``unchanged``.
+        key: the row's key columns and values (the table's ``key``).
+        row: the would-be row's other columns (``updated_at`` left out).
+        old: of a changed row, the current values of the columns that differ.
+    """
+
+    user_id: str
+    kind: ChangeKind
+    key: Mapping[str, Any]
+    row: Mapping[str, Any]
+    old: Mapping[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON form used in reports."""
+        return {
+            "user_id": self.user_id,
+            "change": self.kind.value,
+            "key": {c: _plain(v) for c, v in self.key.items()},
+            "row": {c: _plain(v) for c, v in self.row.items()},
+            "old": None if self.old is None else {c: _plain(v) for c, v in self.old.items()},
+        }
+
+    def describe(self) -> str:
+        """The row as one phrase: ``total=4000, strength=1000``."""
+        shown = {c: v for c, v in self.key.items() if c != "user_id"} | dict(self.row)
+        return ", ".join(f"{c}={json.dumps(_plain(v), default=str)}" for c, v in shown.items())
+
+
+def _change_columns(changes: Sequence[Change | RowChange]) -> tuple[str, ...]:
+    """The columns of a report's changes (those of one sync: all of one kind)."""
+    return _ROW_CHANGE_COLUMNS if changes and isinstance(changes[0], RowChange) else _CHANGE_COLUMNS
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +187,7 @@ class SyncReport:
     error: str | None = None
     failures: tuple[Failure, ...] = ()
     dry_run: bool = False
-    changes: tuple[Change, ...] = ()
+    changes: tuple[Change | RowChange, ...] = ()
     #: Statements that wrote ``user_data`` (about written / chunk size).
     write_calls: int = 0
     deferred: int = 0
@@ -232,9 +286,8 @@ class SyncReport:
             )
         lines += _failure_lines(self.failures)
         for c in self.changes:
-            lines.append(
-                f"  would write: user {c.user_id}: {c.kind.value} -> {c.name} [{c.player_id}]"
-            )
+            shown = c.describe() if isinstance(c, RowChange) else f"{c.name} [{c.player_id}]"
+            lines.append(f"  would write: user {c.user_id}: {c.kind.value} -> {shown}")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -272,7 +325,7 @@ class SyncReport:
         if self.changes:
             parts.append(
                 html_table(
-                    _CHANGE_COLUMNS,
+                    _change_columns(self.changes),
                     [list(c.to_dict().values()) for c in self.changes],
                     caption="would change",
                 )
@@ -287,7 +340,7 @@ class SyncReport:
             ConfigError: pandas is not installed (the message says how to install it).
         """
         if what == "changes":
-            return to_dataframe([c.to_dict() for c in self.changes], _CHANGE_COLUMNS)
+            return to_dataframe([c.to_dict() for c in self.changes], _change_columns(self.changes))
         return to_dataframe([f.to_dict() for f in self.failures], _FAILURE_COLUMNS)
 
 
@@ -361,7 +414,7 @@ def build_report(
     error: str | None = None,
     status: RunStatus | None = None,
     dry_run: bool = False,
-    changes: Sequence[Change] = (),
+    changes: Sequence[Change | RowChange] = (),
     write_calls: int = 0,
     counted: bool = True,
 ) -> SyncReport:

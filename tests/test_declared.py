@@ -475,3 +475,161 @@ def test_an_incident_during_a_declared_sync_stops_it_and_parks_none(
     assert 10 <= torn.count() - before <= 14  # ten, and what other workers had in flight
     assert store.key_health() == {}
     assert len(keys) == 40
+
+
+def test_the_plan_and_keys_of_a_per_user_sync_count_one_key_per_user(
+    lite: tuple[Path, SentinelStore], torn: FakeTorn
+) -> None:
+    """`job.plan()` of a declared per-user sync budgets one request per user (the newest
+    usable key; the others spare) and leaves out a key marked without access for it;
+    `job.keys()` shows that mark per key; sync-users' plan still counts every key."""
+    path, store = lite
+    made = [f"2026-01-0{day}T00:00:00+00:00" for day in (1, 2, 3)]
+    keys = [SeedKey(f"k-a{n}", "user-a", make_key(n), created_at=made[n]) for n in range(3)] + [
+        SeedKey(f"k-b{n}", "user-b", make_key(10 + n), created_at=made[n]) for n in range(2)
+    ]
+    store.seed(keys)
+    db = f"sqlite:///{path}"
+    job = SyncJob(db=db, secret=SECRET, torn_url=torn.url, max_rpm=60, sync=BATTLESTATS)
+    plan = job.plan()
+    assert {e.key_id: e.action for e in plan.entries} == {
+        "k-a0": "spare",
+        "k-a1": "spare",
+        "k-a2": "request",
+        "k-b0": "spare",
+        "k-b1": "request",
+    }
+    assert (plan.budget.users, plan.budget.requests) == (2, 2)
+
+    torn.script(keys[2].plaintext, torn_error(16))  # user-a's newest key: no access
+    torn.script(keys[1].plaintext, stats(2_000))
+    torn.script(keys[4].plaintext, stats(5_000))
+    assert job.run().synced == 2
+    plan = job.plan()
+    actions = {e.key_id: e.action for e in plan.entries}
+    assert (actions["k-a2"], actions["k-a1"], actions["k-a0"]) == ("no_access", "request", "spare")
+    assert (plan.budget.users, plan.budget.requests) == (2, 2)
+    assert "1 no access" in plan.render_text().splitlines()[0]
+    table = job.keys()
+    shown = {k.key_id: k.no_access for k in table}
+    assert shown == {"k-a0": False, "k-a1": False, "k-a2": True, "k-b0": False, "k-b1": False}
+    assert "no_access" in table.columns
+
+    users = SyncJob(db=db, secret=SECRET, torn_url=torn.url, max_rpm=60).plan()
+    assert (users.budget.users, users.budget.requests) == (2, 5)
+    every = SyncJob(db=db, secret=SECRET).keys()
+    assert not any(k.no_access for k in every)
+
+
+def test_a_dry_run_of_a_declared_sync_shows_its_diff_by_key(
+    lite: tuple[Path, SentinelStore], torn: FakeTorn
+) -> None:
+    """A dry run of a declared sync lists, per would-be row, whether it is new, changed
+    (with the old values of the columns that differ) or unchanged against the table's
+    current rows by key, in `changes` of `sync --dry-run --json` and the report; it writes
+    nothing."""
+    path, store = lite
+    keys = store.seed(3)
+    script(torn, keys[:2])
+    db = f"sqlite:///{path}"
+    job = SyncJob(db=db, secret=SECRET, torn_url=torn.url, sync=BATTLESTATS)
+    assert job.run(users=[keys[0].user_id, keys[1].user_id]).written == 2
+    before = stored_sqlite(path)
+    script(torn, keys, {1: stats(9_000, strength=2_000)})
+    result = run_cli(sync_args(path, torn, *DECLARED, "--dry-run"), env=ENV, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    changes = {c["user_id"]: c for c in json.loads(result.stdout)["changes"]}
+    assert changes == {
+        keys[0].user_id: {
+            "user_id": keys[0].user_id,
+            "change": "unchanged",
+            "key": {"user_id": keys[0].user_id},
+            "row": {"strength": 250, "total": 1_000},
+            "old": {},
+        },
+        keys[1].user_id: {
+            "user_id": keys[1].user_id,
+            "change": "changed",
+            "key": {"user_id": keys[1].user_id},
+            "row": {"strength": 2_000, "total": 9_000},
+            "old": {"strength": 500, "total": 2_000},
+        },
+        keys[2].user_id: {
+            "user_id": keys[2].user_id,
+            "change": "new",
+            "key": {"user_id": keys[2].user_id},
+            "row": {"strength": 750, "total": 3_000},
+            "old": None,
+        },
+    }
+    script(torn, keys, {1: stats(9_000, strength=2_000)})
+    report = job.run(dry_run=True)
+    assert [c.kind.value for c in report.changes] == ["unchanged", "changed", "new"]
+    assert f"user {keys[1].user_id}: changed -> strength=2000, total=9000" in str(report)
+    assert "<th>old</th>" in report._repr_html_()
+    assert stored_sqlite(path) == before
+
+
+def test_status_lists_every_registered_job_and_a_declared_syncs_own_backlog(
+    lite: tuple[Path, SentinelStore], torn: FakeTorn
+) -> None:
+    """`status` lists every job a daemon registered in the database, also when its module
+    is not imported here; with it imported, a declared sync's stale_users counts its own
+    attempts (sentinel_unit_attempts), not sync-users'."""
+    path, store = lite
+    keys = store.seed(3)
+    script(torn, keys)
+    db = ["--db", f"sqlite:///{path}"]
+    daemon = ["daemon", *db, "--torn-url", torn.url, "--max-rpm", "0", *DECLARED, "--once"]
+    assert run_cli(daemon, env=ENV, cwd=ROOT, timeout=60).returncode == 0
+    plain = run_cli(["status", *db, "--json"], env=ENV, cwd=ROOT)
+    assert plain.returncode == 0, plain.stderr
+    jobs = {j["job"]: j for j in json.loads(plain.stdout)}
+    assert list(jobs) == ["sync-users", "sync-battlestats"]
+    assert jobs["sync-battlestats"]["last_run_status"] == "ok"
+    assert jobs["sync-users"]["stale_users"] == 3  # sync-users never ran
+    imported = run_cli(["status", *db, "--json", *IMPORT], env=ENV, cwd=ROOT)
+    assert imported.returncode == 0, imported.stderr
+    jobs = {j["job"]: j for j in json.loads(imported.stdout)}
+    assert list(jobs) == ["sync-users", "sync-battlestats"]
+    assert (
+        jobs["sync-battlestats"]["stale_users"],
+        jobs["sync-battlestats"]["never_attempted"],
+    ) == (0, 0)
+    assert jobs["sync-users"]["stale_users"] == 3
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_attempt_stats_of_a_declared_sync_count_its_own_attempts(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A store's attempt_stats(sync=NAME) counts that sync's attempts only: users another
+    sync (or sync-users) attempted are still stale for it, on SQLite and PostgreSQL."""
+    from datetime import UTC, datetime, timedelta
+
+    url = (
+        f"sqlite:///{tmp_path / 'stats.db'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
+    seeded = SentinelStore(url)
+    seeded.migrate()
+    keys = seeded.seed(4)
+    now = datetime.now(UTC)
+
+    async def scenario() -> list[tuple[int, int, int]]:
+        async with open_store(url) as store:
+            users = [k.user_id for k in keys]
+            await store.record_attempts(users[:3], at=now)
+            await store.record_attempts(users[:1], at=now, sync="sync-battlestats")
+            await store.record_attempts(users[1:2], at=now, sync="sync-other")
+            since = now - timedelta(minutes=1)
+            found = []
+            for sync in (None, "sync-battlestats", "sync-other", "sync-never"):
+                stats = await store.attempt_stats(since=since, sync=sync)
+                found.append((stats.users, stats.stale_users, stats.never_attempted))
+            return found
+
+    assert asyncio.run(scenario()) == [(4, 1, 1), (4, 3, 3), (4, 3, 3), (4, 4, 4)]

@@ -11,6 +11,7 @@ from ..daemon._jobs import load_jobs
 from ..ops import StatusReport, job_statuses
 from ..stores import Store
 from ..sync import SYNC_JOB_NAME
+from ..sync._registry import declared_syncs
 from ._options import (
     db_option,
     json_option,
@@ -107,7 +108,8 @@ def runs(
     multiple=True,
     metavar="NAME",
     help="Jobs to show (repeatable). Default: sync-users (in a shard, the shard's own "
-    "sync-users:I/N, see --shard) and every imported job.",
+    "sync-users:I/N, see --shard), every imported job and every job a daemon registered "
+    "in the database.",
 )
 @click.option(
     "--import",
@@ -167,6 +169,8 @@ def status(
     limit = parse_duration(max_age) if max_age else None
     specs = load_jobs(imports)
     mine = shard_from_env(shard)
+    # Declared per-user syncs (sync-users aside) count their backlog by their own attempts.
+    syncs = [n for n in declared_syncs(imports) if n != SYNC_JOB_NAME]
     names = list(job_names) or [
         shard_job_name(mine, SYNC_JOB_NAME),
         *(shard_job_name(mine, n) for n in specs if n != SYNC_JOB_NAME),
@@ -176,7 +180,16 @@ def status(
         schedules[shard_job_name(mine, SYNC_JOB_NAME)] = parse_schedule(schedule, interval)
 
     async def gather(store: Store) -> StatusReport:
-        return await job_statuses(store, names, schedules=schedules, min_synced=min_synced)
+        shown = names
+        if not job_names:
+            # Every job a daemon registered in the database too, imported here or not (of
+            # this shard, in a shard's pod).
+            registered = await store.get_job_states(None)
+            more = [n for n in registered if mine is None or _of_shard(n, mine)]
+            shown = [*names, *sorted(n for n in more if n not in names)]
+        return await job_statuses(
+            store, shown, schedules=schedules, min_synced=min_synced, syncs=syncs
+        )
 
     report = with_store(db, gather)
     if as_json:
@@ -191,6 +204,11 @@ def status(
         if stale:
             click.echo(f"error: no healthy run within {max_age} for: {', '.join(stale)}", err=True)
             click.get_current_context().exit(1)
+
+
+def _of_shard(job: str, shard: tuple[int, int]) -> bool:
+    """Whether a registered job is one of this shard's (``NAME:I/N``)."""
+    return job.endswith(f":{shard[0]}/{shard[1]}")
 
 
 # -- migrate ---------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ what it needs from a store.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,6 +28,7 @@ from .._models import JobState, RunRecord
 from .._schedule import Schedule, parse_schedule_spec
 from .._secrets import Secret
 from ..stores import KeyStore, Store, open_store
+from ..stores._protocols import AttemptStats
 from ._health_rule import DEFAULT_MIN_SYNCED, JobHealth, check_min_synced, judge_job
 
 __all__ = [
@@ -48,6 +49,8 @@ RUNS_PER_JOB = 100
 _DEFAULT_JOB = "sync-users"
 #: sync-users and its shards' jobs (``sync-users:0/3``): the jobs whose users are the keys'.
 _SYNC_JOB = re.compile(r"sync-users(?::(\d+)/(\d+))?")
+#: Any job's name, or a shard's ``NAME:I/N``.
+_SHARDED = re.compile(r"([^:]+)(?::(\d+)/(\d+))?")
 #: The interval ``stale_users`` is judged over when the job's schedule is unknown (no
 #: daemon registered it and no ``--schedule``/``--interval`` was given): an hour, the
 #: daemon's default schedule for sync-users and the original worker's.
@@ -138,26 +141,56 @@ def schedule_interval(plan: Schedule | None, now: datetime) -> timedelta:
     return plan.next_after(now) - plan.latest_at_or_before(now)
 
 
+def declared_shard(job: str, syncs: Collection[str]) -> tuple[str | None, tuple[int, int] | None]:
+    """Which of the declared per-user ``syncs`` ``job`` runs (its name, or a shard's
+    ``NAME:I/N``), and of which shard; (None, None) for any other job."""
+    match = _SHARDED.fullmatch(job)
+    if match is None or match.group(1) not in syncs:
+        return None, None
+    if match.group(2) is None:
+        return match.group(1), None
+    index, count = int(match.group(2)), int(match.group(3))
+    return (match.group(1), (index, count)) if 0 <= index < count else (None, None)
+
+
 async def job_backlog(
-    store: KeyStore, job: str, *, plan: Schedule | None, now: datetime
+    store: KeyStore,
+    job: str,
+    *,
+    plan: Schedule | None,
+    now: datetime,
+    syncs: Collection[str] = (),
 ) -> Backlog | None:
     """The backlog of a sync job (None for any other job): users not attempted within one
     interval of its schedule before ``now``, and the age of the oldest attempt.
 
     Args:
         store: an open store.
-        job: ``sync-users`` or a shard's ``sync-users:I/N``.
+        job: ``sync-users`` or a shard's ``sync-users:I/N``; or one of ``syncs``.
         plan: the job's schedule (None: :data:`DEFAULT_BACKLOG_INTERVAL`).
         now: the time of the check.
+        syncs: names of declared per-user syncs, whose backlog is by their own attempts
+            (``sentinel_unit_attempts``).
 
     Raises:
-        StoreError: the database failed; SchemaMissing when migration 011 is missing.
+        StoreError: the database failed; SchemaMissing when migration 011 (or, for a
+            declared sync, 013) is missing.
     """
-    syncs, shard = sync_shard(job)
-    if not syncs:
+    declared, shard = declared_shard(job, syncs)
+    if declared is not None:
+        interval = schedule_interval(plan, now)
+        stats = await store.attempt_stats(since=now - interval, shard=shard, sync=declared)
+        return _backlog(stats, now=now, interval=interval)
+    users_sync, shard = sync_shard(job)
+    if not users_sync:
         return None
     interval = schedule_interval(plan, now)
     stats = await store.attempt_stats(since=now - interval, shard=shard)
+    return _backlog(stats, now=now, interval=interval)
+
+
+def _backlog(stats: AttemptStats, *, now: datetime, interval: timedelta) -> Backlog:
+    """The backlog of ``stats`` as of ``now``, judged over ``interval``."""
     oldest = stats.oldest_attempt_at
     return Backlog(
         users=stats.users,
@@ -358,6 +391,7 @@ async def job_statuses(
     now: datetime | None = None,
     known: Mapping[str, JobState] | None = None,
     backlog: bool = True,
+    syncs: Collection[str] = (),
 ) -> StatusReport:
     """Judge jobs against the health rule with an already open store.
 
@@ -371,6 +405,7 @@ async def job_statuses(
         now: the time to judge at (default: now).
         backlog: also count each sync job's backlog (a scan of ``user_keys``; ``/healthz``
             does not show it and skips it).
+        syncs: names of declared per-user syncs: their backlog is by their own attempts.
 
     Returns:
         The :class:`StatusReport`.
@@ -401,7 +436,11 @@ async def job_statuses(
         struck: tuple[int, str] | None = None
         # Without migration 011 there is no backlog, but health is still judged.
         with suppress(SchemaMissing):
-            behind = await job_backlog(store, name, plan=plan, now=moment) if backlog else None
+            behind = (
+                await job_backlog(store, name, plan=plan, now=moment, syncs=syncs)
+                if backlog
+                else None
+            )
         if backlog and sync_shard(name)[0]:
             health = health if health is not None else await store.load_key_health()
             records = records if records is not None else await _key_records(store)

@@ -137,10 +137,11 @@ class KeyStore(Protocol):
         ...
 
     async def attempt_stats(
-        self, *, since: datetime, shard: tuple[int, int] | None = None
+        self, *, since: datetime, shard: tuple[int, int] | None = None, sync: str | None = None
     ) -> AttemptStats:
         """Return the backlog of the users in ``user_keys`` (of ``shard`` when given):
-        how many were not attempted since ``since``, and the oldest attempt."""
+        how many were not attempted since ``since``, and the oldest attempt; by sync-users'
+        attempts, or with ``sync`` by that declared sync's own (``sentinel_unit_attempts``)."""
         ...
 
     async def add_key(self, key: UserKey) -> str:

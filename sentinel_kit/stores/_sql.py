@@ -434,20 +434,27 @@ class SQLStore(KeysetPaging[Row], ChunkedWrites, Reentrant):
         raise NotImplementedError
 
     async def attempt_stats(
-        self, *, since: datetime, shard: tuple[int, int] | None = None
+        self, *, since: datetime, shard: tuple[int, int] | None = None, sync: str | None = None
     ) -> AttemptStats:
-        """Return the backlog of the users in ``user_keys`` (of ``shard`` when given)."""
+        """Return the backlog of the users in ``user_keys`` (of ``shard`` when given): by
+        sync-users' attempts, or with ``sync`` by that declared sync's own."""
         where = f"WHERE {self._in_shard('u.user_id', shard)}" if shard is not None else ""
+        # The sync's name is a parameter; the table names are fixed text.
+        attempts, params = (
+            ("sentinel_user_attempts a ON a.user_id = u.user_id", [since])
+            if sync is None
+            else ("sentinel_unit_attempts a ON a.unit_id = u.user_id AND a.sync = ?", [since, sync])
+        )
         rows = await self._fetch(
-            "reading sentinel_user_attempts",
+            "reading " + attempts.split()[0],
             "SELECT count(*), "  # noqa: S608 (fixed text)
             "COALESCE(SUM(CASE WHEN a.attempted_at IS NULL OR a.attempted_at < ? "
             "THEN 1 ELSE 0 END), 0), "
             "COALESCE(SUM(CASE WHEN a.attempted_at IS NULL THEN 1 ELSE 0 END), 0), "
             "MIN(a.attempted_at) "
             "FROM (SELECT DISTINCT CAST(user_id AS TEXT) AS user_id FROM user_keys) u "
-            f"LEFT JOIN sentinel_user_attempts a ON a.user_id = u.user_id {where}",
-            [since],
+            f"LEFT JOIN {attempts} {where}",
+            params,
         )
         users, stale, never, oldest = rows[0]
         return AttemptStats(int(users), int(stale), int(never), parse_time(oldest))

@@ -26,7 +26,7 @@ import httpx
 from postgrest.exceptions import APIError
 from postgrest.types import CountMethod, ReturnMethod
 
-from .._errors import ConfigError, StoreError
+from .._errors import ConfigError, SchemaMissing, StoreError
 from .._key_health import KeyAccess, KeyHealth, KeyRecord
 from .._models import JobState, LeaseInfo, RunRecord, StoredUser, UserDataRow, UserKey
 from .._secrets import Secret
@@ -218,10 +218,19 @@ class SupabaseStore(KeysetPaging[dict[str, Any]], ChunkedWrites, DataAPISession)
         await self._rpc("sentinel_record_attempts", _json(params), retry=True)
 
     async def attempt_stats(
-        self, *, since: datetime, shard: tuple[int, int] | None = None
+        self, *, since: datetime, shard: tuple[int, int] | None = None, sync: str | None = None
     ) -> AttemptStats:
         """Return the backlog of the users in ``user_keys`` (function
-        ``sentinel_attempt_stats``)."""
+        ``sentinel_attempt_stats``): sync-users' only.
+
+        Raises:
+            SchemaMissing: ``sync`` was given: no function counts a declared sync's
+                attempts through the Data API yet (``status`` then shows no backlog).
+        """
+        if sync is not None:
+            raise SchemaMissing(
+                f"no database function counts the backlog of {sync} through Supabase's Data API yet"
+            )
         params: dict[str, Any] = {"p_since": since}
         if shard is not None:
             params["p_shard"], params["p_shards"] = shard

@@ -61,7 +61,7 @@ from .._key_health import (
     parked_reason,
 )
 from .._models import ErrorClass, Outcome, Reason, TornKey, UserKey
-from .._report import Change, Tally
+from .._report import Change, RowChange, Tally
 from .._secret_check import SecretCheck
 from .._shard import shard_of
 from .._stop import Stop
@@ -344,7 +344,7 @@ class Pipeline:
 
     tally: Tally = field(default_factory=Tally)
     written: int = 0
-    changes: list[Change] = field(default_factory=list)
+    changes: list[Change | RowChange] = field(default_factory=list)
     #: A dry run's would-be rows of a declared table (which has no name/player-id diff).
     dry_rows: list[Any] = field(default_factory=list)
     store_error: StoreError | None = None

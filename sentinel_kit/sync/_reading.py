@@ -13,11 +13,14 @@ from datetime import UTC, datetime
 
 from .._blocking import run_blocking
 from .._crypto import KeyCipher
-from .._key_health import HealthPolicy
+from .._errors import SentinelError
+from .._key_health import HealthPolicy, ciphertext_fingerprint
+from .._models import UserKey
 from .._plan import Plan, PlanEntry
 from ..stores import Store
+from ._limits import RowLimits
 from ._options import RunOptions, TornOptions
-from ._sinks import USER_DATA
+from ._sinks import USER_DATA, sink_for
 from ._spec import TornSync
 from ._tables import (
     DeclaredRows,
@@ -27,6 +30,7 @@ from ._tables import (
     UserRows,
     declared_rows,
     key_info,
+    one_key_per_user,
 )
 
 __all__ = ["Reader"]
@@ -135,6 +139,10 @@ class Reader:
                     else "re-save"
                 )
                 detail = f"{key.parked}, code {key.last_code}, until {until}"
+            elif key.action == "no_access":
+                detail = f"no access for {self.sync.name} (until the key is re-saved)"
+            elif key.action == "spare":
+                detail = "one key per user: asked after a failure of a newer key"
             elif key.decrypt_error is not None:
                 detail = key.decrypt_error
             entries.append(PlanEntry(key.user_id, key.key_id, key.action, detail))
@@ -172,6 +180,7 @@ class Reader:
         async with self.store as store:
             await store.check_schema()
             health = await store.load_key_health()
+            access = await _access_marks(store, self.sync)
             infos = [
                 key_info(
                     key,
@@ -179,6 +188,7 @@ class Reader:
                     health=health.get(key.id),
                     now=now,
                     policy=self.health_policy,
+                    no_access=_marked(access, key),
                 )
                 # In the order the next run reads them (fair order), of the shard only.
                 async for page in store.iter_key_pages(
@@ -186,11 +196,15 @@ class Reader:
                 )
                 for key in page
             ]
+        if sink_for(self.sync, RowLimits()).one_key:
+            infos = one_key_per_user(infos)
         actions = [i.action for i in infos]
         caption = (
             f"{len(infos)} keys: {actions.count('request')} to request, "
             f"{actions.count('parked')} parked, {actions.count('decrypt_error')} not decryptable"
         )
+        others = [f"{actions.count(a)} {a.replace('_', ' ')}" for a in ("no_access", "spare")]
+        caption += "".join(f", {o}" for o in others if not o.startswith("0 "))
         return KeyTable(infos, caption=caption)
 
     async def ahealth(self) -> HealthTable:
@@ -214,6 +228,28 @@ class Reader:
             runs = await store.list_runs(job=None if all_jobs else self.job, limit=limit)
         whose = "every job" if all_jobs else self.job
         return RunHistory(runs, caption=f"{_count(len(runs), 'run')} of {whose}, newest first")
+
+
+async def _access_marks(store: Store, sync: TornSync) -> dict[str, str]:
+    """The keys marked without access for ``sync`` (key id -> ciphertext fingerprint);
+    none for a sync any key may ask, or when the database cannot say (as a run reads them)."""
+    if not sync.needs_access:
+        return {}
+    try:
+        return await store.load_key_access(sync.name)
+    except SentinelError:
+        return {}
+
+
+def _marked(access: dict[str, str], key: UserKey) -> bool:
+    """Whether ``key`` is marked without access under its current ciphertext (re-saved:
+    no longer). A ciphertext no fingerprint reads (not text) carries no mark."""
+    if key.id not in access:
+        return False
+    try:
+        return access[key.id] == ciphertext_fingerprint(key.api_key)
+    except (AttributeError, TypeError, ValueError):
+        return False
 
 
 def _count(n: int, noun: str) -> str:

@@ -1,14 +1,17 @@
-"""From outcomes to ``user_data`` rows, and what those rows would change (pure)."""
+"""From outcomes to ``user_data`` rows, and what rows would change (pure)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from decimal import Decimal
+from typing import Any
 
 from .._models import Outcome, StoredUser, UserDataRow
-from .._report import Change, ChangeKind
+from .._report import Change, ChangeKind, RowChange
 
-__all__ = ["build_upserts", "diff_rows"]
+__all__ = ["build_upserts", "diff_rows", "diff_table_rows"]
 
 
 def _winner_key(outcome: Outcome) -> tuple[str, str]:
@@ -80,3 +83,57 @@ def diff_rows(rows: Sequence[UserDataRow], current: Mapping[str, StoredUser]) ->
             )
         )
     return changes
+
+
+def diff_table_rows(
+    rows: Sequence[Mapping[str, Any]],
+    current: Iterable[Mapping[str, Any]],
+    *,
+    key: Sequence[str],
+    unit: str,
+) -> list[RowChange]:
+    """Say what upserting ``rows`` would change in a declared table, row by key.
+
+    Args:
+        rows: the would-be rows (each with ``unit`` and every ``key`` column).
+        current: the table's current rows of the same units, as the store reads them.
+        key: the table's key columns.
+        unit: the column of the unit (``user_id``).
+
+    Returns:
+        One :class:`RowChange` per row, in row order: ``new`` when no current row has its
+        key, ``changed`` (with the old values of the columns that differ) or ``unchanged``.
+    """
+    stored = {tuple(str(r.get(k)) for k in key): r for r in current}
+    changes = []
+    for row in rows:
+        values = {c: v for c, v in row.items() if c not in key and c != "updated_at"}
+        old_row = stored.get(tuple(str(row[k]) for k in key))
+        if old_row is None:
+            kind, old = ChangeKind.NEW, None
+        else:
+            old = {c: old_row.get(c) for c, v in values.items() if not _same(v, old_row.get(c))}
+            kind = ChangeKind.CHANGED if old else ChangeKind.UNCHANGED
+        changes.append(RowChange(str(row[unit]), kind, {k: row[k] for k in key}, values, old=old))
+    return changes
+
+
+def _same(new: Any, old: Any) -> bool:
+    """Whether a stored value equals a would-be one, across what the backends return
+    (SQLite's 0/1 for booleans, text for JSON and times, Decimal for numbers)."""
+    if isinstance(new, bool) or isinstance(old, bool):
+        return new is not None and old is not None and bool(new) == bool(old)
+    numbers = (int, float, Decimal)
+    if isinstance(new, numbers) and isinstance(old, numbers):
+        return float(new) == float(old) if float in (type(new), type(old)) else new == old
+    if isinstance(new, dict | list) and isinstance(old, str):
+        try:
+            return bool(new == json.loads(old))
+        except ValueError:
+            return False
+    if isinstance(new, datetime) and isinstance(old, str):
+        try:
+            return new == datetime.fromisoformat(old)
+        except ValueError:
+            return False
+    return bool(new == old)

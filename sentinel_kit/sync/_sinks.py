@@ -21,10 +21,10 @@ from typing import Any, Protocol
 
 from .._errors import StoreDataError
 from .._models import ErrorClass, Outcome, Profile, Reason
-from .._report import Change
+from .._report import Change, RowChange
 from ..stores import Fence, Store
 from ._limits import RowLimits, column_problem
-from ._rows import build_upserts, diff_rows
+from ._rows import build_upserts, diff_rows, diff_table_rows
 from ._spec import Row, TornSync, is_column_name
 from ._writes import upsert_isolating, write_isolating
 
@@ -66,7 +66,7 @@ class Sink(Protocol):
         """Write the rows; return how many, and the rows refused with their error."""
         ...
 
-    async def diff(self, store: Store, rows: Sequence[Any]) -> list[Change]:
+    async def diff(self, store: Store, rows: Sequence[Any]) -> Sequence[Change | RowChange]:
         """What writing the rows would change (dry run)."""
         ...
 
@@ -121,7 +121,7 @@ class UserDataSink:
         written, refused = await upsert_isolating(store, rows, fence=fence)
         return written, list(refused)
 
-    async def diff(self, store: Store, rows: Sequence[Any]) -> list[Change]:
+    async def diff(self, store: Store, rows: Sequence[Any]) -> Sequence[Change | RowChange]:
         current = await store.fetch_user_data([r.user_id for r in rows])
         return diff_rows(rows, current)
 
@@ -205,9 +205,25 @@ class TableSink:
         written, refused = await write_isolating(upsert, rows)
         return written, list(refused)
 
-    async def diff(self, store: Store, rows: Sequence[Any]) -> list[Change]:
-        # A declared table has no name/player-id diff: the dry run shows its rows instead.
-        return []
+    async def diff(self, store: Store, rows: Sequence[Any]) -> Sequence[Change | RowChange]:
+        # The table's current rows of these units, compared by the table's key.
+        if not rows:
+            return []
+        table, unit = self.spec.table, self.spec.unit_column
+        units = sorted({str(r[unit]) for r in rows})
+        current = await store.list_rows(
+            table.name,
+            order_by=table.key,
+            # Enough for every current row of these units, which may hold more rows
+            # than this run would write (a parse that returns fewer now).
+            limit=max(_DIFF_READ, 10 * len(rows)),
+            users=units,
+        )
+        return diff_table_rows(rows, current, key=table.key, unit=unit)
+
+
+#: Rows read at least, per chunk, to diff a dry run against.
+_DIFF_READ = 1_000
 
 
 def _columns_of(rows: Sequence[Row]) -> list[str]:

@@ -6,7 +6,8 @@ renders as a table in a notebook, prints as one in a terminal, and has ``to_pand
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -25,6 +26,7 @@ __all__ = [
     "UserRows",
     "declared_rows",
     "key_info",
+    "one_key_per_user",
 ]
 
 
@@ -43,6 +45,11 @@ class KeyInfo:
         last_code: the Torn error code that parked it.
         parked_until: when a suspended or cooling key is requested again (None for a dead
             key, which waits until the player saves a new one).
+        no_access: Torn refused the key for this sync's endpoint (code 16, or 7 for
+            faction data): this sync does not ask it again until the key is re-saved;
+            other syncs use it.
+        spare: a per-user sync asks one key per user, the newest usable one; this key is
+            asked only after a failure of a newer one of its user.
     """
 
     key_id: str
@@ -53,6 +60,8 @@ class KeyInfo:
     parked: HealthState | None = None
     last_code: int | None = None
     parked_until: datetime | None = None
+    no_access: bool = False
+    spare: bool = False
 
     @property
     def decrypts(self) -> bool:
@@ -61,10 +70,16 @@ class KeyInfo:
 
     @property
     def action(self) -> str:
-        """What the next run does with it: ``request``, ``parked`` or ``decrypt_error``."""
+        """What the next run does with it: ``request``, ``parked``, ``decrypt_error``,
+        ``no_access`` (refused for this sync) or ``spare`` (another key of its user is
+        asked first)."""
         if self.parked is not None:
             return "parked"
-        return "request" if self.decrypts else "decrypt_error"
+        if self.no_access:
+            return "no_access"
+        if not self.decrypts:
+            return "decrypt_error"
+        return "spare" if self.spare else "request"
 
 
 def key_info(
@@ -74,6 +89,7 @@ def key_info(
     health: KeyHealth | None,
     now: datetime,
     policy: HealthPolicy,
+    no_access: bool = False,
 ) -> KeyInfo:
     """Describe one stored key: does it decrypt, under which fingerprint, is it parked.
 
@@ -83,6 +99,7 @@ def key_info(
         health: the key's stored health row, if any.
         now: the time to judge parking at.
         policy: the parking times in force.
+        no_access: the key is marked without access for the job's sync.
 
     Returns:
         The :class:`KeyInfo`; the plaintext is dropped once fingerprinted.
@@ -102,7 +119,28 @@ def key_info(
         parked=parked.state if parked else None,
         last_code=parked.last_code if parked else None,
         parked_until=parked_until(parked, policy=policy) if parked else None,
+        no_access=no_access,
     )
+
+
+def one_key_per_user(infos: Sequence[KeyInfo]) -> list[KeyInfo]:
+    """Mark, of each user's keys, all but the newest requestable one as spare (what a
+    per-user sync does: it asks the next key only after a failure of a newer one); the
+    order is kept."""
+    first: dict[str, KeyInfo] = {}
+    for info in infos:
+        if info.action != "request":
+            continue
+        best = first.get(info.user_id)
+        if best is None or (info.created_at or "", info.key_id) > (
+            best.created_at or "",
+            best.key_id,
+        ):
+            first[info.user_id] = info
+    return [
+        replace(i, spare=True) if i.action == "request" and first[i.user_id] is not i else i
+        for i in infos
+    ]
 
 
 class UserRows(Table[StoredUser]):
@@ -126,6 +164,7 @@ class KeyTable(Table[KeyInfo]):
         "last_code",
         "parked_until",
         "decrypt_error",
+        "no_access",
     )
 
 

@@ -5,6 +5,9 @@ database is built exactly as that release left it (on Supabase, by pasting the s
 with data in it, then the current `migrate` upgrades it. That release created user_keys
 and user_data without row-level security, so under Supabase's default privileges they
 were open: the upgrade warns, never locks them silently, and `--lock-tables` does.
+
+tests/data/release_063fc9e/ holds the 0.2 release's script the same way: a database it made
+is upgraded while a 0.2 replica keeps writing through that release's own SQL.
 """
 
 from __future__ import annotations
@@ -149,3 +152,126 @@ def test_sqlite_set_up_by_the_last_release_upgrades(tmp_path: Path, torn: FakeTo
     assert doctor.returncode == 0, doctor.stdout
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT count(*) FROM sentinel_runs").fetchone() == (2,)
+
+
+# -- the 0.2 release (commit 063fc9e), upgraded while one of its replicas keeps running -------
+
+RELEASE_02 = Path(__file__).resolve().parent.parent / "data" / "release_063fc9e"
+RELEASE_02_MIGRATIONS = [
+    *OLD_POSTGRES,
+    "005_run_counts.sql",
+    "006_pinned_functions.sql",
+    "007_security_report.sql",
+    "008_key_rotation.sql",
+    "010_sentinel_jobs.sql",
+    "011_user_attempts.sql",
+]
+
+# The SQL the 0.2 release's PostgresStore and SupabaseStore sent, text as they sent it
+# (its session turned each `?` into `%s`; written here with `%s` directly).
+V02_CLAIM = "SELECT sentinel_claim_lease(%s, %s, %s)"
+V02_RELEASE = "SELECT sentinel_release_lease(%s, %s, %s)"
+V02_KEY_PAGE = "SELECT sentinel_key_page(p_limit => %s)"  # its Supabase store's rpc
+V02_ATTEMPTS = "SELECT sentinel_record_attempts(%s::text[], %s, %s, %s, %s)"
+V02_UPSERT = "SELECT sentinel_upsert_user_data(%s, %s, %s::jsonb)"
+V02_HEALTH = (
+    "INSERT INTO sentinel_key_health (key_id, user_id, fingerprint, state, last_code, since, "
+    "retry_after, reason) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (key_id) DO "
+    "UPDATE SET user_id = excluded.user_id, fingerprint = excluded.fingerprint, "
+    "state = excluded.state, last_code = excluded.last_code, since = excluded.since, "
+    "retry_after = excluded.retry_after, reason = excluded.reason"
+)
+
+
+def run_02_replica(url: str, *, name: str, park: int | None = None) -> list[str]:
+    """One sync-users pass as a 0.2 replica writes it, through that release's own SQL:
+    claim the lease, read the keys in fair order (sentinel_key_page), record the attempts,
+    upsert user_data, park key ``park`` (code 2) if given, release. Returns the users read."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        (fence,) = conn.execute(V02_CLAIM, ("sync-users", "replica-0.2", 60)).fetchone()  # type: ignore[misc]
+        assert fence is not None, "the 0.2 replica could not claim its lease"
+        (page,) = conn.execute(V02_KEY_PAGE, (100,)).fetchone()  # type: ignore[misc]
+        users = sorted({row["user_id"] for row in page})
+        at = "2026-12-01T00:00:00+00:00"
+        conn.execute(V02_ATTEMPTS, (users, at, "sync-users", "sync-users", fence))
+        rows = [
+            {"user_id": u, "name": name, "player_id": 1000 + n, "updated_at": at}
+            for n, u in enumerate(users)
+        ]
+        conn.execute(V02_UPSERT, ("sync-users", fence, json.dumps(rows)))
+        if park is not None:
+            key = next(row for row in page if row["user_id"] == f"old-user-{park:02d}")
+            fingerprint = ciphertext_fingerprint(key["api_key"])
+            conn.execute(
+                V02_HEALTH,
+                (key["id"], key["user_id"], fingerprint, "dead", 2, at, None, "key_invalid"),
+            )
+        assert conn.execute(V02_RELEASE, ("sync-users", "replica-0.2", fence)).fetchone() == (True,)
+    return users
+
+
+def test_postgres_of_the_0_2_release_upgrades_while_a_0_2_replica_keeps_running(
+    pg_url: str, torn: FakeTorn
+) -> None:
+    """A database made by the 0.2 release's script (063fc9e) and a 0.2 replica's writes is
+    upgraded by today's `migrate --import` (only the new migrations, the declared table
+    created); the 0.2 replica's own SQL (lease, sentinel_key_page, sentinel_record_attempts,
+    the fenced user_data upsert, key health rows) keeps working, interleaved with today's
+    sync-users and a declared sync, which honour the key it parked; a second migrate is a
+    no-op."""
+    from ..conftest import ROOT
+    from ..test_declared import stats, stored_pg
+
+    apply_supabase_roles(pg_url)
+    subprocess.run(
+        ["psql", pg_url, "-v", "ON_ERROR_STOP=1", "-q", "-f", str(RELEASE_02 / "postgres.sql")],
+        check=True,
+        capture_output=True,
+    )
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        seed_old_data(conn.execute, "%s")
+        applied = [r[0] for r in conn.execute("SELECT name FROM sentinel_migrations ORDER BY 1")]
+    assert applied == RELEASE_02_MIGRATIONS
+    assert len(run_02_replica(pg_url, name="before")) == USERS
+
+    env = {"ENCRYPTION_KEY": SECRET, "PYTHONPATH": str(ROOT)}
+    declared = ("--import", "tests.declared_syncs")
+    upgrade = run_cli(["migrate", "--db", pg_url, *declared], env=env, cwd=ROOT)
+    assert upgrade.returncode == 0, upgrade.stderr
+    new = [name for name, _ in migrations("postgres") if name not in RELEASE_02_MIGRATIONS]
+    assert new == ["012_key_record.sql", "013_declared_syncs.sql"]
+    assert upgrade.stdout.splitlines()[0].split(": ", 1)[1].split(", ") == new
+    assert "created table user_battlestats" in upgrade.stdout
+
+    # The 0.2 replica, on the upgraded database, parks key 3 as it did.
+    assert len(run_02_replica(pg_url, name="after-upgrade", park=3)) == USERS
+
+    for n in range(USERS):
+        torn.script(make_key(n), stats(1_000 * (n + 1)), path="/user/battlestats")
+    users = run_cli(sync_args(pg_url, torn), env=env, cwd=ROOT)
+    assert users.returncode == 0, users.stderr
+    report = json.loads(users.stdout)
+    assert (report["synced"], report["skipped"]) == (USERS - 2, 2)  # DEAD and 3: parked
+    battle = run_cli(sync_args(pg_url, torn, *declared, "--job", "sync-battlestats"), env=env)
+    assert battle.returncode == 0, battle.stderr
+    assert json.loads(battle.stdout)["synced"] == USERS - 2
+    assert torn.count(make_key(DEAD)) == torn.count(make_key(3)) == 0
+
+    # And again after today's runs: the 0.2 replica reads, records and writes as before.
+    assert len(run_02_replica(pg_url, name="after-new-runs")) == USERS
+    with psycopg.connect(pg_url) as conn:
+        names = conn.execute("SELECT DISTINCT name FROM user_data").fetchall()
+        parked = conn.execute("SELECT count(*) FROM sentinel_key_health").fetchone()
+        runs = conn.execute("SELECT job, status FROM sentinel_runs ORDER BY started_at").fetchall()
+        migrated = conn.execute("SELECT count(*) FROM sentinel_migrations").fetchone()
+    assert names == [("after-new-runs",)]
+    assert parked == (2,)
+    assert runs == [("sync-users", "ok"), ("sync-users", "ok"), ("sync-battlestats", "ok")]
+    assert len(stored_pg(pg_url)) == USERS - 2
+
+    again = run_cli(["migrate", "--db", pg_url, *declared], env=env, cwd=ROOT)
+    assert again.returncode == 0, again.stderr
+    assert "is up to date" in again.stdout
+    assert "created table" not in again.stdout
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT count(*) FROM sentinel_migrations").fetchone() == migrated

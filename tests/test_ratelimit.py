@@ -126,5 +126,7 @@ def test_cli_max_rpm_and_per_key_limit_hold_on_the_server(tmp_path: Path, torn: 
     times = sorted(t for t, key in torn.requests if key == retried)
     assert len(times) == 3
     assert times[2] - times[0] >= 60.0  # the third try of that key waited for its own window
-    # 66 requests at 60 per minute: the 61st cannot start before t=60 s; allow 10 % over that.
-    assert 60.0 <= report["duration_s"] <= 66.0
+    # 66 requests at 60 per minute: the 61st cannot start before t=60 s, and once the window
+    # is full places go out one a second (the shared budget's pacing), so the 66th not before
+    # t=65 s; allow 10 % over that.
+    assert 60.0 <= report["duration_s"] <= 72.0

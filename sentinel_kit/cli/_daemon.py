@@ -20,6 +20,7 @@ from ..sync._registry import declared_syncs
 from ._options import (
     alert_option,
     db_option,
+    import_option,
     logging_options,
     make_alerter,
     min_synced_option,
@@ -45,15 +46,8 @@ FLUSH_MARGIN_S = 5.0
     metavar="NAME",
     help="Run only these jobs (repeatable). Default: sync-users and every imported job.",
 )
-@click.option(
-    "--import",
-    "imports",
-    multiple=True,
-    envvar="SENTINEL_IMPORT",
-    show_envvar=True,
-    metavar="MODULE",
-    help="Import a module that defines jobs (@sentinel_kit.job) or TornSync declarations "
-    "(repeatable).",
+@import_option(
+    "Import a module that defines jobs (@sentinel_kit.job) or TornSync declarations (repeatable)."
 )
 @click.option(
     "--schedule",

@@ -12,7 +12,7 @@ from .._torn import DEFAULT_TORN_URL
 from ..ops._doctor import DoctorReport, adiagnose
 from ..stores import Store, open_store
 from ..sync._registry import declared_syncs
-from ._options import db_option, json_option, logging_options
+from ._options import db_option, import_option, json_option, logging_options
 from ._output import echo_json, echo_text
 
 __all__ = ["doctor"]
@@ -29,15 +29,7 @@ __all__ = ["doctor"]
     metavar="URL",
     help="Torn's API (or a stand-in): only a connection to its host is tried, no key is sent.",
 )
-@click.option(
-    "--import",
-    "imports",
-    multiple=True,
-    envvar="SENTINEL_IMPORT",
-    show_envvar=True,
-    metavar="MODULE",
-    help="Import a module that declares syncs (repeatable): their tables are checked too.",
-)
+@import_option("Import a module that declares syncs (repeatable): their tables are checked too.")
 @json_option
 @logging_options
 def doctor(db: str | None, torn_url: str, as_json: bool, imports: tuple[str, ...]) -> None:

@@ -14,6 +14,7 @@ from ..sync import SYNC_JOB_NAME
 from ..sync._registry import declared_syncs
 from ._options import (
     db_option,
+    import_option,
     json_option,
     logging_options,
     min_synced_option,
@@ -37,15 +38,9 @@ __all__ = ["runs", "status"]
     show_default=True,
     help="How many runs, newest first.",
 )
-@click.option(
-    "--import",
-    "imports",
-    multiple=True,
-    envvar="SENTINEL_IMPORT",
-    show_envvar=True,
-    metavar="MODULE",
-    help="Import a module that defines jobs (@sentinel_kit.job) or TornSync declarations "
-    "(repeatable), as the other commands do.",
+@import_option(
+    "Import a module that defines jobs (@sentinel_kit.job) or TornSync declarations "
+    "(repeatable), as the other commands do."
 )
 @json_option
 @logging_options
@@ -111,14 +106,8 @@ def runs(
     "sync-users:I/N, see --shard), every imported job and every job a daemon registered "
     "in the database.",
 )
-@click.option(
-    "--import",
-    "imports",
-    multiple=True,
-    envvar="SENTINEL_IMPORT",
-    metavar="MODULE",
-    help="Import a module that defines jobs (@sentinel_kit.job) or TornSync declarations "
-    "(repeatable).",
+@import_option(
+    "Import a module that defines jobs (@sentinel_kit.job) or TornSync declarations (repeatable)."
 )
 @click.option(
     "--schedule",

@@ -21,7 +21,7 @@ from ..stores._sql import SQLStore
 from ..sync._registry import declared_syncs
 from ..sync._sinks import USER_DATA
 from ..sync._spec import Table
-from ._options import db_option, logging_options, with_store
+from ._options import db_option, import_option, logging_options, with_store
 
 __all__ = ["migrate"]
 
@@ -74,16 +74,10 @@ def _warning(table: TableFacts) -> str:
     "API: enable row-level security (no policy) and revoke anon's and authenticated's "
     "privileges. Tables sentinel-kit creates are locked already.",
 )
-@click.option(
-    "--import",
-    "imports",
-    multiple=True,
-    envvar="SENTINEL_IMPORT",
-    show_envvar=True,
-    metavar="MODULE",
-    help="Import a module that declares syncs (TornSync, repeatable): their tables with "
+@import_option(
+    "Import a module that declares syncs (TornSync, repeatable): their tables with "
     "columns are created locked, and declared columns they lack are added (never dropped "
-    "or retyped).",
+    "or retyped)."
 )
 @logging_options
 def migrate(db: str | None, print_sql: bool, lock_tables: bool, imports: tuple[str, ...]) -> None:

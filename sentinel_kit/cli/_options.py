@@ -108,6 +108,20 @@ _SHARD_SOURCES = (
 )
 
 
+def import_option(help_text: str) -> Callable[[F], F]:
+    """``--import MODULE`` (repeatable, env ``SENTINEL_IMPORT``): modules that declare syncs or
+    define jobs; each command says in ``help_text`` what it does with them."""
+    return click.option(
+        "--import",
+        "imports",
+        multiple=True,
+        envvar="SENTINEL_IMPORT",
+        show_envvar=True,
+        metavar="MODULE",
+        help=help_text,
+    )
+
+
 def shard_option(func: F) -> F:
     """``--shard I/N``; without it, the shard comes from the environment (see
     :func:`~sentinel_kit._config.resolve_shard`)."""

@@ -22,6 +22,7 @@ from ..sync._registry import find_sync
 from ._options import (
     alert_option,
     db_option,
+    import_option,
     json_option,
     logging_options,
     make_alerter,
@@ -102,15 +103,7 @@ def _print_report(report: SyncReport, as_json: bool, budget: Budget | None = Non
     metavar="NAME",
     help="The sync to run: sync-users, or one a module declares (TornSync; see --import).",
 )
-@click.option(
-    "--import",
-    "imports",
-    multiple=True,
-    envvar="SENTINEL_IMPORT",
-    show_envvar=True,
-    metavar="MODULE",
-    help="Import a module that declares syncs (repeatable).",
-)
+@import_option("Import a module that declares syncs (repeatable).")
 @shard_option
 @alert_option
 @min_synced_option

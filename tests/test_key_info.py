@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -204,3 +205,80 @@ def test_sync_key_info_is_a_ready_made_sync() -> None:
     assert SYNC_KEY_INFO.schedule is not None
     start = datetime(2026, 1, 1, tzinfo=UTC)
     assert SYNC_KEY_INFO.schedule.next_after(start) == start + timedelta(minutes=5)
+
+
+def _span(torn: FakeTorn, since: int) -> float:
+    """Seconds between the first and the last request after the first ``since``."""
+    times = [t for t, _ in torn.requests[since:]]
+    return max(times) - min(times)
+
+
+def test_keys_of_one_player_share_one_per_player_window(db: SentinelStore, torn: FakeTorn) -> None:
+    """Two app users whose keys belong to one player: before key info, each user has a
+    window of its own; once sync-key-info named the player, their requests share the
+    player's window (2 a second here), counted at the fake Torn's arrival times."""
+    from sentinel_kit import TornBudget
+
+    keys = [
+        SeedKey(str(uuid.UUID(int=0xB0 + n)), f"twin-{n // 2}", f"TwinKey{n:09d}", T0)
+        for n in range(4)
+    ]
+    db.seed(keys)
+    for k in keys:
+        torn.key_access(k.plaintext, "limited", owner=(4242, 9))
+    TornBudget(0, per_player_rpm=2, window=1.0).install()
+    users = SyncJob(db=db.url, secret=db.secret, torn_url=torn.url, max_rpm=0, per_key_rpm=2)
+
+    before = len(torn.requests)
+    assert users.run().synced == 4  # two keys a user: within each user's own window
+    apart = _span(torn, before)
+    time.sleep(1.1)  # the windows empty
+    assert job_of(db, torn).run().synced == 4
+    assert {i.player_id for i in key_info(db).values()} == {4242}
+    time.sleep(1.1)
+    before = len(torn.requests)
+    assert users.run().synced == 4  # four requests of one player: the third waits
+    shared = _span(torn, before)
+    assert apart < 0.5
+    assert shared >= 0.9
+
+
+def _total(payload: Any) -> dict[str, Any]:
+    return {"total": payload["battlestats"]["total"]}
+
+
+FRESH_STATS = TornSync(
+    "sync-fresh-stats",
+    endpoint="/user/battlestats",
+    parse=_total,
+    table=Table("fresh_stats", key=["user_id"], columns={"total": "bigint"}),
+    needs="limited",
+    refresh=timedelta(hours=1),
+)
+
+
+def test_refresh_asks_only_units_not_attempted_within_it(db: SentinelStore, torn: FakeTorn) -> None:
+    """A declared per-user sync with refresh= asks, in a second run right after the first,
+    no user at all: they are not read, not failures, not counted in keys_total; a user
+    whose attempt is older than refresh is asked again, never-asked users first."""
+    table = FRESH_STATS.table
+    db._run(lambda s: s.ensure_table(table.name, table.all_columns(), table.key))
+    db.seed(3)
+    job = SyncJob(db=db.url, secret=db.secret, torn_url=torn.url, sync=FRESH_STATS, max_rpm=0)
+    first = job.run()
+    assert (first.keys_total, first.synced) == (3, 3)
+    second = job.run()
+    assert (second.status, second.keys_total, second.synced, second.failed) == (
+        RunStatus.OK,
+        0,
+        0,
+        0,
+    )
+    assert torn.per_path["/user/battlestats"] == 3
+    old = datetime.now(UTC) - timedelta(hours=2)
+    db._run(lambda s: s.record_attempts(["user-00001"], at=old, sync=FRESH_STATS.name))
+    new = db.seed(1)
+    third = job.run()
+    assert (third.keys_total, third.synced) == (2, 2)
+    assert torn.per_path["/user/battlestats"] == 5
+    assert new[0].user_id in {r["user_id"] for r in job.rows()}

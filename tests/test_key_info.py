@@ -282,3 +282,48 @@ def test_refresh_asks_only_units_not_attempted_within_it(db: SentinelStore, torn
     assert (third.keys_total, third.synced) == (2, 2)
     assert torn.per_path["/user/battlestats"] == 5
     assert new[0].user_id in {r["user_id"] for r in job.rows()}
+
+
+def test_keys_list_job_keys_and_doctor_show_what_each_key_can_do(
+    tmp_path: Path, torn: FakeTorn
+) -> None:
+    """After sync-key-info: `keys list` shows each key's access, type, player, faction,
+    faction access and when it was checked (`-` while unknown), in text and JSON;
+    job.keys() has the same columns; doctor warns (exit 0) about the key never checked."""
+    import json
+
+    from .conftest import SECRET, run_cli
+
+    store = SentinelStore(f"sqlite:///{tmp_path / 'shown.db'}", secret=SECRET)
+    store.migrate()
+    keys = mixed(store, torn)
+    job_of(store, torn).run()
+    env = {"ENCRYPTION_KEY": SECRET}
+
+    listed = run_cli(["keys", "list", "--db", store.url], env=env)
+    assert listed.returncode == 0, listed.stderr
+    head, *lines = listed.stdout.splitlines()
+    assert head.split()[4:] == ["access", "type", "player", "faction", "faction_access", "checked"]
+    public = next(line for line in lines if line.startswith(K_PUBLIC))
+    assert "Public Only" in public
+    assert " 1002 " in public
+    dead = next(line for line in lines if line.startswith(K_DEAD)).split()
+    assert dead[-6:] == ["-"] * 6
+    as_json = json.loads(run_cli(["keys", "list", "--db", store.url, "--json"], env=env).stdout)
+    full = next(r for r in as_json if r["key_id"] == K_FULL)
+    assert (full["access_level"], full["access"], full["player_id"]) == (4, "full", 1001)
+    assert (full["faction_id"], full["faction_access"]) == (77, True)
+    assert not any(k.plaintext in listed.stdout + json.dumps(as_json) for k in keys)
+
+    table = SyncJob(db=store.url, secret=SECRET, sync=SYNC_KEY_INFO).keys()
+    by_key = {k.key_id: k for k in table}
+    assert by_key[K_LIMITED].access == "limited"
+    assert by_key[K_CUSTOM].faction_access is False
+    assert by_key[K_DEAD].access is None
+    assert "access known for 4" in repr(table)
+
+    doctor = run_cli(["doctor", "--db", store.url, "--torn-url", torn.url, "--json"], env=env)
+    checks = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}
+    assert doctor.returncode == 0, doctor.stdout
+    assert checks["key_info"]["status"] == "warn"
+    assert checks["key_info"]["detail"] == "key info: 4 of 5 keys checked; 1 never"

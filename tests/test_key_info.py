@@ -327,3 +327,41 @@ def test_keys_list_job_keys_and_doctor_show_what_each_key_can_do(
     assert doctor.returncode == 0, doctor.stdout
     assert checks["key_info"]["status"] == "warn"
     assert checks["key_info"]["detail"] == "key info: 4 of 5 keys checked; 1 never"
+
+
+def test_the_cli_knows_sync_key_info_and_the_daemon_runs_it_only_by_name(
+    tmp_path: Path, torn: FakeTorn
+) -> None:
+    """`migrate` leaves sentinel_key_info to its migration; `sync --job sync-key-info`
+    runs it once; `daemon --once` without --job runs sync-users only (the ready-made sync
+    is opt-in), and `daemon --job sync-key-info --once` runs it; `status` shows it only
+    once a daemon registered it."""
+    import json
+
+    from .conftest import SECRET, run_cli, sync_args
+
+    path = tmp_path / "cli.db"
+    env = {"ENCRYPTION_KEY": SECRET}
+    migrated = run_cli(["migrate", "--db", f"sqlite:///{path}"], env=env)
+    assert migrated.returncode == 0, migrated.stderr
+    assert "sentinel_key_info" not in migrated.stdout
+    store = SentinelStore(f"sqlite:///{path}", secret=SECRET)
+    store.seed(2)
+
+    once = run_cli(sync_args(path, torn, "--job", "sync-key-info"), env=env)
+    assert once.returncode == 0, once.stderr
+    assert json.loads(once.stdout)["job"] == "sync-key-info"
+    assert len(key_info(store)) == 2
+
+    daemon = ["daemon", "--db", f"sqlite:///{path}", "--torn-url", torn.url, "--max-rpm", "0"]
+    status = ["status", "--db", f"sqlite:///{path}", "--json"]
+    assert "sync-key-info" not in run_cli(status, env=env).stdout
+    default = run_cli([*daemon, "--once"], env=env, timeout=60)
+    assert default.returncode == 0, default.stderr
+    assert sorted(r.job for r in store.runs()) == ["sync-key-info", "sync-users"]
+    named = run_cli([*daemon, "--job", "sync-key-info", "--once"], env=env, timeout=60)
+    assert named.returncode == 0, named.stderr
+    jobs = sorted(r.job for r in store.runs())
+    assert jobs == ["sync-key-info", "sync-key-info", "sync-users"]
+    assert torn.per_path["/key/info"] == 2  # every key still fresh: nothing asked
+    assert "sync-key-info" in run_cli(status, env=env).stdout

@@ -321,6 +321,9 @@ def test_keys_list_job_keys_and_doctor_show_what_each_key_can_do(
     assert by_key[K_CUSTOM].faction_access is False
     assert by_key[K_DEAD].access is None
     assert "access known for 4" in repr(table)
+    assert by_key[K_FULL].action == "fresh"
+    plan = SyncJob(db=store.url, secret=SECRET, sync=SYNC_KEY_INFO).plan()
+    assert (plan.count("fresh"), plan.count("parked"), plan.budget.requests) == (4, 1, 0)
 
     doctor = run_cli(["doctor", "--db", store.url, "--torn-url", torn.url, "--json"], env=env)
     checks = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}

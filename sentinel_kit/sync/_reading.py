@@ -15,7 +15,7 @@ from .._blocking import run_blocking
 from .._crypto import KeyCipher
 from .._errors import SentinelError
 from .._key_health import HealthPolicy, ciphertext_fingerprint
-from .._models import UserKey
+from .._models import KeyInfo, UserKey
 from .._plan import Plan, PlanEntry
 from ..stores import Store
 from ._limits import RowLimits
@@ -143,6 +143,8 @@ class Reader:
                 detail = f"no access for {self.sync.name} (until the key is re-saved)"
             elif key.action == "spare":
                 detail = "one key per user: asked after a failure of a newer key"
+            elif key.action == "fresh":
+                detail = f"checked within refresh ({self.sync.refresh}): not asked yet"
             elif key.decrypt_error is not None:
                 detail = key.decrypt_error
             entries.append(PlanEntry(key.user_id, key.key_id, key.action, detail))
@@ -181,6 +183,8 @@ class Reader:
             await store.check_schema()
             health = await store.load_key_health()
             access = await _access_marks(store, self.sync)
+            checked = await _checked_keys(store)
+            sink = sink_for(self.sync, RowLimits(), key_info=checked)
             infos = [
                 key_info(
                     key,
@@ -189,6 +193,8 @@ class Reader:
                     now=now,
                     policy=self.health_policy,
                     no_access=_marked(access, key),
+                    checked=checked.get(key.id),
+                    fresh=sink.keyed_refresh and sink.fresh(key, now=now),
                 )
                 # In the order the next run reads them (fair order), of the shard only.
                 async for page in store.iter_key_pages(
@@ -196,15 +202,19 @@ class Reader:
                 )
                 for key in page
             ]
-        if sink_for(self.sync, RowLimits()).one_key:
+        if sink.one_key:
             infos = one_key_per_user(infos)
         actions = [i.action for i in infos]
         caption = (
             f"{len(infos)} keys: {actions.count('request')} to request, "
             f"{actions.count('parked')} parked, {actions.count('decrypt_error')} not decryptable"
         )
-        others = [f"{actions.count(a)} {a.replace('_', ' ')}" for a in ("no_access", "spare")]
+        others = [
+            f"{actions.count(a)} {a.replace('_', ' ')}" for a in ("no_access", "spare", "fresh")
+        ]
         caption += "".join(f", {o}" for o in others if not o.startswith("0 "))
+        known = sum(1 for i in infos if i.checked_at is not None)
+        caption += f"; access known for {known} (sync-key-info)"
         return KeyTable(infos, caption=caption)
 
     async def ahealth(self) -> HealthTable:
@@ -237,6 +247,14 @@ async def _access_marks(store: Store, sync: TornSync) -> dict[str, str]:
         return {}
     try:
         return await store.load_key_access(sync.name)
+    except SentinelError:
+        return {}
+
+
+async def _checked_keys(store: Store) -> dict[str, KeyInfo]:
+    """What sync-key-info found for each key; none when the database cannot say."""
+    try:
+        return await store.load_key_info()
     except SentinelError:
         return {}
 

@@ -179,7 +179,7 @@ def daemon(
     declared = declared_syncs(imports)
     given = job_schedules(schedules, interval, known={*specs, *declared})
     # The ready-made syncs (sync-key-info...) run only when named with --job.
-    opt_in = opt_in_syncs()
+    opt_in = opt_in_syncs(declared)
     imported = [n for n in specs if n != SYNC_JOB_NAME and n not in opt_in]
     wanted = list(job_names) or [SYNC_JOB_NAME, *imported]
     for name in wanted:

@@ -158,16 +158,15 @@ def status(
     specs = load_jobs(imports)
     mine = shard_from_env(shard)
     # Declared per-user syncs (sync-users aside) count their backlog by their own attempts.
-    syncs = [n for n in declared_syncs(imports) if n != SYNC_JOB_NAME]
+    declared = declared_syncs(imports)
+    syncs = [n for n in declared if n != SYNC_JOB_NAME]
     # The ready-made syncs show when a daemon registered them (it runs them) or by --job.
-    opt_in = opt_in_syncs()
+    opt_in = opt_in_syncs(declared)
     names = list(job_names) or [
         shard_job_name(mine, SYNC_JOB_NAME),
         *(shard_job_name(mine, n) for n in specs if n != SYNC_JOB_NAME and n not in opt_in),
     ]
-    given = job_schedules(
-        schedules, interval, known={*specs, *declared_syncs(imports)}, strict=False
-    )
+    given = job_schedules(schedules, interval, known={*specs, *declared}, strict=False)
     plans: dict[str, Schedule] = {shard_job_name(mine, j): p for j, p in given.plans.items()}
 
     async def gather(store: Store) -> StatusReport:

@@ -8,20 +8,22 @@ names ``read``/``aread``.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 
 from .._blocking import run_blocking
 from .._crypto import KeyCipher
 from .._errors import SentinelError
 from .._key_health import HealthPolicy, ciphertext_fingerprint
+from .._models import KeyInfo as StoredKeyInfo
 from .._models import UserKey
 from .._plan import Plan, PlanEntry
 from ..stores import Store
+from ._keys import access_short
 from ._limits import RowLimits
 from ._options import RunOptions, TornOptions
 from ._sinks import USER_DATA, sink_for
-from ._spec import TornSync
+from ._spec import ACCESS_LEVELS, TornSync
 from ._tables import (
     DeclaredRows,
     HealthTable,
@@ -140,7 +142,10 @@ class Reader:
                 )
                 detail = f"{key.parked}, code {key.last_code}, until {until}"
             elif key.action == "no_access":
-                detail = f"no access for {self.sync.name} (until the key is re-saved)"
+                detail = (
+                    f"no access for {self.sync.name}: below the {self.sync.needs} access it "
+                    "needs (its key info, or Torn's code 16 until the key is re-saved)"
+                )
             elif key.action == "spare":
                 detail = "one key per user: asked after a failure of a newer key"
             elif key.decrypt_error is not None:
@@ -181,6 +186,7 @@ class Reader:
             await store.check_schema()
             health = await store.load_key_health()
             access = await _access_marks(store, self.sync)
+            checked = await _checked_access(store, self.sync)
             infos = [
                 key_info(
                     key,
@@ -188,7 +194,7 @@ class Reader:
                     health=health.get(key.id),
                     now=now,
                     policy=self.health_policy,
-                    no_access=_marked(access, key),
+                    no_access=_marked(access, key) or _short(checked, key, self.sync),
                 )
                 # In the order the next run reads them (fair order), of the shard only.
                 async for page in store.iter_key_pages(
@@ -239,6 +245,31 @@ async def _access_marks(store: Store, sync: TornSync) -> dict[str, str]:
         return await store.load_key_access(sync.name)
     except SentinelError:
         return {}
+
+
+async def _checked_access(store: Store, sync: TornSync) -> Mapping[str, StoredKeyInfo]:
+    """What each key can do (``sentinel_key_info``), for a sync that needs more than public
+    access; none when the database cannot say (as a run reads it)."""
+    load = getattr(store, "load_key_info", None)
+    if sync.needs == ACCESS_LEVELS[0] or load is None:
+        return {}
+    try:
+        found: dict[str, StoredKeyInfo] = await load()
+    except SentinelError:
+        return {}
+    return found
+
+
+def _short(checked: Mapping[str, StoredKeyInfo], key: UserKey, sync: TornSync) -> bool:
+    """Whether the key's current info shows less access than ``sync`` needs (a run skips
+    it without asking Torn)."""
+    if key.id not in checked:
+        return False
+    try:
+        fingerprint = ciphertext_fingerprint(key.api_key)
+    except (AttributeError, TypeError, ValueError):
+        return False
+    return access_short(key, fingerprint, sync.needs, checked) is not None
 
 
 def _marked(access: dict[str, str], key: UserKey) -> bool:

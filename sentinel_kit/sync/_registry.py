@@ -6,12 +6,15 @@ imported with ``--import MODULE`` (or installed with a ``sentinel_kit.jobs`` ent
 makes it available by name to ``migrate``, ``sync --job``, ``daemon --job``, ``status``,
 ``runs`` and ``doctor``. No decorator and no registration call: the declaration is the
 whole of it. The ready-made syncs are known by name the same way; the daemon runs them
-only when named with ``--job`` (:func:`opt_in_syncs`).
+only when named with ``--job`` (:func:`opt_in_syncs`). A module's sync with the name of a
+ready-made one takes its place (and runs by default, as every imported sync does).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+
+from loguru import logger
 
 from .._errors import ConfigError
 from .._plugins import load_modules
@@ -23,10 +26,12 @@ from .builtin import READY_MADE
 __all__ = ["declared_syncs", "find_sync", "import_module", "opt_in_syncs"]
 
 
-def opt_in_syncs() -> frozenset[str]:
+def opt_in_syncs(syncs: Mapping[str, TornSync] | None = None) -> frozenset[str]:
     """The names of the ready-made syncs: known everywhere, run by the daemon (and shown
-    by ``status``) only when named with ``--job``."""
-    return frozenset(s.name for s in READY_MADE)
+    by ``status``) only when named with ``--job``. Given the ``syncs`` in force
+    (:func:`declared_syncs`), less those a user's module replaces: a user's sync runs by
+    default, whatever its name."""
+    return frozenset(s.name for s in READY_MADE if syncs is None or syncs.get(s.name) is s)
 
 
 def import_module(name: str) -> None:
@@ -54,6 +59,17 @@ def declared_syncs(imports: Iterable[str] = ()) -> dict[str, TornSync]:
             if not isinstance(value, TornSync):
                 continue
             existing = found.get(value.name)
+            if any(existing is r for r in READY_MADE) and existing is not value:
+                # A user's sync of a ready-made sync's name (declared before sentinel-kit
+                # shipped one, say) takes its place: their module says what they run.
+                logger.debug(
+                    "sync {} of module {} replaces the ready-made sync of that name",
+                    value.name,
+                    module.__name__,
+                )
+                found[value.name] = value
+                where[value.name] = module.__name__
+                continue
             if existing is not None and existing is not value and existing != value:
                 raise ConfigError(
                     f"two syncs are named {value.name!r}, in modules {where[value.name]!r} "

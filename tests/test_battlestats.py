@@ -34,9 +34,14 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> SentinelStore:
         url = f"sqlite:///{tmp_path / 'battlestats.db'}"
     else:
         url = request.getfixturevalue("pg_url")
-    result = run_cli(["migrate", "--db", url], env={"ENCRYPTION_KEY": SECRET})
+    plain = run_cli(["migrate", "--db", url], env={"ENCRYPTION_KEY": SECRET})
+    assert plain.returncode == 0, plain.stderr
+    assert "user_battlestats" not in plain.stdout  # opt-in: only when named
+    result = run_cli(
+        ["migrate", "--db", url, "--job", "sync-battlestats"], env={"ENCRYPTION_KEY": SECRET}
+    )
     assert result.returncode == 0, result.stderr
-    assert "user_battlestats" in result.stdout
+    assert "created table user_battlestats" in result.stdout
     return SentinelStore(url, secret=SECRET)
 
 
@@ -143,6 +148,23 @@ def _update_ciphertext(store: SentinelStore, key_id: str, ciphertext: str) -> No
 
         with psycopg.connect(store.url) as conn:
             conn.execute("UPDATE user_keys SET api_key = %s WHERE id = %s", [ciphertext, key_id])
+
+
+def test_a_missing_table_names_migrate_job(tmp_path: Path, torn: FakeTorn) -> None:
+    """`sync --job sync-battlestats` on a database without user_battlestats exits 2 naming
+    `migrate --job sync-battlestats`, before any request."""
+    url = f"sqlite:///{tmp_path / 'plain.db'}"
+    assert run_cli(["migrate", "--db", url]).returncode == 0
+    store = SentinelStore(url, secret=SECRET)
+    store.seed(1)
+    args = ["sync", "--db", url, "--torn-url", torn.url, "--job", "sync-battlestats"]
+    result = run_cli(args, env={"ENCRYPTION_KEY": SECRET})
+    assert result.returncode == 2
+    assert "sentinel-kit migrate --job sync-battlestats" in result.stderr
+    assert torn.count() == 0
+    bad = run_cli(["migrate", "--db", url, "--job", "sync-nothing"])
+    assert bad.returncode == 2
+    assert "--job sync-nothing: no such sync" in bad.stderr
 
 
 def test_parse_battlestats_reads_torns_answer() -> None:

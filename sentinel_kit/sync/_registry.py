@@ -23,7 +23,7 @@ from ._builtin import SYNC_USERS
 from ._spec import TornSync
 from .builtin import READY_MADE
 
-__all__ = ["declared_syncs", "find_sync", "import_module", "opt_in_syncs"]
+__all__ = ["declared_syncs", "find_sync", "import_module", "opt_in_syncs", "syncs_in_use"]
 
 
 def opt_in_syncs(syncs: Mapping[str, TornSync] | None = None) -> frozenset[str]:
@@ -32,6 +32,27 @@ def opt_in_syncs(syncs: Mapping[str, TornSync] | None = None) -> frozenset[str]:
     (:func:`declared_syncs`), less those a user's module replaces: a user's sync runs by
     default, whatever its name."""
     return frozenset(s.name for s in READY_MADE if syncs is None or syncs.get(s.name) is s)
+
+
+def syncs_in_use(imports: Iterable[str] = (), jobs: Iterable[str] = ()) -> dict[str, TornSync]:
+    """The syncs whose tables ``migrate`` creates and ``doctor`` checks: the built-in and
+    imported ones, and the ready-made ones only when named in ``jobs`` (opt-in: a database
+    gets ``user_battlestats`` when its owner asks for ``sync-battlestats``).
+
+    Raises:
+        ConfigError: a module cannot be imported, or ``jobs`` names no ready-made or
+            declared sync (one line listing the ready-made ones).
+    """
+    syncs = declared_syncs(imports)
+    named = set(jobs)
+    unknown = sorted(named - set(syncs))
+    if unknown:
+        raise ConfigError(
+            f"--job {unknown[0]}: no such sync; the ready-made ones are "
+            f"{', '.join(sorted(opt_in_syncs()))} (and --import MODULE declares your own)"
+        )
+    opt_in = opt_in_syncs(syncs)
+    return {n: s for n, s in syncs.items() if n not in opt_in or n in named}
 
 
 def import_module(name: str) -> None:

@@ -327,9 +327,10 @@ class KeyAccess:
 
 
 def access_marks(outcomes: Iterable[Outcome], *, now: datetime) -> list[KeyAccess]:
-    """The keys of ``outcomes`` Torn refused for lack of access: marks for this sync."""
+    """The keys of ``outcomes`` Torn refused for lack of access: marks for this sync.
+    Skipped keys are not new marks (already marked, or skipped by their key info)."""
     return [
         KeyAccess(o.key_id, o.ciphertext_fp, o.torn_code or 16, now)
         for o in outcomes
-        if o.error_class is ErrorClass.NO_ACCESS and o.ciphertext_fp is not None
+        if o.error_class is ErrorClass.NO_ACCESS and not o.skipped and o.ciphertext_fp is not None
     ]

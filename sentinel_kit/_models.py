@@ -211,6 +211,9 @@ class RunRecord:
     deferred: int = 0
     #: False for runs the health rule ignores (re-runs of a few users, interrupted runs).
     counted: bool = True
+    #: The skipped keys by why (``{"parked": n, "access": m}``), when known: the daemon
+    #: knows it of the run it just made; the run history does not keep it (None).
+    skipped_by: Mapping[str, int] | None = None
 
     @property
     def attempted(self) -> int:
@@ -236,6 +239,7 @@ class RunRecord:
             "written": self.written,
             "error": self.error,
             "counted": self.counted,
+            "skipped_by": dict(self.skipped_by) if self.skipped_by is not None else None,
         }
 
 

@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from ._display import html_table, to_dataframe
-from ._models import Outcome, Reason, RunStatus
+from ._models import ErrorClass, Outcome, Reason, RunStatus
 
 __all__ = [
     "SYNC_JOB_NAME",
@@ -24,6 +24,8 @@ __all__ = [
     "Tally",
     "build_report",
     "run_log_fields",
+    "skip_kind",
+    "skipped_phrase",
 ]
 
 #: The built-in user sync's job name (``sync/_builtin.py`` declares it under this name).
@@ -136,6 +138,32 @@ def _change_columns(changes: Sequence[Change | RowChange]) -> tuple[str, ...]:
     return _ROW_CHANGE_COLUMNS if changes and isinstance(changes[0], RowChange) else _CHANGE_COLUMNS
 
 
+#: Why skipped keys were not asked, as the report's ``skipped_by`` counts them.
+SKIP_KINDS = ("parked", "access")
+
+
+def skip_kind(outcome: Outcome) -> str | None:
+    """Why a skipped key was not asked: ``parked`` (key health: dead, suspended, cooling
+    down), ``access`` (known to lack the access the sync needs: Torn's code 16 or 7 earlier,
+    or its key info), or None (not skipped, or another key of its user answered)."""
+    if not outcome.skipped:
+        return None
+    if outcome.error_class is ErrorClass.NO_ACCESS:
+        return "access"
+    # A parked key keeps the reason it was parked for; "not asked" carries none.
+    return "parked" if outcome.reason is not None else None
+
+
+def skipped_phrase(skipped: int, skipped_by: Mapping[str, int]) -> str:
+    """``3 skipped (2 parked, 1 without access)``; the parenthesis names only what counts."""
+    parts = []
+    if skipped_by.get("parked"):
+        parts.append(f"{skipped_by['parked']} parked")
+    if skipped_by.get("access"):
+        parts.append(f"{skipped_by['access']} without access")
+    return f"{skipped} skipped" + (f" ({', '.join(parts)})" if parts else "")
+
+
 @dataclass(frozen=True, slots=True)
 class Failure:
     """One key that was not synced, as listed in a report.
@@ -167,7 +195,10 @@ class SyncReport:
     """What one run did; ``to_dict()`` is the JSON report contract (see ARCHITECTURE.md).
 
     ``deferred`` counts keys a time-boxed run left for the next run: neither failed nor
-    skipped. ``not_reached`` counts keys whose request was never sent because the run
+    skipped. ``skipped_by`` splits the skipped keys by why: ``parked`` (key health) and
+    ``access`` (known to lack the access the sync needs); ``skipped`` is their sum plus the
+    keys a per-user sync did not ask because another key of their user answered.
+    ``not_reached`` counts keys whose request was never sent because the run
     ended first (deadline, stop, interrupt, a global error): they are in ``failed`` but not
     listed in ``failures``, which holds the keys that were sent or failed on their own;
     :meth:`not_reached_keys` names them. ``counted`` is False for runs the health rule
@@ -196,12 +227,17 @@ class SyncReport:
     not_reached: int = 0
     #: The keys not reached, kept in memory only: never in the JSON report.
     unreached: tuple[Failure, ...] = field(default=(), repr=False, compare=False)
+    #: Skipped keys by why (:data:`SKIP_KINDS`): ``{"parked": n, "access": m}``.
+    skipped_by: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # When the keys are known, their count is theirs: the two never disagree. (A report
         # read back from JSON knows only the count, and keeps it.)
         if self.unreached and self.not_reached != len(self.unreached):
             object.__setattr__(self, "not_reached", len(self.unreached))
+        # Every kind, zero or not, so readers of the JSON find both keys.
+        by = {kind: int(self.skipped_by.get(kind, 0)) for kind in SKIP_KINDS}
+        object.__setattr__(self, "skipped_by", by)
 
     @property
     def duration_s(self) -> float:
@@ -242,6 +278,7 @@ class SyncReport:
             "synced": self.synced,
             "failed": self.failed,
             "skipped": self.skipped,
+            "skipped_by": dict(self.skipped_by),
             "deferred": self.deferred,
             "written": self.written,
             "error": self.error,
@@ -260,7 +297,7 @@ class SyncReport:
         unreached = f" ({self.not_reached} not reached)" if self.not_reached else ""
         return (
             f"{self.keys_total} keys, {self.synced} synced, {self.failed} failed{unreached}, "
-            f"{self.skipped} skipped{deferred}, {self.written} written"
+            f"{skipped_phrase(self.skipped, self.skipped_by)}{deferred}, {self.written} written"
         )
 
     def summary(self) -> str:
@@ -275,7 +312,8 @@ class SyncReport:
             f"run {self.run_id} ({self.job}): {self.status.value}"
             f"{' (dry run)' if self.dry_run else ''} in {self.duration_s:.2f}s",
             f"  keys: {self.keys_total} total, {self.synced} synced, {self.failed} failed, "
-            f"{self.skipped} skipped{deferred}; rows written: {self.written}",
+            f"{skipped_phrase(self.skipped, self.skipped_by)}{deferred}; "
+            f"rows written: {self.written}",
         ]
         if self.error:
             lines.append(f"  error: {self.error}")
@@ -352,6 +390,8 @@ class Tally:
     synced: int = 0
     skipped: int = 0
     deferred: int = 0
+    #: Skipped keys by why (:func:`skip_kind`).
+    skipped_by: Counter[str] = field(default_factory=Counter)
     failures: list[Failure] = field(default_factory=list)
     #: Failed keys whose request was never sent (the run ended first).
     not_reached: list[Failure] = field(default_factory=list)
@@ -366,6 +406,9 @@ class Tally:
                 self.deferred += 1
             elif o.skipped:
                 self.skipped += 1
+                kind = skip_kind(o)
+                if kind is not None:
+                    self.skipped_by[kind] += 1
             elif o.reason is not None:
                 failure = Failure(o.user_id, o.key_id, o.reason, o.torn_code, o.key_fingerprint)
                 (self.not_reached if o.not_reached else self.failures).append(failure)
@@ -456,6 +499,7 @@ def build_report(
         synced=tally.synced,
         failed=len(failures) + len(unreached),
         skipped=tally.skipped,
+        skipped_by=dict(tally.skipped_by),
         written=written,
         error=error,
         failures=tuple(failures),
@@ -478,6 +522,7 @@ def run_log_fields(report: SyncReport) -> dict[str, Any]:
         "synced": report.synced,
         "failed": report.failed,
         "skipped": report.skipped,
+        "skipped_by": dict(report.skipped_by),
         "deferred": report.deferred,
         "not_reached": report.not_reached,
         "written": report.written,

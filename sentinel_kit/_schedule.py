@@ -8,6 +8,7 @@ tick by the same time and the run history's unique (job, scheduled_for) can arbi
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -17,13 +18,20 @@ from croniter import croniter
 from ._errors import ConfigError
 
 __all__ = [
+    "SCHEDULE_ENV_PREFIX",
     "CronSchedule",
     "IntervalSchedule",
     "Schedule",
+    "job_plan",
+    "job_schedule",
     "parse_schedule",
     "parse_schedule_spec",
+    "schedule_env_name",
     "schedule_spec",
 ]
+
+#: The prefix of a job's schedule variable: ``SENTINEL_SCHEDULE_SYNC_KEY_INFO``.
+SCHEDULE_ENV_PREFIX = "SENTINEL_SCHEDULE_"
 
 
 class Schedule(Protocol):
@@ -134,3 +142,66 @@ def parse_schedule_spec(spec: str | None) -> Schedule | None:
     except (ConfigError, ValueError):
         return None
     return None
+
+
+def schedule_env_name(job: str) -> str:
+    """The environment variable that changes ``job``'s schedule: ``SENTINEL_SCHEDULE_`` and
+    the name upper-cased, every character but letters and digits (``-``, ``.``) as ``_``:
+    ``sync-faction-members`` -> ``SENTINEL_SCHEDULE_SYNC_FACTION_MEMBERS``."""
+    return SCHEDULE_ENV_PREFIX + re.sub(r"[^A-Za-z0-9]", "_", job).upper()
+
+
+def job_plan(value: str, *, label: str) -> Schedule:
+    """A job's schedule from its text: a number of seconds (an interval, on multiples of it
+    since the Unix epoch), else a 5-field cron expression in UTC.
+
+    Args:
+        value: the text.
+        label: where it was given, for the error (``--schedule sync-key-info='...'``).
+
+    Raises:
+        ConfigError: neither a positive number nor a valid cron expression.
+    """
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = None
+    try:
+        if seconds is not None:
+            if not math.isfinite(seconds) or seconds <= 0:
+                raise ConfigError("an interval must be a positive number of seconds")
+            return IntervalSchedule(seconds)
+        return CronSchedule(text)
+    except ConfigError as exc:
+        raise ConfigError(f"{label}: {exc}") from None
+
+
+def job_schedule(
+    item: str, *, default_job: str, source: str = "--schedule"
+) -> tuple[str, Schedule]:
+    """One ``--schedule`` value: ``JOB=CRON`` or ``JOB=SECONDS`` (a cron expression, or an
+    interval in seconds on multiples of it since the Unix epoch), or a bare cron expression,
+    which is ``default_job``'s (the form of 0.2: ``--schedule '*/15 * * * *'``).
+
+    Returns:
+        The job's name and its schedule.
+
+    Raises:
+        ConfigError: no job name before ``=``, or a bad expression (one line naming both).
+    """
+    if "=" not in item:
+        try:
+            return default_job, CronSchedule(item.strip())
+        except ConfigError as exc:
+            raise ConfigError(
+                f"{source} {item!r}: {exc}; or give JOB=CRON (e.g. "
+                f"{default_job}='*/15 * * * *') to schedule another job"
+            ) from None
+    job, _, value = item.partition("=")
+    job = job.strip()
+    if not job:
+        raise ConfigError(
+            f"{source} {item!r} names no job: give JOB=CRON, e.g. {default_job}='0 * * * *'"
+        )
+    return job, job_plan(value, label=f"{source} {job}={value!r}")

@@ -30,7 +30,6 @@ from .daemon._jobs import (
 from .sync import RunOptions, SyncJob, TornOptions, TornSync
 from .sync._builtin import SYNC_USERS
 from .sync._registry import declared_syncs
-from .sync.builtin import READY_MADE
 
 __all__ = [
     "coverage_of",
@@ -184,7 +183,6 @@ sync_users = sync_handler(SYNC_USERS)
 # sentinel_kit itself is still being imported, would import them half-made), the declared
 # ones when load_jobs calls declared_jobs.
 register_job(job_of(SYNC_USERS))
-# The ready-made syncs are jobs too, run only when named (`daemon --job sync-key-info`).
-for _ready in READY_MADE:
-    register_job(job_of(_ready))
+# The ready-made syncs are jobs too, run only when named (`daemon --job sync-key-info`):
+# declared_jobs offers them (declared_syncs knows them), or the user's sync that replaces one.
 add_job_source(declared_jobs)

@@ -11,7 +11,8 @@ import click
 from .._config import resolve_db_url, shard_from_env
 from .._errors import ConfigError
 from .._plan import default_time_box
-from .._schedule import Schedule, parse_schedule
+from .._schedule import Schedule
+from .._sync_jobs import coverage_of, sync_handler
 from ..daemon import Daemon, DaemonConfig, default_holder
 from ..daemon._jobs import JobSpec, load_jobs
 from ..daemon._scheduler import schedule_period
@@ -21,9 +22,11 @@ from ._options import (
     alert_option,
     db_option,
     import_option,
+    job_schedules,
     logging_options,
     make_alerter,
     min_synced_option,
+    schedule_option,
     shard_option,
     sync_options,
     sync_settings,
@@ -49,13 +52,11 @@ FLUSH_MARGIN_S = 5.0
 @import_option(
     "Import a module that defines jobs (@sentinel_kit.job) or TornSync declarations (repeatable)."
 )
-@click.option(
-    "--schedule",
-    envvar="SENTINEL_SCHEDULE",
-    show_envvar=True,
-    default=None,
-    metavar="CRON",
-    help="Cron schedule of sync-users, 5 fields in UTC. Default: '0 * * * *' (hourly).",
+@schedule_option(
+    "A job's schedule, JOB=CRON (5 fields, UTC) or JOB=SECONDS (an interval on multiples "
+    "of it since the Unix epoch), e.g. sync-key-info='*/5 * * * *' (repeatable; wins over "
+    "SENTINEL_SCHEDULE_<JOB>, the name upper-cased with '-' and '.' as '_'). A bare CRON "
+    "is sync-users' schedule. Default: each job's own ('0 * * * *', hourly, for sync-users)."
 )
 @click.option(
     "--interval",
@@ -151,7 +152,7 @@ def daemon(
     db: str | None,
     job_names: tuple[str, ...],
     imports: tuple[str, ...],
-    schedule: str | None,
+    schedules: tuple[str, ...],
     interval: float | None,
     timeout: float,
     lease_ttl: float | None,
@@ -175,17 +176,27 @@ def daemon(
     each job's latest due tick and exits with the jobs' health (see --once).
     """
     specs = load_jobs(imports)
+    declared = declared_syncs(imports)
+    given = job_schedules(schedules, interval, known={*specs, *declared})
     # The ready-made syncs (sync-key-info...) run only when named with --job.
-    opt_in = opt_in_syncs()
+    opt_in = opt_in_syncs(declared)
     imported = [n for n in specs if n != SYNC_JOB_NAME and n not in opt_in]
     wanted = list(job_names) or [SYNC_JOB_NAME, *imported]
+    for name in wanted:
+        sync = declared.get(name)
+        if name not in specs and sync is not None and name in given.plans:
+            # A sync declared without a schedule, given one here: a daemon job after all.
+            specs[name] = JobSpec(
+                name, given.plans[name], sync_handler(sync), coverage=coverage_of(sync)
+            )
     unknown = [n for n in wanted if n not in specs]
     for name in unknown:
-        declared = declared_syncs(imports).get(name)
-        if declared is not None and declared.schedule is None:
+        sync = declared.get(name)
+        if sync is not None and sync.schedule is None:
             raise ConfigError(
                 f"sync {name} has no schedule: give its TornSync schedule= (a cron "
-                "expression) or interval= (seconds) to run it under the daemon; "
+                "expression) or interval= (seconds), or --schedule "
+                f"{name}=CRON, to run it under the daemon; "
                 f"`sentinel-kit sync --job {name}` runs it once"
             )
     if unknown:
@@ -193,13 +204,16 @@ def daemon(
             f"unknown job(s) {', '.join(unknown)}: known jobs are {', '.join(sorted(specs))} "
             "(add --import MODULE for your own)"
         )
-    plans: list[tuple[JobSpec, Schedule]] = []
-    for name in wanted:
-        spec = specs[name]
-        plan = spec.schedule
-        if name == SYNC_JOB_NAME and (schedule or interval):
-            plan = parse_schedule(schedule, interval)
-        plans.append((spec, plan))
+    idle = sorted(given.named - set(wanted))
+    if idle:
+        raise ConfigError(
+            f"--schedule names {', '.join(idle)}, which this daemon does not run: add "
+            + " ".join(f"--job {n}" for n in idle)
+            + " (with every other job it should run)"
+        )
+    plans: list[tuple[JobSpec, Schedule]] = [
+        (specs[name], given.plans.get(name, specs[name].schedule)) for name in wanted
+    ]
     # By plan, each job its own: a run stops starting users in time to finish before its
     # next tick and the deadline. An explicit --time-box applies to every job (0: none).
     time_boxes: dict[str, float | None] = {}

@@ -6,7 +6,7 @@ import click
 
 from .._config import shard_from_env
 from .._models import RunRecord
-from .._schedule import Schedule, parse_schedule
+from .._schedule import Schedule
 from ..daemon._jobs import load_jobs
 from ..ops import StatusReport, job_statuses
 from ..stores import Store
@@ -15,10 +15,12 @@ from ..sync._registry import declared_syncs, opt_in_syncs
 from ._options import (
     db_option,
     import_option,
+    job_schedules,
     json_option,
     logging_options,
     min_synced_option,
     parse_duration,
+    schedule_option,
     shard_job_name,
     status_shard_option,
     with_store,
@@ -109,12 +111,9 @@ def runs(
 @import_option(
     "Import a module that defines jobs (@sentinel_kit.job) or TornSync declarations (repeatable)."
 )
-@click.option(
-    "--schedule",
-    envvar="SENTINEL_SCHEDULE",
-    default=None,
-    metavar="CRON",
-    help="sync-users' schedule, as given to the daemon (default: the one the daemon registered).",
+@schedule_option(
+    "A job's schedule as given to the daemon, JOB=CRON or JOB=SECONDS (repeatable; a bare "
+    "CRON is sync-users'; SENTINEL_SCHEDULE_<JOB> too). Default: the one the daemon registered."
 )
 @click.option(
     "--interval",
@@ -140,7 +139,7 @@ def status(
     db: str | None,
     job_names: tuple[str, ...],
     imports: tuple[str, ...],
-    schedule: str | None,
+    schedules: tuple[str, ...],
     interval: float | None,
     max_age: str | None,
     shard: str | None,
@@ -159,16 +158,16 @@ def status(
     specs = load_jobs(imports)
     mine = shard_from_env(shard)
     # Declared per-user syncs (sync-users aside) count their backlog by their own attempts.
-    syncs = [n for n in declared_syncs(imports) if n != SYNC_JOB_NAME]
+    declared = declared_syncs(imports)
+    syncs = [n for n in declared if n != SYNC_JOB_NAME]
     # The ready-made syncs show when a daemon registered them (it runs them) or by --job.
-    opt_in = opt_in_syncs()
+    opt_in = opt_in_syncs(declared)
     names = list(job_names) or [
         shard_job_name(mine, SYNC_JOB_NAME),
         *(shard_job_name(mine, n) for n in specs if n != SYNC_JOB_NAME and n not in opt_in),
     ]
-    schedules: dict[str, Schedule] = {}
-    if schedule or interval:
-        schedules[shard_job_name(mine, SYNC_JOB_NAME)] = parse_schedule(schedule, interval)
+    given = job_schedules(schedules, interval, known={*specs, *declared}, strict=False)
+    plans: dict[str, Schedule] = {shard_job_name(mine, j): p for j, p in given.plans.items()}
 
     async def gather(store: Store) -> StatusReport:
         shown = names
@@ -178,9 +177,7 @@ def status(
             registered = await store.get_job_states(None)
             more = [n for n in registered if mine is None or _of_shard(n, mine)]
             shown = [*names, *sorted(n for n in more if n not in names)]
-        return await job_statuses(
-            store, shown, schedules=schedules, min_synced=min_synced, syncs=syncs
-        )
+        return await job_statuses(store, shown, schedules=plans, min_synced=min_synced, syncs=syncs)
 
     report = with_store(db, gather)
     if as_json:

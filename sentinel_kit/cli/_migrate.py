@@ -18,7 +18,7 @@ from .._security import SEED_TABLES, TableFacts, lock_script, lock_statements, o
 from ..stores import PostgresStore, Store
 from ..stores._migrations import render_script
 from ..stores._sql import SQLStore
-from ..sync._registry import declared_syncs
+from ..sync._registry import syncs_in_use
 from ..sync._sinks import USER_DATA
 from ..sync._spec import Table
 from ._options import db_option, import_option, logging_options, with_store
@@ -39,11 +39,14 @@ class _Outcome:
     notes: list[str] = field(default_factory=list)
 
 
-def _declared_tables(imports: tuple[str, ...]) -> tuple[list[Table], list[Table]]:
-    """The tables of the syncs the loaded modules declare: those with declared columns
-    (``migrate`` creates them), and those without (the user's own; ``user_data`` aside)."""
+def _declared_tables(
+    imports: tuple[str, ...], jobs: tuple[str, ...] = ()
+) -> tuple[list[Table], list[Table]]:
+    """The tables of the syncs the loaded modules declare (and of the ready-made syncs named
+    in ``jobs``): those with declared columns (``migrate`` creates them), and those without
+    (the user's own; ``user_data`` aside)."""
     # Not the tables sentinel-kit's own migrations make (user_data, sentinel_key_info).
-    tables = [s.table for s in declared_syncs(imports).values() if not s.migrated_table]
+    tables = [s.table for s in syncs_in_use(imports, jobs).values() if not s.migrated_table]
     with_columns = [t for t in tables if t.columns is not None]
     without = [t for t in tables if t.columns is None and t.name != USER_DATA]
     return with_columns, without
@@ -80,13 +83,27 @@ def _warning(table: TableFacts) -> str:
     "columns are created locked, and declared columns they lack are added (never dropped "
     "or retyped)."
 )
+@click.option(
+    "--job",
+    "job_names",
+    multiple=True,
+    metavar="NAME",
+    help="Also create the table of this ready-made sync (repeatable), e.g. --job "
+    "sync-battlestats for user_battlestats: ready-made syncs are opt-in, their tables too.",
+)
 @logging_options
-def migrate(db: str | None, print_sql: bool, lock_tables: bool, imports: tuple[str, ...]) -> None:
+def migrate(
+    db: str | None,
+    print_sql: bool,
+    lock_tables: bool,
+    imports: tuple[str, ...],
+    job_names: tuple[str, ...],
+) -> None:
     """Create the tables sentinel-kit needs; safe to run again (applies only what is missing).
 
     Existing user_keys and user_data tables are never altered without --lock-tables.
     """
-    tables, theirs = _declared_tables(imports)
+    tables, theirs = _declared_tables(imports, job_names)
     if print_sql:
         # Printing is for pasting into Supabase's SQL editor or a migrations folder, so it
         # is PostgreSQL unless a SQLite database was named.

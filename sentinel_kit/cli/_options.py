@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import os
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -15,6 +17,14 @@ from .._blocking import run_blocking
 from .._client import DEFAULT_MAX_RPM, DEFAULT_PER_KEY_RPM, DEFAULT_POOL_SIZE
 from .._config import previous_secret, require_secret, resolve_db_url
 from .._errors import ConfigError
+from .._schedule import (
+    SCHEDULE_ENV_PREFIX,
+    IntervalSchedule,
+    Schedule,
+    job_plan,
+    job_schedule,
+    schedule_env_name,
+)
 from .._secrets import register_secret
 from .._torn import DEFAULT_TORN_URL
 from ..ops import DEFAULT_MIN_SYNCED, Alerter, parse_alert_urls
@@ -23,13 +33,16 @@ from ..sync import SYNC_JOB_NAME
 from ._output import LEVELS, configure_logging
 
 __all__ = [
+    "JobSchedules",
     "alert_option",
     "db_option",
+    "job_schedules",
     "json_option",
     "logging_options",
     "make_alerter",
     "min_synced_option",
     "parse_duration",
+    "schedule_option",
     "shard_job_name",
     "shard_option",
     "status_shard_option",
@@ -337,3 +350,134 @@ def make_alerter(values: tuple[str, ...]) -> Alerter | None:
     for url in urls:
         register_secret(url)  # webhook URLs carry tokens: never in a log line
     return Alerter(urls) if urls else None
+
+
+# -- schedules: --schedule [JOB=]CRON, --interval, SENTINEL_SCHEDULE_<JOB> --------------------
+
+
+class _ScheduleText(click.ParamType[str]):
+    """A ``--schedule`` value. ``SENTINEL_SCHEDULE`` holds one, or several separated by
+    ``;`` (a cron expression holds spaces and commas, never a semicolon)."""
+
+    name = "schedule"
+    envvar_list_splitter = ";"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        return str(value)
+
+
+def schedule_option(help_text: str) -> Callable[[F], F]:
+    """``--schedule [JOB=]CRON`` (repeatable; env ``SENTINEL_SCHEDULE``) with ``help_text``."""
+    return click.option(
+        "--schedule",
+        "schedules",
+        multiple=True,
+        envvar="SENTINEL_SCHEDULE",
+        show_envvar=True,
+        type=_ScheduleText(),
+        metavar="[JOB=]CRON",
+        help=help_text,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class JobSchedules:
+    """The schedules given without code, by job name.
+
+    Attributes:
+        plans: job -> the schedule it runs on instead of its declared one.
+        named: the jobs that ``--schedule JOB=...`` named on the command line (the daemon
+            refuses one it does not run, rather than ignore it).
+    """
+
+    plans: Mapping[str, Schedule]
+    named: frozenset[str]
+
+
+def _given(
+    items: Sequence[str], interval: float | None, *, source: str, default_job: str
+) -> tuple[dict[str, Schedule], set[str]]:
+    """The schedules of one source (the command line, or ``SENTINEL_SCHEDULE`` and
+    ``SENTINEL_INTERVAL``), and the jobs it names with ``JOB=``."""
+    plans: dict[str, Schedule] = {}
+    named: set[str] = set()
+    for item in (i for i in items if i.strip()):
+        job, plan = job_schedule(item, default_job=default_job, source=source)
+        plans[job] = plan
+        if "=" in item:
+            named.add(job)
+    if interval is not None:
+        if default_job in plans:
+            raise ConfigError(
+                f"--schedule and --interval cannot be used together for {default_job}"
+            )
+        plans[default_job] = IntervalSchedule(interval)
+    return plans, named
+
+
+def job_schedules(
+    items: Sequence[str],
+    interval: float | None,
+    *,
+    known: Collection[str],
+    env: Mapping[str, str] | None = None,
+    strict: bool = True,
+    default_job: str = SYNC_JOB_NAME,
+) -> JobSchedules:
+    """The schedules ``--schedule``/``--interval`` and the environment give, by job.
+
+    From the weakest to the strongest: ``SENTINEL_SCHEDULE``/``SENTINEL_INTERVAL``, then
+    ``SENTINEL_SCHEDULE_<JOB>``, then the command line's ``--schedule``/``--interval``: the
+    flag wins over the environment. A bare cron expression (``--schedule '0 * * * *'``) and
+    ``--interval`` are ``default_job``'s, as in 0.2.
+
+    Args:
+        items: the ``--schedule`` values (click folds in ``SENTINEL_SCHEDULE``).
+        interval: the ``--interval`` value (click folds in ``SENTINEL_INTERVAL``).
+        known: the jobs that may be named.
+        env: the environment (default ``os.environ``).
+        strict: refuse a ``SENTINEL_SCHEDULE_<JOB>`` that names no known job (the daemon);
+            else ignore it (``status``, which may not import every job).
+        default_job: the job of a bare cron expression and of ``--interval``.
+
+    Raises:
+        ConfigError: a bad expression, no job before ``=``, an unknown job, or
+            ``--schedule`` and ``--interval`` both for one job (one line each).
+    """
+    environ = os.environ if env is None else env
+    ctx = click.get_current_context(silent=True)
+
+    def from_env(name: str) -> bool:
+        source = ctx.get_parameter_source(name) if ctx is not None else None
+        return source is click.core.ParameterSource.ENVIRONMENT
+
+    env_items = items if from_env("schedules") else ()
+    flag_items = () if from_env("schedules") else items
+    env_interval = interval if from_env("interval") else None
+    flag_interval = None if from_env("interval") else interval
+    base, env_named = _given(
+        env_items, env_interval, source="SENTINEL_SCHEDULE", default_job=default_job
+    )
+    flags, named = _given(flag_items, flag_interval, source="--schedule", default_job=default_job)
+    by_variable = {schedule_env_name(job): job for job in known}
+    per_job: dict[str, Schedule] = {}
+    for variable, value in environ.items():
+        if not variable.startswith(SCHEDULE_ENV_PREFIX) or not value.strip():
+            continue
+        job = by_variable.get(variable)
+        if job is None:
+            if strict:
+                raise ConfigError(
+                    f"{variable} names no known job: known jobs are "
+                    f"{', '.join(sorted(known))} (unset it, fix the name, or add "
+                    "--import MODULE for your own)"
+                )
+            continue
+        per_job[job] = job_plan(value, label=f"{variable}={value!r}")
+    for job in sorted((env_named | named) - set(known)):
+        source = "--schedule" if job in named else "SENTINEL_SCHEDULE"
+        raise ConfigError(
+            f"{source} names unknown job {job}: known jobs are {', '.join(sorted(known))} "
+            "(add --import MODULE for your own)"
+        )
+    return JobSchedules({**base, **per_job, **flags}, frozenset(named))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from .._errors import SentinelError, StoreError
@@ -69,6 +70,12 @@ class Observer:
     async def judge(self, store: Store, lease: str, report: SyncReport | None) -> JobHealth:
         """The health rule after a tick; metrics and the alert that a change calls for."""
         runs = await store.list_runs(job=lease, limit=RUNS_PER_JOB)
+        if report is not None:
+            # The run just made knows why its keys were skipped; the history does not keep it.
+            skipped_by = dict(report.skipped_by)
+            runs = [
+                replace(r, skipped_by=skipped_by) if r.run_id == report.run_id else r for r in runs
+            ]
         states = await store.get_job_states([lease])
         health = judge_job(
             lease,
@@ -164,4 +171,5 @@ def record_of(report: SyncReport) -> RunRecord:
         error=report.error,
         deferred=report.deferred,
         counted=report.counted,
+        skipped_by=dict(report.skipped_by),
     )

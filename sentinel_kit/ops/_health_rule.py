@@ -5,8 +5,9 @@ The rule (README, "Health and operations"):
 - A run's *attempted* keys are ``keys_total - skipped - deferred``. A run is healthy when it
   is ``ok``, or ``partial`` with ``synced >= min_synced x attempted``; ``aborted``,
   ``timeout`` (and ``abandoned``: its holder died) are not.
-- A run of a job that has keys but could use none of them (every key parked) is not healthy,
-  whatever its status: ``no usable key: 40 parked``.
+- A run of a job that has keys but could use none of them (every key parked, or known to
+  lack the access the sync needs) is not healthy, whatever its status: ``no usable key: 40
+  parked, 12 without access`` (each named when the run's ``skipped_by`` is known).
 - Only counted runs speak for a job: not dry runs, not ``users=[...]`` re-runs, not runs a
   person interrupted. Runs still ``running`` (and ``skipped`` ones) have no verdict yet.
 - A job is healthy when its latest counted run is healthy. A job with no counted run yet is
@@ -85,9 +86,10 @@ def run_verdict_of(run: RunRecord, min_synced: float = DEFAULT_MIN_SYNCED) -> Ve
         min_synced: the share of attempted keys a partial run must sync.
     """
     if run.keys_total > 0 and run.skipped >= run.keys_total:
-        # Every key parked: "ok" with nothing to do, run after run, would hide that the job
-        # syncs no one (a Torn incident parked them, or every user's key died).
-        return Verdict(VerdictKind.NO_USABLE_KEY, f"no usable key: {run.skipped} parked")
+        # Every key skipped: "ok" with nothing to do, run after run, would hide that the job
+        # syncs no one (a Torn incident parked them, every user's key died, or no key has
+        # the access the sync needs).
+        return Verdict(VerdictKind.NO_USABLE_KEY, f"no usable key: {_unusable(run)}")
     if run.status == "ok":
         return None
     if run.status == "partial":
@@ -103,6 +105,17 @@ def run_verdict_of(run: RunRecord, min_synced: float = DEFAULT_MIN_SYNCED) -> Ve
         return Verdict(VerdictKind.ENDED_EARLY, run.error)  # "abandoned: ..." says its status
     cause = f": {run.error}" if run.error else ""
     return Verdict(VerdictKind.ENDED_EARLY, f"{run.status}{cause}")
+
+
+def _unusable(run: RunRecord) -> str:
+    """``40 parked, 12 without access``: each kind that counts, when the run knows them."""
+    by = run.skipped_by
+    if not by or not (by.get("parked") or by.get("access")):
+        return f"{run.skipped} parked"  # a run read back from the history: parked, as in 0.2
+    parts = [f"{by['parked']} parked"] if by.get("parked") else []
+    if by.get("access"):
+        parts.append(f"{by['access']} without access")
+    return ", ".join(parts)
 
 
 def run_verdict(run: RunRecord, min_synced: float = DEFAULT_MIN_SYNCED) -> str | None:

@@ -33,9 +33,9 @@ from .._key_health import (
 from .._models import ErrorClass, KeyInfo, Outcome, Reason, TornKey, UserKey
 from ._builtin import SYNC_USERS
 from ._sinks import Sink
-from ._spec import Row, TornSync
+from ._spec import ACCESS_LEVELS, Row, TornSync
 
-__all__ = ["as_rows", "owner_of", "process_key", "settle_key"]
+__all__ = ["access_short", "as_rows", "owner_of", "process_key", "settle_key"]
 
 
 _PARKED_REASON = {
@@ -74,6 +74,18 @@ def owner_of(key: UserKey, fingerprint: str, key_info: Mapping[str, KeyInfo]) ->
     return f"user:{key.user_id}"
 
 
+def access_short(
+    key: UserKey, fingerprint: str, needs: str, key_info: Mapping[str, KeyInfo]
+) -> KeyInfo | None:
+    """The key's current info when it shows an access level below ``needs`` (one of
+    :data:`ACCESS_LEVELS`), else None: a key with no current info (never checked, or
+    re-saved since) or an unknown level (0) is asked, and Torn's 16 marks it."""
+    info = key_info.get(key.id)
+    if info is None or info.fingerprint != fingerprint or info.access_level <= 0:
+        return None
+    return info if info.access_level < ACCESS_LEVELS.index(needs) + 1 else None
+
+
 def as_rows(parse: Callable[[Any], Any], answer: Any) -> tuple[Row, ...]:
     """Run a sync's ``parse`` on an answer; its result as rows.
 
@@ -94,7 +106,8 @@ def as_rows(parse: Callable[[Any], Any], answer: Any) -> tuple[Row, ...]:
 
 
 async def process_key(key: UserKey, ctx: _Context) -> Outcome:
-    """Skip a parked key, or decrypt it and fetch its sync's answer: one :class:`Outcome`."""
+    """Skip a parked key or one known to lack the access the sync needs (its key info, or
+    Torn's 16 earlier), or decrypt it and fetch its sync's answer: one :class:`Outcome`."""
     cfp = ciphertext_fingerprint(key.api_key)
     base: dict[str, Any] = {"key_created_at": key.created_at, "ciphertext_fp": cfp}
     parked = parked_reason(ctx.health.get(key.id), key, now=datetime.now(UTC), policy=ctx.policy)
@@ -106,6 +119,22 @@ async def process_key(key: UserKey, ctx: _Context) -> Outcome:
             torn_code=parked.last_code,
             detail=f"parked ({parked.state.value}) since {parked.since.isoformat()}",
             skipped=True,
+            **base,
+        )
+    short = access_short(key, cfp, ctx.spec.needs, ctx.key_info)
+    if short is not None:
+        # Its key info shows too little access for this sync: skipped without asking Torn
+        # (not marked: the info is checked again, and says when the key can).
+        return Outcome(
+            key.id,
+            key.user_id,
+            reason=Reason.TORN_ERROR,
+            detail=(
+                f"access level {short.access_level} ({short.access_type or 'unknown'}) is "
+                f"below {ctx.spec.needs}, which {ctx.spec.name} needs"
+            ),
+            skipped=True,
+            error_class=ErrorClass.NO_ACCESS,
             **base,
         )
     if ctx.access.get(key.id) == cfp:

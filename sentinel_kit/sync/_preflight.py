@@ -13,6 +13,7 @@ from ..stores import Store
 from ..stores._sql import SQLStore
 from ._sinks import USER_DATA
 from ._spec import TornSync
+from .builtin import READY_MADE
 
 __all__ = ["check_declared_table"]
 
@@ -38,7 +39,10 @@ async def check_declared_table(store: Store, spec: TornSync) -> None:
             exists = True
     if exists:
         return
-    fix = missing_table_fix(table.columns is not None, _module_of(spec))
+    if any(spec is ready for ready in READY_MADE):
+        fix = f"run `sentinel-kit migrate --job {spec.name}` with this --db (it creates it, locked)"
+    else:
+        fix = missing_table_fix(table.columns is not None, _module_of(spec))
     raise SchemaMissing(
         f"table {table.name} of {spec.name} does not exist in {store.label}: {fix}; "
         "nothing was sent to Torn"

@@ -8,7 +8,7 @@ names ``read``/``aread``.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 
 from .._blocking import run_blocking
@@ -18,10 +18,11 @@ from .._key_health import HealthPolicy, ciphertext_fingerprint
 from .._models import KeyInfo, UserKey
 from .._plan import Plan, PlanEntry
 from ..stores import Store
+from ._keys import access_short
 from ._limits import RowLimits
 from ._options import RunOptions, TornOptions
 from ._sinks import USER_DATA, sink_for
-from ._spec import TornSync
+from ._spec import ACCESS_LEVELS, TornSync
 from ._tables import (
     DeclaredRows,
     HealthTable,
@@ -140,7 +141,10 @@ class Reader:
                 )
                 detail = f"{key.parked}, code {key.last_code}, until {until}"
             elif key.action == "no_access":
-                detail = f"no access for {self.sync.name} (until the key is re-saved)"
+                detail = (
+                    f"no access for {self.sync.name}: below the {self.sync.needs} access it "
+                    "needs (its key info, or Torn's code 16 until the key is re-saved)"
+                )
             elif key.action == "spare":
                 detail = "one key per user: asked after a failure of a newer key"
             elif key.action == "fresh":
@@ -192,7 +196,7 @@ class Reader:
                     health=health.get(key.id),
                     now=now,
                     policy=self.health_policy,
-                    no_access=_marked(access, key),
+                    no_access=_marked(access, key) or _short(checked, key, self.sync),
                     checked=checked.get(key.id),
                     fresh=sink.keyed_refresh and sink.fresh(key, now=now),
                 )
@@ -257,6 +261,18 @@ async def _checked_keys(store: Store) -> dict[str, KeyInfo]:
         return await store.load_key_info()
     except SentinelError:
         return {}
+
+
+def _short(checked: Mapping[str, KeyInfo], key: UserKey, sync: TornSync) -> bool:
+    """Whether the key's current info shows less access than ``sync`` needs (a run skips
+    it without asking Torn)."""
+    if key.id not in checked:
+        return False
+    try:
+        fingerprint = ciphertext_fingerprint(key.api_key)
+    except (AttributeError, TypeError, ValueError):
+        return False
+    return access_short(key, fingerprint, sync.needs, checked) is not None
 
 
 def _marked(access: dict[str, str], key: UserKey) -> bool:

@@ -6,12 +6,15 @@ imported with ``--import MODULE`` (or installed with a ``sentinel_kit.jobs`` ent
 makes it available by name to ``migrate``, ``sync --job``, ``daemon --job``, ``status``,
 ``runs`` and ``doctor``. No decorator and no registration call: the declaration is the
 whole of it. The ready-made syncs are known by name the same way; the daemon runs them
-only when named with ``--job`` (:func:`opt_in_syncs`).
+only when named with ``--job`` (:func:`opt_in_syncs`). A module's sync with the name of a
+ready-made one takes its place (and runs by default, as every imported sync does).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+
+from loguru import logger
 
 from .._errors import ConfigError
 from .._plugins import load_modules
@@ -20,13 +23,36 @@ from ._builtin import SYNC_USERS
 from ._spec import TornSync
 from .builtin import READY_MADE
 
-__all__ = ["declared_syncs", "find_sync", "import_module", "opt_in_syncs"]
+__all__ = ["declared_syncs", "find_sync", "import_module", "opt_in_syncs", "syncs_in_use"]
 
 
-def opt_in_syncs() -> frozenset[str]:
+def opt_in_syncs(syncs: Mapping[str, TornSync] | None = None) -> frozenset[str]:
     """The names of the ready-made syncs: known everywhere, run by the daemon (and shown
-    by ``status``) only when named with ``--job``."""
-    return frozenset(s.name for s in READY_MADE)
+    by ``status``) only when named with ``--job``. Given the ``syncs`` in force
+    (:func:`declared_syncs`), less those a user's module replaces: a user's sync runs by
+    default, whatever its name."""
+    return frozenset(s.name for s in READY_MADE if syncs is None or syncs.get(s.name) is s)
+
+
+def syncs_in_use(imports: Iterable[str] = (), jobs: Iterable[str] = ()) -> dict[str, TornSync]:
+    """The syncs whose tables ``migrate`` creates and ``doctor`` checks: the built-in and
+    imported ones, and the ready-made ones only when named in ``jobs`` (opt-in: a database
+    gets ``user_battlestats`` when its owner asks for ``sync-battlestats``).
+
+    Raises:
+        ConfigError: a module cannot be imported, or ``jobs`` names no ready-made or
+            declared sync (one line listing the ready-made ones).
+    """
+    syncs = declared_syncs(imports)
+    named = set(jobs)
+    unknown = sorted(named - set(syncs))
+    if unknown:
+        raise ConfigError(
+            f"--job {unknown[0]}: no such sync; the ready-made ones are "
+            f"{', '.join(sorted(opt_in_syncs()))} (and --import MODULE declares your own)"
+        )
+    opt_in = opt_in_syncs(syncs)
+    return {n: s for n, s in syncs.items() if n not in opt_in or n in named}
 
 
 def import_module(name: str) -> None:
@@ -54,6 +80,17 @@ def declared_syncs(imports: Iterable[str] = ()) -> dict[str, TornSync]:
             if not isinstance(value, TornSync):
                 continue
             existing = found.get(value.name)
+            if any(existing is r for r in READY_MADE) and existing is not value:
+                # A user's sync of a ready-made sync's name (declared before sentinel-kit
+                # shipped one, say) takes its place: their module says what they run.
+                logger.debug(
+                    "sync {} of module {} replaces the ready-made sync of that name",
+                    value.name,
+                    module.__name__,
+                )
+                found[value.name] = value
+                where[value.name] = module.__name__
+                continue
             if existing is not None and existing is not value and existing != value:
                 raise ConfigError(
                     f"two syncs are named {value.name!r}, in modules {where[value.name]!r} "

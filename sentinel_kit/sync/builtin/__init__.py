@@ -8,9 +8,10 @@ named with ``--job`` (its default set is sync-users and the imported modules' sy
 from __future__ import annotations
 
 from .._spec import TornSync
+from .battlestats import SYNC_BATTLESTATS, parse_battlestats
 from .key_info import SYNC_KEY_INFO, parse_key_info
 
-__all__ = ["READY_MADE", "SYNC_KEY_INFO", "parse_key_info"]
+__all__ = ["READY_MADE", "SYNC_BATTLESTATS", "SYNC_KEY_INFO", "parse_battlestats", "parse_key_info"]
 
 #: The ready-made syncs, opt-in (``--job NAME``).
-READY_MADE: tuple[TornSync, ...] = (SYNC_KEY_INFO,)
+READY_MADE: tuple[TornSync, ...] = (SYNC_KEY_INFO, SYNC_BATTLESTATS)

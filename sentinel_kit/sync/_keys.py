@@ -60,6 +60,8 @@ class _Context:
     spec: TornSync = SYNC_USERS
     #: Keys without access for this sync (Torn code 16): key id -> ciphertext fingerprint.
     access: dict[str, str] = field(default_factory=dict)
+    #: Called with a key of a per-faction run whose answer showed another faction.
+    on_other_faction: Callable[[UserKey], None] | None = None
 
 
 def as_rows(parse: Callable[[Any], Any], answer: Any) -> tuple[Row, ...]:
@@ -81,10 +83,41 @@ def as_rows(parse: Callable[[Any], Any], answer: Any) -> tuple[Row, ...]:
     raise TypeError(f"parse returned a {type(parsed).__name__}, not a row or rows")
 
 
+def _faction_checked(
+    spec: TornSync, key: UserKey, on_other: Callable[[UserKey], None] | None
+) -> Callable[[Any], tuple[Row, ...]]:
+    """The parse of a per-faction request: an answer whose ``shows`` names faction ids
+    without the asked one is a ``bad_response`` (and ``on_other`` is told), before ``parse``
+    sees it."""
+    parse = partial(as_rows, spec.parse)
+    shows, unit = spec.shows, key.unit_id
+    if shows is None or unit is None:
+        return parse
+
+    def checked(answer: Any) -> tuple[Row, ...]:
+        shown = {str(int(f)) for f in shows(answer)}
+        if shown and unit not in shown:
+            if on_other is not None:
+                on_other(key)
+            raise FetchError(
+                f"the answer is of faction {', '.join(sorted(shown))}, not {unit}: the key's "
+                "owner may have changed faction (key info forgotten, re-checked)",
+                error_class=ErrorClass.REQUEST_BUG,
+                reason=Reason.BAD_RESPONSE,
+            )
+        return parse(answer)
+
+    return checked
+
+
 async def process_key(key: UserKey, ctx: _Context) -> Outcome:
     """Skip a parked key, or decrypt it and fetch its sync's answer: one :class:`Outcome`."""
     cfp = ciphertext_fingerprint(key.api_key)
-    base: dict[str, Any] = {"key_created_at": key.created_at, "ciphertext_fp": cfp}
+    base: dict[str, Any] = {
+        "key_created_at": key.created_at,
+        "ciphertext_fp": cfp,
+        "unit_id": key.unit_id,
+    }
     parked = parked_reason(ctx.health.get(key.id), key, now=datetime.now(UTC), policy=ctx.policy)
     if parked is not None:
         return Outcome(
@@ -126,13 +159,14 @@ async def process_key(key: UserKey, ctx: _Context) -> Outcome:
     try:
         # Torn counts per player, all their keys: the user stands for the player until the
         # key's owner is known.
+        owner = f"player:{key.player_id}" if key.player_id is not None else f"user:{key.user_id}"
         rows = await ctx.torn.fetch(
             plaintext,
-            ctx.spec.endpoint,
+            ctx.spec.path_for(key.unit_id),
             ctx.spec.params,
             on_sent=mark_sent,
-            parse=partial(as_rows, ctx.spec.parse),
-            owner=f"user:{key.user_id}",
+            parse=_faction_checked(ctx.spec, key, ctx.on_other_faction),
+            owner=owner,
         )
     except NotSent:
         return _deferred(key)  # the time box came while it waited on the rate limiters
@@ -164,6 +198,7 @@ def _unattempted(
         reason=reason,
         key_created_at=key.created_at,
         not_reached=not_reached,
+        unit_id=key.unit_id,
     )
 
 
@@ -200,7 +235,12 @@ def _internal_failure(key: UserKey, ctx: _Context, exc: Exception) -> Outcome:
     # No ciphertext fingerprint: the error may be the stored value's own (not text at all),
     # and without one key health leaves the key as it was.
     return Outcome(
-        key.id, key.user_id, reason=Reason.INTERNAL, detail=cause, key_created_at=key.created_at
+        key.id,
+        key.user_id,
+        reason=Reason.INTERNAL,
+        detail=cause,
+        key_created_at=key.created_at,
+        unit_id=key.unit_id,
     )
 
 
@@ -235,9 +275,12 @@ def _not_asked(key: UserKey, last: Outcome) -> Outcome:
         key.user_id,
         key_created_at=key.created_at,
         skipped=True,
-        detail="not asked: one key per user",
+        detail="not asked: one key per user" if key.unit_id is None else "not asked",
+        unit_id=key.unit_id,
     )
 
 
 def _deferred(key: UserKey) -> Outcome:
-    return Outcome(key.id, key.user_id, key_created_at=key.created_at, deferred=True)
+    return Outcome(
+        key.id, key.user_id, key_created_at=key.created_at, deferred=True, unit_id=key.unit_id
+    )

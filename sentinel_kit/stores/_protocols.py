@@ -246,9 +246,11 @@ class TableStore(Protocol):
         order_by: Sequence[str],
         limit: int = 100,
         users: Sequence[str] | None = None,
+        unit_column: str = "user_id",
     ) -> list[dict[str, Any]]:
         """Return up to ``limit`` rows of a declared table ordered by ``order_by`` (only the
-        rows of ``users``, by ``user_id``, when given): for the notebook's ``job.rows()``."""
+        rows of ``users``, by ``unit_column``, when given): for the notebook's
+        ``job.rows()`` and a dry run's diff (a per-faction table's units are factions)."""
         ...
 
 

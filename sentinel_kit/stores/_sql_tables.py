@@ -109,6 +109,7 @@ class SQLTables(SQLCore):
         order_by: Sequence[str],
         limit: int = 100,
         users: Sequence[str] | None = None,
+        unit_column: str = "user_id",
     ) -> list[dict[str, Any]]:
         """Return up to ``limit`` rows of a declared table (of ``users`` when given)."""
         writable_table(table)
@@ -122,7 +123,9 @@ class SQLTables(SQLCore):
         if users is not None:
             ids = list(dict.fromkeys(users))[:900]  # SQLite's host parameter limit
             where = (
-                f' WHERE CAST("user_id" AS TEXT) IN ({_marks(len(ids))})' if ids else " WHERE 1 = 0"
+                f" WHERE CAST({quoted(unit_column)} AS TEXT) IN ({_marks(len(ids))})"
+                if ids
+                else " WHERE 1 = 0"
             )
             params += ids
         rows = await self._fetch(

@@ -106,16 +106,17 @@ class SupabaseTables(SupabaseCore):
         order_by: Sequence[str],
         limit: int = 100,
         users: Sequence[str] | None = None,
+        unit_column: str = "user_id",
     ) -> list[dict[str, Any]]:
         """Return up to ``limit`` rows of a declared table (of ``users`` when given)."""
         writable_table(table)
-        for name in order_by:
+        for name in (*order_by, unit_column):
             quoted(name)
 
         def query() -> Any:
             request = self.client.table(table).select("*")
             if users is not None:
-                request = request.in_("user_id", list(dict.fromkeys(users))[:200])
+                request = request.in_(unit_column, list(dict.fromkeys(users))[:200])
             for name in order_by:
                 request = request.order(name)
             return request.limit(min(limit, SUPABASE_MAX_ROWS)).execute()

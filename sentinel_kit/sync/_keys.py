@@ -31,6 +31,7 @@ from .._key_health import (
     parked_reason,
 )
 from .._models import ErrorClass, Outcome, Reason, TornKey, UserKey
+from .._report import NOT_ASKED
 from ._builtin import SYNC_USERS
 from ._sinks import Sink
 from ._spec import Row, TornSync
@@ -275,7 +276,7 @@ def _not_asked(key: UserKey, last: Outcome) -> Outcome:
         key.user_id,
         key_created_at=key.created_at,
         skipped=True,
-        detail="not asked: one key per user" if key.unit_id is None else "not asked",
+        detail="not asked: one key per user" if key.unit_id is None else NOT_ASKED,
         unit_id=key.unit_id,
     )
 

@@ -160,6 +160,7 @@ class Reader:
                     order_by=table.key,
                     limit=limit,
                     users=list(users) if users is not None else None,
+                    unit_column=self.sync.unit_column,
                 )
             return declared_rows(listed, caption=f"{table.name}: {_count(len(listed), 'row')}")
         async with self.store as store:

@@ -12,6 +12,7 @@ from typing import Any
 __all__ = [
     "ErrorClass",
     "JobState",
+    "KeyInfo",
     "LeaseInfo",
     "Outcome",
     "Profile",
@@ -301,3 +302,32 @@ class StoredUser:
             "player_id": self.player_id,
             "updated_at": self.updated_at.isoformat() if self.updated_at else None,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    """What one key can do, as Torn's ``/key/info`` answered it (no key material).
+
+    A KeyInfo is *current* for a key while ``fingerprint`` equals the fingerprint of the
+    key's stored ciphertext (``ciphertext_fingerprint``): a re-saved key is unknown again.
+
+    Attributes:
+        key_id: the ``user_keys`` id.
+        fingerprint: the fingerprint of the ciphertext that was checked.
+        access_level: Torn's ``info.access.level``: 1 public, 2 minimal, 3 limited, 4 full
+            (0 unknown).
+        access_type: Torn's ``info.access.type`` ("Limited Access", "Custom", ...).
+        player_id: the key owner's player id (``info.user.id``).
+        faction_id: the owner's faction (``info.user.faction_id``); None outside a faction.
+        faction_access: whether the owner has faction API access (``info.access.faction``).
+        checked_at: when Torn answered.
+    """
+
+    key_id: str
+    fingerprint: str
+    access_level: int
+    access_type: str
+    player_id: int | None
+    faction_id: int | None
+    faction_access: bool
+    checked_at: datetime

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from .._errors import ConfigError
 from .._key_health import KeyRecord
-from .._models import StoredUser, UserDataRow
+from .._models import KeyInfo, StoredUser, UserDataRow
 from ._protocols import Fence, dedupe_rows
 from ._rows import quoted, writable_table
 
@@ -43,7 +43,8 @@ class ChunkedWrites:
 
     A backend sets :attr:`chunk_size`, :attr:`write_calls` and :attr:`_read_batch` and
     implements :meth:`_write_user_data`, :meth:`_write_rows`, :meth:`_write_attempts`,
-    :meth:`_write_key_records` and :meth:`_read_user_data`.
+    :meth:`_write_key_records`, :meth:`_write_key_info`, :meth:`_delete_key_info` and
+    :meth:`_read_user_data`.
     """
 
     #: Rows per write.
@@ -143,6 +144,24 @@ class ChunkedWrites:
             # Idempotent: whole rows, upserted.
             await self._write_key_records(chunk)
 
+    async def save_key_info(self, infos: Sequence[KeyInfo], *, fence: Fence | None = None) -> None:
+        """Upsert whole ``sentinel_key_info`` rows on key id (the last of a key wins), a
+        chunk at a time; with ``fence``, each chunk is refused once the fence is stale."""
+        unique = list({i.key_id: i for i in infos}.values())
+        for chunk in chunks(unique, self.chunk_size):
+            # Idempotent: whole rows, upserted; under a fence, refused as stale if another
+            # holder took the lease meanwhile, which is the truth.
+            await self._write_key_info(chunk, fence)
+
+    async def forget_key_info(self, key_ids: Sequence[str]) -> int:
+        """Delete these keys' ``sentinel_key_info`` rows, a batch at a time; return how
+        many were deleted."""
+        ids = list(dict.fromkeys(key_ids))
+        deleted = 0
+        for batch in chunks(ids, self._read_batch):
+            deleted += await self._delete_key_info(batch)
+        return deleted
+
     async def fetch_user_data(self, user_ids: Sequence[str]) -> dict[str, StoredUser]:
         """Return the current rows of these users, by user id."""
         found: dict[str, StoredUser] = {}
@@ -196,6 +215,14 @@ class ChunkedWrites:
 
     async def _write_key_records(self, records: Sequence[KeyRecord]) -> None:
         """Upsert one chunk of whole ``sentinel_key_record`` rows."""
+        raise NotImplementedError
+
+    async def _write_key_info(self, infos: Sequence[KeyInfo], fence: Fence | None) -> None:
+        """Upsert one chunk of whole ``sentinel_key_info`` rows (fenced likewise)."""
+        raise NotImplementedError
+
+    async def _delete_key_info(self, key_ids: Sequence[str]) -> int:
+        """Delete the ``sentinel_key_info`` rows of one batch of (distinct) key ids."""
         raise NotImplementedError
 
     async def _read_user_data(self, user_ids: Sequence[str]) -> Iterable[StoredUser]:

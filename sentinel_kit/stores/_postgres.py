@@ -39,7 +39,7 @@ from .._errors import (
     StoreError,
 )
 from .._json import dumps
-from .._models import UserDataRow, UserKey
+from .._models import KeyInfo, UserDataRow, UserKey
 from .._secrets import Secret, SecretURL
 from .._security import SEED_TABLES, SecurityFacts, lock_script, lock_statements, open_tables
 from .._shard import shard_sql
@@ -47,7 +47,14 @@ from ._chunks import fence_values
 from ._migrations import MIGRATIONS_TABLE, migrations
 from ._paramstyle import to_pyformat
 from ._protocols import DEFAULT_CHUNK_SIZE, CiphertextChange, Fence
-from ._rows import KEY_COLUMNS, ciphertext_change_row, iso, user_data_row, user_key_row
+from ._rows import (
+    KEY_COLUMNS,
+    ciphertext_change_row,
+    iso,
+    key_info_row,
+    user_data_row,
+    user_key_row,
+)
 from ._sql import SQL_TABLES, Row, Session, SQLStore
 
 if TYPE_CHECKING:
@@ -458,6 +465,18 @@ class PostgresStore(SQLStore):
         await session.execute(
             "SELECT sentinel_replace_rows(?, ?::text[], ?, ?, ?::jsonb, ?, ?)",
             [table, list(key), unit_column, unit, payload, *fence_values(fence)],
+        )
+
+    async def _save_key_info_chunk(
+        self, session: Session, infos: Sequence[KeyInfo], fence: Fence | None
+    ) -> None:
+        # The function of migration 014, which the Supabase store calls too: one statement,
+        # fenced in the same transaction.
+        payload = dumps(
+            [{c: _json_cell(v) for c, v in key_info_row(i).items()} for i in infos], indent=None
+        )
+        await session.execute(
+            "SELECT sentinel_save_key_info(?::jsonb, ?, ?)", [payload, *fence_values(fence)]
         )
 
     async def _record_unit_attempts_chunk(

@@ -14,7 +14,15 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, Self, runtime_checkable
 
 from .._key_health import KeyAccess, KeyHealth, KeyRecord
-from .._models import JobState, LeaseInfo, RunRecord, StoredUser, UserDataRow, UserKey
+from .._models import (
+    JobState,
+    KeyInfo,
+    LeaseInfo,
+    RunRecord,
+    StoredUser,
+    UserDataRow,
+    UserKey,
+)
 from .._security import SecurityFacts
 
 if TYPE_CHECKING:
@@ -30,6 +38,7 @@ __all__ = [
     "JobStateStore",
     "KeyAccessStore",
     "KeyHealthStore",
+    "KeyInfoStore",
     "KeyStore",
     "RunStore",
     "Store",
@@ -315,6 +324,28 @@ class KeyAccessStore(Protocol):
 
 
 @runtime_checkable
+class KeyInfoStore(Protocol):
+    """``sentinel_key_info``: what each key can do, as Torn's ``/key/info`` answered."""
+
+    async def load_key_info(self) -> dict[str, KeyInfo]:
+        """Return every key's info, by key id (empty when the table is not there yet:
+        migration 014). Callers compare ``fingerprint`` with the key's ciphertext
+        fingerprint: a re-saved key's info is not current."""
+        ...
+
+    async def save_key_info(self, infos: Sequence[KeyInfo], *, fence: Fence | None = None) -> None:
+        """Upsert whole rows on key id, a chunk at a time. With ``fence``, each chunk is
+        written only while the fence is still the lease's current token, checked in the same
+        transaction; otherwise :class:`~sentinel_kit.StaleFence`."""
+        ...
+
+    async def forget_key_info(self, key_ids: Sequence[str]) -> int:
+        """Delete these keys' info (to check them again soon: the owner changed faction);
+        return how many rows were deleted."""
+        ...
+
+
+@runtime_checkable
 class KeyHealthStore(Protocol):
     """``sentinel_key_health``: keys parked because Torn called them dead or suspended."""
 
@@ -390,6 +421,7 @@ class Store(
     RunStore,
     KeyHealthStore,
     KeyAccessStore,
+    KeyInfoStore,
     JobStateStore,
     Protocol,
 ):

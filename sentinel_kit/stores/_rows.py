@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import ConfigError
 from .._key_health import HealthState, KeyHealth, KeyRecord, ciphertext_fingerprint
-from .._models import JobState, RunRecord, StoredUser, UserDataRow, UserKey
+from .._models import JobState, KeyInfo, RunRecord, StoredUser, UserDataRow, UserKey
 from .._secrets import redact
 
 if TYPE_CHECKING:
@@ -25,6 +25,7 @@ __all__ = [
     "HEALTH_COLUMNS",
     "JOB_COLUMNS",
     "KEY_COLUMNS",
+    "KEY_INFO_COLUMNS",
     "RECORD_COLUMNS",
     "RUN_COLUMNS",
     "USER_COLUMNS",
@@ -33,6 +34,8 @@ __all__ = [
     "iso",
     "job_state",
     "key_health",
+    "key_info",
+    "key_info_row",
     "key_record",
     "numeric_id",
     "parse_time",
@@ -85,6 +88,16 @@ RECORD_COLUMNS = (
     "strikes",
     "first_strike_at",
     "last_strike_at",
+)
+KEY_INFO_COLUMNS = (
+    "key_id",
+    "fingerprint",
+    "access_level",
+    "access_type",
+    "player_id",
+    "faction_id",
+    "faction_access",
+    "checked_at",
 )
 JOB_COLUMNS = (
     "job",
@@ -280,6 +293,35 @@ def record_row(record: KeyRecord) -> dict[str, Any]:
         "strikes": record.strikes,
         "first_strike_at": record.first_strike_at,
         "last_strike_at": record.last_strike_at,
+    }
+
+
+def key_info(row: Mapping[str, Any]) -> KeyInfo:
+    """A ``sentinel_key_info`` row (SQLite's 0/1 and Postgres' booleans alike)."""
+    player, faction = row.get("player_id"), row.get("faction_id")
+    return KeyInfo(
+        key_id=str(row["key_id"]),
+        fingerprint=str(row["fingerprint"]),
+        access_level=int(row.get("access_level") or 0),
+        access_type=str(row.get("access_type") or ""),
+        player_id=int(player) if player is not None else None,
+        faction_id=int(faction) if faction else None,
+        faction_access=bool(row.get("faction_access")),
+        checked_at=parse_time(row["checked_at"]) or _EPOCH,
+    )
+
+
+def key_info_row(info: KeyInfo) -> dict[str, Any]:
+    """The values of a ``sentinel_key_info`` row to upsert (the whole row)."""
+    return {
+        "key_id": info.key_id,
+        "fingerprint": info.fingerprint,
+        "access_level": info.access_level,
+        "access_type": info.access_type,
+        "player_id": info.player_id,
+        "faction_id": info.faction_id,
+        "faction_access": info.faction_access,
+        "checked_at": info.checked_at,
     }
 
 

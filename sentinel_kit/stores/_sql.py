@@ -24,6 +24,7 @@ from __future__ import annotations
 from ._sql_core import DEFAULT_READ_AHEAD, RECONNECT_WAITS, SQL_TABLES, Session, SQLCore
 from ._sql_core import Row as Row
 from ._sql_health import SQLKeyHealth
+from ._sql_key_info import SQLKeyInfo
 from ._sql_keys import SQLKeys
 from ._sql_runs import SQLRuns
 from ._sql_tables import SQLTables
@@ -31,7 +32,7 @@ from ._sql_tables import SQLTables
 __all__ = ["DEFAULT_READ_AHEAD", "RECONNECT_WAITS", "SQL_TABLES", "SQLStore", "Session"]
 
 
-class SQLStore(SQLKeys, SQLTables, SQLRuns, SQLKeyHealth, SQLCore):
+class SQLStore(SQLKeys, SQLTables, SQLRuns, SQLKeyHealth, SQLKeyInfo, SQLCore):
     """A :class:`~sentinel_kit.Store` on a SQL database; see the module docstring. The
     paging (:mod:`._paging`) and chunk loops (:mod:`._chunks`) are the ones every store
     shares; this class supplies their primitives: one query, one transaction.
@@ -40,13 +41,14 @@ class SQLStore(SQLKeys, SQLTables, SQLRuns, SQLKeyHealth, SQLCore):
     :meth:`_driver_errors` (raising :class:`ConnectionLost` for a connection that is gone,
     when :attr:`_remote`), :meth:`check_schema`, :meth:`migrate`, :meth:`column_types`,
     the lease operations, :meth:`_upsert_chunk`, :meth:`_upsert_rows_chunk`,
-    :meth:`_record_attempts_chunk`, :meth:`_record_unit_attempts_chunk` and
-    :meth:`_insert_keys`; they may change :attr:`_never`, :attr:`_attempt_param` and
-    :meth:`_as_text` (how the fair order's key sorts).
+    :meth:`_record_attempts_chunk`, :meth:`_record_unit_attempts_chunk`,
+    :meth:`_save_key_info_chunk` and :meth:`_insert_keys`; they may change :attr:`_never`,
+    :attr:`_attempt_param` and :meth:`_as_text` (how the fair order's key sorts).
 
     Its parts live in mixins on :class:`~._sql_core.SQLCore` (sessions, reconnects, the
     dialect hooks): :class:`~._sql_keys.SQLKeys` (keys, fair order, attempts),
     :class:`~._sql_tables.SQLTables` (``user_data``, declared tables, inspection),
     :class:`~._sql_runs.SQLRuns` (runs, leases, job state) and
-    :class:`~._sql_health.SQLKeyHealth` (key health, access, records).
+    :class:`~._sql_health.SQLKeyHealth` (key health, access, records) and
+    :class:`~._sql_key_info.SQLKeyInfo` (what each key can do).
     """

@@ -21,11 +21,11 @@ from typing import Any, TypeVar
 
 from .._errors import SchemaMissing, StoreDataError, StoreError
 from .._json import dumps
-from .._models import UserDataRow, UserKey
+from .._models import KeyInfo, UserDataRow, UserKey
 from .._shard import shard_of
 from ._migrations import MIGRATIONS_TABLE, migrations, statements
 from ._protocols import DEFAULT_CHUNK_SIZE, Fence
-from ._rows import quoted, writable_table
+from ._rows import KEY_INFO_COLUMNS, key_info_row, quoted, writable_table
 from ._sql import SQL_TABLES, Row, Session, SQLStore
 
 __all__ = ["SQLiteStore"]
@@ -316,6 +316,18 @@ class SQLiteStore(SQLStore):
         if isinstance(value, dict | list):
             return dumps(value, indent=None)
         return self._value(value)
+
+    async def _save_key_info_chunk(
+        self, session: Session, infos: Sequence[KeyInfo], fence: Fence | None
+    ) -> None:
+        await self._check_fence(session, fence)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in KEY_INFO_COLUMNS if c != "key_id")
+        await session.executemany(
+            f"INSERT INTO sentinel_key_info ({', '.join(KEY_INFO_COLUMNS)}) "  # noqa: S608
+            f"VALUES ({', '.join('?' for _ in KEY_INFO_COLUMNS)}) "
+            f"ON CONFLICT (key_id) DO UPDATE SET {updates}",
+            [self._values(key_info_row(i), KEY_INFO_COLUMNS) for i in infos],
+        )
 
     async def _record_unit_attempts_chunk(
         self,

@@ -179,8 +179,7 @@ class Table:
                 )
             if replace not in keys:
                 raise ConfigError(
-                    f"table {name}: replace={replace!r} must be one of the key columns "
-                    f"{list(keys)}"
+                    f"table {name}: replace={replace!r} must be one of the key columns {list(keys)}"
                 )
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "key", keys)
@@ -250,8 +249,7 @@ def _check_unit(
             )
         if faction_api or shows is not None:
             raise ConfigError(
-                f"sync {name}: faction_api= and shows= are for per-faction syncs: add "
-                "per='faction'"
+                f"sync {name}: faction_api= and shows= are for per-faction syncs: add per='faction'"
             )
         if table.unit_column == "faction_id" or table.replace is not None:
             raise ConfigError(

@@ -29,10 +29,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Protocol
-
 from .._key_health import HealthPolicy, KeyHealth, ciphertext_fingerprint, parked_reason
-from .._models import ErrorClass, Outcome, UserKey
+from .._models import ErrorClass, KeyInfo, Outcome, UserKey
 from .._shard import shard_of
 from ..stores import Store
 from ._spec import ACCESS_LEVELS, TornSync
@@ -50,21 +48,6 @@ __all__ = [
 MAX_KEYS_PER_FACTION = 3
 
 _NEVER = datetime.min.replace(tzinfo=UTC)
-
-
-class KeyFacts(Protocol):
-    """What a per-faction run reads of a key's info (``KeyInfo``)."""
-
-    @property
-    def fingerprint(self) -> str: ...
-    @property
-    def access_level(self) -> int: ...
-    @property
-    def player_id(self) -> int | None: ...
-    @property
-    def faction_id(self) -> int | None: ...
-    @property
-    def faction_access(self) -> bool: ...
 
 
 def key_uses_sync(sync: str) -> str:
@@ -113,7 +96,7 @@ class FactionUnit:
 
 def _incapable(
     key: UserKey,
-    info: KeyFacts,
+    info: KeyInfo,
     spec: TornSync,
     *,
     health: Mapping[str, KeyHealth],
@@ -136,7 +119,7 @@ def _incapable(
 
 def faction_units(
     keys: Sequence[UserKey],
-    infos: Mapping[str, KeyFacts],
+    infos: Mapping[str, KeyInfo],
     spec: TornSync,
     *,
     health: Mapping[str, KeyHealth],
@@ -167,7 +150,7 @@ def faction_units(
     Returns:
         The units, never attempted first, then the oldest attempt, then by faction id.
     """
-    members: dict[int, list[tuple[UserKey, KeyFacts]]] = {}
+    members: dict[int, list[tuple[UserKey, KeyInfo]]] = {}
     for key in keys:
         info = infos.get(key.id)
         if info is None or not info.faction_id:
@@ -182,7 +165,7 @@ def faction_units(
             continue
         if wanted is not None and unit not in wanted:
             continue
-        capable: list[tuple[UserKey, KeyFacts]] = []
+        capable: list[tuple[UserKey, KeyInfo]] = []
         why: dict[str, int] = {}
         for key, info in sorted(found, key=lambda ki: ki[0].id):
             problem = _incapable(
@@ -225,8 +208,7 @@ async def faction_groups(
     keys: list[UserKey] = []
     async for page in store.iter_key_pages(page_size=page_size):
         keys.extend(page)
-    load = getattr(store, "load_key_info", None)
-    infos: Mapping[str, KeyFacts] = await load() if load is not None else {}
+    infos = await store.load_key_info()
     units = faction_units(
         keys,
         infos,

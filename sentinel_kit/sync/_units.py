@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+
 from .._key_health import HealthPolicy, KeyHealth, ciphertext_fingerprint, parked_reason
 from .._models import ErrorClass, KeyInfo, Outcome, UserKey
 from .._shard import shard_of

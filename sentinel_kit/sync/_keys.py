@@ -182,12 +182,24 @@ async def process_key(key: UserKey, ctx: _Context) -> Outcome:
             reason=exc.reason,
             torn_code=exc.torn_code,
             detail=str(exc),
-            error_class=exc.error_class,
+            error_class=_scoped_class(exc, key),
             # Halted before its request went out: the run's failure, not the key's.
             not_reached=not sent,
             **base,
         )
     return Outcome(key.id, key.user_id, rows=rows, **base)
+
+
+def _scoped_class(exc: FetchError, key: UserKey) -> ErrorClass | None:
+    """How a failure is handled: for a per-faction request, code 7 (faction data without
+    faction API access) is this key's lack of access for this sync, like code 16."""
+    if key.unit_id is not None and exc.torn_code == _FACTION_API_CODE:
+        return ErrorClass.NO_ACCESS
+    return exc.error_class
+
+
+#: Torn's "Incorrect ID-entity relation": faction data without faction API access.
+_FACTION_API_CODE = 7
 
 
 def _unattempted(

@@ -299,7 +299,8 @@ class Pipeline:
             if self._defer.is_set():
                 await self._results.put([_deferred(k) for k in group])
                 continue
-            if self.sink.one_key:
+            if self.sink.one_key and group[0].unit_id is None:
+                # A user's keys, newest first (a faction's come in their own order).
                 group = _newest_first(group)
             self._in_flight[worker_id] = group
             done: list[Outcome] = []

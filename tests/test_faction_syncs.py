@@ -378,6 +378,34 @@ def test_per_user_failures_name_their_user_as_unit(tmp_path: Path, torn: FakeTor
     ]
 
 
+def test_the_plan_of_a_per_faction_sync_is_one_request_per_faction(
+    lite: Callable[[], Store], torn: FakeTorn
+) -> None:
+    """`job.plan()` of a per-faction sync: one request per faction with a capable key, the
+    other capable keys spare, a faction without one named; its budget counts factions."""
+    first, second, third = simple_keys(3), simple_keys(2, start=3), simple_keys(1, start=5)
+
+    async def go() -> None:
+        async with lite() as store:
+            await seed(store, torn, first, faction=1)
+            await seed(store, torn, second, faction=2)
+            await seed(store, torn, third, faction=3, faction_access=[False])
+
+    run(go())
+    plan = job(lite, torn, TEST_ATTACKS).plan()
+    assert [(e.unit_id, e.action) for e in plan.entries] == [
+        ("1", "request"),
+        ("1", "spare"),
+        ("1", "spare"),
+        ("2", "request"),
+        ("2", "spare"),
+        ("3", "no_access"),
+    ]
+    assert (plan.budget.users, plan.budget.requests, plan.budget.unit) == (2, 2, "faction")
+    assert "budget: 2 requests for 2 factions" in plan.render_text()
+    assert torn.count() == 0
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

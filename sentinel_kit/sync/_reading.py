@@ -32,6 +32,7 @@ from ._tables import (
     key_info,
     one_key_per_user,
 )
+from ._units import plan_entries, read_factions
 
 __all__ = ["Reader"]
 
@@ -129,6 +130,8 @@ class Reader:
 
     async def aplan(self) -> Plan:
         """The async twin of :meth:`plan`."""
+        if self.sync.per == "faction":
+            return await self._faction_plan()
         entries: list[PlanEntry] = []
         for key in await self.akeys():
             detail = ""
@@ -174,6 +177,26 @@ class Reader:
             rows = await store.list_user_data(limit=limit)
         more = f" (the first {limit}; rows(limit=N) shows more)" if len(rows) == limit else ""
         return UserRows(rows, caption=f"user_data: {_count(len(rows), 'row')}{more}")
+
+    async def _faction_plan(self) -> Plan:
+        """A per-faction sync's plan: one request per faction with a capable key."""
+        async with self.store as store:
+            await store.check_schema()
+            units = await read_factions(
+                store,
+                self.sync,
+                page_size=self.options.page_size,
+                health=await store.load_key_health(),
+                policy=self.health_policy,
+                access=await _access_marks(store, self.sync),
+                shard=self.options.shard,
+            )
+        return Plan(
+            tuple(plan_entries(units)),
+            max_rpm=self.torn.max_rpm,
+            time_box=self.options.time_box,
+            unit="faction",
+        )
 
     async def akeys(self) -> KeyTable:
         """The async twin of :meth:`keys`."""

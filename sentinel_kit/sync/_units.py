@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 
 from .._key_health import HealthPolicy, KeyHealth, ciphertext_fingerprint, parked_reason
 from .._models import ErrorClass, KeyInfo, Outcome, UserKey
+from .._plan import PlanEntry
 from .._shard import shard_of
 from ..stores import Store
 from ._spec import ACCESS_LEVELS, TornSync
@@ -42,6 +43,8 @@ __all__ = [
     "faction_groups",
     "faction_units",
     "key_uses_sync",
+    "plan_entries",
+    "read_factions",
     "user_groups",
 ]
 
@@ -188,6 +191,41 @@ def faction_units(
     return units
 
 
+async def read_factions(
+    store: Store,
+    spec: TornSync,
+    *,
+    page_size: int,
+    health: Mapping[str, KeyHealth],
+    policy: HealthPolicy,
+    access: Mapping[str, str],
+    shard: tuple[int, int] | None = None,
+    wanted: Collection[str] | None = None,
+) -> list[FactionUnit]:
+    """Read the keys, their key info and this sync's attempts: the run's factions, in fair
+    order, each with its keys to ask (:func:`faction_units`).
+
+    Raises:
+        StoreError: a read failed.
+    """
+    keys: list[UserKey] = []
+    async for page in store.iter_key_pages(page_size=page_size):
+        keys.extend(page)
+    return faction_units(
+        keys,
+        await store.load_key_info(),
+        spec,
+        health=health,
+        policy=policy,
+        access=access,
+        now=datetime.now(UTC),
+        attempts=await store.load_unit_attempts(spec.name),
+        uses=await store.load_unit_attempts(key_uses_sync(spec.name)),
+        shard=shard,
+        wanted=wanted,
+    )
+
+
 async def faction_groups(
     store: Store,
     spec: TornSync,
@@ -200,26 +238,19 @@ async def faction_groups(
     wanted: Collection[str] | None,
     skip: Callable[[Outcome], Awaitable[None]],
 ) -> AsyncIterator[list[UserKey]]:
-    """Read the keys, their key info and this sync's attempts; yield each faction's keys to
-    ask, in fair order (a faction without a capable key goes to ``skip`` instead).
+    """Each faction's keys to ask, in fair order (:func:`read_factions`); a faction without
+    a capable key goes to ``skip`` instead.
 
     Raises:
         StoreError: a read failed (the pipeline ends the run as for any store failure).
     """
-    keys: list[UserKey] = []
-    async for page in store.iter_key_pages(page_size=page_size):
-        keys.extend(page)
-    infos = await store.load_key_info()
-    units = faction_units(
-        keys,
-        infos,
+    units = await read_factions(
+        store,
         spec,
+        page_size=page_size,
         health=health,
         policy=policy,
         access=access,
-        now=datetime.now(UTC),
-        attempts=await store.load_unit_attempts(spec.name),
-        uses=await store.load_unit_attempts(key_uses_sync(spec.name)),
         shard=shard,
         wanted=wanted,
     )
@@ -228,6 +259,32 @@ async def faction_groups(
             yield list(unit.keys)
         else:
             await skip(unit.skipped())
+
+
+def plan_entries(units: Sequence[FactionUnit]) -> list[PlanEntry]:
+    """What a per-faction run would do (``plan``): per faction, the key it requests, the
+    spare keys it asks after a code 7 or 16, or why none is capable. One request a faction."""
+    entries: list[PlanEntry] = []
+    for unit in units:
+        where = f"faction {unit.faction_id}"
+        if not unit.keys:
+            action = "parked" if (unit.why_not or "").endswith("parked") else "no_access"
+            entries.append(
+                PlanEntry(
+                    unit.first.user_id,
+                    unit.first.id,
+                    action,
+                    f"{where}: no capable key ({unit.why_not})",
+                    unit_id=unit.unit_id,
+                )
+            )
+            continue
+        for n, key in enumerate(unit.keys):
+            action, detail = (
+                ("request", where) if n == 0 else ("spare", f"{where}: asked after a 7 or 16")
+            )
+            entries.append(PlanEntry(key.user_id, key.id, action, detail, unit_id=unit.unit_id))
+    return entries
 
 
 async def _group_by_user(pages: AsyncIterator[list[UserKey]]) -> AsyncIterator[list[UserKey]]:

@@ -138,8 +138,6 @@ class UserKey:
     #: The unit a per-faction run asks this key for (the faction id as text); None: its
     #: user, as every per-user run.
     unit_id: str | None = None
-    #: The key owner's Torn player id where known (Torn's budget counts per player).
-    player_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,6 @@
-"""The syncs as daemon jobs: ``sync-users`` (the original worker's hourly sync) and every
-declared :class:`TornSync` a ``--import`` module holds.
+"""The syncs as daemon jobs: ``sync-users`` (the original worker's hourly sync), the
+ready-made syncs (opt-in: ``sync/builtin/``) and every declared :class:`TornSync` a
+``--import`` module holds.
 
 The job layer (``daemon/``) knows no engine: this adapter registers the syncs with its
 registry (``register_job``, ``add_job_source``). ``sentinel_kit`` imports it, so the jobs
@@ -29,6 +30,7 @@ from .daemon._jobs import (
 from .sync import RunOptions, SyncJob, TornOptions, TornSync
 from .sync._builtin import SYNC_USERS
 from .sync._registry import declared_syncs
+from .sync.builtin import READY_MADE
 
 __all__ = [
     "coverage_of",
@@ -182,4 +184,7 @@ sync_users = sync_handler(SYNC_USERS)
 # sentinel_kit itself is still being imported, would import them half-made), the declared
 # ones when load_jobs calls declared_jobs.
 register_job(job_of(SYNC_USERS))
+# The ready-made syncs are jobs too, run only when named (`daemon --job sync-key-info`).
+for _ready in READY_MADE:
+    register_job(job_of(_ready))
 add_job_source(declared_jobs)

@@ -54,6 +54,8 @@ TOP_LEVEL = {
 #: Pure modules inside the packages; the rest of a package has the package's layer.
 PURE_IN_PACKAGES = {
     "sync._builtin",
+    "sync.builtin",
+    "sync.builtin.key_info",
     "sync._limits",
     "sync._rows",
     "sync._spec",

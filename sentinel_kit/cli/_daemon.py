@@ -16,7 +16,7 @@ from ..daemon import Daemon, DaemonConfig, default_holder
 from ..daemon._jobs import JobSpec, load_jobs
 from ..daemon._scheduler import schedule_period
 from ..sync import SYNC_JOB_NAME
-from ..sync._registry import declared_syncs
+from ..sync._registry import declared_syncs, opt_in_syncs
 from ._options import (
     alert_option,
     db_option,
@@ -175,7 +175,9 @@ def daemon(
     each job's latest due tick and exits with the jobs' health (see --once).
     """
     specs = load_jobs(imports)
-    imported = [n for n in specs if n != SYNC_JOB_NAME]
+    # The ready-made syncs (sync-key-info...) run only when named with --job.
+    opt_in = opt_in_syncs()
+    imported = [n for n in specs if n != SYNC_JOB_NAME and n not in opt_in]
     wanted = list(job_names) or [SYNC_JOB_NAME, *imported]
     unknown = [n for n in wanted if n not in specs]
     for name in unknown:

@@ -42,7 +42,7 @@ def doctor(db: str | None, torn_url: str, as_json: bool, imports: tuple[str, ...
     tables = [
         (s.table.name, s.table.columns, s.table.key)
         for s in declared_syncs(imports).values()
-        if s.table.columns is not None or s.table.name != "user_data"
+        if not s.migrated_table
     ]
     url = resolve_db_url(db)
     store: Store | None = None

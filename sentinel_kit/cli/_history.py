@@ -11,7 +11,7 @@ from ..daemon._jobs import load_jobs
 from ..ops import StatusReport, job_statuses
 from ..stores import Store
 from ..sync import SYNC_JOB_NAME
-from ..sync._registry import declared_syncs
+from ..sync._registry import declared_syncs, opt_in_syncs
 from ._options import (
     db_option,
     import_option,
@@ -160,9 +160,11 @@ def status(
     mine = shard_from_env(shard)
     # Declared per-user syncs (sync-users aside) count their backlog by their own attempts.
     syncs = [n for n in declared_syncs(imports) if n != SYNC_JOB_NAME]
+    # The ready-made syncs show when a daemon registered them (it runs them) or by --job.
+    opt_in = opt_in_syncs()
     names = list(job_names) or [
         shard_job_name(mine, SYNC_JOB_NAME),
-        *(shard_job_name(mine, n) for n in specs if n != SYNC_JOB_NAME),
+        *(shard_job_name(mine, n) for n in specs if n != SYNC_JOB_NAME and n not in opt_in),
     ]
     schedules: dict[str, Schedule] = {}
     if schedule or interval:

@@ -42,7 +42,8 @@ class _Outcome:
 def _declared_tables(imports: tuple[str, ...]) -> tuple[list[Table], list[Table]]:
     """The tables of the syncs the loaded modules declare: those with declared columns
     (``migrate`` creates them), and those without (the user's own; ``user_data`` aside)."""
-    tables = [s.table for s in declared_syncs(imports).values()]
+    # Not the tables sentinel-kit's own migrations make (user_data, sentinel_key_info).
+    tables = [s.table for s in declared_syncs(imports).values() if not s.migrated_table]
     with_columns = [t for t in tables if t.columns is not None]
     without = [t for t in tables if t.columns is None and t.name != USER_DATA]
     return with_columns, without

@@ -18,7 +18,7 @@ from .._crypto import KeyCipher
 from .._errors import ConfigError, SentinelError, WrongSecret, describe_unexpected
 from .._incident import IncidentGuard
 from .._key_health import HealthPolicy
-from .._models import RunStatus
+from .._models import KeyInfo, RunStatus
 from .._replay import torn_transport
 from .._report import SYNC_JOB_NAME, SyncReport, build_report, run_log_fields
 from .._secrets import Secret
@@ -228,6 +228,7 @@ class SyncJob(Reader):
                 spec=self.sync,
                 access=await _key_access(store, self.sync),
                 existing=await _existing_columns(store, self.sync),
+                key_info=await _key_info(store),
             )
             if progress:
                 # The bar counts keys: known up front only for a whole, unsharded run.
@@ -343,6 +344,21 @@ async def _key_access(store: Store, sync: TornSync) -> dict[str, str]:
     except SentinelError as exc:
         logger.debug("key access marks of {} unknown ({}): asking every key", sync, exc)
         return {}
+
+
+async def _key_info(store: Store) -> dict[str, KeyInfo]:
+    """What each key can do, read once per run (whose key it is, for the per-player
+    budget); none when the database cannot say (no migration 014, or a store without
+    ``load_key_info``): every key then counts in its app user's window, as before."""
+    load = getattr(store, "load_key_info", None)
+    if load is None:
+        return {}
+    try:
+        found: dict[str, KeyInfo] = await load()
+    except SentinelError as exc:
+        logger.debug("key info unknown ({}): keys count in their user's budget window", exc)
+        return {}
+    return found
 
 
 #: What ``KeyHealthStore`` gained after 0.2: a store without them runs as under 0.2.

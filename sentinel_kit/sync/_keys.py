@@ -30,13 +30,13 @@ from .._key_health import (
     ciphertext_fingerprint,
     parked_reason,
 )
-from .._models import ErrorClass, Outcome, Reason, TornKey, UserKey
+from .._models import ErrorClass, KeyInfo, Outcome, Reason, TornKey, UserKey
 from .._report import NOT_ASKED
 from ._builtin import SYNC_USERS
 from ._sinks import Sink
 from ._spec import Row, TornSync
 
-__all__ = ["as_rows", "process_key", "settle_key"]
+__all__ = ["as_rows", "owner_of", "process_key", "settle_key"]
 
 
 _PARKED_REASON = {
@@ -61,8 +61,20 @@ class _Context:
     spec: TornSync = SYNC_USERS
     #: Keys without access for this sync (Torn code 16): key id -> ciphertext fingerprint.
     access: dict[str, str] = field(default_factory=dict)
+    #: What each key can do (``Store.load_key_info``): whose key it is, for the budget.
+    key_info: Mapping[str, KeyInfo] = field(default_factory=dict)
     #: Called with a key of a per-faction run whose answer showed another faction.
     on_other_faction: Callable[[UserKey], None] | None = None
+
+
+def owner_of(key: UserKey, fingerprint: str, key_info: Mapping[str, KeyInfo]) -> str:
+    """Whose window of Torn's per-player limit a request with ``key`` counts in: the
+    owner's player id once the key's current info names it (``player:ID``), else the app
+    user's (``user:ID``), which stands for the player until then."""
+    info = key_info.get(key.id)
+    if info is not None and info.fingerprint == fingerprint and info.player_id:
+        return f"player:{info.player_id}"
+    return f"user:{key.user_id}"
 
 
 def as_rows(parse: Callable[[Any], Any], answer: Any) -> tuple[Row, ...]:
@@ -159,15 +171,14 @@ async def process_key(key: UserKey, ctx: _Context) -> Outcome:
 
     try:
         # Torn counts per player, all their keys: the user stands for the player until the
-        # key's owner is known.
-        owner = f"player:{key.player_id}" if key.player_id is not None else f"user:{key.user_id}"
+        # key's owner is known (sync-key-info).
         rows = await ctx.torn.fetch(
             plaintext,
             ctx.spec.path_for(key.unit_id),
             ctx.spec.params,
             on_sent=mark_sent,
             parse=_faction_checked(ctx.spec, key, ctx.on_other_faction),
-            owner=owner,
+            owner=owner_of(key, cfp, ctx.key_info),
         )
     except NotSent:
         return _deferred(key)  # the time box came while it waited on the rate limiters

@@ -47,7 +47,7 @@ from .._crypto import KeyCipher
 from .._errors import DecryptError, FetchError, StoreError
 from .._incident import IncidentGuard
 from .._key_health import HealthPolicy, KeyHealth
-from .._models import ErrorClass, Outcome, Reason, UserKey
+from .._models import ErrorClass, KeyInfo, Outcome, Reason, UserKey
 from .._report import Change, RowChange, Tally
 from .._secret_check import SecretCheck
 from .._shard import shard_of
@@ -114,6 +114,9 @@ class Pipeline:
     access: dict[str, str] = field(default_factory=dict)
     #: The columns of a declared table without ``columns``, read at the start (or None).
     existing: dict[str, str] | None = None
+    #: What each key can do (``Store.load_key_info``), read at the start: whose key it is
+    #: (the per-player budget) and, for sync-key-info, which keys are fresh.
+    key_info: dict[str, KeyInfo] = field(default_factory=dict)
 
     tally: Tally = field(default_factory=Tally)
     written: int = 0
@@ -148,7 +151,7 @@ class Pipeline:
         """Run to the end (or the cut); return why it was cut short, if it was."""
         self.started_at = datetime.now(UTC)
         self._groups = asyncio.Queue(maxsize=self.concurrency * 2)
-        self._sink = sink_for(self.spec, self.limits, self.existing)
+        self._sink = sink_for(self.spec, self.limits, self.existing, self.key_info)
         ctx = _Context(
             self.cipher,
             self.torn,
@@ -158,6 +161,7 @@ class Pipeline:
             self._sent,
             self.spec,
             self.access,
+            self.key_info,
             lambda key: self._forget.add(key.id),
         )
         producer = asyncio.create_task(self._produce(), name="sentinel-producer")
@@ -199,6 +203,14 @@ class Pipeline:
 
     # -- producer ----------------------------------------------------------------------------
 
+    def _attempted_before(self) -> datetime:
+        """The pages' ``attempted_before``: the run's start, and with a declared
+        ``refresh`` judged by unit, ``refresh`` before it (never-asked units first)."""
+        refresh = self.spec.refresh
+        if refresh is None or self.sink.keyed_refresh:
+            return self.started_at
+        return min(self.started_at, datetime.now(UTC) - refresh)
+
     def _wanted(self, unit: str) -> bool:
         return self.users is None or unit in self.users
 
@@ -216,12 +228,13 @@ class Pipeline:
                 shard=self.options.shard,
                 wanted=self.users,
                 skip=self._skip_unit,
+                infos=self.key_info,
             )
         return user_groups(
             self.store,
             page_size=self.options.page_size,
             shard=self.options.shard,
-            attempted_before=self.started_at,
+            attempted_before=self._attempted_before(),
             sync=self.sink.attempts,
         )
 
@@ -237,6 +250,11 @@ class Pipeline:
             async for group in self._units():
                 if not self._wanted(group[0].unit_id or group[0].user_id):
                     continue
+                if self.sink.keyed_refresh:
+                    now = datetime.now(UTC)
+                    group = [k for k in group if not self.sink.fresh(k, now=now)]
+                    if not group:
+                        continue  # every key of the user is fresh: not read, not counted
                 if check.decided:
                     await self._feed(group)
                     continue
@@ -342,7 +360,7 @@ class Pipeline:
     def sink(self) -> Sink:
         """The sink of the run's table."""
         if self._sink is None:
-            self._sink = sink_for(self.spec, self.limits, self.existing)
+            self._sink = sink_for(self.spec, self.limits, self.existing, self.key_info)
         return self._sink
 
     # -- supervision -------------------------------------------------------------------------

@@ -25,8 +25,8 @@ async def check_declared_table(store: Store, spec: TornSync) -> None:
             or creating it yourself for a table declared without columns.
     """
     table = spec.table
-    if table.name == USER_DATA:
-        return  # check_schema covers the app's own table
+    if table.name == USER_DATA or spec.migrated_table:
+        return  # check_schema covers the app's own table; migrations make sentinel-kit's
     if isinstance(store, SQLStore):
         exists = bool(await store.table_columns(table.name))
     else:

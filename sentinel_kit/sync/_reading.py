@@ -15,7 +15,7 @@ from .._blocking import run_blocking
 from .._crypto import KeyCipher
 from .._errors import SentinelError
 from .._key_health import HealthPolicy, ciphertext_fingerprint
-from .._models import UserKey
+from .._models import KeyInfo, UserKey
 from .._plan import Plan, PlanEntry
 from ..stores import Store
 from ._limits import RowLimits
@@ -205,6 +205,7 @@ class Reader:
             await store.check_schema()
             health = await store.load_key_health()
             access = await _access_marks(store, self.sync)
+            checked = await _checked_keys(store)
             infos = [
                 key_info(
                     key,
@@ -213,6 +214,7 @@ class Reader:
                     now=now,
                     policy=self.health_policy,
                     no_access=_marked(access, key),
+                    checked=checked.get(key.id),
                 )
                 # In the order the next run reads them (fair order), of the shard only.
                 async for page in store.iter_key_pages(
@@ -229,6 +231,8 @@ class Reader:
         )
         others = [f"{actions.count(a)} {a.replace('_', ' ')}" for a in ("no_access", "spare")]
         caption += "".join(f", {o}" for o in others if not o.startswith("0 "))
+        known = sum(1 for i in infos if i.checked_at is not None)
+        caption += f"; access known for {known} (sync-key-info)"
         return KeyTable(infos, caption=caption)
 
     async def ahealth(self) -> HealthTable:
@@ -261,6 +265,14 @@ async def _access_marks(store: Store, sync: TornSync) -> dict[str, str]:
         return {}
     try:
         return await store.load_key_access(sync.name)
+    except SentinelError:
+        return {}
+
+
+async def _checked_keys(store: Store) -> dict[str, KeyInfo]:
+    """What sync-key-info found for each key; none when the database cannot say."""
+    try:
+        return await store.load_key_info()
     except SentinelError:
         return {}
 

@@ -1,10 +1,12 @@
-"""Which syncs exist: the built-in ones, and every :class:`TornSync` a module declares.
+"""Which syncs exist: the built-in ones, the ready-made ones (``sync/builtin/``, opt-in),
+and every :class:`TornSync` a module declares.
 
 A module that declares a sync at module level (``BATTLESTATS = TornSync(...)``) and is
 imported with ``--import MODULE`` (or installed with a ``sentinel_kit.jobs`` entry point)
 makes it available by name to ``migrate``, ``sync --job``, ``daemon --job``, ``status``,
 ``runs`` and ``doctor``. No decorator and no registration call: the declaration is the
-whole of it.
+whole of it. The ready-made syncs are known by name the same way; the daemon runs them
+only when named with ``--job`` (:func:`opt_in_syncs`).
 """
 
 from __future__ import annotations
@@ -16,8 +18,15 @@ from .._plugins import load_modules
 from ..daemon._jobs import registered_jobs
 from ._builtin import SYNC_USERS
 from ._spec import TornSync
+from .builtin import READY_MADE
 
-__all__ = ["declared_syncs", "find_sync", "import_module"]
+__all__ = ["declared_syncs", "find_sync", "import_module", "opt_in_syncs"]
+
+
+def opt_in_syncs() -> frozenset[str]:
+    """The names of the ready-made syncs: known everywhere, run by the daemon (and shown
+    by ``status``) only when named with ``--job``."""
+    return frozenset(s.name for s in READY_MADE)
 
 
 def import_module(name: str) -> None:
@@ -38,7 +47,8 @@ def declared_syncs(imports: Iterable[str] = ()) -> dict[str, TornSync]:
             sync has the name of an ``@job`` (naming both modules).
     """
     found: dict[str, TornSync] = {SYNC_USERS.name: SYNC_USERS}
-    where: dict[str, str] = {SYNC_USERS.name: "sentinel_kit"}
+    found.update((s.name, s) for s in READY_MADE)
+    where: dict[str, str] = dict.fromkeys(found, "sentinel_kit")
     for module in load_modules(imports):
         for value in vars(module).values():
             if not isinstance(value, TornSync):

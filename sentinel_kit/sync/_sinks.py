@@ -6,21 +6,25 @@ fit fails that key as ``bad_response``), builds the rows of a chunk (one row set
 the newest key's), writes them fenced and chunked with refused rows isolated, and says what
 a dry run would change.
 
-Two sinks: :class:`TableSink` for any declared table (the generic fenced upsert of every
-store), and :class:`UserDataSink` for the app's own ``user_data``, which keeps the write path
+Three sinks: :class:`TableSink` for any declared table (the generic fenced upsert of every
+store), :class:`UserDataSink` for the app's own ``user_data``, which keeps the write path
 of 0.2 (its columns read from the database, its dry-run diff by name and player id, its
-existing fenced function that replicas of 0.2 still call).
+existing fenced function that replicas of 0.2 still call), and :class:`KeyInfoSink` for
+sync-key-info: one :class:`~sentinel_kit._models.KeyInfo` per key into ``sentinel_key_info``
+(``Store.save_key_info``, fenced and chunked), every key asked, each fresh for the sync's
+``refresh``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
 from .._errors import StoreDataError
-from .._models import ErrorClass, Outcome, Profile, Reason
+from .._key_health import ciphertext_fingerprint
+from .._models import ErrorClass, KeyInfo, Outcome, Profile, Reason, UserKey
 from .._report import Change, RowChange
 from ..stores import Fence, Store
 from ._limits import RowLimits, column_problem
@@ -28,7 +32,7 @@ from ._rows import build_upserts, diff_rows, diff_table_rows
 from ._spec import Row, TornSync, is_column_name
 from ._writes import upsert_isolating, write_isolating
 
-__all__ = ["USER_DATA", "Sink", "TableSink", "UserDataSink", "sink_for"]
+__all__ = ["USER_DATA", "KeyInfoSink", "Sink", "TableSink", "UserDataSink", "sink_for"]
 
 #: The app's table of the user sync.
 USER_DATA = "user_data"
@@ -58,6 +62,16 @@ class Sink(Protocol):
     def one_key(self) -> bool:
         """Ask one key per user (the newest usable), the next only after a key-scoped
         failure; False asks every key of a user."""
+        ...
+
+    @property
+    def keyed_refresh(self) -> bool:
+        """Whether the sink judges freshness key by key (:meth:`fresh`); False: by unit,
+        through the pages' ``attempted_before``."""
+        ...
+
+    def fresh(self, key: UserKey, *, now: datetime) -> bool:
+        """Whether ``key`` needs no request this run (fresh: not read, not counted)."""
         ...
 
     async def write(
@@ -96,6 +110,12 @@ class UserDataSink:
     attempts: str | None = None
     #: sync-users asks every key of a user (the newest key's profile wins), as in 0.2.
     one_key: bool = False
+
+    #: Freshness, if declared, is the unit's (the pages' ``attempted_before``).
+    keyed_refresh: bool = False
+
+    def fresh(self, key: UserKey, *, now: datetime) -> bool:
+        return False
 
     def admit(self, outcome: Outcome) -> Outcome:
         if outcome.rows is None:
@@ -144,6 +164,14 @@ class TableSink:
     def one_key(self) -> bool:
         """A declared per-user sync asks one key per user."""
         return True
+
+    @property
+    def keyed_refresh(self) -> bool:
+        """Freshness, if declared, is the unit's (the pages' ``attempted_before``)."""
+        return False
+
+    def fresh(self, key: UserKey, *, now: datetime) -> bool:
+        return False
 
     def admit(self, outcome: Outcome) -> Outcome:
         if outcome.rows is None:
@@ -245,6 +273,136 @@ class TableSink:
         return diff_table_rows(rows, current, key=table.key, unit=unit)
 
 
+@dataclass(frozen=True, slots=True)
+class KeyInfoRow:
+    """A row of ``sentinel_key_info`` and the user whose key it describes."""
+
+    user_id: str
+    info: KeyInfo
+
+
+#: The values ``parse`` returns for a key (sync-key-info's ``parse_key_info``).
+_KEY_INFO_VALUES: dict[str, type | tuple[type, ...]] = {
+    "access_level": int,
+    "access_type": str,
+    "player_id": (int, type(None)),
+    "faction_id": (int, type(None)),
+    "faction_access": bool,
+}
+
+#: Their column types in ``sentinel_key_info`` (what a value must fit).
+_KEY_INFO_TYPES = {
+    "access_level": "integer",
+    "access_type": "text",
+    "player_id": "bigint",
+    "faction_id": "bigint",
+    "faction_access": "boolean",
+}
+
+
+@dataclass(slots=True)
+class KeyInfoSink:
+    """``sentinel_key_info``: one row per key (not per user), every key asked, a key fresh
+    while its current info (same ciphertext fingerprint) is younger than ``refresh``."""
+
+    spec: TornSync
+    #: The key info at the start of the run (``Store.load_key_info``), by key id.
+    known: Mapping[str, KeyInfo] = field(default_factory=dict)
+
+    @property
+    def attempts(self) -> str | None:
+        """The sync's own attempts (``sentinel_unit_attempts``) order its keys."""
+        return self.spec.name
+
+    @property
+    def one_key(self) -> bool:
+        """Every key of a user is asked: each key has its own access."""
+        return False
+
+    @property
+    def keyed_refresh(self) -> bool:
+        """Freshness is each key's: a user's new or re-saved key is asked within minutes,
+        however recently the user's other keys were."""
+        return True
+
+    def fresh(self, key: UserKey, *, now: datetime) -> bool:
+        info = self.known.get(key.id)
+        refresh = self.spec.refresh
+        return (
+            info is not None
+            and refresh is not None
+            and info.checked_at > now - refresh
+            and info.fingerprint == ciphertext_fingerprint(key.api_key)
+        )
+
+    def admit(self, outcome: Outcome) -> Outcome:
+        if outcome.rows is None:
+            return outcome
+        if len(outcome.rows) != 1:
+            return _bad(outcome, "expected one key info row per answer")
+        for column, kind in _KEY_INFO_VALUES.items():
+            value = outcome.rows[0].get(column)
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                return _bad(outcome, f"key info has no usable {column}")
+            problem = column_problem(column, _KEY_INFO_TYPES[column], value)
+            if problem is not None:
+                return _bad(outcome, problem)
+        return outcome
+
+    def build(self, outcomes: Sequence[Outcome], *, now: datetime) -> list[Any]:
+        rows = [
+            KeyInfoRow(o.user_id, _key_info(o, o.rows[0], o.ciphertext_fp, now))
+            for o in outcomes
+            if o.rows and o.ciphertext_fp is not None
+        ]
+        return sorted(rows, key=lambda r: r.info.key_id)
+
+    def unit_of(self, row: Any) -> str:
+        return str(row.user_id)
+
+    async def write(
+        self, store: Store, rows: Sequence[Any], *, fence: Fence | None
+    ) -> tuple[int, list[tuple[Any, StoreDataError]]]:
+        async def save(part: Sequence[KeyInfoRow]) -> int:
+            await store.save_key_info([r.info for r in part], fence=fence)
+            return len(part)
+
+        written, refused = await write_isolating(save, rows)
+        return written, list(refused)
+
+    async def diff(self, store: Store, rows: Sequence[Any]) -> Sequence[Change | RowChange]:
+        # Against the key info read at the start (no second read).
+        current = [_info_values(i) for i in self.known.values()]
+        would = [{"user_id": r.user_id, **_info_values(r.info)} for r in rows]
+        return diff_table_rows(would, current, key=("key_id",), unit="user_id")
+
+
+def _key_info(outcome: Outcome, values: Row, fingerprint: str, now: datetime) -> KeyInfo:
+    return KeyInfo(
+        key_id=outcome.key_id,
+        fingerprint=fingerprint,
+        access_level=int(values["access_level"]),
+        access_type=str(values["access_type"]),
+        player_id=values["player_id"],
+        faction_id=values["faction_id"],
+        faction_access=bool(values["faction_access"]),
+        checked_at=now,
+    )
+
+
+def _info_values(info: KeyInfo) -> dict[str, Any]:
+    """What a dry run compares of a key's info (not when it was checked, nor the
+    fingerprint, which is no one's business in a report)."""
+    return {
+        "key_id": info.key_id,
+        "access_level": info.access_level,
+        "access_type": info.access_type,
+        "player_id": info.player_id,
+        "faction_id": info.faction_id,
+        "faction_access": info.faction_access,
+    }
+
+
 #: Rows read at least, per chunk, to diff a dry run against.
 _DIFF_READ = 1_000
 
@@ -265,7 +423,12 @@ def _columns_of(rows: Sequence[Row]) -> list[str]:
     return list(seen)
 
 
-def sink_for(spec: TornSync, limits: RowLimits, existing: Mapping[str, str] | None = None) -> Sink:
+def sink_for(
+    spec: TornSync,
+    limits: RowLimits,
+    existing: Mapping[str, str] | None = None,
+    key_info: Mapping[str, KeyInfo] | None = None,
+) -> Sink:
     """The sink of a sync's table.
 
     Args:
@@ -273,8 +436,12 @@ def sink_for(spec: TornSync, limits: RowLimits, existing: Mapping[str, str] | No
         limits: what ``user_data``'s columns hold (read from the database at the start).
         existing: the columns of a table without declared ``columns``, as the database has
             them (read at the start); None when unknown.
+        key_info: every key's info at the start of the run (sync-key-info's freshness).
     """
-    # Chosen by the declaration, never by a table's name: only sync-users keeps 0.2's rules.
+    # Chosen by the declaration, never by a table's name: only sync-users keeps 0.2's rules,
+    # only sync-key-info writes sentinel_key_info.
     if spec.user_data_rules:
         return UserDataSink(limits)
+    if spec.key_info_rules:
+        return KeyInfoSink(spec, key_info or {})
     return TableSink(spec, existing)

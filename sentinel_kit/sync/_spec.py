@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from types import MappingProxyType
 from typing import Any
 
@@ -31,6 +32,7 @@ __all__ = [
     "ACCESS_LEVELS",
     "COLUMN_TYPES",
     "FACTION_PLACEHOLDER",
+    "KEY_INFO_TABLE",
     "UNIT_COLUMNS",
     "Row",
     "Table",
@@ -52,6 +54,9 @@ ACCESS_LEVELS = ("public", "minimal", "limited", "full")
 #: The column each unit kind fills in on every row: the app user a key belongs to, or the
 #: Torn faction a per-faction sync asked for.
 UNIT_COLUMNS = MappingProxyType({"user": "user_id", "faction": "faction_id"})
+
+#: The table of sync-key-info: what each key can do (migration 014).
+KEY_INFO_TABLE = "sentinel_key_info"
 
 #: Columns the engine fills in itself: the unit's key column and the write time.
 _ENGINE_COLUMNS = MappingProxyType({"user_id": "text", "updated_at": "timestamptz"})
@@ -292,6 +297,11 @@ class TornSync:
         per: the unit a run iterates: ``"user"`` (one request per app user) or
             ``"faction"`` (one request per Torn faction that has a key among the users, with
             one capable member's key; rows get ``faction_id``).
+        refresh: how long an answer stays fresh: a run asks only the units not attempted
+            within ``refresh`` (never-asked first), so a sync can run often and still ask
+            each unit about once per ``refresh``. Units left out because they are fresh
+            are not read at all: they are neither failures nor skipped, and not counted
+            in ``keys_total``. None (the default): every run asks every unit.
         faction_api: the endpoint needs faction API access (Torn answers code 7
             without it): a per-faction sync asks only keys whose owner has it.
         shows: for a per-faction endpoint that cannot name its faction (own-faction
@@ -316,6 +326,7 @@ class TornSync:
     per: str
     faction_api: bool
     shows: Callable[[Any], Iterable[int]] | None
+    refresh: timedelta | None
     _builtin: bool
 
     def __init__(
@@ -332,6 +343,7 @@ class TornSync:
         per: str = "user",
         faction_api: bool = False,
         shows: Callable[[Any], Iterable[int]] | None = None,
+        refresh: timedelta | None = None,
         _owner: object = None,
     ) -> None:
         if not isinstance(name, str) or not _SYNC_NAME.match(name):
@@ -365,6 +377,11 @@ class TornSync:
                 f"sync {name}: needs={needs!r} is not a key access level; use one of "
                 + ", ".join(ACCESS_LEVELS)
             )
+        if refresh is not None and (not isinstance(refresh, timedelta) or refresh <= timedelta(0)):
+            raise ConfigError(
+                f"sync {name}: refresh= must be a positive datetime.timedelta, "
+                "e.g. timedelta(days=1)"
+            )
         query: dict[str, str] = {}
         for param, value in (params or {}).items():
             if not isinstance(param, str) or not param or param.lower() == "key":
@@ -383,6 +400,7 @@ class TornSync:
         object.__setattr__(self, "per", per)
         object.__setattr__(self, "faction_api", bool(faction_api))
         object.__setattr__(self, "shows", shows)
+        object.__setattr__(self, "refresh", refresh)
         object.__setattr__(self, "_builtin", builtin)
 
     @property
@@ -398,6 +416,19 @@ class TornSync:
         """Whether this is sentinel-kit's own sync-users, which writes ``user_data`` by the
         rules of 0.2 (every key of a user asked, its own attempts, its fenced function)."""
         return self._builtin and self.table.name == "user_data"
+
+    @property
+    def key_info_rules(self) -> bool:
+        """Whether this is sentinel-kit's own sync-key-info, which writes one row per key
+        into ``sentinel_key_info`` (every key asked, each fresh for ``refresh``)."""
+        return self._builtin and self.table.name == KEY_INFO_TABLE
+
+    @property
+    def migrated_table(self) -> bool:
+        """Whether the table is made by sentinel-kit's migrations (``user_data`` of the
+        seed schema, ``sentinel_key_info``), not by a declaration's ``columns`` nor by the
+        user: ``migrate --import`` and the checks before a run leave it alone."""
+        return self._builtin
 
     @property
     def unit_column(self) -> str:

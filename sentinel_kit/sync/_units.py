@@ -67,8 +67,7 @@ class FactionUnit:
     Attributes:
         faction_id: the Torn faction.
         keys: the capable keys to ask, in order (least recently used first), at most
-            :data:`MAX_KEYS_PER_FACTION`; each carries the faction as ``unit_id`` and its
-            owner's player id (the budget's owner).
+            :data:`MAX_KEYS_PER_FACTION`; each carries the faction as ``unit_id``.
         members: keys of our users in the faction (by their current key info).
         why_not: when no key is capable, why (one phrase per kind of key).
         first: a key of the faction (for the report of a faction without a capable key).
@@ -134,6 +133,7 @@ def faction_units(
     uses: Mapping[str, datetime],
     shard: tuple[int, int] | None = None,
     wanted: Collection[str] | None = None,
+    fresh_after: datetime | None = None,
 ) -> list[FactionUnit]:
     """The factions of a per-faction run, in fair order, each with its keys to ask (pure).
 
@@ -150,6 +150,8 @@ def faction_units(
         uses: when this sync last used each key (by key id).
         shard: ``(i, n)``: only the factions whose :func:`~sentinel_kit.shard_of` is ``i``.
         wanted: only these faction ids (as text).
+        fresh_after: leave out the factions attempted after this time (``refresh=``):
+            not read, not counted.
 
     Returns:
         The units, never attempted first, then the oldest attempt, then by faction id.
@@ -169,6 +171,9 @@ def faction_units(
             continue
         if wanted is not None and unit not in wanted:
             continue
+        last = attempts.get(unit)
+        if fresh_after is not None and last is not None and last > fresh_after:
+            continue  # fresh (refresh=): not asked this run
         capable: list[tuple[UserKey, KeyInfo]] = []
         why: dict[str, int] = {}
         for key, info in sorted(found, key=lambda ki: ki[0].id):
@@ -180,10 +185,7 @@ def faction_units(
             else:
                 why[problem] = why.get(problem, 0) + 1
         capable.sort(key=lambda ki: (uses.get(ki[0].id, _NEVER), ki[0].id))
-        chosen = tuple(
-            replace(key, unit_id=unit, player_id=info.player_id)
-            for key, info in capable[:MAX_KEYS_PER_FACTION]
-        )
+        chosen = tuple(replace(key, unit_id=unit) for key, _ in capable[:MAX_KEYS_PER_FACTION])
         why_not = None if chosen else ", ".join(f"{n} {w}" for w, n in sorted(why.items()))
         first = min((k for k, _ in found), key=lambda k: k.id)
         units.append(FactionUnit(faction_id, chosen, len(found), why_not, first))
@@ -201,9 +203,11 @@ async def read_factions(
     access: Mapping[str, str],
     shard: tuple[int, int] | None = None,
     wanted: Collection[str] | None = None,
+    infos: Mapping[str, KeyInfo] | None = None,
 ) -> list[FactionUnit]:
-    """Read the keys, their key info and this sync's attempts: the run's factions, in fair
-    order, each with its keys to ask (:func:`faction_units`).
+    """Read the keys, their key info (unless given) and this sync's attempts: the run's
+    factions, in fair order, each with its keys to ask (:func:`faction_units`); with the
+    sync's ``refresh``, only those not attempted within it.
 
     Raises:
         StoreError: a read failed.
@@ -211,18 +215,20 @@ async def read_factions(
     keys: list[UserKey] = []
     async for page in store.iter_key_pages(page_size=page_size):
         keys.extend(page)
+    now = datetime.now(UTC)
     return faction_units(
         keys,
-        await store.load_key_info(),
+        infos if infos is not None else await store.load_key_info(),
         spec,
         health=health,
         policy=policy,
         access=access,
-        now=datetime.now(UTC),
+        now=now,
         attempts=await store.load_unit_attempts(spec.name),
         uses=await store.load_unit_attempts(key_uses_sync(spec.name)),
         shard=shard,
         wanted=wanted,
+        fresh_after=None if spec.refresh is None else now - spec.refresh,
     )
 
 
@@ -237,6 +243,7 @@ async def faction_groups(
     shard: tuple[int, int] | None,
     wanted: Collection[str] | None,
     skip: Callable[[Outcome], Awaitable[None]],
+    infos: Mapping[str, KeyInfo] | None = None,
 ) -> AsyncIterator[list[UserKey]]:
     """Each faction's keys to ask, in fair order (:func:`read_factions`); a faction without
     a capable key goes to ``skip`` instead.
@@ -253,6 +260,7 @@ async def faction_groups(
         access=access,
         shard=shard,
         wanted=wanted,
+        infos=infos,
     )
     for unit in units:
         if unit.keys:

@@ -55,6 +55,7 @@ TOP_LEVEL = {
 PURE_IN_PACKAGES = {
     "sync._builtin",
     "sync.builtin",
+    "sync.builtin.faction_members",
     "sync.builtin.key_info",
     "sync._limits",
     "sync._rows",

@@ -11,7 +11,7 @@ from .._errors import ConfigError
 from .._torn import DEFAULT_TORN_URL
 from ..ops._doctor import DoctorReport, adiagnose
 from ..stores import Store, open_store
-from ..sync._registry import declared_syncs
+from ..sync._registry import declared_syncs, opt_in_syncs
 from ._options import db_option, import_option, json_option, logging_options
 from ._output import echo_json, echo_text
 
@@ -39,10 +39,12 @@ def doctor(db: str | None, torn_url: str, as_json: bool, imports: tuple[str, ...
     Exit 0 when every check passes (checks that do not apply to the backend say n/a), 1 when
     one fails, 2 for a bad flag or URL.
     """
+    # The ready-made syncs are opt-in: a deployment that runs none of them needs none of
+    # their tables (``migrate`` creates them; a run of one stops early without its table).
     tables = [
         (s.table.name, s.table.columns, s.table.key)
         for s in declared_syncs(imports).values()
-        if not s.migrated_table
+        if not s.migrated_table and s.name not in opt_in_syncs()
     ]
     url = resolve_db_url(db)
     store: Store | None = None

@@ -23,7 +23,7 @@ from sentinel_kit.sync.builtin.faction_members import SYNC_FACTION_MEMBERS
 from sentinel_kit.testing import Answer, FakeTorn, SeedKey, simple_keys, torn_error
 from sentinel_kit.testing._stores import aseed
 
-from .conftest import SECRET
+from .conftest import SECRET, run_cli, sync_args
 from .stores.supabase_helpers import PROJECT_URL, SERVICE_KEY, live_stand_in
 
 MEMBERS = "/faction/{id}/members"
@@ -404,6 +404,46 @@ def test_the_plan_of_a_per_faction_sync_is_one_request_per_faction(
     assert (plan.budget.users, plan.budget.requests, plan.budget.unit) == (2, 2, "faction")
     assert "budget: 2 requests for 2 factions" in plan.render_text()
     assert torn.count() == 0
+
+
+def test_sync_key_info_then_sync_faction_members_from_the_cli(
+    tmp_path: Path, torn: FakeTorn
+) -> None:
+    """`migrate` creates faction_members; `sync --job sync-key-info` learns each key's
+    faction; `sync --job sync-faction-members` then asks one key per faction (two factions,
+    five keys: two requests) and writes each roster under its faction; its dry run's budget
+    counts factions."""
+    keys = simple_keys(5)
+    path = tmp_path / "cli.db"
+    for n, key in enumerate(keys):
+        torn.key_access(key.plaintext, "full", owner=(100 + n, FACTION if n < 3 else OTHER))
+    env = {"ENCRYPTION_KEY": SECRET}
+    assert run_cli(["migrate", "--db", f"sqlite:///{path}"], env=env).returncode == 0
+
+    async def go() -> None:
+        async with open_store(f"sqlite:///{path}") as store:
+            await aseed(store, keys, SECRET)
+
+    run(go())
+    checked = run_cli(sync_args(path, torn, "--job", "sync-key-info"), env=env)
+    assert checked.returncode == 0, checked.stderr
+    dry = run_cli(
+        ["sync", "--db", f"sqlite:///{path}", "--torn-url", torn.url, "--dry-run"]
+        + ["--job", "sync-faction-members"],
+        env=env,
+    )
+    assert dry.returncode == 0, dry.stderr
+    assert "2 requests for 2 factions" in dry.stdout
+    before = torn.count()
+    result = run_cli(sync_args(path, torn, "--job", "sync-faction-members"), env=env)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["unit"], report["keys_total"], report["synced"]) == ("faction", 2, 2)
+    assert torn.count() - before == 2
+    lite = lambda: open_store(f"sqlite:///{path}")  # noqa: E731
+    assert 100 in players(lite, FACTION)
+    assert 103 in players(lite, OTHER)
+    assert len(players(lite, FACTION)) == len(players(lite, OTHER)) == 5
 
 
 @pytest.mark.parametrize(

@@ -135,6 +135,9 @@ class UserKey:
     user_id: str
     api_key: str = field(repr=False)
     created_at: str | None = None
+    #: The unit a per-faction run asks this key for (the faction id as text); None: its
+    #: user, as every per-user run.
+    unit_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +176,13 @@ class Outcome:
     #: The rows a declared sync's ``parse`` made of the answer (column -> value each);
     #: None for a failure.
     rows: tuple[Mapping[str, Any], ...] | None = None
+    #: The unit of a per-faction run (the faction id as text); None: the user.
+    unit_id: str | None = None
+
+    @property
+    def unit(self) -> str:
+        """The unit this outcome is for: the faction of a per-faction run, else the user."""
+        return self.unit_id if self.unit_id is not None else self.user_id
 
     @property
     def ok(self) -> bool:

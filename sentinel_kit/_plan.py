@@ -52,6 +52,8 @@ class PlanEntry:
     key_id: str
     action: str  # "request", "parked", "decrypt_error", "no_access", "spare" or "fresh"
     detail: str = ""
+    #: The unit the key is asked for: its user (""), or a per-faction run's faction id.
+    unit_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,16 +61,18 @@ class Budget:
     """How Torn's request budget covers the keys to request.
 
     Attributes:
-        users: users with at least one key to request.
+        users: users with at least one key to request (factions, for a per-faction sync).
         requests: keys to request (one request each, retries aside).
         max_rpm: requests allowed in any rolling minute (0: no limit).
         time_box: seconds a run may start users for (None: no time box).
+        unit: what ``users`` counts: ``user`` or ``faction``.
     """
 
     users: int
     requests: int
     max_rpm: int
     time_box: float | None = None
+    unit: str = "user"
 
     @property
     def full_pass_s(self) -> float | None:
@@ -98,15 +102,16 @@ class Budget:
 
     def describe(self) -> str:
         """One line for people: the full pass, and what fits in the time box."""
+        units = f"{self.unit}s"
         if self.full_pass_s is None:
-            return f"{self.requests} requests for {self.users} users, no rate limit"
+            return f"{self.requests} requests for {self.users} {units}, no rate limit"
         line = (
-            f"{self.requests} requests for {self.users} users: a full pass takes "
+            f"{self.requests} requests for {self.users} {units}: a full pass takes "
             f"{_duration(self.full_pass_s)} at --max-rpm {self.max_rpm}"
         )
         if self.users_per_run is not None and self.time_box is not None:
             line += (
-                f"; a {_duration(self.time_box)} time box reaches {self.users_per_run} users "
+                f"; a {_duration(self.time_box)} time box reaches {self.users_per_run} {units} "
                 f"per run ({self.runs_per_pass or 'no'} run(s) per full pass)"
             )
         return line
@@ -213,6 +218,9 @@ class Plan:
     entries: tuple[PlanEntry, ...]
     max_rpm: int = 0
     time_box: float | None = None
+    #: What a run's requests are for: ``user`` (one per user) or ``faction`` (one per
+    #: faction that has a capable key among the users).
+    unit: str = "user"
 
     def count(self, action: str) -> int:
         """How many entries have this action."""
@@ -222,8 +230,8 @@ class Plan:
     def budget(self) -> Budget:
         """How long a full pass takes at the run's ``max_rpm``, and what fits in its time box."""
         requested = [e for e in self.entries if e.action == "request"]
-        users = len({e.user_id for e in requested})
-        return Budget(users, len(requested), self.max_rpm, self.time_box)
+        units = len({e.unit_id or e.user_id for e in requested})
+        return Budget(units, len(requested), self.max_rpm, self.time_box, self.unit)
 
     def render_text(self) -> str:
         """One line per key, after a summary line and the budget."""
@@ -238,7 +246,8 @@ class Plan:
             f"budget: {self.budget.describe()}",
         ]
         lines += [
-            f"  {e.action:<13} user {e.user_id} key {e.key_id} {e.detail}" for e in self.entries
+            f"  {e.action:<13} user {e.user_id} key {e.key_id} {e.detail}".rstrip()
+            for e in self.entries
         ]
         return "\n".join(lines)
 

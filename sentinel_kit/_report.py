@@ -15,6 +15,7 @@ from ._display import html_table, to_dataframe
 from ._models import ErrorClass, Outcome, Reason, RunStatus
 
 __all__ = [
+    "NOT_ASKED",
     "SYNC_JOB_NAME",
     "Change",
     "ChangeKind",
@@ -27,6 +28,9 @@ __all__ = [
     "skip_kind",
     "skipped_phrase",
 ]
+
+#: The detail of a key a per-faction run did not ask because another key answered first.
+NOT_ASKED = "not asked"
 
 #: The built-in user sync's job name (``sync/_builtin.py`` declares it under this name).
 SYNC_JOB_NAME = "sync-users"
@@ -45,7 +49,7 @@ class ChangeKind(enum.StrEnum):
 
 _CHANGE_COLUMNS = ("user_id", "change", "name", "player_id", "old_name", "old_player_id")
 _ROW_CHANGE_COLUMNS = ("user_id", "change", "key", "row", "old")
-_FAILURE_COLUMNS = ("user_id", "key_id", "reason", "torn_code", "key_fingerprint")
+_FAILURE_COLUMNS = ("user_id", "key_id", "reason", "torn_code", "key_fingerprint", "unit_id")
 _SUMMARY_COLUMNS = (
     "run",
     "job",
@@ -171,6 +175,8 @@ class Failure:
     ``key_fingerprint`` is the decrypted key's fingerprint (see
     :func:`~sentinel_kit.key_fingerprint`), the label cassettes and DEBUG logs use for it;
     None when the key was never decrypted (a ``decrypt_error``, or a key not attempted).
+    ``unit_id`` is the unit the key was asked for: its user, or the faction of a per-faction
+    run (the faction id as text).
     """
 
     user_id: str
@@ -178,6 +184,7 @@ class Failure:
     reason: Reason
     torn_code: int | None = None
     key_fingerprint: str | None = None
+    unit_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON form of the report contract."""
@@ -187,6 +194,7 @@ class Failure:
             "reason": self.reason.value,
             "torn_code": self.torn_code,
             "key_fingerprint": self.key_fingerprint,
+            "unit_id": self.unit_id if self.unit_id is not None else self.user_id,
         }
 
 
@@ -203,6 +211,10 @@ class SyncReport:
     listed in ``failures``, which holds the keys that were sent or failed on their own;
     :meth:`not_reached_keys` names them. ``counted`` is False for runs the health rule
     ignores: dry runs, re-runs of a few users, and runs a person interrupted.
+
+    ``unit`` is what the counts count: ``user`` (keys of app users, as always) or
+    ``faction`` (a per-faction run: ``keys_total``, ``synced``, ``failed``, ``skipped`` are
+    factions, so the health rule reads the same).
     """
 
     run_id: str
@@ -229,6 +241,8 @@ class SyncReport:
     unreached: tuple[Failure, ...] = field(default=(), repr=False, compare=False)
     #: Skipped keys by why (:data:`SKIP_KINDS`): ``{"parked": n, "access": m}``.
     skipped_by: Mapping[str, int] = field(default_factory=dict)
+    #: What the counts count: ``user`` or ``faction``.
+    unit: str = "user"
 
     def __post_init__(self) -> None:
         # When the keys are known, their count is theirs: the two never disagree. (A report
@@ -286,6 +300,7 @@ class SyncReport:
             "not_reached": self.not_reached,
             "dry_run": self.dry_run,
             "write_calls": self.write_calls,
+            "unit": self.unit,
         }
         if self.dry_run:
             data["changes"] = [c.to_dict() for c in self.changes]
@@ -410,14 +425,33 @@ class Tally:
                 if kind is not None:
                     self.skipped_by[kind] += 1
             elif o.reason is not None:
-                failure = Failure(o.user_id, o.key_id, o.reason, o.torn_code, o.key_fingerprint)
+                failure = Failure(
+                    o.user_id, o.key_id, o.reason, o.torn_code, o.key_fingerprint, o.unit
+                )
                 (self.not_reached if o.not_reached else self.failures).append(failure)
+
+    def add_unit(self, outcomes: Sequence[Outcome]) -> None:
+        """Count one unit (a faction) by its keys' outcomes, in the order they were asked:
+        synced when one key answered; else as the last key asked ended (deferred, skipped,
+        or its failure). Keys not asked because another answered are not counted."""
+        asked = [o for o in outcomes if o.detail != NOT_ASKED]
+        if not asked:
+            return
+        answered = next((o for o in asked if o.ok), None)
+        self.add([answered if answered is not None else asked[-1]])
 
     def refuse(self, outcome: Outcome, reason: Reason) -> None:
         """Count a key already counted as synced as failed: its row could not be written."""
         self.synced -= 1
         self.failures.append(
-            Failure(outcome.user_id, outcome.key_id, reason, None, outcome.key_fingerprint)
+            Failure(
+                outcome.user_id,
+                outcome.key_id,
+                reason,
+                None,
+                outcome.key_fingerprint,
+                outcome.unit,
+            )
         )
 
 
@@ -460,6 +494,7 @@ def build_report(
     changes: Sequence[Change | RowChange] = (),
     write_calls: int = 0,
     counted: bool = True,
+    unit: str = "user",
 ) -> SyncReport:
     """Summarise a run's outcomes into a :class:`SyncReport`.
 
@@ -476,6 +511,7 @@ def build_report(
         changes: what a dry run would have changed.
         write_calls: statements that wrote ``user_data``.
         counted: whether the health rule counts this run.
+        unit: what the counts count (``user``, or ``faction`` for a per-faction run).
 
     Returns:
         The report; failures (and the keys not reached) sorted by (user_id, key_id).
@@ -510,6 +546,7 @@ def build_report(
         counted=counted and not dry_run,
         not_reached=len(unreached),
         unreached=tuple(unreached),
+        unit=unit,
     )
 
 

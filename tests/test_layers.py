@@ -56,6 +56,7 @@ PURE_IN_PACKAGES = {
     "sync._builtin",
     "sync.builtin",
     "sync.builtin.battlestats",
+    "sync.builtin.faction_members",
     "sync.builtin.key_info",
     "sync._limits",
     "sync._rows",

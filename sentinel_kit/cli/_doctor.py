@@ -39,6 +39,8 @@ def doctor(db: str | None, torn_url: str, as_json: bool, imports: tuple[str, ...
     Exit 0 when every check passes (checks that do not apply to the backend say n/a), 1 when
     one fails, 2 for a bad flag or URL.
     """
+    # The ready-made syncs are opt-in: a deployment that runs none of them needs none of
+    # their tables (``migrate`` creates them; a run of one stops early without its table).
     tables = [
         (s.table.name, s.table.columns, s.table.key)
         # The ready-made syncs' tables are opt-in (`migrate --job NAME`): not checked here.

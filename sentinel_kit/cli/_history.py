@@ -157,9 +157,10 @@ def status(
     limit = parse_duration(max_age) if max_age else None
     specs = load_jobs(imports)
     mine = shard_from_env(shard)
-    # Declared per-user syncs (sync-users aside) count their backlog by their own attempts.
+    # Declared per-user syncs (sync-users aside) count their backlog by their own attempts;
+    # a per-faction sync's units are factions, which the users' backlog does not count.
     declared = declared_syncs(imports)
-    syncs = [n for n in declared if n != SYNC_JOB_NAME]
+    syncs = [n for n, s in declared.items() if n != SYNC_JOB_NAME and s.per == "user"]
     # The ready-made syncs show when a daemon registered them (it runs them) or by --job.
     opt_in = opt_in_syncs(declared)
     names = list(job_names) or [

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
+from .._errors import ConfigError
 from .._key_health import KeyRecord
 from .._models import KeyInfo, StoredUser, UserDataRow
 from ._protocols import Fence, dedupe_rows
@@ -90,6 +91,34 @@ class ChunkedWrites:
             self.write_calls += 1
         return len(rows)
 
+    async def replace_rows(
+        self,
+        table: str,
+        key: Sequence[str],
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        unit_column: str,
+        unit: str,
+        fence: Fence | None = None,
+    ) -> int:
+        """Replace one unit's rows of a declared table, in one fenced transaction (see
+        :class:`~sentinel_kit.stores.TableStore`); nothing at all for no rows.
+
+        Raises:
+            ConfigError: a bad name (checked before anything is sent).
+        """
+        writable_table(table)
+        for name in (*key, unit_column, *(rows[0] if rows else ())):
+            quoted(name)
+        if unit_column not in key:
+            raise ConfigError(f"{table}: replace by {unit_column}, which is not a key column")
+        if not rows:
+            return 0
+        # One transaction: idempotent (the same rows again, the same deletes), fenced.
+        await self._replace_rows(table, tuple(key), unit_column, unit, rows, fence)
+        self.write_calls += 1
+        return len(rows)
+
     async def record_attempts(
         self,
         user_ids: Sequence[str],
@@ -156,6 +185,19 @@ class ChunkedWrites:
         fence: Fence | None,
     ) -> None:
         """Write one chunk of a declared table, names already checked (fenced likewise)."""
+        raise NotImplementedError
+
+    async def _replace_rows(
+        self,
+        table: str,
+        key: tuple[str, ...],
+        unit_column: str,
+        unit: str,
+        rows: Sequence[Mapping[str, Any]],
+        fence: Fence | None,
+    ) -> None:
+        """Upsert one unit's rows and delete its others, in one transaction, names already
+        checked (fenced likewise)."""
         raise NotImplementedError
 
     async def _write_attempts(

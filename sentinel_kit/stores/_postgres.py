@@ -450,6 +450,23 @@ class PostgresStore(SQLStore):
             ],
         )
 
+    async def _replace_unit_rows(
+        self,
+        session: Session,
+        table: str,
+        key: tuple[str, ...],
+        unit_column: str,
+        unit: str,
+        rows: Sequence[Mapping[str, Any]],
+        fence: Fence | None,
+    ) -> None:
+        # The function of migration 016, which the Supabase store calls too.
+        payload = dumps([{c: _json_cell(v) for c, v in row.items()} for row in rows], indent=None)
+        await session.execute(
+            "SELECT sentinel_replace_rows(?, ?::text[], ?, ?, ?::jsonb, ?, ?)",
+            [table, list(key), unit_column, unit, payload, *fence_values(fence)],
+        )
+
     async def _save_key_info_chunk(
         self, session: Session, infos: Sequence[KeyInfo], fence: Fence | None
     ) -> None:

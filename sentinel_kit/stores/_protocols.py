@@ -145,6 +145,11 @@ class KeyStore(Protocol):
         """
         ...
 
+    async def load_unit_attempts(self, sync: str) -> dict[str, datetime]:
+        """Return when each unit of ``sync`` was last attempted (``sentinel_unit_attempts``),
+        by unit id: a per-faction sync's factions, and its key uses (``sync`` + ``:keys``)."""
+        ...
+
     async def attempt_stats(
         self, *, since: datetime, shard: tuple[int, int] | None = None, sync: str | None = None
     ) -> AttemptStats:
@@ -221,6 +226,28 @@ class TableStore(Protocol):
         """
         ...
 
+    async def replace_rows(
+        self,
+        table: str,
+        key: Sequence[str],
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        unit_column: str,
+        unit: str,
+        fence: Fence | None = None,
+    ) -> int:
+        """Replace one unit's rows of ``table`` (a faction's roster): upsert ``rows`` on
+        ``key`` and delete the unit's other rows (``unit_column`` = ``unit``, compared as
+        text), in one fenced transaction; return rows written. No rows: nothing is written
+        or deleted (an empty answer never empties a unit).
+
+        Raises:
+            ConfigError: a bad name, a table no sync may write, or ``unit_column`` not a key
+                column.
+            StoreDataError: the database refused a value, or a row is not of ``unit``.
+        """
+        ...
+
     async def list_rows(
         self,
         table: str,
@@ -228,9 +255,11 @@ class TableStore(Protocol):
         order_by: Sequence[str],
         limit: int = 100,
         users: Sequence[str] | None = None,
+        unit_column: str = "user_id",
     ) -> list[dict[str, Any]]:
         """Return up to ``limit`` rows of a declared table ordered by ``order_by`` (only the
-        rows of ``users``, by ``user_id``, when given): for the notebook's ``job.rows()``."""
+        rows of ``users``, by ``unit_column``, when given): for the notebook's
+        ``job.rows()`` and a dry run's diff (a per-faction table's units are factions)."""
         ...
 
 

@@ -105,6 +105,20 @@ class SQLKeys(SQLCore):
         """Upsert one chunk of ``sentinel_unit_attempts`` (fenced: refused when stale)."""
         raise NotImplementedError
 
+    async def load_unit_attempts(self, sync: str) -> dict[str, datetime]:
+        """Return when each unit of ``sync`` was last attempted, by unit id."""
+        rows = await self._fetch(
+            "reading sentinel_unit_attempts",
+            "SELECT unit_id, attempted_at FROM sentinel_unit_attempts WHERE sync = ?",
+            [sync],
+        )
+        found: dict[str, datetime] = {}
+        for unit_id, at in rows:
+            when = parse_time(at)
+            if when is not None:
+                found[str(unit_id)] = when
+        return found
+
     async def attempt_stats(
         self, *, since: datetime, shard: tuple[int, int] | None = None, sync: str | None = None
     ) -> AttemptStats:

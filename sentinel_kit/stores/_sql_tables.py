@@ -64,6 +64,44 @@ class SQLTables(SQLCore):
         """Write one chunk of a declared table (fenced: refused when the fence is stale)."""
         raise NotImplementedError
 
+    async def _replace_rows(
+        self,
+        table: str,
+        key: tuple[str, ...],
+        unit_column: str,
+        unit: str,
+        rows: Sequence[Mapping[str, Any]],
+        fence: Fence | None,
+    ) -> None:
+        """One transaction: a unit's rows upserted, its other rows deleted."""
+        await self._run(
+            f"replacing {unit_column} {unit} in {table}",
+            partial(
+                self._replace_unit_rows,
+                table=table,
+                key=key,
+                unit_column=unit_column,
+                unit=unit,
+                rows=rows,
+                fence=fence,
+            ),
+            transaction=True,
+        )
+
+    async def _replace_unit_rows(
+        self,
+        session: Session,
+        table: str,
+        key: tuple[str, ...],
+        unit_column: str,
+        unit: str,
+        rows: Sequence[Mapping[str, Any]],
+        fence: Fence | None,
+    ) -> None:
+        """Upsert a unit's rows and delete its others (fenced), in the session's
+        transaction."""
+        raise NotImplementedError
+
     async def list_rows(
         self,
         table: str,
@@ -71,6 +109,7 @@ class SQLTables(SQLCore):
         order_by: Sequence[str],
         limit: int = 100,
         users: Sequence[str] | None = None,
+        unit_column: str = "user_id",
     ) -> list[dict[str, Any]]:
         """Return up to ``limit`` rows of a declared table (of ``users`` when given)."""
         writable_table(table)
@@ -84,7 +123,9 @@ class SQLTables(SQLCore):
         if users is not None:
             ids = list(dict.fromkeys(users))[:900]  # SQLite's host parameter limit
             where = (
-                f' WHERE CAST("user_id" AS TEXT) IN ({_marks(len(ids))})' if ids else " WHERE 1 = 0"
+                f" WHERE CAST({quoted(unit_column)} AS TEXT) IN ({_marks(len(ids))})"
+                if ids
+                else " WHERE 1 = 0"
             )
             params += ids
         rows = await self._fetch(

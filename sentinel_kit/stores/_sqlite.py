@@ -287,6 +287,30 @@ class SQLiteStore(SQLStore):
         )
         await session.executemany(sql, [[self._cell(row[c]) for c in columns] for row in rows])
 
+    async def _replace_unit_rows(
+        self,
+        session: Session,
+        table: str,
+        key: tuple[str, ...],
+        unit_column: str,
+        unit: str,
+        rows: Sequence[Mapping[str, Any]],
+        fence: Fence | None,
+    ) -> None:
+        if any(str(row.get(unit_column)) != unit for row in rows):
+            raise StoreDataError(f"replacing {table}: a row is not of {unit_column} {unit}")
+        await self._upsert_rows_chunk(session, table, key, rows, fence)
+        if not rows:
+            return
+        columns = ", ".join(quoted(k) for k in key)
+        values = ", ".join(f"({', '.join('?' for _ in key)})" for _ in rows)
+        # Names validated and quoted; values are parameters. Row values: SQLite 3.15+.
+        await session.execute(
+            f"DELETE FROM {writable_table(table)} WHERE CAST({quoted(unit_column)} AS TEXT) = ? "  # noqa: S608
+            f"AND ({columns}) NOT IN (VALUES {values})",
+            [unit, *(self._cell(row[k]) for row in rows for k in key)],
+        )
+
     def _cell(self, value: Any) -> Any:
         """A value of a declared column as SQLite stores it: JSON as text, times as text."""
         if isinstance(value, dict | list):

@@ -101,6 +101,17 @@ class SupabaseKeys(SupabaseCore):
         }
         await self._rpc("sentinel_record_attempts", _json(params), retry=True)
 
+    async def load_unit_attempts(self, sync: str) -> dict[str, datetime]:
+        """Return when each unit of ``sync`` was last attempted, by unit id, through
+        ``sentinel_unit_attempts_of`` (migration 016; one JSON array)."""
+        rows = await self._rpc("sentinel_unit_attempts_of", {"p_sync": sync}, retry=True)
+        found: dict[str, datetime] = {}
+        for r in rows or []:
+            when = parse_time(r.get("attempted_at"))
+            if when is not None:
+                found[str(r["unit_id"])] = when
+        return found
+
     async def attempt_stats(
         self, *, since: datetime, shard: tuple[int, int] | None = None, sync: str | None = None
     ) -> AttemptStats:

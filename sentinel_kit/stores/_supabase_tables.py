@@ -58,6 +58,33 @@ class SupabaseTables(SupabaseCore):
             retry=True,
         )
 
+    async def _replace_rows(
+        self,
+        table: str,
+        key: tuple[str, ...],
+        unit_column: str,
+        unit: str,
+        rows: Sequence[Mapping[str, Any]],
+        fence: Fence | None,
+    ) -> None:
+        """One call of ``sentinel_replace_rows`` (migration 016): a unit's rows upserted and
+        its other rows deleted in one fenced transaction (:class:`._chunks.ChunkedWrites`)."""
+        lease, token = fence_values(fence)
+        # Retried: idempotent (the same rows again, the same deletes), and fenced.
+        await self._rpc(
+            "sentinel_replace_rows",
+            {
+                "p_table": table,
+                "p_key": list(key),
+                "p_unit_column": unit_column,
+                "p_unit": unit,
+                "p_rows": [_json(dict(r)) for r in rows],
+                "p_lease": lease,
+                "p_fence": token,
+            },
+            retry=True,
+        )
+
     async def _read_user_data(self, user_ids: Sequence[str]) -> Iterable[StoredUser]:
         """One request of ``user_data`` rows (:class:`._chunks.ChunkedWrites`)."""
         response = await self._call(
@@ -79,16 +106,17 @@ class SupabaseTables(SupabaseCore):
         order_by: Sequence[str],
         limit: int = 100,
         users: Sequence[str] | None = None,
+        unit_column: str = "user_id",
     ) -> list[dict[str, Any]]:
         """Return up to ``limit`` rows of a declared table (of ``users`` when given)."""
         writable_table(table)
-        for name in order_by:
+        for name in (*order_by, unit_column):
             quoted(name)
 
         def query() -> Any:
             request = self.client.table(table).select("*")
             if users is not None:
-                request = request.in_("user_id", list(dict.fromkeys(users))[:200])
+                request = request.in_(unit_column, list(dict.fromkeys(users))[:200])
             for name in order_by:
                 request = request.order(name)
             return request.limit(min(limit, SUPABASE_MAX_ROWS)).execute()

@@ -263,6 +263,7 @@ class SyncJob(Reader):
                 write_calls=store.write_calls,
                 # Only whole-job runs speak for the job's health.
                 counted=users is None and cut is not Cut.INTERRUPTED,
+                unit=self.sync.per,
             )
             self.last_report = report
             if dry_run:

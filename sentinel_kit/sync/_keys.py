@@ -31,6 +31,7 @@ from .._key_health import (
     parked_reason,
 )
 from .._models import ErrorClass, KeyInfo, Outcome, Reason, TornKey, UserKey
+from .._report import NOT_ASKED
 from ._builtin import SYNC_USERS
 from ._sinks import Sink
 from ._spec import ACCESS_LEVELS, Row, TornSync
@@ -62,6 +63,8 @@ class _Context:
     access: dict[str, str] = field(default_factory=dict)
     #: What each key can do (``Store.load_key_info``): whose key it is, for the budget.
     key_info: Mapping[str, KeyInfo] = field(default_factory=dict)
+    #: Called with a key of a per-faction run whose answer showed another faction.
+    on_other_faction: Callable[[UserKey], None] | None = None
 
 
 def owner_of(key: UserKey, fingerprint: str, key_info: Mapping[str, KeyInfo]) -> str:
@@ -105,11 +108,42 @@ def as_rows(parse: Callable[[Any], Any], answer: Any) -> tuple[Row, ...]:
     raise TypeError(f"parse returned a {type(parsed).__name__}, not a row or rows")
 
 
+def _faction_checked(
+    spec: TornSync, key: UserKey, on_other: Callable[[UserKey], None] | None
+) -> Callable[[Any], tuple[Row, ...]]:
+    """The parse of a per-faction request: an answer whose ``shows`` names faction ids
+    without the asked one is a ``bad_response`` (and ``on_other`` is told), before ``parse``
+    sees it."""
+    parse = partial(as_rows, spec.parse)
+    shows, unit = spec.shows, key.unit_id
+    if shows is None or unit is None:
+        return parse
+
+    def checked(answer: Any) -> tuple[Row, ...]:
+        shown = {str(int(f)) for f in shows(answer)}
+        if shown and unit not in shown:
+            if on_other is not None:
+                on_other(key)
+            raise FetchError(
+                f"the answer is of faction {', '.join(sorted(shown))}, not {unit}: the key's "
+                "owner may have changed faction (key info forgotten, re-checked)",
+                error_class=ErrorClass.REQUEST_BUG,
+                reason=Reason.BAD_RESPONSE,
+            )
+        return parse(answer)
+
+    return checked
+
+
 async def process_key(key: UserKey, ctx: _Context) -> Outcome:
     """Skip a parked key or one known to lack the access the sync needs (its key info, or
     Torn's 16 earlier), or decrypt it and fetch its sync's answer: one :class:`Outcome`."""
     cfp = ciphertext_fingerprint(key.api_key)
-    base: dict[str, Any] = {"key_created_at": key.created_at, "ciphertext_fp": cfp}
+    base: dict[str, Any] = {
+        "key_created_at": key.created_at,
+        "ciphertext_fp": cfp,
+        "unit_id": key.unit_id,
+    }
     parked = parked_reason(ctx.health.get(key.id), key, now=datetime.now(UTC), policy=ctx.policy)
     if parked is not None:
         return Outcome(
@@ -169,10 +203,10 @@ async def process_key(key: UserKey, ctx: _Context) -> Outcome:
         # key's owner is known (sync-key-info).
         rows = await ctx.torn.fetch(
             plaintext,
-            ctx.spec.endpoint,
+            ctx.spec.path_for(key.unit_id),
             ctx.spec.params,
             on_sent=mark_sent,
-            parse=partial(as_rows, ctx.spec.parse),
+            parse=_faction_checked(ctx.spec, key, ctx.on_other_faction),
             owner=owner_of(key, cfp, ctx.key_info),
         )
     except NotSent:
@@ -188,12 +222,24 @@ async def process_key(key: UserKey, ctx: _Context) -> Outcome:
             reason=exc.reason,
             torn_code=exc.torn_code,
             detail=str(exc),
-            error_class=exc.error_class,
+            error_class=_scoped_class(exc, key),
             # Halted before its request went out: the run's failure, not the key's.
             not_reached=not sent,
             **base,
         )
     return Outcome(key.id, key.user_id, rows=rows, **base)
+
+
+def _scoped_class(exc: FetchError, key: UserKey) -> ErrorClass | None:
+    """How a failure is handled: for a per-faction request, code 7 (faction data without
+    faction API access) is this key's lack of access for this sync, like code 16."""
+    if key.unit_id is not None and exc.torn_code == _FACTION_API_CODE:
+        return ErrorClass.NO_ACCESS
+    return exc.error_class
+
+
+#: Torn's "Incorrect ID-entity relation": faction data without faction API access.
+_FACTION_API_CODE = 7
 
 
 def _unattempted(
@@ -205,6 +251,7 @@ def _unattempted(
         reason=reason,
         key_created_at=key.created_at,
         not_reached=not_reached,
+        unit_id=key.unit_id,
     )
 
 
@@ -241,7 +288,12 @@ def _internal_failure(key: UserKey, ctx: _Context, exc: Exception) -> Outcome:
     # No ciphertext fingerprint: the error may be the stored value's own (not text at all),
     # and without one key health leaves the key as it was.
     return Outcome(
-        key.id, key.user_id, reason=Reason.INTERNAL, detail=cause, key_created_at=key.created_at
+        key.id,
+        key.user_id,
+        reason=Reason.INTERNAL,
+        detail=cause,
+        key_created_at=key.created_at,
+        unit_id=key.unit_id,
     )
 
 
@@ -276,9 +328,12 @@ def _not_asked(key: UserKey, last: Outcome) -> Outcome:
         key.user_id,
         key_created_at=key.created_at,
         skipped=True,
-        detail="not asked: one key per user",
+        detail="not asked: one key per user" if key.unit_id is None else NOT_ASKED,
+        unit_id=key.unit_id,
     )
 
 
 def _deferred(key: UserKey) -> Outcome:
-    return Outcome(key.id, key.user_id, key_created_at=key.created_at, deferred=True)
+    return Outcome(
+        key.id, key.user_id, key_created_at=key.created_at, deferred=True, unit_id=key.unit_id
+    )

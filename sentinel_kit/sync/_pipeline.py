@@ -67,6 +67,7 @@ from ._limits import RowLimits
 from ._options import RunOptions
 from ._sinks import Sink, sink_for
 from ._spec import TornSync
+from ._units import faction_groups, user_groups
 from ._writer import _DONE, write
 
 __all__ = ["Cut", "Pipeline", "SecretCheck", "Stop", "settle_key", "shard_of"]
@@ -78,19 +79,6 @@ class Cut(enum.Enum):
     TIMEOUT = "timeout"
     STOPPED = "stopped"
     INTERRUPTED = "interrupted"
-
-
-async def _group_by_user(pages: AsyncIterator[list[UserKey]]) -> AsyncIterator[list[UserKey]]:
-    """Regroup pages, in which each user's keys are adjacent, into one list per user."""
-    group: list[UserKey] = []
-    async for page in pages:
-        for key in page:
-            if group and key.user_id != group[0].user_id:
-                yield group
-                group = []
-            group.append(key)
-    if group:
-        yield group
 
 
 @dataclass(slots=True)
@@ -147,6 +135,9 @@ class Pipeline:
     _reached: set[str] = field(default_factory=set)
     #: Keys whose request was sent and whose outcome is not in yet.
     _sending: set[str] = field(default_factory=set)
+    #: Keys of a per-faction run whose answer showed another faction: their key info is
+    #: forgotten when the writer next writes, so sync-key-info checks them again.
+    _forget: set[str] = field(default_factory=set)
 
     _in_flight: dict[int, list[UserKey]] = field(default_factory=dict)
     _done_in_flight: dict[int, list[Outcome]] = field(default_factory=dict)
@@ -171,6 +162,7 @@ class Pipeline:
             self.spec,
             self.access,
             self.key_info,
+            lambda key: self._forget.add(key.id),
         )
         producer = asyncio.create_task(self._produce(), name="sentinel-producer")
         writer = asyncio.create_task(write(self), name="sentinel-writer")
@@ -206,7 +198,7 @@ class Pipeline:
         self.torn.stop_starting()
 
     def _sent(self, key: UserKey) -> None:
-        self._reached.add(key.user_id)
+        self._reached.add(key.unit_id or key.user_id)
         self._sending.add(key.id)
 
     # -- producer ----------------------------------------------------------------------------
@@ -237,23 +229,44 @@ class Pipeline:
 
         return [k for k in group if due(k)]
 
-    def _wanted(self, user_id: str) -> bool:
-        return self.users is None or user_id in self.users
+    def _wanted(self, unit: str) -> bool:
+        return self.users is None or unit in self.users
+
+    def _units(self) -> AsyncIterator[list[UserKey]]:
+        """The run's units in fair order, each as the group of keys to ask for it."""
+        if self.spec.per == "faction":
+            # One group per faction: its capable keys (``sync/_units.py``).
+            return faction_groups(
+                self.store,
+                self.spec,
+                page_size=self.options.page_size,
+                health=self.health,
+                policy=self.health_policy,
+                access=self.access,
+                shard=self.options.shard,
+                wanted=self.users,
+                skip=self._skip_unit,
+                infos=self.key_info,
+            )
+        return user_groups(
+            self.store,
+            page_size=self.options.page_size,
+            shard=self.options.shard,
+            attempted_before=self._attempted_before(),
+            sync=self.sink.attempts,
+        )
+
+    async def _skip_unit(self, outcome: Outcome) -> None:
+        """A unit no key of which may be asked: skipped, and attempted (to the back)."""
+        self._reached.add(outcome.unit)
+        await self._results.put([outcome])
 
     async def _produce(self) -> None:
         check = SecretCheck(self.cipher)
         held: list[list[UserKey]] = []
         try:
-            # Fair order: users by their last attempt, of this shard only, and none this
-            # run already attempted (its own attempt writes reorder the rest as it pages).
-            pages = self.store.iter_key_pages(
-                page_size=self.options.page_size,
-                shard=self.options.shard,
-                attempted_before=self._attempted_before(),
-                sync=self.sink.attempts,
-            )
-            async for group in _group_by_user(pages):
-                if not self._wanted(group[0].user_id):
+            async for group in self._units():
+                if not self._wanted(group[0].unit_id or group[0].user_id):
                     continue
                 if self.sink.keyed_refresh:
                     group = self._due(group)
@@ -298,6 +311,7 @@ class Pipeline:
                 reason=Reason.DECRYPT_ERROR,
                 detail=str(exc),
                 key_created_at=key.created_at,
+                unit_id=key.unit_id,
             )
         return _unattempted(key)
 
@@ -320,7 +334,8 @@ class Pipeline:
             if self._defer.is_set():
                 await self._results.put([_deferred(k) for k in group])
                 continue
-            if self.sink.one_key:
+            if self.sink.one_key and group[0].unit_id is None:
+                # A user's keys, newest first (a faction's come in their own order).
                 group = _newest_first(group)
             self._in_flight[worker_id] = group
             done: list[Outcome] = []
@@ -337,7 +352,7 @@ class Pipeline:
             if not any(o.deferred or o.not_reached for o in done):
                 # Every key had its own outcome, with or without a request (parked keys,
                 # undecryptable ones): the user was attempted.
-                self._reached.add(group[0].user_id)
+                self._reached.add(group[0].unit_id or group[0].user_id)
             await self._results.put(done)
 
     def _watched(self, outcome: Outcome) -> Outcome:

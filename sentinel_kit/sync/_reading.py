@@ -33,6 +33,7 @@ from ._tables import (
     key_info,
     one_key_per_user,
 )
+from ._units import plan_entries, read_factions
 
 __all__ = ["Reader"]
 
@@ -130,6 +131,8 @@ class Reader:
 
     async def aplan(self) -> Plan:
         """The async twin of :meth:`plan`."""
+        if self.sync.per == "faction":
+            return await self._faction_plan()
         entries: list[PlanEntry] = []
         for key in await self.akeys():
             detail = ""
@@ -166,6 +169,7 @@ class Reader:
                     order_by=table.key,
                     limit=limit,
                     users=list(users) if users is not None else None,
+                    unit_column=self.sync.unit_column,
                 )
             return declared_rows(listed, caption=f"{table.name}: {_count(len(listed), 'row')}")
         async with self.store as store:
@@ -179,6 +183,26 @@ class Reader:
             rows = await store.list_user_data(limit=limit)
         more = f" (the first {limit}; rows(limit=N) shows more)" if len(rows) == limit else ""
         return UserRows(rows, caption=f"user_data: {_count(len(rows), 'row')}{more}")
+
+    async def _faction_plan(self) -> Plan:
+        """A per-faction sync's plan: one request per faction with a capable key."""
+        async with self.store as store:
+            await store.check_schema()
+            units = await read_factions(
+                store,
+                self.sync,
+                page_size=self.options.page_size,
+                health=await store.load_key_health(),
+                policy=self.health_policy,
+                access=await _access_marks(store, self.sync),
+                shard=self.options.shard,
+            )
+        return Plan(
+            tuple(plan_entries(units)),
+            max_rpm=self.torn.max_rpm,
+            time_box=self.options.time_box,
+            unit="faction",
+        )
 
     async def akeys(self) -> KeyTable:
         """The async twin of :meth:`keys`."""

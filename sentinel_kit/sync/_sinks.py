@@ -205,14 +205,16 @@ class TableSink:
         for outcome in outcomes:
             if outcome.rows is None:
                 continue
-            current = best.get(outcome.user_id)
+            current = best.get(outcome.unit)
             if current is None or _winner_key(outcome) > _winner_key(current):
-                best[outcome.user_id] = outcome
+                best[outcome.unit] = outcome
         unit = self.spec.unit_column
         keyed: dict[tuple[Any, ...], dict[str, Any]] = {}
-        for user_id in sorted(best):
-            for parsed in best[user_id].rows or ():
-                row = {unit: user_id, **parsed, "updated_at": now}
+        for unit_id in sorted(best):
+            # A faction id is a number (bigint); a user id is text.
+            value: Any = int(unit_id) if unit == "faction_id" else unit_id
+            for parsed in best[unit_id].rows or ():
+                row = {unit: value, **parsed, "updated_at": now}
                 # One row per key value: two in one statement would be refused together.
                 keyed[tuple(str(row[k]) for k in self.spec.table.key)] = row
         return [keyed[k] for k in sorted(keyed)]
@@ -230,8 +232,28 @@ class TableSink:
             full = [{c: r.get(c) for c in columns} for r in part]
             return await store.upsert_rows(table.name, table.key, full, fence=fence)
 
-        written, refused = await write_isolating(upsert, rows)
-        return written, list(refused)
+        replace_by = table.replace
+        if replace_by is None:
+            written, refused = await write_isolating(upsert, rows)
+            return written, list(refused)
+        # Each unit's rows replace its rows: one fenced transaction per unit, so rows of a
+        # unit missing from its new answer (members who left) go with the same write.
+        written, refused = 0, []
+        for unit_rows in _by_unit(rows, replace_by):
+            full = [{c: r.get(c) for c in columns} for r in unit_rows]
+            try:
+                written += await store.replace_rows(
+                    table.name,
+                    table.key,
+                    full,
+                    unit_column=replace_by,
+                    unit=str(unit_rows[0][replace_by]),
+                    fence=fence,
+                )
+            except StoreDataError as exc:
+                # The unit's answer is refused whole: nothing of it is written or deleted.
+                refused += [(r, exc) for r in unit_rows]
+        return written, refused
 
     async def diff(self, store: Store, rows: Sequence[Any]) -> Sequence[Change | RowChange]:
         # The table's current rows of these units, compared by the table's key.
@@ -246,6 +268,7 @@ class TableSink:
             # than this run would write (a parse that returns fewer now).
             limit=max(_DIFF_READ, 10 * len(rows)),
             users=units,
+            unit_column=unit,
         )
         return diff_table_rows(rows, current, key=table.key, unit=unit)
 
@@ -382,6 +405,14 @@ def _info_values(info: KeyInfo) -> dict[str, Any]:
 
 #: Rows read at least, per chunk, to diff a dry run against.
 _DIFF_READ = 1_000
+
+
+def _by_unit(rows: Sequence[Any], column: str) -> list[list[Any]]:
+    """Rows grouped by their unit (``column``), in first-seen order."""
+    groups: dict[str, list[Any]] = {}
+    for row in rows:
+        groups.setdefault(str(row[column]), []).append(row)
+    return list(groups.values())
 
 
 def _columns_of(rows: Sequence[Row]) -> list[str]:

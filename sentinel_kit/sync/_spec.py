@@ -19,7 +19,7 @@ a bad declaration fails when its module is imported, with one line naming what i
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import MappingProxyType
@@ -31,6 +31,7 @@ from .._schedule import CronSchedule, IntervalSchedule, Schedule
 __all__ = [
     "ACCESS_LEVELS",
     "COLUMN_TYPES",
+    "FACTION_PLACEHOLDER",
     "KEY_INFO_TABLE",
     "UNIT_COLUMNS",
     "Row",
@@ -50,14 +51,21 @@ COLUMN_TYPES = frozenset(
 #: Key access levels Torn grants, from least to most (``needs=``).
 ACCESS_LEVELS = ("public", "minimal", "limited", "full")
 
-#: The column each unit kind fills in on every row: the app user a key belongs to.
-UNIT_COLUMNS = MappingProxyType({"user": "user_id"})
+#: The column each unit kind fills in on every row: the app user a key belongs to, or the
+#: Torn faction a per-faction sync asked for.
+UNIT_COLUMNS = MappingProxyType({"user": "user_id", "faction": "faction_id"})
 
 #: The table of sync-key-info: what each key can do (migration 014).
 KEY_INFO_TABLE = "sentinel_key_info"
 
 #: Columns the engine fills in itself: the unit's key column and the write time.
 _ENGINE_COLUMNS = MappingProxyType({"user_id": "text", "updated_at": "timestamptz"})
+
+#: The type of each unit column (``faction_id`` only on a per-faction sync's table).
+_UNIT_TYPES = MappingProxyType({"user_id": "text", "faction_id": "bigint"})
+
+#: The placeholder a per-faction endpoint may hold: the engine puts the faction id there.
+FACTION_PLACEHOLDER = "{id}"
 
 # Lower-case SQL identifiers only: they are quoted anyway, but a name that needs quoting to be
 # read back (spaces, capitals) is a mistake in a declaration, not a wish.
@@ -107,7 +115,11 @@ class Table:
         name: the table's name (a lower-case SQL identifier).
         key: the columns rows are upserted on; ``user_id`` for one row per user.
         columns: column name -> one of :data:`COLUMN_TYPES`, besides the engine's own
-            ``user_id`` (text) and ``updated_at`` (timestamptz).
+            ``user_id`` (text) and ``updated_at`` (timestamptz); a per-faction sync's table
+            declares ``faction_id`` as bigint (the engine fills it in).
+        replace: a unit column (``"faction_id"``): each unit's rows missing from its new
+            answer are deleted, in the same fenced transaction as the upsert (members who
+            left a faction); never on an empty, failed or refused answer, nor a dry run.
 
     Raises:
         ConfigError: a bad name, an unknown column type, or a key column that is neither
@@ -117,6 +129,7 @@ class Table:
     name: str
     key: tuple[str, ...] = ("user_id",)
     columns: Mapping[str, str] | None = field(default=None)
+    replace: str | None = None
 
     def __init__(
         self,
@@ -124,6 +137,7 @@ class Table:
         *,
         key: Sequence[str] = ("user_id",),
         columns: Mapping[str, str] | None = None,
+        replace: str | None = None,
     ) -> None:
         _identifier("table name", name)
         if isinstance(key, str) or not key:
@@ -142,7 +156,9 @@ class Table:
                         f"table {name}: column {column} has type {kind!r}; use one of "
                         + ", ".join(sorted(COLUMN_TYPES))
                     )
-                engine = _ENGINE_COLUMNS.get(column)
+                engine = _ENGINE_COLUMNS.get(column) or (
+                    _UNIT_TYPES["faction_id"] if column == "faction_id" else None
+                )
                 if engine is not None and spelled != engine:
                     raise ConfigError(
                         f"table {name}: column {column} is filled in by sentinel-kit as "
@@ -150,25 +166,51 @@ class Table:
                     )
                 checked[column] = str(spelled)
             frozen = MappingProxyType(checked)
-            missing = [k for k in keys if k not in checked and k not in _ENGINE_COLUMNS]
+            missing = [
+                k
+                for k in keys
+                if k not in checked and k not in _ENGINE_COLUMNS and k != "faction_id"
+            ]
             if missing:
                 raise ConfigError(
                     f"table {name}: key column {missing[0]} is not among its columns: "
                     "declare it in columns="
                 )
+        if replace is not None:
+            if replace not in _UNIT_TYPES or replace == "user_id":
+                raise ConfigError(
+                    f"table {name}: replace={replace!r} is not supported; use "
+                    "replace='faction_id' (a per-faction sync's rows of each faction)"
+                )
+            if replace not in keys:
+                raise ConfigError(
+                    f"table {name}: replace={replace!r} must be one of the key columns {list(keys)}"
+                )
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "key", keys)
         object.__setattr__(self, "columns", frozen)
+        object.__setattr__(self, "replace", replace)
 
     def __hash__(self) -> int:
-        return hash((self.name, self.key, tuple((self.columns or {}).items())))
+        return hash((self.name, self.key, tuple((self.columns or {}).items()), self.replace))
+
+    @property
+    def unit_column(self) -> str:
+        """The unit column the engine fills in: ``faction_id`` for a table keyed on it (and
+        not on ``user_id``): a per-faction sync's; else ``user_id``."""
+        if "faction_id" in self.key and "user_id" not in self.key:
+            return "faction_id"
+        return "user_id"
 
     def all_columns(self) -> dict[str, str]:
-        """Every column of a table with declared ``columns``: the engine's, then the declared
-        ones, in declaration order (empty without ``columns``)."""
+        """Every column of a table with declared ``columns``: the engine's (its unit column
+        and ``updated_at``), then the declared ones, in declaration order (empty without
+        ``columns``)."""
         if self.columns is None:
             return {}
-        return {**_ENGINE_COLUMNS, **self.columns}
+        unit = self.unit_column
+        engine = {unit: _UNIT_TYPES[unit], "updated_at": _ENGINE_COLUMNS["updated_at"]}
+        return {**engine, **{c: t for c, t in self.columns.items() if c not in engine}}
 
 
 def _schedule(name: str, schedule: str | None, interval: float | None) -> Schedule | None:
@@ -184,6 +226,55 @@ def _schedule(name: str, schedule: str | None, interval: float | None) -> Schedu
     if isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0:
         raise ConfigError(f"sync {name}: interval= must be a positive number of seconds")
     return IntervalSchedule(float(interval))
+
+
+def _check_unit(
+    name: str,
+    endpoint: str,
+    table: Table,
+    per: str,
+    *,
+    faction_api: bool,
+    shows: Callable[[Any], Iterable[int]] | None,
+) -> None:
+    """Refuse a declaration whose unit, table, endpoint and faction options disagree."""
+    placeholders = re.findall(r"\{[^}]*\}", endpoint)
+    if any(p != FACTION_PLACEHOLDER for p in placeholders) or endpoint.count("{") != len(
+        placeholders
+    ):
+        raise ConfigError(
+            f"sync {name}: endpoint {endpoint!r} may hold only {FACTION_PLACEHOLDER} (the "
+            "faction id of a per-faction sync)"
+        )
+    if per != "faction":
+        if placeholders:
+            raise ConfigError(
+                f"sync {name}: endpoint {endpoint!r} holds {FACTION_PLACEHOLDER}, which only "
+                "a per-faction sync fills in: add per='faction'"
+            )
+        if faction_api or shows is not None:
+            raise ConfigError(
+                f"sync {name}: faction_api= and shows= are for per-faction syncs: add per='faction'"
+            )
+        if table.unit_column == "faction_id" or table.replace is not None:
+            raise ConfigError(
+                f"sync {name}: table {table.name} is keyed on faction_id (or replaces by "
+                "it): add per='faction'"
+            )
+        return
+    if table.unit_column != "faction_id":
+        raise ConfigError(
+            f"sync {name}: a per-faction sync's table must have faction_id in its key "
+            f"(key=['faction_id', ...]), not {list(table.key)}"
+        )
+    if shows is not None and not callable(shows):
+        raise ConfigError(f"sync {name}: shows= must be a function of Torn's answer")
+    if not placeholders and shows is None:
+        raise ConfigError(
+            f"sync {name}: endpoint {endpoint!r} does not name the faction (no "
+            f"{FACTION_PLACEHOLDER}): declare shows= (the faction ids an answer is of), so "
+            "that a key whose owner changed faction never writes another faction's data"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,12 +294,23 @@ class TornSync:
             run by ``sync --job`` and ``SyncJob(sync=)``, refused by the daemon).
         params: the query of every request (``{"stat": "strength"}``).
         needs: the least key access the endpoint needs (one of :data:`ACCESS_LEVELS`).
-        per: the unit a run iterates: ``"user"`` (one request per app user).
+        per: the unit a run iterates: ``"user"`` (one request per app user) or
+            ``"faction"`` (one request per Torn faction that has a key among the users, with
+            one capable member's key; rows get ``faction_id``).
         refresh: how long an answer stays fresh: a run asks only the units not attempted
             within ``refresh`` (never-asked first), so a sync can run often and still ask
             each unit about once per ``refresh``. Units left out because they are fresh
             are not read at all: they are neither failures nor skipped, and not counted
             in ``keys_total``. None (the default): every run asks every unit.
+        faction_api: the endpoint needs faction API access (Torn answers code 7
+            without it): a per-faction sync asks only keys whose owner has it.
+        shows: for a per-faction endpoint that cannot name its faction (own-faction
+            selections such as ``/faction/attacks``; required there): a function of Torn's
+            answer returning the faction ids the answer is of. An answer naming faction ids
+            without the asked one is that key's ``bad_response`` and its key info is
+            forgotten (re-checked by sync-key-info): an owner who changed faction never
+            writes one faction's data under another's id. An endpoint holding ``{id}``
+            (``/faction/{id}/members``) names its faction in the request instead.
 
     Raises:
         ConfigError: anything the declaration gets wrong, in one line naming it.
@@ -222,6 +324,8 @@ class TornSync:
     params: Mapping[str, str]
     needs: str
     per: str
+    faction_api: bool
+    shows: Callable[[Any], Iterable[int]] | None
     refresh: timedelta | None
     _builtin: bool
 
@@ -237,6 +341,8 @@ class TornSync:
         params: Mapping[str, Any] | None = None,
         needs: str = "public",
         per: str = "user",
+        faction_api: bool = False,
+        shows: Callable[[Any], Iterable[int]] | None = None,
         refresh: timedelta | None = None,
         _owner: object = None,
     ) -> None:
@@ -265,6 +371,7 @@ class TornSync:
                 f"sync {name}: per={per!r} is not supported; use one of "
                 + ", ".join(repr(p) for p in UNIT_COLUMNS)
             )
+        _check_unit(name, endpoint, table, per, faction_api=faction_api, shows=shows)
         if needs not in ACCESS_LEVELS:
             raise ConfigError(
                 f"sync {name}: needs={needs!r} is not a key access level; use one of "
@@ -291,6 +398,8 @@ class TornSync:
         object.__setattr__(self, "params", MappingProxyType(query))
         object.__setattr__(self, "needs", needs)
         object.__setattr__(self, "per", per)
+        object.__setattr__(self, "faction_api", bool(faction_api))
+        object.__setattr__(self, "shows", shows)
         object.__setattr__(self, "refresh", refresh)
         object.__setattr__(self, "_builtin", builtin)
 
@@ -323,8 +432,14 @@ class TornSync:
 
     @property
     def unit_column(self) -> str:
-        """The column every row carries its unit in (``user_id``)."""
+        """The column every row carries its unit in (``user_id``, ``faction_id``)."""
         return UNIT_COLUMNS[self.per]
+
+    def path_for(self, unit_id: str | None) -> str:
+        """The request path for a unit: the faction id in place of ``{id}``."""
+        if unit_id is None or FACTION_PLACEHOLDER not in self.endpoint:
+            return self.endpoint
+        return self.endpoint.replace(FACTION_PLACEHOLDER, unit_id)
 
     def __hash__(self) -> int:
         return hash((self.name, self.endpoint, self.table))

@@ -32,6 +32,7 @@ from .._errors import StoreError
 from .._incident import IncidentGuard
 from .._key_health import access_marks, health_changes, key_successes
 from .._models import Outcome, Reason
+from ._units import key_uses_sync
 
 if TYPE_CHECKING:
     from ._pipeline import Pipeline
@@ -70,7 +71,10 @@ async def write(p: Pipeline) -> None:
                 finished = True
                 continue
             pending.extend(item)
-            p.tally.add(item)
+            if p.spec.per == "faction":
+                p.tally.add_unit(item)  # a per-faction run counts factions
+            else:
+                p.tally.add(item)
             if p.bar is not None:
                 p.bar.update(len(item))
         if finished or p.store_error is not None:
@@ -128,8 +132,8 @@ async def _write_outcomes(
     if keep:
         held = {sink.unit_of(r) for r in rows[-keep:]}
         rows = [r for r in rows if sink.unit_of(r) not in held]
-        leftover = [o for o in outcomes if o.user_id in held]
-        outcomes = [o for o in outcomes if o.user_id not in held]
+        leftover = [o for o in outcomes if o.unit in held]
+        outcomes = [o for o in outcomes if o.unit not in held]
     if p.dry_run:
         if rows:
             p.changes.extend(await sink.diff(p.store, rows))
@@ -161,12 +165,36 @@ async def _write_outcomes(
     # moves to the back of the order; users deferred or cut before any request keep
     # their place for the next run.
     # Sorted, like the rows: the same outcomes make the same write in any arrival order.
-    attempted = sorted({o.user_id for o in outcomes if o.user_id in p._reached})
+    attempted = sorted({o.unit for o in outcomes if o.unit in p._reached})
     if attempted:
         await p.store.record_attempts(
             attempted, at=now, job=p.job, fence=p.fence, sync=sink.attempts
         )
+    await _per_faction(p, outcomes, now=now)
     return leftover
+
+
+async def _per_faction(p: Pipeline, outcomes: Sequence[Outcome], *, now: datetime) -> None:
+    """A per-faction run's own records: the keys it asked move to the back of their
+    faction's order (``sync/_units.py``), and the keys whose answer showed another faction
+    lose their key info, so sync-key-info checks them again."""
+    used = sorted(
+        {
+            o.key_id
+            for o in outcomes
+            if o.unit_id is not None
+            and o.key_fingerprint is not None
+            and not (o.deferred or o.not_reached)
+        }
+    )
+    if used:
+        await p.store.record_attempts(
+            used, at=now, job=p.job, fence=p.fence, sync=key_uses_sync(p.spec.name)
+        )
+    forget = sorted(p._forget)
+    if forget:
+        p._forget.difference_update(forget)
+        await p.store.forget_key_info(forget)
 
 
 def _refused(
@@ -176,11 +204,11 @@ def _refused(
     log = logger.bind(job=p.job)
     failed: set[str] = set()
     for row, exc in refused:
-        user_id = p.sink.unit_of(row)
-        log.warning("user {}: the database refused its row: {}", user_id, exc)
-        if user_id in failed:
-            continue  # a user with several rows fails once
-        failed.add(user_id)
+        unit = p.sink.unit_of(row)
+        log.warning("{} {}: the database refused its row: {}", p.spec.per, unit, exc)
+        if unit in failed:
+            continue  # a unit with several rows fails once
+        failed.add(unit)
         for outcome in outcomes:
-            if outcome.user_id == user_id and outcome.ok:
+            if outcome.unit == unit and outcome.ok:
                 p.tally.refuse(outcome, Reason.BAD_RESPONSE)

@@ -22,7 +22,7 @@ from ._keys import access_short
 from ._limits import RowLimits
 from ._options import RunOptions, TornOptions
 from ._sinks import USER_DATA, sink_for
-from ._spec import ACCESS_LEVELS, TornSync
+from ._spec import TornSync
 from ._tables import (
     DeclaredRows,
     HealthTable,

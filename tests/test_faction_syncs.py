@@ -409,7 +409,8 @@ def test_the_plan_of_a_per_faction_sync_is_one_request_per_faction(
 def test_sync_key_info_then_sync_faction_members_from_the_cli(
     tmp_path: Path, torn: FakeTorn
 ) -> None:
-    """`migrate` creates faction_members; `sync --job sync-key-info` learns each key's
+    """`migrate --job sync-faction-members` creates faction_members (ready-made tables are
+    opt-in); `sync --job sync-key-info` learns each key's
     faction; `sync --job sync-faction-members` then asks one key per faction (two factions,
     five keys: two requests) and writes each roster under its faction; its dry run's budget
     counts factions."""
@@ -418,7 +419,10 @@ def test_sync_key_info_then_sync_faction_members_from_the_cli(
     for n, key in enumerate(keys):
         torn.key_access(key.plaintext, "full", owner=(100 + n, FACTION if n < 3 else OTHER))
     env = {"ENCRYPTION_KEY": SECRET}
-    assert run_cli(["migrate", "--db", f"sqlite:///{path}"], env=env).returncode == 0
+    migrated = run_cli(
+        ["migrate", "--db", f"sqlite:///{path}", "--job", "sync-faction-members"], env=env
+    )
+    assert migrated.returncode == 0, migrated.stderr
 
     async def go() -> None:
         async with open_store(f"sqlite:///{path}") as store:
@@ -428,8 +432,10 @@ def test_sync_key_info_then_sync_faction_members_from_the_cli(
     checked = run_cli(sync_args(path, torn, "--job", "sync-key-info"), env=env)
     assert checked.returncode == 0, checked.stderr
     dry = run_cli(
-        ["sync", "--db", f"sqlite:///{path}", "--torn-url", torn.url, "--dry-run"]
-        + ["--job", "sync-faction-members"],
+        [
+            *("sync", "--db", f"sqlite:///{path}", "--torn-url", torn.url, "--dry-run"),
+            *("--job", "sync-faction-members"),
+        ],
         env=env,
     )
     assert dry.returncode == 0, dry.stderr

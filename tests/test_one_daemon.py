@@ -33,9 +33,7 @@ JOBS = ("sync-users", "sync-key-info", "sync-battlestats", "sync-faction-members
 MAX_RPM = 30
 
 
-def test_four_ready_made_syncs_in_one_daemon_share_one_budget(
-    pg_url: str, torn: FakeTorn
-) -> None:
+def test_four_ready_made_syncs_in_one_daemon_share_one_budget(pg_url: str, torn: FakeTorn) -> None:
     """Each sync asks what it should (every key its profile and its key info; battle stats
     once per user with a Limited key; each faction's roster once), 33 requests under
     --max-rpm 30: never more than 30 in any rolling minute at the fake Torn, every request

@@ -4,6 +4,12 @@ The fixtures are realistic Torn bodies (see sentinel_kit/testing/torn/README.md 
 A cassette pairs each with the request a sentinel-kit key would send, the key already replaced
 by its fingerprint, exactly as ``sentinel_kit._replay.record`` would have written it.
 
+The factions cassette (``sentinel_kit/data/factions_cassette.yaml``, for
+notebooks/explore_factions.ipynb) is recorded instead: the real syncs run against the testing
+kit's fake Torn (Torn-shaped answers per path, from the same fixtures' sources) under
+``sentinel_kit.record``, which writes keys as fingerprints; the stand-in's address is then
+written as Torn's.
+
     python scripts/build_cassettes.py    # rewrites the demo, test and example cassettes
 """
 
@@ -88,8 +94,63 @@ def test_key(n: int) -> str:
     return f"TestKey{n:09d}"
 
 
+#: The demo keys at the fake Torn for the factions cassette: access level, faction API access,
+#: owner (player id, faction id); Dave's key is dead (code 2), Erin's never decrypts.
+FACTION_DEMO = {
+    "DemoAlice0000001": ("full", True, (3141592, 8954)),
+    "DemoBob000000002": ("limited", False, (2718281, 8954)),
+    "DemoCarolOld0003": ("public", False, (1618033, 16335)),
+    "DemoCarolNew0004": ("limited", True, (1618033, 16335)),
+    "DemoFrankFlaky07": ("minimal", False, (3141592, 8954)),
+}
+#: The time the notebook reads attacks since (2026-11-30 00:00 UTC): its ``since``.
+ATTACKS_SINCE = 1_795_996_800
+
+
+def record_factions(target: Path) -> int:
+    """Record sync-key-info, sync-faction-members and sync-faction-attacks (since
+    :data:`ATTACKS_SINCE`) over the demo keys against the fake Torn; return the requests."""
+    import tempfile
+    from datetime import UTC, datetime
+
+    from sentinel_kit import DEMO_SECRET, RetryPolicy, SyncJob, create_demo_database, record
+    from sentinel_kit.sync.builtin import (
+        SYNC_FACTION_ATTACKS,
+        SYNC_FACTION_MEMBERS,
+        SYNC_KEY_INFO,
+    )
+    from sentinel_kit.testing import FakeTorn
+
+    since = datetime.fromtimestamp(ATTACKS_SINCE, UTC)
+    with FakeTorn() as torn, tempfile.TemporaryDirectory() as work:
+        for key, (level, faction, owner) in FACTION_DEMO.items():
+            torn.key_access(key, level, faction=faction, owner=owner)
+        torn.script("DemoDaveDead0005", "error_2_incorrect_key.json")
+        # Ten attacks before the notebook's `since`, 140 from it (two pages); 30 for Carol's.
+        torn.attack_log(8954, 150, start=ATTACKS_SINCE - 10 * 900)
+        torn.attack_log(16335, 30, start=ATTACKS_SINCE + 450)
+        db = create_demo_database(Path(work) / "factions.db", ready_made=True)
+        with record(target, overwrite=True):
+            for sync in (SYNC_KEY_INFO, SYNC_FACTION_MEMBERS, SYNC_FACTION_ATTACKS):
+                job = SyncJob(
+                    db=db,
+                    secret=DEMO_SECRET,
+                    torn_url=torn.url,
+                    sync=sync,
+                    concurrency=1,
+                    max_rpm=0,
+                    policy=RetryPolicy.no_wait(),
+                )
+                job.run(since=since) if sync is SYNC_FACTION_ATTACKS else job.run()
+        sent = torn.count()
+        stand_in = torn.url.removesuffix("/v2")
+    text = target.read_text(encoding="utf-8").replace(stand_in, "https://api.torn.com")
+    target.write_text(text, encoding="utf-8")
+    return sent
+
+
 def main() -> None:
-    """Rebuild the bundled demo cassette and the test cassettes."""
+    """Rebuild the bundled demo cassettes and the test cassettes."""
     from sentinel_kit._demo import DEMO_KEYS
 
     outputs = {
@@ -117,6 +178,9 @@ def main() -> None:
         ],
     )
     print(f"wrote {example.relative_to(ROOT)}/newcomers.yaml: {count} interactions")
+    factions = ROOT / "sentinel_kit" / "data" / "factions_cassette.yaml"
+    count = record_factions(factions)
+    print(f"wrote {factions.relative_to(ROOT)}: {count} interactions (recorded)")
 
 
 if __name__ == "__main__":

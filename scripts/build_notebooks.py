@@ -208,10 +208,117 @@ def debug() -> nbformat.NotebookNode:
     )
 
 
+FACTIONS_SETUP = """\
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sentinel_kit import (
+    DEMO_SECRET,
+    RetryPolicy,
+    SyncJob,
+    create_demo_database,
+    demo_cassette,
+    replay,
+)
+from sentinel_kit.sync.builtin import SYNC_FACTION_ATTACKS, SYNC_FACTION_MEMBERS, SYNC_KEY_INFO
+
+# The demo keys in a throw-away SQLite database, with the ready-made syncs' tables (what
+# `sentinel-kit migrate --job NAME` creates). Torn's answers come from a bundled cassette.
+workdir = Path(tempfile.mkdtemp())
+db = create_demo_database(workdir / "factions.db", ready_made=True)
+cassette = demo_cassette("factions")
+
+
+def job(sync):
+    \"\"\"A SyncJob of a ready-made sync on the demo database.\"\"\"
+    return SyncJob(db=db, secret=DEMO_SECRET, sync=sync, concurrency=4, policy=RetryPolicy.no_wait())"""
+
+
+def factions() -> nbformat.NotebookNode:
+    return new_notebook(
+        cells=[
+            new_markdown_cell(
+                "# Explore factions\n\n"
+                "What each key can do, a faction's roster and its attacks since a time, with the "
+                "ready-made syncs `sync-key-info`, `sync-faction-members` and "
+                "`sync-faction-attacks`. Torn's answers come from a cassette bundled with the "
+                "package, so this runs anywhere, offline. The same keys as the *Explore a sync* "
+                "notebook: Alice and Frank hold keys of one player in faction 8954, Bob is in it "
+                "too, Carol (two keys) is in faction 16335, Dave's key is dead and Erin's does "
+                "not decrypt.\n\n" + INSTALL
+            ),
+            code(FACTIONS_SETUP, "setup"),
+            new_markdown_cell(
+                "## What each key can do\n\n`sync-key-info` asks Torn's `/key/info` with every "
+                "key: its access level, its owner and their faction, and whether the owner has "
+                "faction API access. The dead key is parked, the broken one never sent."
+            ),
+            code(
+                "key_info = job(SYNC_KEY_INFO)\n"
+                "with replay(cassette):\n    checked = key_info.run()\nchecked",
+                "key_info_run",
+            ),
+            code("key_info.keys()", "access"),
+            new_markdown_cell(
+                "## A faction's roster\n\n`sync-faction-members` asks once per faction that has "
+                "a key among the users, with one member's key: its plan says which, before "
+                "anything is sent."
+            ),
+            code("members = job(SYNC_FACTION_MEMBERS)\nmembers.plan()", "members_plan"),
+            code(
+                "with replay(cassette):\n    rosters = members.run()\nrosters",
+                "members_run",
+            ),
+            code(
+                "roster = members.rows().to_pandas()\n"
+                "roster[roster.faction_id == 8954][\n"
+                '    ["player_id", "name", "position", "level", "days_in_faction", "status_state"]\n'
+                "]",
+                "roster",
+            ),
+            new_markdown_cell(
+                "## Its attacks since a time\n\n`sync-faction-attacks` reads each faction's "
+                "attack log with a Limited key whose owner has faction API access (here only "
+                "Alice's in 8954, Carol's new key in 16335), page by page from where it stopped; "
+                "`since=` starts it at a time of your choosing (the daemon's runs start a day "
+                "back, then go on from the newest attack written)."
+            ),
+            code(
+                "since = datetime(2026, 11, 30, tzinfo=UTC)\n"
+                "attacks = job(SYNC_FACTION_ATTACKS)\n"
+                "with replay(cassette):\n    logged = attacks.run(since=since)\nlogged",
+                "attacks_run",
+            ),
+            code(
+                "log = attacks.rows(limit=1000).to_pandas()\n"
+                "ours = log[(log.faction_id == 8954) & (log.started >= since.timestamp())]\n"
+                "ours.assign(started=lambda t: t.started.map(\n"
+                "    lambda s: datetime.fromtimestamp(s, UTC).strftime('%Y-%m-%d %H:%M'))\n"
+                ")[[\"attack_id\", \"started\", \"attacker_name\", \"defender_name\", \"result\", "
+                "\"respect_gain\"]].head(10)",
+                "attacks",
+            ),
+            code(
+                'ours.groupby("result").agg(attacks=("attack_id", "count"), '
+                'respect=("respect_gain", "sum"))',
+                "by_result",
+            ),
+        ],
+        metadata={
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
+        },
+    )
+
+
 def main() -> None:
     out = ROOT / "notebooks"
     out.mkdir(exist_ok=True)
-    for name, book in (("explore_sync.ipynb", explore()), ("debug_failures.ipynb", debug())):
+    for name, book in (
+        ("explore_sync.ipynb", explore()),
+        ("debug_failures.ipynb", debug()),
+        ("explore_factions.ipynb", factions()),
+    ):
         # Stable cell ids, so rebuilding an unchanged notebook changes nothing in git.
         for number, cell in enumerate(book.cells):
             cell.id = f"{Path(name).stem}-{number}"

@@ -4,6 +4,10 @@
 ciphertext, one key whose first answer is a Cloudflare 502 page) and runs the real
 :class:`~sentinel_kit.SyncJob` against ``data/demo_cassette.yaml``, a cassette built from
 realistic Torn answers by ``scripts/build_cassettes.py``. No network, no configuration.
+
+``notebooks/explore_factions.ipynb`` uses the same keys with ``data/factions_cassette.yaml``
+(``demo_cassette("factions")``): what each key can do, two factions' rosters and one
+faction's attack log, recorded from the testing kit's fake Torn by the same script.
 """
 
 from __future__ import annotations
@@ -14,13 +18,16 @@ from pathlib import Path
 
 from ._blocking import run_blocking
 from ._crypto import KeyCipher
+from ._errors import ConfigError
 from ._models import StoredUser, UserKey
 from ._replay import replay
 from ._retry import RetryPolicy
 from .stores import SQLiteStore
 from .sync import SyncJob, SyncReport
+from .sync.builtin import READY_MADE
 
 __all__ = [
+    "DEMO_CASSETTES",
     "DEMO_KEYS",
     "DEMO_SECRET",
     "DemoKey",
@@ -97,13 +104,36 @@ DEMO_KEYS: tuple[DemoKey, ...] = (
 )
 
 
-def demo_cassette() -> Path:
-    """Return the path of the bundled demo cassette (package data)."""
-    return Path(str(resources.files("sentinel_kit").joinpath("data", "demo_cassette.yaml")))
+#: The bundled cassettes by name (package data).
+DEMO_CASSETTES = {"users": "demo_cassette.yaml", "factions": "factions_cassette.yaml"}
 
 
-def create_demo_database(path: str | Path) -> str:
-    """Create a fresh SQLite database at ``path`` holding the demo keys; return its URL."""
+def demo_cassette(name: str = "users") -> Path:
+    """Return the path of a bundled demo cassette (package data).
+
+    Args:
+        name: ``users``: sync-users over the demo keys (the default); ``factions``: the
+            demo keys' key info, their factions' rosters and attack logs (sync-key-info,
+            sync-faction-members, sync-faction-attacks).
+
+    Raises:
+        ConfigError: no bundled cassette has that name.
+    """
+    if name not in DEMO_CASSETTES:
+        raise ConfigError(
+            f"no demo cassette {name!r}: use one of {', '.join(sorted(DEMO_CASSETTES))}"
+        )
+    return Path(str(resources.files("sentinel_kit").joinpath("data", DEMO_CASSETTES[name])))
+
+
+def create_demo_database(path: str | Path, *, ready_made: bool = False) -> str:
+    """Create a fresh SQLite database at ``path`` holding the demo keys; return its URL.
+
+    Args:
+        path: the SQLite file (replaced if it exists).
+        ready_made: also create the ready-made syncs' tables (``faction_members``...), as
+            ``sentinel-kit migrate --job NAME`` does for each.
+    """
     target = Path(path)
     for suffix in ("", "-wal", "-shm"):
         Path(f"{target}{suffix}").unlink(missing_ok=True)
@@ -111,6 +141,11 @@ def create_demo_database(path: str | Path) -> str:
     async def seed() -> None:
         async with SQLiteStore(target, create=True) as store:
             await seed_demo(store, KeyCipher(DEMO_SECRET))
+            if ready_made:
+                for sync in READY_MADE:
+                    table = sync.table
+                    if table.columns is not None:
+                        await store.ensure_table(table.name, table.all_columns(), table.key)
 
     run_blocking(seed)  # also from a notebook cell, whose loop already runs
     return f"sqlite:///{target}"

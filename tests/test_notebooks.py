@@ -128,6 +128,12 @@ def debug(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]
     return execute("debug_failures.ipynb", tmp_path_factory.mktemp("debug"))
 
 
+@pytest.fixture(scope="module")
+def factions(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """explore_factions.ipynb, executed once."""
+    return execute("explore_factions.ipynb", tmp_path_factory.mktemp("factions"))
+
+
 def test_kernel_is_this_interpreter() -> None:
     """The python3 kernel the tests start is the environment sentinel_kit is installed in."""
     from jupyter_client.kernelspec import KernelSpecManager
@@ -228,13 +234,60 @@ def test_explore_ends_on_dataframes(explore: dict[str, dict[str, Any]]) -> None:
     ]
 
 
+def test_factions_keys_show_what_each_key_can_do(factions: dict[str, dict[str, Any]]) -> None:
+    """sync-key-info asks the six keys that decrypt; job.keys() then shows each key's access
+    level, owner, faction and faction API access; the dead key parked, the broken one not
+    decryptable."""
+    run = table(factions["key_info_run"], "sync report").records()[0]
+    assert (run["status"], run["synced"], run["failed"]) == ("partial", "5", "2")
+    keys = {r["key_id"]: r for r in table(factions["access"]).records()}
+    assert {k: (r["access"], r["faction_id"], r["faction_access"]) for k, r in keys.items()} == {
+        "key-alice": ("full", "8954", "True"),
+        "key-bob": ("limited", "8954", "False"),
+        "key-carol-old": ("public", "16335", "False"),
+        "key-carol-new": ("limited", "16335", "True"),
+        "key-dave": ("", "", ""),
+        "key-erin": ("", "", ""),
+        "key-frank": ("minimal", "8954", "False"),
+    }
+    assert keys["key-alice"]["player_id"] == keys["key-frank"]["player_id"] == "3141592"
+    assert keys["key-dave"]["action"] == "parked"
+    assert keys["key-erin"]["action"] == "decrypt_error"
+
+
+def test_factions_roster_is_one_request_per_faction(factions: dict[str, dict[str, Any]]) -> None:
+    """The members plan asks one key per faction (two factions, two requests); the run writes
+    both rosters; the notebook shows faction 8954's."""
+    plan = table(factions["members_plan"])
+    assert "budget: 2 requests for 2 factions" in plan.caption
+    run = table(factions["members_run"], "sync report").records()[0]
+    assert (run["status"], run["keys"], run["synced"]) == ("ok", "2", "2")
+    roster = table(factions["roster"]).records()
+    assert len(roster) == 5
+    assert [r["position"] for r in roster].count("Leader") == 1
+
+
+def test_factions_attacks_since_a_time(factions: dict[str, dict[str, Any]]) -> None:
+    """The attacks run reads both factions' logs from `since` (faction 8954's in two pages);
+    the table shows 8954's attacks since then, none earlier, and sums them by result."""
+    run = table(factions["attacks_run"], "sync report").records()[0]
+    assert (run["status"], run["keys"], run["synced"]) == ("ok", "2", "2")
+    attacks = table(factions["attacks"]).records()
+    assert len(attacks) == 10
+    assert all(a["started"] >= "2026-11-30 00:00" for a in attacks)
+    by_result = table(factions["by_result"]).records()
+    assert sum(int(r["attacks"]) for r in by_result) == 140
+
+
 def test_notebooks_show_no_key_material(
-    explore: dict[str, dict[str, Any]], debug: dict[str, dict[str, Any]]
+    explore: dict[str, dict[str, Any]],
+    debug: dict[str, dict[str, Any]],
+    factions: dict[str, dict[str, Any]],
 ) -> None:
-    """No demo key's plaintext appears in any output of either notebook."""
+    """No demo key's plaintext appears in any output of any notebook."""
     from sentinel_kit._demo import DEMO_KEYS
 
-    shown = json.dumps([explore, debug])
+    shown = json.dumps([explore, debug, factions])
     assert all(d.plaintext not in shown for d in DEMO_KEYS)
 
 
@@ -274,7 +327,9 @@ def test_debug_reruns_one_user(debug: dict[str, dict[str, Any]]) -> None:
     assert [(r["keys_total"], r["counted"]) for r in history] == [("1", "False"), ("7", "True")]
 
 
-@pytest.mark.parametrize("name", ["explore_sync.ipynb", "debug_failures.ipynb"])
+@pytest.mark.parametrize(
+    "name", ["explore_sync.ipynb", "debug_failures.ipynb", "explore_factions.ipynb"]
+)
 def test_notebooks_import_only_the_public_api(name: str) -> None:
     """Notebooks import from sentinel_kit (and its public modules), never `_` modules."""
     book = nbformat.read(NOTEBOOKS / name, as_version=4)

@@ -72,7 +72,19 @@ def test_there_are_cassettes_to_scan() -> None:
         "replay_three_users.yaml",
         "test_sync_reads_2500_keys_in_three_pages.yaml",
         "newcomers.yaml",
+        "factions_cassette.yaml",
     } <= names
+
+
+def test_demo_cassettes_by_name() -> None:
+    """demo_cassette() is sync-users' demo cassette; "factions" the factions notebook's;
+    another name is one line naming the choices."""
+    from sentinel_kit import ConfigError, demo_cassette
+
+    assert demo_cassette().name == "demo_cassette.yaml"
+    assert demo_cassette("factions").is_file()
+    with pytest.raises(ConfigError, match="use one of factions, users"):
+        demo_cassette("guilds")
 
 
 @pytest.mark.parametrize("path", cassette_files(), ids=lambda p: p.name)

@@ -54,6 +54,7 @@ TOP_LEVEL = {
 #: Pure modules inside the packages; the rest of a package has the package's layer.
 PURE_IN_PACKAGES = {
     "sync._builtin",
+    "sync._cursor",
     "sync._limits",
     "sync._rows",
     "sync._spec",

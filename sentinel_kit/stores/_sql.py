@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from ._sql_core import DEFAULT_READ_AHEAD, RECONNECT_WAITS, SQL_TABLES, Session, SQLCore
 from ._sql_core import Row as Row
+from ._sql_cursors import SQLCursors
 from ._sql_health import SQLKeyHealth
 from ._sql_keys import SQLKeys
 from ._sql_runs import SQLRuns
@@ -31,7 +32,7 @@ from ._sql_tables import SQLTables
 __all__ = ["DEFAULT_READ_AHEAD", "RECONNECT_WAITS", "SQL_TABLES", "SQLStore", "Session"]
 
 
-class SQLStore(SQLKeys, SQLTables, SQLRuns, SQLKeyHealth, SQLCore):
+class SQLStore(SQLKeys, SQLCursors, SQLTables, SQLRuns, SQLKeyHealth, SQLCore):
     """A :class:`~sentinel_kit.Store` on a SQL database; see the module docstring. The
     paging (:mod:`._paging`) and chunk loops (:mod:`._chunks`) are the ones every store
     shares; this class supplies their primitives: one query, one transaction.
@@ -47,6 +48,7 @@ class SQLStore(SQLKeys, SQLTables, SQLRuns, SQLKeyHealth, SQLCore):
     Its parts live in mixins on :class:`~._sql_core.SQLCore` (sessions, reconnects, the
     dialect hooks): :class:`~._sql_keys.SQLKeys` (keys, fair order, attempts),
     :class:`~._sql_tables.SQLTables` (``user_data``, declared tables, inspection),
+    :class:`~._sql_cursors.SQLCursors` (incremental syncs: cursors, pages, pruning),
     :class:`~._sql_runs.SQLRuns` (runs, leases, job state) and
     :class:`~._sql_health.SQLKeyHealth` (key health, access, records).
     """

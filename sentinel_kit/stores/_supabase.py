@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 from ._supabase_core import SUPABASE_MAX_ROWS, SupabaseCore
+from ._supabase_cursors import SupabaseCursors
 from ._supabase_health import SupabaseKeyHealth
 from ._supabase_keys import SupabaseKeys
 from ._supabase_runs import SupabaseRuns
@@ -26,7 +27,9 @@ from ._supabase_tables import SupabaseTables
 __all__ = ["SUPABASE_MAX_ROWS", "SupabaseStore"]
 
 
-class SupabaseStore(SupabaseKeys, SupabaseTables, SupabaseRuns, SupabaseKeyHealth, SupabaseCore):
+class SupabaseStore(
+    SupabaseKeys, SupabaseTables, SupabaseCursors, SupabaseRuns, SupabaseKeyHealth, SupabaseCore
+):
     """A :class:`~sentinel_kit.Store` on a Supabase project's Data API. The paging
     (:mod:`._paging`) and chunk loops (:mod:`._chunks`) are the ones every store shares;
     this class supplies their primitives: one function call, one request.
@@ -39,6 +42,7 @@ class SupabaseStore(SupabaseKeys, SupabaseTables, SupabaseRuns, SupabaseKeyHealt
     Its parts live in mixins on :class:`~._supabase_core.SupabaseCore` (settings, lifecycle,
     schema): :class:`~._supabase_keys.SupabaseKeys` (keys, fair order, attempts),
     :class:`~._supabase_tables.SupabaseTables` (``user_data``, declared tables, inspection),
+    :class:`~._supabase_cursors.SupabaseCursors` (incremental syncs: cursors, pages, pruning),
     :class:`~._supabase_runs.SupabaseRuns` (runs, leases, job state) and
     :class:`~._supabase_health.SupabaseKeyHealth` (key health, access, records).
     """

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -32,6 +32,7 @@ from .._key_health import (
 )
 from .._models import ErrorClass, Outcome, Reason, TornKey, UserKey
 from ._builtin import SYNC_USERS
+from ._pages import fetch_log
 from ._sinks import Sink
 from ._spec import Row, TornSync
 
@@ -60,6 +61,10 @@ class _Context:
     spec: TornSync = SYNC_USERS
     #: Keys without access for this sync (Torn code 16): key id -> ciphertext fingerprint.
     access: dict[str, str] = field(default_factory=dict)
+    #: An incremental sync's cursors: unit id -> Unix timestamp (``sentinel_cursors``).
+    cursors: dict[str, int] = field(default_factory=dict)
+    #: Writes one page of an incremental sync for a key's unit, with its new cursor.
+    write_page: Callable[[UserKey, tuple[Row, ...], int], Awaitable[int]] | None = None
 
 
 def as_rows(parse: Callable[[Any], Any], answer: Any) -> tuple[Row, ...]:
@@ -124,6 +129,20 @@ async def process_key(key: UserKey, ctx: _Context) -> Outcome:
         ctx.on_sent(key)
 
     try:
+        if ctx.spec.cursor is not None and ctx.write_page is not None:
+            # An incremental sync: its pages are written as they come, with the cursor.
+            await fetch_log(
+                ctx.torn,
+                plaintext,
+                ctx.spec,
+                cursor=ctx.cursors.get(key.user_id),
+                now=datetime.now(UTC),
+                rows_of=partial(as_rows, ctx.spec.parse),
+                write=partial(ctx.write_page, key),
+                on_sent=mark_sent,
+                owner=f"user:{key.user_id}",
+            )
+            return Outcome(key.id, key.user_id, rows=(), **base)
         # Torn counts per player, all their keys: the user stands for the player until the
         # key's owner is known.
         rows = await ctx.torn.fetch(

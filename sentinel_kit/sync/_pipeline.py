@@ -38,6 +38,7 @@ from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from loguru import logger
@@ -67,7 +68,7 @@ from ._limits import RowLimits
 from ._options import RunOptions
 from ._sinks import Sink, sink_for
 from ._spec import TornSync
-from ._writer import _DONE, write
+from ._writer import _DONE, write, write_page
 
 __all__ = ["Cut", "Pipeline", "SecretCheck", "Stop", "settle_key", "shard_of"]
 
@@ -126,6 +127,8 @@ class Pipeline:
     access: dict[str, str] = field(default_factory=dict)
     #: The columns of a declared table without ``columns``, read at the start (or None).
     existing: dict[str, str] | None = None
+    #: An incremental sync's cursors (``Store.load_cursors``), moved as pages are written.
+    cursors: dict[str, int] = field(default_factory=dict)
 
     tally: Tally = field(default_factory=Tally)
     written: int = 0
@@ -167,6 +170,8 @@ class Pipeline:
             self._sent,
             self.spec,
             self.access,
+            self.cursors,
+            partial(write_page, self) if self.spec.cursor is not None else None,
         )
         producer = asyncio.create_task(self._produce(), name="sentinel-producer")
         writer = asyncio.create_task(write(self), name="sentinel-writer")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from types import MappingProxyType
 from typing import Any
 
@@ -103,15 +104,20 @@ class Table:
         key: the columns rows are upserted on; ``user_id`` for one row per user.
         columns: column name -> one of :data:`COLUMN_TYPES`, besides the engine's own
             ``user_id`` (text) and ``updated_at`` (timestamptz).
+        keep: for the table of an incremental sync (``TornSync(cursor=...)``): rows whose
+            cursor column is older than this are deleted at the end of each run (a bounded
+            number per run). A sync without ``cursor=`` refuses a table with ``keep``.
 
     Raises:
-        ConfigError: a bad name, an unknown column type, or a key column that is neither
-            declared nor one the engine fills in.
+        ConfigError: a bad name, an unknown column type, a key column that is neither
+            declared nor one the engine fills in, or a ``keep`` that is not a positive
+            :class:`~datetime.timedelta`.
     """
 
     name: str
     key: tuple[str, ...] = ("user_id",)
     columns: Mapping[str, str] | None = field(default=None)
+    keep: timedelta | None = None
 
     def __init__(
         self,
@@ -119,6 +125,7 @@ class Table:
         *,
         key: Sequence[str] = ("user_id",),
         columns: Mapping[str, str] | None = None,
+        keep: timedelta | None = None,
     ) -> None:
         _identifier("table name", name)
         if isinstance(key, str) or not key:
@@ -151,12 +158,15 @@ class Table:
                     f"table {name}: key column {missing[0]} is not among its columns: "
                     "declare it in columns="
                 )
+        if keep is not None and (not isinstance(keep, timedelta) or keep <= timedelta(0)):
+            raise ConfigError(f"table {name}: keep= must be a positive datetime.timedelta")
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "key", keys)
         object.__setattr__(self, "columns", frozen)
+        object.__setattr__(self, "keep", keep)
 
     def __hash__(self) -> int:
-        return hash((self.name, self.key, tuple((self.columns or {}).items())))
+        return hash((self.name, self.key, tuple((self.columns or {}).items()), self.keep))
 
     def all_columns(self) -> dict[str, str]:
         """Every column of a table with declared ``columns``: the engine's, then the declared
@@ -164,6 +174,52 @@ class Table:
         if self.columns is None:
             return {}
         return {**_ENGINE_COLUMNS, **self.columns}
+
+
+#: Query parameters an incremental sync sets itself on every page.
+_CURSOR_PARAMS = ("from", "sort")
+#: The most entries Torn gives in one page of a log (1000 on the ``...full`` variants).
+MAX_PAGE_LIMIT = 1000
+
+
+def _check_cursor(
+    name: str,
+    table: Table,
+    cursor: str | None,
+    backfill: timedelta,
+    query: Mapping[str, str],
+) -> None:
+    """Validate an incremental sync's ``cursor=``, ``backfill=`` and its table's ``keep=``."""
+    if cursor is None:
+        if table.keep is not None:
+            raise ConfigError(
+                f"sync {name}: table {table.name} has keep=, which needs an incremental sync: "
+                "give cursor= (the row column of the entry's time, such as 'started')"
+            )
+        return
+    _identifier(f"sync {name}: cursor column", cursor)
+    if table.columns is not None and cursor not in table.columns:
+        raise ConfigError(
+            f"sync {name}: cursor column {cursor} is not among the columns of {table.name}: "
+            "declare it (bigint)"
+        )
+    if table.columns is not None and table.columns[cursor] not in ("bigint", "integer"):
+        raise ConfigError(
+            f"sync {name}: cursor column {cursor} holds a Unix timestamp: declare it bigint, "
+            f"not {table.columns[cursor]}"
+        )
+    if not isinstance(backfill, timedelta) or backfill <= timedelta(0):
+        raise ConfigError(f"sync {name}: backfill= must be a positive datetime.timedelta")
+    for param in _CURSOR_PARAMS:
+        if param in query:
+            raise ConfigError(
+                f"sync {name}: an incremental sync sets {param}= itself; remove it from params="
+            )
+    limit = query.get("limit", "100")
+    if not limit.isdigit() or not 1 <= int(limit) <= MAX_PAGE_LIMIT:
+        raise ConfigError(
+            f"sync {name}: params limit={limit!r} must be a whole number from 1 to {MAX_PAGE_LIMIT}"
+        )
 
 
 def _schedule(name: str, schedule: str | None, interval: float | None) -> Schedule | None:
@@ -199,6 +255,13 @@ class TornSync:
         params: the query of every request (``{"stat": "strength"}``).
         needs: the least key access the endpoint needs (one of :data:`ACCESS_LEVELS`).
         per: the unit a run iterates: ``"user"`` (one request per app user).
+        cursor: makes the sync incremental, for Torn's log endpoints (``from``/``to``/
+            ``sort``/``limit`` and ``_metadata.links``): the row column, an integer Unix
+            timestamp such as ``started``, the sync advances on. Each unit is asked from its
+            stored cursor (inclusive) in ascending order, following ``links.next`` while
+            pages come full; each page's rows and the unit's new cursor (the most seen) are
+            written in one transaction (``sentinel_cursors``).
+        backfill: how far back a unit's first incremental run asks (a day by default).
 
     Raises:
         ConfigError: anything the declaration gets wrong, in one line naming it.
@@ -212,6 +275,8 @@ class TornSync:
     params: Mapping[str, str]
     needs: str
     per: str
+    cursor: str | None
+    backfill: timedelta
     _builtin: bool
 
     def __init__(
@@ -226,6 +291,8 @@ class TornSync:
         params: Mapping[str, Any] | None = None,
         needs: str = "public",
         per: str = "user",
+        cursor: str | None = None,
+        backfill: timedelta = timedelta(days=1),
         _owner: object = None,
     ) -> None:
         if not isinstance(name, str) or not _SYNC_NAME.match(name):
@@ -266,6 +333,7 @@ class TornSync:
                     "sent in a header, never in the URL)"
                 )
             query[param] = str(value)
+        _check_cursor(name, table, cursor, backfill, query)
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "endpoint", endpoint)
         object.__setattr__(self, "parse", parse)
@@ -274,6 +342,8 @@ class TornSync:
         object.__setattr__(self, "params", MappingProxyType(query))
         object.__setattr__(self, "needs", needs)
         object.__setattr__(self, "per", per)
+        object.__setattr__(self, "cursor", cursor)
+        object.__setattr__(self, "backfill", backfill)
         object.__setattr__(self, "_builtin", builtin)
 
     @property
@@ -294,6 +364,11 @@ class TornSync:
     def unit_column(self) -> str:
         """The column every row carries its unit in (``user_id``)."""
         return UNIT_COLUMNS[self.per]
+
+    @property
+    def page_limit(self) -> int:
+        """Entries per page of an incremental sync (``params`` ``limit``, 100 by default)."""
+        return int(self.params.get("limit", "100"))
 
     def __hash__(self) -> int:
         return hash((self.name, self.endpoint, self.table))

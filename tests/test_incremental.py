@@ -19,10 +19,10 @@ from urllib.parse import parse_qs, urlsplit
 import psycopg
 import pytest
 
-from sentinel_kit import ConfigError, RunStatus, SyncJob, Table, TornSync
+from sentinel_kit import ConfigError, RunOptions, RunStatus, SyncJob, Table, TornSync
 from sentinel_kit.stores import open_store
 from sentinel_kit.stores._supabase import SupabaseStore
-from sentinel_kit.testing import Answer, FakeTorn, SeedKey, simple_keys, torn_error
+from sentinel_kit.testing import Answer, FakeTorn, SeedKey, simple_keys, slow, torn_error
 from sentinel_kit.testing._stores import aseed
 
 from .conftest import SECRET
@@ -137,6 +137,14 @@ def attack(n: int, start: int) -> dict[str, Any]:
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'logs.db'}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh database: SQLite, or PostgreSQL (a schema of its own)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'logs.db'}"
+    return str(request.getfixturevalue("pg_url"))
 
 
 def resume_after_two_pages(url: str, torn: FakeTorn, db: Callable[[], Any] | None = None) -> None:
@@ -275,13 +283,13 @@ def test_a_next_link_to_another_path_fails_the_key(sqlite_url: str, torn: FakeTo
 
 
 def test_an_inclusive_from_repeats_the_edge_and_it_is_written_once(
-    sqlite_url: str, torn: FakeTorn
+    db_url: str, torn: FakeTorn
 ) -> None:
     """Torn's `from` is inclusive: a next page starting at the last page's edge repeats
     that attack, which is de-duplicated on the table's key (150 written, not 151)."""
     sync = attacks_sync()
     (key,) = simple_keys(1)
-    prepare(sqlite_url, [key], sync)
+    prepare(db_url, [key], sync)
     start = int(time.time()) - 3 * 86_400
     edge = start + 99 * GAP
     torn.script(
@@ -293,27 +301,65 @@ def test_an_inclusive_from_repeats_the_edge_and_it_is_written_once(
         page([attack(n, start) for n in range(99, 150)], None),
         path=PATH,
     )
-    report = SyncJob(db=sqlite_url, secret=SECRET, torn_url=torn.url, max_rpm=0, sync=sync).run()
+    report = SyncJob(db=db_url, secret=SECRET, torn_url=torn.url, max_rpm=0, sync=sync).run()
     assert (report.status, report.written) == (RunStatus.OK, 150)
-    assert [r[0] for r in stored(sqlite_url)] == [900_000 + n for n in range(150)]
-    assert cursors(sqlite_url) == {key.user_id: start + 149 * GAP}
+    assert [r[0] for r in stored(db_url)] == [900_000 + n for n in range(150)]
+    assert cursors(db_url) == {key.user_id: start + 149 * GAP}
 
 
-def test_keep_prunes_rows_older_than_it(sqlite_url: str, torn: FakeTorn) -> None:
+def test_keep_prunes_rows_older_than_it(db_url: str, torn: FakeTorn) -> None:
     """`Table(keep=timedelta(days=1))`: at the end of a run, rows whose cursor column is
     older than a day are deleted; newer ones stay."""
     sync = attacks_sync(keep=timedelta(days=1))
     (key,) = simple_keys(1)
-    prepare(sqlite_url, [key], sync)
+    prepare(db_url, [key], sync)
     in_faction(torn, key, 0)
     # Half a gap off the boundary: the test's own seconds never move an attack across it.
     start = int(time.time()) - 3 * 86_400 + GAP // 2
     torn.attack_log(FACTION, 250, start=start)
-    report = SyncJob(db=sqlite_url, secret=SECRET, torn_url=torn.url, max_rpm=0, sync=sync).run()
+    report = SyncJob(db=db_url, secret=SECRET, torn_url=torn.url, max_rpm=0, sync=sync).run()
     assert (report.status, report.written) == (RunStatus.OK, 250)
     kept = [n for n in range(250) if start + n * GAP >= time.time() - 86_400]
-    assert [r[0] for r in stored(sqlite_url)] == [FACTION * 1_000 + n for n in kept]
+    assert [r[0] for r in stored(db_url)] == [FACTION * 1_000 + n for n in kept]
     assert 0 < len(kept) < 250
+
+
+def test_a_time_box_during_the_pages_keeps_what_was_read_for_the_next_run(
+    db_url: str, torn: FakeTorn
+) -> None:
+    """The time box falls while the second page is in flight: that page is written with
+    its cursor, the third is not started, and the next run asks from that cursor on."""
+    sync = attacks_sync()
+    (key,) = simple_keys(1)
+    prepare(db_url, [key], sync)
+    in_faction(torn, key, 0)
+    start = int(time.time()) - 250 * GAP - 3_600
+    torn.attack_log(FACTION, 250, start=start)
+    torn.script(key.plaintext, "ok", slow(1.0), path=PATH)
+    options = RunOptions(time_box=0.4)
+    first = SyncJob(
+        db=db_url, secret=SECRET, torn_url=torn.url, max_rpm=0, sync=sync, options=options
+    ).run()
+    assert (first.synced, first.failed, first.written) == (1, 0, 200)
+    assert torn.count(path=PATH) == 2
+    assert cursors(db_url) == {key.user_id: start + 199 * GAP}
+    second = SyncJob(db=db_url, secret=SECRET, torn_url=torn.url, max_rpm=0, sync=sync).run()
+    assert (second.status, second.written) == (RunStatus.OK, 51)
+    assert [r[0] for r in stored(db_url)] == [FACTION * 1_000 + n for n in range(250)]
+
+
+def test_a_dry_run_of_an_incremental_sync_moves_no_cursor(sqlite_url: str, torn: FakeTorn) -> None:
+    """A dry run reads the pages and shows what it would write: no row, no cursor."""
+    sync = attacks_sync()
+    (key,) = simple_keys(1)
+    prepare(sqlite_url, [key], sync)
+    in_faction(torn, key, 0)
+    torn.attack_log(FACTION, 150, start=int(time.time()) - 150 * GAP - 60)
+    job = SyncJob(db=sqlite_url, secret=SECRET, torn_url=torn.url, max_rpm=0, sync=sync)
+    report = job.run(dry_run=True)
+    assert report.status is RunStatus.OK
+    assert torn.count(path=PATH) == 2
+    assert (stored(sqlite_url), cursors(sqlite_url)) == ([], {})
 
 
 @pytest.mark.parametrize(

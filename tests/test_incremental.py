@@ -11,7 +11,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -22,6 +22,7 @@ import pytest
 from sentinel_kit import ConfigError, RunOptions, RunStatus, SyncJob, Table, TornSync
 from sentinel_kit.stores import open_store
 from sentinel_kit.stores._supabase import SupabaseStore
+from sentinel_kit.sync._cursor import first_query, follow_link, new_rows, page_cursor, read_page
 from sentinel_kit.testing import Answer, FakeTorn, SeedKey, simple_keys, slow, torn_error
 from sentinel_kit.testing._stores import aseed
 
@@ -434,3 +435,33 @@ def test_a_bad_incremental_declaration_fails_in_one_line(
     with pytest.raises(ConfigError, match=message) as caught:
         declare()
     assert "\n" not in str(caught.value)
+
+
+def test_the_pure_paging_rules() -> None:
+    """A link is kept to its path and query (less key and comment, Torn's /v2 prefix
+    stripped); a cursor must be an integer; an answer without links has no next page."""
+    assert follow_link("https://x.invalid/v2/faction/attacks?from=5&key=K&comment=c", PATH) == {
+        "from": "5"
+    }
+    assert follow_link("/faction/attacks/?limit=10", PATH) == {"limit": "10"}
+    with pytest.raises(ValueError, match="another path"):
+        follow_link("https://api.torn.com/v2/faction/news?from=1", PATH)
+    assert page_cursor([{"started": 3}, {"started": 9}, {"started": 4}], "started") == 9
+    assert page_cursor([], "started") is None
+    for bad in ("9", 9.5, True, None):
+        with pytest.raises(ValueError, match="not an integer timestamp"):
+            page_cursor([{"started": bad}], "started")
+    assert read_page(lambda a: (), {"attacks": []}).next is None
+    assert read_page(lambda a: (), {"_metadata": {"links": {"next": ""}}}).next is None
+    assert read_page(lambda a: (), []).next is None
+    sync = attacks_sync(backfill=timedelta(hours=2))
+    now = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+    assert first_query(sync, None, now=now) == {
+        "limit": "100",
+        "sort": "ASC",
+        "from": str(int(now.timestamp()) - 7_200),
+    }
+    assert first_query(sync, 42, now=now)["from"] == "42"
+    seen: set[tuple[str, ...]] = set()
+    assert new_rows([{"id": 1}, {"id": 2}], ["id"], seen) == ({"id": 1}, {"id": 2})
+    assert new_rows([{"id": 2}, {"id": 3}], ["id"], seen) == ({"id": 3},)

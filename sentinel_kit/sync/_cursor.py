@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from ._spec import Row, TornSync
 
-__all__ = ["Page", "first_query", "follow_link", "page_cursor", "read_page"]
+__all__ = ["Page", "first_query", "follow_link", "new_rows", "page_cursor", "read_page"]
 
 #: Query parameters never taken from a link: the key goes in a header, and the comment is
 #: always ours.

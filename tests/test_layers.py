@@ -54,6 +54,7 @@ TOP_LEVEL = {
 #: Pure modules inside the packages; the rest of a package has the package's layer.
 PURE_IN_PACKAGES = {
     "sync._builtin",
+    "sync._cursor",
     "sync.builtin",
     "sync.builtin.battlestats",
     "sync.builtin.faction_members",

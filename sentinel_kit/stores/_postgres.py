@@ -479,6 +479,41 @@ class PostgresStore(SQLStore):
             "SELECT sentinel_save_key_info(?::jsonb, ?, ?)", [payload, *fence_values(fence)]
         )
 
+    async def _write_page_chunk(
+        self,
+        session: Session,
+        table: str,
+        key: tuple[str, ...],
+        rows: Sequence[Mapping[str, Any]],
+        sync: str,
+        unit_id: str,
+        cursor: int,
+        fence: Fence | None,
+    ) -> None:
+        # The function of migration 015, which the Supabase store calls too: the rows
+        # through sentinel_upsert_rows and the cursor, one transaction, fenced.
+        payload = dumps([{c: _json_cell(v) for c, v in row.items()} for row in rows], indent=None)
+        await session.execute(
+            "SELECT sentinel_upsert_cursor_rows(?, ?::text[], ?::jsonb, ?, ?, ?, ?, ?)",
+            [table, list(key), payload, sync, unit_id, cursor, *fence_values(fence)],
+        )
+
+    async def _prune_chunk(
+        self,
+        session: Session,
+        table: str,
+        column: str,
+        before: int,
+        limit: int,
+        fence: Fence | None,
+    ) -> int:
+        # The function of migration 015, which the Supabase store calls too.
+        rows = await session.fetch(
+            "SELECT sentinel_prune_rows(?, ?, ?, ?, ?, ?)",
+            [table, column, before, limit, *fence_values(fence)],
+        )
+        return int(rows[0][0]) if rows else 0
+
     async def _record_unit_attempts_chunk(
         self,
         session: Session,

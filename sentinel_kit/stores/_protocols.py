@@ -33,6 +33,7 @@ __all__ = [
     "DEFAULT_PAGE_SIZE",
     "AttemptStats",
     "CiphertextChange",
+    "CursorStore",
     "Fence",
     "InspectableStore",
     "JobStateStore",
@@ -346,6 +347,50 @@ class KeyInfoStore(Protocol):
 
 
 @runtime_checkable
+class CursorStore(Protocol):
+    """``sentinel_cursors``: how far each unit of an incremental sync has read its log."""
+
+    async def load_cursors(self, sync: str) -> dict[str, int]:
+        """Return the cursors of ``sync``: unit id -> the latest entry time written (a Unix
+        timestamp)."""
+        ...
+
+    async def write_page(
+        self,
+        table: str,
+        key: Sequence[str],
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        sync: str,
+        unit_id: str,
+        cursor: int,
+        fence: Fence | None = None,
+    ) -> int:
+        """Upsert one page of a log's rows and move the unit's cursor to ``cursor`` (never
+        back), in one transaction, fenced; return the rows written. Names are validated
+        as for :meth:`TableStore.upsert_rows`.
+
+        Raises:
+            ConfigError: a name is not an identifier, or names a table no sync may write.
+            StoreDataError: the database refused a value (neither rows nor cursor written).
+        """
+        ...
+
+    async def prune_rows(
+        self,
+        table: str,
+        column: str,
+        *,
+        before: int,
+        limit: int,
+        fence: Fence | None = None,
+    ) -> int:
+        """Delete at most ``limit`` rows of ``table`` whose ``column`` (a Unix timestamp) is
+        below ``before``, fenced; return how many (``Table(keep=)``)."""
+        ...
+
+
+@runtime_checkable
 class KeyHealthStore(Protocol):
     """``sentinel_key_health``: keys parked because Torn called them dead or suspended."""
 
@@ -422,6 +467,7 @@ class Store(
     KeyHealthStore,
     KeyAccessStore,
     KeyInfoStore,
+    CursorStore,
     JobStateStore,
     Protocol,
 ):

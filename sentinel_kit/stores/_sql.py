@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from ._sql_core import DEFAULT_READ_AHEAD, RECONNECT_WAITS, SQL_TABLES, Session, SQLCore
 from ._sql_core import Row as Row
+from ._sql_cursors import SQLCursors
 from ._sql_health import SQLKeyHealth
 from ._sql_key_info import SQLKeyInfo
 from ._sql_keys import SQLKeys
@@ -32,7 +33,7 @@ from ._sql_tables import SQLTables
 __all__ = ["DEFAULT_READ_AHEAD", "RECONNECT_WAITS", "SQL_TABLES", "SQLStore", "Session"]
 
 
-class SQLStore(SQLKeys, SQLTables, SQLRuns, SQLKeyHealth, SQLKeyInfo, SQLCore):
+class SQLStore(SQLKeys, SQLCursors, SQLTables, SQLRuns, SQLKeyHealth, SQLKeyInfo, SQLCore):
     """A :class:`~sentinel_kit.Store` on a SQL database; see the module docstring. The
     paging (:mod:`._paging`) and chunk loops (:mod:`._chunks`) are the ones every store
     shares; this class supplies their primitives: one query, one transaction.
@@ -48,6 +49,7 @@ class SQLStore(SQLKeys, SQLTables, SQLRuns, SQLKeyHealth, SQLKeyInfo, SQLCore):
     Its parts live in mixins on :class:`~._sql_core.SQLCore` (sessions, reconnects, the
     dialect hooks): :class:`~._sql_keys.SQLKeys` (keys, fair order, attempts),
     :class:`~._sql_tables.SQLTables` (``user_data``, declared tables, inspection),
+    :class:`~._sql_cursors.SQLCursors` (incremental syncs: cursors, pages, pruning),
     :class:`~._sql_runs.SQLRuns` (runs, leases, job state) and
     :class:`~._sql_health.SQLKeyHealth` (key health, access, records) and
     :class:`~._sql_key_info.SQLKeyInfo` (what each key can do).

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 from ._supabase_core import SUPABASE_MAX_ROWS, SupabaseCore
+from ._supabase_cursors import SupabaseCursors
 from ._supabase_health import SupabaseKeyHealth
 from ._supabase_key_info import SupabaseKeyInfo
 from ._supabase_keys import SupabaseKeys
@@ -28,7 +29,13 @@ __all__ = ["SUPABASE_MAX_ROWS", "SupabaseStore"]
 
 
 class SupabaseStore(
-    SupabaseKeys, SupabaseTables, SupabaseRuns, SupabaseKeyHealth, SupabaseKeyInfo, SupabaseCore
+    SupabaseKeys,
+    SupabaseTables,
+    SupabaseCursors,
+    SupabaseRuns,
+    SupabaseKeyHealth,
+    SupabaseKeyInfo,
+    SupabaseCore,
 ):
     """A :class:`~sentinel_kit.Store` on a Supabase project's Data API. The paging
     (:mod:`._paging`) and chunk loops (:mod:`._chunks`) are the ones every store shares;
@@ -42,6 +49,7 @@ class SupabaseStore(
     Its parts live in mixins on :class:`~._supabase_core.SupabaseCore` (settings, lifecycle,
     schema): :class:`~._supabase_keys.SupabaseKeys` (keys, fair order, attempts),
     :class:`~._supabase_tables.SupabaseTables` (``user_data``, declared tables, inspection),
+    :class:`~._supabase_cursors.SupabaseCursors` (incremental syncs: cursors, pages, pruning),
     :class:`~._supabase_runs.SupabaseRuns` (runs, leases, job state) and
     :class:`~._supabase_health.SupabaseKeyHealth` (key health, access, records) and
     :class:`~._supabase_key_info.SupabaseKeyInfo` (what each key can do).

@@ -229,6 +229,7 @@ class SyncJob(Reader):
                 access=await _key_access(store, self.sync),
                 existing=await _existing_columns(store, self.sync),
                 key_info=await _key_info(store),
+                cursors=await store.load_cursors(self.sync.name) if self.sync.cursor else {},
             )
             if progress:
                 # The bar counts keys: known up front only for a whole, unsharded run.

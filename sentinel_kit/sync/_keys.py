@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -33,6 +33,7 @@ from .._key_health import (
 from .._models import ErrorClass, KeyInfo, Outcome, Reason, TornKey, UserKey
 from .._report import NOT_ASKED
 from ._builtin import SYNC_USERS
+from ._pages import fetch_log
 from ._sinks import Sink
 from ._spec import ACCESS_LEVELS, Row, TornSync
 
@@ -65,6 +66,10 @@ class _Context:
     key_info: Mapping[str, KeyInfo] = field(default_factory=dict)
     #: Called with a key of a per-faction run whose answer showed another faction.
     on_other_faction: Callable[[UserKey], None] | None = None
+    #: An incremental sync's cursors: unit id -> Unix timestamp (``sentinel_cursors``).
+    cursors: dict[str, int] = field(default_factory=dict)
+    #: Writes one page of an incremental sync for a key's unit, with its new cursor.
+    write_page: Callable[[UserKey, tuple[Row, ...], int], Awaitable[int]] | None = None
 
 
 def owner_of(key: UserKey, fingerprint: str, key_info: Mapping[str, KeyInfo]) -> str:
@@ -199,6 +204,22 @@ async def process_key(key: UserKey, ctx: _Context) -> Outcome:
         ctx.on_sent(key)
 
     try:
+        if ctx.spec.cursor is not None and ctx.write_page is not None:
+            # An incremental sync: its pages are written as they come, with the cursor of
+            # the key's unit (the user, or the faction of a per-faction run).
+            await fetch_log(
+                ctx.torn,
+                plaintext,
+                ctx.spec,
+                path=ctx.spec.path_for(key.unit_id),
+                cursor=ctx.cursors.get(key.unit_id or key.user_id),
+                now=datetime.now(UTC),
+                rows_of=_faction_checked(ctx.spec, key, ctx.on_other_faction),
+                write=partial(ctx.write_page, key),
+                on_sent=mark_sent,
+                owner=owner_of(key, cfp, ctx.key_info),
+            )
+            return Outcome(key.id, key.user_id, rows=(), **base)
         # Torn counts per player, all their keys: the user stands for the player until the
         # key's owner is known (sync-key-info).
         rows = await ctx.torn.fetch(

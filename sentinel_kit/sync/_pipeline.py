@@ -38,6 +38,7 @@ from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from loguru import logger
@@ -68,7 +69,7 @@ from ._options import RunOptions
 from ._sinks import Sink, sink_for
 from ._spec import TornSync
 from ._units import faction_groups, user_groups
-from ._writer import _DONE, write
+from ._writer import _DONE, write, write_page
 
 __all__ = ["Cut", "Pipeline", "SecretCheck", "Stop", "settle_key", "shard_of"]
 
@@ -117,6 +118,8 @@ class Pipeline:
     #: What each key can do (``Store.load_key_info``), read at the start: whose key it is
     #: (the per-player budget) and, for sync-key-info, which keys are fresh.
     key_info: dict[str, KeyInfo] = field(default_factory=dict)
+    #: An incremental sync's cursors (``Store.load_cursors``), moved as pages are written.
+    cursors: dict[str, int] = field(default_factory=dict)
 
     tally: Tally = field(default_factory=Tally)
     written: int = 0
@@ -163,6 +166,8 @@ class Pipeline:
             self.access,
             self.key_info,
             lambda key: self._forget.add(key.id),
+            self.cursors,
+            partial(write_page, self) if self.spec.cursor is not None else None,
         )
         producer = asyncio.create_task(self._produce(), name="sentinel-producer")
         writer = asyncio.create_task(write(self), name="sentinel-writer")

@@ -255,6 +255,30 @@ class TableSink:
                 refused += [(r, exc) for r in unit_rows]
         return written, refused
 
+    async def write_page(
+        self,
+        store: Store,
+        rows: Sequence[Any],
+        *,
+        unit_id: str,
+        cursor: int,
+        fence: Fence | None,
+    ) -> int:
+        """Write one page of an incremental sync and its unit's cursor, in one transaction
+        (every declared column in every row, as :meth:`write` does)."""
+        table = self.spec.table
+        columns = list(table.all_columns()) or _columns_of(rows)
+        full = [{c: r.get(c) for c in columns} for r in rows]
+        return await store.write_page(
+            table.name,
+            table.key,
+            full,
+            sync=self.spec.name,
+            unit_id=unit_id,
+            cursor=cursor,
+            fence=fence,
+        )
+
     async def diff(self, store: Store, rows: Sequence[Any]) -> Sequence[Change | RowChange]:
         # The table's current rows of these units, compared by the table's key.
         if not rows:

@@ -120,16 +120,21 @@ class Table:
         replace: a unit column (``"faction_id"``): each unit's rows missing from its new
             answer are deleted, in the same fenced transaction as the upsert (members who
             left a faction); never on an empty, failed or refused answer, nor a dry run.
+        keep: for the table of an incremental sync (``TornSync(cursor=...)``): rows whose
+            cursor column is older than this are deleted at the end of each run (a bounded
+            number per run). A sync without ``cursor=`` refuses a table with ``keep``.
 
     Raises:
-        ConfigError: a bad name, an unknown column type, or a key column that is neither
-            declared nor one the engine fills in.
+        ConfigError: a bad name, an unknown column type, a key column that is neither
+            declared nor one the engine fills in, or a ``keep`` that is not a positive
+            :class:`~datetime.timedelta`.
     """
 
     name: str
     key: tuple[str, ...] = ("user_id",)
     columns: Mapping[str, str] | None = field(default=None)
     replace: str | None = None
+    keep: timedelta | None = None
 
     def __init__(
         self,
@@ -138,6 +143,7 @@ class Table:
         key: Sequence[str] = ("user_id",),
         columns: Mapping[str, str] | None = None,
         replace: str | None = None,
+        keep: timedelta | None = None,
     ) -> None:
         _identifier("table name", name)
         if isinstance(key, str) or not key:
@@ -186,13 +192,23 @@ class Table:
                 raise ConfigError(
                     f"table {name}: replace={replace!r} must be one of the key columns {list(keys)}"
                 )
+        if keep is not None and (not isinstance(keep, timedelta) or keep <= timedelta(0)):
+            raise ConfigError(f"table {name}: keep= must be a positive datetime.timedelta")
+        if replace is not None and keep is not None:
+            raise ConfigError(
+                f"table {name}: replace= and keep= do not go together: a log table keeps "
+                "its rows by age (keep=), a snapshot table by unit (replace=)"
+            )
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "key", keys)
         object.__setattr__(self, "columns", frozen)
         object.__setattr__(self, "replace", replace)
+        object.__setattr__(self, "keep", keep)
 
     def __hash__(self) -> int:
-        return hash((self.name, self.key, tuple((self.columns or {}).items()), self.replace))
+        return hash(
+            (self.name, self.key, tuple((self.columns or {}).items()), self.replace, self.keep)
+        )
 
     @property
     def unit_column(self) -> str:
@@ -211,6 +227,57 @@ class Table:
         unit = self.unit_column
         engine = {unit: _UNIT_TYPES[unit], "updated_at": _ENGINE_COLUMNS["updated_at"]}
         return {**engine, **{c: t for c, t in self.columns.items() if c not in engine}}
+
+
+#: Query parameters an incremental sync sets itself on every page.
+_CURSOR_PARAMS = ("from", "sort")
+#: The most entries Torn gives in one page of a log (1000 on the ``...full`` variants).
+MAX_PAGE_LIMIT = 1000
+
+
+def _check_cursor(
+    name: str,
+    table: Table,
+    cursor: str | None,
+    backfill: timedelta,
+    query: Mapping[str, str],
+) -> None:
+    """Validate an incremental sync's ``cursor=``, ``backfill=`` and its table's ``keep=``."""
+    if cursor is None:
+        if table.keep is not None:
+            raise ConfigError(
+                f"sync {name}: table {table.name} has keep=, which needs an incremental sync: "
+                "give cursor= (the row column of the entry's time, such as 'started')"
+            )
+        return
+    _identifier(f"sync {name}: cursor column", cursor)
+    if table.replace is not None:
+        raise ConfigError(
+            f"sync {name}: table {table.name} has replace=, which deletes a unit's rows "
+            "missing from its answer: an incremental sync reads only new entries; remove one"
+        )
+    if table.columns is not None and cursor not in table.columns:
+        raise ConfigError(
+            f"sync {name}: cursor column {cursor} is not among the columns of {table.name}: "
+            "declare it (bigint)"
+        )
+    if table.columns is not None and table.columns[cursor] not in ("bigint", "integer"):
+        raise ConfigError(
+            f"sync {name}: cursor column {cursor} holds a Unix timestamp: declare it bigint, "
+            f"not {table.columns[cursor]}"
+        )
+    if not isinstance(backfill, timedelta) or backfill <= timedelta(0):
+        raise ConfigError(f"sync {name}: backfill= must be a positive datetime.timedelta")
+    for param in _CURSOR_PARAMS:
+        if param in query:
+            raise ConfigError(
+                f"sync {name}: an incremental sync sets {param}= itself; remove it from params="
+            )
+    limit = query.get("limit", "100")
+    if not limit.isdigit() or not 1 <= int(limit) <= MAX_PAGE_LIMIT:
+        raise ConfigError(
+            f"sync {name}: params limit={limit!r} must be a whole number from 1 to {MAX_PAGE_LIMIT}"
+        )
 
 
 def _schedule(name: str, schedule: str | None, interval: float | None) -> Schedule | None:
@@ -294,23 +361,17 @@ class TornSync:
             run by ``sync --job`` and ``SyncJob(sync=)``, refused by the daemon).
         params: the query of every request (``{"stat": "strength"}``).
         needs: the least key access the endpoint needs (one of :data:`ACCESS_LEVELS`).
-        per: the unit a run iterates: ``"user"`` (one request per app user) or
-            ``"faction"`` (one request per Torn faction that has a key among the users, with
-            one capable member's key; rows get ``faction_id``).
-        refresh: how long an answer stays fresh: a run asks only the units not attempted
-            within ``refresh`` (never-asked first), so a sync can run often and still ask
-            each unit about once per ``refresh``. Units left out because they are fresh
-            are not read at all: they are neither failures nor skipped, and not counted
-            in ``keys_total``. None (the default): every run asks every unit.
-        faction_api: the endpoint needs faction API access (Torn answers code 7
-            without it): a per-faction sync asks only keys whose owner has it.
-        shows: for a per-faction endpoint that cannot name its faction (own-faction
-            selections such as ``/faction/attacks``; required there): a function of Torn's
-            answer returning the faction ids the answer is of. An answer naming faction ids
-            without the asked one is that key's ``bad_response`` and its key info is
-            forgotten (re-checked by sync-key-info): an owner who changed faction never
-            writes one faction's data under another's id. An endpoint holding ``{id}``
-            (``/faction/{id}/members``) names its faction in the request instead.
+    faction_api: bool
+    shows: Callable[[Any], Iterable[int]] | None
+    refresh: timedelta | None
+        cursor: makes the sync incremental, for Torn's log endpoints (``from``/``to``/
+            ``sort``/``limit`` and ``_metadata.links``): the row column, an integer Unix
+            timestamp such as ``started``, the sync advances on. Each unit (a user, or a
+            faction of a per-faction sync) is asked from its stored cursor (inclusive) in
+            ascending order, following ``links.next`` while pages come full; each page's rows
+            and the unit's new cursor (the most seen) are written in one transaction
+            (``sentinel_cursors``, one cursor per unit).
+        backfill: how far back a unit's first incremental run asks (a day by default).
 
     Raises:
         ConfigError: anything the declaration gets wrong, in one line naming it.
@@ -327,6 +388,8 @@ class TornSync:
     faction_api: bool
     shows: Callable[[Any], Iterable[int]] | None
     refresh: timedelta | None
+    cursor: str | None
+    backfill: timedelta
     _builtin: bool
 
     def __init__(
@@ -344,6 +407,8 @@ class TornSync:
         faction_api: bool = False,
         shows: Callable[[Any], Iterable[int]] | None = None,
         refresh: timedelta | None = None,
+        cursor: str | None = None,
+        backfill: timedelta = timedelta(days=1),
         _owner: object = None,
     ) -> None:
         if not isinstance(name, str) or not _SYNC_NAME.match(name):
@@ -390,6 +455,7 @@ class TornSync:
                     "sent in a header, never in the URL)"
                 )
             query[param] = str(value)
+        _check_cursor(name, table, cursor, backfill, query)
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "endpoint", endpoint)
         object.__setattr__(self, "parse", parse)
@@ -401,6 +467,8 @@ class TornSync:
         object.__setattr__(self, "faction_api", bool(faction_api))
         object.__setattr__(self, "shows", shows)
         object.__setattr__(self, "refresh", refresh)
+        object.__setattr__(self, "cursor", cursor)
+        object.__setattr__(self, "backfill", backfill)
         object.__setattr__(self, "_builtin", builtin)
 
     @property
@@ -440,6 +508,11 @@ class TornSync:
         if unit_id is None or FACTION_PLACEHOLDER not in self.endpoint:
             return self.endpoint
         return self.endpoint.replace(FACTION_PLACEHOLDER, unit_id)
+
+    @property
+    def page_limit(self) -> int:
+        """Entries per page of an incremental sync (``params`` ``limit``, 100 by default)."""
+        return int(self.params.get("limit", "100"))
 
     def __hash__(self) -> int:
         return hash((self.name, self.endpoint, self.table))

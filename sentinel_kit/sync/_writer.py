@@ -23,21 +23,27 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
-from .._errors import StoreError
+from .._errors import FetchError, StoreDataError, StoreError
 from .._incident import IncidentGuard
 from .._key_health import access_marks, health_changes, key_successes
-from .._models import Outcome, Reason
+from .._models import ErrorClass, Outcome, Reason, UserKey
+from ._sinks import TableSink
+from ._spec import Row
 from ._units import key_uses_sync
 
 if TYPE_CHECKING:
     from ._pipeline import Pipeline
 
-__all__ = ["WAKE_INTERVAL", "write"]
+__all__ = ["PRUNE_LIMIT", "WAKE_INTERVAL", "write", "write_page"]
+
+#: Rows of a log table one run prunes at most (``Table(keep=)``): a first run over a long
+#: history spreads its deletes over runs instead of holding one long transaction.
+PRUNE_LIMIT = 10_000
 
 #: The end marker of the pipeline's queues (groups and results).
 _DONE = None
@@ -92,6 +98,69 @@ async def write(p: Pipeline) -> None:
             await _settle_code2(p, p.guard)
         except StoreError as exc:
             p.store_error = exc
+    if p.spec.table.keep is not None and p.store_error is None and not p.dry_run:
+        try:
+            await _prune(p, p.spec.table.keep)
+        except StoreError as exc:
+            p.store_error = exc
+
+
+async def _prune(p: Pipeline, keep: timedelta) -> None:
+    """Once per run, after the last write: delete a bounded batch of the log table's rows
+    whose cursor column is older than ``keep`` (``Table(keep=)``), fenced."""
+    column = p.spec.cursor
+    if column is None:  # TornSync refuses keep= without cursor=
+        return
+    before = int((datetime.now(UTC) - keep).timestamp())
+    table = p.spec.table.name
+    deleted = await p.store.prune_rows(
+        table, column, before=before, limit=PRUNE_LIMIT, fence=p.fence
+    )
+    if deleted:
+        logger.bind(job=p.job).info(
+            "pruned {} row(s) of {} older than {} (keep={})", deleted, table, before, keep
+        )
+
+
+async def write_page(p: Pipeline, key: UserKey, rows: tuple[Row, ...], cursor: int) -> int:
+    """Write one page of an incremental sync with its unit's cursor, in one transaction
+    (a dry run only says what it would write). Rows the table cannot hold fail the key
+    as ``bad_response`` (nothing of the page is written); a store failure ends the run
+    as the writer's does."""
+    sink = p.sink
+    if not isinstance(sink, TableSink):
+        raise TypeError(f"sync {p.spec.name} writes no declared table")
+    checked = sink.admit(Outcome(key.id, key.user_id, rows=rows, unit_id=key.unit_id))
+    if not checked.ok:
+        raise FetchError(
+            checked.detail or "rows the table cannot hold",
+            error_class=ErrorClass.REQUEST_BUG,
+            reason=Reason.BAD_RESPONSE,
+        )
+    built = sink.build([checked], now=datetime.now(UTC))
+    if p.dry_run:
+        p.changes.extend(await sink.diff(p.store, built))
+        p.dry_rows.extend(built)
+        return 0
+    try:
+        written = await sink.write_page(
+            p.store, built, unit_id=checked.unit, cursor=cursor, fence=p.fence
+        )
+    except StoreDataError as exc:
+        raise FetchError(
+            f"the database refused a page: {exc}",
+            error_class=ErrorClass.REQUEST_BUG,
+            reason=Reason.BAD_RESPONSE,
+        ) from None
+    except StoreError as exc:
+        p.store_error = p.store_error or exc
+        p._stop_feeding.set()
+        raise FetchError(
+            f"not written: {exc}", error_class=ErrorClass.GLOBAL, reason=Reason.ABORTED
+        ) from None
+    p.written += written
+    p.cursors[checked.unit] = max(cursor, p.cursors.get(checked.unit, cursor))
+    return written
 
 
 async def _settle_code2(p: Pipeline, guard: IncidentGuard) -> None:

@@ -68,6 +68,8 @@ from ._answers import (
 )
 from ._tornroutes import (
     ACCESS_LEVELS,
+    EPOCH,
+    FACTION_ATTACKS,
     KeyAccess,
     RouteRequest,
     default_access,
@@ -170,6 +172,8 @@ class FakeTorn:
         self.path_scripts: dict[tuple[str, str], list[Answer | str]] = {}
         #: Keys' access and owners set by :meth:`key_access` (others: :func:`default_access`).
         self.access: dict[str, KeyAccess] = {}
+        #: Attack logs set by :meth:`attack_log`: faction id -> (attacks, first one's time).
+        self.attack_logs: dict[int, tuple[int, int]] = {}
         #: Paths served by :meth:`route`, beside the built-in ones.
         self.routes: dict[str, RouteAnswer] = {}
         #: (arrival time, plaintext key) of every request.
@@ -257,6 +261,14 @@ class FakeTorn:
         with self._lock:
             self.access[key] = access
         return access
+
+    def attack_log(self, faction_id: int, attacks: int, *, start: int = EPOCH) -> None:
+        """Serve ``attacks`` attacks in the ``/faction/attacks`` log of ``faction_id``, 15
+        minutes apart from ``start`` (a Unix time), in place of the default
+        :data:`FACTION_ATTACKS` from :data:`EPOCH` (its paging: ``from``/``to``/``sort``/
+        ``limit`` and ``_metadata.links.next``, as Torn's)."""
+        with self._lock:
+            self.attack_logs[faction_id] = (attacks, start)
 
     def route(self, path: str, answer: RouteAnswer) -> None:
         """Serve ``path`` (one the fake does not know, or in place of a built-in one).
@@ -379,7 +391,10 @@ class FakeTorn:
             return Answer(200, json.dumps(torn_error_payload(4)), dict(JSON_HEADERS), delay)
         with self._lock:
             access = self.access.get(key)
-        request = RouteRequest(access or default_access(key), ident, query)
+        owner = access or default_access(key)
+        with self._lock:
+            attacks, start = self.attack_logs.get(owner.faction_id or 0, (FACTION_ATTACKS, EPOCH))
+        request = RouteRequest(owner, ident, query, attacks=attacks, log_start=start)
         return Answer(200, json.dumps(route.answer(request)), dict(JSON_HEADERS), delay)
 
     # -- serving ----------------------------------------------------------------------------

@@ -96,11 +96,16 @@ class RouteRequest:
         access: the asking key's access and owner.
         id: the id in the path (``/faction/{id}/members``), or None.
         query: the query parameters (last value of each).
+        attacks: attacks in the faction's log (:meth:`FakeTorn.attack_log` sets them).
+        log_start: the Unix time of the log's first attack.
     """
 
     access: KeyAccess
     id: int | None
     query: Mapping[str, str]
+    #: Attacks in the asking faction's ``/faction/attacks`` log, and the first one's time.
+    attacks: int = FACTION_ATTACKS
+    log_start: int = EPOCH
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,10 +253,10 @@ def faction_members(request: RouteRequest) -> dict[str, Any]:
     return {"members": members}
 
 
-def _attack(faction_id: int, n: int) -> dict[str, Any]:
+def _attack(faction_id: int, n: int, start: int = EPOCH) -> dict[str, Any]:
     attacker = 1_000_000 + _digest(f"member:{faction_id}:{n % 4}") % 8_000_000
     defender = 1_000_000 + _digest(f"defender:{faction_id}:{n}") % 8_000_000
-    started = EPOCH + n * 900
+    started = start + n * 900
     return {
         "id": faction_id * 1_000 + n,
         "code": hashlib.sha256(f"{faction_id}:{n}".encode()).hexdigest()[:32],
@@ -294,14 +299,15 @@ def _int(query: Mapping[str, str], name: str) -> int | None:
 
 def faction_attacks(request: RouteRequest) -> dict[str, Any]:
     """``/faction/attacks``: ``AttacksResponse``, a log of :data:`FACTION_ATTACKS` attacks
-    15 minutes apart from :data:`EPOCH`, with ``from``/``to`` (inclusive), ``sort``
-    (``DESC`` by default), ``limit`` (100 at most) and ``_metadata.links`` to the next page."""
+    (or as many as a test set) 15 minutes apart from :data:`EPOCH` (or the test's start),
+    with ``from``/``to`` (inclusive), ``sort`` (``DESC`` by default), ``limit`` (100 at most)
+    and ``_metadata.links`` to the next page."""
     faction_id = request.access.faction_id or 0  # Route.answer refused None already
     query = request.query
     since, until = _int(query, "from"), _int(query, "to")
     limit = max(1, min(_int(query, "limit") or 100, 100))
     ascending = query.get("sort", "DESC").upper() == "ASC"
-    log = [_attack(faction_id, n) for n in range(FACTION_ATTACKS)]
+    log = [_attack(faction_id, n, request.log_start) for n in range(request.attacks)]
     log = [
         a
         for a in log

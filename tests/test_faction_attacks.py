@@ -153,7 +153,7 @@ def test_three_pages_with_the_one_capable_key_then_only_what_is_new(
     second = job(stores, torn).run()
     assert (second.status, second.synced) == (RunStatus.OK, 1)
     assert torn.count(path=ATTACKS) == 4
-    query = torn.requests_for(path=ATTACKS)[-1].target
+    query = torn.requests_for(path=ATTACKS)[-1].path
     assert f"from={start + 249 * 900}" in query
     assert "sort=ASC" in query
     assert len(run(attack_rows(stores()))) == 260

@@ -9,18 +9,27 @@ from __future__ import annotations
 
 from .._spec import TornSync
 from .battlestats import SYNC_BATTLESTATS, parse_battlestats
+from .faction_attacks import SYNC_FACTION_ATTACKS, attack_factions, parse_faction_attacks
 from .faction_members import SYNC_FACTION_MEMBERS, parse_faction_members
 from .key_info import SYNC_KEY_INFO, parse_key_info
 
 __all__ = [
     "READY_MADE",
     "SYNC_BATTLESTATS",
+    "SYNC_FACTION_ATTACKS",
     "SYNC_FACTION_MEMBERS",
     "SYNC_KEY_INFO",
+    "attack_factions",
     "parse_battlestats",
+    "parse_faction_attacks",
     "parse_faction_members",
     "parse_key_info",
 ]
 
 #: The ready-made syncs, opt-in (``--job NAME``).
-READY_MADE: tuple[TornSync, ...] = (SYNC_KEY_INFO, SYNC_BATTLESTATS, SYNC_FACTION_MEMBERS)
+READY_MADE: tuple[TornSync, ...] = (
+    SYNC_KEY_INFO,
+    SYNC_BATTLESTATS,
+    SYNC_FACTION_MEMBERS,
+    SYNC_FACTION_ATTACKS,
+)

@@ -145,6 +145,7 @@ def record_factions(target: Path) -> int:
         sent = torn.count()
         stand_in = torn.url.removesuffix("/v2")
     text = target.read_text(encoding="utf-8").replace(stand_in, "https://api.torn.com")
+    text = text.replace(stand_in.removeprefix("http://"), "api.torn.com")  # the Host header
     target.write_text(text, encoding="utf-8")
     return sent
 
@@ -179,7 +180,7 @@ def main() -> None:
     )
     print(f"wrote {example.relative_to(ROOT)}/newcomers.yaml: {count} interactions")
     factions = ROOT / "sentinel_kit" / "data" / "factions_cassette.yaml"
-    count = record_factions(factions)
+    count = record_factions(factions)  # recorded: its User-Agent names this version
     print(f"wrote {factions.relative_to(ROOT)}: {count} interactions (recorded)")
 
 

@@ -295,13 +295,13 @@ def factions() -> nbformat.NotebookNode:
                 "ours = log[(log.faction_id == 8954) & (log.started >= since.timestamp())]\n"
                 "ours.assign(started=lambda t: t.started.map(\n"
                 "    lambda s: datetime.fromtimestamp(s, UTC).strftime('%Y-%m-%d %H:%M'))\n"
-                ")[[\"attack_id\", \"started\", \"attacker_name\", \"defender_name\", \"result\", "
-                "\"respect_gain\"]].head(10)",
+                ')[["attack_id", "started", "attacker_name", "defender_name", "result", '
+                '"respect_gain"]].head(10)',
                 "attacks",
             ),
             code(
                 'ours.groupby("result").agg(attacks=("attack_id", "count"), '
-                'respect=("respect_gain", "sum"))',
+                'respect=("respect_gain", "sum")).reset_index()',
                 "by_result",
             ),
         ],

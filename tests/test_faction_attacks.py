@@ -5,20 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sentinel_kit import RetryPolicy, RunStatus, SyncJob
+from sentinel_kit import ConfigError, RetryPolicy, RunStatus, SyncJob
 from sentinel_kit._key_health import ciphertext_fingerprint
 from sentinel_kit._models import KeyInfo
 from sentinel_kit.stores import Store, open_store
 from sentinel_kit.sync.builtin import (
     READY_MADE,
     SYNC_FACTION_ATTACKS,
+    SYNC_FACTION_MEMBERS,
     attack_factions,
     parse_faction_attacks,
 )
@@ -73,7 +74,7 @@ async def seed(
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Store]]:
+def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:
     """A migrated store with faction_attacks: SQLite, or PostgreSQL."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'attacks.db'}"
@@ -87,7 +88,7 @@ def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[
             await store.ensure_table(table.name, table.all_columns(), table.key)
 
     run(go())
-    yield lambda: open_store(url)
+    return lambda: open_store(url)
 
 
 def job(stores: Callable[[], Store], torn: FakeTorn) -> SyncJob:
@@ -203,9 +204,7 @@ def test_a_faction_without_faction_api_access_is_skipped_without_a_request(
 
     async def go() -> None:
         async with stores() as store:
-            await seed(
-                store, torn, keys, levels=["full", "public"], faction_access=[False, True]
-            )
+            await seed(store, torn, keys, levels=["full", "public"], faction_access=[False, True])
 
     run(go())
     report = job(stores, torn).run()
@@ -285,3 +284,31 @@ def test_it_is_ready_made_and_migrate_job_creates_its_table(tmp_path: Path) -> N
             return await store.table_columns("faction_attacks")  # type: ignore[attr-defined,no-any-return]
 
     assert set(run(columns())) == set(SYNC_FACTION_ATTACKS.table.all_columns())
+
+
+def test_since_starts_every_faction_at_a_time_and_needs_an_incremental_sync(
+    stores: Callable[[], Store], torn: FakeTorn
+) -> None:
+    """run(since=...) reads each faction's log from that time, cursor or not (the rows
+    already written stay once each); since= on a sync without cursor=, or a naive time, is
+    one line."""
+    keys = simple_keys(1)
+    start = int((datetime.now(UTC) - timedelta(days=3)).timestamp())
+    torn.attack_log(FACTION, 40, start=start)
+
+    async def go() -> None:
+        async with stores() as store:
+            await seed(store, torn, keys, levels=["limited"], faction_access=[True])
+
+    run(go())
+    assert job(stores, torn).run().synced == 1  # from a day back: none of the 40, 3 days old
+    assert run(attack_rows(stores())) == []
+    since = datetime.fromtimestamp(start, UTC)
+    again = job(stores, torn).run(since=since)
+    assert (again.status, again.synced) == (RunStatus.OK, 1)
+    assert f"from={start}&" in torn.requests_for(path=ATTACKS)[-1].path + "&"
+    assert len(run(attack_rows(stores()))) == 40
+    with pytest.raises(ConfigError, match="since= is for incremental syncs"):
+        SyncJob(db=stores(), secret=SECRET, sync=SYNC_FACTION_MEMBERS).run(since=since)
+    with pytest.raises(ConfigError, match="timezone-aware"):
+        job(stores, torn).run(since=datetime(2026, 11, 30))  # no timezone

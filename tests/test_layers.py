@@ -57,6 +57,7 @@ PURE_IN_PACKAGES = {
     "sync._cursor",
     "sync.builtin",
     "sync.builtin.battlestats",
+    "sync.builtin.faction_attacks",
     "sync.builtin.faction_members",
     "sync.builtin.key_info",
     "sync._limits",

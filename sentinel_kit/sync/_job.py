@@ -139,6 +139,7 @@ class SyncJob(Reader):
         dry_run: bool = False,
         users: Collection[str] | None = None,
         progress: bool = False,
+        since: datetime | None = None,
     ) -> SyncReport:
         """Run the sync and block until it ends; safe inside a running loop (Jupyter).
 
@@ -150,16 +151,22 @@ class SyncJob(Reader):
             dry_run: fetch, but write nothing; the report lists what would change.
             users: only these user ids (e.g. to re-run one user while debugging).
             progress: show a progress bar (tqdm: the notebook widget or the terminal).
+            since: an incremental sync (``cursor=``) reads every unit's log from this time
+                (timezone-aware), whatever its cursor: entries already written are written
+                again on the table's key, never twice, and a cursor never moves back.
 
         Returns:
             The :class:`SyncReport`.
 
         Raises:
+            ConfigError: ``since`` for a sync that is not incremental, or without a timezone.
             SchemaMissing: the tables are missing.
             WrongSecret: no key decrypts with the secret (nothing was sent).
             StoreError: the database cannot be opened.
         """
-        return run_blocking(lambda: self.arun(dry_run=dry_run, users=users, progress=progress))
+        return run_blocking(
+            lambda: self.arun(dry_run=dry_run, users=users, progress=progress, since=since)
+        )
 
     async def arun(
         self,
@@ -171,6 +178,7 @@ class SyncJob(Reader):
         record: bool = True,
         users: Collection[str] | None = None,
         progress: bool = False,
+        since: datetime | None = None,
     ) -> SyncReport:
         """Run the sync in the current event loop (``await job.arun()``).
 
@@ -183,6 +191,7 @@ class SyncJob(Reader):
             record: append the run to ``sentinel_runs`` (the daemon records its own runs).
             users: only these user ids.
             progress: show a progress bar (tqdm's auto mode).
+            since: where an incremental sync starts every unit's log (see :meth:`run`).
 
         Returns:
             The :class:`SyncReport`. Runtime trouble (a global Torn error, Torn
@@ -190,12 +199,14 @@ class SyncJob(Reader):
             ``aborted`` or ``timeout``, not an exception.
 
         Raises:
+            ConfigError: ``since`` for a sync that is not incremental, or without a timezone.
             SchemaMissing: the tables do not exist.
             StoreError: the database cannot be opened.
             WrongSecret: none of the first keys decrypt (the run is recorded ``aborted``).
             asyncio.CancelledError: the run was cancelled (Ctrl-C); it wrote what it had
                 and recorded itself first.
         """
+        start = _since(self.sync, since)
         run_id = run_id or str(uuid.uuid4())
         log = logger.bind(job=self.job, run_id=run_id)
         started_at = datetime.now(UTC)
@@ -230,6 +241,7 @@ class SyncJob(Reader):
                 existing=await _existing_columns(store, self.sync),
                 key_info=await _key_info(store),
                 cursors=await store.load_cursors(self.sync.name) if self.sync.cursor else {},
+                since=start,
             )
             if progress:
                 # The bar counts keys: known up front only for a whole, unsharded run.
@@ -365,6 +377,21 @@ async def _key_info(store: Store) -> dict[str, KeyInfo]:
 #: What ``KeyHealthStore`` gained after 0.2: a store without them runs as under 0.2.
 KEY_RECORD_METHODS = ("load_key_records", "save_key_records", "unpark_keys")
 _warned_stores: set[type] = set()
+
+
+def _since(sync: TornSync, since: datetime | None) -> int | None:
+    """``run(since=...)`` as a Unix time, checked against the sync."""
+    if since is None:
+        return None
+    if sync.cursor is None:
+        raise ConfigError(
+            f"since= is for incremental syncs (declared with cursor=); {sync.name} is not one"
+        )
+    if not isinstance(since, datetime) or since.tzinfo is None:
+        raise ConfigError(
+            "since= must be a timezone-aware datetime, e.g. datetime(..., tzinfo=UTC)"
+        )
+    return int(since.timestamp())
 
 
 async def _incident_guard(store: Store, *, now: datetime, torn_url: str) -> IncidentGuard | None:

@@ -70,6 +70,9 @@ class _Context:
     cursors: dict[str, int] = field(default_factory=dict)
     #: Writes one page of an incremental sync for a key's unit, with its new cursor.
     write_page: Callable[[UserKey, tuple[Row, ...], int], Awaitable[int]] | None = None
+    #: An incremental run told where to start (``run(since=...)``): every unit's log is
+    #: read from this Unix time, whatever its cursor.
+    since: int | None = None
 
 
 def owner_of(key: UserKey, fingerprint: str, key_info: Mapping[str, KeyInfo]) -> str:
@@ -212,7 +215,11 @@ async def process_key(key: UserKey, ctx: _Context) -> Outcome:
                 plaintext,
                 ctx.spec,
                 path=ctx.spec.path_for(key.unit_id),
-                cursor=ctx.cursors.get(key.unit_id or key.user_id),
+                cursor=(
+                    ctx.since
+                    if ctx.since is not None
+                    else ctx.cursors.get(key.unit_id or key.user_id)
+                ),
                 now=datetime.now(UTC),
                 rows_of=_faction_checked(ctx.spec, key, ctx.on_other_faction),
                 write=partial(ctx.write_page, key),

@@ -120,6 +120,8 @@ class Pipeline:
     key_info: dict[str, KeyInfo] = field(default_factory=dict)
     #: An incremental sync's cursors (``Store.load_cursors``), moved as pages are written.
     cursors: dict[str, int] = field(default_factory=dict)
+    #: An incremental run's start for every unit (a Unix time), in place of its cursor.
+    since: int | None = None
 
     tally: Tally = field(default_factory=Tally)
     written: int = 0
@@ -168,6 +170,7 @@ class Pipeline:
             lambda key: self._forget.add(key.id),
             self.cursors,
             partial(write_page, self) if self.spec.cursor is not None else None,
+            self.since,
         )
         producer = asyncio.create_task(self._produce(), name="sentinel-producer")
         writer = asyncio.create_task(write(self), name="sentinel-writer")

@@ -137,8 +137,9 @@ def main() -> None:
             f"{name:<26} {spec:<14} {budget.unit:<8} {budget.users:>6} {budget.requests:>8} "
             f"{hourly:>7.2f} {'-' if label else f'{per_hour:.0f}':>7}"
         )
-        print(f"  plan: {plan.render_text().splitlines()[0][len('plan: ') :]}")
-        print(f"  {plan.render_text().splitlines()[1]}")
+        for line in plan.render_text().splitlines()[:3]:
+            if line.startswith(("plan:", "budget:")):
+                print(f"  {line}")
     print("-" * len(header))
     print(
         f"all of them at their default schedules: about {total:,.0f} requests an hour, "

@@ -221,6 +221,9 @@ class Plan:
     #: What a run's requests are for: ``user`` (one per user) or ``faction`` (one per
     #: faction that has a capable key among the users).
     unit: str = "user"
+    #: An incremental sync's page size: each unit costs one request, and one more per
+    #: further page of this many new entries (None: not incremental, one request a unit).
+    page_limit: int | None = None
 
     def count(self, action: str) -> int:
         """How many entries have this action."""
@@ -245,6 +248,11 @@ class Plan:
             ),
             f"budget: {self.budget.describe()}",
         ]
+        if self.page_limit is not None:
+            lines.append(
+                f"budget: incremental: at least {self.budget.requests} requests, one more per "
+                f"further page of {self.page_limit} new entries in a {self.unit}'s log"
+            )
         lines += [
             f"  {e.action:<13} user {e.user_id} key {e.key_id} {e.detail}".rstrip()
             for e in self.entries

@@ -312,3 +312,31 @@ def test_since_starts_every_faction_at_a_time_and_needs_an_incremental_sync(
         SyncJob(db=stores(), secret=SECRET, sync=SYNC_FACTION_MEMBERS).run(since=since)
     with pytest.raises(ConfigError, match="timezone-aware"):
         job(stores, torn).run(since=datetime(2026, 11, 30))  # no timezone
+
+
+def test_the_plan_counts_a_request_per_faction_and_says_where_each_log_starts(
+    stores: Callable[[], Store], torn: FakeTorn
+) -> None:
+    """job.plan() of the incremental sync: one request per faction with a capable key, the
+    log read from a day back before the first run and from the faction's cursor after it,
+    and one more request per further page; nothing sent to Torn by the plan."""
+    keys = simple_keys(2)
+    start = int((datetime.now(UTC) - timedelta(hours=2)).timestamp())
+    torn.attack_log(FACTION, 3, start=start)
+
+    async def go() -> None:
+        async with stores() as store:
+            await seed(store, torn, keys, levels=["limited", "full"], faction_access=[True, False])
+
+    run(go())
+    before = job(stores, torn).plan()
+    assert [(e.unit_id, e.action) for e in before.entries] == [(str(FACTION), "request")]
+    assert "(backfill 1 day, 0:00:00)" in before.entries[0].detail
+    text = before.render_text()
+    assert "budget: 1 requests for 1 factions" in text
+    assert "at least 1 requests, one more per further page of 100 new entries" in text
+    assert torn.count() == 0
+    job(stores, torn).run()
+    after = job(stores, torn).plan()
+    cursor = datetime.fromtimestamp(start + 2 * 900, UTC).isoformat(timespec="seconds")
+    assert f"log from {cursor} (its cursor)" in after.entries[0].detail

@@ -9,6 +9,7 @@ names ``read``/``aread``.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from .._blocking import run_blocking
@@ -155,7 +156,12 @@ class Reader:
             elif key.decrypt_error is not None:
                 detail = key.decrypt_error
             entries.append(PlanEntry(key.user_id, key.key_id, key.action, detail))
-        return Plan(tuple(entries), max_rpm=self.torn.max_rpm, time_box=self.options.time_box)
+        return Plan(
+            tuple(await self._paged(entries)),
+            max_rpm=self.torn.max_rpm,
+            time_box=self.options.time_box,
+            page_limit=self.sync.page_limit if self.sync.cursor else None,
+        )
 
     async def arows(
         self, users: Collection[str] | None = None, *, limit: int = DEFAULT_ROWS
@@ -198,11 +204,36 @@ class Reader:
                 shard=self.options.shard,
             )
         return Plan(
-            tuple(plan_entries(units)),
+            tuple(await self._paged(plan_entries(units))),
             max_rpm=self.torn.max_rpm,
             time_box=self.options.time_box,
             unit="faction",
+            page_limit=self.sync.page_limit if self.sync.cursor else None,
         )
+
+    async def _paged(self, entries: list[PlanEntry]) -> list[PlanEntry]:
+        """An incremental sync's requests, each saying where its unit's log is read from
+        (its cursor, or ``backfill`` ago): one request, and one more per further full page."""
+        if self.sync.cursor is None:
+            return entries
+        async with self.store as store:
+            cursors = await store.load_cursors(self.sync.name)
+        backfill = int((datetime.now(UTC) - self.sync.backfill).timestamp())
+        paged = []
+        for entry in entries:
+            if entry.action == "request":
+                unit = entry.unit_id or entry.user_id
+                start = cursors.get(unit)
+                since = datetime.fromtimestamp(start if start is not None else backfill, UTC)
+                where = "its cursor" if start is not None else f"backfill {self.sync.backfill}"
+                entry = replace(
+                    entry,
+                    detail=f"{entry.detail + '; ' if entry.detail else ''}log from "
+                    f"{since.isoformat(timespec='seconds')} ({where}), "
+                    f"+1 request per further page of {self.sync.page_limit}",
+                )
+            paged.append(entry)
+        return paged
 
     async def akeys(self) -> KeyTable:
         """The async twin of :meth:`keys`."""

@@ -1,6 +1,6 @@
 """A per-faction incremental sync (`per="faction"` with `cursor=`): `/faction/attacks` read once
-per faction from that faction's own cursor, whichever member's key is asked, on SQLite and
-PostgreSQL, against the fake Torn's attack logs.
+per faction from that faction's own cursor, whichever member's key is asked, on SQLite,
+PostgreSQL and Supabase (the PostgREST stand-in, live), against the fake Torn's attack logs.
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,10 +29,12 @@ from sentinel_kit import (
 from sentinel_kit._key_health import ciphertext_fingerprint
 from sentinel_kit._models import KeyInfo
 from sentinel_kit.stores import open_store
+from sentinel_kit.stores._supabase import SupabaseStore
 from sentinel_kit.testing import FakeTorn, SeedKey, simple_keys
 from sentinel_kit.testing._stores import aseed
 
 from .conftest import SECRET
+from .stores.supabase_helpers import PROJECT_URL, SERVICE_KEY, live_stand_in
 
 PATH = "/faction/attacks"
 RED, BLUE, ELSEWHERE = 4242, 5151, 6060
@@ -74,12 +77,36 @@ SYNC = TornSync(
 )
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh database: SQLite, or PostgreSQL (a schema of its own)."""
+#: Where a run writes: a database URL, or a Supabase store (made anew for each run).
+Db = Callable[[], str | SupabaseStore]
+
+
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("supabase", marks=pytest.mark.postgres),
+    ]
+)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Db]]:
+    """A fresh database (its URL, to seed and check it) and where runs write: SQLite,
+    PostgreSQL (a schema of its own), or Supabase's Data API over it (the PostgREST
+    stand-in, live)."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'faction-log.db'}"
-    return str(request.getfixturevalue("pg_url"))
+        url = f"sqlite:///{tmp_path / 'faction-log.db'}"
+        yield url, lambda: url
+        return
+    pg_url = str(request.getfixturevalue("pg_url"))
+    if request.param == "postgres":
+        yield pg_url, lambda: pg_url
+        return
+    with live_stand_in(pg_url) as server:
+        yield (
+            pg_url,
+            lambda: SupabaseStore(
+                PROJECT_URL, service_key=SERVICE_KEY, transport=server.transport(), retry_wait=0
+            ),
+        )
 
 
 def prepare(url: str, torn: FakeTorn, keys: list[SeedKey], factions: list[int]) -> None:
@@ -134,9 +161,9 @@ def cursors(url: str) -> dict[str, int]:
     return {str(u): int(c) for u, c in query(url, sql)}
 
 
-def run(url: str, torn: FakeTorn) -> Any:
+def run(db: Db, torn: FakeTorn) -> Any:
     return SyncJob(
-        db=url,
+        db=db(),
         secret=SECRET,
         torn_url=torn.url,
         max_rpm=0,
@@ -155,7 +182,7 @@ def asked(torn: FakeTorn, since: int) -> list[tuple[str, dict[str, str]]]:
 
 
 def test_a_per_faction_log_keeps_one_cursor_per_faction_whichever_key_reads_it(
-    db_url: str, torn: FakeTorn
+    backend: tuple[str, Db], torn: FakeTorn
 ) -> None:
     """Two factions of two member keys each: the first run reads each faction's log once,
     page by page (250 attacks: three pages; 30: one), rows under their faction_id, one
@@ -163,6 +190,7 @@ def test_a_per_faction_log_keeps_one_cursor_per_faction_whichever_key_reads_it(
     least recently used), from the faction's cursor, and writes only the new attacks,
     each once. A key whose answer shows another faction writes nothing and moves no
     cursor."""
+    db_url, db = backend
     keys = simple_keys(4)
     prepare(db_url, torn, keys, [RED, RED, BLUE, BLUE])
     now = int(time.time())
@@ -174,7 +202,7 @@ def test_a_per_faction_log_keeps_one_cursor_per_faction_whichever_key_reads_it(
         BLUE: {key_fingerprint(k.plaintext) for k in keys[2:]},
     }
 
-    first = run(db_url, torn)
+    first = run(db, torn)
     assert (first.status, first.written) == (RunStatus.OK, 280)
     assert first.to_dict()["unit"] == "faction"
     first_asked = asked(torn, 0)
@@ -191,7 +219,7 @@ def test_a_per_faction_log_keeps_one_cursor_per_faction_whichever_key_reads_it(
     }
 
     torn.attack_log(RED, 260, start=red_start)  # ten new attacks in RED's log only
-    second = run(db_url, torn)
+    second = run(db, torn)
     assert (second.status, second.written) == (RunStatus.OK, 12)  # 10 new + each edge again
     second_asked = asked(torn, 4)
     assert len(second_asked) == 2  # one page a faction
@@ -214,7 +242,7 @@ def test_a_per_faction_log_keeps_one_cursor_per_faction_whichever_key_reads_it(
     torn.key_access(moved.plaintext, "full", faction=True, owner=(100, ELSEWHERE))
     torn.attack_log(ELSEWHERE, 5, start=now - 3_600)
     torn.attack_log(RED, 270, start=red_start)
-    third = run(db_url, torn).to_dict()
+    third = run(db, torn).to_dict()
     red_failures = [f for f in third["failures"] if f["unit_id"] == str(RED)]
     assert [f["reason"] for f in red_failures] == ["bad_response"]
     assert ELSEWHERE not in rows(db_url)

@@ -6,8 +6,9 @@ A sync declared with ``cursor=`` reads one of Torn's logs (``/faction/attacks``,
 first time from ``backfill`` ago); Torn's ``from`` is inclusive, so the entries at the cursor
 come again and are written again on the table's key, never twice. ``links.next`` is
 followed only for its path and query, which go to the configured Torn URL: a link naming
-another host never sends a request there. The I/O loop is ``sync/_keys.py``'s
-``fetch_pages``.
+another host never sends a request there. The I/O loop is ``sync/_pages.py``'s
+``fetch_log``, called by ``sync/_keys.py`` with the unit's path and cursor (a user's, or a
+faction's for a per-faction sync).
 """
 
 from __future__ import annotations

@@ -75,7 +75,9 @@ def mixed(store: SentinelStore, torn: FakeTorn) -> list[SeedKey]:
     return keys
 
 
-def test_every_key_is_asked_and_gets_its_own_row(db: SentinelStore, torn: FakeTorn) -> None:
+def test_every_key_is_asked_and_gets_its_own_row(
+    db: SentinelStore, torn: FakeTorn, logs: list[str]
+) -> None:
     """sync-key-info asks /key/info with every key (both of a user's), writes one row per
     key with its access level and type, owner, faction and faction access; a dead key is
     parked as by any sync, and no key material reaches the rows."""
@@ -97,7 +99,8 @@ def test_every_key_is_asked_and_gets_its_own_row(db: SentinelStore, torn: FakeTo
         K_CUSTOM: (2, "Minimal Access", 1003, 88, False),
     }
     assert db.key_health()[K_DEAD].state is HealthState.DEAD
-    dump = repr(rows) + repr(report.to_dict())
+    dump = repr(rows) + repr(report.to_dict()) + "\n".join(logs)
+    assert logs  # DEBUG lines were written (the dead key's among them)
     assert not any(k.plaintext in dump for k in keys)
 
 
@@ -111,8 +114,9 @@ def test_a_second_run_asks_nothing_and_a_resaved_key_is_asked_again(
     asked = torn.per_path["/key/info"]
     again = job_of(db, torn).run()
     assert torn.per_path["/key/info"] == asked  # the dead key is parked, the rest fresh
-    assert (again.status, again.keys_total, again.synced) == (RunStatus.OK, 1, 0)
-    assert again.skipped == 1  # the parked key, as in any run
+    # Neither fresh nor parked keys count: a run with nothing to ask is ok, not a run
+    # with "no usable key".
+    assert (again.status, again.keys_total, again.skipped) == (RunStatus.OK, 0, 0)
 
     async def resave(store: Any) -> None:
         # A new ciphertext of the same key (a fresh IV): what the app's re-save stores.
@@ -123,7 +127,7 @@ def test_a_second_run_asks_nothing_and_a_resaved_key_is_asked_again(
     db._run(resave)
     third = job_of(db, torn).run()
     assert torn.per_path["/key/info"] == asked + 1
-    assert (third.keys_total, third.synced) == (2, 1)
+    assert (third.keys_total, third.synced) == (1, 1)
     assert key_info(db)[K_PUBLIC].checked_at > key_info(db)[K_FULL].checked_at
 
 
@@ -282,3 +286,89 @@ def test_refresh_asks_only_units_not_attempted_within_it(db: SentinelStore, torn
     assert (third.keys_total, third.synced) == (2, 2)
     assert torn.per_path["/user/battlestats"] == 5
     assert new[0].user_id in {r["user_id"] for r in job.rows()}
+
+
+def test_keys_list_job_keys_and_doctor_show_what_each_key_can_do(
+    tmp_path: Path, torn: FakeTorn
+) -> None:
+    """After sync-key-info: `keys list` shows each key's access, type, player, faction,
+    faction access and when it was checked (`-` while unknown), in text and JSON;
+    job.keys() has the same columns; doctor warns (exit 0) about the key never checked."""
+    import json
+
+    from .conftest import SECRET, run_cli
+
+    store = SentinelStore(f"sqlite:///{tmp_path / 'shown.db'}", secret=SECRET)
+    store.migrate()
+    keys = mixed(store, torn)
+    job_of(store, torn).run()
+    env = {"ENCRYPTION_KEY": SECRET}
+
+    listed = run_cli(["keys", "list", "--db", store.url], env=env)
+    assert listed.returncode == 0, listed.stderr
+    head, *lines = listed.stdout.splitlines()
+    assert head.split()[4:] == ["access", "type", "player", "faction", "faction_access", "checked"]
+    public = next(line for line in lines if line.startswith(K_PUBLIC))
+    assert "Public Only" in public
+    assert " 1002 " in public
+    dead = next(line for line in lines if line.startswith(K_DEAD)).split()
+    assert dead[-6:] == ["-"] * 6
+    as_json = json.loads(run_cli(["keys", "list", "--db", store.url, "--json"], env=env).stdout)
+    full = next(r for r in as_json if r["key_id"] == K_FULL)
+    assert (full["access_level"], full["access"], full["player_id"]) == (4, "full", 1001)
+    assert (full["faction_id"], full["faction_access"]) == (77, True)
+    assert not any(k.plaintext in listed.stdout + json.dumps(as_json) for k in keys)
+
+    table = SyncJob(db=store.url, secret=SECRET, sync=SYNC_KEY_INFO).keys()
+    by_key = {k.key_id: k for k in table}
+    assert by_key[K_LIMITED].access == "limited"
+    assert by_key[K_CUSTOM].faction_access is False
+    assert by_key[K_DEAD].access is None
+    assert "access known for 4" in repr(table)
+    assert by_key[K_FULL].action == "fresh"
+    plan = SyncJob(db=store.url, secret=SECRET, sync=SYNC_KEY_INFO).plan()
+    assert (plan.count("fresh"), plan.count("parked"), plan.budget.requests) == (4, 1, 0)
+
+    doctor = run_cli(["doctor", "--db", store.url, "--torn-url", torn.url, "--json"], env=env)
+    checks = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}
+    assert doctor.returncode == 0, doctor.stdout
+    assert checks["key_info"]["status"] == "warn"
+    assert checks["key_info"]["detail"] == "key info: 4 of 5 keys checked; 1 never"
+
+
+def test_the_cli_knows_sync_key_info_and_the_daemon_runs_it_only_by_name(
+    tmp_path: Path, torn: FakeTorn
+) -> None:
+    """`migrate` leaves sentinel_key_info to its migration; `sync --job sync-key-info`
+    runs it once; `daemon --once` without --job runs sync-users only (the ready-made sync
+    is opt-in), and `daemon --job sync-key-info --once` runs it; `status` shows it only
+    once a daemon registered it."""
+    import json
+
+    from .conftest import SECRET, run_cli, sync_args
+
+    path = tmp_path / "cli.db"
+    env = {"ENCRYPTION_KEY": SECRET}
+    migrated = run_cli(["migrate", "--db", f"sqlite:///{path}"], env=env)
+    assert migrated.returncode == 0, migrated.stderr
+    assert "sentinel_key_info" not in migrated.stdout
+    store = SentinelStore(f"sqlite:///{path}", secret=SECRET)
+    store.seed(2)
+
+    once = run_cli(sync_args(path, torn, "--job", "sync-key-info"), env=env)
+    assert once.returncode == 0, once.stderr
+    assert json.loads(once.stdout)["job"] == "sync-key-info"
+    assert len(key_info(store)) == 2
+
+    daemon = ["daemon", "--db", f"sqlite:///{path}", "--torn-url", torn.url, "--max-rpm", "0"]
+    status = ["status", "--db", f"sqlite:///{path}", "--json"]
+    assert "sync-key-info" not in run_cli(status, env=env).stdout
+    default = run_cli([*daemon, "--once"], env=env, timeout=60)
+    assert default.returncode == 0, default.stderr
+    assert sorted(r.job for r in store.runs()) == ["sync-key-info", "sync-users"]
+    named = run_cli([*daemon, "--job", "sync-key-info", "--once"], env=env, timeout=60)
+    assert named.returncode == 0, named.stderr
+    jobs = sorted(r.job for r in store.runs())
+    assert jobs == ["sync-key-info", "sync-key-info", "sync-users"]
+    assert torn.per_path["/key/info"] == 2  # every key still fresh: nothing asked
+    assert "sync-key-info" in run_cli(status, env=env).stdout

@@ -12,11 +12,12 @@ import click
 
 from .._config import key_cipher
 from .._crypto import KeyCipher
-from .._errors import ConfigError, DecryptError
+from .._errors import ConfigError, DecryptError, SentinelError
 from .._key_health import KeyHealth
-from .._models import UserKey, key_fingerprint
+from .._models import KeyInfo, UserKey, key_fingerprint
 from ..ops._rotation import DEFAULT_BATCH_SIZE, RotationReport, rotate_keys
 from ..stores import Store
+from ..sync._tables import access_name, current_key_info
 from ._options import db_option, json_option, logging_options, parse_duration, with_store
 from ._output import echo_json, echo_text, table
 
@@ -135,6 +136,9 @@ def keys_list(db: str | None, as_json: bool) -> None:
     """List stored keys (never their plaintext); with ENCRYPTION_KEY set, check each decrypts.
 
     Keys that only ENCRYPTION_KEY_PREVIOUS decrypts say so: `keys rotate` re-encrypts them.
+    What each key can do (access level and type, owner, faction, faction API access, when
+    checked) comes from `sentinel-kit sync --job sync-key-info`; `-` while unknown (never
+    checked, or re-saved since).
     """
     try:
         cipher: KeyCipher | None = key_cipher()
@@ -142,18 +146,64 @@ def keys_list(db: str | None, as_json: bool) -> None:
         cipher = None
 
     async def collect(store: Store) -> list[dict[str, Any]]:
-        return [_key_row(k, cipher) async for page in store.iter_key_pages() for k in page]
+        try:
+            checked = await store.load_key_info()
+        except SentinelError:
+            checked = {}  # no migration 014 yet: nothing is known
+        return [
+            {**_key_row(k, cipher), **_access_row(current_key_info(checked.get(k.id), k))}
+            async for page in store.iter_key_pages()
+            for k in page
+        ]
 
     rows = with_store(db, collect)
     if as_json:
         echo_json(rows)
         return
+    shown = ["key_id", "user_id", "created_at", "decrypts", *_ACCESS_SHOWN]
     echo_text(
         table(
-            ["key_id", "user_id", "created_at", "decrypts"],
-            [[r["key_id"], r["user_id"], r["created_at"], r["decrypts"]] for r in rows],
+            [_ACCESS_SHOWN.get(c, c) for c in shown],
+            [[_shown(r[c]) for c in shown] for r in rows],
         )
     )
+
+
+#: The access columns of `keys list`, as its table heads them.
+_ACCESS_SHOWN = {
+    "access": "access",
+    "access_type": "type",
+    "player_id": "player",
+    "faction_id": "faction",
+    "faction_access": "faction_access",
+    "checked_at": "checked",
+}
+
+
+def _shown(value: Any) -> Any:
+    """A cell of `keys list`: unknown as ``-``, yes/no for faction access, times in UTC."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
+    return value
+
+
+def _access_row(info: KeyInfo | None) -> dict[str, Any]:
+    """What sync-key-info found for a key (all None while unknown)."""
+    if info is None:
+        return dict.fromkeys(_ACCESS_SHOWN) | {"access_level": None}
+    return {
+        "access_level": info.access_level,
+        "access": access_name(info.access_level),
+        "access_type": info.access_type or None,
+        "player_id": info.player_id,
+        "faction_id": info.faction_id,
+        "faction_access": info.faction_access,
+        "checked_at": info.checked_at,
+    }
 
 
 def _key_row(key: UserKey, cipher: KeyCipher | None) -> dict[str, Any]:

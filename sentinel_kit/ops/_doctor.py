@@ -4,7 +4,8 @@ Checks, in order: the database answers; the migrations are applied and current;
 ``ENCRYPTION_KEY`` decrypts a sample of keys; the app's column types are supported; our
 tables and functions are closed to Supabase's API roles; four of Supabase's linter checks
 on our objects; whether a ``postgresql://`` URL goes through a transaction pooler; Torn's
-host answers (a TCP and TLS connection, no request, no key). A check that cannot apply to
+host answers (a TCP and TLS connection, no request, no key); how many keys sync-key-info
+has checked (a warning, not a failure, while some are not). A check that cannot apply to
 the backend says so (``n/a``: SQLite has no roles); it never fails for that.
 
 The rules are pure (:mod:`sentinel_kit._security`); this module gathers the facts.
@@ -26,6 +27,7 @@ import certifi
 from .._crypto import KeyCipher
 from .._declared import missing_table_fix, type_differs
 from .._errors import ConfigError, DecryptError, SchemaMissing, StoreError
+from .._key_health import ciphertext_fingerprint
 from .._models import UserKey
 from .._secret_check import SecretCheck
 from .._security import LINTS, SecurityFacts, TableFacts, open_tables, unsupported_columns
@@ -46,6 +48,8 @@ class CheckStatus(enum.StrEnum):
     PASS = "pass"  # noqa: S105 (a status, not a password)
     FAIL = "fail"
     NA = "n/a"
+    #: Worth doing something about, but nothing is broken: doctor still exits 0.
+    WARN = "warn"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +58,10 @@ class Check:
 
     Attributes:
         name: a stable identifier, e.g. ``tables_closed``.
-        status: pass, fail, or n/a (does not apply to this backend).
+        status: pass, fail, warn (nothing broken, something to do), or n/a (does not
+            apply to this backend).
         detail: what was found.
-        fix: what to do, when it failed.
+        fix: what to do, when it failed or warns.
     """
 
     name: str
@@ -65,11 +70,10 @@ class Check:
     fix: str | None = None
 
     def line(self) -> str:
-        """``pass  name  detail`` (and ``-> fix: ...`` when it failed)."""
+        """``pass  name  detail`` (and ``-> fix: ...`` when it failed or warns)."""
         text = f"{self.status.value:<4}  {self.name:<28}  {self.detail}"
-        return (
-            f"{text} -> fix: {self.fix}" if self.fix and self.status is CheckStatus.FAIL else text
-        )
+        shows_fix = self.status in (CheckStatus.FAIL, CheckStatus.WARN)
+        return f"{text} -> fix: {self.fix}" if self.fix and shows_fix else text
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form."""
@@ -126,6 +130,10 @@ def _na(name: str, detail: str) -> Check:
     return Check(name, CheckStatus.NA, detail)
 
 
+def _warn(name: str, detail: str, fix: str) -> Check:
+    return Check(name, CheckStatus.WARN, detail, fix)
+
+
 _SECURITY_CHECKS = ("tables_closed", "functions_closed", *LINTS, "rows_visible")
 
 
@@ -170,6 +178,7 @@ async def adiagnose(
                 checks += await _database_checks(store, cipher, secret_problem)
                 if tables:
                     checks.append(await _declared_check(store, tables))
+                checks.append(await key_info_check(store))
         except (StoreError, ConfigError) as exc:
             if checks:  # the connection dropped half-way
                 checks.append(_fail("database", f"failed during the checks: {exc}", _URL_FIX))
@@ -181,6 +190,46 @@ async def adiagnose(
     return DoctorReport(tuple(checks))
 
 
+#: The check of what sync-key-info knows.
+KEY_INFO_CHECK = "key_info"
+
+
+async def key_info_check(store: Store) -> Check:
+    """How many keys sync-key-info has checked under their current ciphertext: a warning
+    (doctor still exits 0) while some are not, naming the command that checks them."""
+    fix = "run `sentinel-kit sync --job sync-key-info` (or the daemon with --job sync-key-info)"
+    total = checked = resaved = 0
+    try:
+        known = await store.load_key_info()
+        async for page in store.iter_key_pages():
+            for key in page:
+                total += 1
+                info = known.get(key.id)
+                if info is None:
+                    continue
+                if info.fingerprint == _fingerprint(key.api_key):
+                    checked += 1
+                else:
+                    resaved += 1
+    except SchemaMissing as exc:
+        return _na(KEY_INFO_CHECK, f"not checked: {exc}")
+    if total == 0:
+        return _pass(KEY_INFO_CHECK, "key info: user_keys holds no key yet")
+    if checked == total:
+        return _pass(KEY_INFO_CHECK, f"key info: all {total} keys checked")
+    detail = f"key info: {checked} of {total} keys checked; {total - checked - resaved} never"
+    if resaved:
+        detail += f", {resaved} re-saved since"
+    return _warn(KEY_INFO_CHECK, detail, fix)
+
+
+def _fingerprint(ciphertext: Any) -> str | None:
+    try:
+        return ciphertext_fingerprint(ciphertext)
+    except (AttributeError, TypeError, ValueError):
+        return None  # a stored value no fingerprint reads (not text)
+
+
 _URL_FIX = (
     "check --db (or SENTINEL_DATABASE_URL / NEXT_PUBLIC_SUPABASE_URL), that the server runs, "
     "and for Supabase SUPABASE_SERVICE_ROLE_KEY"
@@ -188,7 +237,7 @@ _URL_FIX = (
 
 
 def _not_checked(why: str) -> list[Check]:
-    names = ("migrations", "secret", "column_types", *_SECURITY_CHECKS)
+    names = ("migrations", "secret", "column_types", *_SECURITY_CHECKS, KEY_INFO_CHECK)
     return [_fail(n, f"not checked: {why}", "fix the database check first") for n in names]
 
 

@@ -15,15 +15,14 @@ from .._blocking import run_blocking
 from .._crypto import KeyCipher
 from .._errors import SentinelError
 from .._key_health import HealthPolicy, ciphertext_fingerprint
-from .._models import KeyInfo as StoredKeyInfo
-from .._models import UserKey
+from .._models import KeyInfo, UserKey
 from .._plan import Plan, PlanEntry
 from ..stores import Store
 from ._keys import access_short
 from ._limits import RowLimits
 from ._options import RunOptions, TornOptions
 from ._sinks import USER_DATA, sink_for
-from ._spec import ACCESS_LEVELS, TornSync
+from ._spec import TornSync
 from ._tables import (
     DeclaredRows,
     HealthTable,
@@ -148,6 +147,8 @@ class Reader:
                 )
             elif key.action == "spare":
                 detail = "one key per user: asked after a failure of a newer key"
+            elif key.action == "fresh":
+                detail = f"checked within refresh ({self.sync.refresh}): not asked yet"
             elif key.decrypt_error is not None:
                 detail = key.decrypt_error
             entries.append(PlanEntry(key.user_id, key.key_id, key.action, detail))
@@ -186,7 +187,8 @@ class Reader:
             await store.check_schema()
             health = await store.load_key_health()
             access = await _access_marks(store, self.sync)
-            checked = await _checked_access(store, self.sync)
+            checked = await _checked_keys(store)
+            sink = sink_for(self.sync, RowLimits(), key_info=checked)
             infos = [
                 key_info(
                     key,
@@ -195,6 +197,8 @@ class Reader:
                     now=now,
                     policy=self.health_policy,
                     no_access=_marked(access, key) or _short(checked, key, self.sync),
+                    checked=checked.get(key.id),
+                    fresh=sink.keyed_refresh and sink.fresh(key, now=now),
                 )
                 # In the order the next run reads them (fair order), of the shard only.
                 async for page in store.iter_key_pages(
@@ -202,15 +206,20 @@ class Reader:
                 )
                 for key in page
             ]
-        if sink_for(self.sync, RowLimits()).one_key:
+        if sink.one_key:
             infos = one_key_per_user(infos)
         actions = [i.action for i in infos]
         caption = (
             f"{len(infos)} keys: {actions.count('request')} to request, "
             f"{actions.count('parked')} parked, {actions.count('decrypt_error')} not decryptable"
         )
-        others = [f"{actions.count(a)} {a.replace('_', ' ')}" for a in ("no_access", "spare")]
+        others = [
+            f"{actions.count(a)} {a.replace('_', ' ')}" for a in ("no_access", "spare", "fresh")
+        ]
         caption += "".join(f", {o}" for o in others if not o.startswith("0 "))
+        known = sum(1 for i in infos if i.checked_at is not None)
+        if known:
+            caption += f"; access known for {known} (sync-key-info)"
         return KeyTable(infos, caption=caption)
 
     async def ahealth(self) -> HealthTable:
@@ -247,20 +256,15 @@ async def _access_marks(store: Store, sync: TornSync) -> dict[str, str]:
         return {}
 
 
-async def _checked_access(store: Store, sync: TornSync) -> Mapping[str, StoredKeyInfo]:
-    """What each key can do (``sentinel_key_info``), for a sync that needs more than public
-    access; none when the database cannot say (as a run reads it)."""
-    load = getattr(store, "load_key_info", None)
-    if sync.needs == ACCESS_LEVELS[0] or load is None:
-        return {}
+async def _checked_keys(store: Store) -> dict[str, KeyInfo]:
+    """What sync-key-info found for each key; none when the database cannot say."""
     try:
-        found: dict[str, StoredKeyInfo] = await load()
+        return await store.load_key_info()
     except SentinelError:
         return {}
-    return found
 
 
-def _short(checked: Mapping[str, StoredKeyInfo], key: UserKey, sync: TornSync) -> bool:
+def _short(checked: Mapping[str, KeyInfo], key: UserKey, sync: TornSync) -> bool:
     """Whether the key's current info shows less access than ``sync`` needs (a run skips
     it without asking Torn)."""
     if key.id not in checked:

@@ -11,11 +11,20 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from .. import _models
 from .._crypto import KeyCipher
 from .._display import Table
 from .._errors import DecryptError
-from .._key_health import HealthPolicy, HealthState, KeyHealth, parked_reason, parked_until
+from .._key_health import (
+    HealthPolicy,
+    HealthState,
+    KeyHealth,
+    ciphertext_fingerprint,
+    parked_reason,
+    parked_until,
+)
 from .._models import RunRecord, StoredUser, UserKey, key_fingerprint
+from ._spec import ACCESS_LEVELS
 
 __all__ = [
     "DeclaredRows",
@@ -24,6 +33,8 @@ __all__ = [
     "KeyTable",
     "RunHistory",
     "UserRows",
+    "access_name",
+    "current_key_info",
     "declared_rows",
     "key_info",
     "one_key_per_user",
@@ -50,6 +61,14 @@ class KeyInfo:
             other syncs use it.
         spare: a per-user sync asks one key per user, the newest usable one; this key is
             asked only after a failure of a newer one of its user.
+        access: the key's access level as sync-key-info found it (``public``, ``minimal``,
+            ``limited``, ``full``); None while unknown (never checked, or re-saved since).
+        access_type: Torn's name for it (``Limited Access``, ``Custom``...).
+        player_id: the key's owner; faction_id: the owner's faction (None outside one).
+        faction_access: whether the owner has faction API access.
+        checked_at: when sync-key-info checked the key.
+        fresh: the sync's ``refresh=`` says the key needs no request yet (sync-key-info:
+            checked within a day under its current ciphertext).
     """
 
     key_id: str
@@ -62,6 +81,13 @@ class KeyInfo:
     parked_until: datetime | None = None
     no_access: bool = False
     spare: bool = False
+    access: str | None = None
+    access_type: str | None = None
+    player_id: int | None = None
+    faction_id: int | None = None
+    faction_access: bool | None = None
+    checked_at: datetime | None = None
+    fresh: bool = False
 
     @property
     def decrypts(self) -> bool:
@@ -71,14 +97,16 @@ class KeyInfo:
     @property
     def action(self) -> str:
         """What the next run does with it: ``request``, ``parked``, ``decrypt_error``,
-        ``no_access`` (refused for this sync) or ``spare`` (another key of its user is
-        asked first)."""
+        ``no_access`` (refused for this sync), ``spare`` (another key of its user is
+        asked first) or ``fresh`` (not asked before the sync's ``refresh`` is up)."""
         if self.parked is not None:
             return "parked"
         if self.no_access:
             return "no_access"
         if not self.decrypts:
             return "decrypt_error"
+        if self.fresh:
+            return "fresh"
         return "spare" if self.spare else "request"
 
 
@@ -90,6 +118,8 @@ def key_info(
     now: datetime,
     policy: HealthPolicy,
     no_access: bool = False,
+    checked: _models.KeyInfo | None = None,
+    fresh: bool = False,
 ) -> KeyInfo:
     """Describe one stored key: does it decrypt, under which fingerprint, is it parked.
 
@@ -100,6 +130,8 @@ def key_info(
         now: the time to judge parking at.
         policy: the parking times in force.
         no_access: the key is marked without access for the job's sync.
+        checked: what sync-key-info found for the key (shown only while current).
+        fresh: the key needs no request before the sync's ``refresh`` is up.
 
     Returns:
         The :class:`KeyInfo`; the plaintext is dropped once fingerprinted.
@@ -120,7 +152,39 @@ def key_info(
         last_code=parked.last_code if parked else None,
         parked_until=parked_until(parked, policy=policy) if parked else None,
         no_access=no_access,
+        fresh=fresh,
+        **_access_fields(current_key_info(checked, key)),
     )
+
+
+def current_key_info(info: _models.KeyInfo | None, key: UserKey) -> _models.KeyInfo | None:
+    """``info`` while it is current for ``key`` (checked under the key's ciphertext as it
+    is stored now), else None: a re-saved key is unknown until checked again."""
+    if info is None:
+        return None
+    try:
+        current = info.fingerprint == ciphertext_fingerprint(key.api_key)
+    except (AttributeError, TypeError, ValueError):
+        return None  # a stored value no fingerprint reads (not text)
+    return info if current else None
+
+
+def access_name(level: int) -> str | None:
+    """The name of Torn's access level number (1 ``public`` .. 4 ``full``); None for 0."""
+    return ACCESS_LEVELS[level - 1] if 1 <= level <= len(ACCESS_LEVELS) else None
+
+
+def _access_fields(info: _models.KeyInfo | None) -> dict[str, Any]:
+    if info is None:
+        return {}
+    return {
+        "access": access_name(info.access_level),
+        "access_type": info.access_type or None,
+        "player_id": info.player_id,
+        "faction_id": info.faction_id,
+        "faction_access": info.faction_access,
+        "checked_at": info.checked_at,
+    }
 
 
 def one_key_per_user(infos: Sequence[KeyInfo]) -> list[KeyInfo]:
@@ -165,6 +229,12 @@ class KeyTable(Table[KeyInfo]):
         "parked_until",
         "decrypt_error",
         "no_access",
+        "access",
+        "access_type",
+        "player_id",
+        "faction_id",
+        "faction_access",
+        "checked_at",
     )
 
 

@@ -208,3 +208,30 @@ def test_a_users_sync_of_the_same_name_takes_its_place() -> None:
     assert syncs["sync-battlestats"] is BATTLESTATS
     assert "sync-battlestats" not in opt_in_syncs(syncs)
     assert declared_syncs()["sync-battlestats"] is SYNC_BATTLESTATS
+
+
+def test_three_syncs_in_one_daemon_on_postgres_under_one_budget(
+    pg_url: str, torn: FakeTorn
+) -> None:
+    """sync-users, sync-key-info and sync-battlestats in one `daemon --once` on PostgreSQL,
+    one --max-rpm: every key asked once by sync-users, none by sync-key-info again (fresh
+    for a day), and only the Limited or Full keys by sync-battlestats; counted at Torn."""
+    env = {"ENCRYPTION_KEY": SECRET}
+    migrated = run_cli(["migrate", "--db", pg_url, "--job", "sync-battlestats"], env=env)
+    assert migrated.returncode == 0, migrated.stderr
+    store = SentinelStore(pg_url, secret=SECRET)
+    keys = seed(store, torn)
+    base = ["daemon", "--db", pg_url, "--torn-url", torn.url, "--max-rpm", "600", "--once"]
+    first = run_cli([*base, "--job", "sync-key-info"], env=env, timeout=90)
+    assert first.returncode == 0, first.stderr
+    jobs = ("--job", "sync-users", "--job", "sync-key-info", "--job", "sync-battlestats")
+    both = run_cli([*base, *jobs], env=env, timeout=90)
+    assert both.returncode == 0, both.stderr
+    assert "budget" in both.stderr  # the one budget's plan, logged at start
+    assert torn.per_path["/key/info"] == len(keys)
+    assert torn.per_path["/user/basic"] == len(keys)
+    assert torn.per_path[PATH] == 2
+    runs = {(r.job, r.status) for r in store.runs()}
+    assert {("sync-users", "ok"), ("sync-battlestats", "ok")} <= runs
+    (battle,) = store.runs("sync-battlestats")
+    assert (battle.synced, battle.skipped) == (2, 3)

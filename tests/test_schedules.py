@@ -193,3 +193,16 @@ def test_bad_schedules_are_one_line_exit_2(
     assert result.returncode == 2, result.stderr
     assert expected in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_ready_made_sync_takes_its_schedule_from_the_env(
+    lite: SentinelStore, torn: FakeTorn
+) -> None:
+    """`--job sync-key-info` with SENTINEL_SCHEDULE_SYNC_KEY_INFO=600 runs it every 600 s;
+    sync-users, not named, keeps its own default."""
+    env = {"SENTINEL_SCHEDULE_SYNC_KEY_INFO": "600"}
+    result = daemon_once(lite, torn, "--job", "sync-key-info", "--job", "sync-users", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "sync-key-info (every 600s (epoch-aligned))" in result.stderr
+    assert "sync-users (cron '0 * * * *' (UTC))" in result.stderr
+    assert registered(lite)["sync-key-info"] == "interval:600"

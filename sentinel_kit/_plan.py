@@ -50,7 +50,7 @@ class PlanEntry:
 
     user_id: str
     key_id: str
-    action: str  # "request", "parked", "decrypt_error", "no_access" or "spare"
+    action: str  # "request", "parked", "decrypt_error", "no_access", "spare" or "fresh"
     detail: str = ""
     #: The unit the key is asked for: its user (""), or a per-faction run's faction id.
     unit_id: str = ""
@@ -240,7 +240,7 @@ class Plan:
             f"{self.count('parked')} parked, {self.count('decrypt_error')} not decryptable"
             + "".join(
                 f", {self.count(a)} {a.replace('_', ' ')}"
-                for a in ("no_access", "spare")
+                for a in ("no_access", "spare", "fresh")
                 if self.count(a)
             ),
             f"budget: {self.budget.describe()}",

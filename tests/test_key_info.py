@@ -111,8 +111,9 @@ def test_a_second_run_asks_nothing_and_a_resaved_key_is_asked_again(
     asked = torn.per_path["/key/info"]
     again = job_of(db, torn).run()
     assert torn.per_path["/key/info"] == asked  # the dead key is parked, the rest fresh
-    assert (again.status, again.keys_total, again.synced) == (RunStatus.OK, 1, 0)
-    assert again.skipped == 1  # the parked key, as in any run
+    # Neither fresh nor parked keys count: a run with nothing to ask is ok, not a run
+    # with "no usable key".
+    assert (again.status, again.keys_total, again.skipped) == (RunStatus.OK, 0, 0)
 
     async def resave(store: Any) -> None:
         # A new ciphertext of the same key (a fresh IV): what the app's re-save stores.
@@ -123,7 +124,7 @@ def test_a_second_run_asks_nothing_and_a_resaved_key_is_asked_again(
     db._run(resave)
     third = job_of(db, torn).run()
     assert torn.per_path["/key/info"] == asked + 1
-    assert (third.keys_total, third.synced) == (2, 1)
+    assert (third.keys_total, third.synced) == (1, 1)
     assert key_info(db)[K_PUBLIC].checked_at > key_info(db)[K_FULL].checked_at
 
 
@@ -321,6 +322,9 @@ def test_keys_list_job_keys_and_doctor_show_what_each_key_can_do(
     assert by_key[K_CUSTOM].faction_access is False
     assert by_key[K_DEAD].access is None
     assert "access known for 4" in repr(table)
+    assert by_key[K_FULL].action == "fresh"
+    plan = SyncJob(db=store.url, secret=SECRET, sync=SYNC_KEY_INFO).plan()
+    assert (plan.count("fresh"), plan.count("parked"), plan.budget.requests) == (4, 1, 0)
 
     doctor = run_cli(["doctor", "--db", store.url, "--torn-url", torn.url, "--json"], env=env)
     checks = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}

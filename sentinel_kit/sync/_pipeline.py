@@ -46,7 +46,7 @@ from .._client import TornClient
 from .._crypto import KeyCipher
 from .._errors import DecryptError, FetchError, StoreError
 from .._incident import IncidentGuard
-from .._key_health import HealthPolicy, KeyHealth
+from .._key_health import HealthPolicy, KeyHealth, parked_reason
 from .._models import ErrorClass, KeyInfo, Outcome, Reason, UserKey
 from .._report import Change, RowChange, Tally
 from .._secret_check import SecretCheck
@@ -211,6 +211,24 @@ class Pipeline:
             return self.started_at
         return min(self.started_at, datetime.now(UTC) - refresh)
 
+    def _due(self, group: list[UserKey]) -> list[UserKey]:
+        """The keys of a sink that judges freshness key by key (sync-key-info) that this run
+        asks: not fresh, and not parked either. A parked key is not asked by any sync; left
+        in, the dead keys every real population holds would make each frequent run of such
+        a sync look like one with "no usable key" once the rest are fresh."""
+        now = datetime.now(UTC)
+
+        def due(key: UserKey) -> bool:
+            try:
+                parked = parked_reason(
+                    self.health.get(key.id), key, now=now, policy=self.health_policy
+                )
+                return parked is None and not self.sink.fresh(key, now=now)
+            except Exception:  # a stored value no fingerprint reads: its worker says so
+                return True
+
+        return [k for k in group if due(k)]
+
     def _wanted(self, unit: str) -> bool:
         return self.users is None or unit in self.users
 
@@ -251,8 +269,7 @@ class Pipeline:
                 if not self._wanted(group[0].unit_id or group[0].user_id):
                     continue
                 if self.sink.keyed_refresh:
-                    now = datetime.now(UTC)
-                    group = [k for k in group if not self.sink.fresh(k, now=now)]
+                    group = self._due(group)
                     if not group:
                         continue  # every key of the user is fresh: not read, not counted
                 if check.decided:

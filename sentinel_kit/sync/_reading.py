@@ -146,6 +146,8 @@ class Reader:
                 detail = f"no access for {self.sync.name} (until the key is re-saved)"
             elif key.action == "spare":
                 detail = "one key per user: asked after a failure of a newer key"
+            elif key.action == "fresh":
+                detail = f"checked within refresh ({self.sync.refresh}): not asked yet"
             elif key.decrypt_error is not None:
                 detail = key.decrypt_error
             entries.append(PlanEntry(key.user_id, key.key_id, key.action, detail))
@@ -206,6 +208,7 @@ class Reader:
             health = await store.load_key_health()
             access = await _access_marks(store, self.sync)
             checked = await _checked_keys(store)
+            sink = sink_for(self.sync, RowLimits(), key_info=checked)
             infos = [
                 key_info(
                     key,
@@ -215,6 +218,7 @@ class Reader:
                     policy=self.health_policy,
                     no_access=_marked(access, key),
                     checked=checked.get(key.id),
+                    fresh=sink.keyed_refresh and sink.fresh(key, now=now),
                 )
                 # In the order the next run reads them (fair order), of the shard only.
                 async for page in store.iter_key_pages(
@@ -222,14 +226,16 @@ class Reader:
                 )
                 for key in page
             ]
-        if sink_for(self.sync, RowLimits()).one_key:
+        if sink.one_key:
             infos = one_key_per_user(infos)
         actions = [i.action for i in infos]
         caption = (
             f"{len(infos)} keys: {actions.count('request')} to request, "
             f"{actions.count('parked')} parked, {actions.count('decrypt_error')} not decryptable"
         )
-        others = [f"{actions.count(a)} {a.replace('_', ' ')}" for a in ("no_access", "spare")]
+        others = [
+            f"{actions.count(a)} {a.replace('_', ' ')}" for a in ("no_access", "spare", "fresh")
+        ]
         caption += "".join(f", {o}" for o in others if not o.startswith("0 "))
         known = sum(1 for i in infos if i.checked_at is not None)
         caption += f"; access known for {known} (sync-key-info)"

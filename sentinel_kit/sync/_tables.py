@@ -67,6 +67,8 @@ class KeyInfo:
         player_id: the key's owner; faction_id: the owner's faction (None outside one).
         faction_access: whether the owner has faction API access.
         checked_at: when sync-key-info checked the key.
+        fresh: the sync's ``refresh=`` says the key needs no request yet (sync-key-info:
+            checked within a day under its current ciphertext).
     """
 
     key_id: str
@@ -85,6 +87,7 @@ class KeyInfo:
     faction_id: int | None = None
     faction_access: bool | None = None
     checked_at: datetime | None = None
+    fresh: bool = False
 
     @property
     def decrypts(self) -> bool:
@@ -94,14 +97,16 @@ class KeyInfo:
     @property
     def action(self) -> str:
         """What the next run does with it: ``request``, ``parked``, ``decrypt_error``,
-        ``no_access`` (refused for this sync) or ``spare`` (another key of its user is
-        asked first)."""
+        ``no_access`` (refused for this sync), ``spare`` (another key of its user is
+        asked first) or ``fresh`` (not asked before the sync's ``refresh`` is up)."""
         if self.parked is not None:
             return "parked"
         if self.no_access:
             return "no_access"
         if not self.decrypts:
             return "decrypt_error"
+        if self.fresh:
+            return "fresh"
         return "spare" if self.spare else "request"
 
 
@@ -114,6 +119,7 @@ def key_info(
     policy: HealthPolicy,
     no_access: bool = False,
     checked: _models.KeyInfo | None = None,
+    fresh: bool = False,
 ) -> KeyInfo:
     """Describe one stored key: does it decrypt, under which fingerprint, is it parked.
 
@@ -125,6 +131,7 @@ def key_info(
         policy: the parking times in force.
         no_access: the key is marked without access for the job's sync.
         checked: what sync-key-info found for the key (shown only while current).
+        fresh: the key needs no request before the sync's ``refresh`` is up.
 
     Returns:
         The :class:`KeyInfo`; the plaintext is dropped once fingerprinted.
@@ -145,6 +152,7 @@ def key_info(
         last_code=parked.last_code if parked else None,
         parked_until=parked_until(parked, policy=policy) if parked else None,
         no_access=no_access,
+        fresh=fresh,
         **_access_fields(current_key_info(checked, key)),
     )
 

@@ -6,7 +6,9 @@ per key (``sync/_sinks.py``, :class:`~sentinel_kit.sync._sinks.KeyInfoSink`). Th
 every 5 minutes, time-boxed, and a key is fresh for a day: a run asks only the keys never
 checked, re-saved since (their ciphertext changed) or checked more than a day ago, so a new
 key is known within minutes and a backlog of unchecked keys is worked through inside the
-budget. ``/key/info`` needs no access level: any key that works can answer it.
+budget. Keys fresh or parked are left out of a run (not read further, not counted), so a run
+with nothing to ask is ``ok``. ``/key/info`` needs no access level: any key that works can
+answer it.
 """
 
 from __future__ import annotations

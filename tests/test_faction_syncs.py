@@ -255,19 +255,19 @@ def test_the_roster_removes_leavers_but_never_on_an_error_or_an_empty_answer(
 
 
 def test_code_7_marks_the_key_for_this_sync_and_the_next_capable_key_answers(
-    lite: Callable[[], Store], torn: FakeTorn
+    stores: Callable[[], Store], torn: FakeTorn
 ) -> None:
     """Code 7 on the first key chosen: the faction's next capable key is asked in the same
     run, the first key is marked for this sync only, and the next run does not ask it."""
     keys = simple_keys(2)
 
     async def go() -> None:
-        async with lite() as store:
+        async with stores() as store:
             await seed(store, torn, keys)
 
     run(go())
     torn.script(keys[0].plaintext, torn_error(7))
-    report = job(lite, torn, SYNC_FACTION_MEMBERS).run()
+    report = job(stores, torn, SYNC_FACTION_MEMBERS).run()
     assert (report.status, report.keys_total, report.synced, report.failed) == (
         RunStatus.OK,
         1,
@@ -276,16 +276,16 @@ def test_code_7_marks_the_key_for_this_sync_and_the_next_capable_key_answers(
     )
     assert [torn.count(k.plaintext) for k in keys] == [1, 1]
     # The roster the second key's owner (player 101) read: its leader and four members.
-    roster_read = players(lite)
+    roster_read = players(stores)
     assert 101 in roster_read
     assert len(roster_read) == 5
 
     async def marks() -> dict[str, str]:
-        async with lite() as store:
+        async with stores() as store:
             return await store.load_key_access(SYNC_FACTION_MEMBERS.name)
 
     assert set(run(marks())) == {keys[0].key_id}
-    job(lite, torn, SYNC_FACTION_MEMBERS).run()
+    job(stores, torn, SYNC_FACTION_MEMBERS).run()
     assert [torn.count(k.plaintext) for k in keys] == [1, 2]
 
 
@@ -308,7 +308,7 @@ def test_the_least_recently_used_capable_key_is_asked(
 
 
 def test_an_answer_of_another_faction_is_bad_response_and_forgets_the_key_info(
-    lite: Callable[[], Store], torn: FakeTorn
+    stores: Callable[[], Store], torn: FakeTorn
 ) -> None:
     """A key whose owner left for another faction (its key info still says the old one)
     answers an own-faction selection of the other faction: that key's bad_response, its key
@@ -316,11 +316,11 @@ def test_an_answer_of_another_faction_is_bad_response_and_forgets_the_key_info(
     keys = simple_keys(1)
 
     async def go() -> None:
-        async with lite() as store:
+        async with stores() as store:
             await seed(store, torn, keys, faction=OTHER, info_faction=FACTION)
 
     run(go())
-    report = job(lite, torn, TEST_ATTACKS).run()
+    report = job(stores, torn, TEST_ATTACKS).run()
     assert (report.status, report.unit, report.keys_total, report.failed) == (
         RunStatus.PARTIAL,
         "faction",
@@ -333,10 +333,10 @@ def test_an_answer_of_another_faction_is_bad_response_and_forgets_the_key_info(
         str(FACTION),
         keys[0].user_id,
     )
-    assert run(rows_of_attacks(lite())) == []
+    assert run(rows_of_attacks(stores())) == []
 
     async def infos() -> dict[str, KeyInfo]:
-        async with lite() as store:
+        async with stores() as store:
             return await store.load_key_info()
 
     assert keys[0].key_id not in run(infos())

@@ -35,14 +35,18 @@ SYNC_JOB_NAME = "sync-users"
 
 
 class ChangeKind(enum.StrEnum):
-    """What an upsert does to a row (shown by dry runs): ``user_data``'s kinds, and
-    ``changed`` for a declared table's row whose columns differ."""
+    """What an upsert does to a row (shown by dry runs): ``user_data``'s kinds, ``changed``
+    for a declared table's row whose columns differ, ``removed`` for a row a replacing
+    table would delete."""
 
     NEW = "new"
     NAME_CHANGED = "name_changed"
     PLAYER_ID_CHANGED = "player_id_changed"
     UNCHANGED = "unchanged"
     CHANGED = "changed"
+    #: A row a replacing table (``Table(replace=...)``) would delete: its unit's new answer
+    #: no longer has it (a member who left).
+    REMOVED = "removed"
 
 
 _CHANGE_COLUMNS = ("user_id", "change", "name", "player_id", "old_name", "old_player_id")

@@ -224,8 +224,8 @@ def test_the_roster_removes_leavers_but_never_on_an_error_or_an_empty_answer(
     stores: Callable[[], Store], torn: FakeTorn
 ) -> None:
     """sync-faction-members writes the roster by faction; a member missing from the next
-    roster is deleted with the same write; an error answer or an empty roster deletes
-    nothing."""
+    roster is deleted with the same write (a dry run shows it removed and deletes nothing);
+    an error answer or an empty roster deletes nothing."""
     keys = simple_keys(1)
 
     async def go() -> None:
@@ -239,7 +239,11 @@ def test_the_roster_removes_leavers_but_never_on_an_error_or_an_empty_answer(
     assert (first.status, first.synced, first.written) == (RunStatus.OK, 1, 4)
     assert torn.count(keys[0].plaintext, path=path) == 1
     assert players(stores) == {1, 2, 3, 100}
-    torn.script(keys[0].plaintext, roster(1, 3, 100), path=path)
+    torn.script(keys[0].plaintext, roster(1, 3, 100), roster(1, 3, 100), path=path)
+    dry = job(stores, torn, SYNC_FACTION_MEMBERS).run(dry_run=True)
+    shown = [(c.kind.value, int(c.key["player_id"])) for c in dry.changes]
+    assert sorted(shown) == [("removed", 2), ("unchanged", 1), ("unchanged", 3), ("unchanged", 100)]
+    assert players(stores) == {1, 2, 3, 100}
     second = job(stores, torn, SYNC_FACTION_MEMBERS).run()
     assert (second.status, second.written) == (RunStatus.OK, 3)
     assert players(stores) == {1, 3, 100}
@@ -428,8 +432,10 @@ def test_sync_key_info_then_sync_faction_members_from_the_cli(
     checked = run_cli(sync_args(path, torn, "--job", "sync-key-info"), env=env)
     assert checked.returncode == 0, checked.stderr
     dry = run_cli(
-        ["sync", "--db", f"sqlite:///{path}", "--torn-url", torn.url, "--dry-run"]
-        + ["--job", "sync-faction-members"],
+        [
+            *("sync", "--db", f"sqlite:///{path}", "--torn-url", torn.url, "--dry-run"),
+            *("--job", "sync-faction-members"),
+        ],
         env=env,
     )
     assert dry.returncode == 0, dry.stderr

@@ -75,7 +75,9 @@ def mixed(store: SentinelStore, torn: FakeTorn) -> list[SeedKey]:
     return keys
 
 
-def test_every_key_is_asked_and_gets_its_own_row(db: SentinelStore, torn: FakeTorn) -> None:
+def test_every_key_is_asked_and_gets_its_own_row(
+    db: SentinelStore, torn: FakeTorn, logs: list[str]
+) -> None:
     """sync-key-info asks /key/info with every key (both of a user's), writes one row per
     key with its access level and type, owner, faction and faction access; a dead key is
     parked as by any sync, and no key material reaches the rows."""
@@ -97,7 +99,8 @@ def test_every_key_is_asked_and_gets_its_own_row(db: SentinelStore, torn: FakeTo
         K_CUSTOM: (2, "Minimal Access", 1003, 88, False),
     }
     assert db.key_health()[K_DEAD].state is HealthState.DEAD
-    dump = repr(rows) + repr(report.to_dict())
+    dump = repr(rows) + repr(report.to_dict()) + "\n".join(logs)
+    assert logs  # DEBUG lines were written (the dead key's among them)
     assert not any(k.plaintext in dump for k in keys)
 
 

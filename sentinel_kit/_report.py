@@ -277,9 +277,10 @@ class SyncReport:
         """The counts as one phrase: ``7 keys, 5 synced, 2 failed, 0 skipped, ...``."""
         deferred = f", {self.deferred} deferred" if self.deferred else ""
         unreached = f" ({self.not_reached} not reached)" if self.not_reached else ""
+        counted = "keys" if self.unit == "user" else f"{self.unit}s"
         return (
-            f"{self.keys_total} keys, {self.synced} synced, {self.failed} failed{unreached}, "
-            f"{self.skipped} skipped{deferred}, {self.written} written"
+            f"{self.keys_total} {counted}, {self.synced} synced, {self.failed} failed"
+            f"{unreached}, {self.skipped} skipped{deferred}, {self.written} written"
         )
 
     def summary(self) -> str:
@@ -293,7 +294,8 @@ class SyncReport:
         lines = [
             f"run {self.run_id} ({self.job}): {self.status.value}"
             f"{' (dry run)' if self.dry_run else ''} in {self.duration_s:.2f}s",
-            f"  keys: {self.keys_total} total, {self.synced} synced, {self.failed} failed, "
+            f"  {'keys' if self.unit == 'user' else self.unit + 's'}: {self.keys_total} total, "
+            f"{self.synced} synced, {self.failed} failed, "
             f"{self.skipped} skipped{deferred}; rows written: {self.written}",
         ]
         if self.error:
@@ -421,6 +423,13 @@ class Tally:
 GROUPED_FAILURES = 5
 
 
+def _unit_of(failure: Failure) -> str:
+    """``unit ID: `` when a failure's unit is not its user (a per-faction run's faction)."""
+    if failure.unit_id is None or failure.unit_id == failure.user_id:
+        return ""
+    return f"unit {failure.unit_id}: "
+
+
 def _failure_lines(failures: Sequence[Failure]) -> list[str]:
     """One line per failure, except a reason and code shared by many: one line for them
     (an incident's ten keys answering code 2 read as one fact, not ten)."""
@@ -437,7 +446,10 @@ def _failure_lines(failures: Sequence[Failure]) -> list[str]:
                 f"{first.user_id} key {first.key_id}; `--json` lists them all)"
             )
             continue
-        lines += [f"  failed: user {f.user_id} key {f.key_id}: {reason.value}{code}" for f in group]
+        lines += [
+            f"  failed: {_unit_of(f)}user {f.user_id} key {f.key_id}: {reason.value}{code}"
+            for f in group
+        ]
     return lines
 
 

@@ -338,6 +338,10 @@ def test_an_answer_of_another_faction_is_bad_response_and_forgets_the_key_info(
         keys[0].user_id,
     )
     assert run(rows_of_attacks(stores())) == []
+    text = str(report)
+    assert "factions: 1 total, 0 synced, 1 failed" in text
+    assert f"failed: unit {FACTION}: user {keys[0].user_id}" in text
+    assert report.summary().startswith("partial (1 factions, 0 synced, 1 failed")
 
     async def infos() -> dict[str, KeyInfo]:
         async with stores() as store:

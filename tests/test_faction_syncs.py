@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -364,6 +364,35 @@ def test_a_faction_without_a_capable_key_is_skipped_without_a_request(
     report = job(lite, torn, TEST_ATTACKS).run()
     assert (report.status, report.keys_total, report.skipped) == (RunStatus.OK, 1, 1)
     assert torn.count() == 0
+
+
+def test_refresh_asks_only_the_factions_not_attempted_within_it(
+    lite: Callable[[], Store], torn: FakeTorn
+) -> None:
+    """With refresh=, a second run soon after the first asks no faction (none counted); a
+    faction new since then is asked."""
+    fresh = TornSync(
+        "sync-fresh-members",
+        endpoint=MEMBERS,
+        parse=SYNC_FACTION_MEMBERS.parse,
+        per="faction",
+        refresh=timedelta(hours=1),
+        table=SYNC_FACTION_MEMBERS.table,
+    )
+
+    async def go(keys: list[SeedKey], faction: int) -> None:
+        async with lite() as store:
+            await seed(store, torn, keys, faction=faction)
+
+    run(go(simple_keys(2), FACTION))
+    first = job(lite, torn, fresh).run()
+    assert (first.keys_total, first.synced, torn.count()) == (1, 1, 1)
+    second = job(lite, torn, fresh).run()
+    assert (second.status, second.keys_total, torn.count()) == (RunStatus.OK, 0, 1)
+    run(go(simple_keys(1, start=2), OTHER))
+    third = job(lite, torn, fresh).run()
+    assert (third.keys_total, third.synced, torn.count()) == (1, 1, 2)
+    assert torn.count(path=f"/faction/{OTHER}/members") == 1
 
 
 def test_per_user_failures_name_their_user_as_unit(tmp_path: Path, torn: FakeTorn) -> None:

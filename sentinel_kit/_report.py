@@ -37,14 +37,18 @@ SYNC_JOB_NAME = "sync-users"
 
 
 class ChangeKind(enum.StrEnum):
-    """What an upsert does to a row (shown by dry runs): ``user_data``'s kinds, and
-    ``changed`` for a declared table's row whose columns differ."""
+    """What an upsert does to a row (shown by dry runs): ``user_data``'s kinds, ``changed``
+    for a declared table's row whose columns differ, ``removed`` for a row a replacing
+    table would delete."""
 
     NEW = "new"
     NAME_CHANGED = "name_changed"
     PLAYER_ID_CHANGED = "player_id_changed"
     UNCHANGED = "unchanged"
     CHANGED = "changed"
+    #: A row a replacing table (``Table(replace=...)``) would delete: its unit's new answer
+    #: no longer has it (a member who left).
+    REMOVED = "removed"
 
 
 _CHANGE_COLUMNS = ("user_id", "change", "name", "player_id", "old_name", "old_player_id")
@@ -310,8 +314,9 @@ class SyncReport:
         """The counts as one phrase: ``7 keys, 5 synced, 2 failed, 0 skipped, ...``."""
         deferred = f", {self.deferred} deferred" if self.deferred else ""
         unreached = f" ({self.not_reached} not reached)" if self.not_reached else ""
+        counted = "keys" if self.unit == "user" else f"{self.unit}s"
         return (
-            f"{self.keys_total} keys, {self.synced} synced, {self.failed} failed{unreached}, "
+            f"{self.keys_total} {counted}, {self.synced} synced, {self.failed} failed{unreached}, "
             f"{skipped_phrase(self.skipped, self.skipped_by)}{deferred}, {self.written} written"
         )
 
@@ -326,7 +331,8 @@ class SyncReport:
         lines = [
             f"run {self.run_id} ({self.job}): {self.status.value}"
             f"{' (dry run)' if self.dry_run else ''} in {self.duration_s:.2f}s",
-            f"  keys: {self.keys_total} total, {self.synced} synced, {self.failed} failed, "
+            f"  {'keys' if self.unit == 'user' else self.unit + 's'}: {self.keys_total} total, "
+            f"{self.synced} synced, {self.failed} failed, "
             f"{skipped_phrase(self.skipped, self.skipped_by)}{deferred}; "
             f"rows written: {self.written}",
         ]
@@ -460,6 +466,13 @@ class Tally:
 GROUPED_FAILURES = 5
 
 
+def _unit_of(failure: Failure) -> str:
+    """``unit ID: `` when a failure's unit is not its user (a per-faction run's faction)."""
+    if failure.unit_id is None or failure.unit_id == failure.user_id:
+        return ""
+    return f"unit {failure.unit_id}: "
+
+
 def _failure_lines(failures: Sequence[Failure]) -> list[str]:
     """One line per failure, except a reason and code shared by many: one line for them
     (an incident's ten keys answering code 2 read as one fact, not ten)."""
@@ -476,7 +489,10 @@ def _failure_lines(failures: Sequence[Failure]) -> list[str]:
                 f"{first.user_id} key {first.key_id}; `--json` lists them all)"
             )
             continue
-        lines += [f"  failed: user {f.user_id} key {f.key_id}: {reason.value}{code}" for f in group]
+        lines += [
+            f"  failed: {_unit_of(f)}user {f.user_id} key {f.key_id}: {reason.value}{code}"
+            for f in group
+        ]
     return lines
 
 

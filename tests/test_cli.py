@@ -108,7 +108,7 @@ def test_sync_partial_exit_1_lists_failures(tmp_path: Path, torn: FakeTorn) -> N
             "reason": "decrypt_error",
             "torn_code": None,
             "key_fingerprint": None,
-            "unit_id": "corrupt",
+            "unit_id": "corrupt",  # a per-user run's unit is the user
         },
         {
             "user_id": "dead",

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -224,8 +224,8 @@ def test_the_roster_removes_leavers_but_never_on_an_error_or_an_empty_answer(
     stores: Callable[[], Store], torn: FakeTorn
 ) -> None:
     """sync-faction-members writes the roster by faction; a member missing from the next
-    roster is deleted with the same write; an error answer or an empty roster deletes
-    nothing."""
+    roster is deleted with the same write (a dry run shows it removed and deletes nothing);
+    an error answer or an empty roster deletes nothing."""
     keys = simple_keys(1)
 
     async def go() -> None:
@@ -239,7 +239,11 @@ def test_the_roster_removes_leavers_but_never_on_an_error_or_an_empty_answer(
     assert (first.status, first.synced, first.written) == (RunStatus.OK, 1, 4)
     assert torn.count(keys[0].plaintext, path=path) == 1
     assert players(stores) == {1, 2, 3, 100}
-    torn.script(keys[0].plaintext, roster(1, 3, 100), path=path)
+    torn.script(keys[0].plaintext, roster(1, 3, 100), roster(1, 3, 100), path=path)
+    dry = job(stores, torn, SYNC_FACTION_MEMBERS).run(dry_run=True)
+    shown = [(c.kind.value, int(c.key["player_id"])) for c in dry.changes]
+    assert sorted(shown) == [("removed", 2), ("unchanged", 1), ("unchanged", 3), ("unchanged", 100)]
+    assert players(stores) == {1, 2, 3, 100}
     second = job(stores, torn, SYNC_FACTION_MEMBERS).run()
     assert (second.status, second.written) == (RunStatus.OK, 3)
     assert players(stores) == {1, 3, 100}
@@ -255,19 +259,19 @@ def test_the_roster_removes_leavers_but_never_on_an_error_or_an_empty_answer(
 
 
 def test_code_7_marks_the_key_for_this_sync_and_the_next_capable_key_answers(
-    lite: Callable[[], Store], torn: FakeTorn
+    stores: Callable[[], Store], torn: FakeTorn
 ) -> None:
     """Code 7 on the first key chosen: the faction's next capable key is asked in the same
     run, the first key is marked for this sync only, and the next run does not ask it."""
     keys = simple_keys(2)
 
     async def go() -> None:
-        async with lite() as store:
+        async with stores() as store:
             await seed(store, torn, keys)
 
     run(go())
     torn.script(keys[0].plaintext, torn_error(7))
-    report = job(lite, torn, SYNC_FACTION_MEMBERS).run()
+    report = job(stores, torn, SYNC_FACTION_MEMBERS).run()
     assert (report.status, report.keys_total, report.synced, report.failed) == (
         RunStatus.OK,
         1,
@@ -276,16 +280,16 @@ def test_code_7_marks_the_key_for_this_sync_and_the_next_capable_key_answers(
     )
     assert [torn.count(k.plaintext) for k in keys] == [1, 1]
     # The roster the second key's owner (player 101) read: its leader and four members.
-    roster_read = players(lite)
+    roster_read = players(stores)
     assert 101 in roster_read
     assert len(roster_read) == 5
 
     async def marks() -> dict[str, str]:
-        async with lite() as store:
+        async with stores() as store:
             return await store.load_key_access(SYNC_FACTION_MEMBERS.name)
 
     assert set(run(marks())) == {keys[0].key_id}
-    job(lite, torn, SYNC_FACTION_MEMBERS).run()
+    job(stores, torn, SYNC_FACTION_MEMBERS).run()
     assert [torn.count(k.plaintext) for k in keys] == [1, 2]
 
 
@@ -308,7 +312,7 @@ def test_the_least_recently_used_capable_key_is_asked(
 
 
 def test_an_answer_of_another_faction_is_bad_response_and_forgets_the_key_info(
-    lite: Callable[[], Store], torn: FakeTorn
+    stores: Callable[[], Store], torn: FakeTorn
 ) -> None:
     """A key whose owner left for another faction (its key info still says the old one)
     answers an own-faction selection of the other faction: that key's bad_response, its key
@@ -316,11 +320,11 @@ def test_an_answer_of_another_faction_is_bad_response_and_forgets_the_key_info(
     keys = simple_keys(1)
 
     async def go() -> None:
-        async with lite() as store:
+        async with stores() as store:
             await seed(store, torn, keys, faction=OTHER, info_faction=FACTION)
 
     run(go())
-    report = job(lite, torn, TEST_ATTACKS).run()
+    report = job(stores, torn, TEST_ATTACKS).run()
     assert (report.status, report.unit, report.keys_total, report.failed) == (
         RunStatus.PARTIAL,
         "faction",
@@ -333,10 +337,14 @@ def test_an_answer_of_another_faction_is_bad_response_and_forgets_the_key_info(
         str(FACTION),
         keys[0].user_id,
     )
-    assert run(rows_of_attacks(lite())) == []
+    assert run(rows_of_attacks(stores())) == []
+    text = str(report)
+    assert "factions: 1 total, 0 synced, 1 failed" in text
+    assert f"failed: unit {FACTION}: user {keys[0].user_id}" in text
+    assert report.summary().startswith("partial (1 factions, 0 synced, 1 failed")
 
     async def infos() -> dict[str, KeyInfo]:
-        async with lite() as store:
+        async with stores() as store:
             return await store.load_key_info()
 
     assert keys[0].key_id not in run(infos())
@@ -356,6 +364,35 @@ def test_a_faction_without_a_capable_key_is_skipped_without_a_request(
     report = job(lite, torn, TEST_ATTACKS).run()
     assert (report.status, report.keys_total, report.skipped) == (RunStatus.OK, 1, 1)
     assert torn.count() == 0
+
+
+def test_refresh_asks_only_the_factions_not_attempted_within_it(
+    lite: Callable[[], Store], torn: FakeTorn
+) -> None:
+    """With refresh=, a second run soon after the first asks no faction (none counted); a
+    faction new since then is asked."""
+    fresh = TornSync(
+        "sync-fresh-members",
+        endpoint=MEMBERS,
+        parse=SYNC_FACTION_MEMBERS.parse,
+        per="faction",
+        refresh=timedelta(hours=1),
+        table=SYNC_FACTION_MEMBERS.table,
+    )
+
+    async def go(keys: list[SeedKey], faction: int) -> None:
+        async with lite() as store:
+            await seed(store, torn, keys, faction=faction)
+
+    run(go(simple_keys(2), FACTION))
+    first = job(lite, torn, fresh).run()
+    assert (first.keys_total, first.synced, torn.count()) == (1, 1, 1)
+    second = job(lite, torn, fresh).run()
+    assert (second.status, second.keys_total, torn.count()) == (RunStatus.OK, 0, 1)
+    run(go(simple_keys(1, start=2), OTHER))
+    third = job(lite, torn, fresh).run()
+    assert (third.keys_total, third.synced, torn.count()) == (1, 1, 2)
+    assert torn.count(path=f"/faction/{OTHER}/members") == 1
 
 
 def test_per_user_failures_name_their_user_as_unit(tmp_path: Path, torn: FakeTorn) -> None:

@@ -244,8 +244,9 @@ class SyncJob(Reader):
                 since=start,
             )
             if progress:
-                # The bar counts keys: known up front only for a whole, unsharded run.
-                whole = users is None and self.options.shard is None
+                # The bar counts keys: known up front only for a whole, unsharded run of
+                # users (a per-faction run's keys are not all asked).
+                whole = users is None and self.options.shard is None and self.sync.per == "user"
                 total = await store.count_keys() if whole else None
                 pipeline.bar = progress_bar(total=total, desc=self.job)
             internal: str | None = None

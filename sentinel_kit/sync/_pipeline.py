@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import enum
 from asyncio import FIRST_COMPLETED
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -68,7 +67,7 @@ from ._limits import RowLimits
 from ._options import RunOptions
 from ._sinks import Sink, sink_for
 from ._spec import TornSync
-from ._units import faction_groups, user_groups
+from ._units import units_of
 from ._writer import _DONE, write, write_page
 
 __all__ = ["Cut", "Pipeline", "SecretCheck", "Stop", "settle_key", "shard_of"]
@@ -240,30 +239,6 @@ class Pipeline:
     def _wanted(self, unit: str) -> bool:
         return self.users is None or unit in self.users
 
-    def _units(self) -> AsyncIterator[list[UserKey]]:
-        """The run's units in fair order, each as the group of keys to ask for it."""
-        if self.spec.per == "faction":
-            # One group per faction: its capable keys (``sync/_units.py``).
-            return faction_groups(
-                self.store,
-                self.spec,
-                page_size=self.options.page_size,
-                health=self.health,
-                policy=self.health_policy,
-                access=self.access,
-                shard=self.options.shard,
-                wanted=self.users,
-                skip=self._skip_unit,
-                infos=self.key_info,
-            )
-        return user_groups(
-            self.store,
-            page_size=self.options.page_size,
-            shard=self.options.shard,
-            attempted_before=self._attempted_before(),
-            sync=self.sink.attempts,
-        )
-
     async def _skip_unit(self, outcome: Outcome) -> None:
         """A unit no key of which may be asked: skipped, and attempted (to the back)."""
         self._reached.add(outcome.unit)
@@ -273,7 +248,7 @@ class Pipeline:
         check = SecretCheck(self.cipher)
         held: list[list[UserKey]] = []
         try:
-            async for group in self._units():
+            async for group in units_of(self):
                 if not self._wanted(group[0].unit_id or group[0].user_id):
                     continue
                 if self.sink.keyed_refresh:

@@ -91,6 +91,7 @@ def diff_table_rows(
     *,
     key: Sequence[str],
     unit: str,
+    replace: bool = False,
 ) -> list[RowChange]:
     """Say what upserting ``rows`` would change in a declared table, row by key.
 
@@ -99,10 +100,13 @@ def diff_table_rows(
         current: the table's current rows of the same units, as the store reads them.
         key: the table's key columns.
         unit: the column of the unit (``user_id``).
+        replace: the table replaces each unit's rows (``Table(replace=...)``): a current
+            row of a unit in ``rows`` that ``rows`` do not have is ``removed``.
 
     Returns:
         One :class:`RowChange` per row, in row order: ``new`` when no current row has its
-        key, ``changed`` (with the old values of the columns that differ) or ``unchanged``.
+        key, ``changed`` (with the old values of the columns that differ) or ``unchanged``;
+        then, with ``replace``, each current row it would delete (``removed``).
     """
     stored = {tuple(str(r.get(k)) for k in key): r for r in current}
     changes = []
@@ -115,6 +119,21 @@ def diff_table_rows(
             old = {c: old_row.get(c) for c, v in values.items() if not _same(v, old_row.get(c))}
             kind = ChangeKind.CHANGED if old else ChangeKind.UNCHANGED
         changes.append(RowChange(str(row[unit]), kind, {k: row[k] for k in key}, values, old=old))
+    if replace:
+        units = {str(row[unit]) for row in rows}
+        kept = {tuple(str(row[k]) for k in key) for row in rows}
+        for found, old_row in stored.items():
+            if str(old_row.get(unit)) in units and found not in kept:
+                gone = {c: v for c, v in old_row.items() if c not in key and c != "updated_at"}
+                changes.append(
+                    RowChange(
+                        str(old_row.get(unit)),
+                        ChangeKind.REMOVED,
+                        {k: old_row.get(k) for k in key},
+                        {},
+                        old=gone,
+                    )
+                )
     return changes
 
 

@@ -294,7 +294,9 @@ class TableSink:
             users=units,
             unit_column=unit,
         )
-        return diff_table_rows(rows, current, key=table.key, unit=unit)
+        return diff_table_rows(
+            rows, current, key=table.key, unit=unit, replace=table.replace is not None
+        )
 
 
 @dataclass(frozen=True, slots=True)

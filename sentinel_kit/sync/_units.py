@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from .._key_health import HealthPolicy, KeyHealth, ciphertext_fingerprint, parked_reason
 from .._models import ErrorClass, KeyInfo, Outcome, UserKey
@@ -36,6 +37,9 @@ from .._plan import PlanEntry
 from .._shard import shard_of
 from ..stores import Store
 from ._spec import ACCESS_LEVELS, TornSync
+
+if TYPE_CHECKING:
+    from ._pipeline import Pipeline
 
 __all__ = [
     "MAX_KEYS_PER_FACTION",
@@ -45,6 +49,7 @@ __all__ = [
     "key_uses_sync",
     "plan_entries",
     "read_factions",
+    "units_of",
     "user_groups",
 ]
 
@@ -323,3 +328,29 @@ def user_groups(
         page_size=page_size, shard=shard, attempted_before=attempted_before, sync=sync
     )
     return _group_by_user(pages)
+
+
+def units_of(p: Pipeline) -> AsyncIterator[list[UserKey]]:
+    """A run's units in fair order, each as the group of keys to ask for it: a faction's
+    capable keys (a faction without one goes to the pipeline's ``_skip_unit``), or a user's
+    keys."""
+    if p.spec.per == "faction":
+        return faction_groups(
+            p.store,
+            p.spec,
+            page_size=p.options.page_size,
+            health=p.health,
+            policy=p.health_policy,
+            access=p.access,
+            shard=p.options.shard,
+            wanted=p.users,
+            skip=p._skip_unit,
+            infos=p.key_info,
+        )
+    return user_groups(
+        p.store,
+        page_size=p.options.page_size,
+        shard=p.options.shard,
+        attempted_before=p._attempted_before(),
+        sync=p.sink.attempts,
+    )

@@ -9,13 +9,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._crypto import KeyCipher
 from .._display import Table
 from .._errors import DecryptError
 from .._key_health import HealthPolicy, HealthState, KeyHealth, parked_reason, parked_until
 from .._models import RunRecord, StoredUser, UserKey, key_fingerprint
+from .._plots import history_figure, keys_figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = [
     "DeclaredRows",
@@ -167,6 +171,18 @@ class KeyTable(Table[KeyInfo]):
         "no_access",
     )
 
+    def plot(self) -> Figure:
+        """Draw the keys by state (requested, parked by reason, no access, not decryptable):
+        one bar per state the keys are in.
+
+        Returns:
+            A matplotlib ``Figure``; a notebook shows it, ``savefig`` writes it.
+
+        Raises:
+            ConfigError: matplotlib is not installed (``pip install 'sentinel-kit[notebook]'``).
+        """
+        return keys_figure(self.records(), caption=self.caption)
+
 
 class HealthTable(Table[KeyHealth]):
     """Rows of key health: keys Torn called dead, suspended or throttled."""
@@ -206,6 +222,18 @@ class RunHistory(Table[RunRecord]):
         )
         values = {c: getattr(item, c) for c in self.columns if c != "duration_s"}
         return {**values, "duration_s": duration}
+
+    def plot(self) -> Figure:
+        """Draw the runs over time, oldest first: synced, failed, skipped and deferred keys
+        as stacked bars, the duration as a line on a second axis; one panel per job.
+
+        Returns:
+            A matplotlib ``Figure``; a notebook shows it, ``savefig`` writes it.
+
+        Raises:
+            ConfigError: matplotlib is not installed (``pip install 'sentinel-kit[notebook]'``).
+        """
+        return history_figure(self.records(), caption=self.caption)
 
 
 class DeclaredRows(Table[dict[str, Any]]):

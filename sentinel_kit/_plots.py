@@ -54,7 +54,7 @@ STATE_NAMES = {
 }
 STATE_COLOURS = {
     "requested": "#2e7d32",
-    "spare": "#81c784",
+    "spare (one key per user)": "#81c784",
     "no access": "#6a1b9a",
     "parked": "#ef6c00",
     "not decryptable": "#c62828",
@@ -107,7 +107,7 @@ def history_figure(records: Sequence[Mapping[str, Any]], *, caption: str = "") -
 
     Args:
         records: runs as records (``RunHistory.records()``), in any order.
-        caption: what the history holds, said under the title.
+        caption: said under the title when there are no runs (what the history is of).
 
     Returns:
         The figure (``savefig`` it, or let the notebook show it).
@@ -118,6 +118,8 @@ def history_figure(records: Sequence[Mapping[str, Any]], *, caption: str = "") -
     figure, panels = _figure(max(len(jobs), 1))
     title = f"{next(iter(jobs))}: runs over time" if len(jobs) == 1 else "Runs over time"
     figure.suptitle(title, fontweight="bold")
+    if records:
+        caption = f"{len(records)} run{'s' if len(records) != 1 else ''}, oldest on the left"
     if not jobs:
         panels[0].set_title(caption or "no runs", fontsize="small")
         panels[0].set_xlabel("run (started at, UTC)")
@@ -209,9 +211,15 @@ def keys_figure(records: Sequence[Mapping[str, Any]], *, caption: str = "") -> F
     for record in records:
         state = key_state(record)
         counts[state] = counts.get(state, 0) + 1
-    order = list(STATE_NAMES.values())
+    # Top to bottom: requested, spare, no access, parked (by reason), not decryptable, others.
+    order = ["requested", "spare (one key per user)", "no access", "parked", "not decryptable"]
     states = sorted(
-        counts, key=lambda s: (order.index(s) if s in order else len(order), s), reverse=True
+        counts,
+        key=lambda s: (
+            order.index(s.partition(":")[0]) if s.partition(":")[0] in order else len(order),
+            s,
+        ),
+        reverse=True,  # barh draws its first bar at the bottom
     )
     figure, (axes,) = _figure(height=max(2.5, 0.5 * len(states) + 1.5))
     figure.suptitle("Keys by state", fontweight="bold")

@@ -196,6 +196,11 @@ class SyncReport:
     not_reached: int = 0
     #: The keys not reached, kept in memory only: never in the JSON report.
     unreached: tuple[Failure, ...] = field(default=(), repr=False, compare=False)
+    #: The backlog a whole run left for its sync and shard, recorded in ``sentinel_runs``
+    #: (None for dry runs and re-runs of a few users): users not attempted within one
+    #: interval of the schedule, and the oldest attempt.
+    stale_users: int | None = None
+    oldest_attempt_at: datetime | None = None
 
     def __post_init__(self) -> None:
         # When the keys are known, their count is theirs: the two never disagree. (A report

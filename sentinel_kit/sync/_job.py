@@ -24,6 +24,7 @@ from .._report import SYNC_JOB_NAME, SyncReport, build_report, run_log_fields
 from .._secrets import Secret
 from ..stores import Fence, Store, open_store
 from ..stores._sql import SQLStore
+from ._backlog import with_backlog
 from ._builtin import SYNC_USERS
 from ._limits import RowLimits, row_limits
 from ._options import RunOptions, Shortcuts, TornOptions, apply_shortcuts
@@ -263,6 +264,15 @@ class SyncJob(Reader):
                 # Only whole-job runs speak for the job's health.
                 counted=users is None and cut is not Cut.INTERRUPTED,
             )
+            if not dry_run and users is None and pipeline.store_error is None:
+                report = await with_backlog(
+                    store,
+                    report,
+                    attempts=pipeline.sink.attempts,
+                    shard=self.options.shard,
+                    declared=self.sync.schedule,
+                    now=report.finished_at,
+                )
             self.last_report = report
             if dry_run:
                 self.dry_rows = [dict(r) for r in pipeline.dry_rows if isinstance(r, Mapping)]

@@ -258,13 +258,11 @@ class BacklogPoint:
 
 def run_backlog(runs: Iterable[RunRecord]) -> list[BacklogPoint]:
     """The backlog each finished run recorded (runs that recorded none are left out)."""
-    points = []
-    for run in runs:
-        stale = getattr(run, "stale_users", None)  # TODO: the run history's backlog columns
-        if stale is not None and run.finished_at is not None:
-            age = getattr(run, "oldest_attempt_age_s", None)
-            points.append(BacklogPoint(run.job, run.finished_at, stale, age))
-    return points
+    return [
+        BacklogPoint(run.job, run.finished_at, run.stale_users, run.oldest_attempt_age_s)
+        for run in runs
+        if run.stale_users is not None and run.finished_at is not None
+    ]
 
 
 def backlog_figure(points: Iterable[BacklogPoint], *, others: Sequence[str] = ()) -> Figure:
@@ -311,9 +309,9 @@ def backlog_figure(points: Iterable[BacklogPoint], *, others: Sequence[str] = ()
             ]
             oldest.plot(times, scaled, marker="o", label=job)
             scaled_ages += scaled
-    # A few minutes either side: one point alone would get a span of years.
+    # A margin either side; a minute for one moment alone (it would get a span of years).
     moments = [p.at for ps in jobs.values() for p in ps]
-    pad = max((max(moments) - min(moments)) * 0.05, timedelta(minutes=5))
+    pad = (max(moments) - min(moments)) * 0.05 or timedelta(minutes=1)
     stales = [float(p.stale_users) for ps in jobs.values() for p in ps]
     tops: tuple[list[float], list[float]] = (stales, scaled_ages)
     for axes, values in zip((stale, oldest), tops, strict=True):

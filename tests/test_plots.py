@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import math
 import struct
 import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import pytest
 from matplotlib.axes import Axes
@@ -21,7 +21,6 @@ from matplotlib.figure import Figure
 from sentinel_kit import (
     DEMO_SECRET,
     RetryPolicy,
-    RunRecord,
     SyncJob,
     create_demo_database,
     demo_cassette,
@@ -220,20 +219,21 @@ def test_status_plot_draws_each_jobs_backlog(demo: tuple[str, SyncJob], tmp_path
     stale, oldest = figure.axes
     (line,) = stale.get_lines()
     assert line.get_label() == "sync-users"
-    recorded = [r for r in job.history() if _stale(r) is not None]
+    recorded = [r for r in job.history() if r.stale_users is not None]
+    assert len(recorded) == 3  # each whole run records the backlog it left
     assert len(line.get_xdata()) == len(recorded) + 1
     assert list(line.get_ydata())[-1] == report["sync-users"].stale_users
-    assert list(line.get_ydata())[:-1] == [_stale(r) for r in reversed(recorded)]
-    assert len(oldest.get_lines()[0].get_xdata()) == len(recorded) + 1
+    assert list(line.get_ydata())[:-1] == [r.stale_users for r in reversed(recorded)]
+    unit = oldest.get_ylabel().removeprefix("oldest attempt age (").removesuffix(")")
+    per = {"s": 1, "min": 60, "h": 3600, "d": 86_400}[unit]
+    ages = [r.oldest_attempt_age_s for r in reversed(recorded)]
+    ages.append(report["sync-users"].oldest_attempt_age_s)
+    expected = [a / per if a is not None else math.nan for a in ages]
+    assert list(oldest.get_lines()[0].get_ydata()) == pytest.approx(expected, nan_ok=True)
     assert figure.get_suptitle() == "Backlog per job over its recent runs"
     assert stale.get_ylabel() == "stale users"
     assert oldest.get_ylabel().startswith("oldest attempt age (")
     assert oldest.get_xlabel() == "at the end of each run, and now (UTC)"
-
-
-def _stale(run: RunRecord) -> Any:
-    """The backlog a run recorded, if the run history has the column."""
-    return getattr(run, "stale_users", None)
 
 
 def test_empty_history_keys_and_status_draw_a_titled_note(tmp_path: Path) -> None:

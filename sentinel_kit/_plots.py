@@ -36,7 +36,9 @@ __all__ = [
 #: Dots per inch of a figure shown in a notebook (and of the README's pictures).
 DPI = 100
 #: The most run labels an axis shows; more runs show every n-th label.
-MAX_LABELS = 12
+MAX_LABELS = 8
+#: Run statuses of runs that ended early (marked above their bar).
+ENDED_EARLY = ("aborted", "timeout")
 #: One colour per series, the same in every figure.
 COLOURS = {
     "synced": "#2e7d32",
@@ -143,7 +145,18 @@ def _history_panel(axes: Axes, runs: Sequence[Mapping[str, Any]]) -> None:
         heights = [float(r.get(series) or 0) for r in runs]
         axes.bar(xs, heights, bottom=bottom, label=series, color=COLOURS[series], width=0.7)
         bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
-    axes.set_ylim(0, max(max(bottom), 1.0) * 1.3)  # room for the legend above the bars
+    top = max(max(bottom), 1.0)
+    axes.set_ylim(0, top * 1.3)  # room for the legend above the bars
+    ended = [x for x, r in zip(xs, runs, strict=True) if r.get("status") in ENDED_EARLY]
+    if ended:  # drawn only when a run ended so: a marker above its bar
+        axes.scatter(
+            ended,
+            [bottom[x] + top * 0.04 for x in ended],
+            marker="v",
+            color=COLOURS["failed"],
+            label="aborted or timed out",
+            zorder=3,
+        )
     axes.set_ylabel("keys per run")
     axes.set_xlabel("run (started at, UTC; * not counted for health)")
     step = math.ceil(len(runs) / MAX_LABELS)
@@ -164,9 +177,14 @@ def _history_panel(axes: Axes, runs: Sequence[Mapping[str, Any]]) -> None:
     )
     twin.set_ylim(0, max([float(d) for d in durations if d is not None] or [1.0]) * 1.3)
     twin.set_ylabel("duration (s)")
-    bars, names = axes.get_legend_handles_labels()
+    handles, names = axes.get_legend_handles_labels()
     line, more = twin.get_legend_handles_labels()
-    axes.legend(bars + line, names + more, loc="upper left", ncols=5, fontsize="small")
+    # The bars bottom to top, then the marker of runs that ended early, then the line.
+    order = sorted(range(len(names)), key=lambda i: names[i] == "aborted or timed out")
+    handles = [handles[i] for i in order] + line
+    axes.legend(
+        handles, [names[i] for i in order] + more, loc="upper left", ncols=3, fontsize="small"
+    )
 
 
 def _time_format(times: Sequence[datetime]) -> str:

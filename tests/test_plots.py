@@ -152,6 +152,33 @@ def test_history_of_every_job_draws_a_panel_per_job(
         assert sum(bars(panel)["synced"]) == sum(r.synced for r in history if r.job == name)
 
 
+def test_history_plot_marks_aborted_runs(tmp_path: Path, torn: FakeTorn) -> None:
+    """A run Torn's IP block aborted gets a marker above its bar; a history without one
+    has no such series."""
+    store = SentinelStore(f"sqlite:///{tmp_path / 'aborted.db'}", secret=SECRET)
+    store.migrate()
+    keys = store.seed(3)
+    job = SyncJob(
+        db=store.url, secret=SECRET, torn_url=torn.url, max_rpm=0, policy=RetryPolicy.no_wait()
+    )
+    assert job.run().status.value == "ok"
+    assert "aborted or timed out" not in texts_of_legend(job.history().plot())
+    torn.script(keys[0].plaintext, torn_error(8))
+    assert job.run().status.value == "aborted"
+    figure = job.history().plot()
+    render(figure, tmp_path / "aborted.png")
+    main = figure.axes[0]
+    (marker,) = [c for c in main.collections if c.get_label() == "aborted or timed out"]
+    assert [x for x, _ in marker.get_offsets()] == [1]
+    assert texts_of_legend(figure) == [*SERIES, "aborted or timed out", "duration (s)"]
+    assert [t.get_text().split("\n")[1] for t in main.get_xticklabels()] == ["ok", "aborted"]
+
+
+def texts_of_legend(figure: Figure) -> list[str]:
+    """The legend entries of the figure's first axes."""
+    return [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+
+
 def test_keys_plot_counts_keys_by_state(demo: tuple[str, SyncJob], tmp_path: Path) -> None:
     """job.keys().plot(): one bar per state the keys are in, parked keys by reason, with
     the counts of job.keys()."""

@@ -90,7 +90,16 @@ def _figure_class() -> type[Figure]:
             self.savefig(buffer, format="png", dpi=DPI)
             return buffer.getvalue()
 
+    # Found again by name (module __getattr__ below), so a figure pickles.
+    SentinelFigure.__qualname__ = "SentinelFigure"
     return SentinelFigure
+
+
+def __getattr__(name: str) -> Any:
+    """``SentinelFigure``, created on first use (what pickle looks a figure's class up by)."""
+    if name == "SentinelFigure":
+        return _figure_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _empty(axes: Axes, note: str) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import math
+import pickle
 import struct
 import subprocess
 import sys
@@ -288,10 +289,15 @@ def test_empty_history_keys_and_status_draw_a_titled_note(tmp_path: Path) -> Non
     assert keys.get_suptitle() == "Keys by state"
 
 
-def test_a_figure_shows_itself_in_a_notebook(demo: tuple[str, SyncJob]) -> None:
-    """Without pyplot's inline backend a figure still shows in Jupyter: _repr_png_ is a PNG."""
+def test_a_figure_shows_itself_in_a_notebook_and_pickles(demo: tuple[str, SyncJob]) -> None:
+    """Without pyplot's inline backend a figure still shows in Jupyter (_repr_png_ is a
+    PNG), and it pickles (to a worker process, say) like any matplotlib figure."""
     _, job = demo
-    assert job.keys().plot()._repr_png_().startswith(PNG)  # type: ignore[attr-defined]
+    figure = job.keys().plot()
+    assert figure._repr_png_().startswith(PNG)  # type: ignore[attr-defined]
+    copy = pickle.loads(pickle.dumps(figure))  # noqa: S301 (our own bytes, just made)
+    assert isinstance(copy, Figure)
+    assert copy.get_suptitle() == "Keys by state"
 
 
 def _python(code: str) -> subprocess.CompletedProcess[str]:

@@ -11,15 +11,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 from .._crypto import KeyCipher
 from .._display import Table
 from .._errors import DecryptError
 from .._key_health import HealthPolicy, HealthState, KeyHealth, parked_reason, parked_until
 from .._models import RunRecord, StoredUser, UserKey, key_fingerprint
-from .._plots import history_figure, keys_figure
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 __all__ = [
     "DeclaredRows",
@@ -181,6 +180,8 @@ class KeyTable(Table[KeyInfo]):
         Raises:
             ConfigError: matplotlib is not installed (``pip install 'sentinel-kit[notebook]'``).
         """
+        from .._plots import keys_figure
+
         return keys_figure(self.records(), caption=self.caption)
 
 
@@ -233,6 +234,8 @@ class RunHistory(Table[RunRecord]):
         Raises:
             ConfigError: matplotlib is not installed (``pip install 'sentinel-kit[notebook]'``).
         """
+        from .._plots import history_figure
+
         return history_figure(self.records(), caption=self.caption)
 
 

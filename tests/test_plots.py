@@ -235,6 +235,12 @@ def test_plots_work_for_a_declared_sync_and_show_no_access(tmp_path: Path, torn:
     states = [t.get_text() for t in axes.get_yticklabels()]
     assert states == ["no access", "requested"]
     assert [p.get_width() for p in axes.containers[0].patches] == [1, 2]
+    backlog = status(f"sqlite:///{path}", ["sync-battlestats"]).plot()
+    render(backlog, tmp_path / "declared_status.png")
+    (line,) = backlog.axes[0].get_lines()
+    assert line.get_label() == "sync-battlestats"
+    assert list(line.get_ydata()) == [r.stale_users for r in reversed(job.history())]
+    assert len(line.get_ydata()) == 2
 
 
 def test_status_plot_draws_each_jobs_backlog(demo: tuple[str, SyncJob], tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from ._display import html_table, to_dataframe
 from ._models import Outcome, Reason, RunStatus
 
 __all__ = [
+    "ABORT_CAUSES",
     "SYNC_JOB_NAME",
     "Change",
     "ChangeKind",
@@ -25,6 +26,21 @@ __all__ = [
     "build_report",
     "run_log_fields",
 ]
+
+#: Why an aborted or timed-out run ended, as a bounded metric label: Torn refused every key
+#: (a global error), Torn unreachable, a Torn incident, the database, a wrong
+#: ``ENCRYPTION_KEY``, the deadline, a stop or interrupt, a bug, anything else.
+ABORT_CAUSES = (
+    "torn_global",
+    "torn_unreachable",
+    "incident",
+    "store",
+    "wrong_secret",
+    "timeout",
+    "interrupted",
+    "internal",
+    "other",
+)
 
 #: The built-in user sync's job name (``sync/_builtin.py`` declares it under this name).
 SYNC_JOB_NAME = "sync-users"
@@ -201,6 +217,9 @@ class SyncReport:
     #: interval of the schedule, and the oldest attempt.
     stale_users: int | None = None
     oldest_attempt_at: datetime | None = None
+    #: Why an aborted or timed-out run ended: one of :data:`ABORT_CAUSES` (a bounded label
+    #: for metrics; ``error`` is the line for people). None for other runs.
+    cause: str | None = None
 
     def __post_init__(self) -> None:
         # When the keys are known, their count is theirs: the two never disagree. (A report
@@ -422,6 +441,7 @@ def build_report(
     changes: Sequence[Change | RowChange] = (),
     write_calls: int = 0,
     counted: bool = True,
+    cause: str | None = None,
 ) -> SyncReport:
     """Summarise a run's outcomes into a :class:`SyncReport`.
 
@@ -438,6 +458,7 @@ def build_report(
         changes: what a dry run would have changed.
         write_calls: statements that wrote ``user_data``.
         counted: whether the health rule counts this run.
+        cause: why a forced status ended the run (one of :data:`ABORT_CAUSES`).
 
     Returns:
         The report; failures (and the keys not reached) sorted by (user_id, key_id).
@@ -471,6 +492,7 @@ def build_report(
         counted=counted and not dry_run,
         not_reached=len(unreached),
         unreached=tuple(unreached),
+        cause=cause if status in (RunStatus.ABORTED, RunStatus.TIMEOUT) else None,
     )
 
 

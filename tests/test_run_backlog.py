@@ -13,6 +13,8 @@ import psycopg
 import pytest
 
 from sentinel_kit import RetryPolicy, SyncJob, open_store, shard_of
+from sentinel_kit.sync.builtin.faction_members import SYNC_FACTION_MEMBERS
+from sentinel_kit.sync.builtin.key_info import SYNC_KEY_INFO
 from sentinel_kit.testing import FakeTorn
 
 from .conftest import SECRET, run_cli, simple_keys
@@ -143,3 +145,44 @@ def test_a_database_before_migration_017_still_records_its_runs(
     again = job.run()
     assert [r.stale_users for r in job.history()] == [0, None]
     assert job.history()[0].run_id == again.run_id
+
+
+def test_syncs_whose_units_are_not_users_record_no_users_backlog(db: str, torn: FakeTorn) -> None:
+    """sync-key-info's units are keys (each asked when its info is a day old) and a
+    per-faction sync's are factions: neither leaves a users' backlog, so their runs record
+    none (a users' count would call every user stale between two checks of a key) and
+    `status` shows none for them; sync-users on the same database still records its own."""
+    for n, key in enumerate(KEYS):
+        torn.key_access(key.plaintext, "full", owner=(100 + n, 4242))
+    env = {"ENCRYPTION_KEY": SECRET}
+    migrated = run_cli(["migrate", "--db", db, "--job", "sync-faction-members"], env=env)
+    assert migrated.returncode == 0, migrated.stderr
+
+    checked = job_on(db, torn, sync=SYNC_KEY_INFO).run()
+    assert (checked.synced, checked.stale_users, checked.oldest_attempt_at) == (4, None, None)
+    again = job_on(db, torn, sync=SYNC_KEY_INFO).run()  # every key fresh: nothing asked
+    assert (again.keys_total, again.stale_users) == (0, None)
+    roster = job_on(db, torn, sync=SYNC_FACTION_MEMBERS).run()
+    assert (roster.unit, roster.synced, roster.stale_users) == ("faction", 1, None)
+    assert job_on(db, torn).run().stale_users == 0
+
+    shown = run_cli(["runs", "--db", db, "--json"], env=env)
+    assert shown.returncode == 0, shown.stderr
+    rows = json.loads(shown.stdout)
+    runs = rows if isinstance(rows, list) else rows["runs"]
+    assert sorted((r["job"], r["stale_users"]) for r in runs) == [
+        ("sync-faction-members", None),
+        ("sync-key-info", None),
+        ("sync-key-info", None),
+        ("sync-users", 0),
+    ]
+    names = ("--job", "sync-key-info", "--job", "sync-faction-members", "--job", "sync-users")
+    status = run_cli(["status", "--db", db, *names, "--json"], env=env)
+    assert status.returncode == 0, status.stderr
+    shown_jobs = json.loads(status.stdout)
+    jobs = shown_jobs if isinstance(shown_jobs, list) else shown_jobs["jobs"]
+    assert {j["job"]: j["stale_users"] for j in jobs} == {
+        "sync-key-info": None,
+        "sync-faction-members": None,
+        "sync-users": 0,
+    }

@@ -16,8 +16,17 @@ from .._report import SyncReport
 from .._schedule import Schedule, parse_schedule_spec
 from ..ops._status import schedule_interval
 from ..stores import Store
+from ._spec import TornSync
 
-__all__ = ["with_backlog"]
+__all__ = ["counts_users_backlog", "with_backlog"]
+
+
+def counts_users_backlog(spec: TornSync) -> bool:
+    """Whether a sync's runs leave a users' backlog: a per-user sync's do. A per-faction
+    sync's units are factions, and sync-key-info's are keys (each asked again when its info
+    is ``refresh`` old, so most users are not attempted run after run, by design): the
+    users' backlog does not count them, and their runs record none."""
+    return spec.per == "user" and not spec.key_info_rules
 
 
 async def with_backlog(

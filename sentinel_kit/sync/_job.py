@@ -24,7 +24,7 @@ from .._report import SYNC_JOB_NAME, SyncReport, build_report, run_log_fields
 from .._secrets import Secret
 from ..stores import Fence, Store, open_store
 from ..stores._sql import SQLStore
-from ._backlog import with_backlog
+from ._backlog import counts_users_backlog, with_backlog
 from ._builtin import SYNC_USERS
 from ._limits import RowLimits, row_limits
 from ._options import RunOptions, Shortcuts, TornOptions, apply_shortcuts
@@ -267,7 +267,12 @@ class SyncJob(Reader):
                 unit=self.sync.per,
                 cause=cause,
             )
-            if not dry_run and users is None and pipeline.store_error is None:
+            if (
+                not dry_run
+                and users is None
+                and pipeline.store_error is None
+                and counts_users_backlog(self.sync)
+            ):
                 report = await with_backlog(
                     store,
                     report,

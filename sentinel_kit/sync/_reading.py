@@ -242,7 +242,8 @@ class Reader:
         ]
         caption += "".join(f", {o}" for o in others if not o.startswith("0 "))
         known = sum(1 for i in infos if i.checked_at is not None)
-        caption += f"; access known for {known} (sync-key-info)"
+        if known:
+            caption += f"; access known for {known} (sync-key-info)"
         return KeyTable(infos, caption=caption)
 
     async def ahealth(self) -> HealthTable:

@@ -51,16 +51,21 @@ COLOURS = {
 STATE_NAMES = {
     "request": "requested",
     "spare": "spare (one key per user)",
+    "fresh": "fresh (refresh= not up)",
     "no_access": "no access",
     "decrypt_error": "not decryptable",
 }
 STATE_COLOURS = {
     "requested": "#2e7d32",
     "spare (one key per user)": "#81c784",
+    "fresh (refresh= not up)": "#a5d6a7",
     "no access": "#6a1b9a",
     "parked": "#ef6c00",
     "not decryptable": "#c62828",
 }
+#: Torn's access levels as sync-key-info stores them, highest first; ``unknown`` for keys it
+#: has not checked (or re-saved since).
+ACCESS_ORDER = ("full", "limited", "minimal", "public", "unknown")
 
 
 def _figure(rows: int = 1, *, height: float = 4.0) -> tuple[Figure, list[Axes]]:
@@ -225,7 +230,8 @@ def key_state(record: Mapping[str, Any]) -> str:
 
 def keys_figure(records: Sequence[Mapping[str, Any]], *, caption: str = "") -> Figure:
     """The keys by state, one bar each: the states are the data's (a state no key is in is
-    not drawn), parked keys by why they are parked.
+    not drawn), parked keys by why they are parked. When sync-key-info has checked keys
+    (their ``access`` is known), a second panel counts the keys by access level.
 
     Args:
         records: keys as records (``KeyTable.records()``).
@@ -239,7 +245,14 @@ def keys_figure(records: Sequence[Mapping[str, Any]], *, caption: str = "") -> F
         state = key_state(record)
         counts[state] = counts.get(state, 0) + 1
     # Top to bottom: requested, spare, no access, parked (by reason), not decryptable, others.
-    order = ["requested", "spare (one key per user)", "no access", "parked", "not decryptable"]
+    order = [
+        "requested",
+        "spare (one key per user)",
+        "fresh (refresh= not up)",
+        "no access",
+        "parked",
+        "not decryptable",
+    ]
     states = sorted(
         counts,
         key=lambda s: (
@@ -248,7 +261,14 @@ def keys_figure(records: Sequence[Mapping[str, Any]], *, caption: str = "") -> F
         ),
         reverse=True,  # barh draws its first bar at the bottom
     )
-    figure, (axes,) = _figure(height=max(2.5, 0.5 * len(states) + 1.5))
+    levels: dict[str, int] = {}
+    for record in records:
+        level = str(record.get("access") or "unknown")
+        levels[level] = levels.get(level, 0) + 1
+    checked = len(records) - levels.get("unknown", 0)
+    rows = max(len(states), len(levels) if checked else 0)
+    figure, panels = _figure(2 if checked else 1, height=max(2.5, 0.5 * rows + 1.5))
+    axes = panels[0]
     figure.suptitle("Keys by state", fontweight="bold")
     axes.set_title(caption or f"{len(records)} keys", fontsize="small")
     axes.set_xlabel("keys")
@@ -267,7 +287,34 @@ def keys_figure(records: Sequence[Mapping[str, Any]], *, caption: str = "") -> F
     from matplotlib.ticker import MaxNLocator
 
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if checked:
+        _access_panel(panels[1], levels, checked=checked, total=len(records))
     return figure
+
+
+def _access_panel(axes: Axes, levels: Mapping[str, int], *, checked: int, total: int) -> None:
+    """The keys by Torn access level (sync-key-info's), full on top, unknown at the bottom."""
+    drawn = sorted(
+        levels,
+        key=lambda s: ACCESS_ORDER.index(s) if s in ACCESS_ORDER else len(ACCESS_ORDER),
+        reverse=True,  # barh draws its first bar at the bottom
+    )
+    axes.set_title(
+        f"access level: {checked} of {total} keys checked by sync-key-info", fontsize="small"
+    )
+    axes.set_xlabel("keys")
+    axes.set_ylabel("access level")
+    bars = axes.barh(
+        drawn,
+        [levels[s] for s in drawn],
+        color=["#b0bec5" if s == "unknown" else "#1565c0" for s in drawn],
+        label="keys",
+    )
+    axes.bar_label(bars, padding=3)
+    axes.set_xlim(0, max(levels.values()) * 1.15 + 0.5)
+    from matplotlib.ticker import MaxNLocator
+
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 # -- the backlog ------------------------------------------------------------------------------

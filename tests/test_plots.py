@@ -29,6 +29,8 @@ from sentinel_kit import (
     status,
 )
 from sentinel_kit.stores import open_store
+from sentinel_kit.sync.builtin.battlestats import SYNC_BATTLESTATS
+from sentinel_kit.sync.builtin.key_info import SYNC_KEY_INFO
 from sentinel_kit.testing import FakeTorn, SentinelStore, torn_error
 
 from .conftest import ROOT, SECRET
@@ -363,3 +365,36 @@ def test_the_readme_pictures_render_from_the_demo(tmp_path: Path) -> None:
     for name in script.PICTURES:
         assert f"(docs/img/{name})" in readme
         png_size(ROOT / "docs" / "img" / name)
+
+
+def test_keys_plot_shows_keys_below_a_syncs_needs_and_their_access_levels(
+    tmp_path: Path, torn: FakeTorn
+) -> None:
+    """After sync-key-info, sync-battlestats (needs a Limited key) plots its keys below that
+    level as "no access" without asking Torn, and a second panel counts the keys by the
+    access level sync-key-info found (a key it never checked: unknown)."""
+    path = tmp_path / "levels.db"
+    store = SentinelStore(f"sqlite:///{path}", secret=SECRET)
+    store.migrate()
+    keys = store.seed(4)
+    for key, level in zip(keys, ("full", "limited", "minimal", "public"), strict=True):
+        torn.key_access(key.plaintext, level)
+    db = f"sqlite:///{path}"
+    checked = SyncJob(db=db, secret=SECRET, torn_url=torn.url, sync=SYNC_KEY_INFO).run()
+    assert checked.synced == 4
+    store.seed(1)  # a key saved after the check: its access is unknown
+    job = SyncJob(db=db, secret=SECRET, torn_url=torn.url, sync=SYNC_BATTLESTATS)
+    table = job.keys()
+    figure = table.plot()
+    render(figure, tmp_path / "levels.png")
+    states_axes, levels_axes = figure.axes
+    states = [t.get_text() for t in states_axes.get_yticklabels()]
+    widths = [p.get_width() for p in states_axes.containers[0].patches]
+    assert dict(zip(states, widths, strict=True)) == {"no access": 2, "requested": 3}
+    assert [a.action for a in table].count("no_access") == 2
+    levels = [t.get_text() for t in levels_axes.get_yticklabels()]
+    assert levels == ["unknown", "public", "minimal", "limited", "full"]  # full on top
+    assert [p.get_width() for p in levels_axes.containers[0].patches] == [1, 1, 1, 1, 1]
+    assert levels_axes.get_title() == "access level: 4 of 5 keys checked by sync-key-info"
+    assert (levels_axes.get_xlabel(), levels_axes.get_ylabel()) == ("keys", "access level")
+    assert torn.count(path="/user/battlestats") == 0

@@ -242,7 +242,8 @@ class KeyTable(Table[KeyInfo]):
 
     def plot(self) -> Figure:
         """Draw the keys by state (requested, parked by reason, no access, not decryptable):
-        one bar per state the keys are in.
+        one bar per state the keys are in; and, once sync-key-info has checked keys, a
+        second panel of the keys by access level (full, limited, minimal, public, unknown).
 
         Returns:
             A matplotlib ``Figure``; a notebook shows it, ``savefig`` writes it.

@@ -108,6 +108,7 @@ def test_sync_partial_exit_1_lists_failures(tmp_path: Path, torn: FakeTorn) -> N
             "reason": "decrypt_error",
             "torn_code": None,
             "key_fingerprint": None,
+            "unit_id": "corrupt",  # a per-user run's unit is the user
         },
         {
             "user_id": "dead",
@@ -115,6 +116,7 @@ def test_sync_partial_exit_1_lists_failures(tmp_path: Path, torn: FakeTorn) -> N
             "reason": "key_invalid",
             "torn_code": 2,
             "key_fingerprint": key_fingerprint(make_key(51)),
+            "unit_id": "dead",
         },
     ]
     assert set(rows(db)) == {k.user_id for k in keys[:3]}

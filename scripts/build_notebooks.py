@@ -127,6 +127,16 @@ def explore() -> nbformat.NotebookNode:
             ),
             code("job.history()", "history"),
             new_markdown_cell(
+                "## Pictures\n\n`plot()` draws a table as a matplotlib figure (the notebook extra "
+                "brings matplotlib): the runs over time, synced / failed / skipped / deferred keys "
+                "and each run's duration; the keys by state; and each job's backlog (users not "
+                "attempted within its interval, the oldest attempt's age) over its recent runs. "
+                "`fig.savefig('runs.png')` writes one."
+            ),
+            code("job.history().plot()", "plot_history"),
+            code("job.keys().plot()", "plot_keys"),
+            code("from sentinel_kit import status\n\nstatus(db).plot()", "plot_status"),
+            new_markdown_cell(
                 "## In pandas\n\nEvery table, and a report's failures, as a DataFrame."
             ),
             code("report.to_pandas()", "failures"),
@@ -191,6 +201,7 @@ def debug() -> nbformat.NotebookNode:
             ),
             code("job.health()", "health"),
             code("job.keys()", "parked"),
+            code("job.keys().plot()", "parked_plot"),
             new_markdown_cell(
                 "## Re-run that one user\n\nUn-park the key, then run only that user. A re-run of "
                 "a few users does not count for the job's health."

@@ -224,11 +224,24 @@ class RunRecord:
     #: The skipped keys by why (``{"parked": n, "access": m}``), when known: the daemon
     #: knows it of the run it just made; the run history does not keep it (None).
     skipped_by: Mapping[str, int] | None = None
+    #: Users the run left not attempted within one interval of the schedule (its sync and
+    #: shard); None for dry runs, re-runs of a few users and databases before migration 017.
+    stale_users: int | None = None
+    #: The oldest attempt of any user (of the sync and shard) when the run ended; None as
+    #: for ``stale_users``, or when no user was ever attempted.
+    oldest_attempt_at: datetime | None = None
 
     @property
     def attempted(self) -> int:
         """Keys the run tried: every key but the parked (skipped) and deferred ones."""
         return self.keys_total - self.skipped - self.deferred
+
+    @property
+    def oldest_attempt_age_s(self) -> float | None:
+        """Seconds between the oldest attempt and the run's end (None when either is unknown)."""
+        if self.oldest_attempt_at is None or self.finished_at is None:
+            return None
+        return round((self.finished_at - self.oldest_attempt_at).total_seconds(), 3)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON form of ``sentinel-kit runs --json`` (ISO-8601 times)."""
@@ -250,6 +263,11 @@ class RunRecord:
             "error": self.error,
             "counted": self.counted,
             "skipped_by": dict(self.skipped_by) if self.skipped_by is not None else None,
+            "stale_users": self.stale_users,
+            "oldest_attempt_at": (
+                self.oldest_attempt_at.isoformat() if self.oldest_attempt_at else None
+            ),
+            "oldest_attempt_age_s": self.oldest_attempt_age_s,
         }
 
 

@@ -15,6 +15,7 @@ from ._display import html_table, to_dataframe
 from ._models import ErrorClass, Outcome, Reason, RunStatus
 
 __all__ = [
+    "ABORT_CAUSES",
     "NOT_ASKED",
     "SYNC_JOB_NAME",
     "Change",
@@ -31,6 +32,21 @@ __all__ = [
 
 #: The detail of a key a per-faction run did not ask because another key answered first.
 NOT_ASKED = "not asked"
+
+#: Why an aborted or timed-out run ended, as a bounded metric label: Torn refused every key
+#: (a global error), Torn unreachable, a Torn incident, the database, a wrong
+#: ``ENCRYPTION_KEY``, the deadline, a stop or interrupt, a bug, anything else.
+ABORT_CAUSES = (
+    "torn_global",
+    "torn_unreachable",
+    "incident",
+    "store",
+    "wrong_secret",
+    "timeout",
+    "interrupted",
+    "internal",
+    "other",
+)
 
 #: The built-in user sync's job name (``sync/_builtin.py`` declares it under this name).
 SYNC_JOB_NAME = "sync-users"
@@ -247,6 +263,14 @@ class SyncReport:
     skipped_by: Mapping[str, int] = field(default_factory=dict)
     #: What the counts count: ``user`` or ``faction``.
     unit: str = "user"
+    #: The backlog a whole run left for its sync and shard, recorded in ``sentinel_runs``
+    #: (None for dry runs and re-runs of a few users): users not attempted within one
+    #: interval of the schedule, and the oldest attempt.
+    stale_users: int | None = None
+    oldest_attempt_at: datetime | None = None
+    #: Why an aborted or timed-out run ended: one of :data:`ABORT_CAUSES` (a bounded label
+    #: for metrics; ``error`` is the line for people). None for other runs.
+    cause: str | None = None
 
     def __post_init__(self) -> None:
         # When the keys are known, their count is theirs: the two never disagree. (A report
@@ -511,6 +535,7 @@ def build_report(
     write_calls: int = 0,
     counted: bool = True,
     unit: str = "user",
+    cause: str | None = None,
 ) -> SyncReport:
     """Summarise a run's outcomes into a :class:`SyncReport`.
 
@@ -528,6 +553,7 @@ def build_report(
         write_calls: statements that wrote ``user_data``.
         counted: whether the health rule counts this run.
         unit: what the counts count (``user``, or ``faction`` for a per-faction run).
+        cause: why a forced status ended the run (one of :data:`ABORT_CAUSES`).
 
     Returns:
         The report; failures (and the keys not reached) sorted by (user_id, key_id).
@@ -563,6 +589,7 @@ def build_report(
         not_reached=len(unreached),
         unreached=tuple(unreached),
         unit=unit,
+        cause=cause if status in (RunStatus.ABORTED, RunStatus.TIMEOUT) else None,
     )
 
 

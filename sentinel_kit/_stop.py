@@ -19,9 +19,12 @@ class Stop(asyncio.Event):
     """
 
     reason: str = "stopped"
+    #: The run's abort cause for metrics (one of ``ABORT_CAUSES`` in ``_report.py``).
+    cause: str = "interrupted"
 
-    def stop(self, reason: str) -> None:
-        """Set the event, keeping the first reason given."""
+    def stop(self, reason: str, *, cause: str = "interrupted") -> None:
+        """Set the event, keeping the first reason (and cause) given."""
         if not self.is_set():
             self.reason = reason
+            self.cause = cause
             self.set()

@@ -29,6 +29,7 @@ TOP_LEVEL = {
     "_key_health": PURE,
     "_models": PURE,
     "_plan": PURE,
+    "_plots": PURE,
     "_ratelimit": PURE,
     "_report": PURE,
     "_retry": PURE,

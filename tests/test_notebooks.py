@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import sys
@@ -224,6 +225,21 @@ def test_explore_await_arun_in_the_kernel(explore: dict[str, dict[str, Any]]) ->
     assert (summary["status"], summary["synced"], summary["skipped"]) == ("partial", "5", "1")
 
 
+def shown_png(outputs: dict[str, Any]) -> bytes:
+    """The PNG a cell showed (its figure), decoded."""
+    assert "image/png" in outputs, sorted(outputs)
+    return base64.b64decode(outputs["image/png"])
+
+
+def test_explore_shows_the_plots(explore: dict[str, dict[str, Any]]) -> None:
+    """The history, keys and backlog plots show as pictures in the notebook (no pyplot)."""
+    for tag, axes in (("plot_history", 2), ("plot_keys", 1), ("plot_status", 2)):
+        picture = shown_png(explore[tag])
+        assert picture.startswith(b"\x89PNG\r\n\x1a\n"), tag
+        assert len(picture) > 5_000, tag
+        assert explore[tag]["text/plain"].endswith(f"with {axes} Axes>"), tag
+
+
 def test_explore_ends_on_dataframes(explore: dict[str, dict[str, Any]]) -> None:
     """The notebook ends on DataFrames of the failures and the rows, no error."""
     failures = table(explore["failures"])
@@ -313,6 +329,7 @@ def test_debug_finds_the_exchange_by_fingerprint_and_classifies_it(
     ]
     keys = table(debug["parked"])
     assert {r["user_id"]: r["action"] for r in keys.records()}["demo-dave"] == "parked"
+    assert shown_png(debug["parked_plot"]).startswith(b"\x89PNG\r\n\x1a\n")
 
 
 def test_debug_reruns_one_user(debug: dict[str, dict[str, Any]]) -> None:

@@ -11,6 +11,7 @@ from ..daemon._jobs import load_jobs
 from ..ops import StatusReport, job_statuses
 from ..stores import Store
 from ..sync import SYNC_JOB_NAME
+from ..sync._backlog import counts_users_backlog
 from ..sync._registry import declared_syncs, opt_in_syncs
 from ._options import (
     db_option,
@@ -158,9 +159,10 @@ def status(
     specs = load_jobs(imports)
     mine = shard_from_env(shard)
     # Declared per-user syncs (sync-users aside) count their backlog by their own attempts;
-    # a per-faction sync's units are factions, which the users' backlog does not count.
+    # a per-faction sync's units are factions and sync-key-info's keys, which the users'
+    # backlog does not count (as their runs record none).
     declared = declared_syncs(imports)
-    syncs = [n for n, s in declared.items() if n != SYNC_JOB_NAME and s.per == "user"]
+    syncs = [n for n, s in declared.items() if n != SYNC_JOB_NAME and counts_users_backlog(s)]
     # The ready-made syncs show when a daemon registered them (it runs them) or by --job.
     opt_in = opt_in_syncs(declared)
     names = list(job_names) or [

@@ -24,6 +24,7 @@ from ..ops._health_rule import JobHealth, judge_job, run_is_healthy
 from ..ops._status import RUNS_PER_JOB, job_backlog, job_statuses
 from ..stores import Store, open_store
 from ._clock import Clock
+from ._scheduler import alert_interval
 
 if TYPE_CHECKING:
     from loguru import Logger
@@ -66,6 +67,15 @@ class Observer:
         self.schedules = dict(schedules)
         self.log = log
         self._background: set[asyncio.Task[Any]] = set()
+        for lease in self.schedules:
+            self._observe_interval(lease)
+
+    def _observe_interval(self, lease: str) -> None:
+        """Set the job's ``sentinel_job_interval_seconds`` (a cron schedule's gaps may
+        differ from tick to tick: set again after each)."""
+        plan = self.schedules.get(lease)
+        if self.metrics is not None and plan is not None:
+            self.metrics.set_interval(lease, alert_interval(plan, self.clock.now()))
 
     async def judge(self, store: Store, lease: str, report: SyncReport | None) -> JobHealth:
         """The health rule after a tick; metrics and the alert that a change calls for."""
@@ -90,16 +100,23 @@ class Observer:
                 self.metrics.observe_run(report, healthy=healthy)
                 if report.keys_total:
                     self.metrics.set_parked((await store.load_key_health()).values())
-                await self._observe_backlog(store, lease)
+                await self._observe_backlog(store, lease, report)
+            self._observe_interval(lease)
             self.metrics.observe_health(lease, health.healthy, health.last_run)
         if await record_alert_state(store, health) and self.alerter is not None:
             title, body = alert_message(health, report, holder=self.config.holder)
             self._spawn(self.alerter.send(title, body, failure=not health.healthy))
         return health
 
-    async def _observe_backlog(self, store: Store, lease: str) -> None:
-        """Set the backlog gauges of a sync job after its run (ops._status.job_backlog)."""
+    async def _observe_backlog(self, store: Store, lease: str, report: SyncReport) -> None:
+        """Set the backlog gauges of a sync job after its run: the backlog the run recorded
+        in its history, else ops._status.job_backlog."""
         if self.metrics is None:
+            return
+        if report.stale_users is not None:
+            at = report.oldest_attempt_at
+            age = (report.finished_at - at).total_seconds() if at is not None else None
+            self.metrics.set_backlog_values(lease, report.stale_users, age)
             return
         try:
             backlog = await job_backlog(

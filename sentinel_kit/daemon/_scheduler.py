@@ -27,9 +27,16 @@ if TYPE_CHECKING:
 
     from ._daemon import DaemonConfig
 
-__all__ = ["PERIOD_TICKS", "Scheduler", "Slot", "lease_name", "schedule_period"]
+__all__ = [
+    "PERIOD_TICKS",
+    "Scheduler",
+    "Slot",
+    "alert_interval",
+    "lease_name",
+    "schedule_period",
+]
 
-#: Ticks looked at to find a cron schedule's shortest period.
+#: Ticks looked at to find a cron schedule's shortest (and longest) period.
 PERIOD_TICKS = 48
 
 #: Starts one tick of a job: the daemon's tick, which never raises but CancelledError.
@@ -39,13 +46,25 @@ StartTick = Callable[[JobSpec, datetime], Coroutine[Any, Any, TickResult]]
 def schedule_period(plan: Schedule, now: datetime) -> float:
     """The shortest time between two ticks of ``plan`` after ``now``, in seconds: the most
     a run may take before the next tick is due (``0 9,17 * * *`` gives 8 hours)."""
+    return min(_gaps(plan, now))
+
+
+def alert_interval(plan: Schedule, now: datetime) -> float:
+    """The job's interval for alerts (``sentinel_job_interval_seconds``), in seconds: an
+    interval schedule's own; for cron the gap between its next two ticks when they are
+    evenly spaced, else the longest gap among the next ones (``0 9,17 * * *`` gives 16
+    hours), so "no healthy run within two intervals" never fires between two due runs."""
+    return max(_gaps(plan, now))
+
+
+def _gaps(plan: Schedule, now: datetime) -> list[float]:
     gaps = []
     tick = plan.next_after(now)
     for _ in range(PERIOD_TICKS):
         following = plan.next_after(tick)
         gaps.append((following - tick).total_seconds())
         tick = following
-    return min(gaps)
+    return gaps
 
 
 def lease_name(spec: JobSpec, shard: tuple[int, int] | None) -> str:

@@ -22,11 +22,11 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from .._errors import SentinelError, StoreError
+from .._errors import SentinelError, StoreError, WrongSecret
 from .._models import RunRecord, RunStatus
 from .._report import SyncReport, run_log_fields
 from .._stop import Stop
@@ -205,9 +205,8 @@ class TickRunner:
             done, _ = await asyncio.wait({handler}, timeout=cfg.timeout + cfg.grace + 10)
             if not done:
                 await _cancel(handler)
-                return ctx.report(
-                    RunStatus.TIMEOUT, error=f"the run exceeded {cfg.timeout:g}s"
-                ), None
+                report = ctx.report(RunStatus.TIMEOUT, error=f"the run exceeded {cfg.timeout:g}s")
+                return replace(report, cause="timeout"), None
             return self._outcome(spec, ctx, handler)
         except asyncio.CancelledError:
             # The daemon itself is being cancelled: take the handler down with it.
@@ -218,6 +217,16 @@ class TickRunner:
             await _cancel(heartbeat)
 
     def _outcome(
+        self, spec: JobSpec, ctx: JobContext, handler: asyncio.Task[SyncReport]
+    ) -> tuple[SyncReport, int | None]:
+        report, code = self._ended(spec, ctx, handler)
+        if report.status in (RunStatus.ABORTED, RunStatus.TIMEOUT) and report.cause is None:
+            # A plugin's report, or one made here: a bounded cause for the metrics.
+            exc = None if handler.cancelled() else handler.exception()
+            report = replace(report, cause=_cause_of(report, exc, handler.cancelled()))
+        return report, code
+
+    def _ended(
         self, spec: JobSpec, ctx: JobContext, handler: asyncio.Task[SyncReport]
     ) -> tuple[SyncReport, int | None]:
         if handler.cancelled():
@@ -294,7 +303,7 @@ class TickRunner:
                     fence.lease,
                     fence.token,
                 )
-                stop.stop(f"lease {fence.lease} lost: another replica took over")
+                stop.stop(f"lease {fence.lease} lost: another replica took over", cause="other")
                 return None
             if failures:
                 self.log.info("lease {} renewed after {} failed attempt(s)", fence.lease, failures)
@@ -306,7 +315,8 @@ class TickRunner:
         )
         stop.stop(
             f"lease {fence.lease} expired: the database was unreachable for {ttl:g}s, "
-            "no renewal answered"
+            "no renewal answered",
+            cause="store",
         )
         return None
 
@@ -323,6 +333,22 @@ async def _cancel(task: asyncio.Task[Any]) -> None:
     await asyncio.wait({task})
     if not task.cancelled():
         task.exception()  # retrieved: it ended with an error while being cancelled
+
+
+def _cause_of(report: SyncReport, exc: BaseException | None, cancelled: bool) -> str:
+    """The abort cause of a run whose report names none (from how it ended, never from
+    its free text)."""
+    if report.status is RunStatus.TIMEOUT:
+        return "timeout"
+    if cancelled:
+        return "interrupted"
+    if isinstance(exc, WrongSecret):
+        return "wrong_secret"
+    if isinstance(exc, StoreError):
+        return "store"
+    if exc is not None and not isinstance(exc, SentinelError):
+        return "internal"
+    return "other"
 
 
 def _one_line(exc: BaseException) -> str:

@@ -28,6 +28,8 @@ from loguru import logger
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
 from .._errors import ConfigError
+from .._models import RunStatus
+from .._report import ABORT_CAUSES
 from .._secrets import redact_secrets
 
 if TYPE_CHECKING:
@@ -38,7 +40,7 @@ if TYPE_CHECKING:
     from .._report import SyncReport
     from ._status import Backlog
 
-__all__ = ["KEY_OUTCOMES", "Healthz", "Metrics", "MetricsServer"]
+__all__ = ["KEY_OUTCOMES", "Healthz", "Metrics", "MetricsServer", "abort_cause"]
 
 #: ``sentinel_keys_total{outcome}``: where each key of a run ended.
 KEY_OUTCOMES = ("synced", "failed", "skipped", "deferred")
@@ -120,6 +122,21 @@ class Metrics:
             ["job"],
             registry=r,
         )
+        self.job_interval = Gauge(
+            "sentinel_job_interval_seconds",
+            "The job's schedule period: its interval, or a cron schedule's gap between ticks "
+            "(the longest of the next ones when they differ).",
+            ["job"],
+            registry=r,
+        )
+        self.runs_aborted = Counter(
+            "sentinel_runs_aborted",
+            "Runs that ended aborted or timeout, by job and cause (torn_global, "
+            "torn_unreachable, incident, store, wrong_secret, timeout, interrupted, internal, "
+            "other).",
+            ["job", "cause"],
+            registry=r,
+        )
         self.oldest_attempt_age = Gauge(
             "sentinel_oldest_attempt_age_seconds",
             "Age of the oldest last attempt among the job's users, after its latest run.",
@@ -128,9 +145,12 @@ class Metrics:
         )
 
     def observe_run(self, report: SyncReport, *, healthy: bool) -> None:
-        """Count a finished run: its status, its keys by outcome, its failure reasons."""
+        """Count a finished run: its status (and an aborted run's cause), its keys by
+        outcome, its failure reasons."""
         job = report.job
         self.runs.labels(job, report.status.value).inc()
+        if report.status in (RunStatus.ABORTED, RunStatus.TIMEOUT):
+            self.runs_aborted.labels(job, abort_cause(report)).inc()
         counts = dict(
             zip(
                 KEY_OUTCOMES,
@@ -152,6 +172,14 @@ class Metrics:
         if healthy and last_run is not None and last_run.finished_at is not None:
             self._set_last_success(job, last_run.finished_at.timestamp())
 
+    def set_interval(self, job: str, seconds: float) -> None:
+        """Set the job's schedule period, and count its aborted runs from zero by every
+        cause (a series that exists before its first increase is what ``increase()`` and
+        alerts need)."""
+        self.job_interval.labels(job).set(seconds)
+        for cause in ABORT_CAUSES:
+            self.runs_aborted.labels(job, cause)
+
     def _set_last_success(self, job: str, stamp: float) -> None:
         # Never move it back: a run this process counted may be newer than the history read.
         latest = max(self._last_success.get(job, 0.0), stamp)
@@ -159,13 +187,15 @@ class Metrics:
         self.last_success.labels(job).set(latest)
 
     def set_backlog(self, job: str, backlog: Backlog | None) -> None:
-        """Set the backlog gauges of a sync job (nothing for other jobs). While no user was
-        ever attempted the age is NaN, Prometheus' "no value": 0 would read as "all fresh"."""
-        if backlog is None:
-            return
-        self.stale_users.labels(job).set(backlog.stale_users)
-        age = backlog.oldest_attempt_age_s
-        self.oldest_attempt_age.labels(job).set(math.nan if age is None else age)
+        """Set the backlog gauges of a sync job (nothing for other jobs)."""
+        if backlog is not None:
+            self.set_backlog_values(job, backlog.stale_users, backlog.oldest_attempt_age_s)
+
+    def set_backlog_values(self, job: str, stale_users: int, age_s: float | None) -> None:
+        """Set the backlog gauges. While no user was ever attempted the age is NaN,
+        Prometheus' "no value": 0 would read as "all fresh"."""
+        self.stale_users.labels(job).set(stale_users)
+        self.oldest_attempt_age.labels(job).set(math.nan if age_s is None else age_s)
 
     def torn_request(self, outcome: str) -> None:
         """Count one Torn request (the :class:`~sentinel_kit._client.TornClient` hook)."""
@@ -186,6 +216,14 @@ class Metrics:
         from prometheus_client import generate_latest
 
         return generate_latest(self.registry)
+
+
+def abort_cause(report: SyncReport) -> str:
+    """The bounded cause of an aborted or timed-out run: the report's own, else from its
+    status (never from its free text)."""
+    if report.cause in ABORT_CAUSES:
+        return report.cause
+    return "timeout" if report.status is RunStatus.TIMEOUT else "other"
 
 
 class _ThreadingServer(ThreadingMixIn, WSGIServer):

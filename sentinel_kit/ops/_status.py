@@ -16,20 +16,24 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._blocking import run_blocking
 from .._display import html_table, to_dataframe
 from .._errors import SchemaMissing
 from .._key_health import STRIKES_TO_PARK, HealthState, KeyHealth, KeyRecord
 from .._models import JobState, RunRecord
+from .._plots import BacklogPoint, backlog_figure, run_backlog
 from .._schedule import Schedule, parse_schedule_spec
 from .._secrets import Secret
 from ..stores import KeyStore, Store, open_store
 from ..stores._protocols import AttemptStats
 from ._health_rule import DEFAULT_MIN_SYNCED, JobHealth, check_min_synced, judge_job
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = [
     "DEFAULT_BACKLOG_INTERVAL",
@@ -218,6 +222,8 @@ class JobStatus:
             sync-users and its shards).
         no_success_parked: keys parked after three runs with no success anywhere (see
             ``keys health``), with the latest such reason; None for other jobs.
+        recent_runs: the job's recent runs, newest first (what :meth:`StatusReport.plot`
+            draws the backlog over).
     """
 
     job: str
@@ -230,6 +236,7 @@ class JobStatus:
     schedule: str | None
     backlog: Backlog | None = None
     no_success_parked: tuple[int, str] | None = None
+    recent_runs: tuple[RunRecord, ...] = field(default=(), repr=False)
 
     @property
     def stale_users(self) -> int | None:
@@ -373,6 +380,31 @@ class StatusReport:
         """The jobs as a pandas DataFrame (needs the ``pandas`` extra)."""
         return to_dataframe([dict(zip(_COLUMNS, j._row(), strict=True)) for j in self], _COLUMNS)
 
+    def plot(self) -> Figure:
+        """Draw each job's backlog (stale users, the oldest attempt's age) over its recent
+        runs, as each run recorded it, and now.
+
+        Returns:
+            A matplotlib ``Figure``; a notebook shows it, ``savefig`` writes it.
+
+        Raises:
+            ConfigError: matplotlib is not installed (``pip install 'sentinel-kit[notebook]'``).
+        """
+        points: list[BacklogPoint] = []
+        for job in self.jobs:
+            points += run_backlog(job.recent_runs)
+            if job.backlog is not None:
+                points.append(
+                    BacklogPoint(
+                        job.job,
+                        self.checked_at,
+                        job.backlog.stale_users,
+                        job.backlog.oldest_attempt_age_s,
+                    )
+                )
+        drawn = {p.job for p in points}
+        return backlog_figure(points, others=[j.job for j in self.jobs if j.job not in drawn])
+
 
 #: The widest a cell of the status table gets.
 MAX_CELL = 100
@@ -457,6 +489,7 @@ async def job_statuses(
                 schedule=state.schedule if state else None,
                 backlog=behind,
                 no_success_parked=struck,
+                recent_runs=tuple(runs),
             )
         )
     return StatusReport(tuple(found), moment, min_synced)

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ._protocols import CiphertextChange
 
 __all__ = [
+    "BACKLOG_COLUMNS",
     "HEALTH_COLUMNS",
     "JOB_COLUMNS",
     "KEY_COLUMNS",
@@ -29,6 +30,7 @@ __all__ = [
     "RECORD_COLUMNS",
     "RUN_COLUMNS",
     "USER_COLUMNS",
+    "backlog_row",
     "ciphertext_change_row",
     "health_row",
     "iso",
@@ -70,6 +72,9 @@ RUN_COLUMNS = (
     "deferred",
     "counted",
 )
+#: The backlog a run left (migration 017): written when the run measured it, read when the
+#: table has the columns.
+BACKLOG_COLUMNS = ("stale_users", "oldest_attempt_at")
 HEALTH_COLUMNS = (
     "key_id",
     "user_id",
@@ -210,6 +215,8 @@ def run_record(row: Mapping[str, Any]) -> RunRecord:
         error=row.get("error"),
         deferred=int(row.get("deferred") or 0),
         counted=True if counted is None else bool(counted),
+        stale_users=int(row["stale_users"]) if row.get("stale_users") is not None else None,
+        oldest_attempt_at=parse_time(row.get("oldest_attempt_at")),
     )
 
 
@@ -240,6 +247,14 @@ def run_row(
         "deferred": report.deferred,
         "counted": report.counted,
     }
+
+
+def backlog_row(report: SyncReport) -> dict[str, Any]:
+    """The backlog columns of a run's row: empty when the run measured no backlog (so a
+    database before migration 017 is written as before)."""
+    if report.stale_users is None:
+        return {}
+    return {"stale_users": report.stale_users, "oldest_attempt_at": report.oldest_attempt_at}
 
 
 def key_health(row: Mapping[str, Any]) -> KeyHealth:

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from .._errors import StaleFence
+from loguru import logger
+
+from .._errors import ConnectionLost, SchemaMissing, StaleFence, StoreError
 from .._models import JobState, LeaseInfo, RunRecord
 from ._protocols import Fence, abandon_note
-from ._rows import JOB_COLUMNS, RUN_COLUMNS, job_state, parse_time, run_record, run_row
+from ._rows import (
+    BACKLOG_COLUMNS,
+    JOB_COLUMNS,
+    RUN_COLUMNS,
+    backlog_row,
+    job_state,
+    parse_time,
+    run_record,
+    run_row,
+)
 from ._sql_core import Session, SQLCore, _columns, _marks
 
 if TYPE_CHECKING:
@@ -49,30 +60,66 @@ class SQLRuns(SQLCore):
         holder: str | None = None,
         fence: int | None = None,
     ) -> None:
-        """Insert or complete (by run_id) a run's row in ``sentinel_runs``."""
+        """Insert or complete (by run_id) a run's row in ``sentinel_runs``, with the backlog
+        it left when the run measured one and the table has its columns (migration 017)."""
         row = run_row(report, scheduled_for=scheduled_for, holder=holder, fence=fence)
+        backlog = backlog_row(report)
+        if backlog:
+            try:
+                await self._record_row({**row, **backlog}, (*RUN_COLUMNS, *BACKLOG_COLUMNS))
+            except StoreError as exc:
+                if not await self._lacks_backlog():
+                    raise
+                logger.warning(
+                    "sentinel_runs has no backlog columns ({}): the run is recorded without "
+                    "its backlog; run `sentinel-kit migrate`",
+                    exc,
+                )
+            else:
+                return
+        await self._record_row(row, RUN_COLUMNS)
+
+    async def _record_row(self, row: dict[str, Any], columns: Sequence[str]) -> None:
         kept = ("run_id", "job", "scheduled_for", "holder", "fence", "started_at")
-        updates = ", ".join(f"{c} = excluded.{c}" for c in RUN_COLUMNS if c not in kept)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in kept)
         await self._execute(
             "recording the run",
-            f"INSERT INTO sentinel_runs ({_columns(RUN_COLUMNS)}) "  # noqa: S608 (fixed names)
-            f"VALUES ({_marks(len(RUN_COLUMNS))}) ON CONFLICT (run_id) DO UPDATE SET {updates}",
-            self._values(row, RUN_COLUMNS),
+            f"INSERT INTO sentinel_runs ({_columns(columns)}) "  # noqa: S608 (fixed names)
+            f"VALUES ({_marks(len(columns))}) ON CONFLICT (run_id) DO UPDATE SET {updates}",
+            self._values(row, columns),
         )
 
+    async def _lacks_backlog(self) -> bool:
+        """Whether ``sentinel_runs`` lacks the backlog columns (a database before 017)."""
+        try:
+            await self._fetch(
+                "reading sentinel_runs",
+                f"SELECT {_columns(BACKLOG_COLUMNS)} FROM sentinel_runs LIMIT 0",  # noqa: S608
+            )
+        except (SchemaMissing, ConnectionLost):
+            raise
+        except StoreError:
+            return True
+        return False
+
     async def list_runs(self, *, job: str | None = None, limit: int = 20) -> list[RunRecord]:
-        """Return recent runs, newest first."""
+        """Return recent runs, newest first (with their backlog from migration 017 on)."""
+        try:
+            return await self._runs((*RUN_COLUMNS, *BACKLOG_COLUMNS), job, limit)
+        except StoreError:
+            if not await self._lacks_backlog():
+                raise
+        return await self._runs(RUN_COLUMNS, job, limit)
+
+    async def _runs(self, columns: Sequence[str], job: str | None, limit: int) -> list[RunRecord]:
         where, params = ("WHERE job = ?", [job, limit]) if job else ("", [limit])
         rows = await self._fetch(
             "reading sentinel_runs",
-            f"SELECT {self._run_select()} FROM sentinel_runs {where} "  # noqa: S608 (fixed text)
+            f"SELECT {_columns(columns)} FROM sentinel_runs {where} "  # noqa: S608 (fixed text)
             "ORDER BY started_at DESC LIMIT ?",
             params,
         )
-        return [run_record(dict(zip(RUN_COLUMNS, r, strict=True))) for r in rows]
-
-    def _run_select(self) -> str:
-        return _columns(RUN_COLUMNS)
+        return [run_record(dict(zip(columns, r, strict=True))) for r in rows]
 
     async def abandon_runs(self, job: str, *, fence: int, holder: str) -> int:
         """Mark older tenures' ``running`` rows of ``job`` as ``abandoned``."""

@@ -7,12 +7,23 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from loguru import logger
 from postgrest.types import ReturnMethod
 
+from .._errors import ConnectionLost, SchemaMissing, StoreError
 from .._models import JobState, LeaseInfo, RunRecord
 from ._dataapi import RequestFailed
 from ._protocols import Fence, abandon_note
-from ._rows import JOB_COLUMNS, RUN_COLUMNS, job_state, parse_time, run_record, run_row
+from ._rows import (
+    BACKLOG_COLUMNS,
+    JOB_COLUMNS,
+    RUN_COLUMNS,
+    backlog_row,
+    job_state,
+    parse_time,
+    run_record,
+    run_row,
+)
 from ._supabase_core import SUPABASE_MAX_ROWS, SupabaseCore, _json
 
 if TYPE_CHECKING:
@@ -65,17 +76,63 @@ class SupabaseRuns(SupabaseCore):
         holder: str | None = None,
         fence: int | None = None,
     ) -> None:
-        """Insert or complete (by run_id) a run's row in ``sentinel_runs``."""
-        row = _json(run_row(report, scheduled_for=scheduled_for, holder=holder, fence=fence))
+        """Insert or complete (by run_id) a run's row in ``sentinel_runs``, with the backlog
+        it left when the run measured one and the table has its columns (migration 017)."""
+        row = run_row(report, scheduled_for=scheduled_for, holder=holder, fence=fence)
+        backlog = backlog_row(report)
+        if backlog:
+            try:
+                await self._record_row({**row, **backlog})
+            except StoreError as exc:
+                if not await self._lacks_backlog():
+                    raise
+                logger.warning(
+                    "sentinel_runs has no backlog columns ({}): the run is recorded without "
+                    "its backlog; paste `sentinel-kit migrate --print` into the SQL editor",
+                    exc,
+                )
+            else:
+                return
+        await self._record_row(row)
+
+    async def _record_row(self, row: dict[str, Any]) -> None:
         await self._call(
-            "recording the run", partial(self._upsert, "sentinel_runs", row, "run_id"), retry=True
+            "recording the run",
+            partial(self._upsert, "sentinel_runs", _json(row), "run_id"),
+            retry=True,
         )
 
-    async def list_runs(self, *, job: str | None = None, limit: int = 20) -> list[RunRecord]:
-        """Return recent runs, newest first."""
+    async def _lacks_backlog(self) -> bool:
+        """Whether ``sentinel_runs`` lacks the backlog columns (a database before 017)."""
+        try:
+            await self._call(
+                "reading sentinel_runs",
+                lambda: (
+                    self.client.table("sentinel_runs")
+                    .select(",".join(BACKLOG_COLUMNS))
+                    .limit(0)
+                    .execute()
+                ),
+                retry=True,
+            )
+        except (SchemaMissing, ConnectionLost):
+            raise
+        except StoreError:
+            return True
+        return False
 
+    async def list_runs(self, *, job: str | None = None, limit: int = 20) -> list[RunRecord]:
+        """Return recent runs, newest first (with their backlog from migration 017 on)."""
+        try:
+            return await self._runs((*RUN_COLUMNS, *BACKLOG_COLUMNS), job, limit)
+        except StoreError:
+            if not await self._lacks_backlog():
+                raise
+        return await self._runs(RUN_COLUMNS, job, limit)
+
+    async def _runs(self, columns: Sequence[str], job: str | None, limit: int) -> list[RunRecord]:
         def query() -> Any:
-            builder = self.client.table("sentinel_runs").select(",".join(RUN_COLUMNS))
+            builder = self.client.table("sentinel_runs").select(",".join(columns))
             if job:
                 builder = builder.eq("job", job)
             return (

@@ -18,12 +18,13 @@ from .._crypto import KeyCipher
 from .._errors import ConfigError, SentinelError, WrongSecret, describe_unexpected
 from .._incident import IncidentGuard
 from .._key_health import HealthPolicy
-from .._models import KeyInfo, RunStatus
+from .._models import KeyInfo, Reason, RunStatus
 from .._replay import torn_transport
 from .._report import SYNC_JOB_NAME, SyncReport, build_report, run_log_fields
 from .._secrets import Secret
 from ..stores import Fence, Store, open_store
 from ..stores._sql import SQLStore
+from ._backlog import counts_users_backlog, with_backlog
 from ._builtin import SYNC_USERS
 from ._limits import RowLimits, row_limits
 from ._options import RunOptions, Shortcuts, TornOptions, apply_shortcuts
@@ -260,9 +261,9 @@ class SyncJob(Reader):
             finally:
                 if pipeline.bar is not None:
                     pipeline.bar.close()
-            status, error = _ending(pipeline, cut, self.options.timeout, stop)
+            status, error, cause = _ending(pipeline, cut, self.options.timeout, stop)
             if internal is not None:
-                status, error = RunStatus.ABORTED, internal
+                status, error, cause = RunStatus.ABORTED, internal, "internal"
             report = build_report(
                 pipeline.tally,
                 run_id=run_id,
@@ -278,7 +279,22 @@ class SyncJob(Reader):
                 # Only whole-job runs speak for the job's health.
                 counted=users is None and cut is not Cut.INTERRUPTED,
                 unit=self.sync.per,
+                cause=cause,
             )
+            if (
+                not dry_run
+                and users is None
+                and pipeline.store_error is None
+                and counts_users_backlog(self.sync)
+            ):
+                report = await with_backlog(
+                    store,
+                    report,
+                    attempts=pipeline.sink.attempts,
+                    shard=self.options.shard,
+                    declared=self.sync.schedule,
+                    now=report.finished_at,
+                )
             self.last_report = report
             if dry_run:
                 self.dry_rows = [dict(r) for r in pipeline.dry_rows if isinstance(r, Mapping)]
@@ -422,21 +438,25 @@ def _internal_cause(exc: BaseException) -> str:
 
 def _ending(
     pipeline: Pipeline, cut: Cut | None, timeout: float | None, stop: Stop | None
-) -> tuple[RunStatus | None, str | None]:
-    """How a run ended: a forced status and its one-line cause, or (None, None) for
-    ok/partial by the failures."""
+) -> tuple[RunStatus | None, str | None, str | None]:
+    """How a run ended: a forced status, its one-line cause and its bounded cause (one of
+    ``ABORT_CAUSES``), or (None, None, None) for ok/partial by the failures."""
     if pipeline.wrong_secret is not None:
-        return RunStatus.ABORTED, pipeline.wrong_secret
+        return RunStatus.ABORTED, pipeline.wrong_secret, "wrong_secret"
     if pipeline.store_error is not None:
-        return RunStatus.ABORTED, f"store failed: {pipeline.store_error}"
+        return RunStatus.ABORTED, f"store failed: {pipeline.store_error}", "store"
     if cut is Cut.INTERRUPTED:
-        return RunStatus.ABORTED, "interrupted"
+        return RunStatus.ABORTED, "interrupted", "interrupted"
     if cut is Cut.TIMEOUT:
-        return RunStatus.TIMEOUT, f"the run exceeded its timeout of {timeout:g}s"
+        return RunStatus.TIMEOUT, f"the run exceeded its timeout of {timeout:g}s", "timeout"
     if cut is Cut.STOPPED:
-        return RunStatus.ABORTED, stop.reason if stop is not None else "stopped"
+        if stop is None:
+            return RunStatus.ABORTED, "stopped", "interrupted"
+        return RunStatus.ABORTED, stop.reason, stop.cause
     if pipeline.guard is not None and pipeline.guard.tripped:
-        return RunStatus.ABORTED, pipeline.guard.message
-    if pipeline.torn.halted is not None:
-        return RunStatus.ABORTED, f"{pipeline.torn.halted}: stopped sending requests"
-    return None, None
+        return RunStatus.ABORTED, pipeline.guard.message, "incident"
+    halted = pipeline.torn.halted
+    if halted is not None:
+        cause = "torn_unreachable" if halted.reason is Reason.NETWORK else "torn_global"
+        return RunStatus.ABORTED, f"{halted}: stopped sending requests", cause
+    return None, None, None

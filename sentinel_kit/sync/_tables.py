@@ -9,7 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 from .. import _models
 from .._crypto import KeyCipher
@@ -237,6 +240,21 @@ class KeyTable(Table[KeyInfo]):
         "checked_at",
     )
 
+    def plot(self) -> Figure:
+        """Draw the keys by state (requested, parked by reason, no access, not decryptable):
+        one bar per state the keys are in; and, once sync-key-info has checked keys, a
+        second panel of the keys by access level (full, limited, minimal, public, unknown).
+
+        Returns:
+            A matplotlib ``Figure``; a notebook shows it, ``savefig`` writes it.
+
+        Raises:
+            ConfigError: matplotlib is not installed (``pip install 'sentinel-kit[notebook]'``).
+        """
+        from .._plots import keys_figure
+
+        return keys_figure(self.records(), caption=self.caption)
+
 
 class HealthTable(Table[KeyHealth]):
     """Rows of key health: keys Torn called dead, suspended or throttled."""
@@ -276,6 +294,20 @@ class RunHistory(Table[RunRecord]):
         )
         values = {c: getattr(item, c) for c in self.columns if c != "duration_s"}
         return {**values, "duration_s": duration}
+
+    def plot(self) -> Figure:
+        """Draw the runs over time, oldest first: synced, failed, skipped and deferred keys
+        as stacked bars, the duration as a line on a second axis; one panel per job.
+
+        Returns:
+            A matplotlib ``Figure``; a notebook shows it, ``savefig`` writes it.
+
+        Raises:
+            ConfigError: matplotlib is not installed (``pip install 'sentinel-kit[notebook]'``).
+        """
+        from .._plots import history_figure
+
+        return history_figure(self.records(), caption=self.caption)
 
 
 class DeclaredRows(Table[dict[str, Any]]):

@@ -181,4 +181,6 @@ def record_of(report: SyncReport) -> RunRecord:
         error=report.error,
         deferred=report.deferred,
         counted=report.counted,
+        stale_users=report.stale_users,
+        oldest_attempt_at=report.oldest_attempt_at,
     )

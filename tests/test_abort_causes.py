@@ -3,6 +3,7 @@ schedule period."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sentinel_kit import RetryPolicy, RunStatus, SyncJob, WrongSecret
 from sentinel_kit._report import ABORT_CAUSES, SyncReport
 from sentinel_kit._schedule import CronSchedule, IntervalSchedule
+from sentinel_kit._stop import Stop
 from sentinel_kit.daemon._scheduler import alert_interval
 from sentinel_kit.ops._metrics import Metrics
 from sentinel_kit.testing import FakeTorn
@@ -118,3 +120,19 @@ def test_the_interval_for_alerts_is_the_schedule_period() -> None:
     metrics = Metrics()
     metrics.set_interval("sync-users:1/3", 3600)
     assert samples(metrics)[("sentinel_job_interval_seconds", (("job", "sync-users:1/3"),))] == 3600
+
+
+def test_a_stopped_run_keeps_the_cause_its_stopper_gave(tmp_path: Path) -> None:
+    """The daemon stops a run with a cause (a lost lease: other; an expired lease: store; a
+    signal: interrupted, the default): the run's report carries it."""
+    db = seed_sqlite(tmp_path / "s.db", simple_keys(3))
+    with FakeTorn() as torn:
+        for cause in ("other", "store", None):
+            stop = Stop()
+            if cause is None:
+                stop.stop("stopped by SIGTERM after the grace period")
+            else:
+                stop.stop(f"stopped: {cause}", cause=cause)
+            report = asyncio.run(job_on(db, torn.url).arun(stop=stop))
+            assert (report.status, report.cause) == (RunStatus.ABORTED, cause or "interrupted")
+            assert report.error == stop.reason

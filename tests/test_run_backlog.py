@@ -84,6 +84,8 @@ def test_a_whole_run_records_the_backlog_it_left(db: str, torn: FakeTorn) -> Non
     age = whole.oldest_attempt_age_s
     assert age is not None
     assert 0 <= age <= (report.finished_at - before).total_seconds()
+    shown_row = history.record(whole)  # the notebook table's columns
+    assert (shown_row["stale_users"], shown_row["oldest_attempt_age_s"]) == (0, age)
 
     shown = run_cli(["runs", "--db", db, "--json"], env={"ENCRYPTION_KEY": SECRET})
     assert shown.returncode == 0, shown.stderr

@@ -189,4 +189,6 @@ def record_of(report: SyncReport) -> RunRecord:
         deferred=report.deferred,
         counted=report.counted,
         skipped_by=dict(report.skipped_by),
+        stale_users=report.stale_users,
+        oldest_attempt_at=report.oldest_attempt_at,
     )

@@ -280,6 +280,8 @@ class RunHistory(Table[RunRecord]):
         "deferred",
         "written",
         "counted",
+        "stale_users",
+        "oldest_attempt_age_s",
         "error",
         "scheduled_for",
         "holder",

@@ -133,7 +133,7 @@ def test_keys_say_what_the_next_run_does_with_each(job: SyncJob) -> None:
     assert "not a hex string" not in (broken.decrypt_error or "")
     assert "does not authenticate" in (broken.decrypt_error or "")
     assert keys.caption == (
-        "5 keys: 3 to request, 1 parked, 1 not decryptable; access known for 0 (sync-key-info)"
+        "5 keys: 3 to request, 1 parked, 1 not decryptable"
     )
 
 

@@ -372,3 +372,44 @@ def test_the_cli_knows_sync_key_info_and_the_daemon_runs_it_only_by_name(
     assert jobs == ["sync-key-info", "sync-key-info", "sync-users"]
     assert torn.per_path["/key/info"] == 2  # every key still fresh: nothing asked
     assert "sync-key-info" in run_cli(status, env=env).stdout
+
+
+def test_unreachable_torn_and_an_undecodable_body_name_the_path_asked(
+    tmp_path: Path, torn: FakeTorn, logs: list[str]
+) -> None:
+    """sync-key-info asks /key/info: "Torn unreachable" and the undecodable-body DEBUG line
+    name that endpoint (no query, no key), not sync-users' /user/basic."""
+    import socket
+
+    from sentinel_kit.testing import false_gzip
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    store = SentinelStore(f"sqlite:///{tmp_path / 'unreachable.db'}")
+    store.migrate()
+    keys = [
+        SeedKey(str(uuid.UUID(int=0xB0 + n)), f"u{n}", f"UnreachKey{n:06d}", T0) for n in range(6)
+    ]
+    store.seed(keys)
+    closed = f"http://127.0.0.1:{port}/v2"
+    report = SyncJob(
+        db=store.url,
+        secret=store.secret,
+        torn_url=closed,
+        sync=SYNC_KEY_INFO,
+        policy=RetryPolicy.no_wait(),
+        max_rpm=0,
+    ).run()
+    assert report.status is RunStatus.ABORTED
+    assert report.error is not None
+    assert "Torn unreachable: " in report.error
+    assert f"{closed}/key/info " in report.error
+    assert "/user/basic" not in report.error
+
+    torn.always(keys[0].plaintext, false_gzip())
+    job_of(store, torn).run()
+    undecodable = [line for line in logs if "undecodable body" in line]
+    assert undecodable
+    assert all(f"GET {torn.url}/key/info key=" in line for line in undecodable)
+    assert not any(k.plaintext in "\n".join(logs) for k in keys)

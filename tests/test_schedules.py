@@ -216,3 +216,23 @@ def test_a_ready_made_sync_takes_its_schedule_from_the_env(
     assert "sync-key-info (every 600s (epoch-aligned))" in result.stderr
     assert "sync-users (cron '0 * * * *' (UTC))" in result.stderr
     assert registered(lite)["sync-key-info"] == "interval:600"
+
+
+def test_an_env_schedule_for_a_job_not_run_is_ignored_in_one_debug_line(
+    lite: SentinelStore, torn: FakeTorn
+) -> None:
+    """SENTINEL_SCHEDULE_<JOB> for a job this daemon does not run is ignored (the
+    environment may be shared by replicas running other jobs), unlike the flag: exit 0, one
+    DEBUG line naming the variable and the job; nothing at INFO."""
+    env = {"SENTINEL_SCHEDULE_SYNC_BATTLESTATS": "0 */12 * * *"}
+    quiet = daemon_once(lite, torn, env=env)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "SENTINEL_SCHEDULE_SYNC_BATTLESTATS" not in quiet.stderr
+    said = daemon_once(lite, torn, "--log-level", "DEBUG", env=env)
+    assert said.returncode == 0, said.stderr
+    lines = [
+        line for line in said.stderr.splitlines() if "SENTINEL_SCHEDULE_SYNC_BATTLESTATS" in line
+    ]
+    assert len(lines) == 1, said.stderr
+    assert "sync-battlestats" in lines[0]
+    assert "which this daemon does not run: ignored" in lines[0]

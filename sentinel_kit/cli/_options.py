@@ -487,5 +487,5 @@ def job_schedules(
             f"{source} names unknown job {job}: known jobs are {', '.join(sorted(known))} "
             "(add --import MODULE for your own)"
         )
-    from_env = {job: source for job, source in sources.items() if job not in flags}
-    return JobSchedules({**base, **per_job, **flags}, frozenset(named), from_env)
+    env_sources = {job: source for job, source in sources.items() if job not in flags}
+    return JobSchedules({**base, **per_job, **flags}, frozenset(named), env_sources)

@@ -413,3 +413,36 @@ def test_unreachable_torn_and_an_undecodable_body_name_the_path_asked(
     assert undecodable
     assert all(f"GET {torn.url}/key/info key=" in line for line in undecodable)
     assert not any(k.plaintext in "\n".join(logs) for k in keys)
+
+
+def test_its_report_counts_keys_and_an_empty_recording_says_so(
+    tmp_path: Path, torn: FakeTorn
+) -> None:
+    """sync-key-info's report says `"unit": "key"` (it asks every key, not one per user);
+    `--record` of a run that sent nothing says so in one line and writes no cassette."""
+    import json
+
+    from .conftest import SECRET, run_cli, sync_args
+
+    path = tmp_path / "record.db"
+    env = {"ENCRYPTION_KEY": SECRET}
+    assert run_cli(["migrate", "--db", f"sqlite:///{path}"], env=env).returncode == 0
+    SentinelStore(f"sqlite:///{path}", secret=SECRET).seed(2)
+    first_cassette, second_cassette = tmp_path / "first.yaml", tmp_path / "second.yaml"
+    first = run_cli(
+        sync_args(path, torn, "--job", "sync-key-info", "--record", str(first_cassette)), env=env
+    )
+    assert first.returncode == 0, first.stderr
+    report = json.loads(first.stdout)
+    assert (report["unit"], report["keys_total"], report["synced"]) == ("key", 2, 2)
+    assert first_cassette.exists()
+    assert "no cassette written" not in first.stderr
+
+    second = run_cli(
+        sync_args(path, torn, "--job", "sync-key-info", "--record", str(second_cassette)), env=env
+    )
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout)["keys_total"] == 0  # every key fresh: nothing asked
+    said = [line for line in second.stderr.splitlines() if "no cassette written" in line]
+    assert said == ["nothing was sent to Torn: no cassette written"]
+    assert not second_cassette.exists()

@@ -503,6 +503,12 @@ class TornSync:
         return self._builtin and self.table.name == KEY_INFO_TABLE
 
     @property
+    def report_unit(self) -> str:
+        """What a run's counts count: ``user``, ``faction`` (``per="faction"``) or ``key``
+        (sync-key-info, which asks every key, not one per user)."""
+        return "key" if self.key_info_rules else self.per
+
+    @property
     def migrated_table(self) -> bool:
         """Whether the table is made by sentinel-kit's migrations (``user_data`` of the
         seed schema, ``sentinel_key_info``), not by a declaration's ``columns`` nor by the

@@ -228,7 +228,9 @@ def key_state(record: Mapping[str, Any]) -> str:
     return STATE_NAMES.get(action, action.replace("_", " "))
 
 
-def keys_figure(records: Sequence[Mapping[str, Any]], *, caption: str = "") -> Figure:
+def keys_figure(
+    records: Sequence[Mapping[str, Any]], *, caption: str = "", sync: str = ""
+) -> Figure:
     """The keys by state, one bar each: the states are the data's (a state no key is in is
     not drawn), parked keys by why they are parked. When sync-key-info has checked keys
     (their ``access`` is known), a second panel counts the keys by access level.
@@ -236,6 +238,7 @@ def keys_figure(records: Sequence[Mapping[str, Any]], *, caption: str = "") -> F
     Args:
         records: keys as records (``KeyTable.records()``).
         caption: what the table holds, said under the title.
+        sync: the sync whose next run the states are of, named in the title.
 
     Returns:
         The figure.
@@ -269,7 +272,7 @@ def keys_figure(records: Sequence[Mapping[str, Any]], *, caption: str = "") -> F
     rows = max(len(states), len(levels) if checked else 0)
     figure, panels = _figure(2 if checked else 1, height=max(2.5, 0.5 * rows + 1.5))
     axes = panels[0]
-    figure.suptitle("Keys by state", fontweight="bold")
+    figure.suptitle(f"Keys by state: {sync}" if sync else "Keys by state", fontweight="bold")
     axes.set_title(caption or f"{len(records)} keys", fontsize="small")
     axes.set_xlabel("keys")
     axes.set_ylabel("what the next run does")

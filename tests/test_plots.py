@@ -197,7 +197,7 @@ def test_keys_plot_counts_keys_by_state(demo: tuple[str, SyncJob], tmp_path: Pat
     assert counts == {"not decryptable": 1, "parked: dead": 1, "requested": 5}
     assert states[-1] == "requested"  # drawn on top
     assert [a.action for a in keys].count("request") == counts["requested"]
-    assert figure.get_suptitle() == "Keys by state"
+    assert figure.get_suptitle() == "Keys by state: sync-users"
     assert axes.get_title() == keys.caption
     assert (axes.get_xlabel(), axes.get_ylabel()) == ("keys", "what the next run does")
 
@@ -236,6 +236,7 @@ def test_plots_work_for_a_declared_sync_and_show_no_access(tmp_path: Path, torn:
     axes = figure.axes[0]
     states = [t.get_text() for t in axes.get_yticklabels()]
     assert states == ["no access", "requested"]
+    assert figure.get_suptitle() == "Keys by state: sync-battlestats"
     assert [p.get_width() for p in axes.containers[0].patches] == [1, 2]
     backlog = status(f"sqlite:///{path}", ["sync-battlestats"]).plot()
     render(backlog, tmp_path / "declared_status.png")
@@ -294,7 +295,7 @@ def test_empty_history_keys_and_status_draw_a_titled_note(tmp_path: Path) -> Non
     keys = SyncJob(db=f"sqlite:///{empty}", secret=SECRET).keys().plot()
     render(keys, tmp_path / "empty_keys.png")
     assert "No keys stored" in texts(keys)
-    assert keys.get_suptitle() == "Keys by state"
+    assert keys.get_suptitle() == "Keys by state: sync-users"
 
 
 def test_a_figure_shows_itself_in_a_notebook_and_pickles(demo: tuple[str, SyncJob]) -> None:
@@ -305,7 +306,7 @@ def test_a_figure_shows_itself_in_a_notebook_and_pickles(demo: tuple[str, SyncJo
     assert figure._repr_png_().startswith(PNG)  # type: ignore[attr-defined]
     copy = pickle.loads(pickle.dumps(figure))  # noqa: S301 (our own bytes, just made)
     assert isinstance(copy, Figure)
-    assert copy.get_suptitle() == "Keys by state"
+    assert copy.get_suptitle() == "Keys by state: sync-users"
 
 
 def _python(code: str) -> subprocess.CompletedProcess[str]:

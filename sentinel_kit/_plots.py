@@ -175,9 +175,17 @@ def _history_panel(axes: Axes, runs: Sequence[Mapping[str, Any]]) -> None:
     axes.set_xlabel("run (started at, UTC; * not counted for health)")
     step = math.ceil(len(runs) / MAX_LABELS)
     fmt = _time_format([r["started_at"] for r in runs])
+    # Runs within one second of each other read alike: their numbers tell them apart.
+    numbered = len({r["started_at"].strftime(fmt) for r in runs}) < len(runs)
     axes.set_xticks(xs[::step])
     axes.set_xticklabels(
-        [_run_label(r, fmt) for r in runs[::step]], fontsize="small", rotation=0, ha="center"
+        [
+            (f"#{x + 1} " if numbered else "") + _run_label(r, fmt)
+            for x, r in zip(xs[::step], runs[::step], strict=True)
+        ],
+        fontsize="small",
+        rotation=0,
+        ha="center",
     )
     axes.set_xlim(-0.6, len(runs) - 0.4)
     twin = axes.twinx()

@@ -182,6 +182,31 @@ def texts_of_legend(figure: Figure) -> list[str]:
     return [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
 
 
+def test_runs_started_within_one_second_are_told_apart_by_number(tmp_path: Path) -> None:
+    """Runs whose start times read alike (a re-run the same second) get their run number in
+    the x labels; runs an hour apart keep their times alone."""
+    from datetime import UTC, datetime, timedelta
+
+    from sentinel_kit._plots import history_figure
+
+    at = datetime(2026, 12, 6, 15, 55, 4, tzinfo=UTC)
+
+    def runs(gap: timedelta) -> list[dict[str, object]]:
+        return [
+            {"job": "sync-users", "status": "ok", "started_at": at + n * gap, "synced": 3}
+            for n in range(3)
+        ]
+
+    close = history_figure(runs(timedelta(milliseconds=100)))
+    render(close, tmp_path / "close.png")
+    labels = [t.get_text() for t in close.axes[0].get_xticklabels()]
+    assert labels == ["#1 15:55:04\nok", "#2 15:55:04\nok", "#3 15:55:04\nok"]
+    apart = history_figure(runs(timedelta(hours=1)))
+    render(apart, tmp_path / "apart.png")
+    labels = [t.get_text() for t in apart.axes[0].get_xticklabels()]
+    assert labels == ["15:55\nok", "16:55\nok", "17:55\nok"]
+
+
 def test_keys_plot_counts_keys_by_state(demo: tuple[str, SyncJob], tmp_path: Path) -> None:
     """job.keys().plot(): one bar per state the keys are in, parked keys by reason, with
     the counts of job.keys()."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import itertools
 import math
 import pickle
 import struct
@@ -391,6 +392,24 @@ def test_the_readme_pictures_render_from_the_demo(tmp_path: Path) -> None:
     for name in script.PICTURES:
         assert f"(docs/img/{name})" in readme
         png_size(ROOT / "docs" / "img" / name)
+
+
+def test_the_demo_history_is_spread_over_ticks_with_a_backlog_that_comes_and_goes(
+    tmp_path: Path,
+) -> None:
+    """The pictures' history: eight real runs an hour apart, some keys failing, a backlog
+    (recorded by each run) that grows while Torn is slow and is gone at the end."""
+    script = _render_script()
+    _, job = script.demo_job(tmp_path)
+    runs = list(reversed(job.history()))
+    assert len(runs) == len(script.STORY) == 8
+    gaps = [(b.started_at - a.started_at).total_seconds() for a, b in itertools.pairwise(runs)]
+    assert all(3600 <= gap < 3660 for gap in gaps), gaps
+    assert sum(r.failed for r in runs) > 0
+    backlog = [r.stale_users for r in runs]
+    assert backlog[0] == 0
+    assert max(backlog) > 0  # type: ignore[type-var]
+    assert backlog[-1] == 0
 
 
 def test_keys_plot_shows_keys_below_a_syncs_needs_and_their_access_levels(

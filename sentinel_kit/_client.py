@@ -463,7 +463,7 @@ class TornClient:
                 response = await client.send(request, stream=True)
                 self._unanswered.clear()  # an answer, whatever it says: Torn is reachable
                 try:
-                    body = await self._read_body(response, key)
+                    body = await self._read_body(response, key, url)
                 finally:
                     await response.aclose()
         except UnrecordedRequest:
@@ -479,13 +479,13 @@ class TornClient:
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             logger.debug("GET {} key={} -> {}", url, key.fingerprint, type(exc).__name__)
             self._observe("no_answer")
-            raise self._unanswered_request(key, exc) from None
+            raise self._unanswered_request(key, url, exc) from None
         except (httpx.TimeoutException, TimeoutError) as exc:
             if response is None and phase.connecting:
                 # The deadline fell while connecting: no answer at all, as a connect timeout.
                 logger.debug("GET {} key={} -> connect timeout", url, key.fingerprint)
                 self._observe("no_answer")
-                raise self._unanswered_request(key, httpx.ConnectTimeout(str(exc))) from None
+                raise self._unanswered_request(key, url, httpx.ConnectTimeout(str(exc))) from None
             logger.debug("GET {} key={} -> timeout", url, key.fingerprint)
             self._observe("timeout")
             raise UpstreamUnavailable(
@@ -512,7 +512,7 @@ class TornClient:
         )
         return _Answer(response.status_code, response.headers, body)
 
-    async def _read_body(self, response: httpx.Response, key: TornKey) -> bytes:
+    async def _read_body(self, response: httpx.Response, key: TornKey, url: str) -> bytes:
         """Read the body, up to the cap; a body too large or not decodable is a FetchError.
 
         Transport failures while reading (a truncated body, a reset) propagate to
@@ -521,16 +521,16 @@ class TornClient:
         try:
             return await _read_capped(response)
         except _BodyTooLarge as exc:
-            logger.debug("GET {} key={} -> body over the cap", self.url, key.fingerprint)
+            logger.debug("GET {} key={} -> body over the cap", url, key.fingerprint)
             self._observe("bad_response")
             raise oversized_body(response.status_code, response.headers, exc.size) from None
         except httpx.DecodingError:
             # Content-Encoding says gzip (or br, ...) and the bytes are not.
-            logger.debug("GET {} key={} -> undecodable body", self.url, key.fingerprint)
+            logger.debug("GET {} key={} -> undecodable body", url, key.fingerprint)
             self._observe("bad_response")
             raise undecodable_body(response.status_code, response.headers) from None
 
-    def _unanswered_request(self, key: TornKey, exc: httpx.TransportError) -> FetchError:
+    def _unanswered_request(self, key: TornKey, url: str, exc: httpx.TransportError) -> FetchError:
         """Count a request that got no HTTP answer; trip the breaker on the fifth key."""
         cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         self._unanswered.add(key.fingerprint)
@@ -538,7 +538,7 @@ class TornClient:
             self.halt(
                 FetchError(
                     f"Torn unreachable: {len(self._unanswered)} requests from different keys "
-                    f"got no answer from {self.url} ({cause})",
+                    f"got no answer from {url} ({cause})",
                     error_class=ErrorClass.GLOBAL,
                     reason=Reason.NETWORK,
                 )

@@ -175,9 +175,17 @@ def _history_panel(axes: Axes, runs: Sequence[Mapping[str, Any]]) -> None:
     axes.set_xlabel("run (started at, UTC; * not counted for health)")
     step = math.ceil(len(runs) / MAX_LABELS)
     fmt = _time_format([r["started_at"] for r in runs])
+    # Runs within one second of each other read alike: their numbers tell them apart.
+    numbered = len({r["started_at"].strftime(fmt) for r in runs}) < len(runs)
     axes.set_xticks(xs[::step])
     axes.set_xticklabels(
-        [_run_label(r, fmt) for r in runs[::step]], fontsize="small", rotation=0, ha="center"
+        [
+            (f"#{x + 1} " if numbered else "") + _run_label(r, fmt)
+            for x, r in zip(xs[::step], runs[::step], strict=True)
+        ],
+        fontsize="small",
+        rotation=0,
+        ha="center",
     )
     axes.set_xlim(-0.6, len(runs) - 0.4)
     twin = axes.twinx()
@@ -228,7 +236,9 @@ def key_state(record: Mapping[str, Any]) -> str:
     return STATE_NAMES.get(action, action.replace("_", " "))
 
 
-def keys_figure(records: Sequence[Mapping[str, Any]], *, caption: str = "") -> Figure:
+def keys_figure(
+    records: Sequence[Mapping[str, Any]], *, caption: str = "", sync: str = ""
+) -> Figure:
     """The keys by state, one bar each: the states are the data's (a state no key is in is
     not drawn), parked keys by why they are parked. When sync-key-info has checked keys
     (their ``access`` is known), a second panel counts the keys by access level.
@@ -236,6 +246,7 @@ def keys_figure(records: Sequence[Mapping[str, Any]], *, caption: str = "") -> F
     Args:
         records: keys as records (``KeyTable.records()``).
         caption: what the table holds, said under the title.
+        sync: the sync whose next run the states are of, named in the title.
 
     Returns:
         The figure.
@@ -269,7 +280,7 @@ def keys_figure(records: Sequence[Mapping[str, Any]], *, caption: str = "") -> F
     rows = max(len(states), len(levels) if checked else 0)
     figure, panels = _figure(2 if checked else 1, height=max(2.5, 0.5 * rows + 1.5))
     axes = panels[0]
-    figure.suptitle("Keys by state", fontweight="bold")
+    figure.suptitle(f"Keys by state: {sync}" if sync else "Keys by state", fontweight="bold")
     axes.set_title(caption or f"{len(records)} keys", fontsize="small")
     axes.set_xlabel("keys")
     axes.set_ylabel("what the next run does")

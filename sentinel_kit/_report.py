@@ -232,9 +232,10 @@ class SyncReport:
     :meth:`not_reached_keys` names them. ``counted`` is False for runs the health rule
     ignores: dry runs, re-runs of a few users, and runs a person interrupted.
 
-    ``unit`` is what the counts count: ``user`` (keys of app users, as always) or
+    ``unit`` is what the counts count: ``user`` (keys of app users, as always),
     ``faction`` (a per-faction run: ``keys_total``, ``synced``, ``failed``, ``skipped`` are
-    factions, so the health rule reads the same).
+    factions, so the health rule reads the same) or ``key`` (sync-key-info, which asks
+    every key, not one per user).
     """
 
     run_id: str
@@ -261,7 +262,7 @@ class SyncReport:
     unreached: tuple[Failure, ...] = field(default=(), repr=False, compare=False)
     #: Skipped keys by why (:data:`SKIP_KINDS`): ``{"parked": n, "access": m}``.
     skipped_by: Mapping[str, int] = field(default_factory=dict)
-    #: What the counts count: ``user`` or ``faction``.
+    #: What the counts count: ``user``, ``faction`` or ``key`` (sync-key-info).
     unit: str = "user"
     #: The backlog a whole run left for its sync and shard, recorded in ``sentinel_runs``
     #: (None for dry runs and re-runs of a few users): users not attempted within one
@@ -552,7 +553,8 @@ def build_report(
         changes: what a dry run would have changed.
         write_calls: statements that wrote ``user_data``.
         counted: whether the health rule counts this run.
-        unit: what the counts count (``user``, or ``faction`` for a per-faction run).
+        unit: what the counts count (``user``; ``faction`` for a per-faction run; ``key``
+            for sync-key-info, which asks every key).
         cause: why a forced status ended the run (one of :data:`ABORT_CAUSES`).
 
     Returns:

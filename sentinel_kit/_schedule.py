@@ -50,6 +50,33 @@ class Schedule(Protocol):
         ...
 
 
+#: Each cron field's name and the range of its values (day-of-week 7 is Sunday, as 0).
+_FIELDS = (
+    ("minute", 0, 59),
+    ("hour", 0, 23),
+    ("day-of-month", 1, 31),
+    ("month", 1, 12),
+    ("day-of-week", 0, 7),
+)
+
+
+def _field_problem(fields: list[str]) -> str | None:
+    """The first numeric value or step outside its field's range, said with the field's
+    name (croniter refuses out-of-range values without naming the field, and accepts a step
+    larger than the range, which silently means "the first value only")."""
+    for (name, low, high), field in zip(_FIELDS, fields, strict=True):
+        for part in field.split(","):
+            base, _, step = part.partition("/")
+            for value in base.split("-"):
+                if value.isdigit() and not low <= int(value) <= high:
+                    return f"{name} {int(value)} is out of range {low}-{high}"
+            if step.isdigit() and int(step) == 0:
+                return f"{name} step 0 is not allowed: use 1 or more"
+            if step.isdigit() and int(step) > high - low + 1:
+                return f"{name} step {int(step)} is larger than the range {low}-{high}"
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class CronSchedule:
     """A 5-field cron expression, evaluated in UTC."""
@@ -57,11 +84,18 @@ class CronSchedule:
     expression: str
 
     def __post_init__(self) -> None:
-        if len(self.expression.split()) != 5 or not croniter.is_valid(self.expression):
-            raise ConfigError(
-                f"invalid cron expression {self.expression!r}: use 5 fields, "
-                "minute hour day-of-month month day-of-week, e.g. '0 * * * *' (hourly)"
+        fields = self.expression.split()
+        problem = _field_problem(fields) if len(fields) == 5 else None
+        if problem is None and len(fields) == 5 and croniter.is_valid(self.expression):
+            return
+        raise ConfigError(
+            f"invalid cron expression {self.expression!r}: "
+            + (
+                problem
+                or "use 5 fields, minute hour day-of-month month day-of-week, "
+                "e.g. '0 * * * *' (hourly)"
             )
+        )
 
     def next_after(self, moment: datetime) -> datetime:
         """The first tick strictly after ``moment``."""

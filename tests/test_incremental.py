@@ -418,6 +418,25 @@ def test_a_dry_run_of_an_incremental_sync_moves_no_cursor(sqlite_url: str, torn:
             "backfill= must be a positive",
         ),
         (lambda: Table("t", keep=timedelta(days=-1)), "keep= must be a positive"),
+        (
+            lambda: TornSync(
+                "s",
+                endpoint=PATH,
+                parse=parse_attacks,
+                table=Table("t", key=["id"], columns=COLUMNS),
+                backfill=timedelta(days=1),
+            ),
+            "backfill= is how far back an incremental sync first reads, which needs cursor=",
+        ),
+        (
+            lambda: TornSync(
+                "s",
+                endpoint="/user/attacks",
+                parse=parse_attacks,
+                table=Table("t", key=["user_id", "id"], replace="faction_id"),
+            ),
+            r"replacing by faction is for a per-faction sync's table .*per='faction'",
+        ),
     ],
     ids=[
         "keep-without-cursor",
@@ -426,6 +445,8 @@ def test_a_dry_run_of_an_incremental_sync_moves_no_cursor(sqlite_url: str, torn:
         "from-in-params",
         "no-backfill",
         "negative-keep",
+        "backfill-without-cursor",
+        "replace-on-a-per-user-table",
     ],
 )
 def test_a_bad_incremental_declaration_fails_in_one_line(

@@ -372,3 +372,77 @@ def test_the_cli_knows_sync_key_info_and_the_daemon_runs_it_only_by_name(
     assert jobs == ["sync-key-info", "sync-key-info", "sync-users"]
     assert torn.per_path["/key/info"] == 2  # every key still fresh: nothing asked
     assert "sync-key-info" in run_cli(status, env=env).stdout
+
+
+def test_unreachable_torn_and_an_undecodable_body_name_the_path_asked(
+    tmp_path: Path, torn: FakeTorn, logs: list[str]
+) -> None:
+    """sync-key-info asks /key/info: "Torn unreachable" and the undecodable-body DEBUG line
+    name that endpoint (no query, no key), not sync-users' /user/basic."""
+    import socket
+
+    from sentinel_kit.testing import false_gzip
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    store = SentinelStore(f"sqlite:///{tmp_path / 'unreachable.db'}")
+    store.migrate()
+    keys = [
+        SeedKey(str(uuid.UUID(int=0xB0 + n)), f"u{n}", f"UnreachKey{n:06d}", T0) for n in range(6)
+    ]
+    store.seed(keys)
+    closed = f"http://127.0.0.1:{port}/v2"
+    report = SyncJob(
+        db=store.url,
+        secret=store.secret,
+        torn_url=closed,
+        sync=SYNC_KEY_INFO,
+        policy=RetryPolicy.no_wait(),
+        max_rpm=0,
+    ).run()
+    assert report.status is RunStatus.ABORTED
+    assert report.error is not None
+    assert "Torn unreachable: " in report.error
+    assert f"{closed}/key/info " in report.error
+    assert "/user/basic" not in report.error
+
+    torn.always(keys[0].plaintext, false_gzip())
+    job_of(store, torn).run()
+    undecodable = [line for line in logs if "undecodable body" in line]
+    assert undecodable
+    assert all(f"GET {torn.url}/key/info key=" in line for line in undecodable)
+    assert not any(k.plaintext in "\n".join(logs) for k in keys)
+
+
+def test_its_report_counts_keys_and_an_empty_recording_says_so(
+    tmp_path: Path, torn: FakeTorn
+) -> None:
+    """sync-key-info's report says `"unit": "key"` (it asks every key, not one per user);
+    `--record` of a run that sent nothing says so in one line and writes no cassette."""
+    import json
+
+    from .conftest import SECRET, run_cli, sync_args
+
+    path = tmp_path / "record.db"
+    env = {"ENCRYPTION_KEY": SECRET}
+    assert run_cli(["migrate", "--db", f"sqlite:///{path}"], env=env).returncode == 0
+    SentinelStore(f"sqlite:///{path}", secret=SECRET).seed(2)
+    first_cassette, second_cassette = tmp_path / "first.yaml", tmp_path / "second.yaml"
+    first = run_cli(
+        sync_args(path, torn, "--job", "sync-key-info", "--record", str(first_cassette)), env=env
+    )
+    assert first.returncode == 0, first.stderr
+    report = json.loads(first.stdout)
+    assert (report["unit"], report["keys_total"], report["synced"]) == ("key", 2, 2)
+    assert first_cassette.exists()
+    assert "no cassette written" not in first.stderr
+
+    second = run_cli(
+        sync_args(path, torn, "--job", "sync-key-info", "--record", str(second_cassette)), env=env
+    )
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout)["keys_total"] == 0  # every key fresh: nothing asked
+    said = [line for line in second.stderr.splitlines() if "no cassette written" in line]
+    assert said == ["nothing was sent to Torn: no cassette written"]
+    assert not second_cassette.exists()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import itertools
 import math
 import pickle
 import struct
@@ -182,6 +183,31 @@ def texts_of_legend(figure: Figure) -> list[str]:
     return [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
 
 
+def test_runs_started_within_one_second_are_told_apart_by_number(tmp_path: Path) -> None:
+    """Runs whose start times read alike (a re-run the same second) get their run number in
+    the x labels; runs an hour apart keep their times alone."""
+    from datetime import UTC, datetime, timedelta
+
+    from sentinel_kit._plots import history_figure
+
+    at = datetime(2026, 12, 6, 15, 55, 4, tzinfo=UTC)
+
+    def runs(gap: timedelta) -> list[dict[str, object]]:
+        return [
+            {"job": "sync-users", "status": "ok", "started_at": at + n * gap, "synced": 3}
+            for n in range(3)
+        ]
+
+    close = history_figure(runs(timedelta(milliseconds=100)))
+    render(close, tmp_path / "close.png")
+    labels = [t.get_text() for t in close.axes[0].get_xticklabels()]
+    assert labels == ["#1 15:55:04\nok", "#2 15:55:04\nok", "#3 15:55:04\nok"]
+    apart = history_figure(runs(timedelta(hours=1)))
+    render(apart, tmp_path / "apart.png")
+    labels = [t.get_text() for t in apart.axes[0].get_xticklabels()]
+    assert labels == ["15:55\nok", "16:55\nok", "17:55\nok"]
+
+
 def test_keys_plot_counts_keys_by_state(demo: tuple[str, SyncJob], tmp_path: Path) -> None:
     """job.keys().plot(): one bar per state the keys are in, parked keys by reason, with
     the counts of job.keys()."""
@@ -197,7 +223,7 @@ def test_keys_plot_counts_keys_by_state(demo: tuple[str, SyncJob], tmp_path: Pat
     assert counts == {"not decryptable": 1, "parked: dead": 1, "requested": 5}
     assert states[-1] == "requested"  # drawn on top
     assert [a.action for a in keys].count("request") == counts["requested"]
-    assert figure.get_suptitle() == "Keys by state"
+    assert figure.get_suptitle() == "Keys by state: sync-users"
     assert axes.get_title() == keys.caption
     assert (axes.get_xlabel(), axes.get_ylabel()) == ("keys", "what the next run does")
 
@@ -236,6 +262,7 @@ def test_plots_work_for_a_declared_sync_and_show_no_access(tmp_path: Path, torn:
     axes = figure.axes[0]
     states = [t.get_text() for t in axes.get_yticklabels()]
     assert states == ["no access", "requested"]
+    assert figure.get_suptitle() == "Keys by state: sync-battlestats"
     assert [p.get_width() for p in axes.containers[0].patches] == [1, 2]
     backlog = status(f"sqlite:///{path}", ["sync-battlestats"]).plot()
     render(backlog, tmp_path / "declared_status.png")
@@ -294,7 +321,7 @@ def test_empty_history_keys_and_status_draw_a_titled_note(tmp_path: Path) -> Non
     keys = SyncJob(db=f"sqlite:///{empty}", secret=SECRET).keys().plot()
     render(keys, tmp_path / "empty_keys.png")
     assert "No keys stored" in texts(keys)
-    assert keys.get_suptitle() == "Keys by state"
+    assert keys.get_suptitle() == "Keys by state: sync-users"
 
 
 def test_a_figure_shows_itself_in_a_notebook_and_pickles(demo: tuple[str, SyncJob]) -> None:
@@ -305,7 +332,7 @@ def test_a_figure_shows_itself_in_a_notebook_and_pickles(demo: tuple[str, SyncJo
     assert figure._repr_png_().startswith(PNG)  # type: ignore[attr-defined]
     copy = pickle.loads(pickle.dumps(figure))  # noqa: S301 (our own bytes, just made)
     assert isinstance(copy, Figure)
-    assert copy.get_suptitle() == "Keys by state"
+    assert copy.get_suptitle() == "Keys by state: sync-users"
 
 
 def _python(code: str) -> subprocess.CompletedProcess[str]:
@@ -365,6 +392,24 @@ def test_the_readme_pictures_render_from_the_demo(tmp_path: Path) -> None:
     for name in script.PICTURES:
         assert f"(docs/img/{name})" in readme
         png_size(ROOT / "docs" / "img" / name)
+
+
+def test_the_demo_history_is_spread_over_ticks_with_a_backlog_that_comes_and_goes(
+    tmp_path: Path,
+) -> None:
+    """The pictures' history: eight real runs an hour apart, some keys failing, a backlog
+    (recorded by each run) that grows while Torn is slow and is gone at the end."""
+    script = _render_script()
+    _, job = script.demo_job(tmp_path)
+    runs = list(reversed(job.history()))
+    assert len(runs) == len(script.STORY) == 8
+    gaps = [(b.started_at - a.started_at).total_seconds() for a, b in itertools.pairwise(runs)]
+    assert all(3600 <= gap < 3660 for gap in gaps), gaps
+    assert sum(r.failed for r in runs) > 0
+    backlog = [r.stale_users for r in runs]
+    assert backlog[0] == 0
+    assert max(backlog) > 0  # type: ignore[type-var]
+    assert backlog[-1] == 0
 
 
 def test_keys_plot_shows_keys_below_a_syncs_needs_and_their_access_levels(

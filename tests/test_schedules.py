@@ -159,6 +159,13 @@ def test_a_declared_sync_without_a_schedule_runs_with_one_given(
         (["--schedule", "=0 * * * *"], {}, "names no job"),
         (["--schedule", "no-such-job=0 * * * *"], {}, "unknown job no-such-job"),
         (["--schedule", "sync-users=61 * * * *"], {}, "--schedule sync-users='61 * * * *'"),
+        (["--schedule", "sync-users=61 * * * *"], {}, "minute 61 is out of range 0-59"),
+        (
+            ["--schedule", "sync-users=*/61 * * * *"],
+            {},
+            "minute step 61 is larger than the range 0-59",
+        ),
+        (["--schedule", "0 0 * * 8"], {}, "day-of-week 8 is out of range 0-7"),
         (["--schedule", "sync-users=0"], {}, "positive number of seconds"),
         ([], {"SENTINEL_SCHEDULE_NO_SUCH_JOB": "0 * * * *"}, "SENTINEL_SCHEDULE_NO_SUCH_JOB"),
         ([], {"SENTINEL_SCHEDULE_SYNC_USERS": "hourly"}, "SENTINEL_SCHEDULE_SYNC_USERS='hourly'"),
@@ -174,6 +181,9 @@ def test_a_declared_sync_without_a_schedule_runs_with_one_given(
         "no-job",
         "unknown-job",
         "bad-cron",
+        "minute-out-of-range",
+        "step-over-range",
+        "bare-day-of-week-out-of-range",
         "zero-seconds",
         "env-unknown-job",
         "env-bad-cron",
@@ -206,3 +216,23 @@ def test_a_ready_made_sync_takes_its_schedule_from_the_env(
     assert "sync-key-info (every 600s (epoch-aligned))" in result.stderr
     assert "sync-users (cron '0 * * * *' (UTC))" in result.stderr
     assert registered(lite)["sync-key-info"] == "interval:600"
+
+
+def test_an_env_schedule_for_a_job_not_run_is_ignored_in_one_debug_line(
+    lite: SentinelStore, torn: FakeTorn
+) -> None:
+    """SENTINEL_SCHEDULE_<JOB> for a job this daemon does not run is ignored (the
+    environment may be shared by replicas running other jobs), unlike the flag: exit 0, one
+    DEBUG line naming the variable and the job; nothing at INFO."""
+    env = {"SENTINEL_SCHEDULE_SYNC_BATTLESTATS": "0 */12 * * *"}
+    quiet = daemon_once(lite, torn, env=env)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "SENTINEL_SCHEDULE_SYNC_BATTLESTATS" not in quiet.stderr
+    said = daemon_once(lite, torn, "--log-level", "DEBUG", env=env)
+    assert said.returncode == 0, said.stderr
+    lines = [
+        line for line in said.stderr.splitlines() if "SENTINEL_SCHEDULE_SYNC_BATTLESTATS" in line
+    ]
+    assert len(lines) == 1, said.stderr
+    assert "sync-battlestats" in lines[0]
+    assert "which this daemon does not run: ignored" in lines[0]

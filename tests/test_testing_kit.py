@@ -670,3 +670,37 @@ def test_default_answers_match_the_cited_fixtures(
     expected = json.loads((FIXTURES / fixture).read_text())
     assert same_shape(shape(ask(fake_torn, KEY_A, path)), shape(expected))
     assert fixture in (FIXTURES / "README.md").read_text()
+
+
+def test_the_readmes_fake_torn_outside_pytest_runs_as_written() -> None:
+    """The README's "Outside pytest" snippet, run by a plain interpreter (no pytest): the
+    fake serves on its url while the block runs, each key answering /key/info for the owner
+    it was given (two keys in faction 77, one in none), and stops after."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("**Outside pytest**") :]
+    start = section.index("```python\n") + len("```python\n")
+    snippet = section[start : section.index("\n```", start)]
+    assert "FakeTorn().start()" in snippet
+    assert "torn.stop()" in snippet
+    # Instead of waiting for Enter: ask each key's /key/info while it serves.
+    probe = (
+        "owners = {k: httpx.get(torn.url + '/key/info', "
+        "headers={'Authorization': 'ApiKey ' + k}).json()['info']['user']['faction_id'] "
+        "for k in ('AliceFullKey0001', 'BobLimitedKey001', 'CarolPublicKey01')}\n"
+        "    print(json.dumps(owners))"
+    )
+    script = "import httpx, json\n" + snippet.replace(
+        'input("serving; press Enter to stop")', probe
+    )
+    assert probe in script
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("http://127.0.0.1:")
+    assert json.loads(lines[1]) == {
+        "AliceFullKey0001": 77,
+        "BobLimitedKey001": 77,
+        "CarolPublicKey01": None,
+    }

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import click
+from loguru import logger
 
 from .._config import resolve_db_url, shard_from_env
 from .._errors import ConfigError
@@ -210,6 +211,14 @@ def daemon(
             f"--schedule names {', '.join(idle)}, which this daemon does not run: add "
             + " ".join(f"--job {n}" for n in idle)
             + " (with every other job it should run)"
+        )
+    for name in sorted(set(given.from_env) - set(wanted)):
+        logger.debug(
+            "{} gives {} a schedule, which this daemon does not run: ignored (add --job {} "
+            "to run it)",
+            given.from_env[name],
+            name,
+            name,
         )
     plans: list[tuple[JobSpec, Schedule]] = [
         (specs[name], given.plans.get(name, specs[name].schedule)) for name in wanted

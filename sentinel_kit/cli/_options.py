@@ -6,7 +6,7 @@ import functools
 import os
 import re
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -388,10 +388,14 @@ class JobSchedules:
         plans: job -> the schedule it runs on instead of its declared one.
         named: the jobs that ``--schedule JOB=...`` named on the command line (the daemon
             refuses one it does not run, rather than ignore it).
+        from_env: job -> the variable its plan came from, for a plan the environment gave
+            (no flag overrode it): a daemon that does not run the job ignores it (the
+            environment may be shared by replicas running other jobs), in one DEBUG line.
     """
 
     plans: Mapping[str, Schedule]
     named: frozenset[str]
+    from_env: Mapping[str, str] = field(default_factory=dict)
 
 
 def _given(
@@ -461,6 +465,8 @@ def job_schedules(
     flags, named = _given(flag_items, flag_interval, source="--schedule", default_job=default_job)
     by_variable = {schedule_env_name(job): job for job in known}
     per_job: dict[str, Schedule] = {}
+    base_source = "SENTINEL_SCHEDULE" if env_items else "SENTINEL_INTERVAL"
+    sources = dict.fromkeys(base, base_source)
     for variable, value in environ.items():
         if not variable.startswith(SCHEDULE_ENV_PREFIX) or not value.strip():
             continue
@@ -474,10 +480,12 @@ def job_schedules(
                 )
             continue
         per_job[job] = job_plan(value, label=f"{variable}={value!r}")
+        sources[job] = variable
     for job in sorted((env_named | named) - set(known)):
         source = "--schedule" if job in named else "SENTINEL_SCHEDULE"
         raise ConfigError(
             f"{source} names unknown job {job}: known jobs are {', '.join(sorted(known))} "
             "(add --import MODULE for your own)"
         )
-    return JobSchedules({**base, **per_job, **flags}, frozenset(named))
+    env_sources = {job: source for job, source in sources.items() if job not in flags}
+    return JobSchedules({**base, **per_job, **flags}, frozenset(named), env_sources)

@@ -156,8 +156,11 @@ def sync(
     # A progress bar only for a person watching: on a terminal, and never with --json.
     progress = sys.stderr.isatty() and not as_json
     try:
-        with cassette:
+        with cassette as used:
             report = job.run(dry_run=dry_run, progress=progress)
+        if record_path is not None and len(used) == 0:
+            # An empty recording is not written (and an existing cassette is left as it was).
+            click.echo("nothing was sent to Torn: no cassette written", err=True)
     except KeyboardInterrupt:
         if job.last_report is not None:
             _print_report(job.last_report, as_json, budget)

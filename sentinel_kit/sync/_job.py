@@ -278,7 +278,7 @@ class SyncJob(Reader):
                 write_calls=store.write_calls,
                 # Only whole-job runs speak for the job's health.
                 counted=users is None and cut is not Cut.INTERRUPTED,
-                unit=self.sync.per,
+                unit=self.sync.report_unit,
                 cause=cause,
             )
             if (

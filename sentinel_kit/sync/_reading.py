@@ -275,7 +275,7 @@ class Reader:
         known = sum(1 for i in infos if i.checked_at is not None)
         if known:
             caption += f"; access known for {known} (sync-key-info)"
-        return KeyTable(infos, caption=caption)
+        return KeyTable(infos, caption=caption, sync=self.sync.name)
 
     async def ahealth(self) -> HealthTable:
         """The async twin of :meth:`health`."""

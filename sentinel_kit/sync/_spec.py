@@ -64,6 +64,10 @@ _ENGINE_COLUMNS = MappingProxyType({"user_id": "text", "updated_at": "timestampt
 #: The type of each unit column (``faction_id`` only on a per-faction sync's table).
 _UNIT_TYPES = MappingProxyType({"user_id": "text", "faction_id": "bigint"})
 
+#: ``TornSync(backfill=)``'s default, by identity: any other value given without
+#: ``cursor=`` is refused (a timedelta the caller builds is never this object).
+_DEFAULT_BACKFILL = timedelta(days=1)
+
 #: The placeholder a per-faction endpoint may hold: the engine puts the faction id there.
 FACTION_PLACEHOLDER = "{id}"
 
@@ -190,7 +194,9 @@ class Table:
                 )
             if replace not in keys:
                 raise ConfigError(
-                    f"table {name}: replace={replace!r} must be one of the key columns {list(keys)}"
+                    f"table {name}: replace={replace!r} must be one of the key columns "
+                    f"{list(keys)}: replacing by faction is for a per-faction sync's table "
+                    "(key=['faction_id', ...], with TornSync(per='faction'))"
                 )
         if keep is not None and (not isinstance(keep, timedelta) or keep <= timedelta(0)):
             raise ConfigError(f"table {name}: keep= must be a positive datetime.timedelta")
@@ -244,6 +250,11 @@ def _check_cursor(
 ) -> None:
     """Validate an incremental sync's ``cursor=``, ``backfill=`` and its table's ``keep=``."""
     if cursor is None:
+        if backfill is not _DEFAULT_BACKFILL:
+            raise ConfigError(
+                f"sync {name}: backfill= is how far back an incremental sync first reads, "
+                "which needs cursor= (the row column of the entry's time, such as 'started')"
+            )
         if table.keep is not None:
             raise ConfigError(
                 f"sync {name}: table {table.name} has keep=, which needs an incremental sync: "
@@ -408,7 +419,7 @@ class TornSync:
         shows: Callable[[Any], Iterable[int]] | None = None,
         refresh: timedelta | None = None,
         cursor: str | None = None,
-        backfill: timedelta = timedelta(days=1),
+        backfill: timedelta = _DEFAULT_BACKFILL,
         _owner: object = None,
     ) -> None:
         if not isinstance(name, str) or not _SYNC_NAME.match(name):
@@ -490,6 +501,12 @@ class TornSync:
         """Whether this is sentinel-kit's own sync-key-info, which writes one row per key
         into ``sentinel_key_info`` (every key asked, each fresh for ``refresh``)."""
         return self._builtin and self.table.name == KEY_INFO_TABLE
+
+    @property
+    def report_unit(self) -> str:
+        """What a run's counts count: ``user``, ``faction`` (``per="faction"``) or ``key``
+        (sync-key-info, which asks every key, not one per user)."""
+        return "key" if self.key_info_rules else self.per
 
     @property
     def migrated_table(self) -> bool:

@@ -6,7 +6,7 @@ renders as a table in a notebook, prints as one in a terminal, and has ``to_pand
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -220,7 +220,13 @@ class UserRows(Table[StoredUser]):
 class KeyTable(Table[KeyInfo]):
     """The stored keys and what the next run does with each (see :class:`KeyInfo`)."""
 
-    __slots__ = ()
+    __slots__ = ("sync",)
+
+    def __init__(self, items: Iterable[KeyInfo] = (), *, caption: str = "", sync: str = "") -> None:
+        super().__init__(items, caption=caption)
+        #: The sync whose next run the actions are of (its name; the plot's title says it).
+        self.sync = sync
+
     columns = (
         "user_id",
         "key_id",
@@ -253,7 +259,7 @@ class KeyTable(Table[KeyInfo]):
         """
         from .._plots import keys_figure
 
-        return keys_figure(self.records(), caption=self.caption)
+        return keys_figure(self.records(), caption=self.caption, sync=self.sync)
 
 
 class HealthTable(Table[KeyHealth]):

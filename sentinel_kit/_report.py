@@ -370,7 +370,7 @@ class SyncReport:
         lines += _failure_lines(self.failures)
         for c in self.changes:
             shown = c.describe() if isinstance(c, RowChange) else f"{c.name} [{c.player_id}]"
-            lines.append(f"  would write: user {c.user_id}: {c.kind.value} -> {shown}")
+            lines.append(f"  would write: {self.unit} {c.user_id}: {c.kind.value} -> {shown}")
         return "\n".join(lines)
 
     def __str__(self) -> str:

@@ -6,15 +6,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sentinel_kit import RunStatus
+from sentinel_kit import RunStatus, SyncJob
 from sentinel_kit._key_health import HealthState, KeyHealth, ciphertext_fingerprint
+from sentinel_kit._models import RunRecord
+from sentinel_kit.ops import run_verdict
 from sentinel_kit.stores import Store
 from sentinel_kit.sync.builtin.faction_members import SYNC_FACTION_MEMBERS
 from sentinel_kit.testing import FakeTorn, SeedKey, simple_keys
+from sentinel_kit.testing._stores import aseed
 
+from .conftest import SECRET
 from .test_faction_syncs import FACTION, OTHER, TEST_ATTACKS, job, lite, seed
 
 __all__ = ["lite"]  # the fixture, shared with test_faction_syncs
@@ -68,4 +73,76 @@ def test_a_faction_whose_keys_are_all_parked_counts_as_parked(
         (str(FACTION), "parked"),
         (str(OTHER), "no_access"),
     ]
-    assert SYNC_FACTION_MEMBERS.per == "faction"
+
+
+def test_keys_of_a_per_faction_sync_say_what_its_plan_does(
+    lite: Callable[[], Store], torn: FakeTorn
+) -> None:
+    """`job.keys()` of a per-faction sync: per key what the run does, as `job.plan()` says:
+    one key requested per faction, the others spare, a parked key parked, a key whose owner
+    is in no faction `no_faction`, a key sync-key-info never checked `unknown`; the plot
+    draws those states."""
+    first, second = simple_keys(3), simple_keys(3, start=3)
+    loner, unchecked = simple_keys(1, start=6), simple_keys(1, start=7)
+
+    async def go() -> None:
+        async with lite() as store:
+            await seed(store, torn, first, faction=FACTION)
+            await seed(store, torn, second, faction=OTHER)
+            await seed(store, torn, loner, info_faction=0)
+            await aseed(store, unchecked, SECRET)
+            await park(store, second[2:])
+
+    run(go())
+    sync_job = job(lite, torn, SYNC_FACTION_MEMBERS)
+    keys = sync_job.keys()
+    actions = {k.key_id: k.action for k in keys}
+    plan = sync_job.plan()
+    planned = {e.key_id: e.action for e in plan.entries}
+    assert {k: actions[k] for k in planned} == planned
+    assert sorted(actions.values()) == sorted(
+        ["request", "spare", "spare", "request", "spare", "parked", "no_faction", "unknown"]
+    )
+    assert actions[loner[0].key_id] == "no_faction"
+    assert actions[unchecked[0].key_id] == "unknown"
+    assert actions[second[2].key_id] == "parked"
+    assert keys.caption.startswith("8 keys: 2 to request, 1 parked, 0 not decryptable, 3 spare")
+    assert "1 no faction, 1 without key info" in keys.caption
+    assert {r["action"] for r in keys.records()} >= {"no_faction", "unknown"}
+    figure = keys.plot()
+    labels = [t.get_text() for t in figure.axes[0].get_yticklabels()]
+    assert "no faction" in labels
+    assert "no key info yet" in labels
+    assert torn.count() == 0
+
+
+def test_per_faction_reports_speak_of_factions(lite: Callable[[], Store], torn: FakeTorn) -> None:
+    """A per-faction sync's dry run says `would write: faction 4242: ...`, its plan
+    `plan: 2 factions: ...`, its history plot counts `factions per run`, and a partial run's
+    health reason `N of M attempted factions synced`."""
+    first, parked = simple_keys(3), simple_keys(1, start=3)
+
+    async def go() -> None:
+        async with lite() as store:
+            await seed(store, torn, first, faction=FACTION)
+            await seed(store, torn, parked, faction=OTHER)
+            await park(store, parked)
+
+    run(go())
+    sync_job = job(lite, torn, SYNC_FACTION_MEMBERS)
+    plan = sync_job.plan().render_text()
+    assert plan.splitlines()[0] == "plan: 2 factions: 1 to request, 1 parked; 2 spare keys"
+    dry = sync_job.run(dry_run=True).render_text()
+    assert f"  would write: faction {FACTION}: new -> " in dry
+    assert "would write: user" not in dry
+    sync_job.run()
+    figure = sync_job.history().plot()
+    assert figure.axes[0].get_ylabel() == "factions per run"
+    users = SyncJob(db=lite(), secret=SECRET, torn_url=torn.url)
+    assert users.history().plot().axes[0].get_ylabel() == "keys per run"
+    now = datetime.now(UTC)
+    partial = RunRecord("r", "sync-faction-members", "partial", now, now, keys_total=2, failed=2)
+    assert run_verdict(replace(partial, unit="faction")) == (
+        "partial: 0 of 2 attempted factions synced, below --min-synced 0.5"
+    )
+    assert run_verdict(partial) == "partial: 0 of 2 attempted keys synced, below --min-synced 0.5"

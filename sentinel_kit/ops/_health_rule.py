@@ -98,7 +98,8 @@ def run_verdict_of(run: RunRecord, min_synced: float = DEFAULT_MIN_SYNCED) -> Ve
             return None
         return Verdict(
             VerdictKind.BELOW_MIN_SYNCED,
-            f"partial: {run.synced} of {attempted} attempted keys synced, "
+            f"partial: {run.synced} of {attempted} attempted "
+            f"{'factions' if run.unit == 'faction' else 'keys'} synced, "
             f"below --min-synced {min_synced:g}",
         )
     if run.error and run.error.startswith(run.status):

@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sentinel_kit import RunStatus, SyncJob
@@ -16,10 +17,10 @@ from sentinel_kit._models import RunRecord
 from sentinel_kit.ops import run_verdict
 from sentinel_kit.stores import Store
 from sentinel_kit.sync.builtin.faction_members import SYNC_FACTION_MEMBERS
-from sentinel_kit.testing import FakeTorn, SeedKey, simple_keys
+from sentinel_kit.testing import FakeTorn, SeedKey, SentinelStore, simple_keys
 from sentinel_kit.testing._stores import aseed
 
-from .conftest import SECRET
+from .conftest import SECRET, run_cli
 from .test_faction_syncs import FACTION, OTHER, TEST_ATTACKS, job, lite, seed
 
 __all__ = ["lite"]  # the fixture, shared with test_faction_syncs
@@ -146,3 +147,56 @@ def test_per_faction_reports_speak_of_factions(lite: Callable[[], Store], torn: 
         "partial: 0 of 2 attempted factions synced, below --min-synced 0.5"
     )
     assert run_verdict(partial) == "partial: 0 of 2 attempted keys synced, below --min-synced 0.5"
+
+
+def test_a_per_faction_run_that_knows_no_faction_says_so_and_is_not_healthy(
+    tmp_path: Path, torn: FakeTorn
+) -> None:
+    """Keys, but no key info yet: `sync --job sync-faction-members` asks nothing, prints
+    one WARNING line and a report line naming sync-key-info; `status` calls the job
+    unhealthy: no usable key, 2 keys without key info."""
+    db = f"sqlite:///{tmp_path / 'none.db'}"
+    env = {"ENCRYPTION_KEY": SECRET}
+    migrated = run_cli(["migrate", "--db", db, "--job", "sync-faction-members"], env=env)
+    assert migrated.returncode == 0, migrated.stderr
+    SentinelStore(db, secret=SECRET).seed(simple_keys(2))
+    args = ["sync", "--db", db, "--torn-url", torn.url, "--job", "sync-faction-members"]
+    result = run_cli(args, env=env)
+    assert result.returncode == 0, result.stderr
+    note = (
+        "no faction known yet: 2 keys without key info; "
+        "run `sentinel-kit sync --job sync-key-info` first"
+    )
+    assert f"  note: {note}" in result.stdout
+    lines = result.stderr.splitlines()
+    warnings = [line for line in lines if "WARNING" in line and "no faction known" in line]
+    assert len(warnings) == 1, result.stderr
+    assert torn.count() == 0
+    status = run_cli(["status", "--db", db, "--job", "sync-faction-members"], env=env)
+    assert "no usable key: 2 keys without key info" in status.stdout, status.stdout
+
+
+def test_daemon_once_runs_sync_key_info_before_the_syncs_that_need_it(
+    tmp_path: Path, torn: FakeTorn
+) -> None:
+    """A first `daemon --once` with sync-key-info and sync-faction-members: key info is
+    learnt first, so the members run finds the faction and syncs it; exit 0."""
+    db = f"sqlite:///{tmp_path / 'once.db'}"
+    env = {"ENCRYPTION_KEY": SECRET}
+    migrated = run_cli(["migrate", "--db", db, "--job", "sync-faction-members"], env=env)
+    assert migrated.returncode == 0, migrated.stderr
+    keys = simple_keys(3)
+    for n, key in enumerate(keys):
+        torn.key_access(key.plaintext, "full", owner=(100 + n, FACTION))
+    store = SentinelStore(db, secret=SECRET)
+    store.seed(keys)
+    daemon = ["daemon", "--db", db, "--torn-url", torn.url, "--max-rpm", "0", "--once"]
+    jobs = ("--job", "sync-faction-members", "--job", "sync-key-info")
+    result = run_cli([*daemon, *jobs], env=env, timeout=90)
+    assert result.returncode == 0, result.stderr
+    (members,) = store.runs("sync-faction-members")
+    (info,) = store.runs("sync-key-info")
+    assert (members.status, members.keys_total, members.synced) == ("ok", 1, 1)
+    assert info.finished_at is not None
+    assert members.started_at >= info.finished_at
+    assert torn.count(path=f"/faction/{FACTION}/members") == 1

@@ -54,6 +54,7 @@ __all__ = [
     "faction_key_actions",
     "faction_units",
     "key_uses_sync",
+    "keys_without_faction",
     "plan_entries",
     "read_factions",
     "units_of",
@@ -372,6 +373,20 @@ def faction_key_actions(
         else:
             actions[key.id] = "parked" if problem == "parked" else "no_access"
     return actions
+
+
+async def keys_without_faction(
+    store: Store, infos: Mapping[str, KeyInfo], *, page_size: int
+) -> int:
+    """The keys of ``user_keys`` whose faction is unknown: no current key info (never
+    checked by sync-key-info, or re-saved since)."""
+    unknown = 0
+    async for page in store.iter_key_pages(page_size=page_size):
+        for key in page:
+            info = infos.get(key.id)
+            if info is None or info.fingerprint != ciphertext_fingerprint(key.api_key):
+                unknown += 1
+    return unknown
 
 
 async def _group_by_user(pages: AsyncIterator[list[UserKey]]) -> AsyncIterator[list[UserKey]]:

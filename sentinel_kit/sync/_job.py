@@ -32,6 +32,7 @@ from ..stores import Fence, Store, open_store
 from ..stores._sql import SQLStore
 from ._backlog import counts_users_backlog, with_backlog
 from ._builtin import SYNC_USERS
+from ._faction_keys import keys_without_faction
 from ._limits import RowLimits, row_limits
 from ._options import RunOptions, Shortcuts, TornOptions, apply_shortcuts
 from ._pipeline import Cut, Pipeline, Stop
@@ -39,7 +40,6 @@ from ._preflight import check_declared_table
 from ._progress import progress_bar
 from ._reading import Reader
 from ._spec import TornSync
-from ._units import keys_without_faction
 
 __all__ = ["SYNC_JOB_NAME", "SyncJob", "run_log_fields"]
 

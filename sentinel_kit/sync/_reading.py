@@ -20,6 +20,7 @@ from .._models import KeyInfo, UserKey
 from .._plan import Plan, PlanEntry
 from ..stores import Store
 from . import _tables
+from ._faction_keys import faction_key_actions
 from ._keys import access_short
 from ._limits import RowLimits
 from ._options import RunOptions, TornOptions
@@ -35,7 +36,7 @@ from ._tables import (
     key_info,
     one_key_per_user,
 )
-from ._units import faction_key_actions, faction_units, key_uses_sync, plan_entries, read_factions
+from ._units import faction_units, key_uses_sync, plan_entries, read_factions
 
 __all__ = ["Reader"]
 

@@ -51,10 +51,9 @@ __all__ = [
     "MAX_KEYS_PER_FACTION",
     "FactionUnit",
     "faction_groups",
-    "faction_key_actions",
     "faction_units",
+    "incapable",
     "key_uses_sync",
-    "keys_without_faction",
     "plan_entries",
     "read_factions",
     "units_of",
@@ -117,7 +116,7 @@ class FactionUnit:
         )
 
 
-def _incapable(
+def incapable(
     key: UserKey,
     info: KeyInfo,
     spec: TornSync,
@@ -198,7 +197,7 @@ def faction_units(
         why: dict[str, int] = {}
         parked: KeyHealth | None = None
         for key, info in sorted(found, key=lambda ki: ki[0].id):
-            problem = _incapable(
+            problem = incapable(
                 key, info, spec, health=health, policy=policy, access=access, now=now
             )
             if problem is None:
@@ -321,72 +320,6 @@ def plan_entries(units: Sequence[FactionUnit]) -> list[PlanEntry]:
             )
             entries.append(PlanEntry(key.user_id, key.id, action, detail, unit_id=unit.unit_id))
     return entries
-
-
-def faction_key_actions(
-    keys: Sequence[UserKey],
-    infos: Mapping[str, KeyInfo],
-    units: Sequence[FactionUnit],
-    spec: TornSync,
-    *,
-    health: Mapping[str, KeyHealth],
-    policy: HealthPolicy,
-    access: Mapping[str, str],
-    now: datetime,
-    shard: tuple[int, int] | None = None,
-) -> dict[str, str]:
-    """What a per-faction run does with each key, as its plan (:func:`plan_entries` of the
-    same ``units``) decides it (pure).
-
-    ``request`` (the key asked for its faction), ``spare`` (asked after a code 7 or 16 of
-    another, or capable beyond :data:`MAX_KEYS_PER_FACTION`), ``parked``, ``no_access`` (no
-    faction API access, below ``needs``, or marked for this sync), ``no_faction`` (its
-    owner is in none), ``unknown`` (no current key info: sync-key-info has not checked it
-    under its current ciphertext), ``fresh`` (its faction was attempted within ``refresh``)
-    or ``other_shard``.
-
-    Returns:
-        The action by key id, for every key of ``keys``.
-    """
-    by_faction = {unit.faction_id: unit for unit in units}
-    actions: dict[str, str] = {}
-    for key in keys:
-        info = infos.get(key.id)
-        if info is None or info.fingerprint != ciphertext_fingerprint(key.api_key):
-            actions[key.id] = "unknown"
-            continue
-        if not info.faction_id:
-            actions[key.id] = "no_faction"
-            continue
-        unit = by_faction.get(info.faction_id)
-        if unit is None:
-            elsewhere = shard is not None and shard_of(str(info.faction_id), shard[1]) != shard[0]
-            actions[key.id] = "other_shard" if elsewhere else "fresh"
-            continue
-        chosen = [k.id for k in unit.keys]
-        if key.id in chosen:
-            actions[key.id] = "request" if chosen[0] == key.id else "spare"
-            continue
-        problem = _incapable(key, info, spec, health=health, policy=policy, access=access, now=now)
-        if problem is None:
-            actions[key.id] = "spare"
-        else:
-            actions[key.id] = "parked" if problem == "parked" else "no_access"
-    return actions
-
-
-async def keys_without_faction(
-    store: Store, infos: Mapping[str, KeyInfo], *, page_size: int
-) -> int:
-    """The keys of ``user_keys`` whose faction is unknown: no current key info (never
-    checked by sync-key-info, or re-saved since)."""
-    unknown = 0
-    async for page in store.iter_key_pages(page_size=page_size):
-        for key in page:
-            info = infos.get(key.id)
-            if info is None or info.fingerprint != ciphertext_fingerprint(key.api_key):
-                unknown += 1
-    return unknown
 
 
 async def _group_by_user(pages: AsyncIterator[list[UserKey]]) -> AsyncIterator[list[UserKey]]:

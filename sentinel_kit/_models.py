@@ -230,8 +230,8 @@ class RunRecord:
     #: The oldest attempt of any user (of the sync and shard) when the run ended; None as
     #: for ``stale_users``, or when no user was ever attempted.
     oldest_attempt_at: datetime | None = None
-    #: What the counts count: ``user`` (keys) or ``faction`` (a per-faction sync's
-    #: factions); None when the run history does not say.
+    #: What the run's counts count (``user``, ``faction`` or ``key``); None for runs
+    #: recorded before migration 018.
     unit: str | None = None
 
     @property

@@ -84,8 +84,10 @@ class Reader:
 
     def keys(self) -> KeyTable:
         """Return the job's keys (its shard's, when sharded) and what the next run does with
-        each: request it, skip it (parked by key health) or fail to decrypt it. Keys show as
-        fingerprints, the label reports and cassettes use; never in plaintext.
+        each: request it, skip it (parked by key health) or fail to decrypt it. For a
+        per-faction sync, every key and what its plan does with it (``request``, ``spare``,
+        ``parked``, ``no_access``, ``no_faction``, ``unknown``: no key info yet). Keys show
+        as fingerprints, the label reports and cassettes use; never in plaintext.
 
         Raises:
             SchemaMissing: the tables are missing.

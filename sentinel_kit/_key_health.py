@@ -22,11 +22,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from ._models import ErrorClass, Outcome, UserKey
+from ._models import ErrorClass, Outcome, Reason, UserKey
 
 __all__ = [
     "INCORRECT_KEY",
     "NO_SUCCESS_PARK",
+    "PARKED_REASON",
     "STRIKES_TO_PARK",
     "STRIKE_GAP",
     "HealthPolicy",
@@ -60,6 +61,14 @@ class HealthState(enum.StrEnum):
     DEAD = "dead"
     SUSPENDED = "suspended"
     COOLDOWN = "cooldown"
+
+
+#: The reason a report gives a key skipped because it is parked, by why it is parked.
+PARKED_REASON = {
+    HealthState.DEAD: Reason.KEY_INVALID,
+    HealthState.SUSPENDED: Reason.KEY_SUSPENDED,
+    HealthState.COOLDOWN: Reason.RATE_LIMITED,
+}
 
 
 @dataclass(frozen=True, slots=True)

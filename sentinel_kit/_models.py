@@ -230,6 +230,9 @@ class RunRecord:
     #: The oldest attempt of any user (of the sync and shard) when the run ended; None as
     #: for ``stale_users``, or when no user was ever attempted.
     oldest_attempt_at: datetime | None = None
+    #: What the run's counts count (``user``, ``faction`` or ``key``); None for runs
+    #: recorded before migration 018.
+    unit: str | None = None
 
     @property
     def attempted(self) -> int:

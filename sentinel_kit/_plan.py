@@ -236,18 +236,30 @@ class Plan:
         units = len({e.unit_id or e.user_id for e in requested})
         return Budget(units, len(requested), self.max_rpm, self.time_box, self.unit)
 
-    def render_text(self) -> str:
-        """One line per key, after a summary line and the budget."""
-        lines = [
+    def _summary(self) -> str:
+        """``plan: 6 keys: 4 to request, ...``; a per-faction plan counts factions (one
+        entry each, but for its spare keys): ``plan: 2 factions: 1 to request, 1 parked``."""
+        if self.unit == "faction":
+            factions = len({e.unit_id for e in self.entries})
+            return (
+                f"plan: {factions} faction{'s' if factions != 1 else ''}: "
+                f"{self.count('request')} to request, {self.count('parked')} parked"
+                + (f", {self.count('no_access')} no access" if self.count("no_access") else "")
+                + (f"; {self.count('spare')} spare keys" if self.count("spare") else "")
+            )
+        return (
             f"plan: {len(self.entries)} keys: {self.count('request')} to request, "
             f"{self.count('parked')} parked, {self.count('decrypt_error')} not decryptable"
             + "".join(
                 f", {self.count(a)} {a.replace('_', ' ')}"
                 for a in ("no_access", "spare", "fresh")
                 if self.count(a)
-            ),
-            f"budget: {self.budget.describe()}",
-        ]
+            )
+        )
+
+    def render_text(self) -> str:
+        """One line per key, after a summary line and the budget."""
+        lines = [self._summary(), f"budget: {self.budget.describe()}"]
         if self.page_limit is not None:
             lines.append(
                 f"budget: incremental: at least {self.budget.requests} requests, one more per "

@@ -50,14 +50,16 @@ COLOURS = {
 #: How the states of a key read, in the order they are drawn (others follow, by name).
 STATE_NAMES = {
     "request": "requested",
-    "spare": "spare (one key per user)",
+    "spare": "spare (asked if another fails)",
     "fresh": "fresh (refresh= not up)",
     "no_access": "no access",
     "decrypt_error": "not decryptable",
+    "no_faction": "no faction",
+    "unknown": "no key info yet",
 }
 STATE_COLOURS = {
     "requested": "#2e7d32",
-    "spare (one key per user)": "#81c784",
+    "spare (asked if another fails)": "#81c784",
     "fresh (refresh= not up)": "#a5d6a7",
     "no access": "#6a1b9a",
     "parked": "#ef6c00",
@@ -171,7 +173,8 @@ def _history_panel(axes: Axes, runs: Sequence[Mapping[str, Any]]) -> None:
             label="aborted or timed out",
             zorder=3,
         )
-    axes.set_ylabel("keys per run")
+    faction = any(r.get("unit") == "faction" for r in runs)
+    axes.set_ylabel("factions per run" if faction else "keys per run")
     axes.set_xlabel("run (started at, UTC; * not counted for health)")
     step = math.ceil(len(runs) / MAX_LABELS)
     fmt = _time_format([r["started_at"] for r in runs])

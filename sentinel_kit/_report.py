@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ __all__ = [
     "SyncReport",
     "Tally",
     "build_report",
+    "keys_without_key_info",
+    "no_faction_known",
     "run_log_fields",
     "skip_kind",
     "skipped_phrase",
@@ -32,6 +35,24 @@ __all__ = [
 
 #: The detail of a key a per-faction run did not ask because another key answered first.
 NOT_ASKED = "not asked"
+
+_NO_FACTION = re.compile(r"no faction known yet: (\d+) keys? without key info")
+
+
+def no_faction_known(keys: int) -> str:
+    """The note of a per-faction run that has keys but knows no faction of theirs (no
+    current key info): kept as the run's ``error``, so the health rule reads it back."""
+    return (
+        f"no faction known yet: {keys} key{'s' if keys != 1 else ''} without key info; "
+        "run `sentinel-kit sync --job sync-key-info` first"
+    )
+
+
+def keys_without_key_info(error: str | None) -> int | None:
+    """The keys a :func:`no_faction_known` note counts; None for any other error."""
+    found = _NO_FACTION.match(error or "")
+    return int(found.group(1)) if found else None
+
 
 #: Why an aborted or timed-out run ended, as a bounded metric label: Torn refused every key
 #: (a global error), Torn unreachable, a Torn incident, the database, a wrong
@@ -362,7 +383,9 @@ class SyncReport:
             f"rows written: {self.written}",
         ]
         if self.error:
-            lines.append(f"  error: {self.error}")
+            # An ok run's error is a note (a per-faction run that knows no faction yet).
+            label = "note" if self.status is RunStatus.OK else "error"
+            lines.append(f"  {label}: {self.error}")
         if self.not_reached:
             lines.append(
                 f"  not reached: {self.not_reached} keys (the run ended before their "
@@ -371,7 +394,7 @@ class SyncReport:
         lines += _failure_lines(self.failures)
         for c in self.changes:
             shown = c.describe() if isinstance(c, RowChange) else f"{c.name} [{c.player_id}]"
-            lines.append(f"  would write: user {c.user_id}: {c.kind.value} -> {shown}")
+            lines.append(f"  would write: {self.unit} {c.user_id}: {c.kind.value} -> {shown}")
         return "\n".join(lines)
 
     def __str__(self) -> str:

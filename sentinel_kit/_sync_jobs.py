@@ -158,7 +158,24 @@ def job_of(spec: TornSync) -> JobSpec:
             f"sync {spec.name} has no schedule: give its TornSync schedule= or interval= "
             "to run it from the daemon"
         )
-    return JobSpec(spec.name, spec.schedule, sync_handler(spec), coverage=coverage_of(spec))
+    return JobSpec(
+        spec.name,
+        spec.schedule,
+        sync_handler(spec),
+        coverage=coverage_of(spec),
+        after=(KEY_INFO,) if needs_key_info(spec) else (),
+    )
+
+
+#: The sync that learns each key's access and faction (``sentinel_key_info``).
+KEY_INFO = "sync-key-info"
+
+
+def needs_key_info(spec: TornSync) -> bool:
+    """Whether a sync decides on key info: per faction (its units are the keys' factions),
+    or ``needs=`` above public (keys known to have less are skipped). ``daemon --once``
+    runs sync-key-info's tick before such a sync's, when both are among its jobs."""
+    return spec.name != KEY_INFO and (spec.per == "faction" or spec.needs != "public")
 
 
 def declared_jobs(imports: tuple[str, ...]) -> list[JobSpec]:

@@ -152,9 +152,7 @@ def test_explore_keys_table_shows_fingerprints_and_actions(
 ) -> None:
     """job.keys() renders every demo key by fingerprint, the corrupt one as decrypt_error."""
     keys = table(explore["keys"])
-    assert keys.caption == (
-        "7 keys: 6 to request, 0 parked, 1 not decryptable"
-    )
+    assert keys.caption == ("7 keys: 6 to request, 0 parked, 1 not decryptable")
     actions = {r["key_id"]: r["action"] for r in keys.records()}
     assert actions.pop("key-erin") == "decrypt_error"
     assert set(actions.values()) == {"request"}

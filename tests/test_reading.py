@@ -132,9 +132,7 @@ def test_keys_say_what_the_next_run_does_with_each(job: SyncJob) -> None:
     assert (broken.action, broken.fingerprint, broken.decrypts) == ("decrypt_error", None, False)
     assert "not a hex string" not in (broken.decrypt_error or "")
     assert "does not authenticate" in (broken.decrypt_error or "")
-    assert keys.caption == (
-        "5 keys: 3 to request, 1 parked, 1 not decryptable"
-    )
+    assert keys.caption == ("5 keys: 3 to request, 1 parked, 1 not decryptable")
 
 
 def test_health_and_unpark(job: SyncJob) -> None:

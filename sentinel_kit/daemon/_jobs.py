@@ -136,13 +136,15 @@ class JobSpec:
     """A registered job.
 
     ``coverage`` plans the request budget of a job that has one (a sync); None for a
-    plain ``@job`` handler.
+    plain ``@job`` handler. ``after`` names jobs whose tick ``daemon --once`` runs first
+    when they are among its jobs (a sync that needs what sync-key-info learns).
     """
 
     name: str
     schedule: Schedule
     handler: Handler
     coverage: CoveragePlanner | None = None
+    after: tuple[str, ...] = ()
 
 
 #: Jobs that other layers offer from the modules ``--import`` names (the syncs a module

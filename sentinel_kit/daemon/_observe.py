@@ -191,4 +191,5 @@ def record_of(report: SyncReport) -> RunRecord:
         skipped_by=dict(report.skipped_by),
         stale_users=report.stale_users,
         oldest_attempt_at=report.oldest_attempt_at,
+        unit=report.unit,
     )

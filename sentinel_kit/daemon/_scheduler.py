@@ -218,6 +218,8 @@ class Scheduler:
         for slot in slots:
             if slot.task is not None or slot.done or slot.next_tick > now:
                 continue
+            if self.config.once and _waits(slot, slots):
+                continue  # --once: the jobs it needs first (sync-key-info) run before it
             latest = slot.plan.latest_at_or_before(now)
             if latest > slot.next_tick:
                 missed, probe = 0, slot.next_tick
@@ -236,3 +238,12 @@ class Scheduler:
             slot.task = asyncio.create_task(
                 start(slot.spec, slot.next_tick), name=f"sentinel-{slot.spec.name}"
             )
+
+
+def _waits(slot: Slot, slots: list[Slot]) -> bool:
+    """Whether a job's ``after`` names a job of ``slots`` that has not run its tick yet."""
+    return any(
+        other.spec.name in slot.spec.after and not other.done
+        for other in slots
+        if other is not slot
+    )

@@ -7,7 +7,10 @@ The rule (README, "Health and operations"):
   ``timeout`` (and ``abandoned``: its holder died) are not.
 - A run of a job that has keys but could use none of them (every key parked, or known to
   lack the access the sync needs) is not healthy, whatever its status: ``no usable key: 40
-  parked, 12 without access`` (each named when the run's ``skipped_by`` is known).
+  parked, 12 without access`` (each named when the run's ``skipped_by`` is known); so is a
+  per-faction run that has keys but knows none of their factions (no key info yet: its
+  ``error`` is the note ``no faction known yet: 6 keys ...``): ``no usable key: 6 keys
+  without key info``.
 - Only counted runs speak for a job: not dry runs, not ``users=[...]`` re-runs, not runs a
   person interrupted. Runs still ``running`` (and ``skipped`` ones) have no verdict yet.
 - A job is healthy when its latest counted run is healthy. A job with no counted run yet is
@@ -25,6 +28,7 @@ from datetime import datetime, timedelta
 
 from .._errors import ConfigError
 from .._models import JobState, RunRecord
+from .._report import keys_without_key_info
 
 __all__ = [
     "DEFAULT_MIN_SYNCED",
@@ -85,6 +89,11 @@ def run_verdict_of(run: RunRecord, min_synced: float = DEFAULT_MIN_SYNCED) -> Ve
         run: a finished run.
         min_synced: the share of attempted keys a partial run must sync.
     """
+    unknown = keys_without_key_info(run.error)
+    if unknown and run.keys_total == 0:
+        # A per-faction job that has keys but knows none of their factions: it syncs no
+        # one until sync-key-info has checked them.
+        return Verdict(VerdictKind.NO_USABLE_KEY, f"no usable key: {unknown} keys without key info")
     if run.keys_total > 0 and run.skipped >= run.keys_total:
         # Every key skipped: "ok" with nothing to do, run after run, would hide that the job
         # syncs no one (a Torn incident parked them, every user's key died, or no key has
@@ -98,7 +107,8 @@ def run_verdict_of(run: RunRecord, min_synced: float = DEFAULT_MIN_SYNCED) -> Ve
             return None
         return Verdict(
             VerdictKind.BELOW_MIN_SYNCED,
-            f"partial: {run.synced} of {attempted} attempted keys synced, "
+            f"partial: {run.synced} of {attempted} attempted "
+            f"{'factions' if run.unit == 'faction' else 'keys'} synced, "
             f"below --min-synced {min_synced:g}",
         )
     if run.error and run.error.startswith(run.status):

@@ -20,12 +20,19 @@ from .._incident import IncidentGuard
 from .._key_health import HealthPolicy
 from .._models import KeyInfo, Reason, RunStatus
 from .._replay import torn_transport
-from .._report import SYNC_JOB_NAME, SyncReport, build_report, run_log_fields
+from .._report import (
+    SYNC_JOB_NAME,
+    SyncReport,
+    build_report,
+    no_faction_known,
+    run_log_fields,
+)
 from .._secrets import Secret
 from ..stores import Fence, Store, open_store
 from ..stores._sql import SQLStore
 from ._backlog import counts_users_backlog, with_backlog
 from ._builtin import SYNC_USERS
+from ._faction_keys import keys_without_faction
 from ._limits import RowLimits, row_limits
 from ._options import RunOptions, Shortcuts, TornOptions, apply_shortcuts
 from ._pipeline import Cut, Pipeline, Stop
@@ -264,6 +271,10 @@ class SyncJob(Reader):
             status, error, cause = _ending(pipeline, cut, self.options.timeout, stop)
             if internal is not None:
                 status, error, cause = RunStatus.ABORTED, internal, "internal"
+            if error is None and self.sync.per == "faction" and not pipeline.tally.total:
+                error = await _no_faction(store, pipeline.key_info, self.options.page_size)
+                if error is not None:
+                    log.warning("{}: {}", self.job, error)
             report = build_report(
                 pipeline.tally,
                 run_id=run_id,
@@ -374,6 +385,14 @@ async def _key_access(store: Store, sync: TornSync) -> dict[str, str]:
     except SentinelError as exc:
         logger.debug("key access marks of {} unknown ({}): asking every key", sync, exc)
         return {}
+
+
+async def _no_faction(store: Store, infos: Mapping[str, KeyInfo], page_size: int) -> str | None:
+    """A per-faction run that had no faction to ask: the note naming the keys whose faction
+    is unknown (no current key info), or None when there are none (no keys, or keys known
+    to be in no faction)."""
+    unknown = await keys_without_faction(store, infos, page_size=page_size)
+    return no_faction_known(unknown) if unknown else None
 
 
 async def _key_info(store: Store) -> dict[str, KeyInfo]:

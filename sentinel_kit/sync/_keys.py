@@ -24,8 +24,8 @@ from .._client import TornClient
 from .._crypto import KeyCipher
 from .._errors import DecryptError, FetchError, NotSent
 from .._key_health import (
+    PARKED_REASON,
     HealthPolicy,
-    HealthState,
     KeyHealth,
     ciphertext_fingerprint,
     parked_reason,
@@ -40,11 +40,7 @@ from ._spec import ACCESS_LEVELS, Row, TornSync
 __all__ = ["access_short", "as_rows", "owner_of", "process_key", "settle_key"]
 
 
-_PARKED_REASON = {
-    HealthState.DEAD: Reason.KEY_INVALID,
-    HealthState.SUSPENDED: Reason.KEY_SUSPENDED,
-    HealthState.COOLDOWN: Reason.RATE_LIMITED,
-}
+_PARKED_REASON = PARKED_REASON
 
 
 @dataclass(slots=True)

@@ -15,10 +15,12 @@ from datetime import UTC, datetime
 from .._blocking import run_blocking
 from .._crypto import KeyCipher
 from .._errors import SentinelError
-from .._key_health import HealthPolicy, ciphertext_fingerprint
+from .._key_health import HealthPolicy, KeyHealth, ciphertext_fingerprint
 from .._models import KeyInfo, UserKey
 from .._plan import Plan, PlanEntry
 from ..stores import Store
+from . import _tables
+from ._faction_keys import faction_key_actions
 from ._keys import access_short
 from ._limits import RowLimits
 from ._options import RunOptions, TornOptions
@@ -34,7 +36,7 @@ from ._tables import (
     key_info,
     one_key_per_user,
 )
-from ._units import plan_entries, read_factions
+from ._units import faction_units, key_uses_sync, plan_entries, read_factions
 
 __all__ = ["Reader"]
 
@@ -82,8 +84,10 @@ class Reader:
 
     def keys(self) -> KeyTable:
         """Return the job's keys (its shard's, when sharded) and what the next run does with
-        each: request it, skip it (parked by key health) or fail to decrypt it. Keys show as
-        fingerprints, the label reports and cassettes use; never in plaintext.
+        each: request it, skip it (parked by key health) or fail to decrypt it. For a
+        per-faction sync, every key and what its plan does with it (``request``, ``spare``,
+        ``parked``, ``no_access``, ``no_faction``, ``unknown``: no key info yet). Keys show
+        as fingerprints, the label reports and cassettes use; never in plaintext.
 
         Raises:
             SchemaMissing: the tables are missing.
@@ -244,6 +248,8 @@ class Reader:
             access = await _access_marks(store, self.sync)
             checked = await _checked_keys(store)
             sink = sink_for(self.sync, RowLimits(), key_info=checked)
+            if self.sync.per == "faction":
+                return await self._faction_keys(store, health, access, checked, now)
             infos = [
                 key_info(
                     key,
@@ -263,19 +269,59 @@ class Reader:
             ]
         if sink.one_key:
             infos = one_key_per_user(infos)
-        actions = [i.action for i in infos]
-        caption = (
-            f"{len(infos)} keys: {actions.count('request')} to request, "
-            f"{actions.count('parked')} parked, {actions.count('decrypt_error')} not decryptable"
+        return _key_table(infos, self.sync.name)
+
+    async def _faction_keys(
+        self,
+        store: Store,
+        health: Mapping[str, KeyHealth],
+        access: Mapping[str, str],
+        checked: Mapping[str, KeyInfo],
+        now: datetime,
+    ) -> KeyTable:
+        """A per-faction sync's keys: every key (its shard is of factions), each with what
+        the run does with it, decided as :meth:`_faction_plan` decides it."""
+        size = self.options.page_size
+        keys = [k async for page in store.iter_key_pages(page_size=size) for k in page]
+        policy = self.health_policy
+        units = faction_units(
+            keys,
+            checked,
+            self.sync,
+            health=health,
+            policy=policy,
+            access=access,
+            now=now,
+            attempts=await store.load_unit_attempts(self.sync.name),
+            uses=await store.load_unit_attempts(key_uses_sync(self.sync.name)),
+            shard=self.options.shard,
+            fresh_after=None if self.sync.refresh is None else now - self.sync.refresh,
         )
-        others = [
-            f"{actions.count(a)} {a.replace('_', ' ')}" for a in ("no_access", "spare", "fresh")
+        planned = faction_key_actions(
+            keys,
+            checked,
+            units,
+            self.sync,
+            health=health,
+            policy=policy,
+            access=access,
+            now=now,
+            shard=self.options.shard,
+        )
+        infos = [
+            key_info(
+                key,
+                cipher=self._cipher,
+                health=health.get(key.id),
+                now=now,
+                policy=self.health_policy,
+                no_access=_marked(dict(access), key),
+                checked=checked.get(key.id),
+                planned=planned[key.id],
+            )
+            for key in keys
         ]
-        caption += "".join(f", {o}" for o in others if not o.startswith("0 "))
-        known = sum(1 for i in infos if i.checked_at is not None)
-        if known:
-            caption += f"; access known for {known} (sync-key-info)"
-        return KeyTable(infos, caption=caption, sync=self.sync.name)
+        return _key_table(infos, self.sync.name)
 
     async def ahealth(self) -> HealthTable:
         """The async twin of :meth:`health`."""
@@ -296,6 +342,11 @@ class Reader:
         async with self.store as store:
             await store.check_schema()
             runs = await store.list_runs(job=None if all_jobs else self.job, limit=limit)
+        # What this job's counts count, where the history does not say.
+        runs = [
+            replace(r, unit=self.sync.per) if r.unit is None and r.job == self.job else r
+            for r in runs
+        ]
         whose = "every job" if all_jobs else self.job
         return RunHistory(runs, caption=f"{_count(len(runs), 'run')} of {whose}, newest first")
 
@@ -340,6 +391,28 @@ def _marked(access: dict[str, str], key: UserKey) -> bool:
         return access[key.id] == ciphertext_fingerprint(key.api_key)
     except (AttributeError, TypeError, ValueError):
         return False
+
+
+def _key_table(infos: list[_tables.KeyInfo], sync: str) -> KeyTable:
+    """The keys with a caption counting them by action (``6 keys: 2 to request, ...``)."""
+    actions = [i.action for i in infos]
+    caption = (
+        f"{len(infos)} keys: {actions.count('request')} to request, "
+        f"{actions.count('parked')} parked, {actions.count('decrypt_error')} not decryptable"
+    )
+    others = [
+        f"{actions.count(a)} {_ACTION_WORDS.get(a, a.replace('_', ' '))}"
+        for a in ("no_access", "spare", "fresh", "no_faction", "unknown", "other_shard")
+    ]
+    caption += "".join(f", {o}" for o in others if not o.startswith("0 "))
+    known = sum(1 for i in infos if i.checked_at is not None)
+    if known:
+        caption += f"; access known for {known} (sync-key-info)"
+    return KeyTable(infos, caption=caption, sync=sync)
+
+
+#: How a caption names an action where its name does not read well.
+_ACTION_WORDS = {"unknown": "without key info", "other_shard": "of other shards"}
 
 
 def _count(n: int, noun: str) -> str:

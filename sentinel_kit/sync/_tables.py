@@ -72,6 +72,10 @@ class KeyInfo:
         checked_at: when sync-key-info checked the key.
         fresh: the sync's ``refresh=`` says the key needs no request yet (sync-key-info:
             checked within a day under its current ciphertext).
+        planned: a per-faction sync's action for the key, as its plan decides it
+            (``request``, ``spare``, ``parked``, ``no_access``, ``no_faction``,
+            ``unknown``: no current key info, ``fresh`` or ``other_shard``); None for a
+            per-user sync, whose action follows from the fields above.
     """
 
     key_id: str
@@ -91,6 +95,7 @@ class KeyInfo:
     faction_access: bool | None = None
     checked_at: datetime | None = None
     fresh: bool = False
+    planned: str | None = None
 
     @property
     def decrypts(self) -> bool:
@@ -101,7 +106,12 @@ class KeyInfo:
     def action(self) -> str:
         """What the next run does with it: ``request``, ``parked``, ``decrypt_error``,
         ``no_access`` (refused for this sync), ``spare`` (another key of its user is
-        asked first) or ``fresh`` (not asked before the sync's ``refresh`` is up)."""
+        asked first) or ``fresh`` (not asked before the sync's ``refresh`` is up); for a
+        per-faction sync, what its plan does (:attr:`planned`)."""
+        if self.planned is not None:
+            if self.planned in ("request", "spare") and not self.decrypts:
+                return "decrypt_error"
+            return self.planned
         if self.parked is not None:
             return "parked"
         if self.no_access:
@@ -123,6 +133,7 @@ def key_info(
     no_access: bool = False,
     checked: _models.KeyInfo | None = None,
     fresh: bool = False,
+    planned: str | None = None,
 ) -> KeyInfo:
     """Describe one stored key: does it decrypt, under which fingerprint, is it parked.
 
@@ -135,6 +146,7 @@ def key_info(
         no_access: the key is marked without access for the job's sync.
         checked: what sync-key-info found for the key (shown only while current).
         fresh: the key needs no request before the sync's ``refresh`` is up.
+        planned: a per-faction sync's action for the key (:attr:`KeyInfo.planned`).
 
     Returns:
         The :class:`KeyInfo`; the plaintext is dropped once fingerprinted.
@@ -156,6 +168,7 @@ def key_info(
         parked_until=parked_until(parked, policy=policy) if parked else None,
         no_access=no_access,
         fresh=fresh,
+        planned=planned,
         **_access_fields(current_key_info(checked, key)),
     )
 
@@ -291,6 +304,7 @@ class RunHistory(Table[RunRecord]):
         "error",
         "scheduled_for",
         "holder",
+        "unit",
     )
 
     def record(self, item: RunRecord) -> dict[str, Any]:

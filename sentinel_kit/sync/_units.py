@@ -31,7 +31,13 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from .._key_health import HealthPolicy, KeyHealth, ciphertext_fingerprint, parked_reason
+from .._key_health import (
+    PARKED_REASON,
+    HealthPolicy,
+    KeyHealth,
+    ciphertext_fingerprint,
+    parked_reason,
+)
 from .._models import ErrorClass, KeyInfo, Outcome, UserKey
 from .._plan import PlanEntry
 from .._shard import shard_of
@@ -46,6 +52,7 @@ __all__ = [
     "FactionUnit",
     "faction_groups",
     "faction_units",
+    "incapable",
     "key_uses_sync",
     "plan_entries",
     "read_factions",
@@ -76,6 +83,8 @@ class FactionUnit:
         members: keys of our users in the faction (by their current key info).
         why_not: when no key is capable, why (one phrase per kind of key).
         first: a key of the faction (for the report of a faction without a capable key).
+        parked: when every key of the faction is parked, the first one's health (the
+            faction is skipped as ``parked``); None otherwise.
     """
 
     faction_id: int
@@ -83,6 +92,7 @@ class FactionUnit:
     members: int
     why_not: str | None
     first: UserKey
+    parked: KeyHealth | None = None
 
     @property
     def unit_id(self) -> str:
@@ -90,19 +100,23 @@ class FactionUnit:
         return str(self.faction_id)
 
     def skipped(self) -> Outcome:
-        """The outcome of a faction no key of which is capable: skipped, with the reason."""
+        """The outcome of a faction no key of which is capable: skipped, with the reason
+        (``parked`` when every key is parked, by the first one's health; else ``access``)."""
+        parked = self.parked
         return Outcome(
             self.first.id,
             self.first.user_id,
             skipped=True,
             detail=f"faction {self.faction_id}: no capable key ({self.why_not})",
             key_created_at=self.first.created_at,
-            error_class=None if "parked" in (self.why_not or "") else ErrorClass.NO_ACCESS,
+            reason=None if parked is None else PARKED_REASON[parked.state],
+            torn_code=None if parked is None else parked.last_code,
+            error_class=None if parked is not None else ErrorClass.NO_ACCESS,
             unit_id=self.unit_id,
         )
 
 
-def _incapable(
+def incapable(
     key: UserKey,
     info: KeyInfo,
     spec: TornSync,
@@ -181,19 +195,27 @@ def faction_units(
             continue  # fresh (refresh=): not asked this run
         capable: list[tuple[UserKey, KeyInfo]] = []
         why: dict[str, int] = {}
+        parked: KeyHealth | None = None
         for key, info in sorted(found, key=lambda ki: ki[0].id):
-            problem = _incapable(
+            problem = incapable(
                 key, info, spec, health=health, policy=policy, access=access, now=now
             )
             if problem is None:
                 capable.append((key, info))
             else:
                 why[problem] = why.get(problem, 0) + 1
+                if problem == "parked" and parked is None:
+                    parked = health.get(key.id)
         capable.sort(key=lambda ki: (uses.get(ki[0].id, _NEVER), ki[0].id))
         chosen = tuple(replace(key, unit_id=unit) for key, _ in capable[:MAX_KEYS_PER_FACTION])
         why_not = None if chosen else ", ".join(f"{n} {w}" for w, n in sorted(why.items()))
         first = min((k for k, _ in found), key=lambda k: k.id)
-        units.append(FactionUnit(faction_id, chosen, len(found), why_not, first))
+        all_parked = not chosen and set(why) == {"parked"}
+        units.append(
+            FactionUnit(
+                faction_id, chosen, len(found), why_not, first, parked if all_parked else None
+            )
+        )
     units.sort(key=lambda u: (attempts.get(u.unit_id, _NEVER), u.faction_id))
     return units
 
@@ -281,7 +303,7 @@ def plan_entries(units: Sequence[FactionUnit]) -> list[PlanEntry]:
     for unit in units:
         where = f"faction {unit.faction_id}"
         if not unit.keys:
-            action = "parked" if (unit.why_not or "").endswith("parked") else "no_access"
+            action = "parked" if unit.parked is not None else "no_access"
             entries.append(
                 PlanEntry(
                     unit.first.user_id,

@@ -332,8 +332,9 @@ def test_keys_list_job_keys_and_doctor_show_what_each_key_can_do(
     doctor = run_cli(["doctor", "--db", store.url, "--torn-url", torn.url, "--json"], env=env)
     checks = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}
     assert doctor.returncode == 0, doctor.stdout
-    assert checks["key_info"]["status"] == "warn"
+    assert checks["key_info"]["status"] == "pass"  # counts once sync-key-info has run
     assert checks["key_info"]["detail"] == "key info: 4 of 5 keys checked; 1 never"
+    assert {c["status"] for c in checks.values()} <= {"pass", "fail", "n/a"}
 
 
 def test_the_cli_knows_sync_key_info_and_the_daemon_runs_it_only_by_name(

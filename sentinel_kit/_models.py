@@ -221,8 +221,8 @@ class RunRecord:
     deferred: int = 0
     #: False for runs the health rule ignores (re-runs of a few users, interrupted runs).
     counted: bool = True
-    #: The skipped keys by why (``{"parked": n, "access": m}``), when known: the daemon
-    #: knows it of the run it just made; the run history does not keep it (None).
+    #: The skipped keys by why (``{"parked": n, "access": m}``), when known: kept in the
+    #: run history from migration 018 on; None for runs recorded before it.
     skipped_by: Mapping[str, int] | None = None
     #: Users the run left not attempted within one interval of the schedule (its sync and
     #: shard); None for dry runs, re-runs of a few users and databases before migration 017.
@@ -230,6 +230,9 @@ class RunRecord:
     #: The oldest attempt of any user (of the sync and shard) when the run ended; None as
     #: for ``stale_users``, or when no user was ever attempted.
     oldest_attempt_at: datetime | None = None
+    #: What the run's counts count (``user``, ``faction`` or ``key``); None for runs
+    #: recorded before migration 018.
+    unit: str | None = None
 
     @property
     def attempted(self) -> int:
@@ -268,6 +271,7 @@ class RunRecord:
                 self.oldest_attempt_at.isoformat() if self.oldest_attempt_at else None
             ),
             "oldest_attempt_age_s": self.oldest_attempt_age_s,
+            "unit": self.unit,
         }
 
 

@@ -81,7 +81,8 @@ class Observer:
         """The health rule after a tick; metrics and the alert that a change calls for."""
         runs = await store.list_runs(job=lease, limit=RUNS_PER_JOB)
         if report is not None:
-            # The run just made knows why its keys were skipped; the history does not keep it.
+            # The run just made knows why its keys were skipped (a database before migration
+            # 018 does not keep it).
             skipped_by = dict(report.skipped_by)
             runs = [
                 replace(r, skipped_by=skipped_by) if r.run_id == report.run_id else r for r in runs

@@ -221,8 +221,8 @@ class RunRecord:
     deferred: int = 0
     #: False for runs the health rule ignores (re-runs of a few users, interrupted runs).
     counted: bool = True
-    #: The skipped keys by why (``{"parked": n, "access": m}``), when known: the daemon
-    #: knows it of the run it just made; the run history does not keep it (None).
+    #: The skipped keys by why (``{"parked": n, "access": m}``), when known: kept in the
+    #: run history from migration 018 on; None for runs recorded before it.
     skipped_by: Mapping[str, int] | None = None
     #: Users the run left not attempted within one interval of the schedule (its sync and
     #: shard); None for dry runs, re-runs of a few users and databases before migration 017.
@@ -271,6 +271,7 @@ class RunRecord:
                 self.oldest_attempt_at.isoformat() if self.oldest_attempt_at else None
             ),
             "oldest_attempt_age_s": self.oldest_attempt_age_s,
+            "unit": self.unit,
         }
 
 

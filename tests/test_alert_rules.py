@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from sentinel_kit._report import ABORT_CAUSES
 from sentinel_kit.testing import FakeTorn
@@ -199,3 +200,38 @@ def test_the_dashboard_queries_parse_and_use_its_variables(tmp_path: Path) -> No
         cells |= mine
     titles = {p["title"] for p in board["panels"]}
     assert {"Runs by status", "Torn requests by outcome", "Stale users", "Run duration"} <= titles
+
+
+def documented_scrape_configs() -> dict[str, dict[str, Any]]:
+    """The prometheus.yml snippets users copy: README's and the alerts.yml header's."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### Alerts and dashboard") :]
+    snippet = section[section.index("```yaml\n") + 8 : section.index("```\n", 8)]
+    header = []
+    for line in (RULES / "alerts.yml").read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        header.append(line[4:] if line.startswith("#   ") else "")
+    header_yaml = "\n".join(header[header.index("rule_files:") :])
+    return {"README.md": yaml.safe_load(snippet), "alerts.yml": yaml.safe_load(header_yaml)}
+
+
+def test_the_documented_scrape_config_keeps_our_job_label() -> None:
+    """Without honor_labels Prometheus renames our `job` label (the sync job) to
+    exported_job and every `by (job)` rule sees one job; both documented configs set it."""
+    configs = documented_scrape_configs()
+    for where, config in configs.items():
+        (scrape,) = config["scrape_configs"]
+        assert scrape["job_name"] == "sentinel-kit", where  # what the daemon-down rules expect
+        assert scrape["honor_labels"] is True, where
+        assert config["rule_files"] == ["/etc/prometheus/sentinel-kit/alerts.yml"], where
+
+
+def test_promtool_accepts_the_documented_prometheus_config(tmp_path: Path) -> None:
+    """README's prometheus.yml, with the rule file where it says, is a valid config."""
+    config = documented_scrape_configs()["README.md"]
+    shutil.copy(RULES / "alerts.yml", tmp_path / "alerts.yml")
+    config["rule_files"] = [str(tmp_path / "alerts.yml")]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    checked = run_promtool("check", "config", "prometheus.yml", cwd=tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr

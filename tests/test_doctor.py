@@ -70,11 +70,12 @@ def test_sqlite_passes_and_says_what_does_not_apply(tmp_path: Path, torn: FakeTo
         **dict.fromkeys(CHECKS, "pass"),
         **dict.fromkeys(CHECKS[4:11], "n/a"),
         "pooler": "n/a",
-        "key_info": "warn",  # no key checked by sync-key-info yet: exit 0 all the same
+        "key_info": "n/a",  # sync-key-info never ran: nothing for a sync-users-only setup
     }
     assert "SQLite has no roles" in checks["tables_closed"]["detail"]
-    assert checks["key_info"]["detail"] == "key info: 0 of 5 keys checked; 5 never"
-    assert "sentinel-kit sync --job sync-key-info" in checks["key_info"]["fix"]
+    assert checks["key_info"]["detail"].startswith(
+        "sync-key-info has not run; needed by syncs with needs= or per='faction'"
+    )
     assert checks["secret"]["detail"] == "ENCRYPTION_KEY decrypts 5 of the first 5 keys"
     assert torn.requests == []  # a connection only: no request, so no key sent
 
@@ -92,7 +93,7 @@ def test_text_output_is_one_line_per_check_with_the_fix(tmp_path: Path, torn: Fa
     assert len(lines) == len(CHECKS)
     assert lines[-1].startswith("fail  torn")
     assert "-> fix: check DNS, the firewall" in lines[-1]
-    assert all(line.split()[0] in ("pass", "n/a", "warn") for line in lines[:-1])
+    assert all(line.split()[0] in ("pass", "n/a") for line in lines[:-1])
 
 
 def test_wrong_or_missing_secret_fails_naming_encryption_key(
@@ -237,7 +238,7 @@ def test_doctor_fails_on_an_open_user_keys_and_a_wrong_secret_then_passes(
     assert run_cli(["migrate", "--db", pg_url, "--lock-tables"]).returncode == 0
     code, checks, _ = doctor(pg_url, torn.url)
     assert code == 0, checks
-    assert statuses(checks) == {**dict.fromkeys(CHECKS, "pass"), "key_info": "warn"}
+    assert statuses(checks) == {**dict.fromkeys(CHECKS, "pass"), "key_info": "n/a"}
     assert checks["functions_closed"]["status"] == "pass"
 
 

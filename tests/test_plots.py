@@ -280,8 +280,11 @@ def test_status_plot_draws_each_jobs_backlog(demo: tuple[str, SyncJob], tmp_path
     figure = report.plot()
     assert render(figure, tmp_path / "status.png") == (800, 600)
     stale, oldest = figure.axes
-    (line,) = stale.get_lines()
-    assert line.get_label() == "sync-users"
+    # Every job with runs is listed (as `sentinel-kit status` does): sync-users' line here.
+    lines = {line.get_label(): line for line in stale.get_lines()}
+    assert "sync-users" in lines
+    assert set(lines) <= {j.job for j in report}
+    line = lines["sync-users"]
     recorded = [r for r in job.history() if r.stale_users is not None]
     assert len(recorded) == 3  # each whole run records the backlog it left
     assert len(line.get_xdata()) == len(recorded) + 1
@@ -292,7 +295,8 @@ def test_status_plot_draws_each_jobs_backlog(demo: tuple[str, SyncJob], tmp_path
     ages = [r.oldest_attempt_age_s for r in reversed(recorded)]
     ages.append(report["sync-users"].oldest_attempt_age_s)
     expected = [a / per if a is not None else math.nan for a in ages]
-    assert list(oldest.get_lines()[0].get_ydata()) == pytest.approx(expected, nan_ok=True)
+    ages_line = next(a for a in oldest.get_lines() if a.get_label() == "sync-users")
+    assert list(ages_line.get_ydata()) == pytest.approx(expected, nan_ok=True)
     assert figure.get_suptitle() == "Backlog per job over its recent runs"
     assert stale.get_ylabel() == "stale users"
     assert oldest.get_ylabel().startswith("oldest attempt age (")

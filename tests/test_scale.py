@@ -247,8 +247,9 @@ def test_sync_and_status_follow_the_shard(
     # Its backlog is the shard's: every user of shard 1 was just attempted.
     assert (shown["stale_users"], shown["never_attempted"]) == (0, 0)
     # Outside the shard, `status` checks the unsharded job, which never ran: the users of
-    # the other shards were never attempted.
-    (whole,) = status_json(db)
+    # the other shards were never attempted. It lists the shard's job too (it has runs).
+    whole, shard_job = status_json(db)
+    assert shard_job["job"] == "sync-users:1/3"
     assert (whole["job"], whole["last_run"]) == ("sync-users", None)
     assert whole["never_attempted"] == len(keys) - len(mine)
 

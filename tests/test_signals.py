@@ -389,6 +389,39 @@ def test_metrics_of_a_running_daemon_match_its_runs(
     assert daemon.stop() == 0
 
 
+def test_a_restarted_daemon_exports_health_from_the_history_before_any_tick(
+    tmp_path: Path, torn: FakeTorn, daemons: list[Daemon]
+) -> None:
+    """Run once, restart with a schedule whose next tick is far off: /metrics has the job's
+    health and last success from the run history at once (alerts work across restarts)."""
+    path = tmp_path / "restart.db"
+    db = seed_sqlite(path, simple_keys(3))
+    once = Daemon(tmp_path, db, torn.url, "first", "--once")
+    daemons.append(once)
+    assert once.proc.wait(timeout=60) == 0, once.log()
+    (run,) = runs(path)
+    port = closed_port()
+    yearly = ("--schedule", "0 0 1 1 *", "--metrics-port", str(port))
+    daemon = Daemon(tmp_path, db, torn.url, "restarted", *yearly)
+    daemons.append(daemon)
+    job = (("job", "sync-users"),)
+
+    def exported() -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:
+        try:
+            metrics = scrape(port)
+        except OSError:
+            return None  # not listening yet
+        return metrics if ("sentinel_job_healthy", job) in metrics else None
+
+    metrics = wait_for(exported, 20, "sentinel_job_healthy from the history")
+    assert metrics[("sentinel_job_healthy", job)] == 1
+    stamp = metrics[("sentinel_last_success_timestamp_seconds", job)]
+    assert abs(stamp - _epoch(run["finished_at"])) < 0.01
+    assert ("sentinel_runs_total", (*job, ("status", "ok"))) not in metrics  # no run here
+    assert len(runs(path)) == 1
+    assert daemon.stop() == 0
+
+
 def _epoch(stored: str) -> float:
     from datetime import datetime
 

@@ -9,6 +9,7 @@ from .._models import RunRecord
 from .._schedule import Schedule
 from ..daemon._jobs import load_jobs
 from ..ops import StatusReport, job_statuses
+from ..ops._status import jobs_in_use
 from ..stores import Store
 from ..sync import SYNC_JOB_NAME
 from ..sync._backlog import counts_users_backlog
@@ -163,7 +164,7 @@ def status(
     # backlog does not count (as their runs record none).
     declared = declared_syncs(imports)
     syncs = [n for n, s in declared.items() if n != SYNC_JOB_NAME and counts_users_backlog(s)]
-    # The ready-made syncs show when a daemon registered them (it runs them) or by --job.
+    # The ready-made syncs show once they ran or a daemon registered them, or by --job.
     opt_in = opt_in_syncs(declared)
     names = list(job_names) or [
         shard_job_name(mine, SYNC_JOB_NAME),
@@ -175,11 +176,10 @@ def status(
     async def gather(store: Store) -> StatusReport:
         shown = names
         if not job_names:
-            # Every job a daemon registered in the database too, imported here or not (of
-            # this shard, in a shard's pod).
-            registered = await store.get_job_states(None)
-            more = [n for n in registered if mine is None or _of_shard(n, mine)]
-            shown = [*names, *sorted(n for n in more if n not in names)]
+            # Every job a daemon registered or the run history holds too, imported here or
+            # not (of this shard, in a shard's pod): what sentinel_kit.status() lists.
+            keep = None if mine is None else (lambda n: _of_shard(n, mine))
+            shown = await jobs_in_use(store, names, also=declared, keep=keep)
         return await job_statuses(store, shown, schedules=plans, min_synced=min_synced, syncs=syncs)
 
     report = with_store(db, gather)

@@ -271,6 +271,7 @@ class Daemon:
         scheduler = self._scheduler
         scheduler.slots = scheduler.make_slots()
         await scheduler.register(fail=True)
+        await self._observer.observe_history()
         await self._announce_budget()
         await scheduler.loop(self._tick, self._stopping, self.results.append)
 

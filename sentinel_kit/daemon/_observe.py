@@ -81,7 +81,8 @@ class Observer:
         """The health rule after a tick; metrics and the alert that a change calls for."""
         runs = await store.list_runs(job=lease, limit=RUNS_PER_JOB)
         if report is not None:
-            # The run just made knows why its keys were skipped; the history does not keep it.
+            # The run just made knows why its keys were skipped (a database before migration
+            # 018 does not keep it).
             skipped_by = dict(report.skipped_by)
             runs = [
                 replace(r, skipped_by=skipped_by) if r.run_id == report.run_id else r for r in runs
@@ -102,11 +103,40 @@ class Observer:
                     self.metrics.set_parked((await store.load_key_health()).values())
                 await self._observe_backlog(store, lease, report)
             self._observe_interval(lease)
-            self.metrics.observe_health(lease, health.healthy, health.last_run)
+            self.metrics.observe_health(
+                lease, health.healthy, health.last_run, last_healthy_at=health.last_healthy_at
+            )
         if await record_alert_state(store, health) and self.alerter is not None:
             title, body = alert_message(health, report, holder=self.config.holder)
             self._spawn(self.alerter.send(title, body, failure=not health.healthy))
         return health
+
+    async def observe_history(self) -> None:
+        """At start: each job's ``sentinel_job_healthy`` and last success from the run
+        history, so /metrics has them (and their alerts can fire) across a restart, before
+        each job's next run. A database it cannot read is left to the ticks."""
+        if self.metrics is None:
+            return
+        try:
+            async with open_store(self.config.db_url) as store:
+                states = await store.get_job_states(list(self.schedules))
+                for lease in self.schedules:
+                    runs = await store.list_runs(job=lease, limit=RUNS_PER_JOB)
+                    health = judge_job(
+                        lease,
+                        runs,
+                        now=self.clock.now(),
+                        state=states.get(lease),
+                        min_synced=self.config.min_synced,
+                    )
+                    self.metrics.observe_health(
+                        lease,
+                        health.healthy,
+                        health.last_run,
+                        last_healthy_at=health.last_healthy_at,
+                    )
+        except SentinelError as exc:  # metrics must never end the daemon's loop
+            self.log.warning("could not read the run history for the metrics: {}", exc)
 
     async def _observe_backlog(self, store: Store, lease: str, report: SyncReport) -> None:
         """Set the backlog gauges of a sync job after its run: the backlog the run recorded

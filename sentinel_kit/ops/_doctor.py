@@ -5,8 +5,9 @@ Checks, in order: the database answers; the migrations are applied and current;
 tables and functions are closed to Supabase's API roles; four of Supabase's linter checks
 on our objects; whether a ``postgresql://`` URL goes through a transaction pooler; Torn's
 host answers (a TCP and TLS connection, no request, no key); how many keys sync-key-info
-has checked (a warning, not a failure, while some are not). A check that cannot apply to
-the backend says so (``n/a``: SQLite has no roles); it never fails for that.
+has checked (``n/a`` until it has run: only syncs with ``needs=`` or ``per="faction"`` use
+it). A check that cannot apply says so (``n/a``: SQLite has no roles); it never fails for
+that.
 
 The rules are pure (:mod:`sentinel_kit._security`); this module gathers the facts.
 """
@@ -48,8 +49,6 @@ class CheckStatus(enum.StrEnum):
     PASS = "pass"  # noqa: S105 (a status, not a password)
     FAIL = "fail"
     NA = "n/a"
-    #: Worth doing something about, but nothing is broken: doctor still exits 0.
-    WARN = "warn"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,10 +57,9 @@ class Check:
 
     Attributes:
         name: a stable identifier, e.g. ``tables_closed``.
-        status: pass, fail, warn (nothing broken, something to do), or n/a (does not
-            apply to this backend).
+        status: pass, fail, or n/a (does not apply here).
         detail: what was found.
-        fix: what to do, when it failed or warns.
+        fix: what to do, when it failed.
     """
 
     name: str
@@ -70,9 +68,9 @@ class Check:
     fix: str | None = None
 
     def line(self) -> str:
-        """``pass  name  detail`` (and ``-> fix: ...`` when it failed or warns)."""
+        """``pass  name  detail`` (and ``-> fix: ...`` when it failed)."""
         text = f"{self.status.value:<4}  {self.name:<28}  {self.detail}"
-        shows_fix = self.status in (CheckStatus.FAIL, CheckStatus.WARN)
+        shows_fix = self.status is CheckStatus.FAIL
         return f"{text} -> fix: {self.fix}" if self.fix and shows_fix else text
 
     def to_dict(self) -> dict[str, Any]:
@@ -128,10 +126,6 @@ def _fail(name: str, detail: str, fix: str) -> Check:
 
 def _na(name: str, detail: str) -> Check:
     return Check(name, CheckStatus.NA, detail)
-
-
-def _warn(name: str, detail: str, fix: str) -> Check:
-    return Check(name, CheckStatus.WARN, detail, fix)
 
 
 _SECURITY_CHECKS = ("tables_closed", "functions_closed", *LINTS, "rows_visible")
@@ -195,12 +189,14 @@ KEY_INFO_CHECK = "key_info"
 
 
 async def key_info_check(store: Store) -> Check:
-    """How many keys sync-key-info has checked under their current ciphertext: a warning
-    (doctor still exits 0) while some are not, naming the command that checks them."""
-    fix = "run `sentinel-kit sync --job sync-key-info` (or the daemon with --job sync-key-info)"
+    """How many keys sync-key-info has checked under their current ciphertext: ``n/a``
+    until it has run (a deployment that never turns it on needs nothing from it), then
+    ``pass`` with the counts (the keys not checked yet are worked through run by run)."""
     total = checked = resaved = 0
     try:
         known = await store.load_key_info()
+        if not known:
+            return _na(KEY_INFO_CHECK, _KEY_INFO_NEVER)
         async for page in store.iter_key_pages():
             for key in page:
                 total += 1
@@ -220,7 +216,13 @@ async def key_info_check(store: Store) -> Check:
     detail = f"key info: {checked} of {total} keys checked; {total - checked - resaved} never"
     if resaved:
         detail += f", {resaved} re-saved since"
-    return _warn(KEY_INFO_CHECK, detail, fix)
+    return _pass(KEY_INFO_CHECK, detail)
+
+
+_KEY_INFO_NEVER = (
+    "sync-key-info has not run; needed by syncs with needs= or per='faction' "
+    "(`sentinel-kit sync --job sync-key-info`)"
+)
 
 
 def _fingerprint(ciphertext: Any) -> str | None:

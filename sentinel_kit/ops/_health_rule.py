@@ -121,7 +121,7 @@ def _unusable(run: RunRecord) -> str:
     """``40 parked, 12 without access``: each kind that counts, when the run knows them."""
     by = run.skipped_by
     if not by or not (by.get("parked") or by.get("access")):
-        return f"{run.skipped} parked"  # a run read back from the history: parked, as in 0.2
+        return f"{run.skipped} parked"  # a run recorded before migration 018: as in 0.2
     parts = [f"{by['parked']} parked"] if by.get("parked") else []
     if by.get("access"):
         parts.append(f"{by['access']} without access")

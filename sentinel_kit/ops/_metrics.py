@@ -33,6 +33,7 @@ from .._report import ABORT_CAUSES
 from .._secrets import redact_secrets
 
 if TYPE_CHECKING:
+    from datetime import datetime
     from wsgiref.types import StartResponse, WSGIEnvironment
 
     from .._key_health import KeyHealth
@@ -166,11 +167,22 @@ class Metrics:
         if healthy:
             self._set_last_success(job, report.finished_at.timestamp())
 
-    def observe_health(self, job: str, healthy: bool, last_run: RunRecord | None) -> None:
-        """Set the job's health gauge (and its last success, known from the history)."""
+    def observe_health(
+        self,
+        job: str,
+        healthy: bool,
+        last_run: RunRecord | None,
+        *,
+        last_healthy_at: datetime | None = None,
+    ) -> None:
+        """Set the job's health gauge (and its last success, known from the history: the
+        latest run when healthy, or ``last_healthy_at``, the health rule's latest healthy
+        run)."""
         self.job_healthy.labels(job).set(1 if healthy else 0)
         if healthy and last_run is not None and last_run.finished_at is not None:
             self._set_last_success(job, last_run.finished_at.timestamp())
+        if last_healthy_at is not None:
+            self._set_last_success(job, last_healthy_at.timestamp())
 
     def set_interval(self, job: str, seconds: float) -> None:
         """Set the job's schedule period, and count its aborted runs from zero by every

@@ -14,7 +14,7 @@ what it needs from a store.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -414,6 +414,37 @@ def _cell(text: str) -> str:
     return text if len(text) <= MAX_CELL else text[: MAX_CELL - 1] + "…"
 
 
+#: How many of the latest runs ``status`` reads for the names of the jobs that ran.
+RECENT_RUNS = 1000
+
+
+async def jobs_in_use(
+    store: Store,
+    first: Sequence[str] = (_DEFAULT_JOB,),
+    *,
+    also: Iterable[str] = (),
+    keep: Callable[[str], bool] | None = None,
+) -> list[str]:
+    """The jobs ``status`` lists by default: ``first`` (sync-users, imported jobs), then,
+    sorted, every other job a daemon registered or the run history holds (among its
+    latest :data:`RECENT_RUNS` runs; any run at all of the jobs named in ``also``). So a
+    ready-made sync run with ``sync --job`` shows without a daemon.
+
+    Args:
+        store: an open store.
+        first: the jobs listed first, in their order, run or not.
+        also: more job names to list when they have a run.
+        keep: which of the found jobs to list (a shard's pod: its own only).
+    """
+    found = set(await store.get_job_states(None))
+    found.update(r.job for r in await store.list_runs(limit=RECENT_RUNS))
+    for name in sorted(set(also) - found - set(first)):
+        if await store.list_runs(job=name, limit=1):
+            found.add(name)
+    more = sorted(n for n in found - set(first) if keep is None or keep(n))
+    return [*first, *more]
+
+
 async def job_statuses(
     store: Store,
     jobs: Sequence[str] | None = None,
@@ -429,7 +460,8 @@ async def job_statuses(
 
     Args:
         store: an open store.
-        jobs: job names; None means every job a daemon registered (or ``sync-users``).
+        jobs: job names; None means what ``sentinel-kit status`` lists: sync-users and
+            every job a daemon registered or the run history holds.
         schedules: schedules by job name, overriding the ones the daemon registered.
         known: job states to use for jobs the database has no row for yet (the daemon's
             own, before it could register them).
@@ -447,8 +479,8 @@ async def job_statuses(
     """
     check_min_synced(min_synced)
     moment = now or datetime.now(UTC)
-    states = await store.get_job_states(None if jobs is None else list(jobs))
-    names = list(jobs) if jobs is not None else (sorted(states) or [_DEFAULT_JOB])
+    names = list(jobs) if jobs is not None else await jobs_in_use(store)
+    states = await store.get_job_states(names)
     found: list[JobStatus] = []
     health: dict[str, KeyHealth] | None = None
     records: dict[str, KeyRecord] | None = None
@@ -554,7 +586,8 @@ def status(
 
     Args:
         db: a database URL (see :func:`~sentinel_kit.open_store`) or a store.
-        jobs: job names; None means every job a daemon registered (or ``sync-users``).
+        jobs: job names; None means what ``sentinel-kit status`` lists: sync-users and
+            every job a daemon registered or the run history holds.
         schedules: schedules by job name, overriding the ones the daemon registered.
         min_synced: the share of attempted keys a partial run must sync (0 to 1).
         now: the time to judge at (default: now).

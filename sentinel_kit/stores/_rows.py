@@ -8,7 +8,7 @@ mappings these functions build, so a column is named and converted in one place.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -27,8 +27,10 @@ __all__ = [
     "JOB_COLUMNS",
     "KEY_COLUMNS",
     "KEY_INFO_COLUMNS",
+    "OPTIONAL_RUN_COLUMNS",
     "RECORD_COLUMNS",
     "RUN_COLUMNS",
+    "SKIP_COLUMNS",
     "USER_COLUMNS",
     "backlog_row",
     "ciphertext_change_row",
@@ -39,12 +41,14 @@ __all__ = [
     "key_info",
     "key_info_row",
     "key_record",
+    "lacking_note",
     "numeric_id",
     "parse_time",
     "quoted",
     "record_row",
     "run_record",
     "run_row",
+    "skips_row",
     "stored_user",
     "user_data_row",
     "user_key",
@@ -75,6 +79,11 @@ RUN_COLUMNS = (
 #: The backlog a run left (migration 017): written when the run measured it, read when the
 #: table has the columns.
 BACKLOG_COLUMNS = ("stale_users", "oldest_attempt_at")
+#: Why a run's keys were skipped and what its counts count (migration 018): written with
+#: every run, read when the table has the columns.
+SKIP_COLUMNS = ("skipped_parked", "skipped_access", "unit")
+#: The column groups of ``sentinel_runs`` a database before their migration lacks.
+OPTIONAL_RUN_COLUMNS = (BACKLOG_COLUMNS, SKIP_COLUMNS)
 HEALTH_COLUMNS = (
     "key_id",
     "user_id",
@@ -217,7 +226,17 @@ def run_record(row: Mapping[str, Any]) -> RunRecord:
         counted=True if counted is None else bool(counted),
         stale_users=int(row["stale_users"]) if row.get("stale_users") is not None else None,
         oldest_attempt_at=parse_time(row.get("oldest_attempt_at")),
+        skipped_by=_skipped_by(row),
+        unit=str(row["unit"]) if row.get("unit") is not None else None,
     )
+
+
+def _skipped_by(row: Mapping[str, Any]) -> dict[str, int] | None:
+    """``{"parked": n, "access": m}`` of a row from migration 018 on; None before it."""
+    parked, access = row.get("skipped_parked"), row.get("skipped_access")
+    if parked is None and access is None:
+        return None
+    return {"parked": int(parked or 0), "access": int(access or 0)}
 
 
 def run_row(
@@ -255,6 +274,28 @@ def backlog_row(report: SyncReport) -> dict[str, Any]:
     if report.stale_users is None:
         return {}
     return {"stale_users": report.stale_users, "oldest_attempt_at": report.oldest_attempt_at}
+
+
+def skips_row(report: SyncReport) -> dict[str, Any]:
+    """The columns of migration 018 of a run's row: why its keys were skipped, its unit."""
+    return {
+        "skipped_parked": int(report.skipped_by.get("parked", 0)),
+        "skipped_access": int(report.skipped_by.get("access", 0)),
+        "unit": report.unit,
+    }
+
+
+def lacking_note(lacking: Sequence[str], exc: Exception, fix: str) -> str:
+    """The warning of a run recorded without the columns its table lacks."""
+    what = [
+        name
+        for name, group in (("backlog", BACKLOG_COLUMNS), ("skip", SKIP_COLUMNS))
+        if set(group) & set(lacking)
+    ]
+    return (
+        f"sentinel_runs has no {' or '.join(what)} columns ({exc}): the run is recorded "
+        f"without them; {fix}"
+    )
 
 
 def key_health(row: Mapping[str, Any]) -> KeyHealth:

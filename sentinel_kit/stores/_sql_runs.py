@@ -14,12 +14,16 @@ from ._protocols import Fence, abandon_note
 from ._rows import (
     BACKLOG_COLUMNS,
     JOB_COLUMNS,
+    OPTIONAL_RUN_COLUMNS,
     RUN_COLUMNS,
+    SKIP_COLUMNS,
     backlog_row,
     job_state,
+    lacking_note,
     parse_time,
     run_record,
     run_row,
+    skips_row,
 )
 from ._sql_core import Session, SQLCore, _columns, _marks
 
@@ -61,23 +65,19 @@ class SQLRuns(SQLCore):
         fence: int | None = None,
     ) -> None:
         """Insert or complete (by run_id) a run's row in ``sentinel_runs``, with the backlog
-        it left when the run measured one and the table has its columns (migration 017)."""
+        it left when the run measured one (migration 017) and why its keys were skipped
+        (018), each when the table has its columns: a database before them records runs."""
         row = run_row(report, scheduled_for=scheduled_for, holder=holder, fence=fence)
-        backlog = backlog_row(report)
-        if backlog:
-            try:
-                await self._record_row({**row, **backlog}, (*RUN_COLUMNS, *BACKLOG_COLUMNS))
-            except StoreError as exc:
-                if not await self._lacks_backlog():
-                    raise
-                logger.warning(
-                    "sentinel_runs has no backlog columns ({}): the run is recorded without "
-                    "its backlog; run `sentinel-kit migrate`",
-                    exc,
-                )
-            else:
-                return
-        await self._record_row(row, RUN_COLUMNS)
+        extra = {**backlog_row(report), **skips_row(report)}
+        try:
+            await self._record_row({**row, **extra}, (*RUN_COLUMNS, *extra))
+        except StoreError as exc:
+            lacking = await self._lacking_columns()
+            if not lacking:
+                raise
+            logger.warning(lacking_note(lacking, exc, "run `sentinel-kit migrate`"))
+            kept = {c: v for c, v in extra.items() if c not in lacking}
+            await self._record_row({**row, **kept}, (*RUN_COLUMNS, *kept))
 
     async def _record_row(self, row: dict[str, Any], columns: Sequence[str]) -> None:
         kept = ("run_id", "job", "scheduled_for", "holder", "fence", "started_at")
@@ -89,27 +89,32 @@ class SQLRuns(SQLCore):
             self._values(row, columns),
         )
 
-    async def _lacks_backlog(self) -> bool:
-        """Whether ``sentinel_runs`` lacks the backlog columns (a database before 017)."""
-        try:
-            await self._fetch(
-                "reading sentinel_runs",
-                f"SELECT {_columns(BACKLOG_COLUMNS)} FROM sentinel_runs LIMIT 0",  # noqa: S608
-            )
-        except (SchemaMissing, ConnectionLost):
-            raise
-        except StoreError:
-            return True
-        return False
+    async def _lacking_columns(self) -> tuple[str, ...]:
+        """The optional columns ``sentinel_runs`` lacks (a database before 017 or 018)."""
+        lacking: list[str] = []
+        for group in OPTIONAL_RUN_COLUMNS:
+            try:
+                await self._fetch(
+                    "reading sentinel_runs",
+                    f"SELECT {_columns(group)} FROM sentinel_runs LIMIT 0",  # noqa: S608
+                )
+            except (SchemaMissing, ConnectionLost):
+                raise
+            except StoreError:
+                lacking += group
+        return tuple(lacking)
 
     async def list_runs(self, *, job: str | None = None, limit: int = 20) -> list[RunRecord]:
-        """Return recent runs, newest first (with their backlog from migration 017 on)."""
+        """Return recent runs, newest first (with their backlog from migration 017 on, why
+        their keys were skipped from 018 on)."""
+        columns = (*RUN_COLUMNS, *BACKLOG_COLUMNS, *SKIP_COLUMNS)
         try:
-            return await self._runs((*RUN_COLUMNS, *BACKLOG_COLUMNS), job, limit)
+            return await self._runs(columns, job, limit)
         except StoreError:
-            if not await self._lacks_backlog():
+            lacking = await self._lacking_columns()
+            if not lacking:
                 raise
-        return await self._runs(RUN_COLUMNS, job, limit)
+        return await self._runs([c for c in columns if c not in lacking], job, limit)
 
     async def _runs(self, columns: Sequence[str], job: str | None, limit: int) -> list[RunRecord]:
         where, params = ("WHERE job = ?", [job, limit]) if job else ("", [limit])

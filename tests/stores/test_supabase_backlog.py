@@ -1,5 +1,6 @@
-"""The backlog a run leaves, recorded and read through Supabase's Data API (cassettes in
-cassettes/test_supabase_backlog/, recorded through the PostgREST stand-in)."""
+"""The backlog a run leaves (migration 017) and why its keys were skipped (018), recorded
+and read through Supabase's Data API (cassettes in cassettes/test_supabase_backlog/,
+recorded through the PostgREST stand-in)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from .supabase_helpers import PROJECT_URL, SERVICE_KEY, recording, supabase_stan
 KEYS = [(str(uuid.UUID(int=n + 1)), f"sb-user-{n:05d}", make_key(n)) for n in range(3)]
 
 
-def _seed(pg_url: str, *, before_017: bool) -> None:
+def _seed(pg_url: str, *, before_017: bool, before_018: bool = False) -> None:
     cipher = KeyCipher(SECRET)
     with psycopg.connect(pg_url, autocommit=True) as conn:
         for key_id, user_id, plain in KEYS:
@@ -30,14 +31,17 @@ def _seed(pg_url: str, *, before_017: bool) -> None:
         if before_017:
             conn.execute("ALTER TABLE sentinel_runs DROP COLUMN stale_users")
             conn.execute("ALTER TABLE sentinel_runs DROP COLUMN oldest_attempt_at")
+        if before_018:
+            for column in ("skipped_parked", "skipped_access", "unit"):
+                conn.execute(f"ALTER TABLE sentinel_runs DROP COLUMN {column}")
 
 
 def _run(
-    request: pytest.FixtureRequest, torn: FakeTorn, *, before_017: bool
+    request: pytest.FixtureRequest, torn: FakeTorn, *, before_017: bool, before_018: bool = False
 ) -> tuple[SyncJob, RunHistory]:
     with supabase_stand_in(request) as transport:
         if recording(request):
-            _seed(request.getfixturevalue("pg_url"), before_017=before_017)
+            _seed(request.getfixturevalue("pg_url"), before_017=before_017, before_018=before_018)
         store = SupabaseStore(PROJECT_URL, service_key=SERVICE_KEY, transport=transport)
         job = SyncJob(
             db=store,
@@ -65,10 +69,13 @@ def test_a_run_records_its_backlog_through_the_data_api(
     runs = [r for r in vcr.requests if r.method == "POST" and r.path.endswith("/sentinel_runs")]
     assert len(runs) == 1
     assert b'"stale_users":0' in runs[0].body
+    assert b'"skipped_access":0,"skipped_parked":0' in runs[0].body  # migration 018
+    assert b'"unit":"user"' in runs[0].body
     stats = [r for r in vcr.requests if r.path.endswith("/rpc/sentinel_attempt_stats")]
     assert len(stats) == 1
     assert [(r.status, r.stale_users) for r in history] == [("ok", 0)]  # run ids: recorded
     assert history[0].oldest_attempt_at == report.oldest_attempt_at
+    assert (history[0].skipped_by, history[0].unit) == ({"parked": 0, "access": 0}, "user")
 
 
 @pytest.mark.vcr
@@ -88,3 +95,24 @@ def test_a_project_before_migration_017_records_runs_without_backlog(
     statuses = [vcr.responses_of(r)[0]["status"]["code"] for r in runs]
     assert statuses[0] == 400
     assert [(r.status, r.stale_users) for r in history] == [("ok", None)]
+
+
+@pytest.mark.vcr
+def test_a_project_before_migration_018_records_runs_without_skips(
+    request: pytest.FixtureRequest, torn: FakeTorn, vcr: Any
+) -> None:
+    """PostgREST refuses the skip columns: the run is upserted again with its backlog but
+    without them, and the history is read without them."""
+    job, history = _run(request, torn, before_017=False, before_018=True)
+    report = job.last_report
+    assert report is not None
+    runs = [r for r in vcr.requests if r.method == "POST" and r.path.endswith("/sentinel_runs")]
+    assert len(runs) == 2
+    assert b"skipped_parked" in runs[0].body
+    assert b"skipped_parked" not in runs[1].body
+    assert b'"stale_users":0' in runs[1].body
+    statuses = [vcr.responses_of(r)[0]["status"]["code"] for r in runs]
+    assert statuses[0] == 400
+    assert [(r.status, r.stale_users, r.skipped_by, r.unit) for r in history] == [
+        ("ok", 0, None, None)
+    ]

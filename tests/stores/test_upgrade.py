@@ -251,6 +251,7 @@ def test_postgres_of_the_0_2_release_upgrades_while_a_0_2_replica_keeps_running(
         "015_cursors.sql",
         "016_faction_units.sql",
         "017_run_backlog.sql",
+        "018_run_skips.sql",
     ]
     assert upgrade.stdout.splitlines()[0].split(": ", 1)[1].split(", ") == new
     assert "created table user_battlestats" in upgrade.stdout

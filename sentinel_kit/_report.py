@@ -345,7 +345,11 @@ class SyncReport:
             "skipped_by": dict(self.skipped_by),
             "deferred": self.deferred,
             "written": self.written,
-            "error": self.error,
+            # `error` is a cause of an aborted or timed-out run only: a per-faction run that
+            # knows no faction yet keeps its note (which the run history stores as the run's
+            # error, for the health rule) under `note`.
+            "error": None if self._note else self.error,
+            "note": self.error if self._note else None,
             "failures": [f.to_dict() for f in self.failures],
             "not_reached": self.not_reached,
             "dry_run": self.dry_run,
@@ -355,6 +359,11 @@ class SyncReport:
         if self.dry_run:
             data["changes"] = [c.to_dict() for c in self.changes]
         return data
+
+    @property
+    def _note(self) -> bool:
+        """Whether ``error`` holds a note (no faction known yet), not a cause."""
+        return keys_without_key_info(self.error) is not None
 
     def counts(self) -> str:
         """The counts as one phrase: ``7 keys, 5 synced, 2 failed, 0 skipped, ...``."""

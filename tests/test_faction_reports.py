@@ -5,6 +5,7 @@ reports (factions, not users or keys). SQLite and the fake Torn."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -174,6 +175,9 @@ def test_a_per_faction_run_that_knows_no_faction_says_so_and_is_not_healthy(
     assert torn.count() == 0
     status = run_cli(["status", "--db", db, "--job", "sync-faction-members"], env=env)
     assert "no usable key: 2 keys without key info" in status.stdout, status.stdout
+    # The JSON report keeps `error` for aborted and timed-out runs: the note has its own field.
+    report = json.loads(run_cli([*args, "--json"], env=env).stdout)
+    assert (report["status"], report["error"], report["note"]) == ("ok", None, note)
 
 
 def test_daemon_once_runs_sync_key_info_before_the_syncs_that_need_it(

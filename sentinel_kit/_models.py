@@ -263,7 +263,10 @@ class RunRecord:
             "skipped": self.skipped,
             "deferred": self.deferred,
             "written": self.written,
-            "error": self.error,
+            # An ok run's stored error is a note (a per-faction run that knew no faction
+            # yet): `error` stays a cause of runs that did not end well, as in the report.
+            "error": None if self.status == "ok" else self.error,
+            "note": self.error if self.status == "ok" else None,
             "counted": self.counted,
             "skipped_by": dict(self.skipped_by) if self.skipped_by is not None else None,
             "stale_users": self.stale_users,

@@ -348,8 +348,8 @@ class SyncReport:
             # `error` is a cause of an aborted or timed-out run only: a per-faction run that
             # knows no faction yet keeps its note (which the run history stores as the run's
             # error, for the health rule) under `note`.
-            "error": None if self._note else self.error,
-            "note": self.error if self._note else None,
+            "error": None if self.note else self.error,
+            "note": self.note,
             "failures": [f.to_dict() for f in self.failures],
             "not_reached": self.not_reached,
             "dry_run": self.dry_run,
@@ -361,9 +361,10 @@ class SyncReport:
         return data
 
     @property
-    def _note(self) -> bool:
-        """Whether ``error`` holds a note (no faction known yet), not a cause."""
-        return keys_without_key_info(self.error) is not None
+    def note(self) -> str | None:
+        """Why a run that was otherwise ok did nothing (a per-faction run that knows no
+        faction yet), kept in ``error`` for the run history; else None."""
+        return self.error if keys_without_key_info(self.error) is not None else None
 
     def counts(self) -> str:
         """The counts as one phrase: ``7 keys, 5 synced, 2 failed, 0 skipped, ...``."""
@@ -644,5 +645,6 @@ def run_log_fields(report: SyncReport) -> dict[str, Any]:
         "reasons": report.reasons(),
         "counted": report.counted,
         "dry_run": report.dry_run,
-        "error": report.error,
+        "error": None if report.note else report.error,
+        "note": report.note,
     }

@@ -250,9 +250,16 @@ def test_a_stealthed_attacker_is_null_and_a_bad_attack_is_refused() -> None:
         ([(7, None), (None, 7)], {7}),
         ([(7, 9), (9, None)], {9}),
         ([(7, None), (9, None)], {0}),
+        ([(7, None), (None, None)], {7}),
         ([], set()),
     ],
-    ids=["own-faction-either-side", "shared-by-all", "no-faction-in-common", "empty-page"],
+    ids=[
+        "own-faction-either-side",
+        "shared-by-all",
+        "no-faction-in-common",
+        "an-attack-showing-no-faction-is-no-evidence",
+        "empty-page",
+    ],
 )
 def test_attack_factions_is_the_faction_on_a_side_of_every_attack(
     sides: list[tuple[int | None, int | None]], shown: set[int]

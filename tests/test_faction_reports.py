@@ -8,15 +8,15 @@ import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sentinel_kit import RunStatus, SyncJob
+from sentinel_kit import RunStatus, SyncJob, TornSync
 from sentinel_kit._key_health import HealthState, KeyHealth, ciphertext_fingerprint
 from sentinel_kit._models import RunRecord
 from sentinel_kit.ops import run_verdict
-from sentinel_kit.stores import Store
+from sentinel_kit.stores import Store, open_store
 from sentinel_kit.sync.builtin.faction_members import SYNC_FACTION_MEMBERS
 from sentinel_kit.testing import FakeTorn, SeedKey, SentinelStore, simple_keys
 from sentinel_kit.testing._stores import aseed
@@ -178,6 +178,32 @@ def test_a_per_faction_run_that_knows_no_faction_says_so_and_is_not_healthy(
     # The JSON report keeps `error` for aborted and timed-out runs: the note has its own field.
     report = json.loads(run_cli([*args, "--json"], env=env).stdout)
     assert (report["status"], report["error"], report["note"]) == ("ok", None, note)
+    runs = json.loads(run_cli(["runs", "--db", db, "--json"], env=env).stdout)
+    assert {(r["status"], r["error"], r["note"]) for r in runs} == {("ok", None, note)}
+
+    # Once key info exists, a run that asks no faction (every faction fresh under its
+    # refresh=) is not "no faction known", even with a new key not checked yet.
+    checked = run_cli([*args[:-1], "sync-key-info"], env=env)
+    assert checked.returncode == 0, checked.stderr
+    fresh = TornSync(
+        "sync-fresh-members",
+        endpoint=SYNC_FACTION_MEMBERS.endpoint,
+        parse=SYNC_FACTION_MEMBERS.parse,
+        per="faction",
+        refresh=timedelta(hours=1),
+        table=SYNC_FACTION_MEMBERS.table,
+    )
+    stores = lambda: open_store(db)  # noqa: E731
+    first = job(stores, torn, fresh).run()
+    assert (first.keys_total, first.synced) == (2, 2)
+    SentinelStore(db, secret=SECRET).seed(simple_keys(1, start=2))
+    again = job(stores, torn, fresh).run()
+    assert (again.status, again.keys_total, again.error, again.note) == (
+        RunStatus.OK,
+        0,
+        None,
+        None,
+    )
 
 
 def test_daemon_once_runs_sync_key_info_before_the_syncs_that_need_it(

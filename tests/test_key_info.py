@@ -424,7 +424,8 @@ def test_unreachable_torn_and_an_undecodable_body_name_the_path_asked(
 def test_its_report_counts_keys_and_an_empty_recording_says_so(
     tmp_path: Path, torn: FakeTorn
 ) -> None:
-    """sync-key-info's report says `"unit": "key"` (it asks every key, not one per user);
+    """sync-key-info's report says `"unit": "user"` (it counts the keys of app users, as
+    sync-users does: the report's units are `user` or `faction`);
     `--record` of a run that sent nothing says so in one line and writes no cassette."""
     import json
 
@@ -440,7 +441,7 @@ def test_its_report_counts_keys_and_an_empty_recording_says_so(
     )
     assert first.returncode == 0, first.stderr
     report = json.loads(first.stdout)
-    assert (report["unit"], report["keys_total"], report["synced"]) == ("key", 2, 2)
+    assert (report["unit"], report["keys_total"], report["synced"]) == ("user", 2, 2)
     assert first_cassette.exists()
     assert "no cassette written" not in first.stderr
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-from .._key_health import HealthPolicy, KeyHealth, ciphertext_fingerprint
+from .._key_health import HealthPolicy, KeyHealth, ciphertext_fingerprint, parked_reason
 from .._models import KeyInfo, UserKey
 from .._shard import shard_of
 from ..stores import Store
@@ -73,14 +73,39 @@ def faction_key_actions(
 
 
 async def keys_without_faction(
-    store: Store, infos: Mapping[str, KeyInfo], *, page_size: int
+    store: Store,
+    infos: Mapping[str, KeyInfo],
+    *,
+    page_size: int,
+    health: Mapping[str, KeyHealth] | None = None,
+    policy: HealthPolicy | None = None,
+    now: datetime | None = None,
 ) -> int:
-    """The keys of ``user_keys`` whose faction is unknown: no current key info (never
-    checked by sync-key-info, or re-saved since)."""
+    """The usable keys of ``user_keys`` whose faction nobody knows yet: 0 as soon as any
+    key has current key info (sync-key-info has run: factions are known, or known to be
+    none; a run that asked no faction then had them fresh, in other shards, or without a
+    capable key), else the keys that are not parked (with ``health`` and ``policy``)."""
     unknown = 0
     async for page in store.iter_key_pages(page_size=page_size):
         for key in page:
             info = infos.get(key.id)
-            if info is None or info.fingerprint != ciphertext_fingerprint(key.api_key):
-                unknown += 1
+            try:
+                fingerprint = ciphertext_fingerprint(key.api_key)
+            except (AttributeError, TypeError, ValueError):
+                continue  # not a ciphertext at all: no key info could ever name it
+            if info is not None and info.fingerprint == fingerprint:
+                return 0
+            unknown += not _parked(key, health, policy, now)
     return unknown
+
+
+def _parked(
+    key: UserKey,
+    health: Mapping[str, KeyHealth] | None,
+    policy: HealthPolicy | None,
+    now: datetime | None,
+) -> bool:
+    """Whether ``key`` is parked (False when its health is not given)."""
+    if health is None or policy is None or now is None:
+        return False
+    return parked_reason(health.get(key.id), key, now=now, policy=policy) is not None

@@ -272,7 +272,7 @@ class SyncJob(Reader):
             if internal is not None:
                 status, error, cause = RunStatus.ABORTED, internal, "internal"
             if error is None and self.sync.per == "faction" and not pipeline.tally.total:
-                error = await _no_faction(store, pipeline.key_info, self.options.page_size)
+                error = await _no_faction(pipeline, self.options.page_size)
                 if error is not None:
                     log.warning("{}: {}", self.job, error)
             report = build_report(
@@ -387,11 +387,22 @@ async def _key_access(store: Store, sync: TornSync) -> dict[str, str]:
         return {}
 
 
-async def _no_faction(store: Store, infos: Mapping[str, KeyInfo], page_size: int) -> str | None:
-    """A per-faction run that had no faction to ask: the note naming the keys whose faction
-    is unknown (no current key info), or None when there are none (no keys, or keys known
-    to be in no faction)."""
-    unknown = await keys_without_faction(store, infos, page_size=page_size)
+async def _no_faction(pipeline: Pipeline, page_size: int) -> str | None:
+    """A per-faction run that had no faction to ask: the note naming the usable keys whose
+    faction is unknown (sync-key-info has not checked any key yet), or None (no such keys,
+    key info exists, or the database cannot say: the run's report matters more)."""
+    try:
+        unknown = await keys_without_faction(
+            pipeline.store,
+            pipeline.key_info,
+            page_size=page_size,
+            health=pipeline.health,
+            policy=pipeline.health_policy,
+            now=datetime.now(UTC),
+        )
+    except SentinelError as exc:
+        logger.debug("keys without key info unknown ({})", exc)
+        return None
     return no_faction_known(unknown) if unknown else None
 
 

@@ -15,6 +15,8 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
+from loguru import logger
+
 from .._client import TornClient
 from .._errors import ErrorClass, FetchError, NotSent
 from .._models import Reason, TornKey
@@ -96,6 +98,13 @@ async def fetch_log(
             return pages
         if top is None or (last is not None and top <= last):
             # A full page that does not move the cursor would be asked again forever.
+            logger.warning(
+                "{}: a full page of {} entries all at cursor {}: paging stops here; "
+                "raise the sync's limit= so one page holds that second's entries",
+                spec.name,
+                len(page.rows),
+                top,
+            )
             return pages
         last = top
         try:

@@ -504,9 +504,10 @@ class TornSync:
 
     @property
     def report_unit(self) -> str:
-        """What a run's counts count: ``user``, ``faction`` (``per="faction"``) or ``key``
-        (sync-key-info, which asks every key, not one per user)."""
-        return "key" if self.key_info_rules else self.per
+        """What a run's counts count: ``user`` (the keys of app users: sync-users and
+        sync-key-info, which ask every key, count keys as 0.2 did) or ``faction``
+        (``per="faction"``), the values the JSON report's ``unit`` may take."""
+        return self.per
 
     @property
     def migrated_table(self) -> bool:

@@ -109,7 +109,13 @@ def attack_factions(answer: Any) -> set[int]:
 
     A faction's log holds only attacks its members made or received, so its own id is on a
     side of each. A page whose attacks share no faction is of none the sync could ask
-    (``{0}``); an empty page names none (nothing to check, nothing written).
+    (``{0}``); an empty page names none (nothing to check, nothing written). An attack
+    that shows no faction on either side (a stealthed attacker on a factionless target) is
+    no evidence either way and is left out.
+
+    Two of our factions at war fill each other's logs with attacks between them: a key whose
+    owner left one for the other since sync-key-info last checked it (within its refresh,
+    a day) can then pass this check; the next key check forgets its info.
     """
     shared: set[int] | None = None
     for attack in _attacks(answer):
@@ -118,6 +124,8 @@ def attack_factions(answer: Any) -> set[int]:
             faction = _mapping(_mapping(attack.get(side)).get("faction")).get("id")
             if isinstance(faction, int) and not isinstance(faction, bool) and faction:
                 sides.add(faction)
+        if not sides:
+            continue  # no faction shown on either side (a stealthed attacker): no evidence
         shared = sides if shared is None else shared & sides
     if shared is None:
         return set()

@@ -55,6 +55,7 @@ TOP_LEVEL = {
 #: Pure modules inside the packages; the rest of a package has the package's layer.
 PURE_IN_PACKAGES = {
     "sync._builtin",
+    "sync._checks",
     "sync._cursor",
     "sync.builtin",
     "sync.builtin.battlestats",

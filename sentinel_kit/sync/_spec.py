@@ -27,16 +27,31 @@ from typing import Any
 
 from .._errors import ConfigError
 from .._schedule import CronSchedule, IntervalSchedule, Schedule
+from ._checks import (
+    _DEFAULT_BACKFILL,
+    _UNIT_TYPES,
+    FACTION_PLACEHOLDER,
+    MAX_PAGE_LIMIT,
+    UNIT_COLUMNS,
+    _check_cursor,
+    _check_refresh,
+    _check_table_modes,
+    _check_unit,
+    _identifier,
+    is_column_name,
+)
 
 __all__ = [
     "ACCESS_LEVELS",
     "COLUMN_TYPES",
     "FACTION_PLACEHOLDER",
     "KEY_INFO_TABLE",
+    "MAX_PAGE_LIMIT",
     "UNIT_COLUMNS",
     "Row",
     "Table",
     "TornSync",
+    "is_column_name",
 ]
 
 #: One row of a declared table: column name -> value.
@@ -51,29 +66,12 @@ COLUMN_TYPES = frozenset(
 #: Key access levels Torn grants, from least to most (``needs=``).
 ACCESS_LEVELS = ("public", "minimal", "limited", "full")
 
-#: The column each unit kind fills in on every row: the app user a key belongs to, or the
-#: Torn faction a per-faction sync asked for.
-UNIT_COLUMNS = MappingProxyType({"user": "user_id", "faction": "faction_id"})
-
 #: The table of sync-key-info: what each key can do (migration 014).
 KEY_INFO_TABLE = "sentinel_key_info"
 
 #: Columns the engine fills in itself: the unit's key column and the write time.
 _ENGINE_COLUMNS = MappingProxyType({"user_id": "text", "updated_at": "timestamptz"})
 
-#: The type of each unit column (``faction_id`` only on a per-faction sync's table).
-_UNIT_TYPES = MappingProxyType({"user_id": "text", "faction_id": "bigint"})
-
-#: ``TornSync(backfill=)``'s default, by identity: any other value given without
-#: ``cursor=`` is refused (a timedelta the caller builds is never this object).
-_DEFAULT_BACKFILL = timedelta(days=1)
-
-#: The placeholder a per-faction endpoint may hold: the engine puts the faction id there.
-FACTION_PLACEHOLDER = "{id}"
-
-# Lower-case SQL identifiers only: they are quoted anyway, but a name that needs quoting to be
-# read back (spaces, capitals) is a mistake in a declaration, not a wish.
-_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _SYNC_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 _ENDPOINT = re.compile(r"^/[A-Za-z0-9_/{}.-]*$")
 
@@ -91,20 +89,6 @@ def _reserved(table: str) -> str | None:
     if table.startswith("sentinel_"):
         return "one of sentinel-kit's own tables"
     return None
-
-
-def is_column_name(value: object) -> bool:
-    """Whether ``value`` is a name a column of a declared table may have."""
-    return isinstance(value, str) and bool(_IDENTIFIER.match(value))
-
-
-def _identifier(what: str, value: object) -> str:
-    if not isinstance(value, str) or not _IDENTIFIER.match(value):
-        raise ConfigError(
-            f"{what} {value!r} is not a valid name: use lower-case letters, digits and "
-            "underscores, starting with a letter or underscore (at most 63 characters)"
-        )
-    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,25 +170,7 @@ class Table:
                     f"table {name}: key column {missing[0]} is not among its columns: "
                     "declare it in columns="
                 )
-        if replace is not None:
-            if replace not in _UNIT_TYPES or replace == "user_id":
-                raise ConfigError(
-                    f"table {name}: replace={replace!r} is not supported; use "
-                    "replace='faction_id' (a per-faction sync's rows of each faction)"
-                )
-            if replace not in keys:
-                raise ConfigError(
-                    f"table {name}: replace={replace!r} must be one of the key columns "
-                    f"{list(keys)}: replacing by faction is for a per-faction sync's table "
-                    "(key=['faction_id', ...], with TornSync(per='faction'))"
-                )
-        if keep is not None and (not isinstance(keep, timedelta) or keep <= timedelta(0)):
-            raise ConfigError(f"table {name}: keep= must be a positive datetime.timedelta")
-        if replace is not None and keep is not None:
-            raise ConfigError(
-                f"table {name}: replace= and keep= do not go together: a log table keeps "
-                "its rows by age (keep=), a snapshot table by unit (replace=)"
-            )
+        _check_table_modes(name, keys, replace, keep)
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "key", keys)
         object.__setattr__(self, "columns", frozen)
@@ -235,62 +201,6 @@ class Table:
         return {**engine, **{c: t for c, t in self.columns.items() if c not in engine}}
 
 
-#: Query parameters an incremental sync sets itself on every page.
-_CURSOR_PARAMS = ("from", "sort")
-#: The most entries Torn gives in one page of a log (1000 on the ``...full`` variants).
-MAX_PAGE_LIMIT = 1000
-
-
-def _check_cursor(
-    name: str,
-    table: Table,
-    cursor: str | None,
-    backfill: timedelta,
-    query: Mapping[str, str],
-) -> None:
-    """Validate an incremental sync's ``cursor=``, ``backfill=`` and its table's ``keep=``."""
-    if cursor is None:
-        if backfill is not _DEFAULT_BACKFILL:
-            raise ConfigError(
-                f"sync {name}: backfill= is how far back an incremental sync first reads, "
-                "which needs cursor= (the row column of the entry's time, such as 'started')"
-            )
-        if table.keep is not None:
-            raise ConfigError(
-                f"sync {name}: table {table.name} has keep=, which needs an incremental sync: "
-                "give cursor= (the row column of the entry's time, such as 'started')"
-            )
-        return
-    _identifier(f"sync {name}: cursor column", cursor)
-    if table.replace is not None:
-        raise ConfigError(
-            f"sync {name}: table {table.name} has replace=, which deletes a unit's rows "
-            "missing from its answer: an incremental sync reads only new entries; remove one"
-        )
-    if table.columns is not None and cursor not in table.columns:
-        raise ConfigError(
-            f"sync {name}: cursor column {cursor} is not among the columns of {table.name}: "
-            "declare it (bigint)"
-        )
-    if table.columns is not None and table.columns[cursor] not in ("bigint", "integer"):
-        raise ConfigError(
-            f"sync {name}: cursor column {cursor} holds a Unix timestamp: declare it bigint, "
-            f"not {table.columns[cursor]}"
-        )
-    if not isinstance(backfill, timedelta) or backfill <= timedelta(0):
-        raise ConfigError(f"sync {name}: backfill= must be a positive datetime.timedelta")
-    for param in _CURSOR_PARAMS:
-        if param in query:
-            raise ConfigError(
-                f"sync {name}: an incremental sync sets {param}= itself; remove it from params="
-            )
-    limit = query.get("limit", "100")
-    if not limit.isdigit() or not 1 <= int(limit) <= MAX_PAGE_LIMIT:
-        raise ConfigError(
-            f"sync {name}: params limit={limit!r} must be a whole number from 1 to {MAX_PAGE_LIMIT}"
-        )
-
-
 def _schedule(name: str, schedule: str | None, interval: float | None) -> Schedule | None:
     if schedule is None and interval is None:
         return None  # run by `sync --job` and SyncJob(sync=) only; the daemon needs one
@@ -304,55 +214,6 @@ def _schedule(name: str, schedule: str | None, interval: float | None) -> Schedu
     if isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0:
         raise ConfigError(f"sync {name}: interval= must be a positive number of seconds")
     return IntervalSchedule(float(interval))
-
-
-def _check_unit(
-    name: str,
-    endpoint: str,
-    table: Table,
-    per: str,
-    *,
-    faction_api: bool,
-    shows: Callable[[Any], Iterable[int]] | None,
-) -> None:
-    """Refuse a declaration whose unit, table, endpoint and faction options disagree."""
-    placeholders = re.findall(r"\{[^}]*\}", endpoint)
-    if any(p != FACTION_PLACEHOLDER for p in placeholders) or endpoint.count("{") != len(
-        placeholders
-    ):
-        raise ConfigError(
-            f"sync {name}: endpoint {endpoint!r} may hold only {FACTION_PLACEHOLDER} (the "
-            "faction id of a per-faction sync)"
-        )
-    if per != "faction":
-        if placeholders:
-            raise ConfigError(
-                f"sync {name}: endpoint {endpoint!r} holds {FACTION_PLACEHOLDER}, which only "
-                "a per-faction sync fills in: add per='faction'"
-            )
-        if faction_api or shows is not None:
-            raise ConfigError(
-                f"sync {name}: faction_api= and shows= are for per-faction syncs: add per='faction'"
-            )
-        if table.unit_column == "faction_id" or table.replace is not None:
-            raise ConfigError(
-                f"sync {name}: table {table.name} is keyed on faction_id (or replaces by "
-                "it): add per='faction'"
-            )
-        return
-    if table.unit_column != "faction_id":
-        raise ConfigError(
-            f"sync {name}: a per-faction sync's table must have faction_id in its key "
-            f"(key=['faction_id', ...]), not {list(table.key)}"
-        )
-    if shows is not None and not callable(shows):
-        raise ConfigError(f"sync {name}: shows= must be a function of Torn's answer")
-    if not placeholders and shows is None:
-        raise ConfigError(
-            f"sync {name}: endpoint {endpoint!r} does not name the faction (no "
-            f"{FACTION_PLACEHOLDER}): declare shows= (the faction ids an answer is of), so "
-            "that a key whose owner changed faction never writes another faction's data"
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,9 +233,6 @@ class TornSync:
             run by ``sync --job`` and ``SyncJob(sync=)``, refused by the daemon).
         params: the query of every request (``{"stat": "strength"}``).
         needs: the least key access the endpoint needs (one of :data:`ACCESS_LEVELS`).
-    faction_api: bool
-    shows: Callable[[Any], Iterable[int]] | None
-    refresh: timedelta | None
         cursor: makes the sync incremental, for Torn's log endpoints (``from``/``to``/
             ``sort``/``limit`` and ``_metadata.links``): the row column, an integer Unix
             timestamp such as ``started``, the sync advances on. Each unit (a user, or a
@@ -442,22 +300,13 @@ class TornSync:
             raise ConfigError(
                 f"sync {name}: table {table.name} is {reserved}; declare a table of its own"
             )
-        if per not in UNIT_COLUMNS:
-            raise ConfigError(
-                f"sync {name}: per={per!r} is not supported; use one of "
-                + ", ".join(repr(p) for p in UNIT_COLUMNS)
-            )
         _check_unit(name, endpoint, table, per, faction_api=faction_api, shows=shows)
         if needs not in ACCESS_LEVELS:
             raise ConfigError(
                 f"sync {name}: needs={needs!r} is not a key access level; use one of "
                 + ", ".join(ACCESS_LEVELS)
             )
-        if refresh is not None and (not isinstance(refresh, timedelta) or refresh <= timedelta(0)):
-            raise ConfigError(
-                f"sync {name}: refresh= must be a positive datetime.timedelta, "
-                "e.g. timedelta(days=1)"
-            )
+        _check_refresh(name, refresh)
         query: dict[str, str] = {}
         for param, value in (params or {}).items():
             if not isinstance(param, str) or not param or param.lower() == "key":

@@ -8,11 +8,11 @@ mappings these functions build, so a column is named and converted in one place.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from .._errors import ConfigError
+from .._errors import ConfigError, ConnectionLost, SchemaMissing, StoreError
 from .._key_health import HealthState, KeyHealth, KeyRecord, ciphertext_fingerprint
 from .._models import JobState, KeyInfo, RunRecord, StoredUser, UserDataRow, UserKey
 from .._secrets import redact
@@ -53,8 +53,11 @@ __all__ = [
     "user_data_row",
     "user_key",
     "user_key_row",
+    "with_run_columns",
     "writable_table",
 ]
+
+_T = TypeVar("_T")
 
 KEY_COLUMNS = ("id", "user_id", "api_key", "created_at")
 USER_COLUMNS = ("user_id", "name", "player_id", "updated_at")
@@ -296,6 +299,47 @@ def lacking_note(lacking: Sequence[str], exc: Exception, fix: str) -> str:
         f"sentinel_runs has no {' or '.join(what)} columns ({exc}): the run is recorded "
         f"without them; {fix}"
     )
+
+
+async def with_run_columns(
+    attempt: Callable[[tuple[str, ...]], Awaitable[_T]],
+    probe: Callable[[tuple[str, ...]], Awaitable[object]],
+    *,
+    warn: Callable[[str], None] | None = None,
+    fix: str = "",
+) -> _T:
+    """``attempt(())`` on ``sentinel_runs`` with every optional column; after a store error,
+    ``attempt(lacking)`` without the columns a database before migration 017 or 018 lacks.
+
+    ``probe(group)`` reads one group of :data:`OPTIONAL_RUN_COLUMNS`: a store error other
+    than a missing schema or a lost connection means the table lacks that group. When it
+    lacks none, the first error was something else and is raised. ``warn``, when given, is
+    told the :func:`lacking_note` (ending with ``fix``) before the second attempt.
+    """
+    try:
+        return await attempt(())
+    except StoreError as exc:
+        lacking = await _lacking_run_columns(probe)
+        if not lacking:
+            raise
+        if warn is not None:
+            warn(lacking_note(lacking, exc, fix))
+    return await attempt(lacking)
+
+
+async def _lacking_run_columns(
+    probe: Callable[[tuple[str, ...]], Awaitable[object]],
+) -> tuple[str, ...]:
+    """The optional columns ``sentinel_runs`` lacks, by probing each group of them."""
+    lacking: list[str] = []
+    for group in OPTIONAL_RUN_COLUMNS:
+        try:
+            await probe(group)
+        except (SchemaMissing, ConnectionLost):
+            raise
+        except StoreError:
+            lacking += group
+    return tuple(lacking)
 
 
 def key_health(row: Mapping[str, Any]) -> KeyHealth:

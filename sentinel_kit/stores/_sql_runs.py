@@ -8,22 +8,21 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
-from .._errors import ConnectionLost, SchemaMissing, StaleFence, StoreError
+from .._errors import StaleFence
 from .._models import JobState, LeaseInfo, RunRecord
 from ._protocols import Fence, abandon_note
 from ._rows import (
     BACKLOG_COLUMNS,
     JOB_COLUMNS,
-    OPTIONAL_RUN_COLUMNS,
     RUN_COLUMNS,
     SKIP_COLUMNS,
     backlog_row,
     job_state,
-    lacking_note,
     parse_time,
     run_record,
     run_row,
     skips_row,
+    with_run_columns,
 )
 from ._sql_core import Session, SQLCore, _columns, _marks
 
@@ -69,15 +68,18 @@ class SQLRuns(SQLCore):
         (018), each when the table has its columns: a database before them records runs."""
         row = run_row(report, scheduled_for=scheduled_for, holder=holder, fence=fence)
         extra = {**backlog_row(report), **skips_row(report)}
-        try:
-            await self._record_row({**row, **extra}, (*RUN_COLUMNS, *extra))
-        except StoreError as exc:
-            lacking = await self._lacking_columns()
-            if not lacking:
-                raise
-            logger.warning(lacking_note(lacking, exc, "run `sentinel-kit migrate`"))
+
+        async def record(lacking: tuple[str, ...]) -> None:
             kept = {c: v for c, v in extra.items() if c not in lacking}
             await self._record_row({**row, **kept}, (*RUN_COLUMNS, *kept))
+
+        # The lambda keeps this module the warning's source in the log.
+        await with_run_columns(
+            record,
+            self._probe_runs,
+            warn=lambda note: logger.warning(note),
+            fix="run `sentinel-kit migrate`",
+        )
 
     async def _record_row(self, row: dict[str, Any], columns: Sequence[str]) -> None:
         kept = ("run_id", "job", "scheduled_for", "holder", "fence", "started_at")
@@ -89,32 +91,22 @@ class SQLRuns(SQLCore):
             self._values(row, columns),
         )
 
-    async def _lacking_columns(self) -> tuple[str, ...]:
-        """The optional columns ``sentinel_runs`` lacks (a database before 017 or 018)."""
-        lacking: list[str] = []
-        for group in OPTIONAL_RUN_COLUMNS:
-            try:
-                await self._fetch(
-                    "reading sentinel_runs",
-                    f"SELECT {_columns(group)} FROM sentinel_runs LIMIT 0",  # noqa: S608
-                )
-            except (SchemaMissing, ConnectionLost):
-                raise
-            except StoreError:
-                lacking += group
-        return tuple(lacking)
+    async def _probe_runs(self, columns: Sequence[str]) -> None:
+        """Read these columns of ``sentinel_runs`` (a store error when it lacks one)."""
+        await self._fetch(
+            "reading sentinel_runs",
+            f"SELECT {_columns(columns)} FROM sentinel_runs LIMIT 0",  # noqa: S608
+        )
 
     async def list_runs(self, *, job: str | None = None, limit: int = 20) -> list[RunRecord]:
         """Return recent runs, newest first (with their backlog from migration 017 on, why
         their keys were skipped from 018 on)."""
         columns = (*RUN_COLUMNS, *BACKLOG_COLUMNS, *SKIP_COLUMNS)
-        try:
-            return await self._runs(columns, job, limit)
-        except StoreError:
-            lacking = await self._lacking_columns()
-            if not lacking:
-                raise
-        return await self._runs([c for c in columns if c not in lacking], job, limit)
+
+        async def read(lacking: tuple[str, ...]) -> list[RunRecord]:
+            return await self._runs([c for c in columns if c not in lacking], job, limit)
+
+        return await with_run_columns(read, self._probe_runs)
 
     async def _runs(self, columns: Sequence[str], job: str | None, limit: int) -> list[RunRecord]:
         where, params = ("WHERE job = ?", [job, limit]) if job else ("", [limit])

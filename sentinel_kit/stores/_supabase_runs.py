@@ -10,23 +10,21 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 from postgrest.types import ReturnMethod
 
-from .._errors import ConnectionLost, SchemaMissing, StoreError
 from .._models import JobState, LeaseInfo, RunRecord
 from ._dataapi import RequestFailed
 from ._protocols import Fence, abandon_note
 from ._rows import (
     BACKLOG_COLUMNS,
     JOB_COLUMNS,
-    OPTIONAL_RUN_COLUMNS,
     RUN_COLUMNS,
     SKIP_COLUMNS,
     backlog_row,
     job_state,
-    lacking_note,
     parse_time,
     run_record,
     run_row,
     skips_row,
+    with_run_columns,
 )
 from ._supabase_core import SUPABASE_MAX_ROWS, SupabaseCore, _json
 
@@ -85,15 +83,17 @@ class SupabaseRuns(SupabaseCore):
         (018), each when the table has its columns: a project before them records runs."""
         row = run_row(report, scheduled_for=scheduled_for, holder=holder, fence=fence)
         extra = {**backlog_row(report), **skips_row(report)}
-        try:
-            await self._record_row({**row, **extra})
-        except StoreError as exc:
-            lacking = await self._lacking_columns()
-            if not lacking:
-                raise
-            fix = "paste `sentinel-kit migrate --print` into the SQL editor"
-            logger.warning(lacking_note(lacking, exc, fix))
+
+        async def record(lacking: tuple[str, ...]) -> None:
             await self._record_row({**row, **{c: v for c, v in extra.items() if c not in lacking}})
+
+        # The lambda keeps this module the warning's source in the log.
+        await with_run_columns(
+            record,
+            self._probe_runs,
+            warn=lambda note: logger.warning(note),
+            fix="paste `sentinel-kit migrate --print` into the SQL editor",
+        )
 
     async def _record_row(self, row: dict[str, Any]) -> None:
         await self._call(
@@ -102,38 +102,23 @@ class SupabaseRuns(SupabaseCore):
             retry=True,
         )
 
-    async def _lacking_columns(self) -> tuple[str, ...]:
-        """The optional columns ``sentinel_runs`` lacks (a project before 017 or 018)."""
-        lacking: list[str] = []
-        for group in OPTIONAL_RUN_COLUMNS:
-            try:
-                await self._call(
-                    "reading sentinel_runs",
-                    lambda group=group: (  # type: ignore[misc]
-                        self.client.table("sentinel_runs")
-                        .select(",".join(group))
-                        .limit(0)
-                        .execute()
-                    ),
-                    retry=True,
-                )
-            except (SchemaMissing, ConnectionLost):
-                raise
-            except StoreError:
-                lacking += group
-        return tuple(lacking)
+    async def _probe_runs(self, columns: Sequence[str]) -> None:
+        """Read these columns of ``sentinel_runs`` (a store error when it lacks one)."""
+        await self._call(
+            "reading sentinel_runs",
+            lambda: self.client.table("sentinel_runs").select(",".join(columns)).limit(0).execute(),
+            retry=True,
+        )
 
     async def list_runs(self, *, job: str | None = None, limit: int = 20) -> list[RunRecord]:
         """Return recent runs, newest first (with their backlog from migration 017 on, why
         their keys were skipped from 018 on)."""
         columns = (*RUN_COLUMNS, *BACKLOG_COLUMNS, *SKIP_COLUMNS)
-        try:
-            return await self._runs(columns, job, limit)
-        except StoreError:
-            lacking = await self._lacking_columns()
-            if not lacking:
-                raise
-        return await self._runs([c for c in columns if c not in lacking], job, limit)
+
+        async def read(lacking: tuple[str, ...]) -> list[RunRecord]:
+            return await self._runs([c for c in columns if c not in lacking], job, limit)
+
+        return await with_run_columns(read, self._probe_runs)
 
     async def _runs(self, columns: Sequence[str], job: str | None, limit: int) -> list[RunRecord]:
         def query() -> Any:

@@ -260,12 +260,9 @@ def keys_figure(
         counts[state] = counts.get(state, 0) + 1
     # Top to bottom: requested, spare, no access, parked (by reason), not decryptable, others.
     order = [
-        "requested",
-        "spare (one key per user)",
-        "fresh (refresh= not up)",
-        "no access",
+        *(STATE_NAMES[a] for a in ("request", "spare", "fresh", "no_access")),
         "parked",
-        "not decryptable",
+        STATE_NAMES["decrypt_error"],
     ]
     states = sorted(
         counts,

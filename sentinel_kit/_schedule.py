@@ -24,7 +24,6 @@ __all__ = [
     "Schedule",
     "job_plan",
     "job_schedule",
-    "parse_schedule",
     "parse_schedule_spec",
     "schedule_env_name",
     "schedule_spec",
@@ -120,8 +119,10 @@ class IntervalSchedule:
     seconds: float
 
     def __post_init__(self) -> None:
-        if not self.seconds > 0:
-            raise ConfigError("--interval must be a positive number of seconds")
+        if not (math.isfinite(self.seconds) and self.seconds > 0):
+            raise ConfigError(
+                f"an interval must be a positive number of seconds, not {self.seconds:g}"
+            )
 
     def next_after(self, moment: datetime) -> datetime:
         """The first multiple of the interval strictly after ``moment``."""
@@ -136,21 +137,6 @@ class IntervalSchedule:
     def describe(self) -> str:
         """The interval."""
         return f"every {self.seconds:g}s (epoch-aligned)"
-
-
-def parse_schedule(cron: str | None = None, interval: float | None = None) -> Schedule:
-    """Build a schedule from ``--schedule`` or ``--interval`` (exactly one of them).
-
-    Raises:
-        ConfigError: both or neither given, or an invalid expression.
-    """
-    if cron and interval:
-        raise ConfigError("--schedule and --interval cannot be used together")
-    if interval is not None:
-        return IntervalSchedule(interval)
-    if cron:
-        return CronSchedule(cron)
-    raise ConfigError("a schedule needs --schedule CRON or --interval SECONDS")
 
 
 def schedule_spec(plan: Schedule) -> str:
@@ -203,8 +189,6 @@ def job_plan(value: str, *, label: str) -> Schedule:
         seconds = None
     try:
         if seconds is not None:
-            if not math.isfinite(seconds) or seconds <= 0:
-                raise ConfigError("an interval must be a positive number of seconds")
             return IntervalSchedule(seconds)
         return CronSchedule(text)
     except ConfigError as exc:

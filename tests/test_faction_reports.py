@@ -115,6 +115,8 @@ def test_keys_of_a_per_faction_sync_say_what_its_plan_does(
     labels = [t.get_text() for t in figure.axes[0].get_yticklabels()]
     assert "no faction" in labels
     assert "no key info yet" in labels
+    # Top to bottom (tick labels run bottom up): requested, then the spare keys.
+    assert labels[::-1][:2] == ["requested", "spare (asked if another fails)"]
     assert torn.count() == 0
 
 

@@ -149,6 +149,9 @@ def test_a_stale_row_is_asked_again_after_refresh(db: SentinelStore, torn: FakeT
         datetime.now(UTC) - timedelta(days=2),
     )
     db._run(lambda s: s.save_key_info([aged]))
+    # Its dry run asks again and finds the same access: unchanged, not "changed".
+    dry = job_of(db, torn).run(dry_run=True)
+    assert [(c.key, c.kind.value) for c in dry.changes] == [({"key_id": K_CUSTOM}, "unchanged")]
     before = torn.per_path["/key/info"]
     report = job_of(db, torn).run()
     assert torn.per_path["/key/info"] == before + 1

@@ -77,14 +77,14 @@ async def keys_without_faction(
     infos: Mapping[str, KeyInfo],
     *,
     page_size: int,
-    health: Mapping[str, KeyHealth] | None = None,
-    policy: HealthPolicy | None = None,
-    now: datetime | None = None,
+    health: Mapping[str, KeyHealth],
+    policy: HealthPolicy,
+    now: datetime,
 ) -> int:
     """The usable keys of ``user_keys`` whose faction nobody knows yet: 0 as soon as any
     key has current key info (sync-key-info has run: factions are known, or known to be
     none; a run that asked no faction then had them fresh, in other shards, or without a
-    capable key), else the keys that are not parked (with ``health`` and ``policy``)."""
+    capable key), else the keys that are not parked."""
     unknown = 0
     async for page in store.iter_key_pages(page_size=page_size):
         for key in page:
@@ -95,17 +95,6 @@ async def keys_without_faction(
                 continue  # not a ciphertext at all: no key info could ever name it
             if info is not None and info.fingerprint == fingerprint:
                 return 0
-            unknown += not _parked(key, health, policy, now)
+            if parked_reason(health.get(key.id), key, now=now, policy=policy) is None:
+                unknown += 1
     return unknown
-
-
-def _parked(
-    key: UserKey,
-    health: Mapping[str, KeyHealth] | None,
-    policy: HealthPolicy | None,
-    now: datetime | None,
-) -> bool:
-    """Whether ``key`` is parked (False when its health is not given)."""
-    if health is None or policy is None or now is None:
-        return False
-    return parked_reason(health.get(key.id), key, now=now, policy=policy) is not None

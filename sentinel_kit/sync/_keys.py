@@ -40,9 +40,6 @@ from ._spec import ACCESS_LEVELS, Row, TornSync
 __all__ = ["access_short", "as_rows", "owner_of", "process_key", "settle_key"]
 
 
-_PARKED_REASON = PARKED_REASON
-
-
 @dataclass(slots=True)
 class _Context:
     """What every key of a run is processed with."""
@@ -153,7 +150,7 @@ async def process_key(key: UserKey, ctx: _Context) -> Outcome:
         return Outcome(
             key.id,
             key.user_id,
-            reason=_PARKED_REASON[parked.state],
+            reason=PARKED_REASON[parked.state],
             torn_code=parked.last_code,
             detail=f"parked ({parked.state.value}) since {parked.since.isoformat()}",
             skipped=True,

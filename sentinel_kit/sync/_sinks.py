@@ -398,7 +398,10 @@ class KeyInfoSink:
 
     async def diff(self, store: Store, rows: Sequence[Any]) -> Sequence[Change | RowChange]:
         # Against the key info read at the start (no second read).
-        current = [_info_values(i) for i in self.known.values()]
+        # Stored key info has no app user: both sides carry the user of the row that would
+        # be written, so an unchanged key reads as unchanged.
+        users = {r.info.key_id: r.user_id for r in rows}
+        current = [{"user_id": users.get(i.key_id), **_info_values(i)} for i in self.known.values()]
         would = [{"user_id": r.user_id, **_info_values(r.info)} for r in rows]
         return diff_table_rows(would, current, key=("key_id",), unit="user_id")
 

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from ._models import ErrorClass, Outcome, Reason, UserKey
+from ._models import ErrorClass, KeyInfo, Outcome, Reason, UserKey
 
 __all__ = [
     "INCORRECT_KEY",
@@ -37,6 +37,7 @@ __all__ = [
     "KeyRecord",
     "access_marks",
     "ciphertext_fingerprint",
+    "current_key_info",
     "health_changes",
     "key_successes",
     "parked_reason",
@@ -343,3 +344,15 @@ def access_marks(outcomes: Iterable[Outcome], *, now: datetime) -> list[KeyAcces
         for o in outcomes
         if o.error_class is ErrorClass.NO_ACCESS and not o.skipped and o.ciphertext_fp is not None
     ]
+
+
+def current_key_info(info: KeyInfo | None, key: UserKey) -> KeyInfo | None:
+    """``info`` while it is current for ``key`` (checked under the key's ciphertext as it
+    is stored now), else None: a re-saved key is unknown until checked again."""
+    if info is None:
+        return None
+    try:
+        current = info.fingerprint == ciphertext_fingerprint(key.api_key)
+    except (AttributeError, TypeError, ValueError):
+        return None  # a stored value no fingerprint reads (not text)
+    return info if current else None

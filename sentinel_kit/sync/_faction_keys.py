@@ -10,7 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-from .._key_health import HealthPolicy, KeyHealth, ciphertext_fingerprint, parked_reason
+from .._key_health import (
+    HealthPolicy,
+    KeyHealth,
+    current_key_info,
+    parked_reason,
+)
 from .._models import KeyInfo, UserKey
 from .._shard import shard_of
 from ..stores import Store
@@ -48,8 +53,8 @@ def faction_key_actions(
     by_faction = {unit.faction_id: unit for unit in units}
     actions: dict[str, str] = {}
     for key in keys:
-        info = infos.get(key.id)
-        if info is None or info.fingerprint != ciphertext_fingerprint(key.api_key):
+        info = current_key_info(infos.get(key.id), key)
+        if info is None:
             actions[key.id] = "unknown"
             continue
         if not info.faction_id:
@@ -88,12 +93,7 @@ async def keys_without_faction(
     unknown = 0
     async for page in store.iter_key_pages(page_size=page_size):
         for key in page:
-            info = infos.get(key.id)
-            try:
-                fingerprint = ciphertext_fingerprint(key.api_key)
-            except (AttributeError, TypeError, ValueError):
-                continue  # not a ciphertext at all: no key info could ever name it
-            if info is not None and info.fingerprint == fingerprint:
+            if current_key_info(infos.get(key.id), key) is not None:
                 return 0
             if parked_reason(health.get(key.id), key, now=now, policy=policy) is None:
                 unknown += 1

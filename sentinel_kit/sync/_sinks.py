@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from .._errors import StoreDataError
-from .._key_health import ciphertext_fingerprint
+from .._key_health import current_key_info
 from .._models import ErrorClass, KeyInfo, Outcome, Profile, Reason, UserKey
 from .._report import Change, RowChange
 from ..stores import Fence, Store
@@ -352,14 +352,9 @@ class KeyInfoSink:
         return True
 
     def fresh(self, key: UserKey, *, now: datetime) -> bool:
-        info = self.known.get(key.id)
+        info = current_key_info(self.known.get(key.id), key)
         refresh = self.spec.refresh
-        return (
-            info is not None
-            and refresh is not None
-            and info.checked_at > now - refresh
-            and info.fingerprint == ciphertext_fingerprint(key.api_key)
-        )
+        return info is not None and refresh is not None and info.checked_at > now - refresh
 
     def admit(self, outcome: Outcome) -> Outcome:
         if outcome.rows is None:

@@ -22,7 +22,7 @@ from .._key_health import (
     HealthPolicy,
     HealthState,
     KeyHealth,
-    ciphertext_fingerprint,
+    current_key_info,
     parked_reason,
     parked_until,
 )
@@ -171,18 +171,6 @@ def key_info(
         planned=planned,
         **_access_fields(current_key_info(checked, key)),
     )
-
-
-def current_key_info(info: _models.KeyInfo | None, key: UserKey) -> _models.KeyInfo | None:
-    """``info`` while it is current for ``key`` (checked under the key's ciphertext as it
-    is stored now), else None: a re-saved key is unknown until checked again."""
-    if info is None:
-        return None
-    try:
-        current = info.fingerprint == ciphertext_fingerprint(key.api_key)
-    except (AttributeError, TypeError, ValueError):
-        return None  # a stored value no fingerprint reads (not text)
-    return info if current else None
 
 
 def access_name(level: int) -> str | None:

@@ -35,7 +35,7 @@ from .._key_health import (
     PARKED_REASON,
     HealthPolicy,
     KeyHealth,
-    ciphertext_fingerprint,
+    current_key_info,
     parked_reason,
 )
 from .._models import ErrorClass, KeyInfo, Outcome, UserKey
@@ -177,11 +177,10 @@ def faction_units(
     """
     members: dict[int, list[tuple[UserKey, KeyInfo]]] = {}
     for key in keys:
-        info = infos.get(key.id)
+        # None when never checked, or re-saved since (unknown again).
+        info = current_key_info(infos.get(key.id), key)
         if info is None or not info.faction_id:
             continue
-        if info.fingerprint != ciphertext_fingerprint(key.api_key):
-            continue  # re-saved since it was checked: unknown again
         members.setdefault(info.faction_id, []).append((key, info))
     units: list[FactionUnit] = []
     for faction_id, found in members.items():
